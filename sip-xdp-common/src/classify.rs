@@ -1,0 +1,322 @@
+//! SIP sanity classifier over the first bytes of a UDP payload.
+//!
+//! The XDP program copies at most [`CLASSIFY_LEN`] payload bytes into a stack
+//! buffer and calls [`classify`]; the host runs the very same function in unit
+//! tests. It only looks at the start line: requiring `SIP/2.0` somewhere in the
+//! first N bytes (as some filters do) drops legitimate requests whose
+//! Request-URI is long.
+
+/// Payload bytes the classifier looks at. Long enough for the longest common
+/// method, a space and `sips:` (`SUBSCRIBE sips:` is 15 bytes).
+pub const CLASSIFY_LEN: usize = 16;
+
+/// What the first payload bytes say the datagram is.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipClass {
+    Register = 0,
+    Invite = 1,
+    Options = 2,
+    /// Any other request: ACK, BYE, CANCEL, SUBSCRIBE, extension methods...
+    OtherRequest = 3,
+    /// A status line, `SIP/2.0 `.
+    Response = 4,
+    /// CRLF keep-alive (RFC 5626 §4.4.1) or a STUN binding on the SIP flow
+    /// (RFC 5626 §4.4.2, which outbound UAs send over UDP).
+    Keepalive = 5,
+    /// Nothing a SIP element sends.
+    Malformed = 6,
+}
+
+/// Number of `SipClass` values (length of per-class counter arrays).
+pub const SIP_CLASSES: usize = 7;
+
+impl SipClass {
+    pub const ALL: [SipClass; SIP_CLASSES] = [
+        SipClass::Register,
+        SipClass::Invite,
+        SipClass::Options,
+        SipClass::OtherRequest,
+        SipClass::Response,
+        SipClass::Keepalive,
+        SipClass::Malformed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            SipClass::Register => "register",
+            SipClass::Invite => "invite",
+            SipClass::Options => "options",
+            SipClass::OtherRequest => "other_request",
+            SipClass::Response => "response",
+            SipClass::Keepalive => "keepalive",
+            SipClass::Malformed => "malformed",
+        }
+    }
+}
+
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+/// Shortest methods are 3 letters (ACK, BYE).
+const MIN_METHOD: usize = 3;
+
+/// Classifies a payload given its first `len` bytes in `buf` (`len` is the
+/// payload length capped at `CLASSIFY_LEN`; bytes past it are ignored).
+#[inline(always)]
+pub fn classify(buf: &[u8; CLASSIFY_LEN], len: usize) -> SipClass {
+    if len == 0 {
+        return SipClass::Malformed;
+    }
+    if is_keepalive(buf, len) {
+        return SipClass::Keepalive;
+    }
+    if len >= 8 && prefix_eq(buf, b"SIP/2.0 ") {
+        return SipClass::Response;
+    }
+    request_class(buf, len)
+}
+
+#[inline(always)]
+fn is_keepalive(buf: &[u8; CLASSIFY_LEN], len: usize) -> bool {
+    // CRLF pings are at most "\r\n\r\n".
+    if len <= 4 {
+        let mut i = 0;
+        while i < 4 {
+            if i < len && buf[i] != b'\r' && buf[i] != b'\n' {
+                return false;
+            }
+            i += 1;
+        }
+        return true;
+    }
+    // STUN: two zero top bits, then the magic cookie at offset 4.
+    len >= 8 && buf[0] & 0xc0 == 0 && buf[4..8] == STUN_MAGIC
+}
+
+#[inline(always)]
+fn request_class(buf: &[u8; CLASSIFY_LEN], len: usize) -> SipClass {
+    // Method: upper-case token (methods are case-sensitive), then one space.
+    let mut sp = CLASSIFY_LEN;
+    let mut i = 0;
+    while i < CLASSIFY_LEN {
+        if i >= len {
+            return SipClass::Malformed;
+        }
+        let b = buf[i];
+        if b == b' ' {
+            sp = i;
+            break;
+        }
+        if !b.is_ascii_uppercase() {
+            return SipClass::Malformed;
+        }
+        i += 1;
+    }
+    if sp < MIN_METHOD || sp >= CLASSIFY_LEN {
+        return SipClass::Malformed;
+    }
+    if !uri_scheme_plausible(buf, len, sp + 1) {
+        return SipClass::Malformed;
+    }
+    if sp == 8 && prefix_eq(buf, b"REGISTER") {
+        SipClass::Register
+    } else if sp == 6 && prefix_eq(buf, b"INVITE") {
+        SipClass::Invite
+    } else if sp == 7 && prefix_eq(buf, b"OPTIONS") {
+        SipClass::Options
+    } else {
+        SipClass::OtherRequest
+    }
+}
+
+/// Request-URI starts with `sip:`, `sips:`, `tel:` or `urn:` (case-insensitive),
+/// judged on the bytes we have: a URI cut off by the buffer end is accepted
+/// as far as it matches.
+#[inline(always)]
+fn uri_scheme_plausible(buf: &[u8; CLASSIFY_LEN], len: usize, start: usize) -> bool {
+    scheme_matches(buf, len, start, b"sip:")
+        || scheme_matches(buf, len, start, b"sips:")
+        || scheme_matches(buf, len, start, b"tel:")
+        || scheme_matches(buf, len, start, b"urn:")
+}
+
+#[inline(always)]
+fn scheme_matches<const N: usize>(
+    buf: &[u8; CLASSIFY_LEN],
+    len: usize,
+    start: usize,
+    scheme: &[u8; N],
+) -> bool {
+    if start >= len {
+        // Nothing after the method's space (or past our window): the start
+        // line is cut off, not malformed, only if the window is full.
+        return len == CLASSIFY_LEN;
+    }
+    let mut j = 0;
+    while j < N {
+        let i = start + j;
+        if i >= len {
+            return i == CLASSIFY_LEN;
+        }
+        match buf.get(i) {
+            Some(b) if b.to_ascii_lowercase() == scheme[j] => {}
+            _ => return false,
+        }
+        j += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn prefix_eq<const N: usize>(buf: &[u8; CLASSIFY_LEN], p: &[u8; N]) -> bool {
+    let mut i = 0;
+    while i < N {
+        if buf[i] != p[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Host-side convenience: classify a whole payload slice.
+#[cfg(not(target_arch = "bpf"))]
+pub fn classify_payload(payload: &[u8]) -> SipClass {
+    let mut buf = [0u8; CLASSIFY_LEN];
+    let n = payload.len().min(CLASSIFY_LEN);
+    buf[..n].copy_from_slice(&payload[..n]);
+    classify(&buf, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(p: &[u8]) -> SipClass {
+        classify_payload(p)
+    }
+
+    const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bK776asdhds\r\nMax-Forwards: 70\r\nTo: Bob <sip:bob@example.com>\r\nFrom: Bob <sip:bob@example.com>;tag=456248\r\nCall-ID: 843817637684230@998sdasdh09\r\nCSeq: 1826 REGISTER\r\nContact: <sip:bob@198.51.100.10>\r\nExpires: 7200\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn common_requests() {
+        assert_eq!(c(REGISTER), SipClass::Register);
+        assert_eq!(
+            c(b"INVITE sip:+15551234567@pbx.example.com;user=phone SIP/2.0\r\n"),
+            SipClass::Invite
+        );
+        assert_eq!(
+            c(b"OPTIONS sip:100@203.0.113.1 SIP/2.0\r\n"),
+            SipClass::Options
+        );
+        for m in [
+            "ACK",
+            "BYE",
+            "CANCEL",
+            "PRACK",
+            "SUBSCRIBE",
+            "NOTIFY",
+            "PUBLISH",
+            "INFO",
+            "REFER",
+            "MESSAGE",
+            "UPDATE",
+        ] {
+            let msg = format!("{m} sip:alice@example.com SIP/2.0\r\n\r\n");
+            assert_eq!(c(msg.as_bytes()), SipClass::OtherRequest, "{m}");
+        }
+    }
+
+    #[test]
+    fn other_uri_schemes_and_extension_methods() {
+        assert_eq!(
+            c(b"SUBSCRIBE sips:bob@example.com SIP/2.0\r\n"),
+            SipClass::OtherRequest
+        );
+        assert_eq!(c(b"INVITE tel:+15551234567 SIP/2.0\r\n"), SipClass::Invite);
+        assert_eq!(c(b"INVITE urn:service:sos SIP/2.0\r\n"), SipClass::Invite);
+        assert_eq!(
+            c(b"INVITE SIP:bob@example.com SIP/2.0\r\n"),
+            SipClass::Invite
+        );
+        assert_eq!(c(b"FOOBAR sip:x SIP/2.0\r\n"), SipClass::OtherRequest);
+    }
+
+    #[test]
+    fn long_request_uri_is_not_malformed() {
+        let uri = "a".repeat(2000);
+        let msg = format!("INVITE sip:{uri}@example.com SIP/2.0\r\n");
+        assert_eq!(c(msg.as_bytes()), SipClass::Invite);
+    }
+
+    #[test]
+    fn responses() {
+        assert_eq!(c(b"SIP/2.0 200 OK\r\n"), SipClass::Response);
+        assert_eq!(c(b"SIP/2.0 401 Unauthorized\r\n"), SipClass::Response);
+        assert_eq!(c(b"SIP/2.0 100 Trying\r\n"), SipClass::Response);
+        assert_eq!(c(b"SIP/2.0 "), SipClass::Response);
+    }
+
+    #[test]
+    fn keepalives() {
+        assert_eq!(c(b"\r\n\r\n"), SipClass::Keepalive);
+        assert_eq!(c(b"\r\n"), SipClass::Keepalive);
+        assert_eq!(c(b"\n"), SipClass::Keepalive);
+        // STUN binding request: type 0x0001, length 0, magic cookie, txid.
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&[7; 12]);
+        assert_eq!(c(&stun), SipClass::Keepalive);
+    }
+
+    #[test]
+    fn garbage_and_other_protocols() {
+        assert_eq!(c(b""), SipClass::Malformed);
+        assert_eq!(c(b"\0\0\0\0"), SipClass::Malformed);
+        assert_eq!(c(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), SipClass::Malformed);
+        assert_eq!(
+            c(b"invite sip:bob@example.com SIP/2.0"),
+            SipClass::Malformed
+        );
+        assert_eq!(c(b"INVITE  sip:bob@example.com"), SipClass::Malformed);
+        assert_eq!(c(b"INVITEsip:bob@example.com"), SipClass::Malformed);
+        assert_eq!(c(b"AB sip:x SIP/2.0"), SipClass::Malformed);
+        assert_eq!(c(b"SIP/2.1 200 OK"), SipClass::Malformed);
+        assert_eq!(c(&[0xffu8; 64]), SipClass::Malformed);
+        assert_eq!(c(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ sip:x"), SipClass::Malformed);
+        // Random bytes never panic and never claim to be a request without a space.
+        let mut x: u32 = 0x1234_5678;
+        for _ in 0..10_000 {
+            let mut p = [0u8; 24];
+            for b in &mut p {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = x as u8;
+            }
+            let _ = c(&p);
+        }
+    }
+
+    #[test]
+    fn truncated_inputs() {
+        // Every prefix of a real REGISTER: short prefixes are malformed or
+        // (at full window) still a request, never a panic or a wrong class.
+        for n in 0..REGISTER.len() {
+            let got = c(&REGISTER[..n]);
+            if n >= 13 {
+                assert_eq!(got, SipClass::Register, "prefix {n}");
+            } else {
+                assert_eq!(got, SipClass::Malformed, "prefix {n}");
+            }
+        }
+        assert_eq!(c(b"SIP/2.0"), SipClass::Malformed);
+        assert_eq!(c(b"\r\n\r\n\r"), SipClass::Malformed);
+    }
+
+    #[test]
+    fn window_cut_inside_scheme_is_accepted() {
+        // "SUBSCRIBE sips:" fills 15 bytes; an extension method whose URI
+        // starts past the window is judged on the method alone.
+        assert_eq!(c(b"ABCDEFGHIJKL sip:bob@x"), SipClass::OtherRequest);
+        assert_eq!(c(b"ABCDEFGHIJKLMNO sip:bob@x"), SipClass::OtherRequest);
+    }
+}

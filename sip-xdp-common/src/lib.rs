@@ -1,0 +1,18 @@
+//! Types shared by the sip-xdp XDP program and its controller, plus the pure
+//! logic both sides run (the SIP first-line classifier, address keys).
+//!
+//! The crate is `no_std` only when built for BPF, so everything in it gets
+//! ordinary unit tests on the host.
+#![cfg_attr(target_arch = "bpf", no_std)]
+
+pub mod addr;
+pub mod classify;
+pub mod config;
+pub mod maps;
+pub mod stats;
+
+pub use addr::IpKey;
+pub use classify::{classify, SipClass, CLASSIFY_LEN};
+pub use config::{Config, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+pub use maps::{BanValue, BlockValue, SourceStats};
+pub use stats::Counter;

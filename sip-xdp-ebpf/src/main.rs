@@ -1,0 +1,240 @@
+//! sip-xdp: per-packet SIP flood filter. Cheapest decisive check first:
+//! parse, SIP port, exact ban, allow-list, block-list, classify, account.
+#![no_std]
+#![no_main]
+// Atomic add on a map value shared by all CPUs: core's AtomicU64 has no
+// fetch_add on the BPF target, the intrinsic lowers to BPF_ATOMIC add.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod maps;
+mod parse;
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_ktime_get_coarse_ns,
+    macros::xdp,
+    maps::lpm_trie::Key,
+    programs::XdpContext,
+};
+use maps::{ALLOW, BANS, BLOCK, CONFIG, SIP_PORTS, SOURCES, STATS};
+use network_types::udp::UdpHdr;
+use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
+use sip_xdp_common::{classify, Counter, IpKey, SipClass, SourceStats, CLASSIFY_LEN};
+
+#[xdp]
+pub fn sip_xdp(ctx: XdpContext) -> u32 {
+    // A filter that cannot parse a packet lets the stack judge it.
+    match filter(&ctx) {
+        Ok(action) => action,
+        Err(Truncated) => pass(Counter::Truncated),
+    }
+}
+
+#[inline(always)]
+fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
+    let (ether_type, l3_off) = parse::ethernet(ctx)?;
+    let l3 = match ether_type {
+        ETH_P_IPV4 => parse::ipv4(ctx, l3_off)?,
+        ETH_P_IPV6 => parse::ipv6(ctx, l3_off)?,
+        _ => return Ok(pass(Counter::NonIp)),
+    };
+    let src = l3.src;
+    if l3.no_l4 {
+        // No port to look at. Fragments of a banned or blocked source are
+        // dropped so its large INVITEs never reassemble; anyone else's pass.
+        return Ok(match source_rules(&src) {
+            Source::Banned => drop(Counter::Banned),
+            Source::Blocked => drop(Counter::Blocked),
+            Source::Allowed | Source::Unknown => pass(Counter::Fragment),
+        });
+    }
+    if l3.proto != IPPROTO_UDP {
+        return Ok(pass(Counter::NonUdp));
+    }
+    let (dport, payload_len) = parse::udp(ctx, l3.l4_off)?;
+    if !is_sip_port(dport) {
+        return Ok(pass(Counter::OtherPort));
+    }
+    let allowed = match source_rules(&src) {
+        Source::Banned => return Ok(drop(Counter::Banned)),
+        Source::Blocked => return Ok(drop(Counter::Blocked)),
+        Source::Allowed => true,
+        Source::Unknown => false,
+    };
+    let class = classify_payload(ctx, l3.l4_off + UdpHdr::LEN, payload_len);
+    count(class_counter(class));
+    let drop_it = !allowed && class == SipClass::Malformed && drop_malformed();
+    account(ctx, &src, class, drop_it);
+    Ok(if allowed {
+        pass(Counter::Allowed)
+    } else if drop_it {
+        drop(Counter::Malformed)
+    } else {
+        pass(Counter::Sip)
+    })
+}
+
+enum Source {
+    Banned,
+    Allowed,
+    Blocked,
+    Unknown,
+}
+
+/// Exact ban, then allow-list, then block-list. Bans come first because the
+/// controller never bans an allow-listed address; the allow-list then beats
+/// every block CIDR.
+#[inline(always)]
+fn source_rules(src: &IpKey) -> Source {
+    if let Some(ban) = unsafe { BANS.get(src) } {
+        // Coarse clock: a tick of lag on expiry costs nothing, a TSC read per
+        // banned packet would.
+        if ban.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
+            bump(&ban.hits);
+            return Source::Banned;
+        }
+        count(Counter::BanExpired);
+    }
+    let key = Key::new(128, *src);
+    if ALLOW.get(&key).is_some() {
+        return Source::Allowed;
+    }
+    if let Some(rule) = BLOCK.get(&key) {
+        if rule.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
+            bump(&rule.hits);
+            return Source::Blocked;
+        }
+    }
+    Source::Unknown
+}
+
+/// Atomically adds one to a hit counter living in a map value shared by all
+/// CPUs.
+#[inline(always)]
+fn bump(hits: &u64) {
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits as *const u64 as *mut u64, 1)
+    };
+}
+
+#[inline(always)]
+fn is_sip_port(port: u16) -> bool {
+    match SIP_PORTS.get(u32::from(port >> 6)) {
+        Some(word) => (*word >> (port & 63)) & 1 != 0,
+        None => false,
+    }
+}
+
+/// Copies up to `CLASSIFY_LEN` payload bytes to the stack and classifies them.
+#[inline(always)]
+fn classify_payload(ctx: &XdpContext, off: usize, payload_len: usize) -> SipClass {
+    let mut buf = [0u8; CLASSIFY_LEN];
+    let mut len = 0;
+    if let Ok(p) = ptr_at::<[u8; CLASSIFY_LEN]>(ctx, off) {
+        buf = unsafe { *p };
+        len = CLASSIFY_LEN;
+    } else {
+        for i in 0..CLASSIFY_LEN {
+            match ptr_at::<u8>(ctx, off + i) {
+                Ok(p) => buf[i] = unsafe { *p },
+                Err(_) => break,
+            }
+            len = i + 1;
+        }
+    }
+    if payload_len < len {
+        len = payload_len;
+    }
+    classify(&buf, len)
+}
+
+#[inline(always)]
+fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool) {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let c = class as usize;
+    match SOURCES.get_ptr_mut(src) {
+        Some(s) => {
+            let s = unsafe { &mut *s };
+            s.packets += 1;
+            s.bytes += bytes;
+            s.last_seen_ns = now;
+            if let Some(n) = s.class.get_mut(c) {
+                *n = n.wrapping_add(1);
+            }
+            s.dropped = s.dropped.wrapping_add(u32::from(dropped));
+        }
+        None => {
+            let mut s = SourceStats {
+                packets: 1,
+                bytes,
+                first_seen_ns: now,
+                last_seen_ns: now,
+                class: [0; sip_xdp_common::classify::SIP_CLASSES],
+                dropped: u32::from(dropped),
+            };
+            if let Some(n) = s.class.get_mut(c) {
+                *n = 1;
+            }
+            let _ = SOURCES.insert(src, &s, 0);
+        }
+    }
+}
+
+#[inline(always)]
+fn class_counter(class: SipClass) -> Counter {
+    match class {
+        SipClass::Register => Counter::ClassRegister,
+        SipClass::Invite => Counter::ClassInvite,
+        SipClass::Options => Counter::ClassOptions,
+        SipClass::OtherRequest => Counter::ClassOtherRequest,
+        SipClass::Response => Counter::ClassResponse,
+        SipClass::Keepalive => Counter::ClassKeepalive,
+        SipClass::Malformed => Counter::ClassMalformed,
+    }
+}
+
+#[inline(always)]
+fn drop_malformed() -> bool {
+    CONFIG.get(0).is_some_and(|c| c.drop_malformed())
+}
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(p) = STATS.get_ptr_mut(c as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn pass(reason: Counter) -> u32 {
+    count(reason);
+    count(Counter::Passed);
+    XDP_PASS
+}
+
+/// Drops, unless monitor mode is on: then counts the would-be drop and passes.
+#[inline(always)]
+fn drop(reason: Counter) -> u32 {
+    count(reason);
+    if CONFIG.get(0).is_some_and(|c| c.monitor()) {
+        count(Counter::WouldDrop);
+        XDP_PASS
+    } else {
+        count(Counter::Dropped);
+        XDP_DROP
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

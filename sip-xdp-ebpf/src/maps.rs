@@ -1,0 +1,43 @@
+//! The program's maps. All are pinned by name, so the controller, the CLI and
+//! a reloaded program share one set under the pin directory.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+};
+use sip_xdp_common::{
+    maps::{
+        DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS, DEFAULT_MAX_BLOCK, DEFAULT_MAX_SOURCES, SIP_PORT_WORDS,
+    },
+    stats::COUNTERS,
+    BanValue, BlockValue, Config, IpKey, SourceStats,
+};
+
+/// Exact-match bans with kernel-checked expiry.
+#[map]
+pub static BANS: HashMap<IpKey, BanValue> = HashMap::pinned(DEFAULT_MAX_BANS, 0);
+
+/// Allow-list CIDRs; a match beats every block rule.
+#[map]
+pub static ALLOW: LpmTrie<IpKey, u32> = LpmTrie::pinned(DEFAULT_MAX_ALLOW, BPF_F_NO_PREALLOC);
+
+/// Block-list CIDRs with their hit counters.
+#[map]
+pub static BLOCK: LpmTrie<IpKey, BlockValue> =
+    LpmTrie::pinned(DEFAULT_MAX_BLOCK, BPF_F_NO_PREALLOC);
+
+/// Per-source accounting, per CPU so the hot path never contends.
+#[map]
+pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
+    LruPerCpuHashMap::pinned(DEFAULT_MAX_SOURCES, 0);
+
+/// Bitmap of SIP destination ports: bit `p & 63` of word `p >> 6`.
+#[map]
+pub static SIP_PORTS: Array<u64> = Array::pinned(SIP_PORT_WORDS, 0);
+
+#[map]
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTERS, 0);

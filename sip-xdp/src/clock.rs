@@ -1,0 +1,29 @@
+//! The kernel checks expiry against `bpf_ktime_get_coarse_ns`, which reads
+//! CLOCK_MONOTONIC; expiries written to the maps use the same clock.
+
+use std::time::Duration;
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Kernel expiry value for a ban lasting `d` from now (0 means permanent).
+pub fn expiry_after(d: Option<Duration>) -> u64 {
+    match d {
+        None => 0,
+        Some(d) => monotonic_ns()
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .max(1),
+    }
+}
+
+/// Time left on a kernel expiry value; `None` for permanent entries.
+pub fn remaining(expires_ns: u64) -> Option<Duration> {
+    (expires_ns != 0).then(|| Duration::from_nanos(expires_ns.saturating_sub(monotonic_ns())))
+}

@@ -1,0 +1,93 @@
+//! Errors an operator can act on. Each message says what to do next.
+
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sip-xdp is not loaded (no pins under {0}): run `sip-xdp attach --iface IFACE` first")]
+    NotLoaded(PathBuf),
+
+    #[error("no network interface named {0:?} in this network namespace (see `ip link`)")]
+    UnknownInterface(String),
+
+    #[error(
+        "interface {0} already has another XDP program attached; remove it first \
+         (`ip link set dev {0} xdp off`) or pick another interface"
+    )]
+    InterfaceBusy(String),
+
+    #[error("sip-xdp is already attached to {iface} ({mode} mode)")]
+    AlreadyAttached { iface: String, mode: String },
+
+    #[error("sip-xdp is not attached to {0}")]
+    NotAttached(String),
+
+    #[error("{what} needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo")]
+    Permission { what: String },
+
+    #[error("refusing to block {net}: {why}")]
+    Refused { net: IpNet, why: String },
+
+    #[error("the {map} map is full ({max} entries); remove entries or raise its size")]
+    Full { map: &'static str, max: u32 },
+
+    #[error("invalid address {input:?}: {why} (expected e.g. 203.0.113.7, 198.51.100.0/24 or 2001:db8::/32)")]
+    BadAddress { input: String, why: String },
+
+    #[error("{context}: {source}")]
+    Map {
+        context: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("{context}: {source}")]
+    Program {
+        context: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("loading the XDP program failed: {0}")]
+    Load(#[from] aya::EbpfError),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn map(context: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> Error {
+        let context = context.into();
+        move |source| {
+            if is_permission(&source.to_string()) {
+                return Error::Permission { what: context };
+            }
+            Error::Map { context, source }
+        }
+    }
+
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| {
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EPERM) | Some(libc::EACCES)
+            ) {
+                return Error::Permission { what: context };
+            }
+            Error::Io { context, source }
+        }
+    }
+}
+
+fn is_permission(msg: &str) -> bool {
+    msg.contains("Operation not permitted") || msg.contains("Permission denied")
+}

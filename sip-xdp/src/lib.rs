@@ -1,0 +1,22 @@
+//! sip-xdp userspace: loads the XDP program, keeps its maps pinned, and
+//! operates them for the CLI and the controller.
+
+pub mod cli;
+pub mod clock;
+pub mod error;
+pub mod guard;
+pub mod loader;
+pub mod maps;
+pub mod pins;
+pub mod target;
+
+pub use error::{Error, Result};
+
+/// The XDP object, built by build.rs with the pinned nightly.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-xdp"));
+
+/// Name of the XDP function inside the object.
+pub const PROGRAM_NAME: &str = "sip_xdp";
+
+/// SIP port enabled when the maps are first created.
+pub const DEFAULT_SIP_PORT: u16 = 5060;

@@ -1,0 +1,288 @@
+//! Loading the program (or reusing the pinned one) and attaching it to
+//! interfaces through pinned bpf_links, so an attachment outlives the process
+//! that made it and a restarted controller finds it in place.
+
+use std::{fs, io};
+
+use aya::{
+    maps::{Array, Map, MapData},
+    programs::{links::FdLink, links::PinnedLink, ProgramInfo, Xdp, XdpMode},
+    EbpfLoader,
+};
+use aya_obj::programs::XdpAttachType;
+use sip_xdp_common::maps::{MAP_SIP_PORTS, SIP_PORT_WORDS};
+
+use crate::{pins::Pins, Error, Result, DEFAULT_SIP_PORT, EBPF_OBJECT, PROGRAM_NAME};
+
+/// How the operator asked to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic mode with a warning.
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode: works everywhere, costs an skb per packet.
+    Skb,
+}
+
+/// Mode actually in use, as recorded in the link pin path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    Native,
+    Skb,
+}
+
+impl Attached {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Attached::Native => "native",
+            Attached::Skb => "skb",
+        }
+    }
+    const fn xdp_mode(self) -> XdpMode {
+        match self {
+            Attached::Native => XdpMode::Driver,
+            Attached::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// Program capacities chosen at first load.
+#[derive(Clone, Copy, Debug)]
+pub struct Capacities {
+    pub bans: u32,
+    pub allow: u32,
+    pub block: u32,
+    pub sources: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        use sip_xdp_common::maps::*;
+        Self {
+            bans: DEFAULT_MAX_BANS,
+            allow: DEFAULT_MAX_ALLOW,
+            block: DEFAULT_MAX_BLOCK,
+            sources: DEFAULT_MAX_SOURCES,
+        }
+    }
+}
+
+/// The pinned program, loading and pinning it (and its maps) first if needed.
+/// Returns the program and whether this call created it.
+pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
+    pins.prepare()?;
+    if pins.prog().exists() {
+        let prog = Xdp::from_pin(pins.prog(), XdpAttachType::Interface).map_err(|source| {
+            Error::Program {
+                context: format!("opening pinned program {}", pins.prog().display()),
+                source,
+            }
+        })?;
+        return Ok((prog, false));
+    }
+    raise_memlock();
+    use sip_xdp_common::maps::*;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins.maps_dir())
+        .map_max_entries(MAP_BANS, caps.bans)
+        .map_max_entries(MAP_ALLOW, caps.allow)
+        .map_max_entries(MAP_BLOCK, caps.block)
+        .map_max_entries(MAP_SOURCES, caps.sources)
+        .load(EBPF_OBJECT)
+        .map_err(|e| {
+            if e.to_string().contains("Operation not permitted") {
+                Error::Permission {
+                    what: "loading the XDP program".into(),
+                }
+            } else {
+                Error::Load(e)
+            }
+        })?;
+    init_ports(pins)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| Error::Io {
+            context: "the embedded object".into(),
+            source: io::Error::other(format!("has no program named {PROGRAM_NAME}")),
+        })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            context: "the embedded program is not XDP".into(),
+            source,
+        })?;
+    prog.load().map_err(|source| Error::Program {
+        context: "the kernel verifier rejected the XDP program".into(),
+        source,
+    })?;
+    prog.pin(pins.prog()).map_err(|e| Error::Io {
+        context: format!("pinning the program at {}", pins.prog().display()),
+        source: io::Error::other(e.to_string()),
+    })?;
+    drop(ebpf);
+    let prog =
+        Xdp::from_pin(pins.prog(), XdpAttachType::Interface).map_err(|source| Error::Program {
+            context: "reopening the pinned program".into(),
+            source,
+        })?;
+    tracing::info!(pin = %pins.root().display(), "loaded XDP program and pinned its maps");
+    Ok((prog, true))
+}
+
+/// Kernels since 5.11 charge BPF memory to the cgroup; older ones need a
+/// raised RLIMIT_MEMLOCK. Without CAP_SYS_RESOURCE the raise may fail, which
+/// only matters on old kernels, so it is a debug note, not an error.
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// A new port map is all zero; enable the default SIP port once, never
+/// overwriting a port set an operator chose before a reload.
+fn init_ports(pins: &Pins) -> Result<()> {
+    let data = MapData::from_pin(pins.map(MAP_SIP_PORTS))
+        .map_err(Error::map("opening the SIP port map"))?;
+    let mut ports: Array<MapData, u64> =
+        Array::try_from(Map::Array(data)).map_err(Error::map("opening the SIP port map"))?;
+    for i in 0..SIP_PORT_WORDS {
+        if ports.get(&i, 0).map_err(Error::map("reading SIP ports"))? != 0 {
+            return Ok(());
+        }
+    }
+    let p = DEFAULT_SIP_PORT;
+    ports
+        .set(u32::from(p >> 6), 1u64 << (p & 63), 0)
+        .map_err(Error::map("setting the default SIP port"))
+}
+
+/// Attaches to `iface` and pins the link. Returns the mode in use.
+pub fn attach(pins: &Pins, iface: &str, mode: AttachMode, caps: Capacities) -> Result<Attached> {
+    if let Some((mode, _)) = pins.link_of(iface) {
+        return Err(Error::AlreadyAttached {
+            iface: iface.into(),
+            mode,
+        });
+    }
+    if nix::net::if_::if_nametoindex(iface).is_err() {
+        return Err(Error::UnknownInterface(iface.into()));
+    }
+    let (mut prog, fresh) = load_or_open(pins, caps)?;
+    let tries: &[Attached] = match mode {
+        AttachMode::Auto => &[Attached::Native, Attached::Skb],
+        AttachMode::Native => &[Attached::Native],
+        AttachMode::Skb => &[Attached::Skb],
+    };
+    let mut last = None;
+    for &m in tries {
+        match prog.attach(iface, m.xdp_mode()) {
+            Ok(id) => {
+                let link = prog.take_link(id).map_err(|source| Error::Program {
+                    context: "taking the XDP link".into(),
+                    source,
+                })?;
+                let link: FdLink = link.try_into().map_err(|e| Error::Io {
+                    context: "converting the XDP link".into(),
+                    source: io::Error::other(format!("{e}")),
+                })?;
+                let path = pins.link(m.name(), iface);
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir)
+                        .map_err(Error::io(format!("creating {}", dir.display())))?;
+                }
+                link.pin(&path).map_err(|e| Error::Io {
+                    context: format!("pinning the link at {}", path.display()),
+                    source: io::Error::other(e.to_string()),
+                })?;
+                if mode == AttachMode::Auto && m == Attached::Skb {
+                    tracing::warn!(
+                        iface,
+                        "native XDP is not available on this interface; attached in generic \
+                         (skb) mode, which filters after the kernel has built an skb"
+                    );
+                }
+                tracing::info!(iface, mode = m.name(), "attached");
+                return Ok(m);
+            }
+            Err(e) => {
+                if is_busy(&e) {
+                    cleanup_unused(pins, fresh);
+                    return Err(Error::InterfaceBusy(iface.into()));
+                }
+                if mode == AttachMode::Auto && m == Attached::Native {
+                    tracing::warn!(iface, error = %e, "native XDP attach failed, trying generic mode");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    cleanup_unused(pins, fresh);
+    Err(Error::Program {
+        context: format!("attaching to {iface}"),
+        source: last.expect("at least one attach attempt"),
+    })
+}
+
+fn is_busy(e: &aya::programs::ProgramError) -> bool {
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST)) {
+                return true;
+            }
+        }
+        let msg = s.to_string();
+        if msg.contains("Device or resource busy") || msg.contains("File exists") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// A program loaded by a failed attach would sit pinned with no interface.
+fn cleanup_unused(pins: &Pins, fresh: bool) {
+    if fresh && pins.links().is_empty() {
+        let _ = fs::remove_file(pins.prog());
+    }
+}
+
+/// Removes the attachment from `iface`. When no interface is left, the
+/// program pin goes too (the maps stay, so bans survive a re-attach, unless
+/// `purge`).
+pub fn detach(pins: &Pins, iface: &str, purge: bool) -> Result<Attached> {
+    let (mode, path) = pins
+        .link_of(iface)
+        .ok_or_else(|| Error::NotAttached(iface.into()))?;
+    let link = PinnedLink::from_pin(&path).map_err(|e| Error::Io {
+        context: format!("opening link pin {}", path.display()),
+        source: io::Error::other(e.to_string()),
+    })?;
+    // Unpinning drops the last reference: the kernel detaches the program.
+    let fd = link
+        .unpin()
+        .map_err(Error::io(format!("unpinning {}", path.display())))?;
+    drop(fd);
+    if pins.links().is_empty() {
+        let _ = fs::remove_file(pins.prog());
+        if purge {
+            let _ = fs::remove_dir_all(pins.root());
+        }
+    }
+    tracing::info!(iface, mode = %mode, "detached");
+    Ok(if mode == "skb" {
+        Attached::Skb
+    } else {
+        Attached::Native
+    })
+}
+
+/// Facts about the pinned program for `status`.
+pub fn program_info(pins: &Pins) -> Option<ProgramInfo> {
+    ProgramInfo::from_pin(pins.prog()).ok()
+}

@@ -1,0 +1,428 @@
+//! Typed access to the pinned maps: what `block`, `allow`, `stats`, `top`
+//! and the controller do to the kernel's state.
+
+use std::{net::IpAddr, time::Duration};
+
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+};
+use ipnet::IpNet;
+use serde::Serialize;
+use sip_xdp_common::{
+    addr::{ip_of, key_of, trie_prefix_len, V4_MAPPED_PREFIX},
+    classify::{SipClass, SIP_CLASSES},
+    maps::*,
+    stats::COUNTERS,
+    BanValue, BlockValue, Config, Counter, IpKey, SourceStats,
+};
+
+use crate::{clock, guard::Guard, pins::Pins, target::is_host, Error, Result};
+
+pub struct Maps {
+    bans: HashMap<MapData, IpKey, BanValue>,
+    allow: LpmTrie<MapData, IpKey, u32>,
+    block: LpmTrie<MapData, IpKey, BlockValue>,
+    sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
+    ports: Array<MapData, u64>,
+    config: Array<MapData, Config>,
+    stats: PerCpuArray<MapData, u64>,
+    max: [u32; 4],
+}
+
+/// One block rule as `list` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BlockEntry {
+    pub net: IpNet,
+    /// `ban` for exact addresses, `cidr` for block-list prefixes.
+    pub kind: &'static str,
+    pub reason: &'static str,
+    /// Seconds left; `None` for permanent entries.
+    pub expires_in_s: Option<u64>,
+    pub expired: bool,
+    pub hits: u64,
+}
+
+/// One tracked source as `top` shows it, summed over CPUs.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SourceRow {
+    pub src_ip: IpAddr,
+    pub packets: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+    pub first_seen_s_ago: u64,
+    pub last_seen_s_ago: u64,
+    pub classes: std::collections::BTreeMap<&'static str, u64>,
+}
+
+fn open(pins: &Pins, name: &str) -> Result<MapData> {
+    MapData::from_pin(pins.map(name)).map_err(Error::map(format!("opening pinned map {name}")))
+}
+
+fn is_full(e: &MapError) -> bool {
+    let s = format!("{e:?}");
+    s.contains("E2BIG")
+        || s.contains("ENOSPC")
+        || s.contains("os error 7")
+        || s.contains("os error 28")
+}
+
+impl Maps {
+    pub fn open(pins: &Pins) -> Result<Self> {
+        if !pins.is_loaded() {
+            return Err(Error::NotLoaded(pins.root().to_path_buf()));
+        }
+        let e = |n: &str| Error::map(format!("opening pinned map {n}"));
+        let bans_d = open(pins, MAP_BANS)?;
+        let allow_d = open(pins, MAP_ALLOW)?;
+        let block_d = open(pins, MAP_BLOCK)?;
+        let sources_d = open(pins, MAP_SOURCES)?;
+        let max = [
+            bans_d.info().map_or(DEFAULT_MAX_BANS, |i| i.max_entries()),
+            allow_d
+                .info()
+                .map_or(DEFAULT_MAX_ALLOW, |i| i.max_entries()),
+            block_d
+                .info()
+                .map_or(DEFAULT_MAX_BLOCK, |i| i.max_entries()),
+            sources_d
+                .info()
+                .map_or(DEFAULT_MAX_SOURCES, |i| i.max_entries()),
+        ];
+        Ok(Self {
+            bans: HashMap::try_from(Map::HashMap(bans_d)).map_err(e(MAP_BANS))?,
+            allow: LpmTrie::try_from(Map::LpmTrie(allow_d)).map_err(e(MAP_ALLOW))?,
+            block: LpmTrie::try_from(Map::LpmTrie(block_d)).map_err(e(MAP_BLOCK))?,
+            sources: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(sources_d))
+                .map_err(e(MAP_SOURCES))?,
+            ports: Array::try_from(Map::Array(open(pins, MAP_SIP_PORTS)?))
+                .map_err(e(MAP_SIP_PORTS))?,
+            config: Array::try_from(Map::Array(open(pins, MAP_CONFIG)?)).map_err(e(MAP_CONFIG))?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(open(pins, MAP_STATS)?))
+                .map_err(e(MAP_STATS))?,
+            max,
+        })
+    }
+
+    fn trie_key(net: &IpNet) -> Key<IpKey> {
+        Key::new(
+            trie_prefix_len(net.addr(), net.prefix_len()),
+            key_of(net.network()),
+        )
+    }
+
+    fn net_of(key: &Key<IpKey>) -> IpNet {
+        let ip = ip_of(&key.data());
+        let len = match ip {
+            IpAddr::V4(_) => key.prefix_len().saturating_sub(V4_MAPPED_PREFIX),
+            IpAddr::V6(_) => key.prefix_len(),
+        };
+        IpNet::new(ip, len as u8).unwrap_or_else(|_| IpNet::from(ip))
+    }
+
+    /// Whether an allow-list entry covers `ip`.
+    pub fn is_allowed(&self, ip: IpAddr) -> Result<bool> {
+        match self.allow.get(&Key::new(128, key_of(ip)), 0) {
+            Ok(_) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(Error::map("reading the allow-list")(e)),
+        }
+    }
+
+    /// Allow-list entries that overlap `net`.
+    pub fn allow_overlapping(&self, net: &IpNet) -> Vec<IpNet> {
+        self.list_allowed()
+            .into_iter()
+            .filter(|a| crate::guard::overlaps(a, net))
+            .collect()
+    }
+
+    /// Blocks an address (exact ban) or a CIDR (block-list rule), with an
+    /// optional duration after which the kernel stops enforcing it.
+    pub fn block(
+        &mut self,
+        guard: &Guard,
+        net: IpNet,
+        dur: Option<Duration>,
+        reason: BanReason,
+    ) -> Result<()> {
+        if let Some(why) = guard.refusal(&net) {
+            return Err(Error::Refused { net, why });
+        }
+        let expires_ns = clock::expiry_after(dur);
+        if is_host(&net) {
+            if self.is_allowed(net.addr())? {
+                return Err(Error::Refused {
+                    net,
+                    why: "it is on the allow-list (`sip-xdp disallow` it first)".into(),
+                });
+            }
+            let v = BanValue {
+                expires_ns,
+                hits: 0,
+                reason: reason as u32,
+                _pad: 0,
+            };
+            let k = key_of(net.addr());
+            self.bans.insert(k, v, 0).map_err(|e| {
+                if is_full(&e) {
+                    Error::Full {
+                        map: MAP_BANS,
+                        max: self.max[0],
+                    }
+                } else {
+                    Error::map("writing the ban")(e)
+                }
+            })
+        } else {
+            let v = BlockValue {
+                expires_ns,
+                hits: 0,
+            };
+            self.block.insert(&Self::trie_key(&net), v, 0).map_err(|e| {
+                if is_full(&e) {
+                    Error::Full {
+                        map: MAP_BLOCK,
+                        max: self.max[2],
+                    }
+                } else {
+                    Error::map("writing the block rule")(e)
+                }
+            })
+        }
+    }
+
+    /// Removes the ban or block rule for exactly `net`. False if none existed.
+    pub fn unblock(&mut self, net: &IpNet) -> Result<bool> {
+        let r = if is_host(net) {
+            self.bans.remove(&key_of(net.addr()))
+        } else {
+            self.block.remove(&Self::trie_key(net))
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e)
+                if format!("{e:?}").contains("ENOENT")
+                    || e.to_string().contains("No such file") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::map("removing the rule")(e)),
+        }
+    }
+
+    /// Adds an allow-list entry and lifts every exact ban it covers, so the
+    /// invariant "no allow-listed address is banned" holds at once. Returns
+    /// the lifted bans.
+    pub fn allow(&mut self, net: IpNet) -> Result<Vec<IpAddr>> {
+        self.allow
+            .insert(&Self::trie_key(&net), 1, 0)
+            .map_err(|e| {
+                if is_full(&e) {
+                    Error::Full {
+                        map: MAP_ALLOW,
+                        max: self.max[1],
+                    }
+                } else {
+                    Error::map("writing the allow entry")(e)
+                }
+            })?;
+        let covered: Vec<IpKey> = self
+            .bans
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| net.contains(&ip_of(k)))
+            .collect();
+        let mut lifted = Vec::new();
+        for k in covered {
+            if self.bans.remove(&k).is_ok() {
+                lifted.push(ip_of(&k));
+            }
+        }
+        Ok(lifted)
+    }
+
+    pub fn disallow(&mut self, net: &IpNet) -> Result<bool> {
+        match self.allow.remove(&Self::trie_key(net)) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e)
+                if format!("{e:?}").contains("ENOENT")
+                    || e.to_string().contains("No such file") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::map("removing the allow entry")(e)),
+        }
+    }
+
+    pub fn list_blocked(&self) -> Vec<BlockEntry> {
+        let now = clock::monotonic_ns();
+        let mut out: Vec<BlockEntry> = self
+            .bans
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| BlockEntry {
+                net: IpNet::from(ip_of(&k)),
+                kind: "ban",
+                reason: BanReason::from_u32(v.reason).map_or("unknown", BanReason::as_str),
+                expires_in_s: clock::remaining(v.expires_ns).map(|d| d.as_secs()),
+                expired: !v.active_at(now),
+                hits: v.hits,
+            })
+            .collect();
+        out.extend(
+            self.block
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(k, v)| BlockEntry {
+                    net: Self::net_of(&k),
+                    kind: "cidr",
+                    reason: "manual",
+                    expires_in_s: clock::remaining(v.expires_ns).map(|d| d.as_secs()),
+                    expired: !v.active_at(now),
+                    hits: v.hits,
+                }),
+        );
+        out.sort_by(|a, b| a.net.cmp(&b.net));
+        out
+    }
+
+    pub fn list_allowed(&self) -> Vec<IpNet> {
+        let mut out: Vec<IpNet> = self
+            .allow
+            .keys()
+            .filter_map(|r| r.ok())
+            .map(|k| Self::net_of(&k))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Global counters summed over CPUs, in `Counter::ALL` order.
+    pub fn stats(&self) -> Result<Vec<(Counter, u64)>> {
+        let mut out = Vec::with_capacity(COUNTERS as usize);
+        for c in Counter::ALL {
+            let v = self
+                .stats
+                .get(&(c as u32), 0)
+                .map_err(Error::map("reading counters"))?;
+            out.push((c, v.iter().sum()));
+        }
+        Ok(out)
+    }
+
+    /// Tracked sources, busiest first.
+    pub fn top(&self, n: usize) -> Vec<SourceRow> {
+        let now = clock::monotonic_ns();
+        let mut rows: Vec<SourceRow> = self
+            .sources
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, per_cpu)| {
+                let mut row = SourceRow {
+                    src_ip: ip_of(&k),
+                    packets: 0,
+                    bytes: 0,
+                    dropped: 0,
+                    first_seen_s_ago: 0,
+                    last_seen_s_ago: 0,
+                    classes: Default::default(),
+                };
+                let mut classes = [0u64; SIP_CLASSES];
+                let (mut first, mut last) = (u64::MAX, 0u64);
+                for s in per_cpu.iter().filter(|s| s.packets > 0) {
+                    row.packets += s.packets;
+                    row.bytes += s.bytes;
+                    row.dropped += u64::from(s.dropped);
+                    first = first.min(s.first_seen_ns);
+                    last = last.max(s.last_seen_ns);
+                    for (acc, c) in classes.iter_mut().zip(s.class) {
+                        *acc += u64::from(c);
+                    }
+                }
+                row.first_seen_s_ago = now.saturating_sub(first) / 1_000_000_000;
+                row.last_seen_s_ago = now.saturating_sub(last) / 1_000_000_000;
+                row.classes = SipClass::ALL
+                    .iter()
+                    .zip(classes)
+                    .map(|(c, n)| (c.name(), n))
+                    .collect();
+                row
+            })
+            .collect();
+        rows.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.src_ip.cmp(&b.src_ip)));
+        rows.truncate(n);
+        rows
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        self.config.get(&0, 0).map_err(Error::map("reading config"))
+    }
+
+    pub fn set_config(&mut self, c: Config) -> Result<()> {
+        self.config
+            .set(0, c, 0)
+            .map_err(Error::map("writing config"))
+    }
+
+    pub fn ports(&self) -> Result<Vec<u16>> {
+        let mut out = Vec::new();
+        for w in 0..SIP_PORT_WORDS {
+            let bits = self
+                .ports
+                .get(&w, 0)
+                .map_err(Error::map("reading SIP ports"))?;
+            for b in 0..64 {
+                if bits & (1 << b) != 0 {
+                    out.push((w * 64 + b) as u16);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the SIP port set.
+    pub fn set_ports(&mut self, ports: &[u16]) -> Result<()> {
+        let mut words = vec![0u64; SIP_PORT_WORDS as usize];
+        for p in ports {
+            words[usize::from(p >> 6)] |= 1 << (p & 63);
+        }
+        // Add new ports before removing old ones, so no port the operator
+        // keeps is ever briefly unfiltered.
+        for (i, w) in words.iter().enumerate() {
+            let old = self
+                .ports
+                .get(&(i as u32), 0)
+                .map_err(Error::map("reading SIP ports"))?;
+            if old | w != old {
+                self.ports
+                    .set(i as u32, old | w, 0)
+                    .map_err(Error::map("writing SIP ports"))?;
+            }
+        }
+        for (i, w) in words.iter().enumerate() {
+            let old = self
+                .ports
+                .get(&(i as u32), 0)
+                .map_err(Error::map("reading SIP ports"))?;
+            if old != *w {
+                self.ports
+                    .set(i as u32, *w, 0)
+                    .map_err(Error::map("writing SIP ports"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `(map, entries, capacity)` for the maps that fill up.
+    pub fn fill(&self) -> Vec<(&'static str, usize, u32)> {
+        vec![
+            (MAP_BANS, self.bans.keys().count(), self.max[0]),
+            (MAP_ALLOW, self.allow.keys().count(), self.max[1]),
+            (MAP_BLOCK, self.block.keys().count(), self.max[2]),
+            (MAP_SOURCES, self.sources.keys().count(), self.max[3]),
+        ]
+    }
+}
