@@ -15,6 +15,14 @@ pub use error::{Error, Result};
 /// The XDP object, built by build.rs with the pinned nightly.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-xdp"));
 
+/// A program that only returns XDP_DROP: the floor that benchmarks compare
+/// with, and a stand-in for another vendor's XDP program in tests.
+#[doc(hidden)]
+pub static BASELINE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-xdp-baseline"));
+#[doc(hidden)]
+pub const BASELINE_PROGRAM: &str = "baseline_drop";
+
 /// Name of the XDP function inside the object.
 pub const PROGRAM_NAME: &str = "sip_xdp";
 

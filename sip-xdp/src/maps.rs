@@ -59,19 +59,30 @@ fn open(pins: &Pins, name: &str) -> Result<MapData> {
     MapData::from_pin(pins.map(name)).map_err(Error::map(format!("opening pinned map {name}")))
 }
 
+/// The errno behind a map operation's failure, if it came from the kernel.
+fn errno(e: &MapError) -> Option<i32> {
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        src = s.source();
+    }
+    None
+}
+
+/// A hash map refuses a new key with E2BIG when full; a trie with ENOSPC.
 fn is_full(e: &MapError) -> bool {
-    let s = format!("{e:?}");
-    s.contains("E2BIG")
-        || s.contains("ENOSPC")
-        || s.contains("os error 7")
-        || s.contains("os error 28")
+    matches!(errno(e), Some(libc::E2BIG) | Some(libc::ENOSPC))
+}
+
+fn is_missing(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound) || errno(e) == Some(libc::ENOENT)
 }
 
 impl Maps {
     pub fn open(pins: &Pins) -> Result<Self> {
-        if !pins.is_loaded() {
-            return Err(Error::NotLoaded(pins.root().to_path_buf()));
-        }
+        pins.check_loaded("reading sip-xdp's pinned maps")?;
         let e = |n: &str| Error::map(format!("opening pinned map {n}"));
         let bans_d = open(pins, MAP_BANS)?;
         let allow_d = open(pins, MAP_ALLOW)?;
@@ -124,7 +135,7 @@ impl Maps {
     pub fn is_allowed(&self, ip: IpAddr) -> Result<bool> {
         match self.allow.get(&Key::new(128, key_of(ip)), 0) {
             Ok(_) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) if is_missing(&e) => Ok(false),
             Err(e) => Err(Error::map("reading the allow-list")(e)),
         }
     }
@@ -201,13 +212,7 @@ impl Maps {
         };
         match r {
             Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e)
-                if format!("{e:?}").contains("ENOENT")
-                    || e.to_string().contains("No such file") =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_missing(&e) => Ok(false),
             Err(e) => Err(Error::map("removing the rule")(e)),
         }
     }
@@ -246,13 +251,7 @@ impl Maps {
     pub fn disallow(&mut self, net: &IpNet) -> Result<bool> {
         match self.allow.remove(&Self::trie_key(net)) {
             Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e)
-                if format!("{e:?}").contains("ENOENT")
-                    || e.to_string().contains("No such file") =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_missing(&e) => Ok(false),
             Err(e) => Err(Error::map("removing the allow entry")(e)),
         }
     }

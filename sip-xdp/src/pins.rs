@@ -85,6 +85,18 @@ impl Pins {
         self.map(sip_xdp_common::maps::MAP_BANS).exists()
     }
 
+    /// Like `is_loaded`, but a pin directory we may not look into (bpffs is
+    /// usually mode 0700) is a permission problem, not a missing program.
+    pub fn check_loaded(&self, what: &str) -> Result<()> {
+        match fs::metadata(self.map(sip_xdp_common::maps::MAP_BANS)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied || !is_root() => {
+                Err(Error::Permission { what: what.into() })
+            }
+            Err(_) => Err(Error::NotLoaded(self.root.clone())),
+        }
+    }
+
     /// Creates the directories, mounting bpffs first if needed (as bpftool
     /// does), and checks the root really lives on bpffs.
     pub fn prepare(&self) -> Result<()> {
@@ -109,6 +121,10 @@ impl Default for Pins {
                 .map_or_else(|| PathBuf::from(DEFAULT_PIN_DIR), PathBuf::from),
         )
     }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 fn is_bpffs(p: &Path) -> bool {

@@ -1,0 +1,16 @@
+//! Helpers for sip-xdp's privileged tests and benchmarks: crafted frames,
+//! the real program under `BPF_PROG_TEST_RUN`, and namespace labs.
+//!
+//! Everything here needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
+
+pub mod frames;
+pub mod lab;
+pub mod prog;
+
+/// Fails loudly instead of skipping: these tests are run on purpose.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "sip-xdp's kernel tests need root: run them with `cargo xtask test` as root"
+    );
+}

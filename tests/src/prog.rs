@@ -1,0 +1,104 @@
+//! The real sip-xdp program, loaded into a private pin directory and driven
+//! with `BPF_PROG_TEST_RUN`.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use sip_xdp::{
+    loader::{self, Capacities},
+    maps::Maps,
+    pins::Pins,
+};
+use sip_xdp_common::Counter;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A pin directory under bpffs unique to this process and call, removed on
+/// drop (maps and program go with it).
+pub fn private_pins(tag: &str) -> Pins {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    Pins::new(PathBuf::from(format!(
+        "/sys/fs/bpf/sip-xdp-test-{tag}-{}-{n}",
+        std::process::id()
+    )))
+}
+
+pub struct TestProg {
+    pub pins: Pins,
+    pub prog: Xdp,
+}
+
+impl TestProg {
+    pub fn load(tag: &str) -> Self {
+        Self::load_with(tag, Capacities::default())
+    }
+
+    pub fn load_with(tag: &str, caps: Capacities) -> Self {
+        crate::require_root();
+        let pins = private_pins(tag);
+        let (prog, fresh) = loader::load_or_open(&pins, caps)
+            .unwrap_or_else(|e| panic!("loading the sip-xdp program: {e}"));
+        assert!(fresh, "a private pin directory must start empty");
+        Self { pins, prog }
+    }
+
+    pub fn maps(&self) -> Maps {
+        Maps::open(&self.pins).expect("opening pinned maps")
+    }
+
+    /// Runs one frame once and returns the XDP action.
+    pub fn run(&self, frame: &[u8]) -> u32 {
+        self.run_n(frame, 1).0
+    }
+
+    /// Runs one frame `repeat` times: (action, kernel-measured time per run).
+    pub fn run_n(&self, frame: &[u8], repeat: u32) -> (u32, Duration) {
+        let r = self
+            .prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e}", frame.len()));
+        (r.return_value, r.duration)
+    }
+
+    pub fn stat(&self, c: Counter) -> u64 {
+        self.maps()
+            .stats()
+            .expect("reading counters")
+            .into_iter()
+            .find(|(k, _)| *k == c)
+            .map(|(_, v)| v)
+            .unwrap()
+    }
+
+    /// Every counter, for before/after comparisons.
+    pub fn stats(&self) -> Vec<(Counter, u64)> {
+        self.maps().stats().expect("reading counters")
+    }
+}
+
+impl Drop for TestProg {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.pins.root());
+    }
+}
+
+/// Counter deltas between two snapshots, only the ones that moved.
+pub fn delta(before: &[(Counter, u64)], after: &[(Counter, u64)]) -> Vec<(Counter, u64)> {
+    before
+        .iter()
+        .zip(after)
+        .filter(|(b, a)| a.1 != b.1)
+        .map(|(b, a)| (a.0, a.1 - b.1))
+        .collect()
+}

@@ -1,0 +1,515 @@
+//! The real XDP object, loaded by sip-xdp's own loader, driven frame by
+//! frame through BPF_PROG_TEST_RUN: every verdict path and its counters.
+//! Needs root; run with `cargo xtask test`.
+
+use std::time::Duration;
+
+use sip_xdp::guard::Guard;
+use sip_xdp_common::{maps::BanReason, Config, Counter, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+use sip_xdp_tests::{
+    frames::{arp, Frame, INVITE, OPTIONS, REGISTER},
+    prog::{delta, TestProg, XDP_DROP, XDP_PASS},
+};
+
+fn net(s: &str) -> ipnet::IpNet {
+    sip_xdp::target::parse_net(s).unwrap()
+}
+
+/// No host addresses: these tests block lab addresses only.
+fn guard() -> Guard {
+    Guard::with_addresses(vec![])
+}
+
+fn ban(p: &TestProg, s: &str, d: Option<Duration>) {
+    p.maps()
+        .block(&guard(), net(s), d, BanReason::Manual)
+        .unwrap_or_else(|e| panic!("blocking {s}: {e}"));
+}
+
+/// Runs a frame and returns its action and the counters that moved.
+fn run(p: &TestProg, frame: &[u8]) -> (u32, Vec<(Counter, u64)>) {
+    let before = p.stats();
+    let action = p.run(frame);
+    (action, delta(&before, &p.stats()))
+}
+
+use Counter::*;
+
+#[test]
+fn non_sip_traffic_passes_untouched() {
+    let p = TestProg::load("nonsip");
+    assert_eq!(run(&p, &arp()), (XDP_PASS, vec![(Passed, 1), (NonIp, 1)]));
+    let tcp = Frame::sip("203.0.113.9", OPTIONS).tcp(5060).build();
+    assert_eq!(run(&p, &tcp), (XDP_PASS, vec![(Passed, 1), (NonUdp, 1)]));
+    let other = Frame::sip("203.0.113.9", OPTIONS).udp_port(53).build();
+    assert_eq!(
+        run(&p, &other),
+        (XDP_PASS, vec![(Passed, 1), (OtherPort, 1)])
+    );
+    // Non-SIP traffic from a banned source is not ours to judge.
+    ban(&p, "203.0.113.9", None);
+    assert_eq!(run(&p, &other).0, XDP_PASS);
+    assert_eq!(run(&p, &tcp).0, XDP_PASS);
+}
+
+#[test]
+fn sip_over_ipv4_and_ipv6_is_counted_and_passed() {
+    let p = TestProg::load("sip");
+    let v4 = Frame::sip("203.0.113.9", OPTIONS).build();
+    assert_eq!(
+        run(&p, &v4),
+        (XDP_PASS, vec![(Passed, 1), (Sip, 1), (ClassOptions, 1)])
+    );
+    let v6 = Frame::sip("2001:db8:2::9", REGISTER).build();
+    assert_eq!(
+        run(&p, &v6),
+        (XDP_PASS, vec![(Passed, 1), (Sip, 1), (ClassRegister, 1)])
+    );
+    let resp = Frame::sip("203.0.113.9", b"SIP/2.0 200 OK\r\n\r\n").build();
+    assert_eq!(
+        run(&p, &resp).1,
+        vec![(Passed, 1), (Sip, 1), (ClassResponse, 1)]
+    );
+}
+
+#[test]
+fn per_source_accounting_sums_over_cpus() {
+    let p = TestProg::load("acct");
+    let reg = Frame::sip("203.0.113.20", REGISTER).build();
+    let inv = Frame::sip("203.0.113.20", INVITE).build();
+    let other = Frame::sip("2001:db8:2::20", OPTIONS).build();
+    for _ in 0..3 {
+        p.run(&reg);
+    }
+    p.run(&inv);
+    p.run(&inv);
+    p.run(&other);
+    let top = p.maps().top(10);
+    assert_eq!(top.len(), 2);
+    let first = &top[0];
+    assert_eq!(first.src_ip.to_string(), "203.0.113.20");
+    assert_eq!(first.packets, 5);
+    assert_eq!(first.bytes, (3 * reg.len() + 2 * inv.len()) as u64);
+    assert_eq!(first.classes["register"], 3);
+    assert_eq!(first.classes["invite"], 2);
+    assert_eq!(first.dropped, 0);
+    assert_eq!(top[1].src_ip.to_string(), "2001:db8:2::20");
+    assert_eq!(top[1].classes["options"], 1);
+}
+
+#[test]
+fn banned_source_is_dropped_with_its_hit_counter() {
+    let p = TestProg::load("ban");
+    ban(&p, "203.0.113.66", None);
+    ban(&p, "2001:db8:2::66", None);
+    let f = Frame::sip("203.0.113.66", OPTIONS).build();
+    assert_eq!(run(&p, &f), (XDP_DROP, vec![(Dropped, 1), (Banned, 1)]));
+    p.run(&f);
+    let f6 = Frame::sip("2001:db8:2::66", INVITE).build();
+    assert_eq!(run(&p, &f6), (XDP_DROP, vec![(Dropped, 1), (Banned, 1)]));
+    let listed = p.maps().list_blocked();
+    let e = listed
+        .iter()
+        .find(|e| e.net == net("203.0.113.66"))
+        .unwrap();
+    assert_eq!((e.kind, e.hits, e.expired), ("ban", 2, false));
+    // A neighbour is untouched.
+    assert_eq!(
+        p.run(&Frame::sip("203.0.113.67", OPTIONS).build()),
+        XDP_PASS
+    );
+    // Unblock lifts it at once.
+    assert!(p.maps().unblock(&net("203.0.113.66")).unwrap());
+    assert_eq!(p.run(&f), XDP_PASS);
+}
+
+#[test]
+fn expired_ban_no_longer_drops() {
+    let p = TestProg::load("expiry");
+    ban(&p, "203.0.113.70", Some(Duration::from_millis(200)));
+    let cidr = net("198.51.100.128/25");
+    p.maps()
+        .block(
+            &guard(),
+            cidr,
+            Some(Duration::from_millis(200)),
+            BanReason::Manual,
+        )
+        .unwrap();
+    let f = Frame::sip("203.0.113.70", OPTIONS).build();
+    let g = Frame::sip("198.51.100.200", OPTIONS).build();
+    assert_eq!(p.run(&f), XDP_DROP);
+    assert_eq!(p.run(&g), XDP_DROP);
+    // Coarse clock ticks are a few ms; 400 ms is well past the expiry.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        run(&p, &f),
+        (
+            XDP_PASS,
+            vec![(Passed, 1), (Sip, 1), (BanExpired, 1), (ClassOptions, 1)]
+        )
+    );
+    assert_eq!(run(&p, &g).0, XDP_PASS);
+    assert!(p.maps().list_blocked().iter().all(|e| e.expired));
+}
+
+#[test]
+fn allow_list_beats_block_cidr() {
+    let p = TestProg::load("allow");
+    p.maps()
+        .block(&guard(), net("203.0.113.0/24"), None, BanReason::Manual)
+        .unwrap();
+    p.maps().allow(net("203.0.113.16/28")).unwrap();
+    let trunk = Frame::sip("203.0.113.20", OPTIONS).build();
+    assert_eq!(
+        run(&p, &trunk),
+        (XDP_PASS, vec![(Passed, 1), (Allowed, 1), (ClassOptions, 1)])
+    );
+    let other = Frame::sip("203.0.113.99", OPTIONS).build();
+    assert_eq!(
+        run(&p, &other),
+        (XDP_DROP, vec![(Dropped, 1), (Blocked, 1)])
+    );
+    // Same for IPv6.
+    p.maps()
+        .block(&guard(), net("2001:db8:2::/48"), None, BanReason::Manual)
+        .unwrap();
+    p.maps().allow(net("2001:db8:2:5::/64")).unwrap();
+    assert_eq!(
+        p.run(&Frame::sip("2001:db8:2:5::1", OPTIONS).build()),
+        XDP_PASS
+    );
+    assert_eq!(
+        p.run(&Frame::sip("2001:db8:2:6::1", OPTIONS).build()),
+        XDP_DROP
+    );
+}
+
+#[test]
+fn allow_lifts_bans_and_allowed_addresses_cannot_be_banned() {
+    let p = TestProg::load("allowban");
+    ban(&p, "203.0.113.40", None);
+    let lifted = p.maps().allow(net("203.0.113.32/27")).unwrap();
+    assert_eq!(
+        lifted,
+        vec!["203.0.113.40".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(
+        p.run(&Frame::sip("203.0.113.40", OPTIONS).build()),
+        XDP_PASS
+    );
+    let e = p
+        .maps()
+        .block(&guard(), net("203.0.113.41"), None, BanReason::Manual)
+        .unwrap_err();
+    assert!(e.to_string().contains("allow-list"), "{e}");
+}
+
+#[test]
+fn block_cidr_drops_and_counts_hits_per_rule() {
+    let p = TestProg::load("cidr");
+    p.maps()
+        .block(&guard(), net("198.51.100.0/24"), None, BanReason::Manual)
+        .unwrap();
+    p.maps()
+        .block(&guard(), net("2001:db8:1::/48"), None, BanReason::Manual)
+        .unwrap();
+    for i in 0..5 {
+        let f = Frame::sip(&format!("198.51.100.{}", 10 + i), OPTIONS).build();
+        assert_eq!(run(&p, &f), (XDP_DROP, vec![(Dropped, 1), (Blocked, 1)]));
+    }
+    assert_eq!(
+        p.run(&Frame::sip("2001:db8:1:ff::1", INVITE).build()),
+        XDP_DROP
+    );
+    let rules = p.maps().list_blocked();
+    let v4 = rules
+        .iter()
+        .find(|e| e.net == net("198.51.100.0/24"))
+        .unwrap();
+    let v6 = rules
+        .iter()
+        .find(|e| e.net == net("2001:db8:1::/48"))
+        .unwrap();
+    assert_eq!((v4.kind, v4.hits), ("cidr", 5));
+    assert_eq!(v6.hits, 1);
+    assert_eq!(
+        p.run(&Frame::sip("198.51.101.1", OPTIONS).build()),
+        XDP_PASS
+    );
+}
+
+#[test]
+fn vlan_tags_one_and_two() {
+    let p = TestProg::load("vlan");
+    ban(&p, "203.0.113.80", None);
+    for tags in [vec![100], vec![100, 200]] {
+        let mut f = Frame::sip("203.0.113.80", OPTIONS);
+        let mut ok = Frame::sip("203.0.113.81", OPTIONS);
+        for t in &tags {
+            f = f.vlan(*t);
+            ok = ok.vlan(*t);
+        }
+        assert_eq!(
+            run(&p, &f.build()),
+            (XDP_DROP, vec![(Dropped, 1), (Banned, 1)]),
+            "{tags:?}"
+        );
+        assert_eq!(
+            run(&p, &ok.build()),
+            (XDP_PASS, vec![(Passed, 1), (Sip, 1), (ClassOptions, 1)]),
+            "{tags:?}"
+        );
+    }
+    let v6 = Frame::sip("2001:db8:2::80", OPTIONS)
+        .vlan(7)
+        .vlan(8)
+        .build();
+    assert_eq!(
+        run(&p, &v6).1,
+        vec![(Passed, 1), (Sip, 1), (ClassOptions, 1)]
+    );
+}
+
+#[test]
+fn ipv4_options_are_skipped() {
+    let p = TestProg::load("opts");
+    ban(&p, "203.0.113.90", None);
+    // Record-route style option (type 7, 11 bytes) padded with NOPs to 12,
+    // then 40 bytes: the maximum IHL.
+    let rr = [7u8, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let f = Frame::sip("203.0.113.91", OPTIONS)
+        .ipv4_options(&rr)
+        .build();
+    assert_eq!(
+        run(&p, &f),
+        (XDP_PASS, vec![(Passed, 1), (Sip, 1), (ClassOptions, 1)])
+    );
+    let max = [1u8; 40];
+    let f = Frame::sip("203.0.113.90", REGISTER)
+        .ipv4_options(&max)
+        .build();
+    assert_eq!(run(&p, &f), (XDP_DROP, vec![(Dropped, 1), (Banned, 1)]));
+}
+
+#[test]
+fn fragments_follow_the_source_rules() {
+    let p = TestProg::load("frag");
+    ban(&p, "203.0.113.100", None);
+    // First fragment (offset 0, more fragments) carries UDP: judged fully.
+    let first = Frame::sip("203.0.113.101", INVITE)
+        .fragment(0, true)
+        .build();
+    assert_eq!(
+        run(&p, &first).1,
+        vec![(Passed, 1), (Sip, 1), (ClassInvite, 1)]
+    );
+    // Later fragments have no port: passed for unknown sources...
+    let later = Frame::sip("203.0.113.101", b"a=rtpmap:0 PCMU/8000\r\n")
+        .fragment(185, false)
+        .build();
+    assert_eq!(
+        run(&p, &later),
+        (XDP_PASS, vec![(Passed, 1), (Fragment, 1)])
+    );
+    // ...dropped for banned ones, so their INVITEs never reassemble.
+    let banned = Frame::sip("203.0.113.100", b"a=rtpmap:0 PCMU/8000\r\n")
+        .fragment(185, false)
+        .build();
+    assert_eq!(
+        run(&p, &banned),
+        (XDP_DROP, vec![(Dropped, 1), (Banned, 1)])
+    );
+    // IPv6 fragment header, first and later.
+    let first6 = Frame::sip("2001:db8:2::101", INVITE)
+        .fragment(0, true)
+        .build();
+    assert_eq!(
+        run(&p, &first6).1,
+        vec![(Passed, 1), (Sip, 1), (ClassInvite, 1)]
+    );
+    let later6 = Frame::sip("2001:db8:2::101", b"tail")
+        .fragment(100, false)
+        .build();
+    assert_eq!(
+        run(&p, &later6),
+        (XDP_PASS, vec![(Passed, 1), (Fragment, 1)])
+    );
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    let p = TestProg::load("ext");
+    ban(&p, "2001:db8:2::110", None);
+    let ok = Frame::sip("2001:db8:2::111", OPTIONS).hop_by_hop().build();
+    assert_eq!(
+        run(&p, &ok).1,
+        vec![(Passed, 1), (Sip, 1), (ClassOptions, 1)]
+    );
+    let bad = Frame::sip("2001:db8:2::110", OPTIONS)
+        .hop_by_hop()
+        .fragment(0, true)
+        .build();
+    assert_eq!(run(&p, &bad), (XDP_DROP, vec![(Dropped, 1), (Banned, 1)]));
+}
+
+#[test]
+fn truncated_frames_at_every_header_boundary() {
+    let p = TestProg::load("trunc");
+    ban(&p, "203.0.113.120", None);
+    // VLAN + IPv4 with 8 bytes of options + UDP + payload.
+    let full = Frame::sip("203.0.113.120", OPTIONS)
+        .vlan(5)
+        .ipv4_options(&[1; 8])
+        .build();
+    let udp_end = 14 + 4 + 28 + 8;
+    // The kernel refuses XDP test frames shorter than an Ethernet header.
+    for len in 14..full.len() {
+        let (action, moved) = run(&p, &full[..len]);
+        if len < udp_end {
+            assert_eq!(
+                (action, moved),
+                (XDP_PASS, vec![(Passed, 1), (Truncated, 1)]),
+                "cut at {len}"
+            );
+        } else {
+            // Ports are known: the ban applies however short the payload.
+            assert_eq!(action, XDP_DROP, "cut at {len}");
+        }
+    }
+    // IPv6: cuts inside the fixed header and the hop-by-hop header.
+    let v6 = Frame::sip("2001:db8:2::120", OPTIONS).hop_by_hop().build();
+    for len in 14..(14 + 40 + 8 + 8) {
+        assert_eq!(
+            run(&p, &v6[..len]).1,
+            vec![(Passed, 1), (Truncated, 1)],
+            "v6 cut at {len}"
+        );
+    }
+}
+
+#[test]
+fn ethernet_padding_is_not_payload() {
+    let p = TestProg::load("pad");
+    // A CRLF keep-alive is far below the 60-byte Ethernet minimum.
+    let f = Frame::sip("203.0.113.130", b"\r\n\r\n").pad_to(60).build();
+    assert_eq!(f.len(), 60);
+    assert_eq!(
+        run(&p, &f).1,
+        vec![(Passed, 1), (Sip, 1), (ClassKeepalive, 1)]
+    );
+}
+
+#[test]
+fn malformed_payload_counted_and_dropped_only_when_configured() {
+    let p = TestProg::load("malformed");
+    let junk = Frame::sip("203.0.113.140", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").build();
+    assert_eq!(
+        run(&p, &junk),
+        (XDP_PASS, vec![(Passed, 1), (Sip, 1), (ClassMalformed, 1)])
+    );
+    p.maps()
+        .set_config(Config {
+            flags: CONFIG_DROP_MALFORMED,
+            _reserved: 0,
+        })
+        .unwrap();
+    assert_eq!(
+        run(&p, &junk),
+        (
+            XDP_DROP,
+            vec![(Dropped, 1), (Malformed, 1), (ClassMalformed, 1)]
+        )
+    );
+    // Real SIP still passes, and an allow-listed source is never dropped.
+    assert_eq!(
+        p.run(&Frame::sip("203.0.113.140", OPTIONS).build()),
+        XDP_PASS
+    );
+    p.maps().allow(net("203.0.113.140")).unwrap();
+    assert_eq!(run(&p, &junk).0, XDP_PASS);
+    let top = p.maps().top(1);
+    assert_eq!(
+        top[0].dropped, 1,
+        "the dropped packet is charged to its source"
+    );
+}
+
+#[test]
+fn monitor_mode_counts_but_never_drops() {
+    let p = TestProg::load("monitor");
+    ban(&p, "203.0.113.150", None);
+    p.maps()
+        .block(&guard(), net("198.51.100.0/24"), None, BanReason::Manual)
+        .unwrap();
+    p.maps()
+        .set_config(Config {
+            flags: CONFIG_MONITOR | CONFIG_DROP_MALFORMED,
+            _reserved: 0,
+        })
+        .unwrap();
+    let banned = Frame::sip("203.0.113.150", OPTIONS).build();
+    assert_eq!(
+        run(&p, &banned),
+        (XDP_PASS, vec![(WouldDrop, 1), (Banned, 1)])
+    );
+    let blocked = Frame::sip("198.51.100.9", OPTIONS).build();
+    assert_eq!(
+        run(&p, &blocked),
+        (XDP_PASS, vec![(WouldDrop, 1), (Blocked, 1)])
+    );
+    let junk = Frame::sip("203.0.113.151", b"\x16\x03\x01 hello").build();
+    assert_eq!(
+        run(&p, &junk),
+        (
+            XDP_PASS,
+            vec![(WouldDrop, 1), (Malformed, 1), (ClassMalformed, 1)]
+        )
+    );
+    assert_eq!(p.stat(Dropped), 0);
+    // Switching it off at run time enforces again.
+    p.maps().set_config(Config::default()).unwrap();
+    assert_eq!(p.run(&banned), XDP_DROP);
+}
+
+#[test]
+fn sip_port_set_is_configurable() {
+    let p = TestProg::load("ports");
+    assert_eq!(p.maps().ports().unwrap(), vec![5060]);
+    let f5080 = Frame::sip("203.0.113.160", OPTIONS).udp_port(5080).build();
+    assert_eq!(run(&p, &f5080).1, vec![(Passed, 1), (OtherPort, 1)]);
+    let ports = [5060, 5061, 5080, 5160, 6060, 7060, 8060, 15060, 65535];
+    p.maps().set_ports(&ports).unwrap();
+    assert_eq!(p.maps().ports().unwrap(), ports.to_vec());
+    for port in ports {
+        let f = Frame::sip("203.0.113.160", OPTIONS).udp_port(port).build();
+        assert_eq!(
+            run(&p, &f).1,
+            vec![(Passed, 1), (Sip, 1), (ClassOptions, 1)],
+            "port {port}"
+        );
+    }
+    p.maps().set_ports(&[5080]).unwrap();
+    let f5060 = Frame::sip("203.0.113.160", OPTIONS).build();
+    assert_eq!(run(&p, &f5060).1, vec![(Passed, 1), (OtherPort, 1)]);
+}
+
+#[test]
+fn full_maps_give_a_clear_error() {
+    let caps = sip_xdp::loader::Capacities {
+        bans: 4,
+        ..Default::default()
+    };
+    let p = TestProg::load_with("full", caps);
+    for i in 0..4 {
+        ban(&p, &format!("203.0.113.{}", 200 + i), None);
+    }
+    let e = p
+        .maps()
+        .block(&guard(), net("203.0.113.250"), None, BanReason::Manual)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("BANS map is full (4 entries)"),
+        "{e}"
+    );
+}
