@@ -111,7 +111,7 @@ fn request_class(buf: &[u8; CLASSIFY_LEN], len: usize) -> SipClass {
         }
         i += 1;
     }
-    if sp < MIN_METHOD || sp >= CLASSIFY_LEN {
+    if !(MIN_METHOD..CLASSIFY_LEN).contains(&sp) {
         return SipClass::Malformed;
     }
     if !uri_scheme_plausible(buf, len, sp + 1) {

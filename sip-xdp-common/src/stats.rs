@@ -1,32 +1,33 @@
-//! Global per-CPU counters, one slot per verdict and reason.
+//! Global per-CPU counters. Every packet increments exactly one *reason*
+//! counter (one increment per packet keeps the hot path short); verdict
+//! totals (passed, dropped, would-drop) are sums that userspace derives.
+//! Packets that reach the classifier also increment one SIP class counter.
 
-/// Index into the `STATS` per-CPU array. Every packet increments exactly one
-/// verdict counter (`Passed`, `Dropped`, `WouldDrop`) and one reason counter.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    // Verdicts.
-    Passed = 0,
-    Dropped,
-    /// Monitor mode: matched a drop rule, passed anyway.
-    WouldDrop,
-    // Reasons for passing.
-    NonIp,
+    // Passed.
+    NonIp = 0,
     NonUdp,
     OtherPort,
-    /// IPv4/IPv6 non-first fragment from a source with no ban or block.
+    /// IPv4/IPv6 non-first fragment (or over-long IPv6 extension chain) from
+    /// a source with no ban or block: no port to judge by.
     Fragment,
     /// Frame ended inside a header: passed, the stack decides.
     Truncated,
     Allowed,
     Sip,
-    // Reasons for dropping (counted in monitor mode too).
+    // Dropped.
     Banned,
     Blocked,
     Malformed,
-    /// A ban entry was found but had expired.
+    // Monitor mode: matched a drop rule, passed anyway.
+    MonitorBanned,
+    MonitorBlocked,
+    MonitorMalformed,
+    /// A ban or block entry was found but had expired (not a verdict).
     BanExpired,
-    // SIP classes of packets that reached classification.
+    // SIP classes of packets that reached classification (not verdicts).
     ClassRegister,
     ClassInvite,
     ClassOptions,
@@ -38,11 +39,18 @@ pub enum Counter {
 
 pub const COUNTERS: u32 = Counter::ClassMalformed as u32 + 1;
 
+/// What a counter says about the packets it counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop,
+    WouldDrop,
+    /// Counted in addition to a verdict counter.
+    None,
+}
+
 impl Counter {
     pub const ALL: [Counter; COUNTERS as usize] = [
-        Counter::Passed,
-        Counter::Dropped,
-        Counter::WouldDrop,
         Counter::NonIp,
         Counter::NonUdp,
         Counter::OtherPort,
@@ -53,6 +61,9 @@ impl Counter {
         Counter::Banned,
         Counter::Blocked,
         Counter::Malformed,
+        Counter::MonitorBanned,
+        Counter::MonitorBlocked,
+        Counter::MonitorMalformed,
         Counter::BanExpired,
         Counter::ClassRegister,
         Counter::ClassInvite,
@@ -63,12 +74,37 @@ impl Counter {
         Counter::ClassMalformed,
     ];
 
+    /// The counter a drop reason uses in monitor mode.
+    #[inline(always)]
+    pub const fn monitored(self) -> Counter {
+        match self {
+            Counter::Banned => Counter::MonitorBanned,
+            Counter::Blocked => Counter::MonitorBlocked,
+            Counter::Malformed => Counter::MonitorMalformed,
+            other => other,
+        }
+    }
+
+    pub const fn verdict(self) -> Verdict {
+        match self {
+            Counter::NonIp
+            | Counter::NonUdp
+            | Counter::OtherPort
+            | Counter::Fragment
+            | Counter::Truncated
+            | Counter::Allowed
+            | Counter::Sip => Verdict::Pass,
+            Counter::Banned | Counter::Blocked | Counter::Malformed => Verdict::Drop,
+            Counter::MonitorBanned | Counter::MonitorBlocked | Counter::MonitorMalformed => {
+                Verdict::WouldDrop
+            }
+            _ => Verdict::None,
+        }
+    }
+
     /// Stable name used by `stats --json` and metrics.
     pub const fn name(self) -> &'static str {
         match self {
-            Counter::Passed => "passed",
-            Counter::Dropped => "dropped",
-            Counter::WouldDrop => "would_drop",
             Counter::NonIp => "pass_non_ip",
             Counter::NonUdp => "pass_non_udp",
             Counter::OtherPort => "pass_other_port",
@@ -76,9 +112,12 @@ impl Counter {
             Counter::Truncated => "pass_truncated",
             Counter::Allowed => "pass_allowed",
             Counter::Sip => "pass_sip",
-            Counter::Banned => "match_banned",
-            Counter::Blocked => "match_blocked",
-            Counter::Malformed => "match_malformed",
+            Counter::Banned => "drop_banned",
+            Counter::Blocked => "drop_blocked",
+            Counter::Malformed => "drop_malformed",
+            Counter::MonitorBanned => "would_drop_banned",
+            Counter::MonitorBlocked => "would_drop_blocked",
+            Counter::MonitorMalformed => "would_drop_malformed",
             Counter::BanExpired => "ban_expired",
             Counter::ClassRegister => "sip_register",
             Counter::ClassInvite => "sip_invite",
@@ -104,5 +143,14 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Counter::ALL.len());
+    }
+
+    #[test]
+    fn monitored_variants_are_would_drop() {
+        for c in [Counter::Banned, Counter::Blocked, Counter::Malformed] {
+            assert_eq!(c.verdict(), Verdict::Drop);
+            assert_eq!(c.monitored().verdict(), Verdict::WouldDrop);
+        }
+        assert_eq!(Counter::Sip.monitored(), Counter::Sip);
     }
 }

@@ -89,11 +89,13 @@ enum Source {
 /// every block CIDR.
 #[inline(always)]
 fn source_rules(src: &IpKey) -> Source {
-    if let Some(ban) = unsafe { BANS.get(src) } {
-        // Coarse clock: a tick of lag on expiry costs nothing, a TSC read per
-        // banned packet would.
-        if ban.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
-            bump(&ban.hits);
+    // Per-CPU values: each CPU counts its own hits, no atomics on a flood.
+    if let Some(ban) = BANS.get_ptr_mut(src) {
+        let ban = unsafe { &mut *ban };
+        // Permanent bans skip the clock. Timed ones use the coarse clock: a
+        // tick of lag on expiry costs nothing, a TSC read per packet would.
+        if ban.expires_ns == 0 || ban.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
+            ban.hits += 1;
             return Source::Banned;
         }
         count(Counter::BanExpired);
@@ -103,7 +105,7 @@ fn source_rules(src: &IpKey) -> Source {
         return Source::Allowed;
     }
     if let Some(rule) = BLOCK.get(&key) {
-        if rule.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
+        if rule.expires_ns == 0 || rule.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
             bump(&rule.hits);
             return Source::Blocked;
         }
@@ -137,9 +139,10 @@ fn classify_payload(ctx: &XdpContext, off: usize, payload_len: usize) -> SipClas
         buf = unsafe { *p };
         len = CLASSIFY_LEN;
     } else {
-        for i in 0..CLASSIFY_LEN {
+        // Short payload: byte by byte, each access checked on its own.
+        for (i, b) in buf.iter_mut().enumerate() {
             match ptr_at::<u8>(ctx, off + i) {
-                Ok(p) => buf[i] = unsafe { *p },
+                Ok(p) => *b = unsafe { *p },
                 Err(_) => break,
             }
             len = i + 1;
@@ -179,7 +182,7 @@ fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool) {
             if let Some(n) = s.class.get_mut(c) {
                 *n = 1;
             }
-            let _ = SOURCES.insert(src, &s, 0);
+            let _ = SOURCES.insert(src, s, 0);
         }
     }
 }
@@ -212,19 +215,17 @@ fn count(c: Counter) {
 #[inline(always)]
 fn pass(reason: Counter) -> u32 {
     count(reason);
-    count(Counter::Passed);
     XDP_PASS
 }
 
 /// Drops, unless monitor mode is on: then counts the would-be drop and passes.
 #[inline(always)]
 fn drop(reason: Counter) -> u32 {
-    count(reason);
     if CONFIG.get(0).is_some_and(|c| c.monitor()) {
-        count(Counter::WouldDrop);
+        count(reason.monitored());
         XDP_PASS
     } else {
-        count(Counter::Dropped);
+        count(reason);
         XDP_DROP
     }
 }

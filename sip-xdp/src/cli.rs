@@ -226,16 +226,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Stats { json } => {
-            let stats = Maps::open(&pins)?.stats()?;
+            let stats = Maps::open(&pins)?.report()?;
             if json {
                 let obj: serde_json::Map<String, serde_json::Value> = stats
                     .iter()
-                    .map(|(c, v)| (c.name().to_string(), json!(v)))
+                    .map(|(c, v)| (c.to_string(), json!(v)))
                     .collect();
                 println!("{}", serde_json::Value::Object(obj));
             } else {
                 for (c, v) in stats {
-                    println!("{:<20} {v}", c.name());
+                    println!("{c:<22} {v}");
                 }
             }
         }

@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
-    Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+    Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -13,6 +13,7 @@ use sip_xdp_common::{
     addr::{ip_of, key_of, trie_prefix_len, V4_MAPPED_PREFIX},
     classify::{SipClass, SIP_CLASSES},
     maps::*,
+    stats::Verdict,
     stats::COUNTERS,
     BanValue, BlockValue, Config, Counter, IpKey, SourceStats,
 };
@@ -20,7 +21,8 @@ use sip_xdp_common::{
 use crate::{clock, guard::Guard, pins::Pins, target::is_host, Error, Result};
 
 pub struct Maps {
-    bans: HashMap<MapData, IpKey, BanValue>,
+    bans: PerCpuHashMap<MapData, IpKey, BanValue>,
+    ncpus: usize,
     allow: LpmTrie<MapData, IpKey, u32>,
     block: LpmTrie<MapData, IpKey, BlockValue>,
     sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
@@ -101,7 +103,11 @@ impl Maps {
                 .map_or(DEFAULT_MAX_SOURCES, |i| i.max_entries()),
         ];
         Ok(Self {
-            bans: HashMap::try_from(Map::HashMap(bans_d)).map_err(e(MAP_BANS))?,
+            bans: PerCpuHashMap::try_from(Map::PerCpuHashMap(bans_d)).map_err(e(MAP_BANS))?,
+            ncpus: aya::util::nr_cpus().map_err(|(what, source)| Error::Io {
+                context: what.to_string(),
+                source,
+            })?,
             allow: LpmTrie::try_from(Map::LpmTrie(allow_d)).map_err(e(MAP_ALLOW))?,
             block: LpmTrie::try_from(Map::LpmTrie(block_d)).map_err(e(MAP_BLOCK))?,
             sources: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(sources_d))
@@ -175,7 +181,10 @@ impl Maps {
                 _pad: 0,
             };
             let k = key_of(net.addr());
-            self.bans.insert(k, v, 0).map_err(|e| {
+            // Every CPU gets the same rule; each counts its own hits.
+            let values = PerCpuValues::try_from(vec![v; self.ncpus])
+                .map_err(Error::io("building per-CPU ban values"))?;
+            self.bans.insert(k, values, 0).map_err(|e| {
                 if is_full(&e) {
                     Error::Full {
                         map: MAP_BANS,
@@ -233,12 +242,15 @@ impl Maps {
                     Error::map("writing the allow entry")(e)
                 }
             })?;
-        let covered: Vec<IpKey> = self
-            .bans
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| net.contains(&ip_of(k)))
-            .collect();
+        let covered: Vec<IpKey> = if is_host(&net) {
+            vec![key_of(net.addr())]
+        } else {
+            self.bans
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| net.contains(&ip_of(k)))
+                .collect()
+        };
         let mut lifted = Vec::new();
         for k in covered {
             if self.bans.remove(&k).is_ok() {
@@ -262,13 +274,16 @@ impl Maps {
             .bans
             .iter()
             .filter_map(|r| r.ok())
-            .map(|(k, v)| BlockEntry {
-                net: IpNet::from(ip_of(&k)),
-                kind: "ban",
-                reason: BanReason::from_u32(v.reason).map_or("unknown", BanReason::as_str),
-                expires_in_s: clock::remaining(v.expires_ns).map(|d| d.as_secs()),
-                expired: !v.active_at(now),
-                hits: v.hits,
+            .map(|(k, per_cpu)| {
+                let v = per_cpu[0];
+                BlockEntry {
+                    net: IpNet::from(ip_of(&k)),
+                    kind: "ban",
+                    reason: BanReason::from_u32(v.reason).map_or("unknown", BanReason::as_str),
+                    expires_in_s: clock::remaining(v.expires_ns).map(|d| d.as_secs()),
+                    expired: !v.active_at(now),
+                    hits: per_cpu.iter().map(|c| c.hits).sum(),
+                }
             })
             .collect();
         out.extend(
@@ -284,7 +299,7 @@ impl Maps {
                     hits: v.hits,
                 }),
         );
-        out.sort_by(|a, b| a.net.cmp(&b.net));
+        out.sort_by_key(|e| e.net);
         out
     }
 
@@ -297,6 +312,25 @@ impl Maps {
             .collect();
         out.sort();
         out
+    }
+
+    /// Verdict totals and every counter, summed over CPUs, as `stats` and
+    /// metrics show them.
+    pub fn report(&self) -> Result<Vec<(&'static str, u64)>> {
+        let raw = self.stats()?;
+        let total = |v: Verdict| {
+            raw.iter()
+                .filter(|(c, _)| c.verdict() == v)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let mut out = vec![
+            ("passed", total(Verdict::Pass) + total(Verdict::WouldDrop)),
+            ("dropped", total(Verdict::Drop)),
+            ("would_drop", total(Verdict::WouldDrop)),
+        ];
+        out.extend(raw.iter().map(|(c, n)| (c.name(), *n)));
+        Ok(out)
     }
 
     /// Global counters summed over CPUs, in `Counter::ALL` order.

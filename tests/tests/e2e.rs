@@ -147,7 +147,7 @@ fn block_and_unblock_between_two_clients() {
         "client 1 blocked on IPv4, client 2 on IPv6"
     );
     let stats = cli.stats();
-    assert_eq!(stats["match_banned"], 2 * N as u64, "{stats}");
+    assert_eq!(stats["drop_banned"], 2 * N as u64, "{stats}");
     assert_eq!(stats["dropped"], 2 * N as u64, "{stats}");
     let listed: serde_json::Value =
         serde_json::from_str(&cli.ok(&["list", "blocked", "--json"])).unwrap();

@@ -1,1 +1,286 @@
-fn main() {}
+//! `cargo xtask`: installs what a fresh machine lacks, then builds, tests and
+//! benchmarks sip-xdp. Everything it installs comes from rustup, crates.io or
+//! Debian's archive.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+/// bpf-linker release known to build against the pinned nightly's LLVM.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the pinned nightly with rust-src, bpf-linker and the system
+    /// packages the tests use (idempotent; installs only what is missing).
+    Setup,
+    /// Set up, then build target/release/sip-xdp with the XDP object inside.
+    Build,
+    /// Set up, build, and run every test: host unit tests, then the
+    /// privileged kernel and namespace tests (needs root).
+    Test,
+    /// Set up, build, and run the benchmarks (needs root).
+    Bench {
+        /// Extra arguments for the benchmark binary.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// rustfmt check and clippy (host crates, then the eBPF crate for BPF).
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = workspace_root();
+    env::set_current_dir(&root)?;
+    match args.cmd {
+        Cmd::Setup => setup(&root),
+        Cmd::Build => {
+            setup(&root)?;
+            build()
+        }
+        Cmd::Test => {
+            require_root("the kernel tests")?;
+            setup(&root)?;
+            build()?;
+            test(&root)
+        }
+        Cmd::Bench { args } => {
+            require_root("the benchmarks")?;
+            setup(&root)?;
+            build()?;
+            run(cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "sip-xdp-tests",
+                    "--bin",
+                    "sip-xdp-bench",
+                    "--",
+                ])
+                .args(args))
+        }
+        Cmd::Lint => {
+            setup(&root)?;
+            lint(&root)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn require_root(what: &str) -> Result<()> {
+    let uid = output(Command::new("id").arg("-u")).unwrap_or_default();
+    if uid.trim() != "0" {
+        bail!("{what} load XDP programs and create network namespaces: run as root (sudo -E cargo xtask ...)");
+    }
+    Ok(())
+}
+
+fn ebpf_toolchain(root: &Path) -> Result<String> {
+    Ok(std::fs::read_to_string(root.join("ebpf-toolchain"))
+        .context("reading ebpf-toolchain")?
+        .trim()
+        .to_string())
+}
+
+fn setup(root: &Path) -> Result<()> {
+    let tc = ebpf_toolchain(root)?;
+    toolchain(&tc)?;
+    bpf_linker(&tc)?;
+    packages()
+}
+
+/// The pinned nightly and its rust-src (for -Z build-std=core).
+fn toolchain(tc: &str) -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        tc,
+    ]))
+    .is_some_and(|l| l.lines().any(|c| c.starts_with("rust-src")));
+    if installed {
+        return Ok(());
+    }
+    run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        tc,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+/// bpf-linker built against the nightly's own LLVM: no system LLVM needed,
+/// and the linker always matches the compiler that feeds it.
+fn bpf_linker(tc: &str) -> Result<()> {
+    if output(Command::new("bpf-linker").arg("--version")).is_some() {
+        return Ok(());
+    }
+    let vv = output(Command::new("rustup").args(["run", tc, "rustc", "-vV"]))
+        .context("running the pinned nightly's rustc")?;
+    let major = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc -vV printed no LLVM version")?
+        .to_string();
+    let sysroot = PathBuf::from(
+        output(Command::new("rustup").args(["run", tc, "rustc", "--print", "sysroot"]))
+            .context("finding the nightly's sysroot")?
+            .trim(),
+    );
+    let lib = sysroot.join("lib");
+    let llvm = std::fs::read_dir(&lib)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))?;
+    // The toolchain directory outlives the install, so bpf-linker's rpath
+    // to it stays valid.
+    let link = lib.join("libLLVM.so");
+    if !link.exists() {
+        std::os::unix::fs::symlink(&llvm, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    run(cargo()
+        .env("LLVM_PREFIX", &sysroot)
+        .args([
+            "install",
+            "bpf-linker",
+            "--force",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ]))
+}
+
+/// Debian packages the tests drive: (command, package).
+const PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nsenter", "util-linux"),
+    ("setpriv", "util-linux"),
+];
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(cmd, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {cmd}")])).is_none()
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if output(Command::new("id").arg("-u"))
+        .unwrap_or_default()
+        .trim()
+        != "0"
+    {
+        bail!(
+            "missing packages {missing:?}: install them (apt-get install {})",
+            missing.join(" ")
+        );
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq"])
+        .args(&missing))
+}
+
+fn build() -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "sip-xdp"]))
+}
+
+fn test(root: &Path) -> Result<()> {
+    // Host unit tests (no root needed for these).
+    run(cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "sip-xdp-ebpf",
+        "--exclude",
+        "sip-xdp-tests",
+    ]))?;
+    // Kernel state is shared: one test at a time.
+    run(cargo()
+        .env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
+        .args(["test", "-p", "sip-xdp-tests", "--", "--test-threads=1"]))
+}
+
+fn lint(root: &Path) -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "sip-xdp-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let tc = ebpf_toolchain(root)?;
+    run(Command::new("rustup").args(["component", "add", "--toolchain", &tc, "clippy"]))?;
+    run(Command::new("rustup")
+        .args(["run", &tc, "cargo", "clippy", "-p", "sip-xdp-ebpf"])
+        .args([
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+}
