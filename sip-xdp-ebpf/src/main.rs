@@ -10,7 +10,10 @@
 mod maps;
 mod parse;
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::{
+    intrinsics::{atomic_xadd, AtomicOrdering},
+    mem::MaybeUninit,
+};
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -22,7 +25,9 @@ use aya_ebpf::{
 use maps::{ALLOW, BANS, BLOCK, CONFIG, SIP_PORTS, SOURCES, STATS};
 use network_types::udp::UdpHdr;
 use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
-use sip_xdp_common::{classify, Counter, IpKey, SipClass, SourceStats, CLASSIFY_LEN};
+use sip_xdp_common::{
+    classify, classify::SIP_CLASSES, Counter, IpKey, SipClass, SourceStats, CLASSIFY_LEN,
+};
 
 #[xdp]
 pub fn sip_xdp(ctx: XdpContext) -> u32 {
@@ -89,13 +94,13 @@ enum Source {
 /// every block CIDR.
 #[inline(always)]
 fn source_rules(src: &IpKey) -> Source {
-    // Per-CPU values: each CPU counts its own hits, no atomics on a flood.
     if let Some(ban) = BANS.get_ptr_mut(src) {
         let ban = unsafe { &mut *ban };
         // Permanent bans skip the clock. Timed ones use the coarse clock: a
         // tick of lag on expiry costs nothing, a TSC read per packet would.
         if ban.expires_ns == 0 || ban.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
-            ban.hits += 1;
+            // Atomic: several RX queues may drop for the same source.
+            bump(&ban.hits);
             return Source::Banned;
         }
         count(Counter::BanExpired);
@@ -131,27 +136,50 @@ fn is_sip_port(port: u16) -> bool {
 }
 
 /// Copies up to `CLASSIFY_LEN` payload bytes to the stack and classifies them.
+///
+/// The copy is two 8-byte loads: a byte array initialised or copied as a
+/// whole compiles to calls into byte-at-a-time memset/memmove subprograms on
+/// the BPF target, which cost more than the classifier itself.
 #[inline(always)]
 fn classify_payload(ctx: &XdpContext, off: usize, payload_len: usize) -> SipClass {
-    let mut buf = [0u8; CLASSIFY_LEN];
-    let mut len = 0;
-    if let Ok(p) = ptr_at::<[u8; CLASSIFY_LEN]>(ctx, off) {
-        buf = unsafe { *p };
-        len = CLASSIFY_LEN;
-    } else {
-        // Short payload: byte by byte, each access checked on its own.
-        for (i, b) in buf.iter_mut().enumerate() {
-            match ptr_at::<u8>(ctx, off + i) {
-                Ok(p) => *b = unsafe { *p },
-                Err(_) => break,
-            }
-            len = i + 1;
-        }
-    }
+    let (words, mut len) = match ptr_at::<[u64; 2]>(ctx, off) {
+        Ok(p) => unsafe {
+            let p = p as *const u64;
+            (
+                [p.read_unaligned(), p.add(1).read_unaligned()],
+                CLASSIFY_LEN,
+            )
+        },
+        Err(_) => short_payload(ctx, off),
+    };
     if payload_len < len {
         len = payload_len;
     }
+    // Native (little-endian) words laid out as the bytes they were read from.
+    let buf: [u8; CLASSIFY_LEN] = unsafe { core::mem::transmute(words) };
     classify(&buf, len)
+}
+
+/// Fewer than `CLASSIFY_LEN` bytes left: byte by byte, each access checked.
+/// The length comes from `data_end`, not from the loop counter: a constant
+/// per loop exit would make the verifier walk the classifier once per exit.
+#[inline(always)]
+fn short_payload(ctx: &XdpContext, off: usize) -> ([u64; 2], usize) {
+    let (start, end) = (ctx.data() + off, ctx.data_end());
+    let len = end.saturating_sub(start);
+    let (mut lo, mut hi) = (0u64, 0u64);
+    for i in 0..CLASSIFY_LEN {
+        let Ok(p) = ptr_at::<u8>(ctx, off + i) else {
+            break;
+        };
+        let b = u64::from(unsafe { *p });
+        if i < 8 {
+            lo |= b << (8 * i);
+        } else {
+            hi |= b << (8 * (i - 8));
+        }
+    }
+    ([lo, hi], len.min(CLASSIFY_LEN))
 }
 
 #[inline(always)]
@@ -171,18 +199,23 @@ fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool) {
             s.dropped = s.dropped.wrapping_add(u32::from(dropped));
         }
         None => {
-            let mut s = SourceStats {
-                packets: 1,
-                bytes,
-                first_seen_ns: now,
-                last_seen_ns: now,
-                class: [0; sip_xdp_common::classify::SIP_CLASSES],
-                dropped: u32::from(dropped),
-            };
-            if let Some(n) = s.class.get_mut(c) {
-                *n = 1;
+            // Field by field into uninitialised memory: a struct literal
+            // compiles to a memset call (a byte loop on BPF) first. Every
+            // byte is written: the struct has no padding.
+            let mut s = MaybeUninit::<SourceStats>::uninit();
+            let p = s.as_mut_ptr();
+            unsafe {
+                (*p).packets = 1;
+                (*p).bytes = bytes;
+                (*p).first_seen_ns = now;
+                (*p).last_seen_ns = now;
+                for k in 0..SIP_CLASSES {
+                    // Volatile, or LLVM turns the loop back into a memset.
+                    core::ptr::write_volatile(&mut (*p).class[k], u32::from(c == k));
+                }
+                (*p).dropped = u32::from(dropped);
             }
-            let _ = SOURCES.insert(src, s, 0);
+            let _ = SOURCES.insert(src, unsafe { s.assume_init_ref() }, 0);
         }
     }
 }

@@ -23,6 +23,12 @@ pub static BASELINE_OBJECT: &[u8] =
 #[doc(hidden)]
 pub const BASELINE_PROGRAM: &str = "baseline_drop";
 
+/// Benchmark harness: varies the source address per repeat, then tail-calls
+/// the program under test.
+#[doc(hidden)]
+pub static HARNESS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-xdp-harness"));
+
 /// Name of the XDP function inside the object.
 pub const PROGRAM_NAME: &str = "sip_xdp";
 

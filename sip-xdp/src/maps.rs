@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
-    Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
+    Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -21,8 +21,7 @@ use sip_xdp_common::{
 use crate::{clock, guard::Guard, pins::Pins, target::is_host, Error, Result};
 
 pub struct Maps {
-    bans: PerCpuHashMap<MapData, IpKey, BanValue>,
-    ncpus: usize,
+    bans: HashMap<MapData, IpKey, BanValue>,
     allow: LpmTrie<MapData, IpKey, u32>,
     block: LpmTrie<MapData, IpKey, BlockValue>,
     sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
@@ -78,6 +77,21 @@ fn is_full(e: &MapError) -> bool {
     matches!(errno(e), Some(libc::E2BIG) | Some(libc::ENOSPC))
 }
 
+/// Maps a failed insert to `Error::Full` when the map is full.
+fn write_error(
+    map: &'static str,
+    max: u32,
+    context: &'static str,
+) -> impl FnOnce(MapError) -> Error {
+    move |e| {
+        if is_full(&e) {
+            Error::Full { map, max }
+        } else {
+            Error::map(context)(e)
+        }
+    }
+}
+
 fn is_missing(e: &MapError) -> bool {
     matches!(e, MapError::KeyNotFound) || errno(e) == Some(libc::ENOENT)
 }
@@ -103,11 +117,7 @@ impl Maps {
                 .map_or(DEFAULT_MAX_SOURCES, |i| i.max_entries()),
         ];
         Ok(Self {
-            bans: PerCpuHashMap::try_from(Map::PerCpuHashMap(bans_d)).map_err(e(MAP_BANS))?,
-            ncpus: aya::util::nr_cpus().map_err(|(what, source)| Error::Io {
-                context: what.to_string(),
-                source,
-            })?,
+            bans: HashMap::try_from(Map::HashMap(bans_d)).map_err(e(MAP_BANS))?,
             allow: LpmTrie::try_from(Map::LpmTrie(allow_d)).map_err(e(MAP_ALLOW))?,
             block: LpmTrie::try_from(Map::LpmTrie(block_d)).map_err(e(MAP_BLOCK))?,
             sources: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(sources_d))
@@ -181,34 +191,21 @@ impl Maps {
                 _pad: 0,
             };
             let k = key_of(net.addr());
-            // Every CPU gets the same rule; each counts its own hits.
-            let values = PerCpuValues::try_from(vec![v; self.ncpus])
-                .map_err(Error::io("building per-CPU ban values"))?;
-            self.bans.insert(k, values, 0).map_err(|e| {
-                if is_full(&e) {
-                    Error::Full {
-                        map: MAP_BANS,
-                        max: self.max[0],
-                    }
-                } else {
-                    Error::map("writing the ban")(e)
-                }
-            })
+            self.bans
+                .insert(k, v, 0)
+                .map_err(write_error(MAP_BANS, self.max[0], "writing the ban"))
         } else {
             let v = BlockValue {
                 expires_ns,
                 hits: 0,
             };
-            self.block.insert(&Self::trie_key(&net), v, 0).map_err(|e| {
-                if is_full(&e) {
-                    Error::Full {
-                        map: MAP_BLOCK,
-                        max: self.max[2],
-                    }
-                } else {
-                    Error::map("writing the block rule")(e)
-                }
-            })
+            self.block
+                .insert(&Self::trie_key(&net), v, 0)
+                .map_err(write_error(
+                    MAP_BLOCK,
+                    self.max[2],
+                    "writing the block rule",
+                ))
         }
     }
 
@@ -232,16 +229,11 @@ impl Maps {
     pub fn allow(&mut self, net: IpNet) -> Result<Vec<IpAddr>> {
         self.allow
             .insert(&Self::trie_key(&net), 1, 0)
-            .map_err(|e| {
-                if is_full(&e) {
-                    Error::Full {
-                        map: MAP_ALLOW,
-                        max: self.max[1],
-                    }
-                } else {
-                    Error::map("writing the allow entry")(e)
-                }
-            })?;
+            .map_err(write_error(
+                MAP_ALLOW,
+                self.max[1],
+                "writing the allow entry",
+            ))?;
         let covered: Vec<IpKey> = if is_host(&net) {
             vec![key_of(net.addr())]
         } else {
@@ -274,16 +266,13 @@ impl Maps {
             .bans
             .iter()
             .filter_map(|r| r.ok())
-            .map(|(k, per_cpu)| {
-                let v = per_cpu[0];
-                BlockEntry {
-                    net: IpNet::from(ip_of(&k)),
-                    kind: "ban",
-                    reason: BanReason::from_u32(v.reason).map_or("unknown", BanReason::as_str),
-                    expires_in_s: clock::remaining(v.expires_ns).map(|d| d.as_secs()),
-                    expired: !v.active_at(now),
-                    hits: per_cpu.iter().map(|c| c.hits).sum(),
-                }
+            .map(|(k, v)| BlockEntry {
+                net: IpNet::from(ip_of(&k)),
+                kind: "ban",
+                reason: BanReason::from_u32(v.reason).map_or("unknown", BanReason::as_str),
+                expires_in_s: clock::remaining(v.expires_ns).map(|d| d.as_secs()),
+                expired: !v.active_at(now),
+                hits: v.hits,
             })
             .collect();
         out.extend(
