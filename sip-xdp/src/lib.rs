@@ -5,9 +5,11 @@ pub mod cli;
 pub mod clock;
 pub mod error;
 pub mod guard;
+pub mod lists;
 pub mod loader;
 pub mod maps;
 pub mod pins;
+pub mod store;
 pub mod target;
 
 pub use error::{Error, Result};

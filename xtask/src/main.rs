@@ -54,6 +54,7 @@ fn main() -> Result<()> {
         Cmd::Test => {
             require_root("the kernel tests")?;
             setup(&root)?;
+            mariadb()?;
             build()?;
             test(&root)
         }
@@ -235,6 +236,36 @@ fn packages() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-qq"])
         .args(&missing))
+}
+
+/// The tests' MariaDB: installed and started if needed, with a test account
+/// that may create `sipxdp_*` databases. Reached through its unix socket.
+fn mariadb() -> Result<()> {
+    if output(Command::new("sh").args(["-c", "command -v mariadbd"])).is_none() {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "mariadb-server", "mariadb-client"]))?;
+    }
+    let up = || output(Command::new("mariadb").args(["-e", "SELECT 1"])).is_some();
+    if !up() {
+        // Debian's package does not start it where policy-rc.d forbids it.
+        if output(Command::new("/etc/init.d/mariadb").arg("start")).is_none() {
+            run(Command::new("service").args(["mariadb", "start"]))?;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !up() {
+            if std::time::Instant::now() > deadline {
+                bail!("MariaDB did not come up within 60 s (see /var/log/mysql/)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    run(Command::new("mariadb").args([
+        "-e",
+        "CREATE USER IF NOT EXISTS 'sipxdp'@'localhost' IDENTIFIED BY 'sipxdp-test'; \
+         GRANT ALL PRIVILEGES ON `sipxdp\\_%`.* TO 'sipxdp'@'localhost'; FLUSH PRIVILEGES;",
+    ]))
 }
 
 fn build() -> Result<()> {

@@ -1,0 +1,347 @@
+//! The database: the source of truth for block and allow lists, and where
+//! every decision is recorded. SQLite by default (nothing to install),
+//! MySQL/MariaDB by URL (what OpenSIPS deployments already run; one database
+//! shared by every SBC node). Same schema and behaviour on both; migrations
+//! are embedded and applied on connect. Every value is a bound parameter.
+
+use std::{str::FromStr, time::Duration};
+
+use chrono::{NaiveDateTime, Utc};
+use serde::Serialize;
+use sqlx::{
+    mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions},
+    Executor as _,
+};
+
+/// Default database: an embedded SQLite file.
+pub const DEFAULT_DB_URL: &str = "sqlite:///var/lib/sip-xdp/sip-xdp.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported database URL (use sqlite:///path/file.db or mysql://user:password@host/db)"
+    )]
+    BadUrl,
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("applying database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("creating {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A connection pool to one of the two supported databases.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Mysql(MySqlPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store holds. The
+/// SQL is the same text for both (`?` placeholders), only the types differ.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Mysql($pool) => $body,
+        }
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct BlockRow {
+    pub id: i64,
+    pub ip_address: String,
+    pub reason: String,
+    pub source: String,
+    pub blocked_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
+    pub unblocked_at: Option<NaiveDateTime>,
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AllowRow {
+    pub id: i64,
+    pub ip_address: String,
+    pub comment: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// A decision to record in `security_events`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub event_type: String,
+    pub source_ip: Option<String>,
+    pub severity: String,
+    /// JSON object with the figures behind the decision.
+    pub details: serde_json::Value,
+    pub event_time: NaiveDateTime,
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub event_type: String,
+    pub source_ip: Option<String>,
+    pub severity: String,
+    pub details: Option<String>,
+    pub event_time: NaiveDateTime,
+    pub node: Option<String>,
+}
+
+/// Current UTC time at millisecond precision (what DATETIME(3) keeps).
+pub fn now() -> NaiveDateTime {
+    let t = Utc::now().naive_utc();
+    t - chrono::Duration::nanoseconds(i64::from(t.and_utc().timestamp_subsec_nanos() % 1_000_000))
+}
+
+/// SQL assembled in this module from constant fragments only (a column list,
+/// a dialect's date comparison); every value goes through `bind`.
+fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql.to_string())
+}
+
+const BLOCK_COLS: &str =
+    "id, ip_address, reason, source, blocked_at, expires_at, unblocked_at, node";
+
+impl Store {
+    /// Connects, creating a SQLite file and its directory if needed, and
+    /// applies the embedded migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let store = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5));
+            if let Some(dir) = opts.get_filename().parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+            }
+            Store::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(opts)
+                    .await?,
+            )
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            let url = url.replacen("mariadb:", "mysql:", 1);
+            let opts = MySqlConnectOptions::from_str(&url)?;
+            Store::Mysql(
+                MySqlPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(5))
+                    // DATETIME has no zone: make CURRENT_TIMESTAMP defaults UTC.
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("SET time_zone = '+00:00'").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await?,
+            )
+        } else {
+            return Err(StoreError::BadUrl);
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await?,
+            Store::Mysql(p) => sqlx::migrate!("migrations/mysql").run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Mysql(_) => "mysql",
+        }
+    }
+
+    /// A cheap round trip, to tell whether the database is reachable.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Runs one constant statement, as an operator's script would (tests,
+    /// and `db` maintenance). Returns the rows affected.
+    pub async fn execute_literal(&self, sql: &'static str) -> Result<u64> {
+        Ok(with_pool!(self, p => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()))?)
+    }
+
+    /// Time comparison that also copes with hand-written SQLite values such
+    /// as '2026-11-25T10:00:00' (text comparison would not).
+    fn later(&self, col: &str) -> String {
+        match self {
+            Store::Sqlite(_) => format!("julianday({col}) > julianday(?)"),
+            Store::Mysql(_) => format!("{col} > ?"),
+        }
+    }
+
+    /// Blocks in force at `at`: not lifted, not expired.
+    pub async fn active_blocks(&self, at: NaiveDateTime) -> Result<Vec<BlockRow>> {
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM blocked_ips WHERE unblocked_at IS NULL \
+             AND (expires_at IS NULL OR {}) ORDER BY id",
+            self.later("expires_at")
+        );
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(at).fetch_all(p).await)?)
+    }
+
+    /// Blocks past their expiry that nobody has marked lifted yet.
+    pub async fn expired_unlifted(&self, at: NaiveDateTime) -> Result<Vec<BlockRow>> {
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM blocked_ips WHERE unblocked_at IS NULL \
+             AND expires_at IS NOT NULL AND NOT ({}) ORDER BY id",
+            self.later("expires_at")
+        );
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(at).fetch_all(p).await)?)
+    }
+
+    /// Marks one block lifted (only if still unlifted). True if it was.
+    pub async fn mark_lifted(&self, id: i64, at: NaiveDateTime) -> Result<bool> {
+        let sql = "UPDATE blocked_ips SET unblocked_at = ? WHERE id = ? AND unblocked_at IS NULL";
+        let n = with_pool!(self, p => sqlx::query(sql).bind(at).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// Lifts every unlifted block of exactly `ip_address`. Returns how many.
+    pub async fn lift(&self, ip_address: &str, at: NaiveDateTime) -> Result<u64> {
+        let sql =
+            "UPDATE blocked_ips SET unblocked_at = ? WHERE ip_address = ? AND unblocked_at IS NULL";
+        Ok(
+            with_pool!(self, p => sqlx::query(sql).bind(at).bind(ip_address).execute(p).await.map(|r| r.rows_affected()))?,
+        )
+    }
+
+    pub async fn insert_block(
+        &self,
+        ip_address: &str,
+        reason: &str,
+        source: &str,
+        blocked_at: NaiveDateTime,
+        expires_at: Option<NaiveDateTime>,
+        node: Option<&str>,
+    ) -> Result<i64> {
+        let sql =
+            "INSERT INTO blocked_ips (ip_address, reason, source, blocked_at, expires_at, node) \
+                   VALUES (?, ?, ?, ?, ?, ?)";
+        let id = match self {
+            Store::Sqlite(p) => sqlx::query(sql)
+                .bind(ip_address)
+                .bind(reason)
+                .bind(source)
+                .bind(blocked_at)
+                .bind(expires_at)
+                .bind(node)
+                .execute(p)
+                .await?
+                .last_insert_rowid(),
+            Store::Mysql(p) => sqlx::query(sql)
+                .bind(ip_address)
+                .bind(reason)
+                .bind(source)
+                .bind(blocked_at)
+                .bind(expires_at)
+                .bind(node)
+                .execute(p)
+                .await?
+                .last_insert_id() as i64,
+        };
+        Ok(id)
+    }
+
+    pub async fn blocks_of(&self, ip_address: &str) -> Result<Vec<BlockRow>> {
+        let sql = format!("SELECT {BLOCK_COLS} FROM blocked_ips WHERE ip_address = ? ORDER BY id");
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(ip_address).fetch_all(p).await)?)
+    }
+
+    pub async fn allows(&self) -> Result<Vec<AllowRow>> {
+        let sql = "SELECT id, ip_address, comment, created_at FROM whitelisted_ips ORDER BY id";
+        Ok(with_pool!(self, p => sqlx::query_as(sql).fetch_all(p).await)?)
+    }
+
+    pub async fn insert_allow(&self, ip_address: &str, comment: &str) -> Result<()> {
+        let sql = "INSERT INTO whitelisted_ips (ip_address, comment, created_at) VALUES (?, ?, ?)";
+        with_pool!(self, p => sqlx::query(sql).bind(ip_address).bind(comment).bind(now()).execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes allow entries of exactly `ip_address`. Returns how many.
+    pub async fn delete_allow(&self, ip_address: &str) -> Result<u64> {
+        let sql = "DELETE FROM whitelisted_ips WHERE ip_address = ?";
+        Ok(
+            with_pool!(self, p => sqlx::query(sql).bind(ip_address).execute(p).await.map(|r| r.rows_affected()))?,
+        )
+    }
+
+    /// Writes events in one transaction: all or nothing, so a caller that
+    /// buffers them can keep them on failure and retry.
+    pub async fn insert_events(&self, events: &[Event]) -> Result<()> {
+        let sql = "INSERT INTO security_events (event_type, source_ip, severity, details, event_time, node) \
+                   VALUES (?, ?, ?, ?, ?, ?)";
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for e in events {
+                sqlx::query(sql)
+                    .bind(&e.event_type)
+                    .bind(&e.source_ip)
+                    .bind(&e.severity)
+                    .bind(e.details.to_string())
+                    .bind(e.event_time)
+                    .bind(&e.node)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Events since `since`, newest first, optionally of one type.
+    pub async fn events(
+        &self,
+        since: NaiveDateTime,
+        event_type: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let filter = if event_type.is_some() {
+            " AND event_type = ?"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT id, event_type, source_ip, severity, details, event_time, node \
+             FROM security_events WHERE {}{filter} ORDER BY event_time DESC, id DESC LIMIT ?",
+            match self {
+                Store::Sqlite(_) => "julianday(event_time) >= julianday(?)",
+                Store::Mysql(_) => "event_time >= ?",
+            }
+        );
+        Ok(with_pool!(self, p => {
+            let mut q = sqlx::query_as(safe(&sql)).bind(since);
+            if let Some(t) = event_type {
+                q = q.bind(t);
+            }
+            q.bind(limit).fetch_all(p).await
+        })?)
+    }
+}

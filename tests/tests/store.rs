@@ -1,0 +1,191 @@
+//! The store behaves the same on SQLite and on a real MariaDB server:
+//! migrations, defaults for hand-written rows, active/expired semantics,
+//! CIDR round trips, events. Needs the MariaDB that `cargo xtask test` starts.
+
+use chrono::{Duration, NaiveDateTime};
+use serde_json::json;
+use sip_xdp::{
+    lists,
+    store::{now, Event, Store},
+    target::parse_net,
+};
+use sip_xdp_tests::db::TestDb;
+
+async fn check(store: &Store) {
+    // Migrations are idempotent.
+    store.migrate().await.unwrap();
+
+    // An operator's minimal INSERT is a complete, permanent block, stamped
+    // in UTC by the column default.
+    store
+        .execute_literal(
+            "INSERT INTO blocked_ips (ip_address, reason) VALUES ('203.0.113.7', 'manual')",
+        )
+        .await
+        .unwrap();
+    let t0 = now();
+    let active = store.active_blocks(t0).await.unwrap();
+    assert_eq!(active.len(), 1);
+    let r = &active[0];
+    assert_eq!(
+        (r.ip_address.as_str(), r.source.as_str()),
+        ("203.0.113.7", "manual")
+    );
+    assert_eq!((r.expires_at, r.unblocked_at), (None, None));
+    assert!(
+        (r.blocked_at - t0).num_seconds().abs() < 60,
+        "blocked_at default {} is not UTC now {t0}",
+        r.blocked_at
+    );
+
+    // Expired: not active, listed as expired until marked lifted, once.
+    let past = t0 - Duration::hours(2);
+    let old = store
+        .insert_block(
+            "198.51.100.9",
+            "flood",
+            "flood",
+            past,
+            Some(past + Duration::minutes(2)),
+            Some("n1"),
+        )
+        .await
+        .unwrap();
+    let live = store
+        .insert_block(
+            "198.51.100.10",
+            "flood",
+            "flood",
+            t0,
+            Some(t0 + Duration::hours(1)),
+            Some("n1"),
+        )
+        .await
+        .unwrap();
+    let ids =
+        |rows: Vec<sip_xdp::store::BlockRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let active = ids(store.active_blocks(t0).await.unwrap());
+    assert!(
+        active.contains(&live) && !active.contains(&old),
+        "{active:?}"
+    );
+    assert_eq!(ids(store.expired_unlifted(t0).await.unwrap()), vec![old]);
+    assert!(store.mark_lifted(old, t0).await.unwrap());
+    assert!(
+        !store.mark_lifted(old, t0).await.unwrap(),
+        "lifted only once"
+    );
+    assert!(store.expired_unlifted(t0).await.unwrap().is_empty());
+    // The live one expires in an hour.
+    let later = t0 + Duration::hours(2);
+    assert!(!ids(store.active_blocks(later).await.unwrap()).contains(&live));
+
+    // Hand-written expiry with a 'T' separator compares as a time.
+    store
+        .execute_literal("INSERT INTO blocked_ips (ip_address, expires_at) VALUES ('203.0.113.8', '2099-01-01T00:00:00')")
+        .await
+        .unwrap();
+    assert!(store
+        .active_blocks(t0)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.ip_address == "203.0.113.8"));
+
+    // Lifting by address.
+    assert_eq!(store.lift("203.0.113.7", t0).await.unwrap(), 1);
+    assert!(!store
+        .active_blocks(t0)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.ip_address == "203.0.113.7"));
+
+    // CIDRs round-trip for both families.
+    for cidr in ["198.51.100.0/24", "2001:db8:1::/48", "2001:db8::7"] {
+        store
+            .insert_block(cidr, "", "manual", t0, None, None)
+            .await
+            .unwrap();
+        let row = store.blocks_of(cidr).await.unwrap().pop().unwrap();
+        let rule = lists::block_rule(&row).unwrap();
+        assert_eq!(rule.net, parse_net(cidr).unwrap());
+    }
+    // A bad row comes back as it is and is rejected with its id.
+    let bad = store
+        .insert_block("203.0.113.300", "", "manual", t0, None, None)
+        .await
+        .unwrap();
+    let row = store
+        .blocks_of("203.0.113.300")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(lists::block_rule(&row).unwrap_err().id, bad);
+
+    // Allow-list.
+    store.insert_allow("203.0.113.0/28", "trunk").await.unwrap();
+    store.insert_allow("2001:db8:5::/64", "").await.unwrap();
+    let allows = store.allows().await.unwrap();
+    assert_eq!(allows.len(), 2);
+    assert_eq!(allows[0].comment, "trunk");
+    assert_eq!(store.delete_allow("203.0.113.0/28").await.unwrap(), 1);
+    assert_eq!(store.allows().await.unwrap().len(), 1);
+
+    // Events: written in one go, filtered by time and type.
+    let ev = |t: &str, at: NaiveDateTime| Event {
+        event_type: t.into(),
+        source_ip: Some("203.0.113.7".into()),
+        severity: "warning".into(),
+        details: json!({"packets": 42, "window_s": 2}),
+        event_time: at,
+        node: Some("n1".into()),
+    };
+    store
+        .insert_events(&[
+            ev("ip_blocked", t0 - Duration::hours(3)),
+            ev("ip_blocked", t0),
+            ev("ip_unblocked", t0),
+        ])
+        .await
+        .unwrap();
+    let recent = store
+        .events(t0 - Duration::minutes(1), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 2);
+    let blocked = store
+        .events(t0 - Duration::days(1), Some("ip_blocked"), 100)
+        .await
+        .unwrap();
+    assert_eq!(blocked.len(), 2);
+    let details: serde_json::Value =
+        serde_json::from_str(blocked[0].details.as_deref().unwrap()).unwrap();
+    assert_eq!(details["packets"], 42);
+    assert_eq!(
+        store
+            .events(t0 - Duration::days(1), None, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_store() {
+    let db = TestDb::sqlite();
+    let store = db.connect().await;
+    assert_eq!(store.kind(), "sqlite");
+    check(&store).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn mariadb_store() {
+    let db = TestDb::mariadb();
+    let store = db.connect().await;
+    assert_eq!(store.kind(), "mysql");
+    check(&store).await;
+}
