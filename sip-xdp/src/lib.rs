@@ -10,6 +10,7 @@ pub mod loader;
 pub mod maps;
 pub mod pins;
 pub mod store;
+pub mod sync;
 pub mod target;
 
 pub use error::{Error, Result};

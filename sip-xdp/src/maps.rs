@@ -438,6 +438,64 @@ impl Maps {
         Ok(())
     }
 
+    /// Exact bans as the kernel holds them.
+    pub fn bans_raw(&self) -> Vec<(IpAddr, BanValue)> {
+        self.bans
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (ip_of(&k), v))
+            .collect()
+    }
+
+    /// Block-list rules as the kernel holds them.
+    pub fn blocks_raw(&self) -> Vec<(IpNet, BlockValue)> {
+        self.block
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (Self::net_of(&k), v))
+            .collect()
+    }
+
+    /// Writes a ban or block value as given (the sync has already applied
+    /// the safety rails). Keeps the hit counter of an entry being updated.
+    pub fn put(&mut self, net: &IpNet, expires_ns: u64, reason: BanReason) -> Result<()> {
+        if is_host(net) {
+            let k = key_of(net.addr());
+            let hits = self.bans.get(&k, 0).map_or(0, |v| v.hits);
+            let v = BanValue {
+                expires_ns,
+                hits,
+                reason: reason as u32,
+                _pad: 0,
+            };
+            self.bans
+                .insert(k, v, 0)
+                .map_err(write_error(MAP_BANS, self.max[0], "writing the ban"))
+        } else {
+            let key = Self::trie_key(net);
+            let hits = self.block.get(&key, 0).map_or(0, |v| v.hits);
+            self.block
+                .insert(&key, BlockValue { expires_ns, hits }, 0)
+                .map_err(write_error(
+                    MAP_BLOCK,
+                    self.max[2],
+                    "writing the block rule",
+                ))
+        }
+    }
+
+    /// Adds an allow-list entry without touching bans (the sync lifts them
+    /// itself, recording each).
+    pub fn put_allow(&mut self, net: &IpNet) -> Result<()> {
+        self.allow
+            .insert(&Self::trie_key(net), 1, 0)
+            .map_err(write_error(
+                MAP_ALLOW,
+                self.max[1],
+                "writing the allow entry",
+            ))
+    }
+
     /// `(map, entries, capacity)` for the maps that fill up.
     pub fn fill(&self) -> Vec<(&'static str, usize, u32)> {
         vec![

@@ -1,0 +1,394 @@
+//! Reconciles the database with the kernel maps by difference: adds what is
+//! missing, updates changed expiries, removes what the database no longer
+//! wants. It never wipes and refills, so filtering has no gap.
+//!
+//! A kernel entry the database does not know is removed only when the next
+//! cycle still does not know it: `block` and `allow` write the database and
+//! then the map, and a sync that read the database just before such a write
+//! must not undo it. Entries covered by the allow-list go at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use chrono::NaiveDateTime;
+use ipnet::IpNet;
+use sip_xdp_common::maps::BanReason;
+
+use crate::{
+    guard::{overlaps, Guard},
+    lists::{self, BadRow},
+    store::{AllowRow, BlockRow},
+    target::is_host,
+};
+
+/// A block as the kernel should hold it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    /// Kernel expiry (CLOCK_MONOTONIC ns); 0 = permanent.
+    pub expires_ns: u64,
+    pub reason: BanReason,
+    /// The database row it comes from (the longest-lasting one, if several).
+    pub id: i64,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub allows: BTreeSet<IpNet>,
+    pub blocks: BTreeMap<IpNet, Want>,
+}
+
+/// What the kernel holds: block nets with (expiry, reason), allow nets.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Current {
+    pub allows: BTreeSet<IpNet>,
+    pub blocks: BTreeMap<IpNet, (u64, BanReason)>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub allow_add: Vec<IpNet>,
+    pub put: Vec<(IpNet, Want)>,
+    pub remove: Vec<IpNet>,
+    pub allow_remove: Vec<IpNet>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.allow_add.is_empty()
+            && self.put.is_empty()
+            && self.remove.is_empty()
+            && self.allow_remove.is_empty()
+    }
+}
+
+/// A row that is skipped, with why. Reported once per row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub table: &'static str,
+    pub id: i64,
+    pub why: String,
+}
+
+/// Expiries closer than this are the same (wall/monotonic conversion jitter).
+const EXPIRY_SLACK_NS: u64 = 1_000_000_000;
+
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    grace_blocks: HashSet<IpNet>,
+    grace_allows: HashSet<IpNet>,
+    reported: HashSet<(&'static str, i64)>,
+}
+
+impl Reconciler {
+    /// The kernel state the rows ask for. Rows that cannot be used come back
+    /// in the second list, each only the first time it is seen.
+    pub fn desired(
+        &mut self,
+        blocks: &[BlockRow],
+        allows: &[AllowRow],
+        guard: &Guard,
+        wall_now: NaiveDateTime,
+        mono_now_ns: u64,
+    ) -> (Desired, Vec<Skip>) {
+        let mut d = Desired::default();
+        let mut skips = Vec::new();
+        for row in allows {
+            match lists::allow_net(row) {
+                Ok(net) => {
+                    d.allows.insert(net);
+                }
+                Err(bad) => skips.push(skip_of(bad)),
+            }
+        }
+        for row in blocks {
+            let rule = match lists::block_rule(row) {
+                Ok(r) => r,
+                Err(bad) => {
+                    skips.push(skip_of(bad));
+                    continue;
+                }
+            };
+            let skip = |why: String| Skip {
+                table: "blocked_ips",
+                id: row.id,
+                why,
+            };
+            if let Some(why) = guard.refusal(&rule.net) {
+                skips.push(skip(format!("refused: {why}")));
+                continue;
+            }
+            if is_host(&rule.net) && d.allows.iter().any(|a| a.contains(&rule.net.addr())) {
+                skips.push(skip(
+                    "not enforced: the address is on the allow-list".into(),
+                ));
+                continue;
+            }
+            let expires_ns = match rule.expires_at {
+                None => 0,
+                Some(t) => {
+                    let left = (t - wall_now).num_nanoseconds().unwrap_or(i64::MAX);
+                    if left <= 0 {
+                        continue;
+                    }
+                    mono_now_ns.saturating_add(left as u64)
+                }
+            };
+            let want = Want {
+                expires_ns,
+                reason: rule.reason,
+                id: rule.id,
+            };
+            d.blocks
+                .entry(rule.net)
+                .and_modify(|w| {
+                    if outlasts(&want, w) {
+                        *w = want;
+                    }
+                })
+                .or_insert(want);
+        }
+        skips.retain(|s| self.reported.insert((s.table, s.id)));
+        (d, skips)
+    }
+
+    /// What to change in the kernel to reach `desired` from `current`.
+    pub fn plan(&mut self, desired: &Desired, current: &Current) -> Plan {
+        let mut p = Plan {
+            allow_add: desired
+                .allows
+                .difference(&current.allows)
+                .copied()
+                .collect(),
+            ..Plan::default()
+        };
+        for (net, want) in &desired.blocks {
+            let stale = match current.blocks.get(net) {
+                None => true,
+                Some((exp, reason)) => {
+                    *reason != want.reason || exp.abs_diff(want.expires_ns) > EXPIRY_SLACK_NS
+                }
+            };
+            if stale {
+                p.put.push((*net, *want));
+            }
+        }
+        let mut grace = HashSet::new();
+        for net in current
+            .blocks
+            .keys()
+            .filter(|n| !desired.blocks.contains_key(n))
+        {
+            let allowed = is_host(net) && desired.allows.iter().any(|a| overlaps(a, net));
+            if allowed || self.grace_blocks.contains(net) {
+                p.remove.push(*net);
+            } else {
+                grace.insert(*net);
+            }
+        }
+        self.grace_blocks = grace;
+        let mut grace = HashSet::new();
+        for net in current.allows.difference(&desired.allows) {
+            if self.grace_allows.contains(net) {
+                p.allow_remove.push(*net);
+            } else {
+                grace.insert(*net);
+            }
+        }
+        self.grace_allows = grace;
+        p
+    }
+}
+
+/// Permanent beats timed; a later expiry beats an earlier one.
+fn outlasts(a: &Want, b: &Want) -> bool {
+    match (a.expires_ns, b.expires_ns) {
+        (0, 0) => false,
+        (0, _) => true,
+        (_, 0) => false,
+        (x, y) => x > y,
+    }
+}
+
+fn skip_of(bad: BadRow) -> Skip {
+    Skip {
+        table: bad.table,
+        id: bad.id,
+        why: bad.why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::target::parse_net;
+
+    fn t0() -> NaiveDateTime {
+        NaiveDateTime::parse_from_str("2026-11-25 10:00:00", "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+    const MONO: u64 = 1_000_000_000_000;
+
+    fn block(id: i64, ip: &str, expires_min: Option<i64>) -> BlockRow {
+        BlockRow {
+            id,
+            ip_address: ip.into(),
+            reason: String::new(),
+            source: "manual".into(),
+            blocked_at: t0() - Duration::minutes(1),
+            expires_at: expires_min.map(|m| t0() + Duration::minutes(m)),
+            unblocked_at: None,
+            node: None,
+        }
+    }
+    fn allow(id: i64, ip: &str) -> AllowRow {
+        AllowRow {
+            id,
+            ip_address: ip.into(),
+            comment: String::new(),
+            created_at: t0(),
+        }
+    }
+    fn net(s: &str) -> IpNet {
+        parse_net(s).unwrap()
+    }
+    fn guard() -> Guard {
+        Guard::with_addresses(vec!["198.51.100.1".parse().unwrap()])
+    }
+
+    #[test]
+    fn rows_become_kernel_entries_with_monotonic_expiry() {
+        let mut r = Reconciler::default();
+        let rows = [
+            block(1, "203.0.113.7", None),
+            block(2, "198.51.100.0/25", Some(10)),
+        ];
+        let (d, skips) = r.desired(&rows, &[], &Guard::with_addresses(vec![]), t0(), MONO);
+        assert!(skips.is_empty());
+        assert_eq!(d.blocks[&net("203.0.113.7")].expires_ns, 0);
+        assert_eq!(
+            d.blocks[&net("198.51.100.0/25")].expires_ns,
+            MONO + 600_000_000_000
+        );
+    }
+
+    #[test]
+    fn bad_and_refused_rows_are_reported_once_and_skipped() {
+        let mut r = Reconciler::default();
+        let rows = [
+            block(1, "203.0.113.300", None),
+            block(2, "127.0.0.1", None),
+            block(3, "198.51.100.1", None),
+            block(4, "203.0.113.20", None),
+            block(5, "203.0.113.9", None),
+        ];
+        let allows = [allow(9, "203.0.113.16/28"), allow(10, "bogus")];
+        let (d, skips) = r.desired(&rows, &allows, &guard(), t0(), MONO);
+        let ids: Vec<_> = skips.iter().map(|s| (s.table, s.id)).collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("whitelisted_ips", 10),
+                ("blocked_ips", 1),
+                ("blocked_ips", 2),
+                ("blocked_ips", 3),
+                ("blocked_ips", 4)
+            ]
+        );
+        assert!(
+            skips[3].why.contains("address of this host"),
+            "{:?}",
+            skips[3]
+        );
+        assert!(skips[4].why.contains("allow-list"), "{:?}", skips[4]);
+        assert_eq!(
+            d.blocks.keys().copied().collect::<Vec<_>>(),
+            vec![net("203.0.113.9")]
+        );
+        let (_, again) = r.desired(&rows, &allows, &guard(), t0(), MONO);
+        assert!(again.is_empty(), "each bad row is reported once");
+    }
+
+    #[test]
+    fn duplicates_keep_the_longest_lasting() {
+        let mut r = Reconciler::default();
+        let rows = [
+            block(1, "203.0.113.7", Some(5)),
+            block(2, "203.0.113.7", Some(50)),
+            block(3, "203.0.113.8", Some(5)),
+            block(4, "203.0.113.8", None),
+        ];
+        let (d, _) = r.desired(&rows, &[], &guard(), t0(), MONO);
+        assert_eq!(d.blocks[&net("203.0.113.7")].id, 2);
+        assert_eq!(d.blocks[&net("203.0.113.8")].id, 4);
+    }
+
+    #[test]
+    fn plan_adds_updates_and_removes_after_one_cycle_of_grace() {
+        let mut r = Reconciler::default();
+        let want = |exp| Want {
+            expires_ns: exp,
+            reason: BanReason::Manual,
+            id: 1,
+        };
+        let mut desired = Desired::default();
+        desired.blocks.insert(net("203.0.113.1"), want(0));
+        desired.blocks.insert(net("203.0.113.2"), want(MONO));
+        desired.blocks.insert(net("203.0.113.3"), want(MONO));
+        desired.allows.insert(net("198.51.100.0/24"));
+        let mut current = Current::default();
+        current
+            .blocks
+            .insert(net("203.0.113.2"), (MONO + 500_000_000, BanReason::Manual));
+        current.blocks.insert(
+            net("203.0.113.3"),
+            (MONO + 60_000_000_000, BanReason::Manual),
+        );
+        current
+            .blocks
+            .insert(net("203.0.113.99"), (0, BanReason::Manual));
+        current.allows.insert(net("2001:db8::/32"));
+
+        let p = r.plan(&desired, &current);
+        assert_eq!(p.allow_add, vec![net("198.51.100.0/24")]);
+        // .2 is within the slack; .3's expiry changed; .1 is new.
+        assert_eq!(
+            p.put.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![net("203.0.113.1"), net("203.0.113.3")]
+        );
+        assert!(
+            p.remove.is_empty() && p.allow_remove.is_empty(),
+            "grace cycle: {p:?}"
+        );
+
+        let p = r.plan(&desired, &current);
+        assert_eq!(p.remove, vec![net("203.0.113.99")]);
+        assert_eq!(p.allow_remove, vec![net("2001:db8::/32")]);
+
+        // A net that came back into the database in between is not removed.
+        let mut r = Reconciler::default();
+        r.plan(&desired, &current);
+        desired.blocks.insert(net("203.0.113.99"), want(0));
+        let p = r.plan(&desired, &current);
+        assert!(p.remove.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn bans_covered_by_the_allow_list_go_at_once() {
+        let mut r = Reconciler::default();
+        let mut desired = Desired::default();
+        desired.allows.insert(net("203.0.113.0/28"));
+        let mut current = Current::default();
+        current
+            .blocks
+            .insert(net("203.0.113.5"), (0, BanReason::Flood));
+        current
+            .blocks
+            .insert(net("203.0.113.0/24"), (0, BanReason::Manual));
+        let p = r.plan(&desired, &current);
+        assert_eq!(
+            p.remove,
+            vec![net("203.0.113.5")],
+            "CIDR blocks wait for the grace cycle"
+        );
+    }
+}
