@@ -3,7 +3,9 @@
 
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod lists;
 pub mod loader;

@@ -1,0 +1,236 @@
+//! The configuration file `run` and every CLI command read, so they find the
+//! same database. TOML; every field is optional.
+//!
+//! ```toml
+//! db = "mysql://sipxdp:secret@localhost/voip?socket=/run/mysqld/mysqld.sock"
+//! node = "sbc-1"
+//! interfaces = ["eth0"]
+//! mode = "auto"            # auto | native | skb
+//! sync_interval = "2s"
+//! ports = [5060, 5080]
+//! monitor = false
+//! drop_malformed = false
+//! event_buffer = 10000
+//! status_file = "/run/sip-xdp/status.json"
+//! ```
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{loader::AttachMode, store::DEFAULT_DB_URL};
+
+pub const DEFAULT_CONFIG: &str = "/etc/sip-xdp/sip-xdp.toml";
+pub const DEFAULT_STATUS_FILE: &str = "/run/sip-xdp/status.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{path}: {field}: {why}")]
+    Invalid {
+        path: String,
+        field: &'static str,
+        why: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    db: Option<String>,
+    node: Option<String>,
+    interfaces: Option<Vec<String>>,
+    mode: Option<String>,
+    sync_interval: Option<String>,
+    ports: Option<Vec<u16>>,
+    monitor: Option<bool>,
+    drop_malformed: Option<bool>,
+    event_buffer: Option<usize>,
+    status_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db: String,
+    pub node: String,
+    pub interfaces: Vec<String>,
+    pub mode: AttachMode,
+    pub sync_interval: Duration,
+    pub ports: Option<Vec<u16>>,
+    pub monitor: Option<bool>,
+    pub drop_malformed: Option<bool>,
+    pub event_buffer: usize,
+    pub status_file: PathBuf,
+    /// Where it was read from, for SIGHUP.
+    pub path: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path`; with no path, the default file if it exists, else
+    /// defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, must_exist) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => Some(t),
+            Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let p = path.display().to_string();
+        let raw: Raw = match &text {
+            Some(t) => toml::from_str(t).map_err(|e| ConfigError::Parse {
+                path: p.clone(),
+                source: Box::new(e),
+            })?,
+            None => Raw::default(),
+        };
+        let invalid = |field, why: String| ConfigError::Invalid {
+            path: p.clone(),
+            field,
+            why,
+        };
+        let mode = match raw.mode.as_deref().unwrap_or("auto") {
+            "auto" => AttachMode::Auto,
+            "native" => AttachMode::Native,
+            "skb" => AttachMode::Skb,
+            other => {
+                return Err(invalid(
+                    "mode",
+                    format!("{other:?} is not auto, native or skb"),
+                ))
+            }
+        };
+        let sync_interval = match &raw.sync_interval {
+            None => Duration::from_secs(2),
+            Some(s) => crate::target::parse_duration(s).map_err(|e| invalid("sync_interval", e))?,
+        };
+        if let Some(ports) = &raw.ports {
+            if ports.is_empty() || ports.contains(&0) {
+                return Err(invalid(
+                    "ports",
+                    "needs at least one port, none of them 0".into(),
+                ));
+            }
+        }
+        Ok(Self {
+            db: raw.db.unwrap_or_else(|| DEFAULT_DB_URL.into()),
+            node: raw.node.unwrap_or_else(hostname),
+            interfaces: raw.interfaces.unwrap_or_default(),
+            mode,
+            sync_interval,
+            ports: raw.ports,
+            monitor: raw.monitor,
+            drop_malformed: raw.drop_malformed,
+            event_buffer: raw.event_buffer.unwrap_or(10_000),
+            status_file: raw
+                .status_file
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_FILE)),
+            path: text.map(|_| path),
+        })
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "sip-xdp".into())
+}
+
+/// The URL with any password replaced, for logs and `status`.
+pub fn redact(db_url: &str) -> String {
+    match url::Url::parse(db_url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable database URL>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "sip-xdp-cfg-{}-{}.toml",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn full_file() {
+        let p = write(
+            "db = \"mysql://u:pw@localhost/voip\"\nnode = \"sbc-1\"\ninterfaces = [\"eth0\", \"eth1\"]\n\
+             mode = \"native\"\nsync_interval = \"500ms\"\nports = [5060, 5080]\nmonitor = true\n",
+        );
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.node, "sbc-1");
+        assert_eq!(c.interfaces, ["eth0", "eth1"]);
+        assert_eq!(c.mode, AttachMode::Native);
+        assert_eq!(c.sync_interval, Duration::from_millis(500));
+        assert_eq!(c.ports, Some(vec![5060, 5080]));
+        assert_eq!(c.monitor, Some(true));
+        assert_eq!(c.path.as_deref(), Some(p.as_path()));
+    }
+
+    #[test]
+    fn mistakes_name_the_field() {
+        let e = Config::load(Some(&write("mode = \"turbo\"\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mode: \"turbo\" is not auto, native or skb"),
+            "{e}"
+        );
+        let e = Config::load(Some(&write("sync_interval = \"often\"\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sync_interval"), "{e}");
+        let e = Config::load(Some(&write("intervals = 3\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `intervals`"), "{e}");
+        let e = Config::load(Some(Path::new("/nonexistent/sip-xdp.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reading /nonexistent/sip-xdp.toml"), "{e}");
+    }
+
+    #[test]
+    fn passwords_never_shown() {
+        assert_eq!(
+            redact("mysql://sipxdp:s3cret@db.example/voip"),
+            "mysql://sipxdp:***@db.example/voip"
+        );
+        assert!(!redact("mysql://u:p%40ss@h/d?socket=/run/mysqld/mysqld.sock").contains("p%40ss"));
+        assert_eq!(
+            redact("sqlite:///var/lib/sip-xdp/sip-xdp.db"),
+            "sqlite:///var/lib/sip-xdp/sip-xdp.db"
+        );
+    }
+}

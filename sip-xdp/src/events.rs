@@ -1,0 +1,141 @@
+//! Decisions on their way to `security_events`. Buffered in memory so that a
+//! database outage loses nothing until the buffer is full; past that the
+//! oldest go first, counted and logged.
+
+use std::collections::VecDeque;
+
+use serde_json::Value;
+
+use crate::store::{now, Event, Store, StoreError};
+
+/// Events written per transaction when catching up.
+const BATCH: usize = 500;
+
+pub struct EventBuffer {
+    queue: VecDeque<Event>,
+    cap: usize,
+    dropped: u64,
+    node: Option<String>,
+}
+
+impl EventBuffer {
+    pub fn new(cap: usize, node: Option<String>) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            cap: cap.max(1),
+            dropped: 0,
+            node,
+        }
+    }
+
+    /// Records a decision now, from this node.
+    pub fn record(
+        &mut self,
+        event_type: &str,
+        source_ip: Option<String>,
+        severity: &str,
+        details: Value,
+    ) {
+        self.push(Event {
+            event_type: event_type.into(),
+            source_ip,
+            severity: severity.into(),
+            details,
+            event_time: now(),
+            node: self.node.clone(),
+        });
+    }
+
+    pub fn push(&mut self, e: Event) {
+        if self.queue.len() >= self.cap {
+            self.queue.pop_front();
+            self.dropped += 1;
+            if self.dropped == 1 || self.dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.dropped,
+                    capacity = self.cap,
+                    "event buffer full while the database is unreachable: dropping the oldest events"
+                );
+            }
+        }
+        self.queue.push_back(e);
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Events lost to a full buffer since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Writes everything buffered, oldest first, in batches. On failure the
+    /// unwritten events stay buffered. Returns how many were written.
+    pub async fn flush(&mut self, store: &Store) -> Result<usize, StoreError> {
+        let mut written = 0;
+        while !self.queue.is_empty() {
+            let n = self.queue.len().min(BATCH);
+            let batch: Vec<Event> = self.queue.iter().take(n).cloned().collect();
+            store.insert_events(&batch).await?;
+            self.queue.drain(..n);
+            written += n;
+        }
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn full_buffer_drops_oldest_and_counts() {
+        let mut b = EventBuffer::new(3, Some("n1".into()));
+        for i in 0..5 {
+            b.record(
+                "ip_blocked",
+                Some(format!("203.0.113.{i}")),
+                "warning",
+                json!({}),
+            );
+        }
+        assert_eq!((b.len(), b.dropped()), (3, 2));
+        let ips: Vec<_> = b
+            .queue
+            .iter()
+            .map(|e| e.source_ip.clone().unwrap())
+            .collect();
+        assert_eq!(ips, ["203.0.113.2", "203.0.113.3", "203.0.113.4"]);
+        assert_eq!(b.queue[0].node.as_deref(), Some("n1"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn flush_writes_all_and_keeps_them_on_failure() {
+        let dir = std::env::temp_dir().join(format!("sip-xdp-ev-{}", std::process::id()));
+        let url = format!("sqlite://{}/e.db", dir.display());
+        let store = Store::connect(&url).await.unwrap();
+        let mut b = EventBuffer::new(10_000, None);
+        for _ in 0..1203 {
+            b.record("flood_detected", None, "warning", json!({"packets": 1}));
+        }
+        assert_eq!(b.flush(&store).await.unwrap(), 1203);
+        assert!(b.is_empty());
+        let since = now() - chrono::Duration::minutes(5);
+        assert_eq!(store.events(since, None, 5000).await.unwrap().len(), 1203);
+        // A closed pool fails: nothing is lost.
+        b.record("ip_blocked", None, "warning", json!({}));
+        if let Store::Sqlite(p) = &store {
+            p.close().await;
+        }
+        assert!(b.flush(&store).await.is_err());
+        assert_eq!(b.len(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
