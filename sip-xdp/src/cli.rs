@@ -5,13 +5,16 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
-use sip_xdp_common::{maps::BanReason, Config, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+use sip_xdp_common::{Config, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
 
 use crate::{
-    guard::Guard,
+    config::{redact, Config as ConfigFile},
+    controller::Controller,
     loader::{self, AttachMode, Capacities},
+    manage,
     maps::Maps,
     pins::{Pins, PIN_DIR_ENV},
+    store,
     target::{parse_duration, parse_net},
 };
 
@@ -26,6 +29,15 @@ pub struct Cli {
     #[arg(long, global = true, env = PIN_DIR_ENV, default_value = crate::pins::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
 
+    /// Configuration file shared by `run` and every other command.
+    #[arg(long, short = 'c', global = true, env = "SIP_XDP_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Database URL, overriding the configuration file
+    /// (sqlite:///path/file.db or mysql://user:password@host/db).
+    #[arg(long, global = true, env = "SIP_XDP_DB")]
+    pub db: Option<String>,
+
     /// More log output (repeat for more); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -36,6 +48,24 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The controller: attach, then keep the kernel in step with the database.
+    Run {
+        /// Interfaces to protect (adds to `interfaces` in the config file).
+        #[arg(long, short)]
+        iface: Vec<String>,
+        /// Node name recorded with every event and block (default: hostname).
+        #[arg(long)]
+        node: Option<String>,
+        /// How often to sync with the database (default 2s).
+        #[arg(long, value_parser = parse_duration)]
+        sync_interval: Option<Duration>,
+        #[arg(long, value_enum)]
+        mode: Option<AttachMode>,
+        /// Detach from the interfaces on exit (default: stay attached, so
+        /// the SBC stays protected while the controller is down).
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
     /// Load the filter (once) and attach it to an interface.
     Attach {
         #[arg(long, short, required = true)]
@@ -57,11 +87,19 @@ pub enum Command {
         /// Lift the block after this long (30s, 10m, 1h, 7d); default: never.
         #[arg(long = "for", value_parser = parse_duration)]
         duration: Option<Duration>,
+        /// Why, as recorded in blocked_ips.reason.
+        #[arg(long, default_value = "manual")]
+        reason: String,
     },
     /// Remove the ban or block rule for exactly ADDR[/LEN].
     Unblock { target: String },
     /// Never drop ADDR[/LEN]; lifts the bans it covers.
-    Allow { target: String },
+    Allow {
+        target: String,
+        /// Recorded in whitelisted_ips.comment.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
     /// Remove the allow-list entry for exactly ADDR[/LEN].
     Disallow { target: String },
     /// Show block rules or allow-list entries.
@@ -70,6 +108,24 @@ pub enum Command {
         what: ListWhat,
         #[arg(long)]
         json: bool,
+    },
+    /// Recorded decisions (security_events), newest first.
+    Events {
+        /// How far back (30s, 10m, 1h, 7d).
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        since: Duration,
+        /// Only this event type (ip_blocked, ip_unblocked, ...).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        #[arg(short = 'n', long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
     },
     /// Global counters per verdict and reason.
     Stats {
@@ -105,6 +161,12 @@ pub enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum DbAction {
+    /// Create or upgrade the tables (also done by every command on connect).
+    Migrate,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ListWhat {
     Blocked,
@@ -127,7 +189,72 @@ pub enum MalformedAction {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let pins = Pins::new(cli.pin_dir);
+    let mut cfg = ConfigFile::load(cli.config.as_deref())?;
+    if let Some(db) = cli.db {
+        cfg.db = db;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     match cli.command {
+        Command::Run {
+            iface,
+            node,
+            sync_interval,
+            mode,
+            detach_on_exit,
+        } => {
+            cfg.interfaces.extend(iface);
+            cfg.interfaces.dedup();
+            if let Some(n) = node {
+                cfg.node = n;
+            }
+            if let Some(i) = sync_interval {
+                cfg.sync_interval = i;
+            }
+            if let Some(m) = mode {
+                cfg.mode = m;
+            }
+            let mut c = Controller::start(cfg, pins)?;
+            rt.block_on(c.run(detach_on_exit))?;
+        }
+        Command::Db {
+            action: DbAction::Migrate,
+        } => {
+            let store = rt.block_on(manage::open_store(&cfg))?;
+            println!(
+                "database {} ({}) is up to date",
+                redact(&cfg.db),
+                store.kind()
+            );
+        }
+        Command::Events {
+            since,
+            event_type,
+            limit,
+            json,
+        } => {
+            let store = rt.block_on(manage::open_store(&cfg))?;
+            let from =
+                store::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+            let rows = rt.block_on(store.events(from, event_type.as_deref(), limit))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in rows {
+                    println!(
+                        "{}  {:<20} {:<8} {:<40} {} {}",
+                        r.event_time.format("%Y-%m-%d %H:%M:%S%.3f"),
+                        r.event_type,
+                        r.severity,
+                        r.source_ip.unwrap_or_default(),
+                        r.node.unwrap_or_default(),
+                        r.details.unwrap_or_default()
+                    );
+                }
+            }
+        }
         Command::Attach { iface, mode } => {
             for i in &iface {
                 let m = loader::attach(&pins, i, mode, Capacities::default())?;
@@ -140,91 +267,108 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("detached from {i}");
             }
         }
-        Command::Block { target, duration } => {
+        Command::Block {
+            target,
+            duration,
+            reason,
+        } => {
             let net = parse_net(&target)?;
-            let mut maps = Maps::open(&pins)?;
-            maps.block(&Guard::for_this_host(), net, duration, BanReason::Manual)?;
-            let allowed = maps.allow_overlapping(&net);
+            let out = rt.block_on(manage::block(&cfg, &pins, net, duration, &reason))?;
             match duration {
                 Some(d) => println!("blocked {net} for {}", humantime::format_duration(d)),
                 None => println!("blocked {net}"),
             }
-            if !allowed.is_empty() {
-                let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
-                eprintln!(
-                    "note: allow-list entries inside it still pass: {}",
-                    list.join(", ")
-                );
+            if let Ok(m) = Maps::open(&pins) {
+                let allowed = m.allow_overlapping(&net);
+                if !allowed.is_empty() {
+                    let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+                    eprintln!(
+                        "note: allow-list entries inside it still pass: {}",
+                        list.join(", ")
+                    );
+                }
             }
-            tracing::info!(src_ip = %net, reason = "manual", "blocked");
+            notes(&out);
         }
         Command::Unblock { target } => {
             let net = parse_net(&target)?;
-            if Maps::open(&pins)?.unblock(&net)? {
+            let (rows, in_kernel, out) = rt.block_on(manage::unblock(&cfg, &pins, net))?;
+            if rows > 0 || in_kernel {
                 println!("unblocked {net}");
-                tracing::info!(src_ip = %net, "unblocked");
             } else {
                 println!("{net} was not blocked (see `sip-xdp list blocked`)");
             }
+            notes(&out);
         }
-        Command::Allow { target } => {
+        Command::Allow { target, comment } => {
             let net = parse_net(&target)?;
-            let lifted = Maps::open(&pins)?.allow(net)?;
+            let (lifted, out) = rt.block_on(manage::allow(&cfg, &pins, net, &comment))?;
             println!("allowed {net}");
             for ip in lifted {
                 println!("lifted ban on {ip}");
-                tracing::info!(src_ip = %ip, reason = "allow-listed", "unblocked");
             }
+            notes(&out);
         }
         Command::Disallow { target } => {
             let net = parse_net(&target)?;
-            if Maps::open(&pins)?.disallow(&net)? {
+            let (removed, out) = rt.block_on(manage::disallow(&cfg, &pins, net))?;
+            if removed {
                 println!("removed {net} from the allow-list");
             } else {
                 println!("{net} was not on the allow-list (see `sip-xdp list allowed`)");
             }
+            notes(&out);
         }
-        Command::List { what, json } => {
-            let maps = Maps::open(&pins)?;
-            match what {
-                ListWhat::Blocked => {
-                    let rows = maps.list_blocked();
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&rows)?);
-                    } else {
+        Command::List { what, json } => match what {
+            ListWhat::Blocked => {
+                let rows = rt.block_on(manage::list_blocked(&cfg, &pins))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    println!(
+                        "{:>6} {:<43} {:<10} {:<19} {:<19} {:>8} {:>10}  REASON",
+                        "ID",
+                        "IP_ADDRESS",
+                        "SOURCE",
+                        "BLOCKED_AT",
+                        "EXPIRES_AT",
+                        "ENFORCED",
+                        "HITS"
+                    );
+                    for r in rows {
                         println!(
-                            "{:<43} {:<5} {:<11} {:>12} {:>12}",
-                            "NET", "KIND", "REASON", "EXPIRES", "HITS"
+                            "{:>6} {:<43} {:<10} {:<19} {:<19} {:>8} {:>10}  {}",
+                            r.id,
+                            r.ip_address,
+                            r.source,
+                            r.blocked_at.format("%Y-%m-%d %H:%M:%S"),
+                            r.expires_at.map_or("never".into(), |t| t
+                                .format("%Y-%m-%d %H:%M:%S")
+                                .to_string()),
+                            if r.enforced { "yes" } else { "no" },
+                            r.hits,
+                            r.reason
                         );
-                        for r in rows {
-                            let exp = match (r.expired, r.expires_in_s) {
-                                (true, _) => "expired".to_string(),
-                                (false, None) => "never".to_string(),
-                                (false, Some(s)) => format!("in {s}s"),
-                            };
-                            println!(
-                                "{:<43} {:<5} {:<11} {:>12} {:>12}",
-                                r.net.to_string(),
-                                r.kind,
-                                r.reason,
-                                exp,
-                                r.hits
-                            );
-                        }
-                    }
-                }
-                ListWhat::Allowed => {
-                    let rows = maps.list_allowed();
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&rows)?);
-                    } else {
-                        for r in rows {
-                            println!("{r}");
-                        }
                     }
                 }
             }
-        }
+            ListWhat::Allowed => {
+                let rows = rt.block_on(manage::list_allowed(&cfg, &pins))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    for r in rows {
+                        println!(
+                            "{:>6} {:<43} {:>8}  {}",
+                            r.id,
+                            r.ip_address,
+                            if r.enforced { "enforced" } else { "pending" },
+                            r.comment
+                        );
+                    }
+                }
+            }
+        },
         Command::Stats { json } => {
             let stats = Maps::open(&pins)?.report()?;
             if json {
@@ -313,7 +457,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let list: Vec<String> = now.iter().map(ToString::to_string).collect();
             println!("SIP ports: {}", list.join(" "));
         }
-        Command::Status { json } => status(&pins, json)?,
+        Command::Status { json } => status(&pins, &cfg, json)?,
     }
     Ok(())
 }
@@ -326,7 +470,17 @@ fn set_flag(c: &mut Config, flag: u32, on: bool) {
     }
 }
 
-fn status(pins: &Pins, as_json: bool) -> anyhow::Result<()> {
+fn notes(out: &manage::Outcome) {
+    for n in out.notes() {
+        eprintln!("{n}");
+    }
+}
+
+fn status(pins: &Pins, cfg: &ConfigFile, as_json: bool) -> anyhow::Result<()> {
+    // What the controller last wrote; stale if it stopped writing.
+    let controller: Option<serde_json::Value> = std::fs::read_to_string(&cfg.status_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
     let links: Vec<_> = pins
         .links()
         .into_iter()
@@ -354,6 +508,7 @@ fn status(pins: &Pins, as_json: bool) -> anyhow::Result<()> {
         "drop_malformed": config.map(|c| c.drop_malformed()),
         "sip_ports": ports,
         "maps": fill.iter().map(|(n, e, m)| json!({"map": n, "entries": e, "max": m})).collect::<Vec<_>>(),
+        "controller": controller,
     });
     if as_json {
         println!("{v}");
@@ -397,6 +552,36 @@ fn status(pins: &Pins, as_json: bool) -> anyhow::Result<()> {
     }
     for (n, e, m) in fill {
         println!("map {n:<8} {e:>8} / {m}");
+    }
+    match &v["controller"] {
+        serde_json::Value::Null => println!(
+            "controller: no status file at {} (not running?)",
+            cfg.status_file.display()
+        ),
+        c => {
+            println!(
+                "controller: pid {} node {} database {} ({})",
+                c["pid"],
+                c["node"].as_str().unwrap_or(""),
+                c["db"].as_str().unwrap_or(""),
+                if c["db_reachable"].as_bool() == Some(true) {
+                    "reachable".to_string()
+                } else {
+                    format!(
+                        "UNREACHABLE: {}",
+                        c["db_error"].as_str().unwrap_or("not connected yet")
+                    )
+                }
+            );
+            println!(
+                "last sync: {} (took {} ms), status written {}, events buffered {}, dropped {}",
+                c["last_sync_at"].as_str().unwrap_or("never"),
+                c["last_sync_ms"],
+                c["written_at"].as_str().unwrap_or(""),
+                c["events_buffered"],
+                c["events_dropped"]
+            );
+        }
     }
     Ok(())
 }

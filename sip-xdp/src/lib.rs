@@ -4,11 +4,13 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod events;
 pub mod guard;
 pub mod lists;
 pub mod loader;
+pub mod manage;
 pub mod maps;
 pub mod pins;
 pub mod store;

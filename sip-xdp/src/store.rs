@@ -285,6 +285,14 @@ impl Store {
         Ok(())
     }
 
+    pub async fn delete_allow_id(&self, id: i64) -> Result<bool> {
+        let sql = "DELETE FROM whitelisted_ips WHERE id = ?";
+        Ok(
+            with_pool!(self, p => sqlx::query(sql).bind(id).execute(p).await.map(|r| r.rows_affected()))?
+                > 0,
+        )
+    }
+
     /// Deletes allow entries of exactly `ip_address`. Returns how many.
     pub async fn delete_allow(&self, ip_address: &str) -> Result<u64> {
         let sql = "DELETE FROM whitelisted_ips WHERE ip_address = ?";

@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::Output, time::Duration};
 
 use sip_xdp_tests::{
+    db::TestDb,
     frames::OPTIONS,
     lab::{send_sip, Lab, Netns, SipListener},
     prog::private_pins,
@@ -30,6 +31,7 @@ fn bin() -> PathBuf {
 struct Cli<'a> {
     ns: &'a Netns,
     pins: PathBuf,
+    db: TestDb,
 }
 
 impl<'a> Cli<'a> {
@@ -37,6 +39,7 @@ impl<'a> Cli<'a> {
         Self {
             ns,
             pins: private_pins("e2e").root().to_path_buf(),
+            db: TestDb::sqlite(),
         }
     }
 
@@ -45,6 +48,8 @@ impl<'a> Cli<'a> {
             .command(bin().to_str().unwrap())
             .args(args)
             .env("SIP_XDP_PIN_DIR", &self.pins)
+            .env("SIP_XDP_DB", self.db.url())
+            .env("SIP_XDP_CONFIG", "/dev/null")
             .output()
             .expect("running sip-xdp")
     }
@@ -188,7 +193,7 @@ fn operator_mistakes_get_one_clear_line() {
     let lab = Lab::two_clients("b");
     let cli = Cli::new(&lab.server);
 
-    let e = cli.fails(&["block", "203.0.113.5"]);
+    let e = cli.fails(&["stats"]);
     assert!(
         e.contains("not loaded") && e.contains("sip-xdp attach"),
         "{e}"
@@ -252,6 +257,8 @@ fn operator_mistakes_get_one_clear_line() {
         .arg(bin())
         .args(["block", "203.0.113.9"])
         .env("SIP_XDP_PIN_DIR", &cli.pins)
+        .env("SIP_XDP_DB", cli.db.url())
+        .env("SIP_XDP_CONFIG", "/dev/null")
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -1,0 +1,339 @@
+//! `sip-xdp run`: the long-running controller on each SBC. Attaches (or
+//! finds attached) the filter, then every sync interval expires old blocks,
+//! reconciles the database with the kernel by difference, and writes its
+//! buffered events. A database outage never clears anything in the kernel:
+//! the last known lists stay enforced, events wait in memory, and reconnects
+//! back off.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use serde_json::json;
+use sip_xdp_common::{Config as KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    clock,
+    config::{redact, Config},
+    events::EventBuffer,
+    guard::Guard,
+    loader::{self, Capacities},
+    maps::Maps,
+    pins::Pins,
+    store::{self, Store, StoreError},
+    sync::{Current, Reconciler},
+    Error,
+};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct Controller {
+    cfg: Config,
+    pins: Pins,
+    maps: Maps,
+    store: Option<Store>,
+    db_error: Option<String>,
+    db_retry_at: Instant,
+    backoff: Duration,
+    reconciler: Reconciler,
+    events: EventBuffer,
+    last_sync: Option<(chrono::DateTime<Utc>, Duration)>,
+    guard: Guard,
+}
+
+impl Controller {
+    /// Attaches to the configured interfaces (an existing attachment, for
+    /// example from before a restart, is kept as it is) and applies the
+    /// configured settings to the kernel.
+    pub fn start(cfg: Config, pins: Pins) -> anyhow::Result<Self> {
+        if cfg.interfaces.is_empty() && !pins.is_loaded() {
+            anyhow::bail!(
+                "no interface to protect: give --iface IFACE or `interfaces` in the config file"
+            );
+        }
+        for iface in &cfg.interfaces {
+            match loader::attach(&pins, iface, cfg.mode, Capacities::default()) {
+                Ok(mode) => tracing::info!(iface, mode = mode.name(), "attached"),
+                Err(Error::AlreadyAttached { iface, mode }) => {
+                    tracing::info!(iface, mode, "already attached: keeping the running filter")
+                }
+                Err(e) => return Err(e).with_context(|| format!("attaching to {iface}")),
+            }
+        }
+        let mut maps = Maps::open(&pins)?;
+        apply_settings(&mut maps, &cfg)?;
+        let events = EventBuffer::new(cfg.event_buffer, Some(cfg.node.clone()));
+        Ok(Self {
+            cfg,
+            pins,
+            maps,
+            store: None,
+            db_error: None,
+            db_retry_at: Instant::now(),
+            backoff: Duration::from_secs(1),
+            reconciler: Reconciler::default(),
+            events,
+            last_sync: None,
+            guard: Guard::for_this_host(),
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration file.
+    pub async fn run(&mut self, detach_on_exit: bool) -> anyhow::Result<()> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        tracing::info!(
+            node = %self.cfg.node,
+            db = %redact(&self.cfg.db),
+            interval_ms = self.cfg.sync_interval.as_millis() as u64,
+            "controller running"
+        );
+        let mut tick = new_interval(self.cfg.sync_interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.cycle().await,
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    match self.reload() {
+                        Ok(()) => tick = new_interval(self.cfg.sync_interval),
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the old configuration"),
+                    }
+                }
+            }
+        }
+        tracing::info!("stopping");
+        if let Some(store) = self.store.clone() {
+            if let Err(e) = self.events.flush(&store).await {
+                tracing::warn!(error = %e, lost = self.events.len(), "could not write buffered events on exit");
+            }
+        }
+        if detach_on_exit {
+            for iface in &self.cfg.interfaces {
+                if let Err(e) = loader::detach(&self.pins, iface, false) {
+                    tracing::warn!(iface, error = %e, "detach failed");
+                }
+            }
+        } else {
+            tracing::info!("leaving the filter attached: the SBC stays protected");
+        }
+        let _ = std::fs::remove_file(&self.cfg.status_file);
+        Ok(())
+    }
+
+    fn reload(&mut self) -> anyhow::Result<()> {
+        let Some(path) = self.cfg.path.clone() else {
+            tracing::info!("SIGHUP: no configuration file to reload");
+            return Ok(());
+        };
+        let mut new = Config::load(Some(&path))?;
+        // Interfaces given on the command line stay as they were.
+        if new.interfaces.is_empty() {
+            new.interfaces = self.cfg.interfaces.clone();
+        }
+        apply_settings(&mut self.maps, &new)?;
+        if new.db != self.cfg.db {
+            self.store = None;
+            self.db_retry_at = Instant::now();
+        }
+        tracing::info!(path = %path.display(), db = %redact(&new.db), "configuration reloaded");
+        self.cfg = new;
+        Ok(())
+    }
+
+    /// One sync interval's work. Never fails: problems are logged and shown
+    /// in the status file.
+    pub async fn cycle(&mut self) {
+        if self.store.is_none() && Instant::now() >= self.db_retry_at {
+            match Store::connect(&self.cfg.db).await {
+                Ok(s) => {
+                    tracing::info!(db = %redact(&self.cfg.db), kind = s.kind(), "database connected");
+                    self.store = Some(s);
+                }
+                Err(e) => self.db_failed(&e),
+            }
+        }
+        if let Some(store) = self.store.clone() {
+            if Instant::now() >= self.db_retry_at {
+                let started = Instant::now();
+                match self.sync(&store).await {
+                    Ok(()) => {
+                        if self.db_error.take().is_some() {
+                            tracing::info!(
+                                buffered = self.events.len(),
+                                "database reachable again"
+                            );
+                        }
+                        self.backoff = Duration::from_secs(1);
+                        self.last_sync = Some((Utc::now(), started.elapsed()));
+                    }
+                    Err(e) => self.db_failed(&e),
+                }
+            }
+        }
+        self.write_status();
+    }
+
+    fn db_failed(&mut self, e: &StoreError) {
+        let msg = e.to_string();
+        if self.db_error.as_deref() != Some(msg.as_str()) {
+            tracing::warn!(
+                error = %msg,
+                retry_in_s = self.backoff.as_secs(),
+                "database unreachable: the kernel keeps enforcing the last known lists"
+            );
+        }
+        self.db_error = Some(msg);
+        self.db_retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    async fn sync(&mut self, store: &Store) -> Result<(), StoreError> {
+        let wall = store::now();
+        for row in store.expired_unlifted(wall).await? {
+            // Only the node whose update lands records it: one event per
+            // expiry however many controllers share the database.
+            if store.mark_lifted(row.id, wall).await? {
+                tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = %row.source, "unblocked");
+                self.events.record(
+                    "ip_unblocked",
+                    Some(row.ip_address.clone()),
+                    "info",
+                    json!({"reason": "expired", "id": row.id, "source": row.source, "expires_at": row.expires_at}),
+                );
+            }
+        }
+        let blocks = store.active_blocks(wall).await?;
+        let allows = store.allows().await?;
+        let (desired, skips) =
+            self.reconciler
+                .desired(&blocks, &allows, &self.guard, wall, clock::monotonic_ns());
+        for s in skips {
+            tracing::warn!(table = s.table, id = s.id, reason = %s.why, "skipping database row");
+        }
+        let current = Current {
+            allows: self.maps.list_allowed().into_iter().collect(),
+            blocks: self
+                .maps
+                .bans_raw()
+                .into_iter()
+                .map(|(ip, v)| (ip.into(), (v.expires_ns, reason(v.reason))))
+                .chain(
+                    self.maps
+                        .blocks_raw()
+                        .into_iter()
+                        .map(|(n, v)| (n, (v.expires_ns, sip_xdp_common::maps::BanReason::Manual))),
+                )
+                .collect(),
+        };
+        // Block-list CIDRs carry no reason in the kernel; compare them as
+        // manual so a reason alone never rewrites (and resets) a rule.
+        let mut desired = desired;
+        for (net, want) in desired.blocks.iter_mut() {
+            if !crate::target::is_host(net) {
+                want.reason = sip_xdp_common::maps::BanReason::Manual;
+            }
+        }
+        let plan = self.reconciler.plan(&desired, &current);
+        for net in &plan.allow_add {
+            log_kernel(self.maps.put_allow(net), net, "allow entry installed");
+        }
+        for (net, want) in &plan.put {
+            let r = self.maps.put(net, want.expires_ns, want.reason);
+            log_kernel(r, net, "block installed");
+        }
+        for net in &plan.remove {
+            log_kernel(self.maps.unblock(net).map(|_| ()), net, "block removed");
+        }
+        for net in &plan.allow_remove {
+            log_kernel(
+                self.maps.disallow(net).map(|_| ()),
+                net,
+                "allow entry removed",
+            );
+        }
+        self.events.flush(store).await?;
+        Ok(())
+    }
+
+    fn write_status(&self) {
+        let fill: Vec<_> = self
+            .maps
+            .fill()
+            .into_iter()
+            .map(|(m, n, max)| json!({"map": m, "entries": n, "max": max}))
+            .collect();
+        let v = json!({
+            "pid": std::process::id(),
+            "node": self.cfg.node,
+            "db": redact(&self.cfg.db),
+            "db_reachable": self.store.is_some() && self.db_error.is_none(),
+            "db_error": self.db_error,
+            "last_sync_at": self.last_sync.map(|(t, _)| t.to_rfc3339()),
+            "last_sync_ms": self.last_sync.map(|(_, d)| d.as_millis() as u64),
+            "sync_interval_ms": self.cfg.sync_interval.as_millis() as u64,
+            "events_buffered": self.events.len(),
+            "events_dropped": self.events.dropped(),
+            "written_at": Utc::now().to_rfc3339(),
+            "maps": fill,
+        });
+        if let Err(e) = write_atomic(&self.cfg.status_file, &v.to_string()) {
+            tracing::debug!(error = %e, path = %self.cfg.status_file.display(), "could not write the status file");
+        }
+    }
+}
+
+fn log_kernel(r: crate::Result<()>, net: &ipnet::IpNet, what: &str) {
+    match r {
+        Ok(()) => tracing::info!(src_ip = %net, "{what}"),
+        Err(e) => tracing::error!(src_ip = %net, error = %e, "{what}: failed"),
+    }
+}
+
+fn reason(v: u32) -> sip_xdp_common::maps::BanReason {
+    sip_xdp_common::maps::BanReason::from_u32(v).unwrap_or(sip_xdp_common::maps::BanReason::Manual)
+}
+
+fn new_interval(every: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval(every);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    i
+}
+
+/// Ports, monitor mode and malformed handling from the configuration, where
+/// it sets them; the rest of the kernel state is left as it is.
+fn apply_settings(maps: &mut Maps, cfg: &Config) -> crate::Result<()> {
+    if let Some(ports) = &cfg.ports {
+        maps.set_ports(ports)?;
+    }
+    let mut k: KernelConfig = maps.config()?;
+    if let Some(on) = cfg.monitor {
+        k.flags = if on {
+            k.flags | CONFIG_MONITOR
+        } else {
+            k.flags & !CONFIG_MONITOR
+        };
+    }
+    if let Some(on) = cfg.drop_malformed {
+        k.flags = if on {
+            k.flags | CONFIG_DROP_MALFORMED
+        } else {
+            k.flags & !CONFIG_DROP_MALFORMED
+        };
+    }
+    maps.set_config(k)
+}
+
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,345 @@
+//! What `block`, `unblock`, `allow`, `disallow`, `list` and `events` do: write
+//! the database (the source of truth) and the pinned maps (immediate effect),
+//! so a change holds at once whether or not the controller runs, and the
+//! controller's next sync agrees with it.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::NaiveDateTime;
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::json;
+use sip_xdp_common::maps::BanReason;
+
+use crate::{
+    config::{redact, Config},
+    guard::Guard,
+    maps::Maps,
+    pins::Pins,
+    store::{self, Event, Store},
+    target::{is_host, parse_net},
+    Error,
+};
+
+/// Spelling written to `ip_address`: a bare address for one host (as
+/// operators write it by hand), `net/len` for a prefix.
+pub fn spelling(net: &IpNet) -> String {
+    if is_host(net) {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    Store::connect(&cfg.db)
+        .await
+        .with_context(|| format!("database {}", redact(&cfg.db)))
+}
+
+fn event(cfg: &Config, t: &str, ip: &IpNet, severity: &str, details: serde_json::Value) -> Event {
+    Event {
+        event_type: t.into(),
+        source_ip: Some(spelling(ip)),
+        severity: severity.into(),
+        details,
+        event_time: store::now(),
+        node: Some(cfg.node.clone()),
+    }
+}
+
+/// The kernel maps if the filter is loaded; `None` (not an error) if not.
+fn kernel(pins: &Pins) -> anyhow::Result<Option<Maps>> {
+    match Maps::open(pins) {
+        Ok(m) => Ok(Some(m)),
+        Err(Error::NotLoaded(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where a change landed, for the message the operator reads.
+pub struct Outcome {
+    pub db: Result<(), String>,
+    pub kernel: bool,
+}
+
+impl Outcome {
+    /// Notes for stderr about a half-applied change.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = &self.db {
+            out.push(format!(
+                "warning: applied to the kernel only: {e}. A running controller will undo it at its first \
+                 sync after the database is back; repeat the command then"
+            ));
+        }
+        if !self.kernel {
+            out.push("note: the filter is not loaded; this takes effect when `sip-xdp run` or `attach` starts".into());
+        }
+        out
+    }
+}
+
+pub async fn block(
+    cfg: &Config,
+    pins: &Pins,
+    net: IpNet,
+    dur: Option<Duration>,
+    reason: &str,
+) -> anyhow::Result<Outcome> {
+    let guard = Guard::for_this_host();
+    if let Some(why) = guard.refusal(&net) {
+        return Err(Error::Refused { net, why }.into());
+    }
+    let mut maps = kernel(pins)?;
+    if let Some(m) = &maps {
+        if is_host(&net) && m.is_allowed(net.addr())? {
+            return Err(Error::Refused {
+                net,
+                why: "it is on the allow-list (`sip-xdp disallow` it first)".into(),
+            }
+            .into());
+        }
+    }
+    let now = store::now();
+    let expires = dur.map(|d| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
+    let db = async {
+        let store = open_store(cfg).await?;
+        let id = store
+            .insert_block(
+                &spelling(&net),
+                reason,
+                "manual",
+                now,
+                expires,
+                Some(&cfg.node),
+            )
+            .await?;
+        store
+            .insert_events(&[event(
+                cfg,
+                "ip_blocked",
+                &net,
+                "warning",
+                json!({"id": id, "source": "manual", "reason": reason, "expires_at": expires}),
+            )])
+            .await?;
+        anyhow::Ok(())
+    }
+    .await
+    .map_err(|e| format!("{e:#}"));
+    let kernel = match &mut maps {
+        Some(m) => {
+            m.block(&guard, net, dur, BanReason::Manual)?;
+            true
+        }
+        None if db.is_err() => anyhow::bail!(
+            "{}; and the filter is not loaded: nothing was blocked",
+            db.unwrap_err()
+        ),
+        None => false,
+    };
+    tracing::info!(src_ip = %net, reason = "manual", "blocked");
+    Ok(Outcome { db, kernel })
+}
+
+pub async fn unblock(
+    cfg: &Config,
+    pins: &Pins,
+    net: IpNet,
+) -> anyhow::Result<(u64, bool, Outcome)> {
+    let db = async {
+        let store = open_store(cfg).await?;
+        let now = store::now();
+        let mut lifted = 0;
+        for row in store.active_blocks(now).await? {
+            if parse_net(&row.ip_address).is_ok_and(|n| n == net)
+                && store.mark_lifted(row.id, now).await?
+            {
+                lifted += 1;
+            }
+        }
+        if lifted > 0 {
+            store
+                .insert_events(&[event(
+                    cfg,
+                    "ip_unblocked",
+                    &net,
+                    "info",
+                    json!({"reason": "manual", "rows": lifted}),
+                )])
+                .await?;
+        }
+        anyhow::Ok(lifted)
+    }
+    .await;
+    let mut in_kernel = false;
+    let maps = kernel(pins)?;
+    if let Some(mut m) = maps {
+        in_kernel = m.unblock(&net)?;
+    }
+    let (rows, db) = match db {
+        Ok(n) => (n, Ok(())),
+        Err(e) => (0, Err(format!("{e:#}"))),
+    };
+    tracing::info!(src_ip = %net, rows, "unblocked");
+    let kernel = kernel(pins)?.is_some();
+    Ok((rows, in_kernel, Outcome { db, kernel }))
+}
+
+pub async fn allow(
+    cfg: &Config,
+    pins: &Pins,
+    net: IpNet,
+    comment: &str,
+) -> anyhow::Result<(Vec<String>, Outcome)> {
+    let mut lifted: Vec<String> = Vec::new();
+    let db = async {
+        let store = open_store(cfg).await?;
+        store.insert_allow(&spelling(&net), comment).await?;
+        // Bans the new entry covers are lifted in the database too, so they
+        // do not come back if the entry is removed later.
+        let now = store::now();
+        let mut events = Vec::new();
+        for row in store.active_blocks(now).await? {
+            let Ok(b) = parse_net(&row.ip_address) else {
+                continue;
+            };
+            if is_host(&b) && net.contains(&b.addr()) && store.mark_lifted(row.id, now).await? {
+                events.push(event(
+                    cfg,
+                    "ip_unblocked",
+                    &b,
+                    "info",
+                    json!({"reason": "allow-listed", "allow": spelling(&net), "id": row.id}),
+                ));
+                lifted.push(spelling(&b));
+            }
+        }
+        store.insert_events(&events).await?;
+        anyhow::Ok(())
+    }
+    .await
+    .map_err(|e| format!("{e:#}"));
+    let maps = kernel(pins)?;
+    let in_kernel = maps.is_some();
+    if let Some(mut m) = maps {
+        for ip in m.allow(net)? {
+            let s = ip.to_string();
+            if !lifted.contains(&s) {
+                lifted.push(s);
+            }
+        }
+    }
+    for ip in &lifted {
+        tracing::info!(src_ip = %ip, reason = "allow-listed", "unblocked");
+    }
+    Ok((
+        lifted,
+        Outcome {
+            db,
+            kernel: in_kernel,
+        },
+    ))
+}
+
+pub async fn disallow(cfg: &Config, pins: &Pins, net: IpNet) -> anyhow::Result<(bool, Outcome)> {
+    let db = async {
+        let store = open_store(cfg).await?;
+        let mut n = 0;
+        for row in store.allows().await? {
+            if parse_net(&row.ip_address).is_ok_and(|a| a == net)
+                && store.delete_allow_id(row.id).await?
+            {
+                n += 1;
+            }
+        }
+        anyhow::Ok(n)
+    }
+    .await;
+    let maps = kernel(pins)?;
+    let in_kernel = maps.is_some();
+    let mut removed = false;
+    if let Some(mut m) = maps {
+        removed = m.disallow(&net)?;
+    }
+    let (rows, db) = match db {
+        Ok(n) => (n, Ok(())),
+        Err(e) => (0, Err(format!("{e:#}"))),
+    };
+    Ok((
+        removed || rows > 0,
+        Outcome {
+            db,
+            kernel: in_kernel,
+        },
+    ))
+}
+
+/// A block as `list blocked` shows it: the database row, and whether the
+/// kernel enforces it (with its hit count).
+#[derive(Debug, Serialize)]
+pub struct ListedBlock {
+    pub id: i64,
+    pub ip_address: String,
+    pub reason: String,
+    pub source: String,
+    pub blocked_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
+    pub node: Option<String>,
+    pub enforced: bool,
+    pub hits: u64,
+}
+
+pub async fn list_blocked(cfg: &Config, pins: &Pins) -> anyhow::Result<Vec<ListedBlock>> {
+    let store = open_store(cfg).await?;
+    let kernel_rows = kernel(pins)?.map(|m| m.list_blocked()).unwrap_or_default();
+    Ok(store
+        .active_blocks(store::now())
+        .await?
+        .into_iter()
+        .map(|r| {
+            let k = parse_net(&r.ip_address)
+                .ok()
+                .and_then(|n| kernel_rows.iter().find(|k| k.net == n && !k.expired));
+            ListedBlock {
+                id: r.id,
+                enforced: k.is_some(),
+                hits: k.map_or(0, |k| k.hits),
+                ip_address: r.ip_address,
+                reason: r.reason,
+                source: r.source,
+                blocked_at: r.blocked_at,
+                expires_at: r.expires_at,
+                node: r.node,
+            }
+        })
+        .collect())
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListedAllow {
+    pub id: i64,
+    pub ip_address: String,
+    pub comment: String,
+    pub created_at: NaiveDateTime,
+    pub enforced: bool,
+}
+
+pub async fn list_allowed(cfg: &Config, pins: &Pins) -> anyhow::Result<Vec<ListedAllow>> {
+    let store = open_store(cfg).await?;
+    let kernel_rows = kernel(pins)?.map(|m| m.list_allowed()).unwrap_or_default();
+    Ok(store
+        .allows()
+        .await?
+        .into_iter()
+        .map(|r| ListedAllow {
+            enforced: parse_net(&r.ip_address).is_ok_and(|n| kernel_rows.contains(&n)),
+            id: r.id,
+            ip_address: r.ip_address,
+            comment: r.comment,
+            created_at: r.created_at,
+        })
+        .collect())
+}
