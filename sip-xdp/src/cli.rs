@@ -102,12 +102,16 @@ pub enum Command {
     },
     /// Remove the allow-list entry for exactly ADDR[/LEN].
     Disallow { target: String },
-    /// Show block rules or allow-list entries.
+    /// Show blocks or allow-list entries: the database rows with whether
+    /// the kernel enforces them, or with --kernel what the kernel holds.
     List {
         #[arg(value_enum, default_value_t = ListWhat::Blocked)]
         what: ListWhat,
         #[arg(long)]
         json: bool,
+        /// List the kernel's maps instead of the database.
+        #[arg(long)]
+        kernel: bool,
     },
     /// Recorded decisions (security_events), newest first.
     Events {
@@ -319,7 +323,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             notes(&out);
         }
-        Command::List { what, json } => match what {
+        Command::List {
+            what,
+            json,
+            kernel: true,
+        } => list_kernel(&Maps::open(&pins)?, what, json)?,
+        Command::List {
+            what,
+            json,
+            kernel: false,
+        } => match what {
             ListWhat::Blocked => {
                 let rows = rt.block_on(manage::list_blocked(&cfg, &pins))?;
                 if json {
@@ -468,6 +481,48 @@ fn set_flag(c: &mut Config, flag: u32, on: bool) {
     } else {
         c.flags &= !flag;
     }
+}
+
+fn list_kernel(maps: &Maps, what: ListWhat, json: bool) -> anyhow::Result<()> {
+    match what {
+        ListWhat::Blocked => {
+            let rows = maps.list_blocked();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            println!(
+                "{:<43} {:<5} {:<11} {:>12} {:>12}",
+                "NET", "KIND", "REASON", "EXPIRES", "HITS"
+            );
+            for r in rows {
+                let exp = match (r.expired, r.expires_in_s) {
+                    (true, _) => "expired".to_string(),
+                    (false, None) => "never".to_string(),
+                    (false, Some(s)) => format!("in {s}s"),
+                };
+                println!(
+                    "{:<43} {:<5} {:<11} {:>12} {:>12}",
+                    r.net.to_string(),
+                    r.kind,
+                    r.reason,
+                    exp,
+                    r.hits
+                );
+            }
+        }
+        ListWhat::Allowed => {
+            let rows = maps.list_allowed();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in rows {
+                    println!("{r}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn notes(out: &manage::Outcome) {

@@ -37,6 +37,7 @@ pub struct Controller {
     maps: Maps,
     store: Option<Store>,
     db_error: Option<String>,
+    db_down_since: Option<chrono::DateTime<Utc>>,
     db_retry_at: Instant,
     backoff: Duration,
     reconciler: Reconciler,
@@ -73,6 +74,7 @@ impl Controller {
             maps,
             store: None,
             db_error: None,
+            db_down_since: None,
             db_retry_at: Instant::now(),
             backoff: Duration::from_secs(1),
             reconciler: Reconciler::default(),
@@ -163,10 +165,21 @@ impl Controller {
                 let started = Instant::now();
                 match self.sync(&store).await {
                     Ok(()) => {
-                        if self.db_error.take().is_some() {
+                        self.db_error = None;
+                        if let Some(since) = self.db_down_since.take() {
+                            let secs = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
                             tracing::info!(
+                                down_s = secs,
                                 buffered = self.events.len(),
                                 "database reachable again"
+                            );
+                            // Written at the next cycle, after everything
+                            // buffered during the outage.
+                            self.events.record(
+                                "db_reachable",
+                                None,
+                                "info",
+                                json!({"down_since": since.to_rfc3339(), "down_s": secs}),
                             );
                         }
                         self.backoff = Duration::from_secs(1);
@@ -181,6 +194,17 @@ impl Controller {
 
     fn db_failed(&mut self, e: &StoreError) {
         let msg = e.to_string();
+        if self.db_down_since.is_none() {
+            let since = Utc::now();
+            self.db_down_since = Some(since);
+            // Buffered: it reaches the database when the database is back.
+            self.events.record(
+                "db_unreachable",
+                None,
+                "warning",
+                json!({"error": msg, "since": since.to_rfc3339()}),
+            );
+        }
         if self.db_error.as_deref() != Some(msg.as_str()) {
             tracing::warn!(
                 error = %msg,

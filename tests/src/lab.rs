@@ -108,16 +108,23 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// The classic lab: one server, two clients on their own veths.
     pub fn two_clients(tag: &str) -> Self {
+        Self::new(
+            tag,
+            &[("198.51.100", "2001:db8:1"), ("203.0.113", "2001:db8:2")],
+        )
+    }
+
+    /// One server and one client per `(IPv4 /24 prefix, IPv6 /64 prefix)`:
+    /// the client is `.2`/`::2`, the server's end `.1`/`::1`, on `s<n>`.
+    pub fn new(tag: &str, nets: &[(&str, &str)]) -> Self {
         crate::require_root();
         let id = std::process::id() % 100_000;
         let server = Netns::new(&format!("sx{id}{tag}-srv"));
         let mut clients = Vec::new();
         let mut links = Vec::new();
-        for (i, (v4net, v6net)) in [("198.51.100", "2001:db8:1"), ("203.0.113", "2001:db8:2")]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, (v4net, v6net)) in nets.iter().enumerate() {
             let n = i + 1;
             let client = Netns::new(&format!("sx{id}{tag}-c{n}"));
             let s_if = format!("s{n}");

@@ -3,6 +3,7 @@
 //!
 //! Everything here needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
 
+pub mod cli;
 pub mod db;
 pub mod frames;
 pub mod lab;

@@ -2,95 +2,13 @@
 //! veths in a namespace lab, real UDP SIP from two client namespaces.
 //! Needs root; run with `cargo xtask test`.
 
-use std::{net::SocketAddr, path::PathBuf, process::Output, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use sip_xdp_tests::{
-    db::TestDb,
+    cli::{bin, Cli},
     frames::OPTIONS,
     lab::{send_sip, Lab, Netns, SipListener},
-    prog::private_pins,
 };
-
-/// The sip-xdp binary under test: $SIP_XDP_BIN (set by `cargo xtask test`)
-/// or the newest build in this workspace.
-fn bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SIP_XDP_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    ["target/release/sip-xdp", "target/debug/sip-xdp"]
-        .iter()
-        .map(|p| root.join(p))
-        .filter(|p| p.exists())
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .expect("build sip-xdp first (cargo xtask test does) or set SIP_XDP_BIN")
-}
-
-/// The CLI run inside the server namespace against a private pin directory,
-/// detached and unpinned on drop.
-struct Cli<'a> {
-    ns: &'a Netns,
-    pins: PathBuf,
-    db: TestDb,
-}
-
-impl<'a> Cli<'a> {
-    fn new(ns: &'a Netns) -> Self {
-        Self {
-            ns,
-            pins: private_pins("e2e").root().to_path_buf(),
-            db: TestDb::sqlite(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.ns
-            .command(bin().to_str().unwrap())
-            .args(args)
-            .env("SIP_XDP_PIN_DIR", &self.pins)
-            .env("SIP_XDP_DB", self.db.url())
-            .env("SIP_XDP_CONFIG", "/dev/null")
-            .output()
-            .expect("running sip-xdp")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "sip-xdp {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Fails with a non-zero exit and exactly one line on stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "sip-xdp {} should fail",
-            args.join(" ")
-        );
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        assert_eq!(err.lines().count(), 1, "one clear line, got: {err}");
-        err
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["stats", "--json"])).unwrap()
-    }
-}
-
-impl Drop for Cli<'_> {
-    fn drop(&mut self) {
-        for (iface, _, _) in sip_xdp::pins::Pins::new(&self.pins).links() {
-            let _ = self.run(&["detach", "--iface", &iface]);
-        }
-        let _ = std::fs::remove_dir_all(&self.pins);
-    }
-}
 
 fn xdp_attached(ns: &Netns, iface: &str) -> bool {
     let out = ns.ip(&["-d", "link", "show", "dev", iface]);
@@ -257,8 +175,8 @@ fn operator_mistakes_get_one_clear_line() {
         .arg(bin())
         .args(["block", "203.0.113.9"])
         .env("SIP_XDP_PIN_DIR", &cli.pins)
-        .env("SIP_XDP_DB", cli.db.url())
-        .env("SIP_XDP_CONFIG", "/dev/null")
+        .env("SIP_XDP_DB", &cli.db_url)
+        .env("SIP_XDP_CONFIG", cli.dir.join("sip-xdp.toml"))
         .output()
         .unwrap();
     assert!(!out.status.success());
