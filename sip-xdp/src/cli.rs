@@ -10,7 +10,7 @@ use sip_xdp_common::{Config, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
 use crate::{
     config::{redact, Config as ConfigFile},
     controller::Controller,
-    loader::{self, AttachMode, Capacities},
+    loader::{self, AttachMode},
     manage,
     maps::Maps,
     pins::{Pins, PIN_DIR_ENV},
@@ -261,7 +261,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Attach { iface, mode } => {
             for i in &iface {
-                let m = loader::attach(&pins, i, mode, Capacities::default())?;
+                let m = loader::attach(&pins, i, mode, cfg.capacities)?;
                 println!("attached to {i} in {} mode", m.name());
             }
         }
@@ -536,6 +536,11 @@ fn status(pins: &Pins, cfg: &ConfigFile, as_json: bool) -> anyhow::Result<()> {
     let controller: Option<serde_json::Value> = std::fs::read_to_string(&cfg.status_file)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
+    let sync_lag_s = controller
+        .as_ref()
+        .and_then(|c| c["last_sync_at"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (chrono::Utc::now() - t.to_utc()).num_milliseconds() as f64 / 1000.0);
     let links: Vec<_> = pins
         .links()
         .into_iter()
@@ -564,6 +569,7 @@ fn status(pins: &Pins, cfg: &ConfigFile, as_json: bool) -> anyhow::Result<()> {
         "sip_ports": ports,
         "maps": fill.iter().map(|(n, e, m)| json!({"map": n, "entries": e, "max": m})).collect::<Vec<_>>(),
         "controller": controller,
+        "sync_lag_s": sync_lag_s,
     });
     if as_json {
         println!("{v}");
@@ -628,6 +634,16 @@ fn status(pins: &Pins, cfg: &ConfigFile, as_json: bool) -> anyhow::Result<()> {
                     )
                 }
             );
+            let lag = c["last_sync_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or("never".to_string(), |t| {
+                    format!(
+                        "{:.1}s ago",
+                        (chrono::Utc::now() - t.to_utc()).num_milliseconds() as f64 / 1000.0
+                    )
+                });
+            println!("last sync: {lag}");
             println!(
                 "last sync: {} (took {} ms), status written {}, events buffered {}, dropped {}",
                 c["last_sync_at"].as_str().unwrap_or("never"),

@@ -12,6 +12,10 @@
 //! drop_malformed = false
 //! event_buffer = 10000
 //! status_file = "/run/sip-xdp/status.json"
+//! max_bans = 131072        # map sizes, fixed when the program is first loaded
+//! max_allow = 16384
+//! max_block = 65536
+//! max_sources = 262144
 //! ```
 
 use std::{
@@ -21,7 +25,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{loader::AttachMode, store::DEFAULT_DB_URL};
+use crate::{
+    loader::{AttachMode, Capacities},
+    store::DEFAULT_DB_URL,
+};
 
 pub const DEFAULT_CONFIG: &str = "/etc/sip-xdp/sip-xdp.toml";
 pub const DEFAULT_STATUS_FILE: &str = "/run/sip-xdp/status.json";
@@ -59,6 +66,10 @@ struct Raw {
     drop_malformed: Option<bool>,
     event_buffer: Option<usize>,
     status_file: Option<PathBuf>,
+    max_bans: Option<u32>,
+    max_allow: Option<u32>,
+    max_block: Option<u32>,
+    max_sources: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +84,8 @@ pub struct Config {
     pub drop_malformed: Option<bool>,
     pub event_buffer: usize,
     pub status_file: PathBuf,
+    /// Map sizes, applied when the program is first loaded.
+    pub capacities: Capacities,
     /// Where it was read from, for SIGHUP.
     pub path: Option<PathBuf>,
 }
@@ -131,7 +144,20 @@ impl Config {
                 ));
             }
         }
+        let d = Capacities::default();
+        let cap = |v: Option<u32>, default: u32, field| match v {
+            Some(0) => Err(invalid(field, "must be at least 1".into())),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let capacities = Capacities {
+            bans: cap(raw.max_bans, d.bans, "max_bans")?,
+            allow: cap(raw.max_allow, d.allow, "max_allow")?,
+            block: cap(raw.max_block, d.block, "max_block")?,
+            sources: cap(raw.max_sources, d.sources, "max_sources")?,
+        };
         Ok(Self {
+            capacities,
             db: raw.db.unwrap_or_else(|| DEFAULT_DB_URL.into()),
             node: raw.node.unwrap_or_else(hostname),
             interfaces: raw.interfaces.unwrap_or_default(),

@@ -21,7 +21,7 @@ use crate::{
     config::{redact, Config},
     events::EventBuffer,
     guard::Guard,
-    loader::{self, Capacities},
+    loader,
     maps::Maps,
     pins::Pins,
     store::{self, Store, StoreError},
@@ -57,7 +57,7 @@ impl Controller {
             );
         }
         for iface in &cfg.interfaces {
-            match loader::attach(&pins, iface, cfg.mode, Capacities::default()) {
+            match loader::attach(&pins, iface, cfg.mode, cfg.capacities) {
                 Ok(mode) => tracing::info!(iface, mode = mode.name(), "attached"),
                 Err(Error::AlreadyAttached { iface, mode }) => {
                     tracing::info!(iface, mode, "already attached: keeping the running filter")

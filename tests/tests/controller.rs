@@ -81,6 +81,13 @@ async fn sql_rows_expiry_and_restart_without_gap() {
     )
     .await
     .unwrap();
+    // A row the controller cannot use is logged once with its id and
+    // skipped; it never stops the sync.
+    s.execute_literal(
+        "INSERT INTO blocked_ips (ip_address, reason) VALUES ('203.0.113.300', 'typo')",
+    )
+    .await
+    .unwrap();
     let t = Instant::now();
     assert!(
         eventually(ONE_SYNC, || enforced(&cli, "198.51.100.2")),
@@ -90,6 +97,19 @@ async fn sql_rows_expiry_and_restart_without_gap() {
     assert_eq!(delivered(&lab, &listener, 0), 0);
     assert_eq!(delivered(&lab, &listener, 1), N);
     daemon.wait_log("block installed", ONE_SYNC);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = daemon.log_text();
+    let bad: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("skipping database row"))
+        .collect();
+    assert_eq!(bad.len(), 1, "logged once: {log}");
+    assert!(
+        bad[0].contains("blocked_ips") && bad[0].contains("not an IPv4 or IPv6 address"),
+        "{}",
+        bad[0]
+    );
+    eprintln!("bad row log line: {}", bad[0]);
     assert!(
         daemon.log_text().contains("src_ip=198.51.100.2"),
         "{}",
