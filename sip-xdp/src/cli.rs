@@ -8,7 +8,7 @@ use serde_json::json;
 use sip_xdp_common::{Config, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
 
 use crate::{
-    config::{redact, Config as ConfigFile},
+    config::{redact, Config as ConfigFile, Overrides},
     controller::Controller,
     loader::{self, AttachMode},
     manage,
@@ -194,8 +194,9 @@ pub enum MalformedAction {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let pins = Pins::new(cli.pin_dir);
     let mut cfg = ConfigFile::load(cli.config.as_deref())?;
-    if let Some(db) = cli.db {
-        cfg.db = db;
+    let db_override = cli.db;
+    if let Some(db) = &db_override {
+        cfg.db = db.clone();
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -209,18 +210,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             mode,
             detach_on_exit,
         } => {
-            cfg.interfaces.extend(iface);
-            cfg.interfaces.dedup();
-            if let Some(n) = node {
-                cfg.node = n;
-            }
-            if let Some(i) = sync_interval {
-                cfg.sync_interval = i;
-            }
-            if let Some(m) = mode {
-                cfg.mode = m;
-            }
-            let mut c = Controller::start(cfg, pins)?;
+            let overrides = Overrides {
+                db: db_override,
+                node,
+                interfaces: iface,
+                sync_interval,
+                mode,
+            };
+            let mut c = Controller::start(cfg, overrides, pins)?;
             rt.block_on(c.run(detach_on_exit))?;
         }
         Command::Db {

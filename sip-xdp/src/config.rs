@@ -175,6 +175,39 @@ impl Config {
     }
 }
 
+/// Settings given on the command line or in the environment. They beat the
+/// file, also when the file is reloaded.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub db: Option<String>,
+    pub node: Option<String>,
+    pub interfaces: Vec<String>,
+    pub sync_interval: Option<Duration>,
+    pub mode: Option<AttachMode>,
+}
+
+impl Overrides {
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(db) = &self.db {
+            cfg.db = db.clone();
+        }
+        if let Some(n) = &self.node {
+            cfg.node = n.clone();
+        }
+        for i in &self.interfaces {
+            if !cfg.interfaces.contains(i) {
+                cfg.interfaces.push(i.clone());
+            }
+        }
+        if let Some(i) = self.sync_interval {
+            cfg.sync_interval = i;
+        }
+        if let Some(m) = self.mode {
+            cfg.mode = m;
+        }
+    }
+}
+
 fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -245,6 +278,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("reading /nonexistent/sip-xdp.toml"), "{e}");
+    }
+
+    #[test]
+    fn command_line_beats_the_file_on_every_load() {
+        let p = write("db = \"sqlite:///tmp/x.db\"\nnode = \"file\"\ninterfaces = [\"eth0\"]\n");
+        let o = Overrides {
+            db: Some("mysql://u:p@h/d".into()),
+            interfaces: vec!["eth1".into(), "eth0".into()],
+            ..Default::default()
+        };
+        for _ in 0..2 {
+            let mut c = Config::load(Some(&p)).unwrap();
+            o.apply(&mut c);
+            assert_eq!(c.db, "mysql://u:p@h/d");
+            assert_eq!(c.node, "file");
+            assert_eq!(c.interfaces, ["eth0", "eth1"]);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     clock,
-    config::{redact, Config},
+    config::{redact, Config, Overrides},
     events::EventBuffer,
     guard::Guard,
     loader,
@@ -33,6 +33,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct Controller {
     cfg: Config,
+    overrides: Overrides,
     pins: Pins,
     maps: Maps,
     store: Option<Store>,
@@ -50,7 +51,8 @@ impl Controller {
     /// Attaches to the configured interfaces (an existing attachment, for
     /// example from before a restart, is kept as it is) and applies the
     /// configured settings to the kernel.
-    pub fn start(cfg: Config, pins: Pins) -> anyhow::Result<Self> {
+    pub fn start(mut cfg: Config, overrides: Overrides, pins: Pins) -> anyhow::Result<Self> {
+        overrides.apply(&mut cfg);
         if cfg.interfaces.is_empty() && !pins.is_loaded() {
             anyhow::bail!(
                 "no interface to protect: give --iface IFACE or `interfaces` in the config file"
@@ -70,6 +72,7 @@ impl Controller {
         let events = EventBuffer::new(cfg.event_buffer, Some(cfg.node.clone()));
         Ok(Self {
             cfg,
+            overrides,
             pins,
             maps,
             store: None,
@@ -134,10 +137,8 @@ impl Controller {
             return Ok(());
         };
         let mut new = Config::load(Some(&path))?;
-        // Interfaces given on the command line stay as they were.
-        if new.interfaces.is_empty() {
-            new.interfaces = self.cfg.interfaces.clone();
-        }
+        // The command line and environment still win over the file.
+        self.overrides.apply(&mut new);
         apply_settings(&mut self.maps, &new)?;
         if new.db != self.cfg.db {
             self.store = None;

@@ -204,6 +204,32 @@ async fn sql_rows_expiry_and_restart_without_gap() {
         .log_text()
         .contains("already attached: keeping the running filter"));
 
+    // SIGHUP reloads the configuration file: monitor mode on, the ban
+    // still matches but nothing is dropped; then off again.
+    let cfg = cli.dir.join("sip-xdp.toml");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let hup = |text: String| {
+        std::fs::write(&cfg, text).unwrap();
+        let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    };
+    hup(format!("{base}monitor = true\n"));
+    assert!(eventually(Duration::from_secs(3), || cli
+        .json(&["status", "--json"])["monitor"]
+        == true));
+    assert_eq!(
+        delivered(&lab, &listener, 0),
+        N,
+        "monitor mode drops nothing"
+    );
+    assert!(cli.stats()["would_drop_banned"].as_u64().unwrap() >= N as u64);
+    hup(format!("{base}monitor = false\n"));
+    assert!(eventually(Duration::from_secs(3), || cli
+        .json(&["status", "--json"])["monitor"]
+        == false));
+    assert_eq!(delivered(&lab, &listener, 0), 0);
+    assert!(daemon.log_text().contains("configuration reloaded"));
+
     // SIGTERM: clean exit, filter stays attached.
     assert!(daemon.stop().success());
     assert!(xdp_attached(&lab.server, "s1") && xdp_attached(&lab.server, "s2"));
