@@ -5,6 +5,8 @@
 #![no_std]
 #![no_main]
 
+mod runtime;
+
 use aya_ebpf::{
     bindings::xdp_action::XDP_ABORTED,
     macros::{map, xdp},
@@ -46,13 +48,3 @@ pub fn vary_source(ctx: XdpContext) -> u32 {
     unsafe { HARNESS_TARGET.tail_call(&ctx, 0) };
     XDP_ABORTED
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -7,6 +7,8 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod runtime;
+
 mod maps;
 mod parse;
 
@@ -262,13 +264,3 @@ fn drop(reason: Counter) -> u32 {
         XDP_DROP
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -345,7 +345,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         "ENFORCED",
                         "HITS"
                     );
-                    for r in rows {
+                    for manage::ListedBlock {
+                        row: r,
+                        enforced,
+                        hits,
+                    } in rows
+                    {
                         println!(
                             "{:>6} {:<43} {:<10} {:<19} {:<19} {:>8} {:>10}  {}",
                             r.id,
@@ -355,8 +360,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                             r.expires_at.map_or("never".into(), |t| t
                                 .format("%Y-%m-%d %H:%M:%S")
                                 .to_string()),
-                            if r.enforced { "yes" } else { "no" },
-                            r.hits,
+                            if enforced { "yes" } else { "no" },
+                            hits,
                             r.reason
                         );
                     }

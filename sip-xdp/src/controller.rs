@@ -13,7 +13,9 @@ use std::{
 use anyhow::Context as _;
 use chrono::Utc;
 use serde_json::json;
-use sip_xdp_common::{Config as KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+use sip_xdp_common::{
+    maps::BanReason, Config as KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR,
+};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -247,23 +249,15 @@ impl Controller {
                 .maps
                 .bans_raw()
                 .into_iter()
-                .map(|(ip, v)| (ip.into(), (v.expires_ns, reason(v.reason))))
+                .map(|(ip, v)| (ip.into(), (v.expires_ns, BanReason::from_u32(v.reason))))
                 .chain(
                     self.maps
                         .blocks_raw()
                         .into_iter()
-                        .map(|(n, v)| (n, (v.expires_ns, sip_xdp_common::maps::BanReason::Manual))),
+                        .map(|(n, v)| (n, (v.expires_ns, None))),
                 )
                 .collect(),
         };
-        // Block-list CIDRs carry no reason in the kernel; compare them as
-        // manual so a reason alone never rewrites (and resets) a rule.
-        let mut desired = desired;
-        for (net, want) in desired.blocks.iter_mut() {
-            if !crate::target::is_host(net) {
-                want.reason = sip_xdp_common::maps::BanReason::Manual;
-            }
-        }
         let plan = self.reconciler.plan(&desired, &current);
         for net in &plan.allow_add {
             log_kernel(self.maps.put_allow(net), net, "allow entry installed");
@@ -318,10 +312,6 @@ fn log_kernel(r: crate::Result<()>, net: &ipnet::IpNet, what: &str) {
         Ok(()) => tracing::info!(src_ip = %net, "{what}"),
         Err(e) => tracing::error!(src_ip = %net, error = %e, "{what}: failed"),
     }
-}
-
-fn reason(v: u32) -> sip_xdp_common::maps::BanReason {
-    sip_xdp_common::maps::BanReason::from_u32(v).unwrap_or(sip_xdp_common::maps::BanReason::Manual)
 }
 
 fn new_interval(every: Duration) -> tokio::time::Interval {

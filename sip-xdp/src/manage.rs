@@ -17,7 +17,7 @@ use crate::{
     guard::Guard,
     maps::Maps,
     pins::Pins,
-    store::{self, Event, Store},
+    store::{self, BlockRow, Event, Store},
     target::{is_host, parse_net},
     Error,
 };
@@ -174,17 +174,17 @@ pub async fn unblock(
         anyhow::Ok(lifted)
     }
     .await;
-    let mut in_kernel = false;
     let maps = kernel(pins)?;
-    if let Some(mut m) = maps {
-        in_kernel = m.unblock(&net)?;
-    }
+    let kernel = maps.is_some();
+    let in_kernel = match maps {
+        Some(mut m) => m.unblock(&net)?,
+        None => false,
+    };
     let (rows, db) = match db {
         Ok(n) => (n, Ok(())),
         Err(e) => (0, Err(format!("{e:#}"))),
     };
     tracing::info!(src_ip = %net, rows, "unblocked");
-    let kernel = kernel(pins)?.is_some();
     Ok((rows, in_kernel, Outcome { db, kernel }))
 }
 
@@ -281,13 +281,8 @@ pub async fn disallow(cfg: &Config, pins: &Pins, net: IpNet) -> anyhow::Result<(
 /// kernel enforces it (with its hit count).
 #[derive(Debug, Serialize)]
 pub struct ListedBlock {
-    pub id: i64,
-    pub ip_address: String,
-    pub reason: String,
-    pub source: String,
-    pub blocked_at: NaiveDateTime,
-    pub expires_at: Option<NaiveDateTime>,
-    pub node: Option<String>,
+    #[serde(flatten)]
+    pub row: BlockRow,
     pub enforced: bool,
     pub hits: u64,
 }
@@ -299,20 +294,14 @@ pub async fn list_blocked(cfg: &Config, pins: &Pins) -> anyhow::Result<Vec<Liste
         .active_blocks(store::now())
         .await?
         .into_iter()
-        .map(|r| {
-            let k = parse_net(&r.ip_address)
+        .map(|row| {
+            let k = parse_net(&row.ip_address)
                 .ok()
                 .and_then(|n| kernel_rows.iter().find(|k| k.net == n && !k.expired));
             ListedBlock {
-                id: r.id,
                 enforced: k.is_some(),
                 hits: k.map_or(0, |k| k.hits),
-                ip_address: r.ip_address,
-                reason: r.reason,
-                source: r.source,
-                blocked_at: r.blocked_at,
-                expires_at: r.expires_at,
-                node: r.node,
+                row,
             }
         })
         .collect())

@@ -176,37 +176,13 @@ impl Maps {
         if let Some(why) = guard.refusal(&net) {
             return Err(Error::Refused { net, why });
         }
-        let expires_ns = clock::expiry_after(dur);
-        if is_host(&net) {
-            if self.is_allowed(net.addr())? {
-                return Err(Error::Refused {
-                    net,
-                    why: "it is on the allow-list (`sip-xdp disallow` it first)".into(),
-                });
-            }
-            let v = BanValue {
-                expires_ns,
-                hits: 0,
-                reason: reason as u32,
-                _pad: 0,
-            };
-            let k = key_of(net.addr());
-            self.bans
-                .insert(k, v, 0)
-                .map_err(write_error(MAP_BANS, self.max[0], "writing the ban"))
-        } else {
-            let v = BlockValue {
-                expires_ns,
-                hits: 0,
-            };
-            self.block
-                .insert(&Self::trie_key(&net), v, 0)
-                .map_err(write_error(
-                    MAP_BLOCK,
-                    self.max[2],
-                    "writing the block rule",
-                ))
+        if is_host(&net) && self.is_allowed(net.addr())? {
+            return Err(Error::Refused {
+                net,
+                why: "it is on the allow-list (`sip-xdp disallow` it first)".into(),
+            });
         }
+        self.put(&net, clock::expiry_after(dur), reason)
     }
 
     /// Removes the ban or block rule for exactly `net`. False if none existed.
@@ -227,13 +203,7 @@ impl Maps {
     /// invariant "no allow-listed address is banned" holds at once. Returns
     /// the lifted bans.
     pub fn allow(&mut self, net: IpNet) -> Result<Vec<IpAddr>> {
-        self.allow
-            .insert(&Self::trie_key(&net), 1, 0)
-            .map_err(write_error(
-                MAP_ALLOW,
-                self.max[1],
-                "writing the allow entry",
-            ))?;
+        self.put_allow(&net)?;
         let covered: Vec<IpKey> = if is_host(&net) {
             vec![key_of(net.addr())]
         } else {
@@ -456,8 +426,9 @@ impl Maps {
             .collect()
     }
 
-    /// Writes a ban or block value as given (the sync has already applied
-    /// the safety rails). Keeps the hit counter of an entry being updated.
+    /// Writes a ban or block value as given, without the safety rails (the
+    /// callers apply them: `block` here, the sync on database rows). Keeps
+    /// the hit counter of an entry being updated.
     pub fn put(&mut self, net: &IpNet, expires_ns: u64, reason: BanReason) -> Result<()> {
         if is_host(net) {
             let k = key_of(net.addr());
@@ -484,8 +455,8 @@ impl Maps {
         }
     }
 
-    /// Adds an allow-list entry without touching bans (the sync lifts them
-    /// itself, recording each).
+    /// Adds an allow-list entry without touching bans (`allow` lifts them;
+    /// the sync lifts them itself, recording each).
     pub fn put_allow(&mut self, net: &IpNet) -> Result<()> {
         self.allow
             .insert(&Self::trie_key(net), 1, 0)

@@ -103,6 +103,23 @@ pub fn now() -> NaiveDateTime {
     t - chrono::Duration::nanoseconds(i64::from(t.and_utc().timestamp_subsec_nanos() % 1_000_000))
 }
 
+/// The id of the row an INSERT created, whatever the driver calls it.
+trait InsertedId {
+    fn inserted_id(&self) -> i64;
+}
+
+impl InsertedId for sqlx::sqlite::SqliteQueryResult {
+    fn inserted_id(&self) -> i64 {
+        self.last_insert_rowid()
+    }
+}
+
+impl InsertedId for sqlx::mysql::MySqlQueryResult {
+    fn inserted_id(&self) -> i64 {
+        self.last_insert_id() as i64
+    }
+}
+
 /// SQL assembled in this module from constant fragments only (a column list,
 /// a dialect's date comparison); every value goes through `bind`.
 fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
@@ -244,28 +261,16 @@ impl Store {
         let sql =
             "INSERT INTO blocked_ips (ip_address, reason, source, blocked_at, expires_at, node) \
                    VALUES (?, ?, ?, ?, ?, ?)";
-        let id = match self {
-            Store::Sqlite(p) => sqlx::query(sql)
-                .bind(ip_address)
-                .bind(reason)
-                .bind(source)
-                .bind(blocked_at)
-                .bind(expires_at)
-                .bind(node)
-                .execute(p)
-                .await?
-                .last_insert_rowid(),
-            Store::Mysql(p) => sqlx::query(sql)
-                .bind(ip_address)
-                .bind(reason)
-                .bind(source)
-                .bind(blocked_at)
-                .bind(expires_at)
-                .bind(node)
-                .execute(p)
-                .await?
-                .last_insert_id() as i64,
-        };
+        let id = with_pool!(self, p => sqlx::query(sql)
+            .bind(ip_address)
+            .bind(reason)
+            .bind(source)
+            .bind(blocked_at)
+            .bind(expires_at)
+            .bind(node)
+            .execute(p)
+            .await
+            .map(|r| r.inserted_id()))?;
         Ok(id)
     }
 

@@ -36,11 +36,13 @@ pub struct Desired {
     pub blocks: BTreeMap<IpNet, Want>,
 }
 
-/// What the kernel holds: block nets with (expiry, reason), allow nets.
+/// What the kernel holds: block nets with (expiry, reason), allow nets. The
+/// reason is `None` where the kernel keeps none (block-list CIDRs), and is
+/// then not compared: a reason alone never rewrites (and resets) a rule.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Current {
     pub allows: BTreeSet<IpNet>,
-    pub blocks: BTreeMap<IpNet, (u64, BanReason)>,
+    pub blocks: BTreeMap<IpNet, (u64, Option<BanReason>)>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -164,7 +166,8 @@ impl Reconciler {
             let stale = match current.blocks.get(net) {
                 None => true,
                 Some((exp, reason)) => {
-                    *reason != want.reason || exp.abs_diff(want.expires_ns) > EXPIRY_SLACK_NS
+                    reason.is_some_and(|r| r != want.reason)
+                        || exp.abs_diff(want.expires_ns) > EXPIRY_SLACK_NS
                 }
             };
             if stale {
@@ -336,16 +339,17 @@ mod tests {
         desired.blocks.insert(net("203.0.113.3"), want(MONO));
         desired.allows.insert(net("198.51.100.0/24"));
         let mut current = Current::default();
-        current
-            .blocks
-            .insert(net("203.0.113.2"), (MONO + 500_000_000, BanReason::Manual));
+        current.blocks.insert(
+            net("203.0.113.2"),
+            (MONO + 500_000_000, Some(BanReason::Manual)),
+        );
         current.blocks.insert(
             net("203.0.113.3"),
-            (MONO + 60_000_000_000, BanReason::Manual),
+            (MONO + 60_000_000_000, Some(BanReason::Manual)),
         );
         current
             .blocks
-            .insert(net("203.0.113.99"), (0, BanReason::Manual));
+            .insert(net("203.0.113.99"), (0, Some(BanReason::Manual)));
         current.allows.insert(net("2001:db8::/32"));
 
         let p = r.plan(&desired, &current);
@@ -373,6 +377,33 @@ mod tests {
     }
 
     #[test]
+    fn a_reason_the_kernel_does_not_keep_is_not_compared() {
+        let mut r = Reconciler::default();
+        let mut desired = Desired::default();
+        let want = |reason| Want {
+            expires_ns: 0,
+            reason,
+            id: 1,
+        };
+        desired
+            .blocks
+            .insert(net("198.51.100.0/24"), want(BanReason::Scanner));
+        desired
+            .blocks
+            .insert(net("203.0.113.7"), want(BanReason::Scanner));
+        let mut current = Current::default();
+        current.blocks.insert(net("198.51.100.0/24"), (0, None));
+        current
+            .blocks
+            .insert(net("203.0.113.7"), (0, Some(BanReason::Manual)));
+        let p = r.plan(&desired, &current);
+        assert_eq!(
+            p.put.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![net("203.0.113.7")]
+        );
+    }
+
+    #[test]
     fn bans_covered_by_the_allow_list_go_at_once() {
         let mut r = Reconciler::default();
         let mut desired = Desired::default();
@@ -380,10 +411,10 @@ mod tests {
         let mut current = Current::default();
         current
             .blocks
-            .insert(net("203.0.113.5"), (0, BanReason::Flood));
+            .insert(net("203.0.113.5"), (0, Some(BanReason::Flood)));
         current
             .blocks
-            .insert(net("203.0.113.0/24"), (0, BanReason::Manual));
+            .insert(net("203.0.113.0/24"), (0, Some(BanReason::Manual)));
         let p = r.plan(&desired, &current);
         assert_eq!(
             p.remove,

@@ -2,7 +2,7 @@
 //! against a private pin directory and a test database.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -139,10 +139,6 @@ impl<'a> Cli<'a> {
         )
         .unwrap();
     }
-
-    pub fn status_file(&self) -> PathBuf {
-        self.dir.join("status.json")
-    }
 }
 
 impl Drop for Cli<'_> {
@@ -223,8 +219,4 @@ pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-pub fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
 }

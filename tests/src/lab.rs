@@ -70,6 +70,12 @@ impl Netns {
         })
     }
 
+    /// Whether an XDP program is attached to `iface` here.
+    pub fn xdp_attached(&self, iface: &str) -> bool {
+        let out = self.ip(&["-d", "link", "show", "dev", iface]);
+        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+    }
+
     /// A command run inside the namespace with `nsenter --net`, which keeps
     /// the host's /sys/fs/bpf (unlike `ip netns exec`).
     pub fn command(&self, program: &str) -> Command {

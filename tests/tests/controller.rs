@@ -19,7 +19,7 @@ use sip_xdp_tests::{
     cli::{eventually, Cli},
     db::TestDb,
     frames::OPTIONS,
-    lab::{send_sip, Lab, Netns, SipListener},
+    lab::{send_sip, Lab, SipListener},
 };
 
 /// Sync interval of the controllers under test.
@@ -177,7 +177,7 @@ async fn sql_rows_expiry_and_restart_without_gap() {
         std::thread::sleep(Duration::from_millis(300));
         daemon.kill9();
         assert!(
-            xdp_attached(&lab.server, "s1"),
+            lab.server.xdp_attached("s1"),
             "the filter must outlive its controller"
         );
         std::thread::sleep(Duration::from_millis(700));
@@ -232,7 +232,7 @@ async fn sql_rows_expiry_and_restart_without_gap() {
 
     // SIGTERM: clean exit, filter stays attached.
     assert!(daemon.stop().success());
-    assert!(xdp_attached(&lab.server, "s1") && xdp_attached(&lab.server, "s2"));
+    assert!(lab.server.xdp_attached("s1") && lab.server.xdp_attached("s2"));
     assert_eq!(delivered(&lab, &listener, 0), 0);
 }
 
@@ -360,11 +360,6 @@ async fn two_nodes_share_one_database() {
         &node_a,
         "203.0.113.2"
     )));
-}
-
-fn xdp_attached(ns: &Netns, iface: &str) -> bool {
-    let out = ns.ip(&["-d", "link", "show", "dev", iface]);
-    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
 /// Stops the shared MariaDB for the length of a test, and always starts it

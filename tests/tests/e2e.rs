@@ -7,13 +7,8 @@ use std::{net::SocketAddr, time::Duration};
 use sip_xdp_tests::{
     cli::{bin, Cli},
     frames::OPTIONS,
-    lab::{send_sip, Lab, Netns, SipListener},
+    lab::{send_sip, Lab, SipListener},
 };
-
-fn xdp_attached(ns: &Netns, iface: &str) -> bool {
-    let out = ns.ip(&["-d", "link", "show", "dev", iface]);
-    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
-}
 
 /// Sends `n` OPTIONS from each (client, destination) and returns how many
 /// reached the listener per client address.
@@ -44,7 +39,7 @@ fn block_and_unblock_between_two_clients() {
         "attach", "--iface", "s1", "--iface", "s2", "--mode", "native",
     ]);
     assert!(out.contains("attached to s1 in native mode"), "{out}");
-    assert!(xdp_attached(&lab.server, "s1") && xdp_attached(&lab.server, "s2"));
+    assert!(lab.server.xdp_attached("s1") && lab.server.xdp_attached("s2"));
     let status = cli.ok(&["status"]);
     assert!(status.contains("attached: s1 (native mode)"), "{status}");
 
@@ -97,7 +92,7 @@ fn block_and_unblock_between_two_clients() {
 
     // Detach leaves no program behind.
     cli.ok(&["detach", "--iface", "s1", "--iface", "s2"]);
-    assert!(!xdp_attached(&lab.server, "s1") && !xdp_attached(&lab.server, "s2"));
+    assert!(!lab.server.xdp_attached("s1") && !lab.server.xdp_attached("s2"));
     assert!(
         !cli.pins.join("prog").exists(),
         "program pin removed with the last link"
