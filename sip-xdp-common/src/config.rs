@@ -6,13 +6,26 @@ pub const CONFIG_MONITOR: u32 = 1 << 0;
 /// Drop packets on SIP ports whose payload is not SIP.
 pub const CONFIG_DROP_MALFORMED: u32 = 1 << 1;
 
+/// Longest payload a sample carries.
+pub const SAMPLE_MAX_PAYLOAD: usize = 1024;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// `CONFIG_*` bits.
     pub flags: u32,
-    /// Reserved so that later fields keep the value 8-byte aligned.
-    pub _reserved: u32,
+    /// Packets per source per `rate_window_ns` on SIP ports above which the
+    /// kernel drops (allow-listed sources excepted); 0 = no kernel limit.
+    pub rate_limit: u32,
+    pub rate_window_ns: u64,
+    /// The first packets of each new source (per CPU) that are sampled.
+    pub sample_first: u32,
+    /// After those, one packet in `sample_every` (a power of two; 0 = none).
+    pub sample_every: u32,
+    /// Ceiling on samples per CPU per second, whatever the sources do: a
+    /// spoofed flood of new sources must not turn into a copy per packet.
+    pub sample_per_sec: u32,
+    pub _pad: u32,
 }
 
 impl Config {
@@ -22,7 +35,38 @@ impl Config {
     pub const fn drop_malformed(&self) -> bool {
         self.flags & CONFIG_DROP_MALFORMED != 0
     }
+
+    /// Whether the `packets`-th packet of a source (per CPU, counted from 1)
+    /// is one to sample.
+    #[inline(always)]
+    pub const fn wants_sample(&self, packets: u64) -> bool {
+        packets <= self.sample_first as u64
+            || (self.sample_every != 0 && packets & (self.sample_every as u64 - 1) == 0)
+    }
 }
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_takes_the_first_packets_then_a_trickle() {
+        let c = Config {
+            sample_first: 3,
+            sample_every: 8,
+            ..Default::default()
+        };
+        let taken: Vec<u64> = (1..=40).filter(|&n| c.wants_sample(n)).collect();
+        assert_eq!(taken, vec![1, 2, 3, 8, 16, 24, 32, 40]);
+        let off = Config::default();
+        assert!(!(1..1000).any(|n| off.wants_sample(n)));
+    }
+
+    #[test]
+    fn layout() {
+        assert_eq!(core::mem::size_of::<Config>(), 32);
+    }
+}

@@ -8,9 +8,13 @@ pub const MAP_SOURCES: &str = "SOURCES";
 pub const MAP_SIP_PORTS: &str = "SIP_PORTS";
 pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_STATS: &str = "STATS";
+pub const MAP_RATE: &str = "RATE";
+pub const MAP_SAMPLES: &str = "SAMPLES";
+pub const MAP_SAMPLE_BUDGET: &str = "SAMPLE_BUDGET";
+pub const MAP_REPLIES: &str = "REPLIES";
 
-/// Every map the program owns, in pin order.
-pub const ALL_MAPS: [&str; 7] = [
+/// Every map the programs own, in pin order.
+pub const ALL_MAPS: [&str; 11] = [
     MAP_BANS,
     MAP_ALLOW,
     MAP_BLOCK,
@@ -18,6 +22,10 @@ pub const ALL_MAPS: [&str; 7] = [
     MAP_SIP_PORTS,
     MAP_CONFIG,
     MAP_STATS,
+    MAP_RATE,
+    MAP_SAMPLES,
+    MAP_SAMPLE_BUDGET,
+    MAP_REPLIES,
 ];
 
 /// Entries in the `SIP_PORTS` bitmap: 1024 × 64 bits covers every port.
@@ -28,6 +36,12 @@ pub const DEFAULT_MAX_BANS: u32 = 131_072;
 pub const DEFAULT_MAX_ALLOW: u32 = 16_384;
 pub const DEFAULT_MAX_BLOCK: u32 = 65_536;
 pub const DEFAULT_MAX_SOURCES: u32 = 262_144;
+/// Sources with a live kernel rate-limit window, and clients the SBC has
+/// sent final error responses to.
+pub const DEFAULT_MAX_RATE: u32 = 262_144;
+pub const DEFAULT_MAX_REPLIES: u32 = 65_536;
+/// Ring buffer bytes: about 960 full-size samples in flight.
+pub const SAMPLES_RING_BYTES: u32 = 1 << 20;
 
 /// Why an exact ban exists. Stored so `list` and the kernel's counters can
 /// say why a source is dropped.
@@ -125,12 +139,125 @@ pub struct SourceStats {
     pub dropped: u32,
 }
 
+/// A source's kernel rate-limit window, shared by all CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateState {
+    pub window_start_ns: u64,
+    /// Packets in the current window, added atomically.
+    pub count: u64,
+}
+
+/// Per-CPU sample budget: samples taken in the current one-second slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleBudget {
+    pub slot_start_ns: u64,
+    pub taken: u64,
+    /// Scratch: the sampler's packet offset, stored and read back so the
+    /// verifier treats it as unknown (see the program's `sample`).
+    pub scratch_off: u64,
+}
+
+/// Final responses the SBC sent to one client address (egress), per CPU.
+/// Indexed by `Reply`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyStats {
+    pub codes: [u32; REPLY_KINDS],
+    pub _pad: u32,
+    pub last_seen_ns: u64,
+}
+
+pub const REPLY_KINDS: usize = 5;
+
+/// The responses the egress program counts.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// 2xx: what tells a legitimate challenge-response apart from guessing.
+    Success = 0,
+    Unauthorized401 = 1,
+    Forbidden403 = 2,
+    NotFound404 = 3,
+    ProxyAuth407 = 4,
+}
+
+impl Reply {
+    /// From the three status-code digits of a SIP status line.
+    #[inline(always)]
+    pub const fn of_status(code: [u8; 3]) -> Option<Reply> {
+        match code {
+            [b'2', _, _] => Some(Reply::Success),
+            [b'4', b'0', b'1'] => Some(Reply::Unauthorized401),
+            [b'4', b'0', b'3'] => Some(Reply::Forbidden403),
+            [b'4', b'0', b'4'] => Some(Reply::NotFound404),
+            [b'4', b'0', b'7'] => Some(Reply::ProxyAuth407),
+            _ => None,
+        }
+    }
+}
+
+/// Why a packet was sampled.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleKind {
+    /// One of the first packets of a source.
+    First = 1,
+    /// The periodic trickle afterwards.
+    Trickle = 2,
+    /// The first packet over the kernel rate limit in a window.
+    RateLimit = 3,
+}
+
+impl SampleKind {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::First,
+            2 => Self::Trickle,
+            3 => Self::RateLimit,
+            _ => return None,
+        })
+    }
+}
+
+/// Header of a ring-buffer sample; `cap_len` payload bytes follow in the
+/// same record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleHeader {
+    /// Monotonic ns (coarse clock) when the packet was seen.
+    pub ts_ns: u64,
+    pub src: crate::IpKey,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// UDP payload length on the wire.
+    pub payload_len: u16,
+    /// Payload bytes copied into this sample.
+    pub cap_len: u16,
+    /// A `SampleKind`. (The class is not sent: the reader classifies the
+    /// payload with the same pure function, and keeping the class out of
+    /// the kernel's sampling path keeps it cheap to verify.)
+    pub kind: u8,
+    pub _pad: [u8; 7],
+}
+
+/// One ring-buffer record: fixed size, so the kernel reserves it in one go.
+#[repr(C)]
+pub struct Sample {
+    pub header: SampleHeader,
+    pub payload: [u8; crate::config::SAMPLE_MAX_PAYLOAD],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
     unsafe impl aya::Pod for BanValue {}
     unsafe impl aya::Pod for BlockValue {}
     unsafe impl aya::Pod for SourceStats {}
+    unsafe impl aya::Pod for RateState {}
+    unsafe impl aya::Pod for ReplyStats {}
+    unsafe impl aya::Pod for SampleBudget {}
 }
 
 #[cfg(test)]
@@ -142,6 +269,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<BanValue>(), 24);
         assert_eq!(core::mem::size_of::<BlockValue>(), 16);
         assert_eq!(core::mem::size_of::<SourceStats>(), 64);
+        assert_eq!(core::mem::size_of::<RateState>(), 16);
+        assert_eq!(core::mem::size_of::<ReplyStats>(), 32);
+        assert_eq!(core::mem::size_of::<SampleHeader>(), 40);
+        assert_eq!(core::mem::size_of::<Sample>(), 40 + 1024);
     }
 
     #[test]
@@ -154,6 +285,18 @@ mod tests {
         };
         assert!(timed.active_at(99));
         assert!(!timed.active_at(100));
+    }
+
+    #[test]
+    fn reply_codes() {
+        assert_eq!(Reply::of_status(*b"401"), Some(Reply::Unauthorized401));
+        assert_eq!(Reply::of_status(*b"407"), Some(Reply::ProxyAuth407));
+        assert_eq!(Reply::of_status(*b"404"), Some(Reply::NotFound404));
+        assert_eq!(Reply::of_status(*b"403"), Some(Reply::Forbidden403));
+        assert_eq!(Reply::of_status(*b"200"), Some(Reply::Success));
+        assert_eq!(Reply::of_status(*b"202"), Some(Reply::Success));
+        assert_eq!(Reply::of_status(*b"180"), None);
+        assert_eq!(Reply::of_status(*b"486"), None);
     }
 
     #[test]

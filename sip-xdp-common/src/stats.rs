@@ -21,12 +21,26 @@ pub enum Counter {
     Banned,
     Blocked,
     Malformed,
+    /// Over the kernel's per-source rate limit.
+    RateLimited,
     // Monitor mode: matched a drop rule, passed anyway.
     MonitorBanned,
     MonitorBlocked,
     MonitorMalformed,
+    MonitorRateLimited,
     /// A ban or block entry was found but had expired (not a verdict).
     BanExpired,
+    /// Packets copied to the sample ring buffer, and samples lost because
+    /// the ring was full or the per-CPU budget was spent (not verdicts).
+    Sampled,
+    SampleRingFull,
+    SampleBudget,
+    /// Final responses the SBC sent, seen by the egress program.
+    ReplySuccess,
+    Reply401,
+    Reply403,
+    Reply404,
+    Reply407,
     // SIP classes of packets that reached classification (not verdicts).
     ClassRegister,
     ClassInvite,
@@ -61,10 +75,20 @@ impl Counter {
         Counter::Banned,
         Counter::Blocked,
         Counter::Malformed,
+        Counter::RateLimited,
         Counter::MonitorBanned,
         Counter::MonitorBlocked,
         Counter::MonitorMalformed,
+        Counter::MonitorRateLimited,
         Counter::BanExpired,
+        Counter::Sampled,
+        Counter::SampleRingFull,
+        Counter::SampleBudget,
+        Counter::ReplySuccess,
+        Counter::Reply401,
+        Counter::Reply403,
+        Counter::Reply404,
+        Counter::Reply407,
         Counter::ClassRegister,
         Counter::ClassInvite,
         Counter::ClassOptions,
@@ -81,6 +105,7 @@ impl Counter {
             Counter::Banned => Counter::MonitorBanned,
             Counter::Blocked => Counter::MonitorBlocked,
             Counter::Malformed => Counter::MonitorMalformed,
+            Counter::RateLimited => Counter::MonitorRateLimited,
             other => other,
         }
     }
@@ -94,10 +119,13 @@ impl Counter {
             | Counter::Truncated
             | Counter::Allowed
             | Counter::Sip => Verdict::Pass,
-            Counter::Banned | Counter::Blocked | Counter::Malformed => Verdict::Drop,
-            Counter::MonitorBanned | Counter::MonitorBlocked | Counter::MonitorMalformed => {
-                Verdict::WouldDrop
+            Counter::Banned | Counter::Blocked | Counter::Malformed | Counter::RateLimited => {
+                Verdict::Drop
             }
+            Counter::MonitorBanned
+            | Counter::MonitorBlocked
+            | Counter::MonitorMalformed
+            | Counter::MonitorRateLimited => Verdict::WouldDrop,
             _ => Verdict::None,
         }
     }
@@ -115,10 +143,20 @@ impl Counter {
             Counter::Banned => "drop_banned",
             Counter::Blocked => "drop_blocked",
             Counter::Malformed => "drop_malformed",
+            Counter::RateLimited => "drop_rate_limited",
             Counter::MonitorBanned => "would_drop_banned",
             Counter::MonitorBlocked => "would_drop_blocked",
             Counter::MonitorMalformed => "would_drop_malformed",
+            Counter::MonitorRateLimited => "would_drop_rate_limited",
             Counter::BanExpired => "ban_expired",
+            Counter::Sampled => "sampled",
+            Counter::SampleRingFull => "sample_ring_full",
+            Counter::SampleBudget => "sample_over_budget",
+            Counter::ReplySuccess => "reply_2xx",
+            Counter::Reply401 => "reply_401",
+            Counter::Reply403 => "reply_403",
+            Counter::Reply404 => "reply_404",
+            Counter::Reply407 => "reply_407",
             Counter::ClassRegister => "sip_register",
             Counter::ClassInvite => "sip_invite",
             Counter::ClassOptions => "sip_options",
@@ -147,7 +185,12 @@ mod tests {
 
     #[test]
     fn monitored_variants_are_would_drop() {
-        for c in [Counter::Banned, Counter::Blocked, Counter::Malformed] {
+        for c in [
+            Counter::Banned,
+            Counter::Blocked,
+            Counter::Malformed,
+            Counter::RateLimited,
+        ] {
             assert_eq!(c.verdict(), Verdict::Drop);
             assert_eq!(c.monitored().verdict(), Verdict::WouldDrop);
         }

@@ -1,5 +1,7 @@
 //! sip-xdp: per-packet SIP flood filter. Cheapest decisive check first:
-//! parse, SIP port, exact ban, allow-list, block-list, classify, account.
+//! parse, SIP port, exact ban, allow-list, block-list, classify, rate limit,
+//! account, sample. Also the egress program that counts the SBC's final
+//! responses per client (`egress`).
 #![no_std]
 #![no_main]
 // Atomic add on a map value shared by all CPUs: core's AtomicU64 has no
@@ -9,6 +11,7 @@
 
 mod runtime;
 
+mod egress;
 mod maps;
 mod parse;
 
@@ -19,16 +22,20 @@ use core::{
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_ktime_get_coarse_ns, generated::bpf_xdp_load_bytes},
     macros::xdp,
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
-use maps::{ALLOW, BANS, BLOCK, CONFIG, SIP_PORTS, SOURCES, STATS};
+use maps::{ALLOW, BANS, BLOCK, CONFIG, RATE, SAMPLES, SAMPLE_BUDGET, SIP_PORTS, SOURCES, STATS};
 use network_types::udp::UdpHdr;
 use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
 use sip_xdp_common::{
-    classify, classify::SIP_CLASSES, Counter, IpKey, SipClass, SourceStats, CLASSIFY_LEN,
+    classify,
+    classify::SIP_CLASSES,
+    config::SAMPLE_MAX_PAYLOAD,
+    maps::{RateState, Sample, SampleKind},
+    Config, Counter, IpKey, SipClass, SourceStats, CLASSIFY_LEN,
 };
 
 #[xdp]
@@ -52,36 +59,179 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     if l3.no_l4 {
         // No port to look at. Fragments of a banned or blocked source are
         // dropped so its large INVITEs never reassemble; anyone else's pass.
+        let monitor = CONFIG.get(0).is_some_and(|c| c.monitor());
         return Ok(match source_rules(&src) {
-            Source::Banned => drop(Counter::Banned),
-            Source::Blocked => drop(Counter::Blocked),
+            Source::Banned => drop(Counter::Banned, monitor),
+            Source::Blocked => drop(Counter::Blocked, monitor),
             Source::Allowed | Source::Unknown => pass(Counter::Fragment),
         });
     }
     if l3.proto != IPPROTO_UDP {
         return Ok(pass(Counter::NonUdp));
     }
-    let (dport, payload_len) = parse::udp(ctx, l3.l4_off)?;
-    if !is_sip_port(dport) {
+    let udp = parse::udp(ctx, l3.l4_off)?;
+    if !is_sip_port(udp.dst_port) {
         return Ok(pass(Counter::OtherPort));
     }
+    // A one-entry array always has its entry.
+    let Some(cfg) = CONFIG.get(0) else {
+        return Ok(pass(Counter::Sip));
+    };
     let allowed = match source_rules(&src) {
-        Source::Banned => return Ok(drop(Counter::Banned)),
-        Source::Blocked => return Ok(drop(Counter::Blocked)),
+        Source::Banned => return Ok(drop(Counter::Banned, cfg.monitor())),
+        Source::Blocked => return Ok(drop(Counter::Blocked, cfg.monitor())),
         Source::Allowed => true,
         Source::Unknown => false,
     };
-    let class = classify_payload(ctx, l3.l4_off + UdpHdr::LEN, payload_len);
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // Everything that branches on the SIP class comes last before the
+    // class goes dead: the verifier then walks the sampling code once per
+    // rate state, not once per class as well.
+    let rate = if !allowed && cfg.rate_limit != 0 {
+        rate_check(&src, now, cfg)
+    } else {
+        Rate::Under
+    };
+    let payload_off = l3.l4_off + UdpHdr::LEN;
+    let class = classify_payload(ctx, payload_off, udp.payload_len);
     count(class_counter(class));
-    let drop_it = !allowed && class == SipClass::Malformed && drop_malformed();
-    account(ctx, &src, class, drop_it);
-    Ok(if allowed {
-        pass(Counter::Allowed)
-    } else if drop_it {
-        drop(Counter::Malformed)
+    let malformed = !allowed && class == SipClass::Malformed && cfg.drop_malformed();
+    let packets = account(ctx, &src, class, malformed || rate != Rate::Under, now);
+    if allowed {
+        // Trusted: no limit, no samples, but still visible in `top`.
+        return Ok(pass(Counter::Allowed));
+    }
+    let kind = if rate == Rate::Crossed {
+        Some(SampleKind::RateLimit)
+    } else if cfg.wants_sample(packets) {
+        Some(if packets <= u64::from(cfg.sample_first) {
+            SampleKind::First
+        } else {
+            SampleKind::Trickle
+        })
+    } else {
+        None
+    };
+    if let Some(kind) = kind {
+        sample(ctx, &src, l3.l4_off, kind, now, cfg);
+    }
+    Ok(if rate != Rate::Under {
+        drop(Counter::RateLimited, cfg.monitor())
+    } else if malformed {
+        drop(Counter::Malformed, cfg.monitor())
     } else {
         pass(Counter::Sip)
     })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rate {
+    Under,
+    /// This packet is the first over the limit in the window.
+    Crossed,
+    Over,
+}
+
+/// Fixed-window count per source, shared by all CPUs. Two CPUs opening a
+/// new window at once can each reset it: the limit is then loose by a few
+/// packets, never tight, which is the safe side for legitimate traffic.
+#[inline(always)]
+fn rate_check(src: &IpKey, now: u64, cfg: &Config) -> Rate {
+    let Some(r) = RATE.get_ptr_mut(src) else {
+        let fresh = RateState {
+            window_start_ns: now,
+            count: 1,
+        };
+        let _ = RATE.insert(src, &fresh, 0);
+        return Rate::Under;
+    };
+    let r = unsafe { &mut *r };
+    if now.wrapping_sub(r.window_start_ns) >= cfg.rate_window_ns {
+        r.window_start_ns = now;
+        r.count = 1;
+        return Rate::Under;
+    }
+    // The object is built for BPF CPU v1, whose atomic add returns nothing:
+    // add, then read. Two CPUs racing past the limit may both see a count
+    // beyond it and report no crossing; the sampling pass still finds the
+    // source within one unit.
+    bump(&r.count);
+    let after = unsafe { core::ptr::read_volatile(&r.count) };
+    let limit = u64::from(cfg.rate_limit);
+    if after <= limit {
+        Rate::Under
+    } else if after == limit + 1 {
+        Rate::Crossed
+    } else {
+        Rate::Over
+    }
+}
+
+/// Copies the packet's addresses and up to `SAMPLE_MAX_PAYLOAD` payload
+/// bytes into the ring buffer for the controller's SIP parser. A full ring
+/// or a spent per-CPU budget loses the sample, never the packet.
+///
+/// Everything here goes through `bpf_xdp_load_bytes` at an offset read
+/// back from map memory, on purpose: the verifier knows nothing about such
+/// a value, so it walks this code once, instead of once for every range the
+/// parsers and the classifier gave the offset on the way here.
+#[inline(always)]
+fn sample(ctx: &XdpContext, src: &IpKey, l4_off: usize, kind: SampleKind, now: u64, cfg: &Config) {
+    let Some(b) = SAMPLE_BUDGET.get_ptr_mut(0) else {
+        return;
+    };
+    let b = unsafe { &mut *b };
+    // A rate-limit crossing is one per source per window and is what the
+    // controller bans on at once: it never waits for budget.
+    if kind != SampleKind::RateLimit {
+        if now.wrapping_sub(b.slot_start_ns) >= 1_000_000_000 {
+            b.slot_start_ns = now;
+            b.taken = 0;
+        }
+        if b.taken >= u64::from(cfg.sample_per_sec) {
+            count(Counter::SampleBudget);
+            return;
+        }
+        b.taken += 1;
+    }
+    unsafe { core::ptr::write_volatile(&mut b.scratch_off, l4_off as u64) };
+    let l4_off = unsafe { core::ptr::read_volatile(&b.scratch_off) } as u32;
+    let mut udp = [0u8; 8];
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, l4_off, udp.as_mut_ptr() as *mut _, 8) } != 0 {
+        return;
+    }
+    let payload_len = u32::from(u16::from_be_bytes([udp[4], udp[5]])).saturating_sub(8);
+    let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
+        count(Counter::SampleRingFull);
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    let frame = (ctx.data_end() - ctx.data()) as u32;
+    let mut n = payload_len.min(frame.saturating_sub(l4_off + 8));
+    if n > SAMPLE_MAX_PAYLOAD as u32 {
+        n = SAMPLE_MAX_PAYLOAD as u32;
+    }
+    // Both bounds are checked on the value passed, so the verifier knows the
+    // copy fits the record.
+    let copied = if n > 0 && n <= SAMPLE_MAX_PAYLOAD as u32 {
+        let buf = unsafe { core::ptr::addr_of_mut!((*p).payload) } as *mut core::ffi::c_void;
+        (unsafe { bpf_xdp_load_bytes(ctx.ctx, l4_off + 8, buf, n) }) == 0
+    } else {
+        false
+    };
+    unsafe {
+        let h = core::ptr::addr_of_mut!((*p).header);
+        (*h).ts_ns = now;
+        (*h).src = *src;
+        (*h).src_port = u16::from_be_bytes([udp[0], udp[1]]);
+        (*h).dst_port = u16::from_be_bytes([udp[2], udp[3]]);
+        (*h).payload_len = payload_len as u16;
+        (*h).cap_len = if copied { n as u16 } else { 0 };
+        (*h).kind = kind as u8;
+        (*h)._pad = [0; 7];
+    }
+    entry.submit(0);
+    count(Counter::Sampled);
 }
 
 enum Source {
@@ -130,7 +280,7 @@ fn bump(hits: &u64) {
 }
 
 #[inline(always)]
-fn is_sip_port(port: u16) -> bool {
+pub(crate) fn is_sip_port(port: u16) -> bool {
     match SIP_PORTS.get(u32::from(port >> 6)) {
         Some(word) => (*word >> (port & 63)) & 1 != 0,
         None => false,
@@ -162,31 +312,27 @@ fn classify_payload(ctx: &XdpContext, off: usize, payload_len: usize) -> SipClas
     classify(&buf, len)
 }
 
-/// Fewer than `CLASSIFY_LEN` bytes left: byte by byte, each access checked.
-/// The length comes from `data_end`, not from the loop counter: a constant
-/// per loop exit would make the verifier walk the classifier once per exit.
+/// Fewer than `CLASSIFY_LEN` bytes left (keep-alives, truncated frames):
+/// one bounded helper copy instead of a byte loop, whose per-byte packet
+/// checks LLVM folds into compares the verifier cannot follow.
 #[inline(always)]
 fn short_payload(ctx: &XdpContext, off: usize) -> ([u64; 2], usize) {
-    let (start, end) = (ctx.data() + off, ctx.data_end());
-    let len = end.saturating_sub(start);
-    let (mut lo, mut hi) = (0u64, 0u64);
-    for i in 0..CLASSIFY_LEN {
-        let Ok(p) = ptr_at::<u8>(ctx, off + i) else {
-            break;
-        };
-        let b = u64::from(unsafe { *p });
-        if i < 8 {
-            lo |= b << (8 * i);
-        } else {
-            hi |= b << (8 * (i - 8));
+    let left = ctx.data_end().saturating_sub(ctx.data() + off);
+    let mut words = [0u64; 2];
+    let n = left.min(CLASSIFY_LEN) as u32;
+    if n > 0 && n <= CLASSIFY_LEN as u32 {
+        let buf = words.as_mut_ptr() as *mut core::ffi::c_void;
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf, n) } != 0 {
+            return ([0, 0], 0);
         }
     }
-    ([lo, hi], len.min(CLASSIFY_LEN))
+    (words, n as usize)
 }
 
+/// Counts the packet against its source; returns the source's packet count
+/// on this CPU, this one included.
 #[inline(always)]
-fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool) {
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool, now: u64) -> u64 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let c = class as usize;
     match SOURCES.get_ptr_mut(src) {
@@ -199,6 +345,7 @@ fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool) {
                 *n = n.wrapping_add(1);
             }
             s.dropped = s.dropped.wrapping_add(u32::from(dropped));
+            s.packets
         }
         None => {
             // Field by field into uninitialised memory: a struct literal
@@ -218,6 +365,7 @@ fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool) {
                 (*p).dropped = u32::from(dropped);
             }
             let _ = SOURCES.insert(src, unsafe { s.assume_init_ref() }, 0);
+            1
         }
     }
 }
@@ -236,12 +384,7 @@ fn class_counter(class: SipClass) -> Counter {
 }
 
 #[inline(always)]
-fn drop_malformed() -> bool {
-    CONFIG.get(0).is_some_and(|c| c.drop_malformed())
-}
-
-#[inline(always)]
-fn count(c: Counter) {
+pub(crate) fn count(c: Counter) {
     if let Some(p) = STATS.get_ptr_mut(c as u32) {
         unsafe { *p += 1 };
     }
@@ -255,8 +398,8 @@ fn pass(reason: Counter) -> u32 {
 
 /// Drops, unless monitor mode is on: then counts the would-be drop and passes.
 #[inline(always)]
-fn drop(reason: Counter) -> u32 {
-    if CONFIG.get(0).is_some_and(|c| c.monitor()) {
+fn drop(reason: Counter, monitor: bool) -> u32 {
+    if monitor {
         count(reason.monitored());
         XDP_PASS
     } else {

@@ -4,11 +4,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sip_xdp_common::{
     maps::{
-        DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS, DEFAULT_MAX_BLOCK, DEFAULT_MAX_SOURCES, SIP_PORT_WORDS,
+        RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS,
+        DEFAULT_MAX_BLOCK, DEFAULT_MAX_RATE, DEFAULT_MAX_REPLIES, DEFAULT_MAX_SOURCES,
+        SAMPLES_RING_BYTES, SIP_PORT_WORDS,
     },
     stats::COUNTERS,
     BanValue, BlockValue, Config, IpKey, SourceStats,
@@ -43,3 +45,20 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTERS, 0);
+
+/// Per-source rate-limit windows. Shared by all CPUs (one limit per source,
+/// not per CPU); only touched when a limit is configured.
+#[map]
+pub static RATE: LruHashMap<IpKey, RateState> = LruHashMap::pinned(DEFAULT_MAX_RATE, 0);
+
+/// Packet samples for the controller's SIP parser.
+#[map]
+pub static SAMPLES: RingBuf = RingBuf::pinned(SAMPLES_RING_BYTES, 0);
+
+#[map]
+pub static SAMPLE_BUDGET: PerCpuArray<SampleBudget> = PerCpuArray::pinned(1, 0);
+
+/// Final responses sent by the SBC, per client address (egress program).
+#[map]
+pub static REPLIES: LruPerCpuHashMap<IpKey, ReplyStats> =
+    LruPerCpuHashMap::pinned(DEFAULT_MAX_REPLIES, 0);

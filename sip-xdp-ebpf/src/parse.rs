@@ -3,7 +3,7 @@
 
 use core::mem;
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -15,8 +15,37 @@ use sip_xdp_common::{addr::v4_mapped, IpKey};
 /// The frame ended inside a header.
 pub struct Truncated;
 
+/// The linear packet data of an XDP frame or a TC skb: the parsers serve
+/// both the ingress filter and the egress response counter.
+pub trait Frame {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Truncated> {
+pub fn ptr_at<T>(ctx: &impl Frame, offset: usize) -> Result<*const T, Truncated> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + mem::size_of::<T>() > end {
@@ -43,7 +72,7 @@ const MAX_EXT_HDRS: usize = 6;
 /// Ethernet plus up to two VLAN tags (802.1Q, 802.1ad QinQ). Returns the
 /// network-order EtherType of the payload and its offset.
 #[inline(always)]
-pub fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Truncated> {
+pub fn ethernet(ctx: &impl Frame) -> Result<(u16, usize), Truncated> {
     let eth = ptr_at::<EthHdr>(ctx, 0)?;
     let mut proto = unsafe { (*eth).ether_type };
     let mut off = EthHdr::LEN;
@@ -61,6 +90,7 @@ pub fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Truncated> {
 /// What the controller's rules need from the network layer.
 pub struct L3 {
     pub src: IpKey,
+    pub dst: IpKey,
     pub proto: u8,
     pub l4_off: usize,
     /// No L4 header in this packet: an IPv4/IPv6 non-first fragment, or an
@@ -69,10 +99,17 @@ pub struct L3 {
 }
 
 #[inline(always)]
-pub fn ipv4(ctx: &XdpContext, off: usize) -> Result<L3, Truncated> {
+pub fn ipv4(ctx: &impl Frame, off: usize) -> Result<L3, Truncated> {
     let ip = ptr_at::<Ipv4Hdr>(ctx, off)?;
-    let (vihl, proto, frags, src) =
-        unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags, (*ip).src_addr) };
+    let (vihl, proto, frags, src, dst) = unsafe {
+        (
+            (*ip).vihl,
+            (*ip).proto,
+            (*ip).frags,
+            (*ip).src_addr,
+            (*ip).dst_addr,
+        )
+    };
     // IHL counts 32-bit words, options included; below 5 is not IPv4.
     let ihl = usize::from(vihl & 0x0f) * 4;
     if ihl < Ipv4Hdr::LEN {
@@ -81,6 +118,7 @@ pub fn ipv4(ctx: &XdpContext, off: usize) -> Result<L3, Truncated> {
     let frag_offset = u16::from_be_bytes(frags) & 0x1fff;
     Ok(L3 {
         src: v4_mapped(src),
+        dst: v4_mapped(dst),
         proto,
         l4_off: off + ihl,
         no_l4: frag_offset != 0,
@@ -88,9 +126,9 @@ pub fn ipv4(ctx: &XdpContext, off: usize) -> Result<L3, Truncated> {
 }
 
 #[inline(always)]
-pub fn ipv6(ctx: &XdpContext, off: usize) -> Result<L3, Truncated> {
+pub fn ipv6(ctx: &impl Frame, off: usize) -> Result<L3, Truncated> {
     let ip = ptr_at::<Ipv6Hdr>(ctx, off)?;
-    let (src, mut nh) = unsafe { ((*ip).src_addr, (*ip).next_hdr) };
+    let (src, dst, mut nh) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).next_hdr) };
     let mut off = off + Ipv6Hdr::LEN;
     for _ in 0..MAX_EXT_HDRS {
         match nh {
@@ -106,6 +144,7 @@ pub fn ipv6(ctx: &XdpContext, off: usize) -> Result<L3, Truncated> {
                 if u16::from_be_bytes([hi, lo]) & 0xfff8 != 0 {
                     return Ok(L3 {
                         src,
+                        dst,
                         proto: next,
                         l4_off: off,
                         no_l4: true,
@@ -123,6 +162,7 @@ pub fn ipv6(ctx: &XdpContext, off: usize) -> Result<L3, Truncated> {
             _ => {
                 return Ok(L3 {
                     src,
+                    dst,
                     proto: nh,
                     l4_off: off,
                     no_l4: false,
@@ -136,18 +176,28 @@ pub fn ipv6(ctx: &XdpContext, off: usize) -> Result<L3, Truncated> {
     );
     Ok(L3 {
         src,
+        dst,
         proto: nh,
         l4_off: off,
         no_l4: still_ext,
     })
 }
 
-/// Destination port and payload length (from the UDP length field, so that
-/// Ethernet padding after a short datagram is never read as payload).
+pub struct Udp {
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// From the UDP length field, so that Ethernet padding after a short
+    /// datagram is never read as payload.
+    pub payload_len: usize,
+}
+
 #[inline(always)]
-pub fn udp(ctx: &XdpContext, off: usize) -> Result<(u16, usize), Truncated> {
+pub fn udp(ctx: &impl Frame, off: usize) -> Result<Udp, Truncated> {
     let h = ptr_at::<UdpHdr>(ctx, off)?;
-    let (dst, len) = unsafe { ((*h).dst, (*h).len) };
-    let len = usize::from(u16::from_be_bytes(len)).saturating_sub(UdpHdr::LEN);
-    Ok((u16::from_be_bytes(dst), len))
+    let (src, dst, len) = unsafe { ((*h).src, (*h).dst, (*h).len) };
+    Ok(Udp {
+        src_port: u16::from_be_bytes(src),
+        dst_port: u16::from_be_bytes(dst),
+        payload_len: usize::from(u16::from_be_bytes(len)).saturating_sub(UdpHdr::LEN),
+    })
 }

@@ -70,6 +70,10 @@ struct Raw {
     max_allow: Option<u32>,
     max_block: Option<u32>,
     max_sources: Option<u32>,
+    max_rate: Option<u32>,
+    max_replies: Option<u32>,
+    metrics: Option<String>,
+    detect: Option<crate::detect::Settings>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +159,8 @@ impl Config {
             allow: cap(raw.max_allow, d.allow, "max_allow")?,
             block: cap(raw.max_block, d.block, "max_block")?,
             sources: cap(raw.max_sources, d.sources, "max_sources")?,
+            rate: cap(raw.max_rate, d.rate, "max_rate")?,
+            replies: cap(raw.max_replies, d.replies, "max_replies")?,
         };
         Ok(Self {
             capacities,

@@ -1,10 +1,12 @@
 //! sip-xdp userspace: loads the XDP program, keeps its maps pinned, and
 //! operates them for the CLI and the controller.
 
+pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod detect;
 pub mod error;
 pub mod events;
 pub mod guard;
@@ -13,6 +15,7 @@ pub mod loader;
 pub mod manage;
 pub mod maps;
 pub mod pins;
+pub mod samples;
 pub mod store;
 pub mod sync;
 pub mod target;
@@ -38,6 +41,8 @@ pub static HARNESS_OBJECT: &[u8] =
 
 /// Name of the XDP function inside the object.
 pub const PROGRAM_NAME: &str = "sip_xdp";
+/// Name of the TC egress response counter inside the same object.
+pub const EGRESS_PROGRAM_NAME: &str = "sip_xdp_egress";
 
 /// SIP port enabled when the maps are first created.
 pub const DEFAULT_SIP_PORT: u16 = 5060;

@@ -6,13 +6,18 @@ use std::{fs, io};
 
 use aya::{
     maps::{Array, Map, MapData},
-    programs::{links::FdLink, links::PinnedLink, ProgramInfo, Xdp, XdpMode},
+    programs::{
+        links::FdLink, links::PinnedLink, tc, ProgramInfo, SchedClassifier, TcAttachType, Xdp,
+        XdpMode,
+    },
     EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
 use sip_xdp_common::maps::{MAP_SIP_PORTS, SIP_PORT_WORDS};
 
-use crate::{pins::Pins, Error, Result, DEFAULT_SIP_PORT, EBPF_OBJECT, PROGRAM_NAME};
+use crate::{
+    pins::Pins, Error, Result, DEFAULT_SIP_PORT, EBPF_OBJECT, EGRESS_PROGRAM_NAME, PROGRAM_NAME,
+};
 
 /// How the operator asked to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -54,6 +59,8 @@ pub struct Capacities {
     pub allow: u32,
     pub block: u32,
     pub sources: u32,
+    pub rate: u32,
+    pub replies: u32,
 }
 
 impl Default for Capacities {
@@ -64,6 +71,8 @@ impl Default for Capacities {
             allow: DEFAULT_MAX_ALLOW,
             block: DEFAULT_MAX_BLOCK,
             sources: DEFAULT_MAX_SOURCES,
+            rate: DEFAULT_MAX_RATE,
+            replies: DEFAULT_MAX_REPLIES,
         }
     }
 }
@@ -89,6 +98,8 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
         .map_max_entries(MAP_ALLOW, caps.allow)
         .map_max_entries(MAP_BLOCK, caps.block)
         .map_max_entries(MAP_SOURCES, caps.sources)
+        .map_max_entries(MAP_RATE, caps.rate)
+        .map_max_entries(MAP_REPLIES, caps.replies)
         .load(EBPF_OBJECT)
         .map_err(|e| {
             if e.to_string().contains("Operation not permitted") {
@@ -117,6 +128,28 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
     })?;
     prog.pin(pins.prog()).map_err(|e| Error::Io {
         context: format!("pinning the program at {}", pins.prog().display()),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let egress: &mut SchedClassifier = ebpf
+        .program_mut(EGRESS_PROGRAM_NAME)
+        .ok_or_else(|| Error::Io {
+            context: "the embedded object".into(),
+            source: io::Error::other(format!("has no program named {EGRESS_PROGRAM_NAME}")),
+        })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            context: "the embedded egress program is not a TC classifier".into(),
+            source,
+        })?;
+    egress.load().map_err(|source| Error::Program {
+        context: "the kernel verifier rejected the egress program".into(),
+        source,
+    })?;
+    egress.pin(pins.egress_prog()).map_err(|e| Error::Io {
+        context: format!(
+            "pinning the egress program at {}",
+            pins.egress_prog().display()
+        ),
         source: io::Error::other(e.to_string()),
     })?;
     drop(ebpf);
@@ -207,6 +240,7 @@ pub fn attach(pins: &Pins, iface: &str, mode: AttachMode, caps: Capacities) -> R
                     );
                 }
                 tracing::info!(iface, mode = m.name(), "attached");
+                attach_egress(pins, iface);
                 return Ok(m);
             }
             Err(e) => {
@@ -226,6 +260,77 @@ pub fn attach(pins: &Pins, iface: &str, mode: AttachMode, caps: Capacities) -> R
         context: format!("attaching to {iface}"),
         source: last.expect("at least one attach attempt"),
     })
+}
+
+/// Attaches the response counter to `iface`'s egress (TCX on 6.6+, a
+/// clsact filter before) and pins the link where it has one. Responses are
+/// an extra signal: failing here is a warning, the filter stays attached.
+pub fn attach_egress(pins: &Pins, iface: &str) {
+    if let Err(e) = try_attach_egress(pins, iface) {
+        tracing::warn!(iface, error = %e, "egress response counting not attached: brute force and enumeration are then seen only through the database");
+    }
+}
+
+fn try_attach_egress(pins: &Pins, iface: &str) -> Result<()> {
+    let path = pins.egress_link(iface);
+    if path.exists() {
+        return Ok(());
+    }
+    let mut prog = SchedClassifier::from_pin(pins.egress_prog()).map_err(|source| {
+        Error::Program {
+            context: format!(
+                "opening the pinned egress program {} (loaded by an older version? detach all interfaces and attach again)",
+                pins.egress_prog().display()
+            ),
+            source,
+        }
+    })?;
+    // Only the netlink fallback (kernels before 6.6) needs the qdisc.
+    if let Err(e) = tc::qdisc_add_clsact(iface) {
+        tracing::debug!(iface, error = %e, "clsact qdisc not added (exists, or TCX in use)");
+    }
+    let id = prog
+        .attach(iface, TcAttachType::Egress)
+        .map_err(|source| Error::Program {
+            context: format!("attaching the egress program to {iface}"),
+            source,
+        })?;
+    let link = prog.take_link(id).map_err(|source| Error::Program {
+        context: "taking the egress link".into(),
+        source,
+    })?;
+    match FdLink::try_from(link) {
+        Ok(fd) => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)
+                    .map_err(Error::io(format!("creating {}", dir.display())))?;
+            }
+            fd.pin(&path).map_err(|e| Error::Io {
+                context: format!("pinning the egress link at {}", path.display()),
+                source: io::Error::other(e.to_string()),
+            })?;
+        }
+        Err(_) => {
+            // A netlink filter is not a bpf_link: it stays attached on its
+            // own once this process lets go of it.
+            tracing::info!(
+                iface,
+                "egress attached as a clsact filter (kernel without TCX)"
+            );
+        }
+    }
+    tracing::info!(iface, "egress response counting attached");
+    Ok(())
+}
+
+fn detach_egress(pins: &Pins, iface: &str) {
+    let path = pins.egress_link(iface);
+    if let Ok(link) = PinnedLink::from_pin(&path) {
+        match link.unpin() {
+            Ok(fd) => drop(fd),
+            Err(e) => tracing::warn!(iface, error = %e, "could not unpin the egress link"),
+        }
+    }
 }
 
 fn is_busy(e: &aya::programs::ProgramError) -> bool {
@@ -249,6 +354,7 @@ fn is_busy(e: &aya::programs::ProgramError) -> bool {
 fn cleanup_unused(pins: &Pins, fresh: bool) {
     if fresh && pins.links().is_empty() {
         let _ = fs::remove_file(pins.prog());
+        let _ = fs::remove_file(pins.egress_prog());
     }
 }
 
@@ -268,8 +374,10 @@ pub fn detach(pins: &Pins, iface: &str, purge: bool) -> Result<Attached> {
         .unpin()
         .map_err(Error::io(format!("unpinning {}", path.display())))?;
     drop(fd);
+    detach_egress(pins, iface);
     if pins.links().is_empty() {
         let _ = fs::remove_file(pins.prog());
+        let _ = fs::remove_file(pins.egress_prog());
         if purge {
             let _ = fs::remove_dir_all(pins.root());
         }

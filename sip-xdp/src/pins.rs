@@ -44,6 +44,15 @@ impl Pins {
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps_dir().join(name)
     }
+    /// The TC egress program that counts the SBC's responses.
+    pub fn egress_prog(&self) -> PathBuf {
+        self.root.join("prog_egress")
+    }
+    /// Egress attachments live apart from `links/`, which holds one XDP
+    /// link per interface.
+    pub fn egress_link(&self, iface: &str) -> PathBuf {
+        self.root.join("egress").join(iface)
+    }
     pub fn links_dir(&self) -> PathBuf {
         self.root.join("links")
     }

@@ -366,7 +366,7 @@ fn malformed_payload_counted_and_dropped_only_when_configured() {
     p.maps()
         .set_config(Config {
             flags: CONFIG_DROP_MALFORMED,
-            _reserved: 0,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(
@@ -397,7 +397,7 @@ fn monitor_mode_counts_but_never_drops() {
     p.maps()
         .set_config(Config {
             flags: CONFIG_MONITOR | CONFIG_DROP_MALFORMED,
-            _reserved: 0,
+            ..Default::default()
         })
         .unwrap();
     let banned = Frame::sip("203.0.113.150", OPTIONS).build();

@@ -175,6 +175,7 @@ fn main() {
         allow: 16_384,
         block: 65_536,
         sources: 262_144,
+        ..Capacities::default()
     };
     let p = TestProg::load_with("bench", caps);
     let guard = Guard::with_addresses(vec![]);

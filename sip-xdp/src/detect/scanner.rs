@@ -1,0 +1,317 @@
+//! Scanners, from the samples the XDP program sends: a known tool's
+//! User-Agent bans at its first sampled packet; one source probing many
+//! distinct user parts (Request-URI or To) within a window is extension
+//! enumeration, or an OPTIONS sweep when the probes are OPTIONS.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::{settings, Detection, Kind};
+
+/// What the controller extracts from a sampled SIP request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SipInfo {
+    /// Request method; `None` for a response.
+    pub method: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_uri: Option<String>,
+    pub ruri_user: Option<String>,
+    pub to_user: Option<String>,
+}
+
+/// URIs kept per source as evidence for the event.
+const EVIDENCE: usize = 5;
+/// Sources with an open probe window; past this, stale ones are pruned and
+/// new ones wait, so a spoofed flood cannot grow the table without bound.
+const MAX_TRACKED: usize = 200_000;
+
+#[derive(Debug)]
+struct Probe {
+    start: Instant,
+    users: BTreeSet<String>,
+    requests: u64,
+    options: u64,
+    uris: Vec<String>,
+    user_agent: Option<String>,
+}
+
+pub struct Scanner {
+    cfg: settings::Scanner,
+    agents: Vec<String>,
+    probes: HashMap<IpAddr, Probe>,
+}
+
+impl Scanner {
+    pub fn new(cfg: settings::Scanner) -> Self {
+        Self {
+            agents: cfg.agents(),
+            cfg,
+            probes: HashMap::new(),
+        }
+    }
+
+    pub fn set(&mut self, cfg: settings::Scanner) {
+        self.agents = cfg.agents();
+        self.cfg = cfg;
+    }
+
+    /// The configured pattern `ua` matches, if any.
+    pub fn agent_match(&self, ua: &str) -> Option<&str> {
+        let ua = ua.to_lowercase();
+        self.agents
+            .iter()
+            .find(|p| ua.contains(p.as_str()))
+            .map(|s| s.as_str())
+    }
+
+    pub fn on_sample(&mut self, now: Instant, src: IpAddr, info: &SipInfo) -> Option<Detection> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        let method = info.method.as_deref()?;
+        if let Some(pattern) = info
+            .user_agent
+            .as_deref()
+            .and_then(|ua| self.agent_match(ua))
+        {
+            let pattern = pattern.to_string();
+            self.probes.remove(&src);
+            return Some(Detection {
+                ip: src,
+                kind: Kind::ScannerUserAgent,
+                base_ban: self.cfg.ban,
+                count: 1,
+                limit: 1,
+                window: Duration::ZERO,
+                details: json!({
+                    "user_agent": info.user_agent,
+                    "pattern": pattern,
+                    "method": method,
+                    "uris": info.request_uri.iter().collect::<Vec<_>>(),
+                }),
+            });
+        }
+        if self.probes.len() >= MAX_TRACKED && !self.probes.contains_key(&src) {
+            self.prune(now);
+            if self.probes.len() >= MAX_TRACKED {
+                return None;
+            }
+        }
+        let window = self.cfg.window;
+        let p = self.probes.entry(src).or_insert_with(|| Probe {
+            start: now,
+            users: BTreeSet::new(),
+            requests: 0,
+            options: 0,
+            uris: Vec::new(),
+            user_agent: None,
+        });
+        if now.saturating_duration_since(p.start) > window {
+            *p = Probe {
+                start: now,
+                users: BTreeSet::new(),
+                requests: 0,
+                options: 0,
+                uris: Vec::new(),
+                user_agent: None,
+            };
+        }
+        p.requests += 1;
+        if method.eq_ignore_ascii_case("OPTIONS") {
+            p.options += 1;
+        }
+        if p.user_agent.is_none() {
+            p.user_agent = info.user_agent.clone();
+        }
+        let mut new_user = false;
+        for u in [&info.ruri_user, &info.to_user].into_iter().flatten() {
+            if p.users.len() < self.cfg.distinct_users && p.users.insert(u.clone()) {
+                new_user = true;
+            }
+        }
+        if new_user && p.uris.len() < EVIDENCE {
+            if let Some(uri) = &info.request_uri {
+                p.uris.push(uri.clone());
+            }
+        }
+        if p.users.len() < self.cfg.distinct_users {
+            return None;
+        }
+        let p = self.probes.remove(&src)?;
+        // Mostly OPTIONS: a sweep (svmap-style); otherwise enumeration
+        // (svwar-style REGISTER/INVITE probing).
+        let kind = if p.options * 2 > p.requests {
+            Kind::OptionsSweep
+        } else {
+            Kind::Enumeration
+        };
+        Some(Detection {
+            ip: src,
+            kind,
+            base_ban: self.cfg.ban,
+            count: p.users.len() as u64,
+            limit: self.cfg.distinct_users as u64,
+            window,
+            details: json!({
+                "distinct_users": p.users.len(),
+                "users": p.users.iter().take(EVIDENCE * 2).collect::<Vec<_>>(),
+                "requests_sampled": p.requests,
+                "options": p.options,
+                "method": method,
+                "user_agent": p.user_agent,
+                "uris": p.uris,
+                "window_s": window.as_secs_f64(),
+            }),
+        })
+    }
+
+    /// Drops probe windows that have run out.
+    pub fn prune(&mut self, now: Instant) {
+        let window = self.cfg.window;
+        self.probes
+            .retain(|_, p| now.saturating_duration_since(p.start) <= window);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.probes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, user: &str, ua: Option<&str>) -> SipInfo {
+        SipInfo {
+            method: Some(method.into()),
+            user_agent: ua.map(Into::into),
+            request_uri: Some(format!("sip:{user}@198.51.100.1")),
+            ruri_user: Some(user.into()),
+            to_user: Some(user.into()),
+        }
+    }
+
+    fn scanner(distinct: usize, window_s: u64) -> Scanner {
+        Scanner::new(settings::Scanner {
+            distinct_users: distinct,
+            window: Duration::from_secs(window_s),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn known_agents_are_banned_at_the_first_request() {
+        let mut s = scanner(10, 60);
+        let ip: IpAddr = "203.0.113.66".parse().unwrap();
+        let t = Instant::now();
+        for ua in [
+            "friendly-scanner",
+            "sipvicious 0.3.4",
+            "Sipcli/v1.8",
+            "VaxSIPUserAgent/3.1",
+            "FRIENDLY-SCANNER",
+        ] {
+            let d = s
+                .on_sample(t, ip, &req("OPTIONS", "100", Some(ua)))
+                .unwrap();
+            assert_eq!(d.kind, Kind::ScannerUserAgent, "{ua}");
+            assert_eq!(d.details["user_agent"], ua);
+            assert_eq!(d.details["method"], "OPTIONS");
+            assert_eq!(d.details["uris"][0], "sip:100@198.51.100.1");
+        }
+        for ua in ["Asterisk PBX 20.1", "Linphone/5.2", "Zoiper rv2.10", "SIPp"] {
+            assert!(
+                s.on_sample(t, ip, &req("REGISTER", "1", Some(ua)))
+                    .is_none(),
+                "{ua}"
+            );
+        }
+    }
+
+    #[test]
+    fn responses_and_unknown_agents_pass() {
+        let mut s = scanner(10, 60);
+        let ip: IpAddr = "203.0.113.66".parse().unwrap();
+        let resp = SipInfo {
+            user_agent: Some("friendly-scanner".into()),
+            ..Default::default()
+        };
+        assert!(s.on_sample(Instant::now(), ip, &resp).is_none());
+    }
+
+    #[test]
+    fn many_distinct_users_within_the_window_is_enumeration() {
+        let mut s = scanner(5, 60);
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let t = Instant::now();
+        // The same user again and again is not enumeration.
+        for _ in 0..50 {
+            assert!(s.on_sample(t, ip, &req("REGISTER", "100", None)).is_none());
+        }
+        for (i, u) in ["101", "102", "103"].iter().enumerate() {
+            let at = t + Duration::from_secs(i as u64);
+            assert!(s.on_sample(at, ip, &req("INVITE", u, None)).is_none());
+        }
+        let d = s
+            .on_sample(t + Duration::from_secs(10), ip, &req("INVITE", "104", None))
+            .unwrap();
+        assert_eq!(d.kind, Kind::Enumeration);
+        assert_eq!(d.count, 5);
+        assert_eq!(
+            d.details["users"],
+            json!(["100", "101", "102", "103", "104"])
+        );
+        assert!(d.details["uris"].as_array().unwrap().len() <= EVIDENCE);
+        assert_eq!(s.tracked(), 0);
+    }
+
+    #[test]
+    fn slow_probing_outside_the_window_is_not_enumeration() {
+        let mut s = scanner(3, 10);
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let t = Instant::now();
+        for i in 0..20u64 {
+            let at = t + Duration::from_secs(i * 6);
+            assert!(s
+                .on_sample(at, ip, &req("INVITE", &format!("{i}"), None))
+                .is_none());
+        }
+        s.prune(t + Duration::from_secs(500));
+        assert_eq!(s.tracked(), 0);
+    }
+
+    #[test]
+    fn options_probes_are_a_sweep() {
+        let mut s = scanner(4, 60);
+        let ip: IpAddr = "2001:db8::bad".parse().unwrap();
+        let t = Instant::now();
+        let mut got = None;
+        for u in ["a", "b", "c", "d"] {
+            got = s.on_sample(t, ip, &req("OPTIONS", u, Some("pplx")));
+        }
+        let d = got.unwrap();
+        assert_eq!(d.kind, Kind::OptionsSweep);
+        assert_eq!(d.details["user_agent"], "pplx");
+    }
+
+    #[test]
+    fn disabled_detects_nothing() {
+        let mut s = Scanner::new(settings::Scanner {
+            enabled: false,
+            ..Default::default()
+        });
+        let ip: IpAddr = "203.0.113.66".parse().unwrap();
+        assert!(s
+            .on_sample(
+                Instant::now(),
+                ip,
+                &req("OPTIONS", "1", Some("friendly-scanner"))
+            )
+            .is_none());
+    }
+}

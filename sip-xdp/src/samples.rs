@@ -1,0 +1,299 @@
+//! Packet samples from the XDP program's ring buffer, parsed with rsip into
+//! what the scanner detector needs. A payload rsip cannot parse is counted
+//! as malformed and skipped: the reader never stops on bad input.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use aya::maps::{Map, MapData, RingBuf};
+use rsip::{
+    headers::{ToTypedHeader, UntypedHeader},
+    prelude::HeadersExt,
+    SipMessage,
+};
+use sip_xdp_common::{
+    addr::ip_of,
+    classify::{classify_payload, SipClass},
+    maps::{SampleHeader, SampleKind, MAP_SAMPLES},
+};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+use crate::{detect::scanner::SipInfo, pins::Pins, Error, Result};
+
+/// One decoded sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampled {
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub kind: SampleKind,
+    /// Kernel monotonic time of the packet.
+    pub ts_ns: u64,
+    /// Parsed request or response; `Err` with why when it is not SIP.
+    pub sip: std::result::Result<SipInfo, String>,
+}
+
+/// Reader counters, shared with metrics.
+#[derive(Debug, Default)]
+pub struct SampleStats {
+    pub received: AtomicU64,
+    pub parsed: AtomicU64,
+    pub malformed: AtomicU64,
+    /// Records too short for a header (never expected; counted, skipped).
+    pub invalid: AtomicU64,
+    /// Decoded samples dropped because the controller was behind.
+    pub queue_full: AtomicU64,
+}
+
+/// Decodes one ring-buffer record; `None` if it is too short to be one.
+pub fn decode(record: &[u8]) -> Option<Sampled> {
+    let hlen = std::mem::size_of::<SampleHeader>();
+    if record.len() < hlen {
+        return None;
+    }
+    // SAFETY: SampleHeader is plain old data and `record` holds at least
+    // its size; read_unaligned copes with any alignment.
+    let h: SampleHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let kind = SampleKind::from_u8(h.kind)?;
+    let cap = usize::from(h.cap_len).min(record.len() - hlen);
+    let payload = &record[hlen..hlen + cap];
+    let sip = if classify_payload(payload) == SipClass::Malformed {
+        Err("not SIP (kernel classifier)".to_string())
+    } else {
+        parse_sip(payload, cap < usize::from(h.payload_len))
+    };
+    Some(Sampled {
+        src: ip_of(&h.src),
+        src_port: h.src_port,
+        dst_port: h.dst_port,
+        kind,
+        ts_ns: h.ts_ns,
+        sip,
+    })
+}
+
+/// Parses a SIP message with rsip. A payload cut at the sample size is
+/// trimmed to its last complete header line first, so that a long INVITE
+/// still yields its request line, User-Agent and To.
+pub fn parse_sip(payload: &[u8], truncated: bool) -> std::result::Result<SipInfo, String> {
+    let owned;
+    let bytes = if truncated || !contains(payload, b"\r\n\r\n") {
+        let end = rfind(payload, b"\r\n").ok_or("no complete line")?;
+        let mut v = payload[..end + 2].to_vec();
+        v.extend_from_slice(b"\r\n");
+        owned = v;
+        &owned[..]
+    } else {
+        payload
+    };
+    let msg = SipMessage::try_from(bytes).map_err(|e| short(&e.to_string()))?;
+    let user_agent = msg.user_agent_header().map(|h| h.value().to_string());
+    let to_user = msg
+        .to_header()
+        .ok()
+        .and_then(|h| h.typed().ok())
+        .and_then(|t| t.uri.user().map(str::to_string));
+    Ok(match &msg {
+        SipMessage::Request(r) => SipInfo {
+            method: Some(r.method().to_string()),
+            user_agent,
+            request_uri: Some(r.uri().to_string()),
+            ruri_user: r.uri().user().map(str::to_string),
+            to_user,
+        },
+        SipMessage::Response(_) => SipInfo {
+            user_agent,
+            to_user,
+            ..Default::default()
+        },
+    })
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(120).collect()
+}
+
+fn contains(h: &[u8], n: &[u8]) -> bool {
+    h.windows(n.len()).any(|w| w == n)
+}
+
+fn rfind(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).rposition(|w| w == n)
+}
+
+pub fn open_ring(pins: &Pins) -> Result<RingBuf<MapData>> {
+    let data = MapData::from_pin(pins.map(MAP_SAMPLES))
+        .map_err(Error::map("opening the sample ring buffer"))?;
+    RingBuf::try_from(Map::RingBuf(data)).map_err(Error::map("opening the sample ring buffer"))
+}
+
+/// Reads the ring until the receiver goes away. Parsing happens here, off
+/// the controller's loop; a full queue drops the sample (counted) rather
+/// than stall the ring, which the kernel would then fill and lose.
+pub fn spawn_reader(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<Sampled>,
+    stats: Arc<SampleStats>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    // SAFETY: the RingBuf owns its map fd and keeps it open until it is
+    // dropped, which only happens with the AsyncFd.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| Error::Io {
+            context: "watching the sample ring buffer".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let mut guard = match fd.readable_mut().await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::error!(error = %e, "sample ring buffer: stopped reading");
+                    return;
+                }
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                let Some(s) = decode(&item) else {
+                    stats.invalid.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                if s.sip.is_ok() {
+                    stats.parsed.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+                }
+                match tx.try_send(s) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            guard.clear_ready();
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:1001@198.51.100.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 203.0.113.9:5070;branch=z9hG4bK-1\r\n\
+From: <sip:100@203.0.113.9>;tag=1\r\n\
+To: <sip:1001@198.51.100.1>\r\n\
+Call-ID: abc@203.0.113.9\r\n\
+CSeq: 1 INVITE\r\n\
+Max-Forwards: 70\r\n\
+User-Agent: friendly-scanner\r\n\
+Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn parses_method_agent_and_users() {
+        let i = parse_sip(INVITE, false).unwrap();
+        assert_eq!(i.method.as_deref(), Some("INVITE"));
+        assert_eq!(i.user_agent.as_deref(), Some("friendly-scanner"));
+        assert_eq!(i.ruri_user.as_deref(), Some("1001"));
+        assert_eq!(i.to_user.as_deref(), Some("1001"));
+        assert_eq!(i.request_uri.as_deref(), Some("sip:1001@198.51.100.1"));
+    }
+
+    #[test]
+    fn a_truncated_sample_keeps_its_complete_headers() {
+        let cut = &INVITE[..INVITE.len() - 10];
+        let i = parse_sip(cut, true).unwrap();
+        assert_eq!(i.method.as_deref(), Some("INVITE"));
+        assert_eq!(i.user_agent.as_deref(), Some("friendly-scanner"));
+    }
+
+    #[test]
+    fn responses_have_no_method() {
+        let r = b"SIP/2.0 404 Not Found\r\nVia: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK-2\r\n\
+From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+Content-Length: 0\r\n\r\n";
+        let i = parse_sip(r, false).unwrap();
+        assert_eq!(i.method, None);
+        assert_eq!(i.to_user.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_never_a_panic() {
+        for junk in [
+            &b""[..],
+            b"\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"INVITE\r\n\r\n",
+            &[0xff; 300],
+            b"OPTIONS sip:@ SIP/2.0\r\nTo: <<<\r\n\r\n",
+        ] {
+            let _ = parse_sip(junk, false);
+            let _ = parse_sip(junk, true);
+        }
+        assert!(parse_sip(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false).is_err());
+        // Every prefix and random bytes.
+        for n in 0..INVITE.len() {
+            let _ = parse_sip(&INVITE[..n], true);
+        }
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..2000 {
+            let mut buf = Vec::new();
+            for _ in 0..(x % 200) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push((x & 0xff) as u8);
+            }
+            let _ = parse_sip(&buf, x & 1 == 0);
+        }
+    }
+
+    #[test]
+    fn decodes_a_record() {
+        let mut h = SampleHeader {
+            ts_ns: 42,
+            src: sip_xdp_common::addr::key_of("203.0.113.9".parse().unwrap()),
+            src_port: 5070,
+            dst_port: 5060,
+            payload_len: INVITE.len() as u16,
+            cap_len: INVITE.len() as u16,
+            kind: SampleKind::First as u8,
+            _pad: [0; 7],
+        };
+        let mut rec = unsafe {
+            std::slice::from_raw_parts(
+                &h as *const SampleHeader as *const u8,
+                std::mem::size_of::<SampleHeader>(),
+            )
+        }
+        .to_vec();
+        rec.extend_from_slice(INVITE);
+        let s = decode(&rec).unwrap();
+        assert_eq!(s.src.to_string(), "203.0.113.9");
+        assert_eq!((s.src_port, s.dst_port, s.ts_ns), (5070, 5060, 42));
+        assert_eq!(s.kind, SampleKind::First);
+        assert_eq!(
+            s.sip.unwrap().user_agent.as_deref(),
+            Some("friendly-scanner")
+        );
+        // Not SIP by the kernel's classifier: not handed to rsip.
+        let mut rec2 = rec[..std::mem::size_of::<SampleHeader>()].to_vec();
+        rec2.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(decode(&rec2).unwrap().sip.is_err());
+        assert!(decode(&rec[..10]).is_none());
+        h.kind = 99;
+        let rec3 = unsafe {
+            std::slice::from_raw_parts(
+                &h as *const SampleHeader as *const u8,
+                std::mem::size_of::<SampleHeader>(),
+            )
+        };
+        assert!(decode(rec3).is_none());
+    }
+}
