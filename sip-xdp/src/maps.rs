@@ -18,7 +18,14 @@ use sip_xdp_common::{
     BanValue, BlockValue, Config, Counter, IpKey, SourceStats,
 };
 
-use crate::{clock, guard::Guard, pins::Pins, target::is_host, Error, Result};
+use crate::{
+    clock,
+    detect::{flood::Totals, wire::Replies},
+    guard::Guard,
+    pins::Pins,
+    target::is_host,
+    Error, Result,
+};
 
 pub struct Maps {
     bans: HashMap<MapData, IpKey, BanValue>,
@@ -29,6 +36,7 @@ pub struct Maps {
     config: Array<MapData, Config>,
     stats: PerCpuArray<MapData, u64>,
     max: [u32; 4],
+    pins: Pins,
 }
 
 /// One block rule as `list` shows it.
@@ -128,7 +136,45 @@ impl Maps {
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(pins, MAP_STATS)?))
                 .map_err(e(MAP_STATS))?,
             max,
+            pins: pins.clone(),
         })
+    }
+
+    /// Every tracked source with its counters summed over CPUs, read in
+    /// batches (a sampling pass over a million sources is a few hundred
+    /// system calls, not two million).
+    pub fn source_totals(&self) -> Result<Vec<(IpKey, Totals)>> {
+        let data = open(&self.pins, MAP_SOURCES)?;
+        let mut out = Vec::with_capacity(1024);
+        crate::batch::for_each_per_cpu::<IpKey, SourceStats>(&data, |k, per_cpu| {
+            let mut t = Totals::default();
+            for s in per_cpu {
+                t.packets += s.packets;
+                for (acc, c) in t.class.iter_mut().zip(s.class) {
+                    *acc += u64::from(c);
+                }
+            }
+            out.push((*k, t));
+        })
+        .map_err(Error::io("reading per-source counters"))?;
+        Ok(out)
+    }
+
+    /// Final responses the SBC sent, per client, summed over CPUs.
+    pub fn reply_totals(&self) -> Result<Vec<(IpKey, Replies)>> {
+        let data = open(&self.pins, MAP_REPLIES)?;
+        let mut out = Vec::new();
+        crate::batch::for_each_per_cpu::<IpKey, ReplyStats>(&data, |k, per_cpu| {
+            let mut r: Replies = [0; REPLY_KINDS];
+            for s in per_cpu {
+                for (acc, c) in r.iter_mut().zip(s.codes) {
+                    *acc += u64::from(c);
+                }
+            }
+            out.push((*k, r));
+        })
+        .map_err(Error::io("reading reply counters"))?;
+        Ok(out)
     }
 
     fn trie_key(net: &IpNet) -> Key<IpKey> {

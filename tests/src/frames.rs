@@ -59,6 +59,22 @@ impl Frame {
             pad_to: 0,
         }
     }
+    /// A response from the protected server (port 5060) to `client`.
+    pub fn reply(client: &str, payload: &[u8]) -> Self {
+        let mut f = Self::sip(client, payload);
+        std::mem::swap(&mut f.src, &mut f.dst);
+        f.l4 = L4::Udp {
+            sport: 5060,
+            dport: 5062,
+        };
+        f
+    }
+    pub fn udp_sport(mut self, sport: u16) -> Self {
+        if let L4::Udp { dport, .. } = self.l4 {
+            self.l4 = L4::Udp { sport, dport };
+        }
+        self
+    }
     pub fn udp_port(mut self, dport: u16) -> Self {
         self.l4 = L4::Udp { sport: 5062, dport };
         self

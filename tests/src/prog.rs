@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use sip_xdp::{
     loader::{self, Capacities},
     maps::Maps,
@@ -69,6 +69,18 @@ impl TestProg {
             })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e}", frame.len()));
         (r.return_value, r.duration)
+    }
+
+    /// Runs one frame through the TC egress program; returns its verdict.
+    pub fn run_egress(&self, frame: &[u8]) -> i32 {
+        let prog = SchedClassifier::from_pin(self.pins.egress_prog()).expect("egress program pin");
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (egress): {e}"))
+        .return_value as i32
     }
 
     pub fn stat(&self, c: Counter) -> u64 {

@@ -1,0 +1,242 @@
+//! The kernel side of detection, through BPF_PROG_TEST_RUN on the real
+//! object: the per-source rate limit, the sample ring buffer and the egress
+//! reply counter. Needs root; run with `cargo xtask test`.
+
+use sip_xdp::samples::{decode, open_ring, Sampled};
+use sip_xdp_common::{addr::key_of, maps::SampleKind, Config, Counter, CONFIG_MONITOR};
+use sip_xdp_tests::{
+    frames::{Frame, INVITE, OPTIONS, REGISTER},
+    prog::{delta, TestProg, XDP_DROP, XDP_PASS},
+};
+
+use Counter::*;
+
+fn configure(p: &TestProg, c: Config) {
+    p.maps().set_config(c).unwrap();
+}
+
+fn drain(p: &TestProg) -> Vec<Sampled> {
+    let mut ring = open_ring(&p.pins).unwrap();
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        out.push(decode(&item).expect("a well-formed sample record"));
+    }
+    out
+}
+
+/// Runs `n` copies of a frame one call each (the limit is per packet, and
+/// BPF_PROG_TEST_RUN's repeat would share one clock reading).
+fn run_each(p: &TestProg, frame: &[u8], n: usize) -> Vec<u32> {
+    (0..n).map(|_| p.run(frame)).collect()
+}
+
+#[test]
+fn rate_limit_drops_past_the_limit_and_reports_the_first_crossing_once() {
+    let p = TestProg::load("ratelimit");
+    configure(
+        &p,
+        Config {
+            rate_limit: 5,
+            rate_window_ns: 60_000_000_000,
+            ..Default::default()
+        },
+    );
+    let flood = Frame::sip("203.0.113.20", OPTIONS).build();
+    let before = p.stats();
+    let got = run_each(&p, &flood, 9);
+    assert_eq!(
+        got,
+        [vec![XDP_PASS; 5], vec![XDP_DROP; 4]].concat(),
+        "five pass, the rest are cut"
+    );
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![(Sip, 5), (RateLimited, 4), (Sampled, 1), (ClassOptions, 9)]
+    );
+    // One sample, the crossing, with the packet's own bytes.
+    let s = drain(&p);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].kind, SampleKind::RateLimit);
+    assert_eq!(s[0].src.to_string(), "203.0.113.20");
+    assert_eq!((s[0].src_port, s[0].dst_port), (5062, 5060));
+    assert_eq!(
+        s[0].sip.as_ref().unwrap().method.as_deref(),
+        Some("OPTIONS")
+    );
+    // The dropped packets are charged to the source, for the flood detector.
+    let top = p.maps().top(1);
+    assert_eq!((top[0].packets, top[0].dropped), (9, 4));
+    // Another source has its own window.
+    assert_eq!(
+        p.run(&Frame::sip("2001:db8::20", OPTIONS).build()),
+        XDP_PASS
+    );
+    // The allow-list is never limited.
+    p.maps()
+        .allow(sip_xdp::target::parse_net("203.0.113.20").unwrap())
+        .unwrap();
+    assert_eq!(run_each(&p, &flood, 3), vec![XDP_PASS; 3]);
+}
+
+#[test]
+fn rate_limit_window_reopens_and_monitor_mode_only_counts() {
+    let p = TestProg::load("ratewindow");
+    configure(
+        &p,
+        Config {
+            flags: CONFIG_MONITOR,
+            rate_limit: 2,
+            rate_window_ns: 200_000_000,
+            ..Default::default()
+        },
+    );
+    let f = Frame::sip("203.0.113.21", REGISTER).build();
+    let before = p.stats();
+    assert_eq!(run_each(&p, &f, 4), vec![XDP_PASS; 4]);
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![
+            (Sip, 2),
+            (MonitorRateLimited, 2),
+            (Sampled, 1),
+            (ClassRegister, 4)
+        ]
+    );
+    // After the window, the source starts over: two pass, and the next
+    // crossing is reported again.
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    configure(
+        &p,
+        Config {
+            rate_limit: 2,
+            rate_window_ns: 200_000_000,
+            ..Default::default()
+        },
+    );
+    assert_eq!(run_each(&p, &f, 3), vec![XDP_PASS, XDP_PASS, XDP_DROP]);
+    let kinds: Vec<_> = drain(&p).iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, vec![SampleKind::RateLimit, SampleKind::RateLimit]);
+}
+
+#[test]
+fn first_packets_then_a_trickle_are_sampled_with_their_payload() {
+    let p = TestProg::load("samples");
+    configure(
+        &p,
+        Config {
+            sample_first: 2,
+            sample_every: 4,
+            sample_per_sec: 1000,
+            ..Default::default()
+        },
+    );
+    let f = Frame::sip("203.0.113.30", INVITE).build();
+    let before = p.stats();
+    run_each(&p, &f, 12);
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![(Sip, 12), (Sampled, 5), (ClassInvite, 12)]
+    );
+    let s = drain(&p);
+    let kinds: Vec<_> = s.iter().map(|s| s.kind).collect();
+    use SampleKind::*;
+    assert_eq!(kinds, vec![First, First, Trickle, Trickle, Trickle]);
+    let info = s[0].sip.as_ref().unwrap();
+    assert_eq!(info.method.as_deref(), Some("INVITE"));
+    assert_eq!(info.ruri_user.as_deref(), Some("200"));
+    assert_eq!(info.to_user.as_deref(), Some("200"));
+    // A large INVITE is cut at 1 KiB and still parses; non-SIP is reported
+    // as malformed, not dropped by the reader.
+    let mut big = INVITE[..INVITE.len() - 2].to_vec();
+    big.extend_from_slice(b"User-Agent: friendly-scanner\r\n");
+    big.extend_from_slice(format!("X-Pad: {}\r\n\r\n", "a".repeat(1400)).as_bytes());
+    p.run(&Frame::sip("2001:db8::30", &big).build());
+    p.run(&Frame::sip("203.0.113.31", b"GET / HTTP/1.1\r\n\r\n").build());
+    let s = drain(&p);
+    assert_eq!(s.len(), 2);
+    let info = s[0].sip.as_ref().unwrap();
+    assert_eq!(info.user_agent.as_deref(), Some("friendly-scanner"));
+    assert_eq!(s[0].src.to_string(), "2001:db8::30");
+    assert!(s[1].sip.is_err());
+}
+
+#[test]
+fn the_sample_budget_caps_samples_per_cpu_per_second() {
+    let p = TestProg::load("budget");
+    configure(
+        &p,
+        Config {
+            sample_first: 100,
+            sample_per_sec: 3,
+            ..Default::default()
+        },
+    );
+    let before = p.stats();
+    for i in 0..10 {
+        p.run(&Frame::sip(&format!("203.0.113.{}", 40 + i), OPTIONS).build());
+    }
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![
+            (Sip, 10),
+            (Sampled, 3),
+            (SampleBudget, 7),
+            (ClassOptions, 10)
+        ]
+    );
+    assert_eq!(drain(&p).len(), 3);
+}
+
+#[test]
+fn egress_counts_final_responses_per_client_and_never_drops() {
+    let p = TestProg::load("egress");
+    let reply_from = |client: &str, line: &str, sport: u16| {
+        Frame::reply(
+            client,
+            format!("{line}\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK-1\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        )
+        .udp_sport(sport)
+        .build()
+    };
+    let reply = |client: &str, line: &str| reply_from(client, line, 5060);
+    let before = p.stats();
+    for line in [
+        "SIP/2.0 401 Unauthorized",
+        "SIP/2.0 401 Unauthorized",
+        "SIP/2.0 407 Proxy Authentication Required",
+        "SIP/2.0 403 Forbidden",
+        "SIP/2.0 404 Not Found",
+        "SIP/2.0 200 OK",
+        "SIP/2.0 180 Ringing",
+        "SIP/2.0 486 Busy Here",
+    ] {
+        assert_eq!(p.run_egress(&reply("203.0.113.50", line)), -1, "{line}");
+    }
+    // IPv6 client; a request leaving (not a response) and another source
+    // port are not counted.
+    p.run_egress(&reply("2001:db8::50", "SIP/2.0 404 Not Found"));
+    p.run_egress(&Frame::reply("203.0.113.51", OPTIONS).build());
+    p.run_egress(&reply_from(
+        "203.0.113.52",
+        "SIP/2.0 401 Unauthorized",
+        5999,
+    ));
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![
+            (ReplySuccess, 1),
+            (Reply401, 2),
+            (Reply403, 1),
+            (Reply404, 2),
+            (Reply407, 1)
+        ]
+    );
+    let mut r = p.maps().reply_totals().unwrap();
+    r.sort();
+    let v4 = key_of("203.0.113.50".parse().unwrap());
+    let v6 = key_of("2001:db8::50".parse().unwrap());
+    let mut want = vec![(v4, [1, 2, 1, 1, 1]), (v6, [0, 0, 0, 1, 0])];
+    want.sort();
+    assert_eq!(r, want);
+}
