@@ -58,6 +58,16 @@ pub enum BanReason {
 }
 
 impl BanReason {
+    pub const ALL: [BanReason; 7] = [
+        Self::Manual,
+        Self::Flood,
+        Self::Scanner,
+        Self::BruteForce,
+        Self::Feed,
+        Self::RateLimit,
+        Self::Malformed,
+    ];
+
     pub const fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
             1 => Self::Manual,

@@ -61,6 +61,9 @@ pub enum Command {
         sync_interval: Option<Duration>,
         #[arg(long, value_enum)]
         mode: Option<AttachMode>,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9477).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
         /// Detach from the interfaces on exit (default: stay attached, so
         /// the SBC stays protected while the controller is down).
         #[arg(long)]
@@ -208,6 +211,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             node,
             sync_interval,
             mode,
+            metrics,
             detach_on_exit,
         } => {
             let overrides = Overrides {
@@ -216,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 interfaces: iface,
                 sync_interval,
                 mode,
+                metrics,
             };
             let mut c = Controller::start(cfg, overrides, pins)?;
             rt.block_on(c.run(detach_on_exit))?;

@@ -16,6 +16,12 @@
 //! max_allow = 16384
 //! max_block = 65536
 //! max_sources = 262144
+//! max_rate = 262144
+//! max_replies = 65536
+//! metrics = "127.0.0.1:9477"   # Prometheus endpoint; off when absent
+//!
+//! [detect]                 # see detect::settings for every key
+//! interval = "2s"
 //! ```
 
 use std::{
@@ -90,6 +96,9 @@ pub struct Config {
     pub status_file: PathBuf,
     /// Map sizes, applied when the program is first loaded.
     pub capacities: Capacities,
+    /// Prometheus endpoint, off by default.
+    pub metrics: Option<std::net::SocketAddr>,
+    pub detect: crate::detect::Settings,
     /// Where it was read from, for SIGHUP.
     pub path: Option<PathBuf>,
 }
@@ -162,8 +171,23 @@ impl Config {
             rate: cap(raw.max_rate, d.rate, "max_rate")?,
             replies: cap(raw.max_replies, d.replies, "max_replies")?,
         };
+        let metrics = match &raw.metrics {
+            None => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                invalid(
+                    "metrics",
+                    format!("{a:?} is not an address:port, e.g. 127.0.0.1:9477"),
+                )
+            })?),
+        };
+        let detect = raw.detect.unwrap_or_default();
+        if let Err((field, why)) = detect.validate() {
+            return Err(invalid(field, why));
+        }
         Ok(Self {
             capacities,
+            metrics,
+            detect,
             db: raw.db.unwrap_or_else(|| DEFAULT_DB_URL.into()),
             node: raw.node.unwrap_or_else(hostname),
             interfaces: raw.interfaces.unwrap_or_default(),
@@ -190,6 +214,7 @@ pub struct Overrides {
     pub interfaces: Vec<String>,
     pub sync_interval: Option<Duration>,
     pub mode: Option<AttachMode>,
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Overrides {
@@ -210,6 +235,9 @@ impl Overrides {
         }
         if let Some(m) = self.mode {
             cfg.mode = m;
+        }
+        if let Some(a) = self.metrics {
+            cfg.metrics = Some(a);
         }
     }
 }
@@ -301,6 +329,32 @@ mod tests {
             assert_eq!(c.node, "file");
             assert_eq!(c.interfaces, ["eth0", "eth1"]);
         }
+    }
+
+    #[test]
+    fn detection_section_and_metrics() {
+        let p = write(
+            "metrics = \"127.0.0.1:9477\"\n[detect]\ninterval = \"1s\"\n[detect.flood]\nlimit = 50\n",
+        );
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9477".parse().unwrap()));
+        assert_eq!(c.detect.interval, Duration::from_secs(1));
+        assert_eq!(c.detect.flood.limit, 50);
+        let e = Config::load(Some(&write("metrics = \"localhost\"\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("metrics: \"localhost\" is not an address:port"),
+            "{e}"
+        );
+        let e = Config::load(Some(&write("[detect.flood]\nlimit = 0\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("detect.flood.limit: must be at least 1"), "{e}");
+        let e = Config::load(Some(&write("[detect.scanner]\nwindw = \"1m\"\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `windw`"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::{
     path::Path,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
@@ -16,16 +17,23 @@ use serde_json::json;
 use sip_xdp_common::{
     maps::BanReason, Config as KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR,
 };
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 
 use crate::{
     clock,
     config::{redact, Config, Overrides},
+    defend::{Defender, Env},
+    detect::Detection,
     events::EventBuffer,
     guard::Guard,
     loader,
     maps::Maps,
+    metrics::Metrics,
     pins::Pins,
+    samples::{self, SampleStats, Sampled},
     store::{self, Store, StoreError},
     sync::{Current, Reconciler},
     Error,
@@ -47,6 +55,10 @@ pub struct Controller {
     events: EventBuffer,
     last_sync: Option<(chrono::DateTime<Utc>, Duration)>,
     guard: Guard,
+    defender: Defender,
+    metrics: Option<Metrics>,
+    sample_stats: Arc<SampleStats>,
+    last_pass: Option<(usize, Duration)>,
 }
 
 impl Controller {
@@ -70,7 +82,8 @@ impl Controller {
             }
         }
         let mut maps = Maps::open(&pins)?;
-        apply_settings(&mut maps, &cfg)?;
+        let defender = Defender::new(cfg.detect.clone());
+        apply_settings(&mut maps, &cfg, &defender)?;
         let events = EventBuffer::new(cfg.event_buffer, Some(cfg.node.clone()));
         Ok(Self {
             cfg,
@@ -86,6 +99,10 @@ impl Controller {
             events,
             last_sync: None,
             guard: Guard::for_this_host(),
+            defender,
+            metrics: None,
+            sample_stats: Arc::new(SampleStats::default()),
+            last_pass: None,
         })
     }
 
@@ -101,14 +118,40 @@ impl Controller {
             "controller running"
         );
         let mut tick = new_interval(self.cfg.sync_interval);
+        let mut detect_tick = new_interval(self.defender.interval());
+        // Samples are parsed off this loop; the queue is bounded and a full
+        // queue drops (and counts) samples rather than stall the ring.
+        let (tx, mut rx) = mpsc::channel::<Sampled>(4096);
+        let _reader = match samples::open_ring(&self.pins)
+            .and_then(|ring| samples::spawn_reader(ring, tx, self.sample_stats.clone()))
+        {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "no packet samples: scanner and rate-limit reports are off (program loaded by an older version?)");
+                None
+            }
+        };
+        let _metrics_server = match self.cfg.metrics {
+            Some(addr) => {
+                let (m, registry) = Metrics::new();
+                self.metrics = Some(m);
+                Some(crate::metrics::start(addr, registry).await?)
+            }
+            None => None,
+        };
         loop {
             tokio::select! {
                 _ = tick.tick() => self.cycle().await,
+                _ = detect_tick.tick() => self.detect_pass().await,
+                Some(s) = rx.recv() => self.sample(s).await,
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     match self.reload() {
-                        Ok(()) => tick = new_interval(self.cfg.sync_interval),
+                        Ok(()) => {
+                            tick = new_interval(self.cfg.sync_interval);
+                            detect_tick = new_interval(self.defender.interval());
+                        }
                         Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the old configuration"),
                     }
                 }
@@ -141,7 +184,8 @@ impl Controller {
         let mut new = Config::load(Some(&path))?;
         // The command line and environment still win over the file.
         self.overrides.apply(&mut new);
-        apply_settings(&mut self.maps, &new)?;
+        self.defender.reconfigure(new.detect.clone());
+        apply_settings(&mut self.maps, &new, &self.defender)?;
         if new.db != self.cfg.db {
             self.store = None;
             self.db_retry_at = Instant::now();
@@ -187,12 +231,110 @@ impl Controller {
                         }
                         self.backoff = Duration::from_secs(1);
                         self.last_sync = Some((Utc::now(), started.elapsed()));
+                        match self.defender.poll_failures(&store).await {
+                            Ok(found) => self.act_all(found).await,
+                            Err(e) => self.db_failed(&e),
+                        }
                     }
                     Err(e) => self.db_failed(&e),
                 }
             }
         }
         self.write_status();
+    }
+
+    /// One sampling unit: per-source counters for floods, the SBC's replies
+    /// for brute force and enumeration, then metrics.
+    pub async fn detect_pass(&mut self) {
+        let started = Instant::now();
+        let now = Instant::now();
+        let mut found = Vec::new();
+        let mut tracked = 0;
+        if self.defender.settings().enabled {
+            match self.maps.source_totals() {
+                Ok(sources) => {
+                    tracked = sources.len();
+                    found.extend(self.defender.flood.pass(now, sources));
+                }
+                Err(e) => tracing::error!(error = %e, "reading per-source counters"),
+            }
+            match self.maps.reply_totals() {
+                Ok(replies) => found.extend(self.defender.wire.pass(now, replies)),
+                Err(e) => tracing::error!(error = %e, "reading reply counters"),
+            }
+        }
+        let took = started.elapsed();
+        self.last_pass = Some((tracked, took));
+        self.act_all(found).await;
+        self.defender.prune(now);
+        self.update_metrics();
+    }
+
+    async fn sample(&mut self, s: Sampled) {
+        let found = self.defender.on_sample(Instant::now(), &s);
+        self.act_all(found).await;
+    }
+
+    async fn act_all(&mut self, found: Vec<Detection>) {
+        if found.is_empty() {
+            return;
+        }
+        let store = if self.db_error.is_none() {
+            self.store.clone()
+        } else {
+            None
+        };
+        let mut env = Env {
+            maps: &mut self.maps,
+            events: &mut self.events,
+            guard: &self.guard,
+            metrics: self.metrics.as_ref(),
+            store: store.as_ref(),
+            node: &self.cfg.node,
+        };
+        for d in found {
+            self.defender.act(d, &mut env).await;
+        }
+    }
+
+    fn update_metrics(&mut self) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        if let Ok(stats) = self.maps.stats() {
+            m.kernel(&stats);
+        }
+        let mut by_reason: std::collections::BTreeMap<&'static str, u64> =
+            BanReason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
+        let mono = clock::monotonic_ns();
+        for (_, v) in self.maps.bans_raw() {
+            if let Some(r) = BanReason::from_u32(v.reason) {
+                if v.active_at(mono) {
+                    *by_reason.entry(r.as_str()).or_default() += 1;
+                }
+            }
+        }
+        m.active_bans(&by_reason.into_iter().collect::<Vec<_>>());
+        let st = &self.sample_stats;
+        m.samples([
+            st.parsed.load(Ordering::Relaxed),
+            st.malformed.load(Ordering::Relaxed),
+            st.queue_full.load(Ordering::Relaxed) + st.invalid.load(Ordering::Relaxed),
+        ]);
+        if let Some((tracked, took)) = self.last_pass {
+            m.pass(tracked, took.as_secs_f64());
+        }
+        let up = self.store.is_some() && self.db_error.is_none();
+        let lag = self
+            .last_sync
+            .map(|(t, _)| (Utc::now() - t).num_milliseconds() as f64 / 1000.0);
+        m.database(
+            up,
+            lag,
+            self.last_sync.map(|(_, d)| d.as_secs_f64()),
+            self.events.len(),
+            self.events.dropped(),
+        );
     }
 
     fn db_failed(&mut self, e: &StoreError) {
@@ -235,7 +377,9 @@ impl Controller {
                 );
             }
         }
-        let blocks = store.active_blocks(wall).await?;
+        self.defender.flush_pending(store, &self.cfg.node).await?;
+        let mut blocks = store.active_blocks(wall).await?;
+        blocks.extend(self.defender.pending_rows());
         let allows = store.allows().await?;
         let (desired, skips) =
             self.reconciler
@@ -298,6 +442,11 @@ impl Controller {
             "sync_interval_ms": self.cfg.sync_interval.as_millis() as u64,
             "events_buffered": self.events.len(),
             "events_dropped": self.events.dropped(),
+            "bans_pending_db": self.defender.pending(),
+            "tracked_sources": self.last_pass.map(|(n, _)| n),
+            "sampling_pass_ms": self.last_pass.map(|(_, d)| d.as_secs_f64() * 1000.0),
+            "samples_parsed": self.sample_stats.parsed.load(Ordering::Relaxed),
+            "samples_malformed": self.sample_stats.malformed.load(Ordering::Relaxed),
             "written_at": Utc::now().to_rfc3339(),
             "maps": fill,
         });
@@ -322,7 +471,7 @@ fn new_interval(every: Duration) -> tokio::time::Interval {
 
 /// Ports, monitor mode and malformed handling from the configuration, where
 /// it sets them; the rest of the kernel state is left as it is.
-fn apply_settings(maps: &mut Maps, cfg: &Config) -> crate::Result<()> {
+fn apply_settings(maps: &mut Maps, cfg: &Config, defender: &Defender) -> crate::Result<()> {
     if let Some(ports) = &cfg.ports {
         maps.set_ports(ports)?;
     }
@@ -341,7 +490,7 @@ fn apply_settings(maps: &mut Maps, cfg: &Config) -> crate::Result<()> {
             k.flags & !CONFIG_DROP_MALFORMED
         };
     }
-    maps.set_config(k)
+    maps.set_config(defender.kernel_config(k))
 }
 
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {

@@ -66,6 +66,21 @@ pub struct BlockRow {
     pub node: Option<String>,
 }
 
+/// One row of `failed_registrations` or `door_knock_attempts`: the columns
+/// brute-force detection reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct FailureRow {
+    pub id: i64,
+    pub source_ip: String,
+    pub attempt_time: NaiveDateTime,
+    pub username: Option<String>,
+    pub user_agent: Option<String>,
+    pub response_code: Option<i32>,
+}
+
+/// The tables brute-force detection reads.
+pub const FAILURE_TABLES: [&str; 2] = ["failed_registrations", "door_knock_attempts"];
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct AllowRow {
     pub id: i64,
@@ -213,6 +228,13 @@ impl Store {
         }
     }
 
+    fn not_before(&self, col: &str) -> String {
+        match self {
+            Store::Sqlite(_) => format!("julianday({col}) >= julianday(?)"),
+            Store::Mysql(_) => format!("{col} >= ?"),
+        }
+    }
+
     /// Blocks in force at `at`: not lifted, not expired.
     pub async fn active_blocks(&self, at: NaiveDateTime) -> Result<Vec<BlockRow>> {
         let sql = format!(
@@ -268,6 +290,63 @@ impl Store {
             .bind(blocked_at)
             .bind(expires_at)
             .bind(node)
+            .execute(p)
+            .await
+            .map(|r| r.inserted_id()))?;
+        Ok(id)
+    }
+
+    /// Failure rows after `after_id` with an attempt time from `since` on,
+    /// oldest id first. `table` is one of `FAILURE_TABLES`.
+    pub async fn failures(
+        &self,
+        table: &'static str,
+        after_id: i64,
+        since: NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<FailureRow>> {
+        assert!(
+            FAILURE_TABLES.contains(&table),
+            "not a failure table: {table}"
+        );
+        let sql = format!(
+            "SELECT id, source_ip, attempt_time, username, user_agent, response_code \
+             FROM {table} WHERE id > ? AND {} ORDER BY id LIMIT ?",
+            self.not_before("attempt_time")
+        );
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql))
+            .bind(after_id)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(p)
+            .await)?)
+    }
+
+    /// Rows of `table` as a plain INSERT from another program would write
+    /// them; for tests and `sip-xdp` demos.
+    pub async fn insert_failure(
+        &self,
+        table: &'static str,
+        source_ip: &str,
+        username: &str,
+        user_agent: &str,
+        response_code: i32,
+        at: NaiveDateTime,
+    ) -> Result<i64> {
+        assert!(
+            FAILURE_TABLES.contains(&table),
+            "not a failure table: {table}"
+        );
+        let sql = format!(
+            "INSERT INTO {table} (source_ip, username, user_agent, response_code, attempt_time) \
+             VALUES (?, ?, ?, ?, ?)"
+        );
+        let id = with_pool!(self, p => sqlx::query(safe(&sql))
+            .bind(source_ip)
+            .bind(username)
+            .bind(user_agent)
+            .bind(response_code)
+            .bind(at)
             .execute(p)
             .await
             .map(|r| r.inserted_id()))?;

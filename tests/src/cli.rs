@@ -127,6 +127,16 @@ impl<'a> Cli<'a> {
         Daemon { child, log }
     }
 
+    /// Adds TOML (a `[detect]` section, `metrics = ...`) to this node's
+    /// configuration file.
+    pub fn add_config(&self, toml: &str) {
+        let path = self.dir.join("sip-xdp.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(toml);
+        text.push('\n');
+        std::fs::write(path, text).unwrap();
+    }
+
     /// Names this node in its configuration file, as an operator would, so
     /// CLI commands record it too.
     pub fn set_node(&self, node: &str) {

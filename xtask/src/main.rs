@@ -208,6 +208,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
+    ("sipp", "sip-tester"),
 ];
 
 fn packages() -> Result<()> {

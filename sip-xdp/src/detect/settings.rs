@@ -72,7 +72,7 @@ impl Default for Flood {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClassLimits {
     pub register: Option<u64>,
@@ -83,6 +83,22 @@ pub struct ClassLimits {
     pub keepalive: Option<u64>,
     /// Non-SIP payloads; over it the event is `malformed_flood`.
     pub malformed: Option<u64>,
+}
+
+impl Default for ClassLimits {
+    /// Only non-SIP payloads have their own limit by default: a client that
+    /// sends garbage to a SIP port is never legitimate.
+    fn default() -> Self {
+        Self {
+            register: None,
+            invite: None,
+            options: None,
+            other_request: None,
+            response: None,
+            keepalive: None,
+            malformed: Some(10),
+        }
+    }
 }
 
 impl ClassLimits {

@@ -1,0 +1,385 @@
+//! Acting on detections: every ban is enforced in the kernel at once and
+//! recorded three ways (a `blocked_ips` row with its detector as `source`,
+//! `security_events` rows, one log line), and counted in the metrics.
+//! Sources on the ignore list, the allow-list, loopback or this host's own
+//! addresses are never banned; repeat offenders get longer bans.
+//!
+//! The log line is stable for fail2ban and log shippers:
+//! `banned src_ip=203.0.113.7 reason=flood count=412 limit=30 window_s=2 ban_s=120 offence=1`
+//! (tracing's key=value form, with the usual timestamp and level first).
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use chrono::NaiveDateTime;
+use ipnet::IpNet;
+use serde_json::json;
+
+use crate::{
+    clock,
+    detect::{
+        brute::{BruteForce, Failure},
+        escalate::Escalation,
+        flood::Flood,
+        scanner::Scanner,
+        wire::Wire,
+        Detection, Kind, Settings,
+    },
+    events::EventBuffer,
+    guard::Guard,
+    maps::Maps,
+    metrics::Metrics,
+    samples::Sampled,
+    store::{self, BlockRow, Store, StoreError, FAILURE_TABLES},
+};
+use sip_xdp_common::{maps::SampleKind, Config as KernelConfig};
+
+/// A detector ban whose `blocked_ips` row is not written yet (the database
+/// was down). The reconciler treats it as a row, so the kernel keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingBlock {
+    pub ip: IpAddr,
+    pub reason: String,
+    pub source: &'static str,
+    pub blocked_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}
+
+/// Failure rows read per table per cycle.
+const FAILURE_BATCH: i64 = 5000;
+
+/// What acting needs from the controller.
+pub struct Env<'a> {
+    pub maps: &'a mut Maps,
+    pub events: &'a mut EventBuffer,
+    pub guard: &'a Guard,
+    pub metrics: Option<&'a Metrics>,
+    pub store: Option<&'a Store>,
+    pub node: &'a str,
+}
+
+pub struct Defender {
+    settings: Settings,
+    pub flood: Flood,
+    pub scanner: Scanner,
+    pub brute: BruteForce,
+    pub wire: Wire,
+    escalation: Escalation,
+    /// Detector bans in force, so one attack is banned (and recorded) once.
+    banned_until: HashMap<IpAddr, Instant>,
+    /// Detections not acted on (ignored), remembered so a busy trunk on the
+    /// ignore list is reported once per ban length, not every unit.
+    quiet_until: HashMap<IpAddr, Instant>,
+    pending: Vec<PendingBlock>,
+    cursors: [Option<i64>; 2],
+}
+
+impl Defender {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            flood: Flood::new(settings.flood.clone(), settings.interval),
+            scanner: Scanner::new(settings.scanner.clone()),
+            brute: BruteForce::new(settings.brute_force.clone()),
+            wire: Wire::new(settings.brute_force.clone(), settings.scanner.clone()),
+            escalation: Escalation::new(settings.escalation.clone()),
+            settings,
+            banned_until: HashMap::new(),
+            quiet_until: HashMap::new(),
+            pending: Vec::new(),
+            cursors: [None, None],
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// New settings after SIGHUP; detector state is kept.
+    pub fn reconfigure(&mut self, s: Settings) {
+        self.flood.set(s.flood.clone(), s.interval);
+        self.scanner.set(s.scanner.clone());
+        self.brute.set(s.brute_force.clone());
+        self.wire.set(s.brute_force.clone(), s.scanner.clone());
+        self.escalation.set(s.escalation.clone());
+        self.settings = s;
+    }
+
+    /// The kernel's share of the settings: rate limit and sampling.
+    pub fn kernel_config(&self, mut k: KernelConfig) -> KernelConfig {
+        let s = &self.settings;
+        let on = s.enabled;
+        k.rate_limit = if on { s.rate_limit.packets } else { 0 };
+        k.rate_window_ns = s.rate_limit.window.as_nanos() as u64;
+        k.sample_first = if on { s.samples.first } else { 0 };
+        k.sample_every = if on && s.samples.every > 0 {
+            s.samples.every.next_power_of_two()
+        } else {
+            0
+        };
+        k.sample_per_sec = s.samples.per_sec;
+        k
+    }
+
+    /// What a sample says: a rate-limit crossing, a scanner.
+    pub fn on_sample(&mut self, now: Instant, s: &Sampled) -> Vec<Detection> {
+        let mut out = Vec::new();
+        if !self.settings.enabled {
+            return out;
+        }
+        let info = s.sip.as_ref().ok();
+        if s.kind == SampleKind::RateLimit && !self.settings.rate_limit.ban.is_zero() {
+            let rl = &self.settings.rate_limit;
+            out.push(Detection {
+                ip: s.src,
+                kind: Kind::RateLimit,
+                base_ban: rl.ban,
+                count: u64::from(rl.packets) + 1,
+                limit: u64::from(rl.packets),
+                window: rl.window,
+                details: json!({
+                    "limit": rl.packets,
+                    "window_s": rl.window.as_secs_f64(),
+                    "method": info.and_then(|i| i.method.clone()),
+                    "user_agent": info.and_then(|i| i.user_agent.clone()),
+                    "uri": info.and_then(|i| i.request_uri.clone()),
+                    "seen_by": "kernel",
+                }),
+            });
+        }
+        if let Some(info) = info {
+            if let Some(d) = self.scanner.on_sample(now, s.src, info) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// Reads new failure rows from both tables and returns the bans they
+    /// call for. The first read after start goes back `findtime`, so a
+    /// restart keeps counting where the rows are.
+    pub async fn poll_failures(&mut self, store: &Store) -> Result<Vec<Detection>, StoreError> {
+        let bf = &self.settings.brute_force;
+        if !self.settings.enabled || !bf.enabled || !bf.database {
+            return Ok(Vec::new());
+        }
+        let findtime = chrono::Duration::from_std(bf.findtime).unwrap_or(chrono::Duration::MAX);
+        let now = store::now();
+        let since = now - findtime;
+        let mut out = Vec::new();
+        for (i, table) in FAILURE_TABLES.iter().enumerate() {
+            loop {
+                let after = self.cursors[i].unwrap_or(0);
+                let rows = store.failures(table, after, since, FAILURE_BATCH).await?;
+                let n = rows.len() as i64;
+                for row in rows {
+                    self.cursors[i] = Some(row.id);
+                    let ip = match row.source_ip.trim().parse::<IpAddr>() {
+                        Ok(ip) => ip,
+                        Err(_) => {
+                            tracing::warn!(table = *table, id = row.id, source_ip = %row.source_ip, "skipping failure row: source_ip is not an IP address");
+                            continue;
+                        }
+                    };
+                    let f = Failure {
+                        ip,
+                        at: row.attempt_time,
+                        table,
+                        username: row.username.filter(|u| !u.is_empty()),
+                        user_agent: row.user_agent.filter(|u| !u.is_empty()),
+                        response_code: row.response_code,
+                    };
+                    if let Some(d) = self.brute.observe(f) {
+                        out.push(d);
+                    }
+                }
+                if n < FAILURE_BATCH {
+                    break;
+                }
+            }
+            if self.cursors[i].is_none() {
+                // An empty table: start from whatever comes next.
+                self.cursors[i] = Some(0);
+            }
+        }
+        self.brute.prune(now);
+        Ok(out)
+    }
+
+    /// Bans `d.ip` unless it must never be banned, and records why.
+    /// Returns whether it banned.
+    pub async fn act(&mut self, d: Detection, env: &mut Env<'_>) -> bool {
+        let now = Instant::now();
+        let ip = d.ip;
+        let kind = d.kind;
+        if self.banned_until.get(&ip).is_some_and(|t| *t > now) {
+            tracing::debug!(src_ip = %ip, reason = kind.name(), "already banned by a detector");
+            return false;
+        }
+        if let Some(why) = self.spared(ip, env) {
+            if let Some(m) = env.metrics {
+                m.detection(kind.name(), false);
+            }
+            if !self.quiet_until.get(&ip).is_some_and(|t| *t > now) {
+                self.quiet_until.insert(ip, now + d.base_ban);
+                tracing::info!(src_ip = %ip, reason = %kind.name(), count = d.count, limit = d.limit, spared = %why, "detected, not banned");
+                let mut details = d.details.clone();
+                details["action"] = json!(format!("not banned: {why}"));
+                env.events
+                    .record(kind.event_type(), Some(ip.to_string()), "info", details);
+            }
+            return false;
+        }
+        let (ban, offence) = self.escalation.ban_for(ip, d.base_ban, now);
+        let net = IpNet::from(ip);
+        let expires_ns = clock::monotonic_ns().saturating_add(ban.as_nanos() as u64);
+        if let Err(e) = env.maps.put(&net, expires_ns, kind.ban_reason()) {
+            tracing::error!(src_ip = %ip, reason = kind.name(), error = %e, "ban failed");
+            return false;
+        }
+        self.banned_until.insert(ip, now + ban);
+        let ban_s = ban.as_secs();
+        let window_s = d.window.as_secs_f64();
+        tracing::warn!(
+            src_ip = %ip,
+            reason = %kind.name(),
+            count = d.count,
+            limit = d.limit,
+            window_s,
+            ban_s,
+            offence,
+            "banned"
+        );
+        if let Some(m) = env.metrics {
+            m.detection(kind.name(), true);
+        }
+        let blocked_at = store::now();
+        let expires_at =
+            blocked_at + chrono::Duration::from_std(ban).unwrap_or(chrono::Duration::days(365));
+        let reason = format!(
+            "{}: {} over limit {} in {}",
+            kind.name(),
+            d.count,
+            d.limit,
+            humantime::format_duration(d.window)
+        );
+        let mut details = d.details;
+        details["action"] = json!("banned");
+        details["ban_s"] = json!(ban_s);
+        details["offence"] = json!(offence);
+        details["expires_at"] = json!(expires_at.to_string());
+        let severity = match kind {
+            Kind::Flood | Kind::RateLimit | Kind::MalformedFlood => "warning",
+            _ => "critical",
+        };
+        env.events
+            .record(kind.event_type(), Some(ip.to_string()), severity, details);
+        env.events.record(
+            "ip_blocked",
+            Some(ip.to_string()),
+            "info",
+            json!({"reason": reason, "source": kind.name(), "ban_s": ban_s, "expires_at": expires_at.to_string(), "offence": offence}),
+        );
+        let pending = PendingBlock {
+            ip,
+            reason,
+            source: kind.name(),
+            blocked_at,
+            expires_at,
+        };
+        match env.store {
+            Some(store) => {
+                if let Err(e) = write_block(store, &pending, env.node).await {
+                    tracing::warn!(src_ip = %ip, error = %e, "ban enforced; its blocked_ips row waits for the database");
+                    self.pending.push(pending);
+                }
+            }
+            None => self.pending.push(pending),
+        }
+        true
+    }
+
+    fn spared(&self, ip: IpAddr, env: &Env<'_>) -> Option<String> {
+        let net = IpNet::from(ip);
+        if let Some(n) = self.settings.ignore.iter().find(|n| n.contains(&ip)) {
+            return Some(format!("on the ignore list ({n})"));
+        }
+        if let Some(why) = env.guard.refusal(&net) {
+            return Some(why);
+        }
+        if let Some(n) = env
+            .maps
+            .list_allowed()
+            .into_iter()
+            .find(|n| n.contains(&ip))
+        {
+            return Some(format!("on the allow-list ({n})"));
+        }
+        None
+    }
+
+    /// Writes the rows of bans made while the database was down.
+    pub async fn flush_pending(&mut self, store: &Store, node: &str) -> Result<usize, StoreError> {
+        let mut written = 0;
+        while let Some(p) = self.pending.first() {
+            write_block(store, p, node).await?;
+            self.pending.remove(0);
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Pending bans as rows, for the reconciler.
+    pub fn pending_rows(&self) -> Vec<BlockRow> {
+        self.pending
+            .iter()
+            .map(|p| BlockRow {
+                id: 0,
+                ip_address: p.ip.to_string(),
+                reason: p.reason.clone(),
+                source: p.source.to_string(),
+                blocked_at: p.blocked_at,
+                expires_at: Some(p.expires_at),
+                unblocked_at: None,
+                node: None,
+            })
+            .collect()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets expired bans and quiet periods, stale probe windows and old
+    /// offenders.
+    pub fn prune(&mut self, now: Instant) {
+        self.banned_until.retain(|_, t| *t > now);
+        self.quiet_until.retain(|_, t| *t > now);
+        self.scanner.prune(now);
+        self.escalation.prune(now);
+    }
+
+    /// Lets a detector ban `ip` again (it was unblocked by hand).
+    pub fn forget_ban(&mut self, ip: &IpAddr) {
+        self.banned_until.remove(ip);
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.settings.interval
+    }
+}
+
+async fn write_block(store: &Store, p: &PendingBlock, node: &str) -> Result<i64, StoreError> {
+    store
+        .insert_block(
+            &p.ip.to_string(),
+            &p.reason,
+            p.source,
+            p.blocked_at,
+            Some(p.expires_at),
+            Some(node),
+        )
+        .await
+}

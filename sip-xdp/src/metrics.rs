@@ -1,0 +1,337 @@
+//! Prometheus text endpoint (`--metrics ADDR`, off by default). Kernel
+//! counters are folded in as deltas every sampling pass, so a scrape only
+//! encodes what is already there and never touches the maps.
+//!
+//! Names (all prefixed `sipxdp_`):
+//! - `packets_total{verdict,reason}`: every packet by the one reason
+//!   counter the XDP program moved (verdict pass/drop/would_drop);
+//! - `sip_packets_total{class}`: packets that reached the classifier;
+//! - `kernel_events_total{event}`: samples taken or lost, replies counted;
+//! - `detections_total{kind}` and `bans_total{kind}` (bans actually made);
+//! - `active_bans{source}`: exact bans in the kernel by reason;
+//! - `samples_total{result}`: ring-buffer samples parsed / malformed / lost;
+//! - `tracked_sources`, `sampling_pass_seconds`, `sync_lag_seconds`,
+//!   `sync_duration_seconds`, `db_up`, `events_buffered`, `events_dropped_total`.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc},
+};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use sip_xdp_common::{stats::Verdict, Counter as K};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+type Labels = Vec<(String, String)>;
+
+fn l(k: &str, v: &str) -> Labels {
+    vec![(k.to_string(), v.to_string())]
+}
+
+#[derive(Clone, Default)]
+pub struct Metrics {
+    packets: Family<Labels, Counter>,
+    sip: Family<Labels, Counter>,
+    kernel_events: Family<Labels, Counter>,
+    pub detections: Family<Labels, Counter>,
+    pub bans: Family<Labels, Counter>,
+    active_bans: Family<Labels, Gauge>,
+    samples: Family<Labels, Counter>,
+    tracked_sources: Gauge,
+    pass_seconds: Gauge<f64, AtomicU64>,
+    sync_lag: Gauge<f64, AtomicU64>,
+    sync_duration: Gauge<f64, AtomicU64>,
+    db_up: Gauge,
+    events_buffered: Gauge,
+    events_dropped: Counter,
+    last_kernel: HashMap<u32, u64>,
+    last_samples: [u64; 3],
+    last_events_dropped: u64,
+}
+
+impl Metrics {
+    /// The metrics and the registry that encodes them.
+    pub fn new() -> (Self, Registry) {
+        let m = Self::default();
+        let mut r = Registry::with_prefix("sipxdp");
+        r.register(
+            "packets",
+            "Packets by XDP verdict and reason",
+            m.packets.clone(),
+        );
+        r.register(
+            "sip_packets",
+            "Packets on SIP ports by SIP class",
+            m.sip.clone(),
+        );
+        r.register(
+            "kernel_events",
+            "Samples taken or lost and SBC replies counted by the kernel",
+            m.kernel_events.clone(),
+        );
+        r.register("detections", "Detections by kind", m.detections.clone());
+        r.register("bans", "Bans made by detectors, by kind", m.bans.clone());
+        r.register(
+            "active_bans",
+            "Exact bans in the kernel, by reason",
+            m.active_bans.clone(),
+        );
+        r.register(
+            "samples",
+            "Ring-buffer samples by parse result",
+            m.samples.clone(),
+        );
+        r.register(
+            "tracked_sources",
+            "Sources in the kernel's per-source table at the last pass",
+            m.tracked_sources.clone(),
+        );
+        r.register(
+            "sampling_pass_seconds",
+            "Duration of the last sampling pass",
+            m.pass_seconds.clone(),
+        );
+        r.register(
+            "sync_lag_seconds",
+            "Seconds since the last successful database sync",
+            m.sync_lag.clone(),
+        );
+        r.register(
+            "sync_duration_seconds",
+            "Duration of the last database sync",
+            m.sync_duration.clone(),
+        );
+        r.register("db_up", "1 if the database is reachable", m.db_up.clone());
+        r.register(
+            "events_buffered",
+            "security_events waiting for the database",
+            m.events_buffered.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "security_events lost to a full buffer",
+            m.events_dropped.clone(),
+        );
+        (m, r)
+    }
+
+    /// Folds in the kernel's global counters (cumulative since load).
+    pub fn kernel(&mut self, stats: &[(K, u64)]) {
+        for &(c, v) in stats {
+            let last = self.last_kernel.insert(c as u32, v).unwrap_or(0);
+            // A reloaded program starts from zero again.
+            let d = if v >= last { v - last } else { v };
+            if d == 0 {
+                continue;
+            }
+            let name = c.name();
+            match c.verdict() {
+                Verdict::Pass | Verdict::Drop | Verdict::WouldDrop => {
+                    let (verdict, reason) = match c.verdict() {
+                        Verdict::Pass => ("pass", name.trim_start_matches("pass_")),
+                        Verdict::Drop => ("drop", name.trim_start_matches("drop_")),
+                        _ => ("would_drop", name.trim_start_matches("would_drop_")),
+                    };
+                    self.packets
+                        .get_or_create(&vec![
+                            ("verdict".into(), verdict.into()),
+                            ("reason".into(), reason.into()),
+                        ])
+                        .inc_by(d);
+                }
+                Verdict::None if name.starts_with("sip_") => {
+                    self.sip
+                        .get_or_create(&l("class", name.trim_start_matches("sip_")))
+                        .inc_by(d);
+                }
+                Verdict::None => {
+                    self.kernel_events
+                        .get_or_create(&l("event", name))
+                        .inc_by(d);
+                }
+            }
+        }
+    }
+
+    pub fn active_bans(&self, by_reason: &[(&'static str, u64)]) {
+        for (reason, n) in by_reason {
+            self.active_bans
+                .get_or_create(&l("source", reason))
+                .set(*n as i64);
+        }
+    }
+
+    pub fn detection(&self, kind: &str, banned: bool) {
+        self.detections.get_or_create(&l("kind", kind)).inc();
+        if banned {
+            self.bans.get_or_create(&l("kind", kind)).inc();
+        }
+    }
+
+    /// Cumulative sample reader counts: parsed, malformed, lost (ring full,
+    /// budget or a full queue).
+    pub fn samples(&mut self, now: [u64; 3]) {
+        for (i, name) in ["parsed", "malformed", "lost"].iter().enumerate() {
+            let d = now[i].saturating_sub(self.last_samples[i]);
+            if d > 0 {
+                self.samples.get_or_create(&l("result", name)).inc_by(d);
+            }
+        }
+        self.last_samples = now;
+    }
+
+    pub fn pass(&self, tracked: usize, seconds: f64) {
+        self.tracked_sources.set(tracked as i64);
+        self.pass_seconds.set(seconds);
+    }
+
+    pub fn database(
+        &mut self,
+        up: bool,
+        lag_s: Option<f64>,
+        sync_s: Option<f64>,
+        buffered: usize,
+        dropped: u64,
+    ) {
+        self.db_up.set(i64::from(up));
+        if let Some(lag) = lag_s {
+            self.sync_lag.set(lag);
+        }
+        if let Some(s) = sync_s {
+            self.sync_duration.set(s);
+        }
+        self.events_buffered.set(buffered as i64);
+        let d = dropped.saturating_sub(self.last_events_dropped);
+        self.last_events_dropped = dropped;
+        if d > 0 {
+            self.events_dropped.inc_by(d);
+        }
+    }
+}
+
+/// Serves `GET /metrics` (and `/`) until the task is dropped. One request
+/// per connection; anything else gets a 404. Bounded reads, so a stuck or
+/// hostile client costs one small task.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while n < buf.len() {
+                    let m = conn.read(&mut buf[n..]).await?;
+                    if m == 0 {
+                        break;
+                    }
+                    n += m;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let resp = if head.starts_with("GET ") && (path == "/metrics" || path == "/") {
+                let mut body = String::new();
+                if encode(&mut body, &registry).is_err() {
+                    return;
+                }
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            };
+            let _ = conn.write_all(resp.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
+/// Binds `addr` and starts serving; the error names the address.
+pub async fn start(
+    addr: SocketAddr,
+    registry: Registry,
+) -> crate::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(crate::Error::io(format!(
+            "binding the metrics endpoint {addr}"
+        )))?;
+    tracing::info!(%addr, "metrics endpoint listening");
+    Ok(tokio::spawn(serve(listener, Arc::new(registry))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scrape_shows_kernel_counters_as_deltas_and_detections() {
+        let (mut m, r) = Metrics::new();
+        m.kernel(&[
+            (K::Banned, 10),
+            (K::Sip, 5),
+            (K::ClassInvite, 5),
+            (K::Sampled, 2),
+        ]);
+        m.kernel(&[
+            (K::Banned, 25),
+            (K::Sip, 5),
+            (K::ClassInvite, 5),
+            (K::Sampled, 2),
+        ]);
+        m.detection("flood", true);
+        m.detection("scanner_user_agent", false);
+        m.active_bans(&[("flood", 3)]);
+        m.database(false, Some(12.5), None, 7, 0);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Arc::new(r)));
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        for want in [
+            r#"sipxdp_packets_total{verdict="drop",reason="banned"} 25"#,
+            r#"sipxdp_packets_total{verdict="pass",reason="sip"} 5"#,
+            r#"sipxdp_sip_packets_total{class="invite"} 5"#,
+            r#"sipxdp_kernel_events_total{event="sampled"} 2"#,
+            r#"sipxdp_detections_total{kind="flood"} 1"#,
+            r#"sipxdp_bans_total{kind="flood"} 1"#,
+            r#"sipxdp_detections_total{kind="scanner_user_agent"} 1"#,
+            r#"sipxdp_active_bans{source="flood"} 3"#,
+            "sipxdp_db_up 0",
+            "sipxdp_sync_lag_seconds 12.5",
+            "sipxdp_events_buffered 7",
+        ] {
+            assert!(out.contains(want), "missing {want} in\n{out}");
+        }
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /nope HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 404"));
+    }
+}
