@@ -25,9 +25,14 @@ pub struct BadRow {
     pub why: String,
 }
 
-/// The kernel's reason code for a `source` column value.
+/// The kernel's reason code for a `source` column value: a detector's kind
+/// name (what sip-xdp writes), or a name other tools use.
 pub fn reason_of(source: &str) -> BanReason {
-    match source.trim().to_ascii_lowercase().as_str() {
+    let s = source.trim().to_ascii_lowercase();
+    if let Some(k) = crate::detect::Kind::ALL.iter().find(|k| k.name() == s) {
+        return k.ban_reason();
+    }
+    match s.as_str() {
         "flood" | "pike" => BanReason::Flood,
         "scanner" => BanReason::Scanner,
         "bruteforce" | "brute_force" | "brute-force" => BanReason::BruteForce,

@@ -8,6 +8,7 @@ pub mod db;
 pub mod frames;
 pub mod lab;
 pub mod prog;
+pub mod sipp;
 
 /// Fails loudly instead of skipping: these tests are run on purpose.
 pub fn require_root() {

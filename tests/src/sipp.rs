@@ -1,0 +1,130 @@
+//! SIPp as the protected server (UAS) and as the legitimate client (UAC).
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::{Child, Output, Stdio},
+};
+
+use crate::lab::Netns;
+
+/// A UAS that answers every INVITE with 404 Not Found, as a server with no
+/// such extension does.
+pub const UAS_404: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="404 for every INVITE">
+  <recv request="INVITE" />
+  <send>
+    <![CDATA[
+
+      SIP/2.0 404 Not Found
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#;
+
+/// A SIPp server in `ns` on `ip:5060`, killed on drop.
+pub struct Uas {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Uas {
+    /// The built-in `uas` scenario, or `scenario` XML.
+    pub fn start(ns: &Netns, ip: IpAddr, scenario: Option<&str>) -> Self {
+        let dir = std::env::temp_dir().join(format!("sipp-uas-{}-{}", std::process::id(), ns.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = ns.command("sipp");
+        match scenario {
+            Some(xml) => {
+                let f = dir.join("uas.xml");
+                std::fs::write(&f, xml).unwrap();
+                cmd.args(["-sf", f.to_str().unwrap()]);
+            }
+            None => {
+                cmd.args(["-sn", "uas"]);
+            }
+        }
+        let child = cmd
+            .args(["-i", &ip.to_string(), "-p", "5060", "-nostdin"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting sipp (installed by `cargo xtask test`)");
+        // SIPp binds its socket within a few ms of starting.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Self { child, dir }
+    }
+}
+
+impl Drop for Uas {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a finished UAC run reports.
+#[derive(Debug)]
+pub struct UacResult {
+    pub exit_ok: bool,
+    pub successful: u64,
+    pub failed: u64,
+    pub output: String,
+}
+
+/// Runs the built-in `uac` scenario (INVITE, ACK, BYE) from `ns` to
+/// `target:5060`: `calls` calls at `rate` per second, bounded by a timeout.
+pub fn uac(ns: &Netns, local: IpAddr, target: IpAddr, calls: u32, rate: u32) -> UacResult {
+    let out: Output = ns
+        .command("sipp")
+        .args([
+            "-sn",
+            "uac",
+            "-i",
+            &local.to_string(),
+            "-p",
+            "5070",
+            "-m",
+            &calls.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            &format!("{target}:5060"),
+        ])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("running sipp");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The final screen: "Successful call |  ... | 20" (cumulative last).
+    let count = |label: &str| {
+        text.lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| {
+                l.split('|')
+                    .map(str::trim)
+                    .rfind(|s| !s.is_empty())
+                    .map(str::to_string)
+            })
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    UacResult {
+        exit_ok: out.status.success(),
+        successful: count("Successful call"),
+        failed: count("Failed call"),
+        output: text,
+    }
+}

@@ -1,0 +1,487 @@
+//! Detection end to end: the real controller in a namespace lab on a real
+//! MariaDB, attacked from a client namespace, while a legitimate SIPp client
+//! makes calls from another. Every case is checked in the kernel,
+//! `security_events`, `blocked_ips`, the log line and the metrics. Needs
+//! root, MariaDB and SIPp; run with `cargo xtask test`.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use sip_xdp::{maps::Maps, pins::Pins, store::Store};
+use sip_xdp_tests::{
+    cli::{eventually, Cli, Daemon},
+    db::TestDb,
+    lab::{Lab, Netns},
+    sipp::{self, Uas, UAS_404},
+};
+
+/// The sampling unit of these tests.
+const UNIT: Duration = Duration::from_millis(500);
+const METRICS: &str = "127.0.0.1:9477";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn kernel_bans(cli: &Cli) -> Vec<(IpAddr, &'static str)> {
+    let maps = Maps::open(&Pins::new(&cli.pins)).unwrap();
+    maps.bans_raw()
+        .into_iter()
+        .filter(|(_, v)| v.active_at(sip_xdp::clock::monotonic_ns()))
+        .map(|(ip, v)| {
+            (
+                ip,
+                sip_xdp_common::maps::BanReason::from_u32(v.reason).map_or("?", |r| r.as_str()),
+            )
+        })
+        .collect()
+}
+
+fn banned(cli: &Cli, ip: IpAddr) -> Option<&'static str> {
+    kernel_bans(cli)
+        .into_iter()
+        .find(|(a, _)| *a == ip)
+        .map(|(_, r)| r)
+}
+
+/// A UDP socket in `ns` bound to `ip:5060`, non-blocking, for counting
+/// what the filter let through.
+fn listener(ns: &Netns, ip: IpAddr) -> UdpSocket {
+    let s = ns.enter(|| UdpSocket::bind(SocketAddr::new(ip, 5060)).unwrap());
+    s.set_nonblocking(true).unwrap();
+    s
+}
+
+fn drain(s: &UdpSocket, quiet: Duration) -> usize {
+    let mut n = 0;
+    let mut buf = [0u8; 2048];
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        match s.recv_from(&mut buf) {
+            Ok(_) => {
+                n += 1;
+                last = Instant::now();
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    n
+}
+
+fn request(method: &str, user: &str, to: IpAddr, ua: &str, seq: usize) -> Vec<u8> {
+    format!(
+        "{method} sip:{user}@{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 203.0.113.2:5062;branch=z9hG4bK-{seq}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:attacker@203.0.113.2>;tag={seq}\r\n\
+         To: <sip:{user}@{to}>\r\n\
+         Call-ID: {seq}-{user}@203.0.113.2\r\n\
+         CSeq: 1 {method}\r\n\
+         User-Agent: {ua}\r\n\
+         Contact: <sip:attacker@203.0.113.2:5062>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sends `n` datagrams from `ns`, one every `gap`, built by `make(i)`.
+/// Bounded by count; returns when all are sent.
+fn send_each(ns: &Netns, to: SocketAddr, n: usize, gap: Duration, make: impl Fn(usize) -> Vec<u8>) {
+    let sock = ns.enter(|| UdpSocket::bind("0.0.0.0:5062").unwrap());
+    for i in 0..n {
+        let _ = sock.send_to(&make(i), to);
+        std::thread::sleep(gap);
+    }
+}
+
+fn scrape(ns: &Netns) -> String {
+    ns.enter(|| {
+        let mut c = TcpStream::connect(METRICS).expect("metrics endpoint");
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn events(store: &Store, event_type: &str) -> Vec<(Option<String>, serde_json::Value)> {
+    let since = sip_xdp::store::now() - chrono::Duration::hours(1);
+    store
+        .events(since, Some(event_type), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.source_ip,
+                serde_json::from_str(e.details.as_deref().unwrap_or("{}")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The controller on both server interfaces with a 500 ms sampling unit
+/// and the metrics endpoint on.
+fn controller(cli: &Cli, lab: &Lab, detect: &str) -> Daemon {
+    cli.add_config(&format!(
+        "metrics = \"{METRICS}\"\n[detect]\ninterval = \"500ms\"\n{detect}"
+    ));
+    let d = cli.start_controller(
+        &[&lab.links[0].server_if, &lab.links[1].server_if],
+        "sbc-1",
+        "500ms",
+    );
+    d.wait_log("controller running", Duration::from_secs(20));
+    d
+}
+
+#[test]
+fn flood_is_banned_within_two_units_and_the_kernel_limit_holds_without_the_controller() {
+    let lab = Lab::two_clients("fl");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    // Kernel limit 100/s, reported but not banned on: the flood detector
+    // must be what bans here.
+    let mut daemon = controller(
+        &cli,
+        &lab,
+        "[detect.rate_limit]\npackets = 100\nwindow = \"1s\"\nban = \"0s\"\n",
+    );
+    let legit = &lab.links[0];
+    let attack = &lab.links[1];
+    let _uas = Uas::start(&lab.server, legit.server_v4, None);
+    let hits = listener(&lab.server, attack.server_v4);
+    let target = SocketAddr::new(attack.server_v4, 5060);
+
+    // A legitimate caller keeps calling through the attack.
+    let uac = std::thread::scope(|s| {
+        let uac = s.spawn(|| sipp::uac(&lab.clients[0], legit.client_v4, legit.server_v4, 20, 5));
+        std::thread::sleep(Duration::from_millis(500));
+        // 200 packets/s from the attacker, bounded: 600 packets, 3 s.
+        let start = Instant::now();
+        let attacker = &lab.clients[1];
+        let flood = s.spawn(move || {
+            send_each(attacker, target, 600, Duration::from_millis(5), |i| {
+                request("OPTIONS", "100", target.ip(), "Linphone/5.2", i)
+            })
+        });
+        assert!(
+            eventually(Duration::from_secs(5), || banned(&cli, attack.client_v4)
+                .is_some()),
+            "flood never banned:\n{}",
+            daemon.log_text()
+        );
+        let took = start.elapsed();
+        println!("flood banned {took:?} after its first packet (unit {UNIT:?})");
+        assert!(
+            took <= 2 * UNIT + Duration::from_millis(700),
+            "banned after {took:?}, more than two sampling units"
+        );
+        assert_eq!(banned(&cli, attack.client_v4), Some("flood"));
+        flood.join().unwrap();
+        uac.join().unwrap()
+    });
+    assert!(
+        uac.exit_ok && uac.failed == 0 && uac.successful == 20,
+        "legitimate calls failed under the flood: {uac:?}"
+    );
+    // What reached the server before the ban: bounded by two units of
+    // flood, and cut to the kernel limit meanwhile.
+    let before_ban = drain(&hits, Duration::from_millis(300));
+    assert!(before_ban <= 250, "{before_ban} flood packets delivered");
+
+    daemon.wait_log(
+        "banned src_ip=203.0.113.2 reason=flood",
+        Duration::from_secs(2),
+    );
+    let m = scrape(&lab.server);
+    assert!(
+        metric(&m, "sipxdp_bans_total{kind=\"flood\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(metric(&m, "sipxdp_tracked_sources") >= 2.0);
+    let rt = rt();
+    let store = rt.block_on(db.connect());
+    assert!(eventually(Duration::from_secs(5), || {
+        !rt.block_on(events(&store, "flood_detected")).is_empty()
+    }));
+    let ev = rt.block_on(events(&store, "flood_detected"));
+    assert_eq!(ev[0].0.as_deref(), Some("203.0.113.2"));
+    assert!(ev[0].1["packets"].as_u64().unwrap() > 30, "{}", ev[0].1);
+    assert_eq!(ev[0].1["action"], "banned");
+    assert_eq!(ev[0].1["ban_s"], 120);
+    let rows = rt.block_on(store.blocks_of("203.0.113.2")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].source, "flood");
+    assert!(rows[0].expires_at.is_some());
+    assert_eq!(rt.block_on(events(&store, "ip_blocked")).len(), 1);
+
+    // The controller stops; the kernel limit stays. With the ban lifted, a
+    // fast flood gets through at 100 per one-second window, no more.
+    assert!(daemon.stop().success());
+    cli.ok(&["unblock", "203.0.113.2"]);
+    assert_eq!(banned(&cli, attack.client_v4), None);
+    let before = cli.stats()["drop_rate_limited"].as_u64().unwrap_or(0);
+    let start = Instant::now();
+    send_each(
+        &lab.clients[1],
+        target,
+        2000,
+        Duration::from_micros(250),
+        |i| request("OPTIONS", "100", target.ip(), "Linphone/5.2", i),
+    );
+    let secs = start.elapsed().as_secs_f64();
+    let through = drain(&hits, Duration::from_millis(300));
+    let windows = secs.ceil() as usize + 1;
+    println!("controller stopped: {through} of 2000 delivered in {secs:.2} s");
+    assert!(
+        through <= 100 * windows,
+        "{through} delivered in {secs:.2} s with a 100/s kernel limit"
+    );
+    assert!(
+        through >= 100,
+        "the limit lets the first 100 of a window through"
+    );
+    let after = cli.stats()["drop_rate_limited"].as_u64().unwrap_or(0);
+    assert!(after - before >= (2000 - through) as u64);
+}
+
+#[test]
+fn scanner_user_agent_is_banned_at_its_first_packets() {
+    let lab = Lab::two_clients("sc");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(
+        &cli,
+        &lab,
+        "[detect.rate_limit]\npackets = 50\nwindow = \"10s\"\nban = \"60s\"\n",
+    );
+    let attack = &lab.links[1];
+    let hits = listener(&lab.server, attack.server_v4);
+    let target = SocketAddr::new(attack.server_v4, 5060);
+    // sipvicious-style: OPTIONS, REGISTER, INVITE, 20 ms apart, bounded.
+    let start = Instant::now();
+    send_each(
+        &lab.clients[1],
+        target,
+        30,
+        Duration::from_millis(20),
+        |i| {
+            let m = ["OPTIONS", "REGISTER", "INVITE"][i % 3];
+            request(
+                m,
+                &format!("{}", 100 + i),
+                target.ip(),
+                "friendly-scanner",
+                i,
+            )
+        },
+    );
+    let sent_for = start.elapsed();
+    let through = drain(&hits, Duration::from_millis(300));
+    println!("scanner: {through} of 30 packets reached the server (sent over {sent_for:?})");
+    assert!(through <= 3, "{through} scanner packets got through");
+    assert_eq!(banned(&cli, attack.client_v4), Some("scanner"));
+    daemon.wait_log(
+        "banned src_ip=203.0.113.2 reason=scanner_user_agent",
+        Duration::from_secs(2),
+    );
+    let rt = rt();
+    let store = rt.block_on(db.connect());
+    assert!(eventually(Duration::from_secs(5), || {
+        !rt.block_on(events(&store, "scanner_detected")).is_empty()
+    }));
+    let ev = rt.block_on(events(&store, "scanner_detected"));
+    assert_eq!(ev.len(), 1, "one attack, one event: {ev:?}");
+    assert_eq!(ev[0].1["user_agent"], "friendly-scanner");
+    assert_eq!(ev[0].1["method"], "OPTIONS");
+    assert_eq!(ev[0].1["uris"][0], "sip:100@203.0.113.1");
+    assert_eq!(ev[0].1["ban_s"], 3600);
+    let rows = rt.block_on(store.blocks_of("203.0.113.2")).unwrap();
+    assert_eq!(rows[0].source, "scanner_user_agent");
+    let m = scrape(&lab.server);
+    assert_eq!(
+        metric(&m, "sipxdp_bans_total{kind=\"scanner_user_agent\"}"),
+        1.0,
+        "{m}"
+    );
+    assert!(metric(&m, "sipxdp_samples_total{result=\"parsed\"}") >= 1.0);
+
+    // A burst over the kernel limit from the other client, with an
+    // ordinary User-Agent: reported by the kernel, banned at once.
+    let other = &lab.links[0];
+    let to = SocketAddr::new(other.server_v4, 5060);
+    send_each(&lab.clients[0], to, 80, Duration::from_micros(500), |i| {
+        request("REGISTER", "200", to.ip(), "Yealink SIP-T46S", i)
+    });
+    assert!(eventually(Duration::from_secs(3), || {
+        banned(&cli, other.client_v4) == Some("ratelimit")
+    }));
+    daemon.wait_log(
+        "banned src_ip=198.51.100.2 reason=rate_limit",
+        Duration::from_secs(2),
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        !rt.block_on(events(&store, "rate_limit_exceeded"))
+            .is_empty()
+    }));
+    let ev = rt.block_on(events(&store, "rate_limit_exceeded"));
+    assert_eq!(ev[0].1["limit"], 50);
+    assert_eq!(ev[0].1["method"], "REGISTER");
+}
+
+#[test]
+fn extension_enumeration_is_banned_from_the_servers_404s() {
+    let lab = Lab::two_clients("en");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    // Sample-based enumeration and floods out of the way: the egress path
+    // alone must find it.
+    let daemon = controller(
+        &cli,
+        &lab,
+        "[detect.flood]\nlimit = 10000\n[detect.scanner]\ndistinct_users = 500\nnot_found = 10\n",
+    );
+    let attack = &lab.links[1];
+    let _uas = Uas::start(&lab.server, attack.server_v4, Some(UAS_404));
+    let target = SocketAddr::new(attack.server_v4, 5060);
+    send_each(
+        &lab.clients[1],
+        target,
+        40,
+        Duration::from_millis(30),
+        |i| {
+            request(
+                "INVITE",
+                &format!("{}", 1000 + i),
+                target.ip(),
+                "Grandstream GXP2170",
+                i,
+            )
+        },
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || banned(&cli, attack.client_v4)
+            == Some("scanner")),
+        "no ban from 404s:\n{}",
+        daemon.log_text()
+    );
+    daemon.wait_log(
+        "banned src_ip=203.0.113.2 reason=enumeration_wire",
+        Duration::from_secs(2),
+    );
+    let stats = cli.stats();
+    assert!(stats["reply_404"].as_u64().unwrap() >= 10, "{stats}");
+    let rt = rt();
+    let store = rt.block_on(db.connect());
+    assert!(eventually(Duration::from_secs(5), || {
+        !rt.block_on(events(&store, "scanner_detected")).is_empty()
+    }));
+    let ev = rt.block_on(events(&store, "scanner_detected"));
+    assert_eq!(ev[0].1["seen_by"], "egress");
+    assert!(ev[0].1["not_found"].as_u64().unwrap() >= 10);
+    let m = scrape(&lab.server);
+    assert_eq!(
+        metric(&m, "sipxdp_bans_total{kind=\"enumeration_wire\"}"),
+        1.0,
+        "{m}"
+    );
+    assert!(metric(&m, "sipxdp_kernel_events_total{event=\"reply_404\"}") >= 10.0);
+}
+
+#[test]
+fn failed_registrations_rows_lead_to_a_ban() {
+    let lab = Lab::two_clients("bf");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(&cli, &lab, "");
+    let rt = rt();
+    let store = rt.block_on(db.connect());
+    let attacker = lab.links[1].client_v4;
+    // As OpenSIPS writes them: one row per failed REGISTER; plus a row with
+    // a broken address, which is logged and skipped.
+    let now = sip_xdp::store::now();
+    let admin = |sql: &str| {
+        sip_xdp_tests::db::admin(&format!(
+            "USE `{}`; {sql}",
+            db.url()
+                .split('?')
+                .next()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+        ))
+    };
+    admin("INSERT INTO failed_registrations (username, domain, source_ip, source_port, user_agent, response_code, response_reason, attempt_time, expires_header) VALUES ('1001', 'example.com', 'not-an-ip', 5060, 'x', 403, 'Forbidden', UTC_TIMESTAMP(3), 3600)");
+    for i in 0..9 {
+        let at = now - chrono::Duration::seconds(60 - i);
+        rt.block_on(store.insert_failure(
+            "failed_registrations",
+            &attacker.to_string(),
+            &format!("{}", 1001 + i),
+            "PolycomVVX-VVX_400-UA/5.9",
+            403,
+            at,
+        ))
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        banned(&cli, attacker),
+        None,
+        "nine failures are under maxretry"
+    );
+    rt.block_on(store.insert_failure(
+        "door_knock_attempts",
+        &attacker.to_string(),
+        "admin",
+        "PolycomVVX-VVX_400-UA/5.9",
+        404,
+        now,
+    ))
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || banned(&cli, attacker)
+            == Some("bruteforce")),
+        "{}",
+        daemon.log_text()
+    );
+    daemon.wait_log(
+        "banned src_ip=203.0.113.2 reason=brute_force",
+        Duration::from_secs(2),
+    );
+    daemon.wait_log("source_ip is not an IP address", Duration::from_secs(1));
+    assert!(eventually(Duration::from_secs(5), || {
+        !rt.block_on(events(&store, "brute_force_detected"))
+            .is_empty()
+    }));
+    let ev = rt.block_on(events(&store, "brute_force_detected"));
+    assert_eq!(ev[0].1["failures"], 10);
+    assert_eq!(ev[0].1["ban_s"], 3600);
+    assert_eq!(ev[0].1["user_agent"], "PolycomVVX-VVX_400-UA/5.9");
+    let rows = rt.block_on(store.blocks_of(&attacker.to_string())).unwrap();
+    assert_eq!(rows[0].source, "brute_force");
+    let m = scrape(&lab.server);
+    assert_eq!(
+        metric(&m, "sipxdp_bans_total{kind=\"brute_force\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "sipxdp_db_up"), 1.0);
+}
