@@ -75,9 +75,9 @@ pub fn for_each_per_cpu<K: Pod, V: Pod>(
                 ));
             }
         }
-        for i in 0..got.min(chunk) {
+        for (i, key) in keys.iter().take(got.min(chunk)).enumerate() {
             // SAFETY: the kernel wrote `got` keys and `got * cpus` values.
-            let k = unsafe { keys[i].assume_init_ref() };
+            let k = unsafe { key.assume_init_ref() };
             let v = unsafe {
                 std::slice::from_raw_parts(values.as_ptr().add(i * cpus) as *const V, cpus)
             };

@@ -251,10 +251,17 @@ impl Controller {
         let mut found = Vec::new();
         let mut tracked = 0;
         if self.defender.settings().enabled {
-            match self.maps.source_totals() {
-                Ok(sources) => {
-                    tracked = sources.len();
-                    found.extend(self.defender.flood.pass(now, sources));
+            let flood = &mut self.defender.flood;
+            flood.begin(now);
+            let read = self.maps.for_each_source(|k, t| {
+                if let Some(d) = flood.observe(k, t) {
+                    found.push(d);
+                }
+            });
+            match read {
+                Ok(n) => {
+                    tracked = n;
+                    flood.end();
                 }
                 Err(e) => tracing::error!(error = %e, "reading per-source counters"),
             }

@@ -222,7 +222,7 @@ impl Defender {
             if let Some(m) = env.metrics {
                 m.detection(kind.name(), false);
             }
-            if !self.quiet_until.get(&ip).is_some_and(|t| *t > now) {
+            if self.quiet_until.get(&ip).is_none_or(|t| *t <= now) {
                 self.quiet_until.insert(ip, now + d.base_ban);
                 tracing::info!(src_ip = %ip, reason = %kind.name(), count = d.count, limit = d.limit, spared = %why, "detected, not banned");
                 let mut details = d.details.clone();

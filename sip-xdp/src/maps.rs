@@ -144,8 +144,15 @@ impl Maps {
     /// batches (a sampling pass over a million sources is a few hundred
     /// system calls, not two million).
     pub fn source_totals(&self) -> Result<Vec<(IpKey, Totals)>> {
-        let data = open(&self.pins, MAP_SOURCES)?;
         let mut out = Vec::with_capacity(1024);
+        self.for_each_source(|k, t| out.push((k, t)))?;
+        Ok(out)
+    }
+
+    /// Like `source_totals`, handing each source to `f` as it is read, with
+    /// no table in between. Returns how many were read.
+    pub fn for_each_source(&self, mut f: impl FnMut(IpKey, Totals)) -> Result<usize> {
+        let data = open(&self.pins, MAP_SOURCES)?;
         crate::batch::for_each_per_cpu::<IpKey, SourceStats>(&data, |k, per_cpu| {
             let mut t = Totals::default();
             for s in per_cpu {
@@ -154,10 +161,9 @@ impl Maps {
                     *acc += u64::from(c);
                 }
             }
-            out.push((*k, t));
+            f(*k, t);
         })
-        .map_err(Error::io("reading per-source counters"))?;
-        Ok(out)
+        .map_err(Error::io("reading per-source counters"))
     }
 
     /// Final responses the SBC sent, per client, summed over CPUs.

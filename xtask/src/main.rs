@@ -72,7 +72,17 @@ fn main() -> Result<()> {
                     "sip-xdp-bench",
                     "--",
                 ])
-                .args(args))
+                .args(&args))?;
+            run(cargo()
+                .env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "sip-xdp-tests",
+                    "--bin",
+                    "sip-xdp-bench-detect",
+                ]))
         }
         Cmd::Lint => {
             setup(&root)?;

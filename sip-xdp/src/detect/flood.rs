@@ -29,8 +29,14 @@ pub struct Flood {
     cfg: settings::Flood,
     class_limits: [Option<u64>; SIP_CLASSES],
     unit: Duration,
-    prev: HashMap<IpKey, Totals>,
+    /// Each source's totals at the previous pass, and the pass that saw it
+    /// last. Updated in place: a pass over a million sources must not
+    /// build (and fault in) a new table every unit.
+    prev: HashMap<IpKey, (Totals, u32), foldhash::fast::RandomState>,
+    generation: u32,
+    seen: usize,
     last: Option<Instant>,
+    elapsed: Option<Duration>,
 }
 
 impl Flood {
@@ -39,8 +45,13 @@ impl Flood {
             class_limits: cfg.class_limits.by_class(),
             cfg,
             unit,
-            prev: HashMap::new(),
+            // foldhash: a third of SipHash's cost on 16-byte keys; the keys
+            // are attacker-chosen, and foldhash is still seeded per process.
+            prev: HashMap::default(),
+            generation: 0,
+            seen: 0,
             last: None,
+            elapsed: None,
         }
     }
 
@@ -64,27 +75,58 @@ impl Flood {
         now: Instant,
         sources: impl IntoIterator<Item = (IpKey, Totals)>,
     ) -> Vec<Detection> {
-        let elapsed = self.last.map(|l| now.saturating_duration_since(l));
-        self.last = Some(now);
-        let mut next = HashMap::with_capacity(self.prev.len().max(1024));
+        self.begin(now);
         let mut out = Vec::new();
         for (key, t) in sources {
-            if let (Some(elapsed), true) = (elapsed, self.cfg.enabled) {
-                let before = self.prev.get(&key).copied().unwrap_or_default();
-                // A late pass must not read as a denser one.
-                let scale = if elapsed > self.unit {
-                    self.unit.as_secs_f64() / elapsed.as_secs_f64()
-                } else {
-                    1.0
-                };
-                if let Some(d) = self.judge(key, &before, &t, scale, elapsed) {
-                    out.push(d);
-                }
+            if let Some(d) = self.observe(key, t) {
+                out.push(d);
             }
-            next.insert(key, t);
         }
-        self.prev = next;
+        self.end();
         out
+    }
+
+    /// Streaming form of `pass`: `begin`, `observe` every source, `end`.
+    pub fn begin(&mut self, now: Instant) {
+        self.elapsed = self.last.map(|l| now.saturating_duration_since(l));
+        self.last = Some(now);
+        self.generation = self.generation.wrapping_add(1);
+        self.seen = 0;
+    }
+
+    pub fn observe(&mut self, key: IpKey, t: Totals) -> Option<Detection> {
+        self.seen += 1;
+        let generation = self.generation;
+        let before = match self.prev.get_mut(&key) {
+            Some(e) => {
+                let before = e.0;
+                *e = (t, generation);
+                before
+            }
+            None => {
+                self.prev.insert(key, (t, generation));
+                Totals::default()
+            }
+        };
+        let elapsed = self.elapsed?;
+        if !self.cfg.enabled {
+            return None;
+        }
+        // A late pass must not read as a denser one.
+        let scale = if elapsed > self.unit {
+            self.unit.as_secs_f64() / elapsed.as_secs_f64()
+        } else {
+            1.0
+        };
+        self.judge(key, &before, &t, scale, elapsed)
+    }
+
+    /// Forgets sources the kernel no longer tracks.
+    pub fn end(&mut self) {
+        if self.prev.len() > self.seen {
+            let g = self.generation;
+            self.prev.retain(|_, (_, seen)| *seen == g);
+        }
     }
 
     fn judge(
