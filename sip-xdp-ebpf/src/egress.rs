@@ -63,7 +63,7 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
     });
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
     let i = reply as usize;
-    match REPLIES.get_ptr_mut(&l3.dst) {
+    match REPLIES.get_ptr_mut(l3.dst) {
         Some(r) => {
             let r = unsafe { &mut *r };
             if let Some(n) = r.codes.get_mut(i) {
@@ -79,7 +79,7 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
             if let Some(n) = r.codes.get_mut(i) {
                 *n = 1;
             }
-            let _ = REPLIES.insert(&l3.dst, &r, 0);
+            let _ = REPLIES.insert(l3.dst, r, 0);
         }
     }
     Ok(())

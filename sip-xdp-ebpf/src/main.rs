@@ -142,7 +142,7 @@ fn rate_check(src: &IpKey, now: u64, cfg: &Config) -> Rate {
             window_start_ns: now,
             count: 1,
         };
-        let _ = RATE.insert(src, &fresh, 0);
+        let _ = RATE.insert(src, fresh, 0);
         return Rate::Under;
     };
     let r = unsafe { &mut *r };
