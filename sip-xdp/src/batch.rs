@@ -22,11 +22,24 @@ const CHUNK: usize = 8192;
 /// as with any walk of a live map.
 pub fn for_each_per_cpu<K: Pod, V: Pod>(
     map: &MapData,
-    mut f: impl FnMut(&K, &[V]),
+    f: impl FnMut(&K, &[V]),
 ) -> io::Result<usize> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     // The kernel rounds each CPU's value up to 8 bytes.
     assert_eq!(size_of::<V>() % 8, 0, "per-CPU values must be 8-byte sized");
+    walk(map, cpus, f)
+}
+
+/// Calls `f` with every key and value of a plain (not per-CPU) hash map.
+pub fn for_each<K: Pod, V: Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> io::Result<usize> {
+    walk::<K, V>(map, 1, |k, v| f(k, &v[0]))
+}
+
+fn walk<K: Pod, V: Pod>(
+    map: &MapData,
+    cpus: usize,
+    mut f: impl FnMut(&K, &[V]),
+) -> io::Result<usize> {
     let fd = map.fd().as_fd().as_raw_fd();
     let mut chunk = CHUNK;
     let mut keys: Vec<MaybeUninit<K>> = Vec::new();

@@ -291,10 +291,12 @@ impl Controller {
         } else {
             None
         };
+        let allowed = self.maps.list_allowed();
         let mut env = Env {
             maps: &mut self.maps,
             events: &mut self.events,
             guard: &self.guard,
+            allowed: &allowed,
             metrics: self.metrics.as_ref(),
             store: store.as_ref(),
             node: &self.cfg.node,

@@ -56,6 +56,8 @@ pub struct Env<'a> {
     pub maps: &'a mut Maps,
     pub events: &'a mut EventBuffer,
     pub guard: &'a Guard,
+    /// The kernel's allow-list, read once per batch of detections.
+    pub allowed: &'a [IpNet],
     pub metrics: Option<&'a Metrics>,
     pub store: Option<&'a Store>,
     pub node: &'a str,
@@ -309,12 +311,7 @@ impl Defender {
         if let Some(why) = env.guard.refusal(&net) {
             return Some(why);
         }
-        if let Some(n) = env
-            .maps
-            .list_allowed()
-            .into_iter()
-            .find(|n| n.contains(&ip))
-        {
+        if let Some(n) = env.allowed.iter().find(|n| n.contains(&ip)) {
             return Some(format!("on the allow-list ({n})"));
         }
         None

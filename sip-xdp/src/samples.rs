@@ -77,6 +77,19 @@ pub fn decode(record: &[u8]) -> Option<Sampled> {
     })
 }
 
+/// A ring-buffer record as the kernel writes it: the inverse of `decode`,
+/// for tests and benchmarks.
+pub fn encode(h: &SampleHeader, payload: &[u8]) -> Vec<u8> {
+    // SAFETY: SampleHeader is plain old data with explicit padding.
+    let head = unsafe {
+        std::slice::from_raw_parts(
+            h as *const SampleHeader as *const u8,
+            std::mem::size_of::<SampleHeader>(),
+        )
+    };
+    [head, payload].concat()
+}
+
 /// Parses a SIP message with rsip. A payload cut at the sample size is
 /// trimmed to its last complete header line first, so that a long INVITE
 /// still yields its request line, User-Agent and To.
@@ -266,14 +279,7 @@ Content-Length: 0\r\n\r\n";
             kind: SampleKind::First as u8,
             _pad: [0; 7],
         };
-        let mut rec = unsafe {
-            std::slice::from_raw_parts(
-                &h as *const SampleHeader as *const u8,
-                std::mem::size_of::<SampleHeader>(),
-            )
-        }
-        .to_vec();
-        rec.extend_from_slice(INVITE);
+        let rec = encode(&h, INVITE);
         let s = decode(&rec).unwrap();
         assert_eq!(s.src.to_string(), "203.0.113.9");
         assert_eq!((s.src_port, s.dst_port, s.ts_ns), (5070, 5060, 42));
@@ -283,17 +289,10 @@ Content-Length: 0\r\n\r\n";
             Some("friendly-scanner")
         );
         // Not SIP by the kernel's classifier: not handed to rsip.
-        let mut rec2 = rec[..std::mem::size_of::<SampleHeader>()].to_vec();
-        rec2.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let rec2 = encode(&h, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(decode(&rec2).unwrap().sip.is_err());
         assert!(decode(&rec[..10]).is_none());
         h.kind = 99;
-        let rec3 = unsafe {
-            std::slice::from_raw_parts(
-                &h as *const SampleHeader as *const u8,
-                std::mem::size_of::<SampleHeader>(),
-            )
-        };
-        assert!(decode(rec3).is_none());
+        assert!(decode(&encode(&h, b"")).is_none());
     }
 }

@@ -192,12 +192,30 @@ impl Store {
         Ok(store)
     }
 
+    /// Applies the embedded migrations. Several SBCs starting at once on a
+    /// new database race here: sqlx's MySQL lock (`GET_LOCK(name, -1)`) does
+    /// not hold on MariaDB, so a node can see another's migration half-way
+    /// (`Dirty`). That node waits for the other to finish instead of
+    /// failing; a migration that stays dirty is a real error after 10 s.
     pub async fn migrate(&self) -> Result<()> {
-        match self {
-            Store::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await?,
-            Store::Mysql(p) => sqlx::migrate!("migrations/mysql").run(p).await?,
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            let r = match self {
+                Store::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await,
+                Store::Mysql(p) => sqlx::migrate!("migrations/mysql").run(p).await,
+            };
+            match r {
+                Err(sqlx::migrate::MigrateError::Dirty(v))
+                    if waited < std::time::Duration::from_secs(10) =>
+                {
+                    tracing::debug!(version = v, "another node is migrating; waiting");
+                    let step = std::time::Duration::from_millis(200);
+                    tokio::time::sleep(step).await;
+                    waited += step;
+                }
+                other => return Ok(other?),
+            }
         }
-        Ok(())
     }
 
     pub fn kind(&self) -> &'static str {

@@ -147,6 +147,9 @@ fn controller(cli: &Cli, lab: &Lab, detect: &str) -> Daemon {
         "500ms",
     );
     d.wait_log("controller running", Duration::from_secs(20));
+    // Its migrations first: the test's own connection comes after, as an
+    // operator's tools would.
+    d.wait_log("database connected", Duration::from_secs(20));
     d
 }
 

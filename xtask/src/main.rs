@@ -62,27 +62,22 @@ fn main() -> Result<()> {
             require_root("the benchmarks")?;
             setup(&root)?;
             build()?;
-            run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "sip-xdp-tests",
-                    "--bin",
-                    "sip-xdp-bench",
-                    "--",
-                ])
-                .args(&args))?;
-            run(cargo()
-                .env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "sip-xdp-tests",
-                    "--bin",
-                    "sip-xdp-bench-detect",
-                ]))
+            let bench = |bin: &str| {
+                let mut c = cargo();
+                c.env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
+                    .args([
+                        "run",
+                        "--release",
+                        "-p",
+                        "sip-xdp-tests",
+                        "--bin",
+                        bin,
+                        "--",
+                    ]);
+                c
+            };
+            run(bench("sip-xdp-bench").args(&args))?;
+            run(&mut bench("sip-xdp-bench-detect"))
         }
         Cmd::Lint => {
             setup(&root)?;

@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -185,11 +184,6 @@ impl Flood {
             }),
         })
     }
-}
-
-/// The address a detection is about, for callers that keep `IpKey`s.
-pub fn ip(key: &IpKey) -> IpAddr {
-    ip_of(key)
 }
 
 #[cfg(test)]

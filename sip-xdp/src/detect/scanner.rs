@@ -40,6 +40,19 @@ struct Probe {
     user_agent: Option<String>,
 }
 
+impl Probe {
+    fn new(start: Instant) -> Self {
+        Self {
+            start,
+            users: BTreeSet::new(),
+            requests: 0,
+            options: 0,
+            uris: Vec::new(),
+            user_agent: None,
+        }
+    }
+}
+
 pub struct Scanner {
     cfg: settings::Scanner,
     agents: Vec<String>,
@@ -103,23 +116,9 @@ impl Scanner {
             }
         }
         let window = self.cfg.window;
-        let p = self.probes.entry(src).or_insert_with(|| Probe {
-            start: now,
-            users: BTreeSet::new(),
-            requests: 0,
-            options: 0,
-            uris: Vec::new(),
-            user_agent: None,
-        });
+        let p = self.probes.entry(src).or_insert_with(|| Probe::new(now));
         if now.saturating_duration_since(p.start) > window {
-            *p = Probe {
-                start: now,
-                users: BTreeSet::new(),
-                requests: 0,
-                options: 0,
-                uris: Vec::new(),
-                user_agent: None,
-            };
+            *p = Probe::new(now);
         }
         p.requests += 1;
         if method.eq_ignore_ascii_case("OPTIONS") {

@@ -20,7 +20,7 @@ use sip_xdp::{
     loader::Capacities,
     maps::Maps,
     pins::Pins,
-    samples::decode,
+    samples::{decode, encode},
 };
 use sip_xdp_common::{
     addr::key_of,
@@ -121,16 +121,7 @@ fn record(payload: &[u8], i: u32) -> Vec<u8> {
         kind: SampleKind::First as u8,
         _pad: [0; 7],
     };
-    // SAFETY: SampleHeader is plain old data.
-    let mut v = unsafe {
-        std::slice::from_raw_parts(
-            &h as *const SampleHeader as *const u8,
-            std::mem::size_of::<SampleHeader>(),
-        )
-    }
-    .to_vec();
-    v.extend_from_slice(payload);
-    v
+    encode(&h, payload)
 }
 
 fn samples_per_second() {
