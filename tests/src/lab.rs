@@ -251,3 +251,149 @@ pub fn send_sip(ns: &Netns, to: SocketAddr, payload: &[u8], n: usize) {
         std::thread::sleep(Duration::from_micros(200));
     }
 }
+
+/// The comparison benchmark's lab, all IPv6 (the only range the lab rules
+/// allow with room for 100k distinct sources):
+/// - `gen` floods from `FLOOD_PREFIX` sources through g0 <-> s0 (server
+///   2001:db8:100::1, generator 2001:db8:100::2);
+/// - `client` is a legitimate host on c0 <-> s1 (2001:db8:200::2 <-> ::1),
+///   routed to the server's flood-side address;
+/// - the server routes replies for the flood prefix back to `gen`, which
+///   blackholes them;
+/// - g2 <-> s2 is a one-queue veth, and d0 an ifb device that frees every
+///   frame sent to it (the sender-only baseline).
+pub struct FloodLab {
+    pub gen: Netns,
+    pub client: Netns,
+    pub server: Netns,
+    pub gen_mac: [u8; 6],
+    pub server_mac: [u8; 6],
+    /// s2's MAC (the one-queue link).
+    pub server_mac_1q: [u8; 6],
+}
+
+pub const FLOOD_SERVER: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+pub const LEGIT_CLIENT: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 2);
+
+/// The `n`th flooding source, 2001:db8:ff::/48 + n.
+pub fn flood_source(n: u32) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0xff,
+        0,
+        0,
+        0,
+        (n >> 16) as u16,
+        n as u16 & 0xffff,
+    )
+}
+
+impl FloodLab {
+    /// Fixed names, so that a run killed outright is cleaned up by the next.
+    pub fn new() -> Self {
+        crate::require_root();
+        let server = Netns::new("sxb-srv");
+        let gen = Netns::new("sxb-gen");
+        let client = Netns::new("sxb-cli");
+        // One queue per CPU on the flood link, as a multi-queue NIC has: each
+        // sending CPU then feeds its own veth queue and, under native XDP,
+        // its own NAPI context.
+        let queues = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .to_string();
+        let q = queues.as_str();
+        gen.ip(&[
+            "link",
+            "add",
+            "g0",
+            "numtxqueues",
+            q,
+            "numrxqueues",
+            q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "s0",
+            "numtxqueues",
+            q,
+            "numrxqueues",
+            q,
+        ]);
+        gen.ip(&["link", "set", "s0", "netns", &server.name]);
+        client.ip(&["link", "add", "c0", "type", "veth", "peer", "name", "s1"]);
+        client.ip(&["link", "set", "s1", "netns", &server.name]);
+        for (ns, dev, addr) in [
+            (&gen, "g0", "2001:db8:100::2/64"),
+            (&server, "s0", "2001:db8:100::1/64"),
+            (&client, "c0", "2001:db8:200::2/64"),
+            (&server, "s1", "2001:db8:200::1/64"),
+        ] {
+            ns.ip(&["addr", "add", addr, "dev", dev, "nodad"]);
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+        // The sender-only baseline: an ifb device frees every frame that
+        // was not redirected to it by tc, so sending to it costs the
+        // sender's work and nothing else (this kernel has no dummy driver).
+        gen.ip(&["link", "add", "d0", "type", "ifb"]);
+        gen.ip(&["link", "set", "d0", "up"]);
+        // The same flood path with one veth queue, as veth comes by default.
+        gen.ip(&["link", "add", "g2", "type", "veth", "peer", "name", "s2"]);
+        gen.ip(&["link", "set", "s2", "netns", &server.name]);
+        gen.ip(&["link", "set", "g2", "up"]);
+        server.ip(&["link", "set", "s2", "up"]);
+        server.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:ff::/48",
+            "via",
+            "2001:db8:100::2",
+            "dev",
+            "s0",
+        ]);
+        gen.ip(&["-6", "route", "add", "blackhole", "2001:db8:ff::/48"]);
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:100::/64",
+            "via",
+            "2001:db8:200::1",
+            "dev",
+            "c0",
+        ]);
+        let gen_mac = mac(&gen, "g0");
+        let server_mac = mac(&server, "s0");
+        let server_mac_1q = mac(&server, "s2");
+        Self {
+            server_mac_1q,
+            gen,
+            client,
+            server,
+            gen_mac,
+            server_mac,
+        }
+    }
+}
+
+impl Default for FloodLab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An interface's MAC address, from `ip -j link`.
+pub fn mac(ns: &Netns, dev: &str) -> [u8; 6] {
+    let out = ns.ip(&["-j", "link", "show", "dev", dev]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+    let s = v[0]["address"].as_str().expect("a MAC address");
+    let mut m = [0u8; 6];
+    for (b, part) in m.iter_mut().zip(s.split(':')) {
+        *b = u8::from_str_radix(part, 16).expect("hex MAC");
+    }
+    m
+}

@@ -4,7 +4,10 @@
 //! Everything here needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
 
 pub mod cli;
+pub mod cpu;
 pub mod db;
+pub mod filters;
+pub mod flood;
 pub mod frames;
 pub mod lab;
 pub mod prog;

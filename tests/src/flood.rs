@@ -1,0 +1,325 @@
+//! A bounded UDP flood from many spoofed sources, sent as ready-made
+//! Ethernet frames through `AF_PACKET` sockets with `sendmmsg`.
+//!
+//! Why this generator: every frame (one per source, UDP checksum included)
+//! is built once, so the sender's per-packet work is one copy into an skb and
+//! the driver's transmit, the same in every row of a comparison. 64 frames
+//! go per system call, with the qdisc bypassed. It is bounded by a packet
+//! count and a deadline in the same loop, and needs no package beyond this
+//! crate.
+
+use std::{
+    ffi::CString,
+    net::Ipv6Addr,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use etherparse::PacketBuilder;
+
+use crate::lab::Netns;
+
+/// Frames per `sendmmsg` call.
+const BATCH: usize = 64;
+
+/// An OPTIONS request the size of what scanners and trunks send (about 560
+/// bytes of UDP payload): full header set, a User-Agent, no body.
+pub fn options_payload(src: Ipv6Addr, dst: Ipv6Addr, n: usize) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:100@[{dst}]:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP [{src}]:5060;branch=z9hG4bK-{n:08x}-flood;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"100\" <sip:100@[{src}]>;tag={n:08x}a1b2c3d4\r\n\
+         To: \"100\" <sip:100@[{dst}]>\r\n\
+         Call-ID: {n:08x}-7f3a9c1e5b2d4f6a8c0e@[{src}]\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Contact: <sip:100@[{src}]:5060>\r\n\
+         Accept: application/sdp\r\n\
+         Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REFER, UPDATE\r\n\
+         Supported: replaces, timer, path\r\n\
+         User-Agent: friendly-scanner\r\n\
+         Accept-Language: en\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// What a sender is aimed at.
+pub struct Target {
+    pub src_mac: [u8; 6],
+    /// The receiving veth end's MAC.
+    pub dst_mac: [u8; 6],
+    pub dst: Ipv6Addr,
+    pub dport: u16,
+}
+
+/// One frame per source, UDP 5060 -> `target.dport`.
+pub fn frames(target: &Target, sources: &[Ipv6Addr]) -> Vec<Vec<u8>> {
+    sources
+        .iter()
+        .enumerate()
+        .map(|(n, src)| {
+            let payload = options_payload(*src, target.dst, n);
+            let b = PacketBuilder::ethernet2(target.src_mac, target.dst_mac)
+                .ipv6(src.octets(), target.dst.octets(), 64)
+                .udp(5060, target.dport);
+            let mut f = Vec::with_capacity(b.size(payload.len()));
+            b.write(&mut f, &payload).expect("building a flood frame");
+            f
+        })
+        .collect()
+}
+
+/// What a flood did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sent {
+    pub packets: u64,
+    pub elapsed: Duration,
+    /// Whether it stopped at the deadline rather than the count.
+    pub timed_out: bool,
+}
+
+impl Sent {
+    pub fn pps(&self) -> f64 {
+        self.packets as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `AF_PACKET` senders bound to an interface in the generator namespace.
+pub struct Generator {
+    socks: Vec<OwnedFd>,
+}
+
+impl Generator {
+    /// One socket per sending thread.
+    pub fn new(ns: &Netns, iface: &str, threads: usize) -> Self {
+        let iface = iface.to_string();
+        let socks = ns.enter(move || (0..threads).map(|_| packet_socket(&iface)).collect());
+        Self { socks }
+    }
+
+    /// Sends `count` frames (cycling through `frames`), spread over the
+    /// threads, each pinned to its own CPU; stops early at `max_time` or
+    /// when `stop` is set.
+    pub fn send(
+        &self,
+        frames: &[Vec<u8>],
+        count: u64,
+        max_time: Duration,
+        stop: &AtomicBool,
+    ) -> Sent {
+        let threads = self.socks.len() as u64;
+        let start = Instant::now();
+        let deadline = start + max_time;
+        let sent: Vec<(u64, bool)> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .socks
+                .iter()
+                .enumerate()
+                .map(|(t, sock)| {
+                    let share = count / threads + u64::from((t as u64) < count % threads);
+                    // Each thread starts at a different frame so that the
+                    // sources interleave as in a distributed flood.
+                    let offset = t * frames.len() / self.socks.len();
+                    s.spawn(move || {
+                        pin_to_cpu(t);
+                        send_loop(sock.as_raw_fd(), frames, offset, share, deadline, stop)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        Sent {
+            packets: sent.iter().map(|s| s.0).sum(),
+            elapsed: start.elapsed(),
+            timed_out: sent.iter().any(|s| s.1),
+        }
+    }
+}
+
+fn send_loop(
+    fd: i32,
+    frames: &[Vec<u8>],
+    offset: usize,
+    count: u64,
+    deadline: Instant,
+    stop: &AtomicBool,
+) -> (u64, bool) {
+    let mut iov: Vec<libc::iovec> = frames
+        .iter()
+        .map(|f| libc::iovec {
+            iov_base: f.as_ptr() as *mut _,
+            iov_len: f.len(),
+        })
+        .collect();
+    // Repeat the table so that any window of BATCH entries is contiguous.
+    let n = iov.len();
+    iov.extend_from_within(..n.min(BATCH));
+    let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH)
+        .map(|_| {
+            // SAFETY: an all-zero mmsghdr is valid (no name, no control).
+            unsafe { std::mem::zeroed() }
+        })
+        .collect();
+    let mut next = offset % n;
+    let mut done = 0u64;
+    while done < count {
+        if Instant::now() >= deadline {
+            return (done, true);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return (done, false);
+        }
+        let want = (count - done).min(BATCH as u64) as usize;
+        for (i, h) in hdrs.iter_mut().take(want).enumerate() {
+            let k = (next + i) % iov.len();
+            h.msg_hdr.msg_iov = &mut iov[k];
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `want` headers, each pointing at one iovec over a live
+        // frame; the socket is bound to its interface, so no address.
+        let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), want as u32, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                // The transmit path was busy for a moment: try again.
+                Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                _ => panic!("sendmmsg: {e}"),
+            }
+        }
+        done += r as u64;
+        next = (next + r as usize) % n;
+    }
+    (done, false)
+}
+
+/// A raw `AF_PACKET` socket bound to `iface` that sends without queueing
+/// discipline and receives nothing.
+fn packet_socket(iface: &str) -> OwnedFd {
+    // Protocol 0: the socket receives no frames, it only sends.
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    assert!(
+        fd >= 0,
+        "socket(AF_PACKET): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let name = CString::new(iface).unwrap();
+    // SAFETY: NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert!(index > 0, "no interface {iface} in the generator namespace");
+    let one: libc::c_int = 1;
+    // SAFETY: an int option of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_QDISC_BYPASS,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    assert!(
+        r == 0,
+        "PACKET_QDISC_BYPASS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: zeroed sockaddr_ll, then the fields bind(2) reads.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = index as i32;
+    sll.sll_protocol = 0;
+    // SAFETY: a valid sockaddr_ll of the size given.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    assert!(
+        r == 0,
+        "bind(AF_PACKET, {iface}): {}",
+        std::io::Error::last_os_error()
+    );
+    fd
+}
+
+/// Pins the calling thread to `cpu` (modulo the CPUs online).
+pub fn pin_to_cpu(cpu: usize) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t filled with CPU_SET for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % n, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// The unprotected server of the drop-cost rows: a UDP socket on
+/// [::]:`port` that reads every datagram and discards it, one `recv` per
+/// packet as SIP servers do, on its own thread pinned to `cpu`.
+pub struct Sink {
+    stop: std::sync::Arc<AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sink {
+    pub fn start(ns: &Netns, port: u16, cpu: usize) -> Self {
+        let sock = ns.enter(|| {
+            use socket2::{Domain, Socket, Type};
+            let s = Socket::new(Domain::IPV6, Type::DGRAM, None).expect("socket(AF_INET6)");
+            s.set_only_v6(true).expect("IPV6_V6ONLY");
+            let addr: std::net::SocketAddr = format!("[::]:{port}").parse().unwrap();
+            s.bind(&addr.into()).expect("binding the sink");
+            std::net::UdpSocket::from(s)
+        });
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (flag, n) = (stop.clone(), count.clone());
+        let handle = std::thread::spawn(move || {
+            pin_to_cpu(cpu);
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                if sock.recv(&mut buf).is_ok() {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Self {
+            stop,
+            count,
+            handle: Some(handle),
+        }
+    }
+
+    /// Datagrams read so far.
+    pub fn received(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Stops reading; returns the datagrams read.
+    pub fn stop(mut self) -> u64 {
+        self.finish();
+        self.received()
+    }
+
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
