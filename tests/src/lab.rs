@@ -279,16 +279,7 @@ pub const LEGIT_CLIENT: std::net::Ipv6Addr =
 
 /// The `n`th flooding source, 2001:db8:ff::/48 + n.
 pub fn flood_source(n: u32) -> std::net::Ipv6Addr {
-    std::net::Ipv6Addr::new(
-        0x2001,
-        0xdb8,
-        0xff,
-        0,
-        0,
-        0,
-        (n >> 16) as u16,
-        n as u16 & 0xffff,
-    )
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, (n >> 16) as u16, n as u16)
 }
 
 impl FloodLab {

@@ -33,6 +33,11 @@ enum Cmd {
     Test,
     /// Set up, build, and run the benchmarks (needs root).
     Bench {
+        /// Also run the side-by-side comparison (sip-xdp, ip6tables, ipset,
+        /// nftables, no filter) in a namespace lab, and write every figure
+        /// of the run to BENCHMARKS.md.
+        #[arg(long)]
+        compare: bool,
         /// Extra arguments for the benchmark binary.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -58,7 +63,7 @@ fn main() -> Result<()> {
             build()?;
             test(&root)
         }
-        Cmd::Bench { args } => {
+        Cmd::Bench { compare, args } => {
             require_root("the benchmarks")?;
             setup(&root)?;
             build()?;
@@ -76,8 +81,19 @@ fn main() -> Result<()> {
                     ]);
                 c
             };
-            run(bench("sip-xdp-bench").args(&args))?;
-            run(&mut bench("sip-xdp-bench-detect"))
+            if !compare {
+                run(bench("sip-xdp-bench").args(&args))?;
+                return run(&mut bench("sip-xdp-bench-detect"));
+            }
+            let started = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+                .unwrap_or_default();
+            let cmp = capture(&mut bench("sip-xdp-bench-compare"))?;
+            let per_packet = capture(bench("sip-xdp-bench").args(&args))?;
+            let detect = capture(&mut bench("sip-xdp-bench-detect"))?;
+            let report = benchmarks_md(started.trim(), &cmp, &per_packet, &detect);
+            std::fs::write(root.join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
+            eprintln!("wrote {}", root.join("BENCHMARKS.md").display());
+            Ok(())
         }
         Cmd::Lint => {
             setup(&root)?;
@@ -104,6 +120,57 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
+}
+
+/// Runs `cmd`, echoing its stdout as it comes and returning it.
+fn capture(cmd: &mut Command) -> Result<String> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!("+ {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let mut text = String::new();
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(text)
+}
+
+/// BENCHMARKS.md: the comparison first, then the per-packet and the
+/// detection benchmarks, each a section of its own.
+fn benchmarks_md(date: &str, compare: &str, per_packet: &str, detect: &str) -> String {
+    // The two older benchmarks print top-level headings of their own.
+    let demote = |text: &str| {
+        text.lines()
+            .map(|l| {
+                if l.starts_with('#') {
+                    format!("#{l}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect::<String>()
+    };
+    format!(
+        "# sip-xdp benchmarks\n\n\
+         Written by `sudo -E cargo xtask bench --compare` on {date}. Every figure below was measured in that \
+         run, on the machine described under \"The lab\"; rerun the same command to reproduce them (about ten \
+         minutes, root, nothing leaves the machine: all traffic stays in network namespaces the run creates and \
+         removes).\n\n\
+         {compare}\n\
+         ## Per-packet cost in the kernel\n\n{}\n\
+         ## Detection and control plane\n\n{}",
+        demote(per_packet),
+        demote(detect)
+    )
 }
 
 fn output(cmd: &mut Command) -> Option<String> {
@@ -214,6 +281,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
     ("sipp", "sip-tester"),
+    // The comparison benchmark's competitors.
+    ("ip6tables", "iptables"),
+    ("nft", "nftables"),
+    ("ipset", "ipset"),
 ];
 
 fn packages() -> Result<()> {
