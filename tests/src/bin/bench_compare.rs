@@ -986,6 +986,7 @@ fn reading(b: &Bench, drops: &[Row], server: &[ServerRow]) {
          kernel allocates an skb, before GRO, the taps and the netfilter hooks; every filter measured here runs after \
          all of that. A dropped packet then costs the driver's receive work plus a hash lookup, and the core that \
          would have built the skb is free for the SBC. This lab cannot show that saving: its packets are skbs from \
-         the start. Generic XDP, which runs on the skb, is what this lab measures as well as native.\n"
+         the start, which is also why native and generic XDP come out close together in the tables: on veth \
+         both begin from an skb, while on a real NIC only native mode skips it.\n"
     );
 }
