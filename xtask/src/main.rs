@@ -150,6 +150,8 @@ fn benchmarks_md(date: &str, compare: &str, per_packet: &str, detect: &str) -> S
     // The two older benchmarks print top-level headings of their own.
     let demote = |text: &str| {
         text.lines()
+            // Their own title lines would repeat the section's.
+            .filter(|l| !l.starts_with("# "))
             .map(|l| {
                 if l.starts_with('#') {
                     format!("#{l}\n")
@@ -161,7 +163,7 @@ fn benchmarks_md(date: &str, compare: &str, per_packet: &str, detect: &str) -> S
     };
     format!(
         "# sip-xdp benchmarks\n\n\
-         Written by `sudo -E cargo xtask bench --compare` on {date}. Every figure below was measured in that \
+         Written by `cargo xtask bench --compare`, run as root, on {date}. Every figure below was measured in that \
          run, on the machine described under \"The lab\"; rerun the same command to reproduce them (about ten \
          minutes, root, nothing leaves the machine: all traffic stays in network namespaces the run creates and \
          removes).\n\n\
