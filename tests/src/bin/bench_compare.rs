@@ -933,31 +933,42 @@ fn targets(b: &Bench, drops: &[Row], server: &[ServerRow]) {
             100.0 * (x.sent.packets as f64 / u.sent.packets.max(1) as f64 - 1.0),
             verdict(per >= 3.0)
         );
-        let kept = x.uac.rate() / base.uac.rate().max(1e-9);
-        let lost = u.uac.rate() / base.uac.rate().max(1e-9);
-        println!(
-            "- The legitimate client kept {:.1}% of its no-flood success behind sip-xdp (target ≥ 99%: {}) and {:.1}% unprotected (target ≤ 50%: {}).",
-            100.0 * kept,
-            verdict(kept >= 0.99),
-            100.0 * lost,
-            verdict(lost <= 0.5)
-        );
-        if lost > 0.5 {
-            let strongest = server
-                .iter()
-                .filter(|r| r.flood && r.kind == Kind::None)
-                .map(|r| (r.sent.pps(), r.uac.rate() / base.uac.rate().max(1e-9)))
-                .collect::<Vec<_>>();
-            println!(
-                "  This machine cannot generate a flood that halves the unprotected server's success: {}. \
-                 On 2 CPUs the generator, the kernel's receive work and SIPp share the same cores, so a stronger \
-                 flood also takes CPU from the flood's own receive path. The transactions the unprotected server \
-                 did complete often needed SIP retransmissions, as its response times show.",
-                strongest
+        // One line per flood strength: the target holds if sip-xdp keeps
+        // the client whole at every strength and some strength halves the
+        // unprotected server.
+        let rel = |r: &ServerRow| r.uac.rate() / base.uac.rate().max(1e-9);
+        let mut halved = false;
+        let mut whole = true;
+        for t in [1, 2] {
+            let at = |kind: Kind| {
+                server
                     .iter()
-                    .map(|(pps, kept)| format!("{:.0} kpps left it {:.1}%", pps / 1e3, 100.0 * kept))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                    .find(|r| r.flood && r.kind == kind && r.threads == t)
+            };
+            if let (Some(u), Some(x)) = (at(Kind::None), at(Kind::XdpNative)) {
+                halved |= rel(u) <= 0.5;
+                whole &= rel(x) >= 0.99;
+                println!(
+                    "- Flood on {t} CPU{} ({:.0} kpps unprotected): the legitimate client kept {:.1}% of its no-flood \
+                     success behind sip-xdp and {:.1}% unprotected.",
+                    if t > 1 { "s" } else { "" },
+                    u.sent.pps() / 1e3,
+                    100.0 * rel(x),
+                    100.0 * rel(u)
+                );
+            }
+        }
+        println!(
+            "  Target (≥ 99% behind sip-xdp at every flood strength): {}. Target (the unprotected server loses at \
+             least half at some strength this machine can generate): {}.",
+            verdict(whole),
+            verdict(halved)
+        );
+        if !halved {
+            println!(
+                "  This machine cannot generate a flood that halves the unprotected server's success. On 2 CPUs \
+                 the generator, the kernel's receive work and SIPp share the same cores, so a stronger flood also \
+                 takes CPU from the flood's own receive path."
             );
         }
     }
@@ -1033,6 +1044,19 @@ fn reading(b: &Bench, drops: &[Row], server: &[ServerRow]) {
             x.uas_cpu.as_secs_f64(),
             100.0 * x.uac.rate()
         );
+        let both = |kind: Kind| {
+            server
+                .iter()
+                .find(|r| r.flood && r.kind == kind && r.threads == 2)
+        };
+        if let (Some(u2), Some(x2)) = (both(Kind::None), both(Kind::XdpNative)) {
+            println!(
+                "  With the flood's receive work on both CPUs, as RSS spreads it on a real NIC, the unprotected \
+                 client completed {:.1}% and the one behind sip-xdp {:.1}%.",
+                100.0 * u2.uac.rate(),
+                100.0 * x2.uac.rate()
+            );
+        }
     }
     println!(
         "- **On a real NIC the gap to netfilter is larger.** In driver mode XDP runs on the DMA buffer before the \
