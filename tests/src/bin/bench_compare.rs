@@ -126,6 +126,12 @@ fn main() {
         // SAFETY: the handler only stores to an atomic.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
+    // Everything the lab owns is dropped (and so removed) before exit.
+    let code = run();
+    std::process::exit(code);
+}
+
+fn run() -> i32 {
     let quick = std::env::args().any(|a| a == "--quick");
     let _ = std::fs::remove_dir_all(bench_pins().root());
     let lab = FloodLab::new();
@@ -152,16 +158,17 @@ fn main() {
     machine();
     let drop_rows = b.drop_cost();
     if stopped() {
-        eprintln!("interrupted: lab removed, no report");
-        std::process::exit(130);
+        eprintln!("interrupted: removing the lab, no report");
+        return 130;
     }
     let server_rows = b.sip_server();
     if stopped() {
-        eprintln!("interrupted: lab removed, no report");
-        std::process::exit(130);
+        eprintln!("interrupted: removing the lab, no report");
+        return 130;
     }
     targets(&b, &drop_rows, &server_rows);
     reading(&b, &drop_rows, &server_rows);
+    0
 }
 
 fn machine() {
