@@ -62,6 +62,11 @@ impl Uas {
         std::thread::sleep(std::time::Duration::from_millis(300));
         Self { child, dir }
     }
+
+    /// SIPp's own pid (nsenter execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Uas {
@@ -107,24 +112,21 @@ pub fn uac(ns: &Netns, local: IpAddr, target: IpAddr, calls: u32, rate: u32) -> 
         .output()
         .expect("running sipp");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    // The final screen: "Successful call |  ... | 20" (cumulative last).
-    let count = |label: &str| {
-        text.lines()
-            .rev()
-            .find(|l| l.trim_start().starts_with(label))
-            .and_then(|l| {
-                l.split('|')
-                    .map(str::trim)
-                    .rfind(|s| !s.is_empty())
-                    .map(str::to_string)
-            })
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    };
     UacResult {
         exit_ok: out.status.success(),
-        successful: count("Successful call"),
-        failed: count("Failed call"),
+        successful: final_count(&text, "Successful call"),
+        failed: final_count(&text, "Failed call"),
         output: text,
     }
+}
+
+/// A cumulative figure from SIPp's final screen, e.g. the 20 of
+/// "Successful call |  ... | 20" (0 if the line is missing).
+pub fn final_count(text: &str, label: &str) -> u64 {
+    text.lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with(label))
+        .and_then(|l| l.split('|').map(str::trim).rfind(|s| !s.is_empty()))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

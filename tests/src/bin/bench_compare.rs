@@ -9,8 +9,9 @@
 //! next one (fixed names).
 
 use std::{
+    net::IpAddr,
     net::Ipv6Addr,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -20,6 +21,7 @@ use sip_xdp_tests::{
     filters::{bench_pins, Filter, Kind},
     flood::{frames, Generator, Sent, Sink, Target},
     lab::{flood_source, FloodLab, Netns, FLOOD_SERVER, LEGIT_CLIENT},
+    sipp::{final_count, Uas},
 };
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -371,11 +373,7 @@ impl Bench {
     }
 
     fn print_drop_rows(&self, rows: &[Row]) {
-        let xdp = |size: u32| {
-            rows.iter()
-                .find(|r| r.kind == Kind::XdpNative && r.size == size && !r.one_queue)
-                .map(Row::ms_per_m)
-        };
+        let xdp = |size: u32| drop_ms(rows, Kind::XdpNative, size);
         let none = rows.iter().find(|r| r.kind == Kind::None);
         if let Some(n) = none {
             println!(
@@ -494,8 +492,12 @@ impl Bench {
                 kind.label()
             );
             let filter = Filter::install(kind, &self.lab.server, "s0", &bench_pins(), &list);
-            let uas = Sipp::uas(&self.lab.server);
-            std::thread::sleep(Duration::from_millis(300));
+            let uas = Uas::start(
+                &self.lab.server,
+                IpAddr::V6(FLOOD_SERVER),
+                Some(UAS_OPTIONS),
+            );
+            set_cpu(uas.pid(), 1);
             let stop = AtomicBool::new(false);
             let (uac, sent, busy, uas_cpu) = std::thread::scope(|s| {
                 let flooder = flood
@@ -561,10 +563,7 @@ impl Bench {
 
     fn print_server_rows(&self, rows: &[ServerRow]) {
         let base = rows.iter().find(|r| !r.flood);
-        let unprotected_on = |t: usize| {
-            rows.iter()
-                .find(|r| r.flood && r.kind == Kind::None && r.threads == t)
-        };
+        let unprotected_on = |t: usize| server_row(rows, true, Kind::None, t);
         println!("| server | flood packets (kpps) | legit OK / sent | success vs no flood | response median / p99 / max, ms | SIP server process CPU, s | × of unprotected | receiving side CPU, s | unprotected ÷ this | receiving side per M flood packets, ms | unprotected ÷ this, per packet |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in rows {
@@ -638,6 +637,18 @@ fn idle_busy_ms() -> f64 {
     m.busy().as_secs_f64() * 1e3
 }
 
+/// CPU ms per million packets of `kind` at `size` on the main link.
+fn drop_ms(rows: &[Row], kind: Kind, size: u32) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.kind == kind && r.size == size && !r.one_queue)
+        .map(Row::ms_per_m)
+}
+
+fn server_row(rows: &[ServerRow], flood: bool, kind: Kind, threads: usize) -> Option<&ServerRow> {
+    rows.iter()
+        .find(|r| r.flood == flood && r.kind == kind && (!flood || r.threads == threads))
+}
+
 struct ServerRow {
     kind: Kind,
     flood: bool,
@@ -647,12 +658,6 @@ struct ServerRow {
     busy: Duration,
     uas_cpu: Duration,
     uac: Uac,
-}
-
-/// A SIPp process in a namespace, killed on drop.
-struct Sipp {
-    child: Child,
-    dir: std::path::PathBuf,
 }
 
 const UAS_OPTIONS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -696,44 +701,6 @@ const UAC_OPTIONS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="200" timeout="2000" rtd="1" />
 </scenario>
 "#;
-
-impl Sipp {
-    fn uas(ns: &Netns) -> Self {
-        let dir = scratch("uas");
-        std::fs::write(dir.join("uas.xml"), UAS_OPTIONS).unwrap();
-        let child = ns
-            .command("sipp")
-            .args([
-                "-sf",
-                "uas.xml",
-                "-i",
-                &FLOOD_SERVER.to_string(),
-                "-p",
-                "5060",
-                "-nostdin",
-            ])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting sipp (installed by `cargo xtask setup`)");
-        // nsenter execs sipp in place: the child's pid is sipp's.
-        set_cpu(child.id(), 1);
-        Self { child, dir }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn scratch(what: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sip-xdp-compare-{what}-{}", std::process::id()));
@@ -823,19 +790,6 @@ fn legit_uac(ns: &Netns, calls: u32, rate: u32) -> Uac {
         std::thread::sleep(Duration::from_millis(50));
     }
     let text = reader.join().unwrap_or_default();
-    let count = |label: &str| -> u64 {
-        text.lines()
-            .rev()
-            .find(|l| l.trim_start().starts_with(label))
-            .and_then(|l| {
-                l.split('|')
-                    .map(str::trim)
-                    .rfind(|s| !s.is_empty())
-                    .map(str::to_string)
-            })
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    };
     let mut rtts: Vec<f64> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
@@ -860,8 +814,8 @@ fn legit_uac(ns: &Netns, calls: u32, rate: u32) -> Uac {
     };
     let _ = std::fs::remove_dir_all(&dir);
     Uac {
-        ok: count("Successful call"),
-        failed: count("Failed call"),
+        ok: final_count(&text, "Successful call"),
+        failed: final_count(&text, "Failed call"),
         median_ms: pct(0.5),
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
@@ -870,12 +824,7 @@ fn legit_uac(ns: &Netns, calls: u32, rate: u32) -> Uac {
 }
 
 fn targets(b: &Bench, drops: &[Row], server: &[ServerRow]) {
-    let ms = |kind: Kind, size: u32| {
-        drops
-            .iter()
-            .find(|r| r.kind == kind && r.size == size && !r.one_queue)
-            .map(Row::ms_per_m)
-    };
+    let ms = |kind: Kind, size: u32| drop_ms(drops, kind, size);
     let verdict = |ok: bool| if ok { "met" } else { "**NOT met**" };
     println!("## Targets\n");
     let first = b.plan.sizes[0];
@@ -913,11 +862,7 @@ fn targets(b: &Bench, drops: &[Row], server: &[ServerRow]) {
             verdict(r / x >= 10.0)
         );
     }
-    let find = |flood: bool, kind: Kind| {
-        server
-            .iter()
-            .find(|r| r.flood == flood && r.kind == kind && r.threads == 1)
-    };
+    let find = |flood: bool, kind: Kind| server_row(server, flood, kind, 1);
     if let (Some(base), Some(u), Some(x)) = (
         find(false, Kind::None),
         find(true, Kind::None),
@@ -947,11 +892,7 @@ fn targets(b: &Bench, drops: &[Row], server: &[ServerRow]) {
         let mut halved = false;
         let mut whole = true;
         for t in [1, 2] {
-            let at = |kind: Kind| {
-                server
-                    .iter()
-                    .find(|r| r.flood && r.kind == kind && r.threads == t)
-            };
+            let at = |kind: Kind| server_row(server, true, kind, t);
             if let (Some(u), Some(x)) = (at(Kind::None), at(Kind::XdpNative)) {
                 halved |= rel(u) <= 0.5;
                 whole &= rel(x) >= 0.99;
@@ -984,12 +925,7 @@ fn targets(b: &Bench, drops: &[Row], server: &[ServerRow]) {
 
 /// What the figures mean for an operator, with this run's numbers.
 fn reading(b: &Bench, drops: &[Row], server: &[ServerRow]) {
-    let ms = |kind: Kind, size: u32| {
-        drops
-            .iter()
-            .find(|r| r.kind == kind && r.size == size && !r.one_queue)
-            .map_or(f64::NAN, Row::ms_per_m)
-    };
+    let ms = |kind: Kind, size: u32| drop_ms(drops, kind, size).unwrap_or(f64::NAN);
     let first = b.plan.sizes[0];
     let last = *b.plan.sizes.last().unwrap_or(&first);
     println!("## Reading\n");
@@ -1016,11 +952,7 @@ fn reading(b: &Bench, drops: &[Row], server: &[ServerRow]) {
          {:.2}× at {last} entries what it costs at {first}; ipset and nftables sets are hashes too and stay flat.",
         ms(Kind::XdpNative, last) / ms(Kind::XdpNative, first)
     );
-    let find = |flood: bool, kind: Kind| {
-        server
-            .iter()
-            .find(|r| r.flood == flood && r.kind == kind && r.threads == 1)
-    };
+    let find = |flood: bool, kind: Kind| server_row(server, flood, kind, 1);
     if let (Some(base), Some(u), Some(x)) = (
         find(false, Kind::None),
         find(true, Kind::None),
@@ -1051,11 +983,7 @@ fn reading(b: &Bench, drops: &[Row], server: &[ServerRow]) {
             x.uas_cpu.as_secs_f64(),
             100.0 * x.uac.rate()
         );
-        let both = |kind: Kind| {
-            server
-                .iter()
-                .find(|r| r.flood && r.kind == kind && r.threads == 2)
-        };
+        let both = |kind: Kind| server_row(server, true, kind, 2);
         if let (Some(u2), Some(x2)) = (both(Kind::None), both(Kind::XdpNative)) {
             println!(
                 "  With the flood's receive work on both CPUs, as RSS spreads it on a real NIC, the unprotected \
