@@ -11,7 +11,7 @@ pub const SAMPLE_MAX_PAYLOAD: usize = 1024;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Config {
+pub struct KernelConfig {
     /// `CONFIG_*` bits.
     pub flags: u32,
     /// Packets per source per `rate_window_ns` on SIP ports above which the
@@ -28,7 +28,7 @@ pub struct Config {
     pub _pad: u32,
 }
 
-impl Config {
+impl KernelConfig {
     pub const fn monitor(&self) -> bool {
         self.flags & CONFIG_MONITOR != 0
     }
@@ -46,7 +46,7 @@ impl Config {
 }
 
 #[cfg(feature = "user")]
-unsafe impl aya::Pod for Config {}
+unsafe impl aya::Pod for KernelConfig {}
 
 #[cfg(test)]
 mod tests {
@@ -54,19 +54,19 @@ mod tests {
 
     #[test]
     fn sampling_takes_the_first_packets_then_a_trickle() {
-        let c = Config {
+        let c = KernelConfig {
             sample_first: 3,
             sample_every: 8,
             ..Default::default()
         };
         let taken: Vec<u64> = (1..=40).filter(|&n| c.wants_sample(n)).collect();
         assert_eq!(taken, vec![1, 2, 3, 8, 16, 24, 32, 40]);
-        let off = Config::default();
+        let off = KernelConfig::default();
         assert!(!(1..1000).any(|n| off.wants_sample(n)));
     }
 
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<Config>(), 32);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 32);
     }
 }

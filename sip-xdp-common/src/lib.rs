@@ -9,10 +9,12 @@ pub mod addr;
 pub mod classify;
 pub mod config;
 pub mod maps;
+pub mod reason;
 pub mod stats;
 
 pub use addr::IpKey;
 pub use classify::{classify, SipClass, CLASSIFY_LEN};
-pub use config::{Config, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+pub use config::{KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
 pub use maps::{BanValue, BlockValue, SourceStats};
+pub use reason::{BanReason, Reason};
 pub use stats::Counter;

@@ -43,55 +43,7 @@ pub const DEFAULT_MAX_REPLIES: u32 = 65_536;
 /// Ring buffer bytes: about 960 full-size samples in flight.
 pub const SAMPLES_RING_BYTES: u32 = 1 << 20;
 
-/// Why an exact ban exists. Stored so `list` and the kernel's counters can
-/// say why a source is dropped.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BanReason {
-    Manual = 1,
-    Flood = 2,
-    Scanner = 3,
-    BruteForce = 4,
-    Feed = 5,
-    RateLimit = 6,
-    Malformed = 7,
-}
-
-impl BanReason {
-    pub const ALL: [BanReason; 7] = [
-        Self::Manual,
-        Self::Flood,
-        Self::Scanner,
-        Self::BruteForce,
-        Self::Feed,
-        Self::RateLimit,
-        Self::Malformed,
-    ];
-
-    pub const fn from_u32(v: u32) -> Option<Self> {
-        Some(match v {
-            1 => Self::Manual,
-            2 => Self::Flood,
-            3 => Self::Scanner,
-            4 => Self::BruteForce,
-            5 => Self::Feed,
-            6 => Self::RateLimit,
-            7 => Self::Malformed,
-            _ => return None,
-        })
-    }
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Manual => "manual",
-            Self::Flood => "flood",
-            Self::Scanner => "scanner",
-            Self::BruteForce => "bruteforce",
-            Self::Feed => "feed",
-            Self::RateLimit => "ratelimit",
-            Self::Malformed => "malformed",
-        }
-    }
-}
+pub use crate::reason::BanReason;
 
 /// Value of an exact-match ban.
 #[repr(C)]

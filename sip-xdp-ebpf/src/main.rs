@@ -35,7 +35,7 @@ use sip_xdp_common::{
     classify::SIP_CLASSES,
     config::SAMPLE_MAX_PAYLOAD,
     maps::{RateState, Sample, SampleKind},
-    Config, Counter, IpKey, SipClass, SourceStats, CLASSIFY_LEN,
+    Counter, IpKey, KernelConfig, SipClass, SourceStats, CLASSIFY_LEN,
 };
 
 #[xdp]
@@ -136,7 +136,7 @@ enum Rate {
 /// new window at once can each reset it: the limit is then loose by a few
 /// packets, never tight, which is the safe side for legitimate traffic.
 #[inline(always)]
-fn rate_check(src: &IpKey, now: u64, cfg: &Config) -> Rate {
+fn rate_check(src: &IpKey, now: u64, cfg: &KernelConfig) -> Rate {
     let Some(r) = RATE.get_ptr_mut(src) else {
         let fresh = RateState {
             window_start_ns: now,
@@ -176,7 +176,14 @@ fn rate_check(src: &IpKey, now: u64, cfg: &Config) -> Rate {
 /// a value, so it walks this code once, instead of once for every range the
 /// parsers and the classifier gave the offset on the way here.
 #[inline(always)]
-fn sample(ctx: &XdpContext, src: &IpKey, l4_off: usize, kind: SampleKind, now: u64, cfg: &Config) {
+fn sample(
+    ctx: &XdpContext,
+    src: &IpKey,
+    l4_off: usize,
+    kind: SampleKind,
+    now: u64,
+    cfg: &KernelConfig,
+) {
     let Some(b) = SAMPLE_BUDGET.get_ptr_mut(0) else {
         return;
     };

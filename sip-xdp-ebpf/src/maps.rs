@@ -13,7 +13,7 @@ use sip_xdp_common::{
         SAMPLES_RING_BYTES, SIP_PORT_WORDS,
     },
     stats::COUNTERS,
-    BanValue, BlockValue, Config, IpKey, SourceStats,
+    BanValue, BlockValue, IpKey, KernelConfig, SourceStats,
 };
 
 /// Exact-match bans with kernel-checked expiry. A plain hash, value inline:
@@ -41,7 +41,7 @@ pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
 pub static SIP_PORTS: Array<u64> = Array::pinned(SIP_PORT_WORDS, 0);
 
 #[map]
-pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+pub static CONFIG: Array<KernelConfig> = Array::pinned(1, 0);
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTERS, 0);

@@ -32,8 +32,8 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    loader::{AttachMode, Capacities},
-    store::DEFAULT_DB_URL,
+    db::store::DEFAULT_DB_URL,
+    kernel::loader::{AttachMode, Capacities},
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/sip-xdp/sip-xdp.toml";
@@ -129,63 +129,46 @@ impl Config {
             })?,
             None => Raw::default(),
         };
-        let invalid = |field, why: String| ConfigError::Invalid {
-            path: p.clone(),
+        let mut cfg = Self::from_raw(raw).map_err(|(field, why)| ConfigError::Invalid {
+            path: p,
             field,
             why,
-        };
+        })?;
+        cfg.path = text.map(|_| path);
+        Ok(cfg)
+    }
+
+    /// Checks every field and fills in the defaults; an error names the
+    /// field.
+    fn from_raw(mut raw: Raw) -> Result<Self, (&'static str, String)> {
         let mode = match raw.mode.as_deref().unwrap_or("auto") {
             "auto" => AttachMode::Auto,
             "native" => AttachMode::Native,
             "skb" => AttachMode::Skb,
-            other => {
-                return Err(invalid(
-                    "mode",
-                    format!("{other:?} is not auto, native or skb"),
-                ))
-            }
+            other => return Err(("mode", format!("{other:?} is not auto, native or skb"))),
         };
         let sync_interval = match &raw.sync_interval {
             None => Duration::from_secs(2),
-            Some(s) => crate::target::parse_duration(s).map_err(|e| invalid("sync_interval", e))?,
+            Some(s) => crate::parse::parse_duration(s).map_err(|e| ("sync_interval", e))?,
         };
         if let Some(ports) = &raw.ports {
             if ports.is_empty() || ports.contains(&0) {
-                return Err(invalid(
-                    "ports",
-                    "needs at least one port, none of them 0".into(),
-                ));
+                return Err(("ports", "needs at least one port, none of them 0".into()));
             }
         }
-        let d = Capacities::default();
-        let cap = |v: Option<u32>, default: u32, field| match v {
-            Some(0) => Err(invalid(field, "must be at least 1".into())),
-            Some(n) => Ok(n),
-            None => Ok(default),
-        };
-        let capacities = Capacities {
-            bans: cap(raw.max_bans, d.bans, "max_bans")?,
-            allow: cap(raw.max_allow, d.allow, "max_allow")?,
-            block: cap(raw.max_block, d.block, "max_block")?,
-            sources: cap(raw.max_sources, d.sources, "max_sources")?,
-            rate: cap(raw.max_rate, d.rate, "max_rate")?,
-            replies: cap(raw.max_replies, d.replies, "max_replies")?,
-        };
         let metrics = match &raw.metrics {
             None => None,
             Some(a) => Some(a.parse().map_err(|_| {
-                invalid(
+                (
                     "metrics",
                     format!("{a:?} is not an address:port, e.g. 127.0.0.1:9477"),
                 )
             })?),
         };
-        let detect = raw.detect.unwrap_or_default();
-        if let Err((field, why)) = detect.validate() {
-            return Err(invalid(field, why));
-        }
+        let detect = raw.detect.take().unwrap_or_default();
+        detect.validate()?;
         Ok(Self {
-            capacities,
+            capacities: capacities(&raw)?,
             metrics,
             detect,
             db: raw.db.unwrap_or_else(|| DEFAULT_DB_URL.into()),
@@ -200,9 +183,26 @@ impl Config {
             status_file: raw
                 .status_file
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_FILE)),
-            path: text.map(|_| path),
+            path: None,
         })
     }
+}
+
+fn capacities(raw: &Raw) -> Result<Capacities, (&'static str, String)> {
+    let d = Capacities::default();
+    let cap = |v: Option<u32>, default: u32, field| match v {
+        Some(0) => Err((field, "must be at least 1".to_string())),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    Ok(Capacities {
+        bans: cap(raw.max_bans, d.bans, "max_bans")?,
+        allow: cap(raw.max_allow, d.allow, "max_allow")?,
+        block: cap(raw.max_block, d.block, "max_block")?,
+        sources: cap(raw.max_sources, d.sources, "max_sources")?,
+        rate: cap(raw.max_rate, d.rate, "max_rate")?,
+        replies: cap(raw.max_replies, d.replies, "max_replies")?,
+    })
 }
 
 /// Settings given on the command line or in the environment. They beat the

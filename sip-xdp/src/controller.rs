@@ -14,28 +14,26 @@ use std::{
 use anyhow::Context as _;
 use chrono::Utc;
 use serde_json::json;
-use sip_xdp_common::{
-    maps::BanReason, Config as KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR,
-};
+use sip_xdp_common::{maps::BanReason, KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
 };
 
 use crate::{
-    clock,
     config::{redact, Config, Overrides},
-    defend::{Defender, Env},
-    detect::Detection,
-    events::EventBuffer,
-    guard::Guard,
-    loader,
-    maps::Maps,
+    db::{
+        store,
+        sync::{Current, Reconciler},
+        EventBuffer, Store, StoreError,
+    },
+    detect::{
+        act::{Defender, Env},
+        sip::{self, SampleStats, Sampled},
+        Detection,
+    },
+    kernel::{clock, loader, ring, Guard, Maps, Pins},
     metrics::Metrics,
-    pins::Pins,
-    samples::{self, SampleStats, Sampled},
-    store::{self, Store, StoreError},
-    sync::{Current, Reconciler},
     Error,
 };
 
@@ -122,8 +120,8 @@ impl Controller {
         // Samples are parsed off this loop; the queue is bounded and a full
         // queue drops (and counts) samples rather than stall the ring.
         let (tx, mut rx) = mpsc::channel::<Sampled>(4096);
-        let _reader = match samples::open_ring(&self.pins)
-            .and_then(|ring| samples::spawn_reader(ring, tx, self.sample_stats.clone()))
+        let _reader = match ring::open_ring(&self.pins)
+            .and_then(|ring| sip::spawn_reader(ring, tx, self.sample_stats.clone()))
         {
             Ok(h) => Some(h),
             Err(e) => {

@@ -153,7 +153,7 @@ impl<'a> Cli<'a> {
 
 impl Drop for Cli<'_> {
     fn drop(&mut self) {
-        for (iface, _, _) in sip_xdp::pins::Pins::new(&self.pins).links() {
+        for (iface, _, _) in sip_xdp::kernel::Pins::new(&self.pins).links() {
             let _ = self.run(&["detach", "--iface", &iface]);
         }
         let _ = std::fs::remove_dir_all(&self.pins);

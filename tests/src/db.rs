@@ -7,7 +7,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use sip_xdp::store::Store;
+use sip_xdp::db::Store;
 
 /// The server's unix socket: a controller inside a network namespace reaches
 /// the host's MariaDB through it (127.0.0.1 there is the namespace's own).
@@ -88,4 +88,23 @@ pub fn admin(sql: &str) {
         "mariadb -e {sql:?} failed (is the server running? `cargo xtask test` starts it): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The MariaDB server's global `time_zone` set to a zone other than UTC
+/// (as on a server kept in local time) until dropped; new sessions take it.
+pub struct ServerTimeZone;
+
+impl ServerTimeZone {
+    pub fn set(zone: &str) -> Self {
+        admin(&format!("SET GLOBAL time_zone = '{zone}'"));
+        Self
+    }
+}
+
+impl Drop for ServerTimeZone {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-e", "SET GLOBAL time_zone = 'SYSTEM'"])
+            .output();
+    }
 }

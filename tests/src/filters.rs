@@ -14,7 +14,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use sip_xdp::{guard::Guard, maps::Maps, pins::Pins};
+use sip_xdp::kernel::{Guard, Maps, Pins};
 use sip_xdp_common::{maps::BanReason, Counter};
 
 use crate::lab::Netns;

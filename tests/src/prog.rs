@@ -8,10 +8,9 @@ use std::{
 };
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use sip_xdp::{
+use sip_xdp::kernel::{
     loader::{self, Capacities},
-    maps::Maps,
-    pins::Pins,
+    Maps, Pins,
 };
 use sip_xdp_common::Counter;
 

@@ -14,7 +14,7 @@ use std::{
 };
 
 use chrono::Duration as ChronoDuration;
-use sip_xdp::store::{now, Store};
+use sip_xdp::db::store::{now, Store};
 use sip_xdp_tests::{
     cli::{eventually, Cli},
     db::TestDb,

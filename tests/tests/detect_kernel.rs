@@ -2,8 +2,13 @@
 //! object: the per-source rate limit, the sample ring buffer and the egress
 //! reply counter. Needs root; run with `cargo xtask test`.
 
-use sip_xdp::samples::{decode, open_ring, Sampled};
-use sip_xdp_common::{addr::key_of, maps::SampleKind, Config, Counter, CONFIG_MONITOR};
+use sip_xdp::{
+    detect::sip::{decode, Sampled},
+    kernel::ring::open_ring,
+};
+use sip_xdp_common::{
+    addr::key_of, maps::SampleKind, Counter, KernelConfig as Config, CONFIG_MONITOR,
+};
 use sip_xdp_tests::{
     frames::{Frame, INVITE, OPTIONS, REGISTER},
     prog::{delta, TestProg, XDP_DROP, XDP_PASS},
@@ -73,7 +78,7 @@ fn rate_limit_drops_past_the_limit_and_reports_the_first_crossing_once() {
     );
     // The allow-list is never limited.
     p.maps()
-        .allow(sip_xdp::target::parse_net("203.0.113.20").unwrap())
+        .allow(sip_xdp::parse::parse_net("203.0.113.20").unwrap())
         .unwrap();
     assert_eq!(run_each(&p, &flood, 3), vec![XDP_PASS; 3]);
 }

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_xdp::{maps::Maps, pins::Pins, store::Store};
+use sip_xdp::{
+    db::Store,
+    kernel::{Maps, Pins},
+};
 use sip_xdp_tests::{
     cli::{eventually, Cli, Daemon},
     db::TestDb,
@@ -33,7 +36,7 @@ fn kernel_bans(cli: &Cli) -> Vec<(IpAddr, &'static str)> {
     let maps = Maps::open(&Pins::new(&cli.pins)).unwrap();
     maps.bans_raw()
         .into_iter()
-        .filter(|(_, v)| v.active_at(sip_xdp::clock::monotonic_ns()))
+        .filter(|(_, v)| v.active_at(sip_xdp::kernel::clock::monotonic_ns()))
         .map(|(ip, v)| {
             (
                 ip,
@@ -120,7 +123,7 @@ fn metric(text: &str, line_start: &str) -> f64 {
 }
 
 async fn events(store: &Store, event_type: &str) -> Vec<(Option<String>, serde_json::Value)> {
-    let since = sip_xdp::store::now() - chrono::Duration::hours(1);
+    let since = sip_xdp::db::store::now() - chrono::Duration::hours(1);
     store
         .events(since, Some(event_type), 1000)
         .await
@@ -422,7 +425,7 @@ fn failed_registrations_rows_lead_to_a_ban() {
     let attacker = lab.links[1].client_v4;
     // As OpenSIPS writes them: one row per failed REGISTER; plus a row with
     // a broken address, which is logged and skipped.
-    let now = sip_xdp::store::now();
+    let now = sip_xdp::db::store::now();
     let admin = |sql: &str| {
         sip_xdp_tests::db::admin(&format!(
             "USE `{}`; {sql}",

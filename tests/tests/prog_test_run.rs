@@ -4,15 +4,17 @@
 
 use std::time::Duration;
 
-use sip_xdp::guard::Guard;
-use sip_xdp_common::{maps::BanReason, Config, Counter, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+use sip_xdp::kernel::Guard;
+use sip_xdp_common::{
+    maps::BanReason, Counter, KernelConfig as Config, CONFIG_DROP_MALFORMED, CONFIG_MONITOR,
+};
 use sip_xdp_tests::{
     frames::{arp, Frame, INVITE, OPTIONS, REGISTER},
     prog::{delta, TestProg, XDP_DROP, XDP_PASS},
 };
 
 fn net(s: &str) -> ipnet::IpNet {
-    sip_xdp::target::parse_net(s).unwrap()
+    sip_xdp::parse::parse_net(s).unwrap()
 }
 
 /// No host addresses: these tests block lab addresses only.
@@ -439,7 +441,7 @@ fn sip_port_set_is_configurable() {
 
 #[test]
 fn full_maps_give_a_clear_error() {
-    let caps = sip_xdp::loader::Capacities {
+    let caps = sip_xdp::kernel::loader::Capacities {
         bans: 4,
         ..Default::default()
     };

@@ -5,18 +5,21 @@
 use chrono::{Duration, NaiveDateTime};
 use serde_json::json;
 use sip_xdp::{
-    lists,
-    store::{now, Event, Store},
-    target::parse_net,
+    db::{
+        rows as lists,
+        store::{now, Event, Store},
+    },
+    parse::parse_net,
 };
-use sip_xdp_tests::db::TestDb;
+use sip_xdp_tests::db::{ServerTimeZone, TestDb};
 
 async fn check(store: &Store) {
     // Migrations are idempotent.
     store.migrate().await.unwrap();
 
-    // An operator's minimal INSERT is a complete, permanent block, stamped
-    // in UTC by the column default.
+    // A minimal INSERT is a complete, permanent block, stamped in UTC by
+    // the column default, although the database's local zone is UTC-5 (the
+    // callers set it so): the store's own sessions run in UTC.
     store
         .execute_literal(
             "INSERT INTO blocked_ips (ip_address, reason) VALUES ('203.0.113.7', 'manual')",
@@ -62,8 +65,9 @@ async fn check(store: &Store) {
         )
         .await
         .unwrap();
-    let ids =
-        |rows: Vec<sip_xdp::store::BlockRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let ids = |rows: Vec<sip_xdp::db::store::BlockRow>| {
+        rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
     let active = ids(store.active_blocks(t0).await.unwrap());
     assert!(
         active.contains(&live) && !active.contains(&old),
@@ -176,6 +180,9 @@ async fn check(store: &Store) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn sqlite_store() {
+    // SQLite's clock is the process's: put it five hours behind UTC. This
+    // test binary runs its tests one at a time (`--test-threads=1`).
+    std::env::set_var("TZ", "EST5");
     let db = TestDb::sqlite();
     let store = db.connect().await;
     assert_eq!(store.kind(), "sqlite");
@@ -184,6 +191,7 @@ async fn sqlite_store() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn mariadb_store() {
+    let _zone = ServerTimeZone::set("-05:00");
     let db = TestDb::mariadb();
     let store = db.connect().await;
     assert_eq!(store.kind(), "mysql");

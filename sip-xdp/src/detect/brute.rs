@@ -13,7 +13,7 @@ use std::{
 use chrono::NaiveDateTime;
 use serde_json::json;
 
-use super::{settings, Detection, Kind};
+use super::{settings, Detection, Reason};
 
 /// One failed attempt, from either table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl BruteForce {
         tables.dedup();
         Some(Detection {
             ip: last.ip,
-            kind: Kind::BruteForce,
+            reason: Reason::BruteForce,
             base_ban: self.cfg.bantime,
             count: in_window,
             limit: self.cfg.maxretry,
@@ -142,7 +142,7 @@ mod tests {
             assert!(b.observe(fail("203.0.113.5", i * 10, "1001")).is_none());
         }
         let d = b.observe(fail("203.0.113.5", 95, "1002")).unwrap();
-        assert_eq!(d.kind, Kind::BruteForce);
+        assert_eq!(d.reason, Reason::BruteForce);
         assert_eq!(d.count, 10);
         assert_eq!(d.base_ban, Duration::from_secs(3600));
         assert_eq!(d.details["usernames"], json!(["1001", "1002"]));

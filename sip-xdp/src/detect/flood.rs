@@ -15,14 +15,8 @@ use sip_xdp_common::{
     IpKey,
 };
 
-use super::{settings, Detection, Kind};
-
-/// One source's counters, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub packets: u64,
-    pub class: [u64; SIP_CLASSES],
-}
+use super::{settings, Detection, Reason};
+use crate::kernel::Totals;
 
 pub struct Flood {
     cfg: settings::Flood,
@@ -153,13 +147,13 @@ impl Flood {
             Some((i, n, limit)) => {
                 let class = SipClass::ALL[i];
                 let kind = if class == SipClass::Malformed {
-                    Kind::MalformedFlood
+                    Reason::MalformedFlood
                 } else {
-                    Kind::Flood
+                    Reason::Flood
                 };
                 (kind, n, limit, Some(class))
             }
-            None if packets > self.cfg.limit => (Kind::Flood, packets, self.cfg.limit, None),
+            None if packets > self.cfg.limit => (Reason::Flood, packets, self.cfg.limit, None),
             None => return None,
         };
         let by_class: serde_json::Map<_, _> = SipClass::ALL
@@ -169,7 +163,7 @@ impl Flood {
             .collect();
         Some(Detection {
             ip: ip_of(&key),
-            kind,
+            reason: kind,
             base_ban: self.cfg.ban,
             count,
             limit,
@@ -234,7 +228,7 @@ mod tests {
         let t2 = t1 + Duration::from_secs(2);
         let d = f.pass(t2, [(a, totals(10_061, SipClass::Invite))]);
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].kind, Kind::Flood);
+        assert_eq!(d[0].reason, Reason::Flood);
         assert_eq!(d[0].count, 31);
         assert_eq!(d[0].limit, 30);
         assert_eq!(d[0].ip.to_string(), "203.0.113.7");
@@ -286,17 +280,17 @@ mod tests {
         );
         let mut got: Vec<_> = d
             .iter()
-            .map(|d| (d.ip.to_string(), d.kind, d.details["class"].clone()))
+            .map(|d| (d.ip.to_string(), d.reason, d.details["class"].clone()))
             .collect();
         got.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             got,
             vec![
-                ("203.0.113.1".into(), Kind::Flood, json!("register")),
-                ("203.0.113.3".into(), Kind::Flood, json!("options")),
+                ("203.0.113.1".into(), Reason::Flood, json!("register")),
+                ("203.0.113.3".into(), Reason::Flood, json!("options")),
                 (
                     "203.0.113.5".into(),
-                    Kind::MalformedFlood,
+                    Reason::MalformedFlood,
                     json!("malformed")
                 ),
             ]

@@ -11,18 +11,7 @@ use std::{
 
 use serde_json::json;
 
-use super::{settings, Detection, Kind};
-
-/// What the controller extracts from a sampled SIP request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SipInfo {
-    /// Request method; `None` for a response.
-    pub method: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_uri: Option<String>,
-    pub ruri_user: Option<String>,
-    pub to_user: Option<String>,
-}
+use super::{settings, sip::SipInfo, Detection, Reason};
 
 /// URIs kept per source as evidence for the event.
 const EVIDENCE: usize = 5;
@@ -41,6 +30,28 @@ struct Probe {
 }
 
 impl Probe {
+    /// Counts one request and the user parts it names (up to `distinct`).
+    fn record(&mut self, method: &str, info: &SipInfo, distinct: usize) {
+        self.requests += 1;
+        if method.eq_ignore_ascii_case("OPTIONS") {
+            self.options += 1;
+        }
+        if self.user_agent.is_none() {
+            self.user_agent = info.user_agent.clone();
+        }
+        let mut new_user = false;
+        for u in [&info.ruri_user, &info.to_user].into_iter().flatten() {
+            if self.users.len() < distinct && self.users.insert(u.clone()) {
+                new_user = true;
+            }
+        }
+        if new_user && self.uris.len() < EVIDENCE {
+            if let Some(uri) = &info.request_uri {
+                self.uris.push(uri.clone());
+            }
+        }
+    }
+
     fn new(start: Instant) -> Self {
         Self {
             start,
@@ -82,32 +93,33 @@ impl Scanner {
             .map(|s| s.as_str())
     }
 
+    /// A known tool's User-Agent: a detection at the first sample.
+    fn by_user_agent(&mut self, src: IpAddr, method: &str, info: &SipInfo) -> Option<Detection> {
+        let pattern = self.agent_match(info.user_agent.as_deref()?)?.to_string();
+        self.probes.remove(&src);
+        Some(Detection {
+            ip: src,
+            reason: Reason::ScannerUserAgent,
+            base_ban: self.cfg.ban,
+            count: 1,
+            limit: 1,
+            window: Duration::ZERO,
+            details: json!({
+                "user_agent": info.user_agent,
+                "pattern": pattern,
+                "method": method,
+                "uris": info.request_uri.iter().collect::<Vec<_>>(),
+            }),
+        })
+    }
+
     pub fn on_sample(&mut self, now: Instant, src: IpAddr, info: &SipInfo) -> Option<Detection> {
         if !self.cfg.enabled {
             return None;
         }
         let method = info.method.as_deref()?;
-        if let Some(pattern) = info
-            .user_agent
-            .as_deref()
-            .and_then(|ua| self.agent_match(ua))
-        {
-            let pattern = pattern.to_string();
-            self.probes.remove(&src);
-            return Some(Detection {
-                ip: src,
-                kind: Kind::ScannerUserAgent,
-                base_ban: self.cfg.ban,
-                count: 1,
-                limit: 1,
-                window: Duration::ZERO,
-                details: json!({
-                    "user_agent": info.user_agent,
-                    "pattern": pattern,
-                    "method": method,
-                    "uris": info.request_uri.iter().collect::<Vec<_>>(),
-                }),
-            });
+        if let Some(d) = self.by_user_agent(src, method, info) {
+            return Some(d);
         }
         if self.probes.len() >= MAX_TRACKED && !self.probes.contains_key(&src) {
             self.prune(now);
@@ -116,28 +128,12 @@ impl Scanner {
             }
         }
         let window = self.cfg.window;
+        let distinct = self.cfg.distinct_users;
         let p = self.probes.entry(src).or_insert_with(|| Probe::new(now));
         if now.saturating_duration_since(p.start) > window {
             *p = Probe::new(now);
         }
-        p.requests += 1;
-        if method.eq_ignore_ascii_case("OPTIONS") {
-            p.options += 1;
-        }
-        if p.user_agent.is_none() {
-            p.user_agent = info.user_agent.clone();
-        }
-        let mut new_user = false;
-        for u in [&info.ruri_user, &info.to_user].into_iter().flatten() {
-            if p.users.len() < self.cfg.distinct_users && p.users.insert(u.clone()) {
-                new_user = true;
-            }
-        }
-        if new_user && p.uris.len() < EVIDENCE {
-            if let Some(uri) = &info.request_uri {
-                p.uris.push(uri.clone());
-            }
-        }
+        p.record(method, info, distinct);
         if p.users.len() < self.cfg.distinct_users {
             return None;
         }
@@ -145,13 +141,13 @@ impl Scanner {
         // Mostly OPTIONS: a sweep (svmap-style); otherwise enumeration
         // (svwar-style REGISTER/INVITE probing).
         let kind = if p.options * 2 > p.requests {
-            Kind::OptionsSweep
+            Reason::OptionsSweep
         } else {
-            Kind::Enumeration
+            Reason::Enumeration
         };
         Some(Detection {
             ip: src,
-            kind,
+            reason: kind,
             base_ban: self.cfg.ban,
             count: p.users.len() as u64,
             limit: self.cfg.distinct_users as u64,
@@ -218,7 +214,7 @@ mod tests {
             let d = s
                 .on_sample(t, ip, &req("OPTIONS", "100", Some(ua)))
                 .unwrap();
-            assert_eq!(d.kind, Kind::ScannerUserAgent, "{ua}");
+            assert_eq!(d.reason, Reason::ScannerUserAgent, "{ua}");
             assert_eq!(d.details["user_agent"], ua);
             assert_eq!(d.details["method"], "OPTIONS");
             assert_eq!(d.details["uris"][0], "sip:100@198.51.100.1");
@@ -259,7 +255,7 @@ mod tests {
         let d = s
             .on_sample(t + Duration::from_secs(10), ip, &req("INVITE", "104", None))
             .unwrap();
-        assert_eq!(d.kind, Kind::Enumeration);
+        assert_eq!(d.reason, Reason::Enumeration);
         assert_eq!(d.count, 5);
         assert_eq!(
             d.details["users"],
@@ -294,7 +290,7 @@ mod tests {
             got = s.on_sample(t, ip, &req("OPTIONS", u, Some("pplx")));
         }
         let d = got.unwrap();
-        assert_eq!(d.kind, Kind::OptionsSweep);
+        assert_eq!(d.reason, Reason::OptionsSweep);
         assert_eq!(d.details["user_agent"], "pplx");
     }
 

@@ -9,7 +9,7 @@ use sip_xdp_common::{classify::SIP_CLASSES, SipClass};
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    crate::target::parse_duration(&s).map_err(serde::de::Error::custom)
+    crate::parse::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -135,7 +135,7 @@ fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Erro
     if s.trim().trim_end_matches('s') == "0" {
         return Ok(Duration::ZERO);
     }
-    crate::target::parse_duration(&s).map_err(serde::de::Error::custom)
+    crate::parse::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 impl Default for RateLimit {

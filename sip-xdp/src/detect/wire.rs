@@ -20,10 +20,8 @@ use sip_xdp_common::{
     IpKey,
 };
 
-use super::{settings, Detection, Kind};
-
-/// Replies to one client, summed over CPUs, indexed by `Reply`.
-pub type Replies = [u64; REPLY_KINDS];
+use super::{settings, Detection, Reason};
+use crate::kernel::Replies;
 
 pub struct Wire {
     brute: settings::BruteForce,
@@ -118,7 +116,7 @@ impl Wire {
             if failures >= self.brute.maxretry {
                 return Some(Detection {
                     ip: ip_of(&key),
-                    kind: Kind::WireBruteForce,
+                    reason: Reason::WireBruteForce,
                     base_ban: self.brute.bantime,
                     count: failures,
                     limit: self.brute.maxretry,
@@ -139,7 +137,7 @@ impl Wire {
             if not_found >= self.scanner.not_found {
                 return Some(Detection {
                     ip: ip_of(&key),
-                    kind: Kind::WireEnumeration,
+                    reason: Reason::WireEnumeration,
                     base_ban: self.scanner.ban,
                     count: not_found,
                     limit: self.scanner.not_found,
@@ -223,7 +221,7 @@ mod tests {
             .is_empty());
         let d = w.pass(t + Duration::from_secs(4), [(a, r(1, 8, 2, 0, 2))]);
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].kind, Kind::WireBruteForce);
+        assert_eq!(d[0].reason, Reason::WireBruteForce);
         // 403s 2 + challenges (8+2) - successes 1 = 11.
         assert_eq!(d[0].count, 11);
         assert_eq!(d[0].details["replies"]["407"], 2);
@@ -255,7 +253,7 @@ mod tests {
             .pass(t + Duration::from_secs(1), [(a, r(0, 0, 0, 4, 0))])
             .is_empty());
         let d = w.pass(t + Duration::from_secs(2), [(a, r(0, 0, 0, 5, 0))]);
-        assert_eq!(d[0].kind, Kind::WireEnumeration);
+        assert_eq!(d[0].reason, Reason::WireEnumeration);
         assert_eq!(d[0].count, 5);
         assert_eq!(d[0].ip.to_string(), "2001:db8::77");
     }

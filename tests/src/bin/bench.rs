@@ -25,7 +25,7 @@ use aya::{
     Ebpf,
 };
 use ipnet::IpNet;
-use sip_xdp::{guard::Guard, loader::Capacities};
+use sip_xdp::kernel::{loader::Capacities, Guard};
 use sip_xdp_common::{
     maps::{BanReason, MAP_BANS, MAP_BLOCK, MAP_SOURCES},
     Counter,
@@ -141,7 +141,7 @@ fn per_call(prog: &Xdp, template: &[u8], src: &Sources, runs: u32, expect: u32) 
     total as f64 / f64::from(runs)
 }
 
-fn memlock_kib(pins: &sip_xdp::pins::Pins, map: &str) -> u64 {
+fn memlock_kib(pins: &sip_xdp::kernel::Pins, map: &str) -> u64 {
     let data = MapData::from_pin(pins.map(map)).expect("map pin");
     let fd = data.fd().as_fd().as_raw_fd();
     std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))

@@ -16,11 +16,13 @@ use std::{
 
 use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
 use sip_xdp::{
-    detect::{flood::Flood, scanner::Scanner, settings},
-    loader::Capacities,
-    maps::Maps,
-    pins::Pins,
-    samples::{decode, encode},
+    detect::{
+        flood::Flood,
+        scanner::Scanner,
+        settings,
+        sip::{decode, encode},
+    },
+    kernel::{loader::Capacities, Maps, Pins},
 };
 use sip_xdp_common::{
     addr::key_of,
@@ -191,7 +193,7 @@ fn time_to_ban() {
     let is_banned = |ip: IpAddr| {
         maps.bans_raw()
             .iter()
-            .any(|(a, v)| *a == ip && v.active_at(sip_xdp::clock::monotonic_ns()))
+            .any(|(a, v)| *a == ip && v.active_at(sip_xdp::kernel::clock::monotonic_ns()))
     };
     // Each trial from an address of its own on the attacker's link.
     let mut next = 10;

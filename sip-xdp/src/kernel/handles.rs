@@ -1,4 +1,4 @@
-//! Typed access to the pinned maps: what `block`, `allow`, `stats`, `top`
+//! Handles on the pinned maps and typed access to them: what `block`, `allow`, `stats`, `top`
 //! and the controller do to the kernel's state.
 
 use std::{net::IpAddr, time::Duration};
@@ -15,17 +15,22 @@ use sip_xdp_common::{
     maps::*,
     stats::Verdict,
     stats::COUNTERS,
-    BanValue, BlockValue, Config, Counter, IpKey, SourceStats,
+    BanValue, BlockValue, Counter, IpKey, KernelConfig, SourceStats,
 };
 
-use crate::{
-    clock,
-    detect::{flood::Totals, wire::Replies},
-    guard::Guard,
-    pins::Pins,
-    target::is_host,
-    Error, Result,
-};
+use super::{batch, clock, guard::Guard, pins::Pins};
+use crate::{parse::is_host, Error, Result};
+
+/// One source's counters, summed over CPUs: what the flood detector reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub class: [u64; SIP_CLASSES],
+}
+
+/// Final responses the SBC sent to one client, summed over CPUs, indexed
+/// by `Reply`.
+pub type Replies = [u64; REPLY_KINDS];
 
 pub struct Maps {
     bans: HashMap<MapData, IpKey, BanValue>,
@@ -33,7 +38,7 @@ pub struct Maps {
     block: LpmTrie<MapData, IpKey, BlockValue>,
     sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
     ports: Array<MapData, u64>,
-    config: Array<MapData, Config>,
+    config: Array<MapData, KernelConfig>,
     stats: PerCpuArray<MapData, u64>,
     max: [u32; 4],
     pins: Pins,
@@ -153,7 +158,7 @@ impl Maps {
     /// no table in between. Returns how many were read.
     pub fn for_each_source(&self, mut f: impl FnMut(IpKey, Totals)) -> Result<usize> {
         let data = open(&self.pins, MAP_SOURCES)?;
-        crate::batch::for_each_per_cpu::<IpKey, SourceStats>(&data, |k, per_cpu| {
+        batch::for_each_per_cpu::<IpKey, SourceStats>(&data, |k, per_cpu| {
             let mut t = Totals::default();
             for s in per_cpu {
                 t.packets += s.packets;
@@ -170,7 +175,7 @@ impl Maps {
     pub fn reply_totals(&self) -> Result<Vec<(IpKey, Replies)>> {
         let data = open(&self.pins, MAP_REPLIES)?;
         let mut out = Vec::new();
-        crate::batch::for_each_per_cpu::<IpKey, ReplyStats>(&data, |k, per_cpu| {
+        batch::for_each_per_cpu::<IpKey, ReplyStats>(&data, |k, per_cpu| {
             let mut r: Replies = [0; REPLY_KINDS];
             for s in per_cpu {
                 for (acc, c) in r.iter_mut().zip(s.codes) {
@@ -212,7 +217,7 @@ impl Maps {
     pub fn allow_overlapping(&self, net: &IpNet) -> Vec<IpNet> {
         self.list_allowed()
             .into_iter()
-            .filter(|a| crate::guard::overlaps(a, net))
+            .filter(|a| super::guard::overlaps(a, net))
             .collect()
     }
 
@@ -401,11 +406,11 @@ impl Maps {
         rows
     }
 
-    pub fn config(&self) -> Result<Config> {
+    pub fn config(&self) -> Result<KernelConfig> {
         self.config.get(&0, 0).map_err(Error::map("reading config"))
     }
 
-    pub fn set_config(&mut self, c: Config) -> Result<()> {
+    pub fn set_config(&mut self, c: KernelConfig) -> Result<()> {
         self.config
             .set(0, c, 0)
             .map_err(Error::map("writing config"))
@@ -466,7 +471,7 @@ impl Maps {
     pub fn bans_raw(&self) -> Vec<(IpAddr, BanValue)> {
         let mut out = Vec::new();
         let read = open(&self.pins, MAP_BANS).and_then(|data| {
-            crate::batch::for_each::<IpKey, BanValue>(&data, |k, v| out.push((ip_of(k), *v)))
+            batch::for_each::<IpKey, BanValue>(&data, |k, v| out.push((ip_of(k), *v)))
                 .map_err(Error::io("reading bans"))
         });
         if let Err(e) = read {

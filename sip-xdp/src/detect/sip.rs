@@ -1,6 +1,6 @@
-//! Packet samples from the XDP program's ring buffer, parsed with rsip into
-//! what the scanner detector needs. A payload rsip cannot parse is counted
-//! as malformed and skipped: the reader never stops on bad input.
+//! SIP samples: a ring-buffer record decoded and its payload parsed with
+//! rsip into what the scanner detector needs. A payload rsip cannot parse is
+//! counted as malformed and skipped: the reader never stops on bad input.
 
 use std::{
     net::IpAddr,
@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use aya::maps::{Map, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use rsip::{
     headers::{ToTypedHeader, UntypedHeader},
     prelude::HeadersExt,
@@ -19,11 +19,22 @@ use rsip::{
 use sip_xdp_common::{
     addr::ip_of,
     classify::{classify_payload, SipClass},
-    maps::{SampleHeader, SampleKind, MAP_SAMPLES},
+    maps::SampleKind,
 };
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::sync::mpsc;
 
-use crate::{detect::scanner::SipInfo, pins::Pins, Error, Result};
+use crate::{kernel::ring, Result};
+
+/// What the controller extracts from a sampled SIP request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SipInfo {
+    /// Request method; `None` for a response.
+    pub method: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_uri: Option<String>,
+    pub ruri_user: Option<String>,
+    pub to_user: Option<String>,
+}
 
 /// One decoded sample.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,20 +63,12 @@ pub struct SampleStats {
 
 /// Decodes one ring-buffer record; `None` if it is too short to be one.
 pub fn decode(record: &[u8]) -> Option<Sampled> {
-    let hlen = std::mem::size_of::<SampleHeader>();
-    if record.len() < hlen {
-        return None;
-    }
-    // SAFETY: SampleHeader is plain old data and `record` holds at least
-    // its size; read_unaligned copes with any alignment.
-    let h: SampleHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let (h, payload) = ring::split(record)?;
     let kind = SampleKind::from_u8(h.kind)?;
-    let cap = usize::from(h.cap_len).min(record.len() - hlen);
-    let payload = &record[hlen..hlen + cap];
     let sip = if classify_payload(payload) == SipClass::Malformed {
         Err("not SIP (kernel classifier)".to_string())
     } else {
-        parse_sip(payload, cap < usize::from(h.payload_len))
+        parse_sip(payload, payload.len() < usize::from(h.payload_len))
     };
     Some(Sampled {
         src: ip_of(&h.src),
@@ -77,18 +80,7 @@ pub fn decode(record: &[u8]) -> Option<Sampled> {
     })
 }
 
-/// A ring-buffer record as the kernel writes it: the inverse of `decode`,
-/// for tests and benchmarks.
-pub fn encode(h: &SampleHeader, payload: &[u8]) -> Vec<u8> {
-    // SAFETY: SampleHeader is plain old data with explicit padding.
-    let head = unsafe {
-        std::slice::from_raw_parts(
-            h as *const SampleHeader as *const u8,
-            std::mem::size_of::<SampleHeader>(),
-        )
-    };
-    [head, payload].concat()
-}
+pub use ring::encode;
 
 /// Parses a SIP message with rsip. A payload cut at the sample size is
 /// trimmed to its last complete header line first, so that a long INVITE
@@ -139,64 +131,41 @@ fn rfind(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).rposition(|w| w == n)
 }
 
-pub fn open_ring(pins: &Pins) -> Result<RingBuf<MapData>> {
-    let data = MapData::from_pin(pins.map(MAP_SAMPLES))
-        .map_err(Error::map("opening the sample ring buffer"))?;
-    RingBuf::try_from(Map::RingBuf(data)).map_err(Error::map("opening the sample ring buffer"))
-}
-
-/// Reads the ring until the receiver goes away. Parsing happens here, off
-/// the controller's loop; a full queue drops the sample (counted) rather
-/// than stall the ring, which the kernel would then fill and lose.
+/// Reads the ring until the receiver goes away. Parsing happens on the
+/// reader task, off the controller's loop; a full queue drops the sample
+/// (counted) rather than stall the ring, which the kernel would then fill
+/// and lose.
 pub fn spawn_reader(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Sampled>,
     stats: Arc<SampleStats>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    // SAFETY: the RingBuf owns its map fd and keeps it open until it is
-    // dropped, which only happens with the AsyncFd.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| Error::Io {
-            context: "watching the sample ring buffer".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let mut guard = match fd.readable_mut().await {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::error!(error = %e, "sample ring buffer: stopped reading");
-                    return;
-                }
-            };
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                stats.received.fetch_add(1, Ordering::Relaxed);
-                let Some(s) = decode(&item) else {
-                    stats.invalid.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                if s.sip.is_ok() {
-                    stats.parsed.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    stats.malformed.fetch_add(1, Ordering::Relaxed);
-                }
-                match tx.try_send(s) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        stats.queue_full.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
-            guard.clear_ready();
+    ring::spawn_reader(ring, move |record| {
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        let Some(s) = decode(record) else {
+            stats.invalid.fetch_add(1, Ordering::Relaxed);
+            return true;
+        };
+        if s.sip.is_ok() {
+            stats.parsed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
         }
-    }))
+        match tx.try_send(s) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sip_xdp_common::maps::SampleHeader;
 
     const INVITE: &[u8] = b"INVITE sip:1001@198.51.100.1 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 203.0.113.9:5070;branch=z9hG4bK-1\r\n\
@@ -244,16 +213,33 @@ Content-Length: 0\r\n\r\n";
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
             b"INVITE\r\n\r\n",
             &[0xff; 300],
-            b"OPTIONS sip:@ SIP/2.0\r\nTo: <<<\r\n\r\n",
         ] {
-            let _ = parse_sip(junk, false);
-            let _ = parse_sip(junk, true);
+            assert!(parse_sip(junk, false).is_err(), "{junk:?}");
+            assert!(parse_sip(junk, true).is_err(), "{junk:?}");
         }
-        assert!(parse_sip(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false).is_err());
-        // Every prefix and random bytes.
+        // Every prefix: nothing before the request line is complete; after
+        // it, the method is right and a header value is never a cut one.
+        let first_line = INVITE.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        let ua_line = INVITE
+            .windows(16)
+            .position(|w| w == b"friendly-scanner")
+            .unwrap()
+            + 18;
         for n in 0..INVITE.len() {
-            let _ = parse_sip(&INVITE[..n], true);
+            match parse_sip(&INVITE[..n], true) {
+                Ok(i) => {
+                    assert!(n >= first_line, "parsed a cut request line at {n}");
+                    assert_eq!(i.method.as_deref(), Some("INVITE"), "prefix {n}");
+                    if n >= ua_line {
+                        assert_eq!(i.user_agent.as_deref(), Some("friendly-scanner"));
+                    } else {
+                        assert_eq!(i.user_agent, None, "prefix {n}");
+                    }
+                }
+                Err(_) => assert!(n < ua_line, "prefix {n} lost a complete message"),
+            }
         }
+        // Random bytes are not SIP.
         let mut x: u64 = 0x9e3779b97f4a7c15;
         for _ in 0..2000 {
             let mut buf = Vec::new();
@@ -263,7 +249,7 @@ Content-Length: 0\r\n\r\n";
                 x ^= x << 17;
                 buf.push((x & 0xff) as u8);
             }
-            let _ = parse_sip(&buf, x & 1 == 0);
+            assert!(parse_sip(&buf, x & 1 == 0).is_err(), "{buf:?}");
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use serde_json::Value;
 
-use crate::store::{now, Event, Store, StoreError};
+use super::store::{now, Event, Store, StoreError};
 
 /// Events written per transaction when catching up.
 const BATCH: usize = 500;

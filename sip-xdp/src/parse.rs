@@ -1,4 +1,6 @@
-//! Parsing what the operator names: an address or a CIDR, and durations.
+//! The text forms of what operators and databases name: an address or a
+//! CIDR (parsed, and spelled back), and durations. Shared by the
+//! configuration, database rows, the kernel's rails and the command line.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -48,6 +50,16 @@ pub fn parse_duration(input: &str) -> std::result::Result<Duration, String> {
         return Err("a ban of zero length would never apply (use e.g. 30s, 10m, 1h)".into());
     }
     Ok(d)
+}
+
+/// Spelling written to `ip_address`: a bare address for one host (as
+/// operators write it by hand), `net/len` for a prefix.
+pub fn spelling(net: &IpNet) -> String {
+    if is_host(net) {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 #[cfg(test)]

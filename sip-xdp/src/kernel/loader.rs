@@ -15,9 +15,8 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use sip_xdp_common::maps::{MAP_SIP_PORTS, SIP_PORT_WORDS};
 
-use crate::{
-    pins::Pins, Error, Result, DEFAULT_SIP_PORT, EBPF_OBJECT, EGRESS_PROGRAM_NAME, PROGRAM_NAME,
-};
+use super::pins::Pins;
+use crate::{Error, Result, DEFAULT_SIP_PORT, EBPF_OBJECT, EGRESS_PROGRAM_NAME, PROGRAM_NAME};
 
 /// How the operator asked to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -111,47 +110,13 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
             }
         })?;
     init_ports(pins)?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| Error::Io {
-            context: "the embedded object".into(),
-            source: io::Error::other(format!("has no program named {PROGRAM_NAME}")),
-        })?
-        .try_into()
-        .map_err(|source| Error::Program {
-            context: "the embedded program is not XDP".into(),
-            source,
-        })?;
-    prog.load().map_err(|source| Error::Program {
-        context: "the kernel verifier rejected the XDP program".into(),
-        source,
-    })?;
-    prog.pin(pins.prog()).map_err(|e| Error::Io {
-        context: format!("pinning the program at {}", pins.prog().display()),
-        source: io::Error::other(e.to_string()),
-    })?;
-    let egress: &mut SchedClassifier = ebpf
-        .program_mut(EGRESS_PROGRAM_NAME)
-        .ok_or_else(|| Error::Io {
-            context: "the embedded object".into(),
-            source: io::Error::other(format!("has no program named {EGRESS_PROGRAM_NAME}")),
-        })?
-        .try_into()
-        .map_err(|source| Error::Program {
-            context: "the embedded egress program is not a TC classifier".into(),
-            source,
-        })?;
-    egress.load().map_err(|source| Error::Program {
-        context: "the kernel verifier rejected the egress program".into(),
-        source,
-    })?;
-    egress.pin(pins.egress_prog()).map_err(|e| Error::Io {
-        context: format!(
-            "pinning the egress program at {}",
-            pins.egress_prog().display()
-        ),
-        source: io::Error::other(e.to_string()),
-    })?;
+    load_and_pin::<Xdp>(&mut ebpf, PROGRAM_NAME, &pins.prog(), "XDP")?;
+    load_and_pin::<SchedClassifier>(
+        &mut ebpf,
+        EGRESS_PROGRAM_NAME,
+        &pins.egress_prog(),
+        "TC egress",
+    )?;
     drop(ebpf);
     let prog =
         Xdp::from_pin(pins.prog(), XdpAttachType::Interface).map_err(|source| Error::Program {
@@ -160,6 +125,62 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
         })?;
     tracing::info!(pin = %pins.root().display(), "loaded XDP program and pinned its maps");
     Ok((prog, true))
+}
+
+/// Loads program `name` of the object into the kernel and pins it at `pin`.
+fn load_and_pin<P>(
+    ebpf: &mut aya::Ebpf,
+    name: &str,
+    pin: &std::path::Path,
+    what: &str,
+) -> Result<()>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    P: LoadPinned,
+{
+    let prog: &mut P = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Io {
+            context: "the embedded object".into(),
+            source: io::Error::other(format!("has no program named {name}")),
+        })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            context: format!("the embedded program {name} is not {what}"),
+            source,
+        })?;
+    prog.load_it().map_err(|source| Error::Program {
+        context: format!("the kernel verifier rejected the {what} program"),
+        source,
+    })?;
+    prog.pin_it(pin).map_err(|e| Error::Io {
+        context: format!("pinning the {what} program at {}", pin.display()),
+        source: io::Error::other(e.to_string()),
+    })
+}
+
+/// The two program types this object holds, loaded and pinned alike.
+trait LoadPinned {
+    fn load_it(&mut self) -> std::result::Result<(), aya::programs::ProgramError>;
+    fn pin_it(&mut self, p: &std::path::Path) -> std::result::Result<(), String>;
+}
+
+impl LoadPinned for Xdp {
+    fn load_it(&mut self) -> std::result::Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+    fn pin_it(&mut self, p: &std::path::Path) -> std::result::Result<(), String> {
+        self.pin(p).map_err(|e| e.to_string())
+    }
+}
+
+impl LoadPinned for SchedClassifier {
+    fn load_it(&mut self) -> std::result::Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+    fn pin_it(&mut self, p: &std::path::Path) -> std::result::Result<(), String> {
+        self.pin(p).map_err(|e| e.to_string())
+    }
 }
 
 /// Kernels since 5.11 charge BPF memory to the cgroup; older ones need a

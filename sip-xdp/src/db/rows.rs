@@ -3,9 +3,9 @@
 
 use chrono::NaiveDateTime;
 use ipnet::IpNet;
-use sip_xdp_common::maps::BanReason;
+use sip_xdp_common::{BanReason, Reason};
 
-use crate::store::{AllowRow, BlockRow};
+use super::store::{AllowRow, BlockRow};
 
 /// A block the kernel should enforce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,22 +25,10 @@ pub struct BadRow {
     pub why: String,
 }
 
-/// The kernel's reason code for a `source` column value: a detector's kind
-/// name (what sip-xdp writes), or a name other tools use.
+/// The class the kernel keeps for a `source` column value: one of our
+/// `Reason` names (what sip-xdp writes), or a name other tools use.
 pub fn reason_of(source: &str) -> BanReason {
-    let s = source.trim().to_ascii_lowercase();
-    if let Some(k) = crate::detect::Kind::ALL.iter().find(|k| k.name() == s) {
-        return k.ban_reason();
-    }
-    match s.as_str() {
-        "flood" | "pike" => BanReason::Flood,
-        "scanner" => BanReason::Scanner,
-        "bruteforce" | "brute_force" | "brute-force" => BanReason::BruteForce,
-        "feed" | "apiban" => BanReason::Feed,
-        "ratelimit" | "rate_limit" => BanReason::RateLimit,
-        "malformed" => BanReason::Malformed,
-        _ => BanReason::Manual,
-    }
+    Reason::from_source(source).ban_reason()
 }
 
 pub fn block_rule(row: &BlockRow) -> Result<BlockRule, BadRow> {
@@ -49,7 +37,7 @@ pub fn block_rule(row: &BlockRow) -> Result<BlockRule, BadRow> {
         table: "blocked_ips",
         why,
     };
-    let net = crate::target::parse_net(&row.ip_address).map_err(|e| bad(e.to_string()))?;
+    let net = crate::parse::parse_net(&row.ip_address).map_err(|e| bad(e.to_string()))?;
     if let Some(exp) = row.expires_at {
         if exp <= row.blocked_at {
             return Err(bad(format!(
@@ -67,7 +55,7 @@ pub fn block_rule(row: &BlockRow) -> Result<BlockRule, BadRow> {
 }
 
 pub fn allow_net(row: &AllowRow) -> Result<IpNet, BadRow> {
-    crate::target::parse_net(&row.ip_address).map_err(|e| BadRow {
+    crate::parse::parse_net(&row.ip_address).map_err(|e| BadRow {
         id: row.id,
         table: "whitelisted_ips",
         why: e.to_string(),

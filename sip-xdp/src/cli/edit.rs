@@ -1,7 +1,7 @@
-//! What `block`, `unblock`, `allow`, `disallow`, `list` and `events` do: write
-//! the database (the source of truth) and the pinned maps (immediate effect),
-//! so a change holds at once whether or not the controller runs, and the
-//! controller's next sync agrees with it.
+//! What `block`, `unblock`, `allow` and `disallow` do: write the database
+//! (the source of truth) and the pinned maps (immediate effect), so a change
+//! holds at once whether or not the controller runs, and the controller's
+//! next sync agrees with it. Also the joined views `list` prints.
 
 use std::time::Duration;
 
@@ -10,27 +10,16 @@ use chrono::NaiveDateTime;
 use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::json;
-use sip_xdp_common::maps::BanReason;
+use sip_xdp_common::Reason;
 
+use super::Ctx;
 use crate::{
     config::{redact, Config},
-    guard::Guard,
-    maps::Maps,
-    pins::Pins,
-    store::{self, BlockRow, Event, Store},
-    target::{is_host, parse_net},
+    db::store::{self, BlockRow, Event, Store},
+    kernel::{Guard, Maps, Pins},
+    parse::{is_host, parse_net, spelling},
     Error,
 };
-
-/// Spelling written to `ip_address`: a bare address for one host (as
-/// operators write it by hand), `net/len` for a prefix.
-pub fn spelling(net: &IpNet) -> String {
-    if is_host(net) {
-        net.addr().to_string()
-    } else {
-        net.to_string()
-    }
-}
 
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Store::connect(&cfg.db)
@@ -110,7 +99,7 @@ pub async fn block(
             .insert_block(
                 &spelling(&net),
                 reason,
-                "manual",
+                Reason::Manual.name(),
                 now,
                 expires,
                 Some(&cfg.node),
@@ -122,7 +111,7 @@ pub async fn block(
                 "ip_blocked",
                 &net,
                 "warning",
-                json!({"id": id, "source": "manual", "reason": reason, "expires_at": expires}),
+                json!({"id": id, "source": Reason::Manual.name(), "reason": reason, "expires_at": expires}),
             )])
             .await?;
         anyhow::Ok(())
@@ -131,7 +120,7 @@ pub async fn block(
     .map_err(|e| format!("{e:#}"));
     let kernel = match &mut maps {
         Some(m) => {
-            m.block(&guard, net, dur, BanReason::Manual)?;
+            m.block(&guard, net, dur, Reason::Manual.ban_reason())?;
             true
         }
         None if db.is_err() => anyhow::bail!(
@@ -140,7 +129,7 @@ pub async fn block(
         ),
         None => false,
     };
-    tracing::info!(src_ip = %net, reason = "manual", "blocked");
+    tracing::info!(src_ip = %net, reason = Reason::Manual.name(), "blocked");
     Ok(Outcome { db, kernel })
 }
 
@@ -331,4 +320,73 @@ pub async fn list_allowed(cfg: &Config, pins: &Pins) -> anyhow::Result<Vec<Liste
             created_at: r.created_at,
         })
         .collect())
+}
+
+fn notes(out: &Outcome) {
+    for n in out.notes() {
+        eprintln!("{n}");
+    }
+}
+
+pub fn block_cmd(
+    ctx: &Ctx,
+    target: &str,
+    duration: Option<Duration>,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let net = parse_net(target)?;
+    let out = ctx
+        .rt
+        .block_on(block(&ctx.cfg, &ctx.pins, net, duration, reason))?;
+    match duration {
+        Some(d) => println!("blocked {net} for {}", humantime::format_duration(d)),
+        None => println!("blocked {net}"),
+    }
+    if let Ok(m) = Maps::open(&ctx.pins) {
+        let allowed = m.allow_overlapping(&net);
+        if !allowed.is_empty() {
+            let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "note: allow-list entries inside it still pass: {}",
+                list.join(", ")
+            );
+        }
+    }
+    notes(&out);
+    Ok(())
+}
+
+pub fn unblock_cmd(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
+    let net = parse_net(target)?;
+    let (rows, in_kernel, out) = ctx.rt.block_on(unblock(&ctx.cfg, &ctx.pins, net))?;
+    if rows > 0 || in_kernel {
+        println!("unblocked {net}");
+    } else {
+        println!("{net} was not blocked (see `sip-xdp list blocked`)");
+    }
+    notes(&out);
+    Ok(())
+}
+
+pub fn allow_cmd(ctx: &Ctx, target: &str, comment: &str) -> anyhow::Result<()> {
+    let net = parse_net(target)?;
+    let (lifted, out) = ctx.rt.block_on(allow(&ctx.cfg, &ctx.pins, net, comment))?;
+    println!("allowed {net}");
+    for ip in lifted {
+        println!("lifted ban on {ip}");
+    }
+    notes(&out);
+    Ok(())
+}
+
+pub fn disallow_cmd(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
+    let net = parse_net(target)?;
+    let (removed, out) = ctx.rt.block_on(disallow(&ctx.cfg, &ctx.pins, net))?;
+    if removed {
+        println!("removed {net} from the allow-list");
+    } else {
+        println!("{net} was not on the allow-list (see `sip-xdp list allowed`)");
+    }
+    notes(&out);
+    Ok(())
 }

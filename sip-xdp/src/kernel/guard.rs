@@ -65,7 +65,7 @@ mod tests {
     use super::*;
 
     fn net(s: &str) -> IpNet {
-        crate::target::parse_net(s).unwrap()
+        crate::parse::parse_net(s).unwrap()
     }
 
     #[test]

@@ -13,11 +13,13 @@ use chrono::NaiveDateTime;
 use ipnet::IpNet;
 use sip_xdp_common::maps::BanReason;
 
-use crate::{
-    guard::{overlaps, Guard},
-    lists::{self, BadRow},
+use super::{
+    rows::{self, BadRow},
     store::{AllowRow, BlockRow},
-    target::is_host,
+};
+use crate::{
+    kernel::guard::{overlaps, Guard},
+    parse::is_host,
 };
 
 /// A block as the kernel should hold it.
@@ -94,7 +96,7 @@ impl Reconciler {
         let mut d = Desired::default();
         let mut skips = Vec::new();
         for row in allows {
-            match lists::allow_net(row) {
+            match rows::allow_net(row) {
                 Ok(net) => {
                     d.allows.insert(net);
                 }
@@ -102,7 +104,7 @@ impl Reconciler {
             }
         }
         for row in blocks {
-            let rule = match lists::block_rule(row) {
+            let rule = match rows::block_rule(row) {
                 Ok(r) => r,
                 Err(bad) => {
                     skips.push(skip_of(bad));
@@ -224,7 +226,7 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::target::parse_net;
+    use crate::parse::parse_net;
 
     fn t0() -> NaiveDateTime {
         NaiveDateTime::parse_from_str("2026-11-25 10:00:00", "%Y-%m-%d %H:%M:%S").unwrap()

@@ -18,32 +18,35 @@ use chrono::NaiveDateTime;
 use ipnet::IpNet;
 use serde_json::json;
 
-use crate::{
-    clock,
-    detect::{
-        brute::{BruteForce, Failure},
-        escalate::Escalation,
-        flood::Flood,
-        scanner::Scanner,
-        wire::Wire,
-        Detection, Kind, Settings,
-    },
-    events::EventBuffer,
-    guard::Guard,
-    maps::Maps,
-    metrics::Metrics,
-    samples::Sampled,
-    store::{self, BlockRow, Store, StoreError, FAILURE_TABLES},
+use sip_xdp_common::{maps::SampleKind, KernelConfig};
+
+use super::{
+    brute::{BruteForce, Failure},
+    escalate::Escalation,
+    flood::Flood,
+    scanner::Scanner,
+    sip::Sampled,
+    wire::Wire,
+    Detection, Reason, Settings,
 };
-use sip_xdp_common::{maps::SampleKind, Config as KernelConfig};
+use crate::{
+    db::{
+        store::{self, BlockRow, FAILURE_TABLES},
+        EventBuffer, Store, StoreError,
+    },
+    kernel::{clock, Guard, Maps},
+    metrics::Metrics,
+};
 
 /// A detector ban whose `blocked_ips` row is not written yet (the database
 /// was down). The reconciler treats it as a row, so the kernel keeps it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PendingBlock {
     pub ip: IpAddr,
-    pub reason: String,
-    pub source: &'static str,
+    /// Written to `blocked_ips.source`.
+    pub reason: Reason,
+    /// Written to `blocked_ips.reason`: the figures, for a human.
+    pub note: String,
     pub blocked_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
 }
@@ -136,7 +139,7 @@ impl Defender {
             let rl = &self.settings.rate_limit;
             out.push(Detection {
                 ip: s.src,
-                kind: Kind::RateLimit,
+                reason: Reason::RateLimit,
                 base_ban: rl.ban,
                 count: u64::from(rl.packets) + 1,
                 limit: u64::from(rl.packets),
@@ -215,82 +218,25 @@ impl Defender {
     pub async fn act(&mut self, d: Detection, env: &mut Env<'_>) -> bool {
         let now = Instant::now();
         let ip = d.ip;
-        let kind = d.kind;
         if self.banned_until.get(&ip).is_some_and(|t| *t > now) {
-            tracing::debug!(src_ip = %ip, reason = kind.name(), "already banned by a detector");
+            tracing::debug!(src_ip = %ip, reason = d.reason.name(), "already banned by a detector");
             return false;
         }
         if let Some(why) = self.spared(ip, env) {
-            if let Some(m) = env.metrics {
-                m.detection(kind.name(), false);
-            }
-            if self.quiet_until.get(&ip).is_none_or(|t| *t <= now) {
-                self.quiet_until.insert(ip, now + d.base_ban);
-                tracing::info!(src_ip = %ip, reason = %kind.name(), count = d.count, limit = d.limit, spared = %why, "detected, not banned");
-                let mut details = d.details.clone();
-                details["action"] = json!(format!("not banned: {why}"));
-                env.events
-                    .record(kind.event_type(), Some(ip.to_string()), "info", details);
-            }
+            self.spare(&d, &why, now, env);
             return false;
         }
         let (ban, offence) = self.escalation.ban_for(ip, d.base_ban, now);
-        let net = IpNet::from(ip);
         let expires_ns = clock::monotonic_ns().saturating_add(ban.as_nanos() as u64);
-        if let Err(e) = env.maps.put(&net, expires_ns, kind.ban_reason()) {
-            tracing::error!(src_ip = %ip, reason = kind.name(), error = %e, "ban failed");
+        if let Err(e) = env
+            .maps
+            .put(&IpNet::from(ip), expires_ns, d.reason.ban_reason())
+        {
+            tracing::error!(src_ip = %ip, reason = d.reason.name(), error = %e, "ban failed");
             return false;
         }
         self.banned_until.insert(ip, now + ban);
-        let ban_s = ban.as_secs();
-        let window_s = d.window.as_secs_f64();
-        tracing::warn!(
-            src_ip = %ip,
-            reason = %kind.name(),
-            count = d.count,
-            limit = d.limit,
-            window_s,
-            ban_s,
-            offence,
-            "banned"
-        );
-        if let Some(m) = env.metrics {
-            m.detection(kind.name(), true);
-        }
-        let blocked_at = store::now();
-        let expires_at =
-            blocked_at + chrono::Duration::from_std(ban).unwrap_or(chrono::Duration::days(365));
-        let reason = format!(
-            "{}: {} over limit {} in {}",
-            kind.name(),
-            d.count,
-            d.limit,
-            humantime::format_duration(d.window)
-        );
-        let mut details = d.details;
-        details["action"] = json!("banned");
-        details["ban_s"] = json!(ban_s);
-        details["offence"] = json!(offence);
-        details["expires_at"] = json!(expires_at.to_string());
-        let severity = match kind {
-            Kind::Flood | Kind::RateLimit | Kind::MalformedFlood => "warning",
-            _ => "critical",
-        };
-        env.events
-            .record(kind.event_type(), Some(ip.to_string()), severity, details);
-        env.events.record(
-            "ip_blocked",
-            Some(ip.to_string()),
-            "info",
-            json!({"reason": reason, "source": kind.name(), "ban_s": ban_s, "expires_at": expires_at.to_string(), "offence": offence}),
-        );
-        let pending = PendingBlock {
-            ip,
-            reason,
-            source: kind.name(),
-            blocked_at,
-            expires_at,
-        };
+        let pending = record_ban(d, ban, offence, env);
         match env.store {
             Some(store) => {
                 if let Err(e) = write_block(store, &pending, env.node).await {
@@ -301,6 +247,27 @@ impl Defender {
             None => self.pending.push(pending),
         }
         true
+    }
+
+    /// A detection on a source that must not be banned: counted, and
+    /// reported once per ban length so a busy trunk is not logged every unit.
+    fn spare(&mut self, d: &Detection, why: &str, now: Instant, env: &mut Env<'_>) {
+        if let Some(m) = env.metrics {
+            m.detection(d.reason.name(), false);
+        }
+        if self.quiet_until.get(&d.ip).is_some_and(|t| *t > now) {
+            return;
+        }
+        self.quiet_until.insert(d.ip, now + d.base_ban);
+        tracing::info!(src_ip = %d.ip, reason = %d.reason.name(), count = d.count, limit = d.limit, spared = %why, "detected, not banned");
+        let mut details = d.details.clone();
+        details["action"] = json!(format!("not banned: {why}"));
+        env.events.record(
+            d.reason.event_type(),
+            Some(d.ip.to_string()),
+            "info",
+            details,
+        );
     }
 
     fn spared(&self, ip: IpAddr, env: &Env<'_>) -> Option<String> {
@@ -335,8 +302,8 @@ impl Defender {
             .map(|p| BlockRow {
                 id: 0,
                 ip_address: p.ip.to_string(),
-                reason: p.reason.clone(),
-                source: p.source.to_string(),
+                reason: p.note.clone(),
+                source: p.reason.name().to_string(),
                 blocked_at: p.blocked_at,
                 expires_at: Some(p.expires_at),
                 unblocked_at: None,
@@ -372,11 +339,65 @@ async fn write_block(store: &Store, p: &PendingBlock, node: &str) -> Result<i64,
     store
         .insert_block(
             &p.ip.to_string(),
-            &p.reason,
-            p.source,
+            &p.note,
+            p.reason.name(),
             p.blocked_at,
             Some(p.expires_at),
             Some(node),
         )
         .await
+}
+
+/// The log line, the metric and the two events of a ban just enforced;
+/// returns its `blocked_ips` row.
+fn record_ban(d: Detection, ban: Duration, offence: u32, env: &mut Env<'_>) -> PendingBlock {
+    let (ip, reason) = (d.ip, d.reason);
+    let ban_s = ban.as_secs();
+    tracing::warn!(
+        src_ip = %ip,
+        reason = %reason.name(),
+        count = d.count,
+        limit = d.limit,
+        window_s = d.window.as_secs_f64(),
+        ban_s,
+        offence,
+        "banned"
+    );
+    if let Some(m) = env.metrics {
+        m.detection(reason.name(), true);
+    }
+    let blocked_at = store::now();
+    let expires_at =
+        blocked_at + chrono::Duration::from_std(ban).unwrap_or(chrono::Duration::days(365));
+    let note = format!(
+        "{}: {} over limit {} in {}",
+        reason.name(),
+        d.count,
+        d.limit,
+        humantime::format_duration(d.window)
+    );
+    let mut details = d.details;
+    details["action"] = json!("banned");
+    details["ban_s"] = json!(ban_s);
+    details["offence"] = json!(offence);
+    details["expires_at"] = json!(expires_at.to_string());
+    let severity = match reason {
+        Reason::Flood | Reason::RateLimit | Reason::MalformedFlood => "warning",
+        _ => "critical",
+    };
+    env.events
+        .record(reason.event_type(), Some(ip.to_string()), severity, details);
+    env.events.record(
+        "ip_blocked",
+        Some(ip.to_string()),
+        "info",
+        json!({"reason": note, "source": reason.name(), "ban_s": ban_s, "expires_at": expires_at.to_string(), "offence": offence}),
+    );
+    PendingBlock {
+        ip,
+        reason,
+        note,
+        blocked_at,
+        expires_at,
+    }
 }

@@ -1,0 +1,189 @@
+//! Argument definitions: every command, its options and its help text.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{
+    kernel::{
+        loader::AttachMode,
+        pins::{DEFAULT_PIN_DIR, PIN_DIR_ENV},
+    },
+    parse::parse_duration,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sip-xdp",
+    version,
+    about = "Kernel-level (XDP) SIP flood filter"
+)]
+pub struct Cli {
+    /// bpffs directory holding the program, maps and links.
+    #[arg(long, global = true, env = PIN_DIR_ENV, default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+
+    /// Configuration file shared by `run` and every other command.
+    #[arg(long, short = 'c', global = true, env = "SIP_XDP_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Database URL, overriding the configuration file
+    /// (sqlite:///path/file.db or mysql://user:password@host/db).
+    #[arg(long, global = true, env = "SIP_XDP_DB")]
+    pub db: Option<String>,
+
+    /// More log output (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The controller: attach, then keep the kernel in step with the database.
+    Run {
+        /// Interfaces to protect (adds to `interfaces` in the config file).
+        #[arg(long, short)]
+        iface: Vec<String>,
+        /// Node name recorded with every event and block (default: hostname).
+        #[arg(long)]
+        node: Option<String>,
+        /// How often to sync with the database (default 2s).
+        #[arg(long, value_parser = parse_duration)]
+        sync_interval: Option<Duration>,
+        #[arg(long, value_enum)]
+        mode: Option<AttachMode>,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9477).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Detach from the interfaces on exit (default: stay attached, so
+        /// the SBC stays protected while the controller is down).
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
+    /// Load the filter (once) and attach it to an interface.
+    Attach {
+        #[arg(long, short, required = true)]
+        iface: Vec<String>,
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        mode: AttachMode,
+    },
+    /// Detach the filter from an interface; the last detach unloads it.
+    Detach {
+        #[arg(long, short, required = true)]
+        iface: Vec<String>,
+        /// Also delete the pinned maps (bans, allow-list, counters).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Drop everything from an address or CIDR (ADDR[/LEN]).
+    Block {
+        target: String,
+        /// Lift the block after this long (30s, 10m, 1h, 7d); default: never.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Why, as recorded in blocked_ips.reason.
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Remove the ban or block rule for exactly ADDR[/LEN].
+    Unblock { target: String },
+    /// Never drop ADDR[/LEN]; lifts the bans it covers.
+    Allow {
+        target: String,
+        /// Recorded in whitelisted_ips.comment.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Remove the allow-list entry for exactly ADDR[/LEN].
+    Disallow { target: String },
+    /// Show blocks or allow-list entries: the database rows with whether
+    /// the kernel enforces them, or with --kernel what the kernel holds.
+    List {
+        #[arg(value_enum, default_value_t = ListWhat::Blocked)]
+        what: ListWhat,
+        #[arg(long)]
+        json: bool,
+        /// List the kernel's maps instead of the database.
+        #[arg(long)]
+        kernel: bool,
+    },
+    /// Recorded decisions (security_events), newest first.
+    Events {
+        /// How far back (30s, 10m, 1h, 7d).
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        since: Duration,
+        /// Only this event type (ip_blocked, ip_unblocked, ...).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        #[arg(short = 'n', long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Global counters per verdict and reason.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Busiest tracked sources (packets summed over CPUs).
+    Top {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Monitor-only mode: count what would be dropped, drop nothing.
+    Monitor {
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// What to do with non-SIP payloads on SIP ports.
+    Malformed {
+        #[arg(value_enum)]
+        action: MalformedAction,
+    },
+    /// Show the SIP ports, or replace them with the given list.
+    Ports {
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        ports: Vec<u16>,
+    },
+    /// Attachments, program, modes and map fill levels.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbAction {
+    /// Create or upgrade the tables (also done by every command on connect).
+    Migrate,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ListWhat {
+    Blocked,
+    Allowed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MalformedAction {
+    /// Count and drop.
+    Drop,
+    /// Count and pass (default).
+    Pass,
+}

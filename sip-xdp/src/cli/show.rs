@@ -1,0 +1,195 @@
+//! Commands that read: `list`, `events`, `stats`, `top`, `db migrate`, as
+//! tables for people or JSON for scripts.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{edit, Ctx, ListWhat};
+use crate::{config::redact, db::store, kernel::Maps};
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn time(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+pub fn migrate(ctx: &Ctx) -> anyhow::Result<()> {
+    let store = ctx.rt.block_on(edit::open_store(&ctx.cfg))?;
+    println!(
+        "database {} ({}) is up to date",
+        redact(&ctx.cfg.db),
+        store.kind()
+    );
+    Ok(())
+}
+
+pub fn events(
+    ctx: &Ctx,
+    since: Duration,
+    event_type: Option<&str>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = ctx.rt.block_on(edit::open_store(&ctx.cfg))?;
+    let from = store::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+    let rows = ctx.rt.block_on(store.events(from, event_type, limit))?;
+    if json {
+        return print_json(&rows);
+    }
+    for r in rows {
+        println!(
+            "{}  {:<20} {:<8} {:<40} {} {}",
+            r.event_time.format("%Y-%m-%d %H:%M:%S%.3f"),
+            r.event_type,
+            r.severity,
+            r.source_ip.unwrap_or_default(),
+            r.node.unwrap_or_default(),
+            r.details.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn list_blocked(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
+    let rows = ctx.rt.block_on(edit::list_blocked(&ctx.cfg, &ctx.pins))?;
+    if json {
+        return print_json(&rows);
+    }
+    println!(
+        "{:>6} {:<43} {:<10} {:<19} {:<19} {:>8} {:>10}  REASON",
+        "ID", "IP_ADDRESS", "SOURCE", "BLOCKED_AT", "EXPIRES_AT", "ENFORCED", "HITS"
+    );
+    for edit::ListedBlock {
+        row: r,
+        enforced,
+        hits,
+    } in rows
+    {
+        println!(
+            "{:>6} {:<43} {:<10} {:<19} {:<19} {:>8} {:>10}  {}",
+            r.id,
+            r.ip_address,
+            r.source,
+            time(r.blocked_at),
+            r.expires_at.map_or("never".into(), time),
+            if enforced { "yes" } else { "no" },
+            hits,
+            r.reason
+        );
+    }
+    Ok(())
+}
+
+pub fn list_allowed(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
+    let rows = ctx.rt.block_on(edit::list_allowed(&ctx.cfg, &ctx.pins))?;
+    if json {
+        return print_json(&rows);
+    }
+    for r in rows {
+        println!(
+            "{:>6} {:<43} {:>8}  {}",
+            r.id,
+            r.ip_address,
+            if r.enforced { "enforced" } else { "pending" },
+            r.comment
+        );
+    }
+    Ok(())
+}
+
+/// What the kernel holds, whatever the database says.
+pub fn list_kernel(ctx: &Ctx, what: ListWhat, json: bool) -> anyhow::Result<()> {
+    let maps = Maps::open(&ctx.pins)?;
+    match what {
+        ListWhat::Blocked => {
+            let rows = maps.list_blocked();
+            if json {
+                return print_json(&rows);
+            }
+            println!(
+                "{:<43} {:<5} {:<11} {:>12} {:>12}",
+                "NET", "KIND", "REASON", "EXPIRES", "HITS"
+            );
+            for r in rows {
+                let exp = match (r.expired, r.expires_in_s) {
+                    (true, _) => "expired".to_string(),
+                    (false, None) => "never".to_string(),
+                    (false, Some(s)) => format!("in {s}s"),
+                };
+                println!(
+                    "{:<43} {:<5} {:<11} {:>12} {:>12}",
+                    r.net.to_string(),
+                    r.kind,
+                    r.reason,
+                    exp,
+                    r.hits
+                );
+            }
+        }
+        ListWhat::Allowed => {
+            let rows = maps.list_allowed();
+            if json {
+                return print_json(&rows);
+            }
+            for r in rows {
+                println!("{r}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn stats(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
+    let stats = Maps::open(&ctx.pins)?.report()?;
+    if json {
+        let obj: serde_json::Map<String, serde_json::Value> = stats
+            .iter()
+            .map(|(c, v)| (c.to_string(), json!(v)))
+            .collect();
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        for (c, v) in stats {
+            println!("{c:<22} {v}");
+        }
+    }
+    Ok(())
+}
+
+pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
+    let rows = Maps::open(&ctx.pins)?.top(n);
+    if json {
+        return print_json(&rows);
+    }
+    println!(
+        "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "SOURCE",
+        "PACKETS",
+        "BYTES",
+        "DROPPED",
+        "REGISTER",
+        "INVITE",
+        "OPTIONS",
+        "OTHER",
+        "MALFORMED"
+    );
+    for r in rows {
+        let c = |k: &str| r.classes.get(k).copied().unwrap_or(0);
+        println!(
+            "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            r.src_ip.to_string(),
+            r.packets,
+            r.bytes,
+            r.dropped,
+            c("register"),
+            c("invite"),
+            c("options"),
+            c("other_request") + c("response") + c("keepalive"),
+            c("malformed")
+        );
+    }
+    Ok(())
+}

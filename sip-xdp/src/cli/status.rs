@@ -1,0 +1,156 @@
+//! `status`: attachments, program, modes, map fill levels and what the
+//! controller last reported, gathered into one JSON value that the text
+//! form is printed from.
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::kernel::{loader, Maps};
+
+pub fn status(ctx: &Ctx, as_json: bool) -> anyhow::Result<()> {
+    let v = gather(ctx)?;
+    if as_json {
+        println!("{v}");
+        return Ok(());
+    }
+    print_kernel(&v);
+    print_controller(&v["controller"], ctx);
+    Ok(())
+}
+
+fn seconds_since(rfc3339: &str) -> Option<f64> {
+    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    Some((chrono::Utc::now() - t.to_utc()).num_milliseconds() as f64 / 1000.0)
+}
+
+fn gather(ctx: &Ctx) -> anyhow::Result<Value> {
+    let pins = &ctx.pins;
+    // What the controller last wrote; stale if it stopped writing.
+    let controller: Option<Value> = std::fs::read_to_string(&ctx.cfg.status_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let sync_lag_s = controller
+        .as_ref()
+        .and_then(|c| c["last_sync_at"].as_str())
+        .and_then(seconds_since);
+    let links: Vec<_> = pins
+        .links()
+        .into_iter()
+        .map(|(iface, mode, _)| {
+            let present = nix::net::if_::if_nametoindex(iface.as_str()).is_ok();
+            json!({"iface": iface, "mode": mode, "present": present})
+        })
+        .collect();
+    let prog = loader::program_info(pins);
+    let maps = Maps::open(pins).ok();
+    let (config, ports, fill) = match &maps {
+        Some(m) => (
+            Some(m.config().context("reading config")?),
+            m.ports().context("reading ports")?,
+            m.fill(),
+        ),
+        None => (None, Vec::new(), Vec::new()),
+    };
+    Ok(json!({
+        "pin_dir": pins.root(),
+        "loaded": prog.is_some(),
+        "program_id": prog.as_ref().map(|p| p.id()),
+        "attachments": links,
+        "monitor": config.map(|c| c.monitor()),
+        "drop_malformed": config.map(|c| c.drop_malformed()),
+        "sip_ports": ports,
+        "maps": fill.iter().map(|(n, e, m)| json!({"map": n, "entries": e, "max": m})).collect::<Vec<_>>(),
+        "controller": controller,
+        "sync_lag_s": sync_lag_s,
+    }))
+}
+
+fn print_kernel(v: &Value) {
+    match v["program_id"].as_u64() {
+        Some(id) => println!("program: loaded (id {id})"),
+        None => println!("program: not loaded"),
+    }
+    for l in v["attachments"].as_array().into_iter().flatten() {
+        println!(
+            "attached: {} ({} mode){}",
+            l["iface"].as_str().unwrap_or(""),
+            l["mode"].as_str().unwrap_or(""),
+            if l["present"].as_bool() == Some(true) {
+                ""
+            } else {
+                " [interface gone]"
+            }
+        );
+    }
+    if let Some(monitor) = v["monitor"].as_bool() {
+        println!(
+            "monitor mode: {}",
+            if monitor {
+                "on (nothing is dropped)"
+            } else {
+                "off"
+            }
+        );
+        println!(
+            "malformed payloads: {}",
+            if v["drop_malformed"].as_bool() == Some(true) {
+                "dropped"
+            } else {
+                "passed"
+            }
+        );
+        let list: Vec<String> = v["sip_ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        println!("SIP ports: {}", list.join(" "));
+    }
+    for m in v["maps"].as_array().into_iter().flatten() {
+        println!(
+            "map {:<8} {:>8} / {}",
+            m["map"].as_str().unwrap_or(""),
+            m["entries"],
+            m["max"]
+        );
+    }
+}
+
+fn print_controller(c: &Value, ctx: &Ctx) {
+    if c.is_null() {
+        println!(
+            "controller: no status file at {} (not running?)",
+            ctx.cfg.status_file.display()
+        );
+        return;
+    }
+    println!(
+        "controller: pid {} node {} database {} ({})",
+        c["pid"],
+        c["node"].as_str().unwrap_or(""),
+        c["db"].as_str().unwrap_or(""),
+        if c["db_reachable"].as_bool() == Some(true) {
+            "reachable".to_string()
+        } else {
+            format!(
+                "UNREACHABLE: {}",
+                c["db_error"].as_str().unwrap_or("not connected yet")
+            )
+        }
+    );
+    let lag = c["last_sync_at"]
+        .as_str()
+        .and_then(seconds_since)
+        .map_or("never".to_string(), |s| format!("{s:.1}s ago"));
+    println!("last sync: {lag}");
+    println!(
+        "last sync: {} (took {} ms), status written {}, events buffered {}, dropped {}",
+        c["last_sync_at"].as_str().unwrap_or("never"),
+        c["last_sync_ms"],
+        c["written_at"].as_str().unwrap_or(""),
+        c["events_buffered"],
+        c["events_dropped"]
+    );
+}

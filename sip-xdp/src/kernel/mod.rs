@@ -1,0 +1,19 @@
+//! Everything that talks to bpf(2): loading and attaching the program, the
+//! pins under bpffs, typed access to the maps, batch reads, the sample ring
+//! and the kernel's clock.
+//!
+//! May import only the crate root (`error`, `parse`) and `sip-xdp-common`:
+//! nothing here knows about detectors, SQL or the command line. What it
+//! reads it hands out as plain data (`Totals`, `Replies`, raw samples).
+
+pub mod batch;
+pub mod clock;
+pub mod guard;
+pub mod handles;
+pub mod loader;
+pub mod pins;
+pub mod ring;
+
+pub use guard::Guard;
+pub use handles::{Maps, Replies, Totals};
+pub use pins::Pins;
