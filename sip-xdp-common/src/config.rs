@@ -26,6 +26,9 @@ pub struct KernelConfig {
     /// spoofed flood of new sources must not turn into a copy per packet.
     pub sample_per_sec: u32,
     pub _pad: u32,
+    /// How long a 2xx to REGISTER/INVITE or a request sent by the SBC makes
+    /// its destination verified (egress program); 0 = learn nothing.
+    pub trust_ttl_ns: u64,
 }
 
 impl KernelConfig {
@@ -67,6 +70,6 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<KernelConfig>(), 32);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 40);
     }
 }

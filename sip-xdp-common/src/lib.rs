@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod classify;
 pub mod config;
+pub mod cseq;
 pub mod maps;
 pub mod reason;
 pub mod stats;

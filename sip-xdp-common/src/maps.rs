@@ -12,6 +12,9 @@ pub const MAP_RATE: &str = "RATE";
 pub const MAP_SAMPLES: &str = "SAMPLES";
 pub const MAP_SAMPLE_BUDGET: &str = "SAMPLE_BUDGET";
 pub const MAP_REPLIES: &str = "REPLIES";
+pub const MAP_VERIFIED: &str = "VERIFIED";
+pub const MAP_TRUST_SCAN: &str = "TRUST_SCAN";
+pub const MAP_TRUST_PROG: &str = "TRUST_PROG";
 
 /// Every map the programs own, in pin order.
 pub const ALL_MAPS: [&str; 11] = [
@@ -40,6 +43,10 @@ pub const DEFAULT_MAX_SOURCES: u32 = 262_144;
 /// sent final error responses to.
 pub const DEFAULT_MAX_RATE: u32 = 262_144;
 pub const DEFAULT_MAX_REPLIES: u32 = 65_536;
+/// Verified sources: registered phones and the SBC's own peers. An LRU, so
+/// a flood of verifications (the SBC answering many spoofed requests) can
+/// only evict the least recently refreshed, never fail.
+pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
 /// Ring buffer bytes: about 960 full-size samples in flight.
 pub const SAMPLES_RING_BYTES: u32 = 1 << 20;
 
@@ -160,6 +167,57 @@ impl Reply {
     }
 }
 
+/// How a source earned trust: only what needs a round trip counts, since a
+/// forged source never sees the SBC's answer.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// The SBC sent it a 2xx to REGISTER: it passed digest authentication.
+    Registered = 1,
+    /// The SBC sent it a 2xx to INVITE.
+    Invited = 2,
+    /// The SBC sent it a request: a peer the SBC chose (trunk, carrier, or a
+    /// registered contact it calls).
+    Peer = 3,
+}
+
+impl Trust {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Registered,
+            2 => Self::Invited,
+            3 => Self::Peer,
+            _ => return None,
+        })
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Invited => "invited",
+            Self::Peer => "peer",
+        }
+    }
+}
+
+/// Value of a verified source, written by the egress program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// Monotonic ns after which the trust is gone unless refreshed.
+    pub expires_ns: u64,
+    /// A `Trust`: the latest way it was earned.
+    pub how: u32,
+    pub _pad: u32,
+}
+
+impl Verified {
+    #[inline(always)]
+    pub const fn active_at(&self, now_ns: u64) -> bool {
+        self.expires_ns > now_ns
+    }
+}
+
 /// Why a packet was sampled.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +278,7 @@ mod pod {
     unsafe impl aya::Pod for RateState {}
     unsafe impl aya::Pod for ReplyStats {}
     unsafe impl aya::Pod for SampleBudget {}
+    unsafe impl aya::Pod for Verified {}
 }
 
 #[cfg(test)]

@@ -1,18 +1,22 @@
 //! TC egress: counts the SBC's own final responses per client address, so
 //! the controller sees password guessing (401/407/403 with no 2xx) and
-//! extension enumeration (404) without reading any SIP server's database.
-//! It only counts: every packet continues.
+//! extension enumeration (404) without reading any SIP server's database;
+//! and learns verified sources: the destination of a 2xx to REGISTER or
+//! INVITE, or of a request the SBC sends. It only counts: every packet
+//! continues.
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use network_types::udp::UdpHdr;
 use sip_xdp_common::{
-    maps::{Reply, ReplyStats},
-    Counter,
+    classify,
+    cseq::{cseq_at, method_after, CSeqMethod, CSEQ_SCAN},
+    maps::{Reply, ReplyStats, Trust, Verified},
+    Counter, IpKey, SipClass, CLASSIFY_LEN,
 };
 
 use crate::{
     count, is_sip_port,
-    maps::REPLIES,
+    maps::{CONFIG, REPLIES, TRUST_PROG, TRUST_SCAN, VERIFIED},
     parse::{self, ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP},
 };
 
@@ -43,12 +47,16 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
     if !is_sip_port(udp.src_port) || udp.payload_len < 12 {
         return Ok(());
     }
-    let line = ptr_at::<[u8; 12]>(ctx, l3.l4_off + UdpHdr::LEN)?;
+    let payload_off = l3.l4_off + UdpHdr::LEN;
+    let line = ptr_at::<[u8; 12]>(ctx, payload_off)?;
     let line = unsafe { *line };
     let prefix = u64::from_le_bytes([
         line[0], line[1], line[2], line[3], line[4], line[5], line[6], line[7],
     ]);
     if prefix != STATUS_PREFIX || line[11] != b' ' {
+        if is_request(ctx, payload_off)? {
+            trust(&l3.dst, Trust::Peer);
+        }
         return Ok(());
     }
     let Some(reply) = Reply::of_status([line[8], line[9], line[10]]) else {
@@ -82,5 +90,110 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
             let _ = REPLIES.insert(l3.dst, r, 0);
         }
     }
+    if reply == Reply::Success {
+        // Last: a tail call does not come back.
+        hand_to_trust(ctx, &l3.dst, payload_off, udp.payload_len);
+    }
     Ok(())
+}
+
+/// Whether the payload at `off` starts with a SIP request line.
+#[inline(always)]
+fn is_request(ctx: &TcContext, off: usize) -> Result<bool, Truncated> {
+    let head = ptr_at::<[u8; CLASSIFY_LEN]>(ctx, off)?;
+    let head = unsafe { *head };
+    Ok(matches!(
+        classify(&head, CLASSIFY_LEN),
+        SipClass::Register | SipClass::Invite | SipClass::Options | SipClass::OtherRequest
+    ))
+}
+
+/// Passes a 2xx to `dst` to the trust program, which reads its CSeq.
+#[inline(always)]
+fn hand_to_trust(ctx: &TcContext, dst: &IpKey, off: usize, payload_len: usize) {
+    let Some(s) = TRUST_SCAN.get_ptr_mut(0) else {
+        return;
+    };
+    let frame = ctx.len() as usize;
+    let n = payload_len.min(frame.saturating_sub(off)).min(CSEQ_SCAN);
+    unsafe {
+        (*s).dst = *dst;
+        (*s).off = off as u32;
+        (*s).len = n as u32;
+        TRUST_PROG.tail_call(ctx, 0);
+    }
+}
+
+/// Tail-called by the egress program for a 2xx the SBC sends: a 2xx to
+/// REGISTER or INVITE makes its destination verified. Offset, length and
+/// client come from `TRUST_SCAN`, so the verifier knows nothing of them and
+/// walks the scan once.
+#[classifier]
+pub fn sip_xdp_trust(ctx: TcContext) -> i32 {
+    match scan_cseq(&ctx) {
+        (CSeqMethod::Register, dst) => trust(&dst, Trust::Registered),
+        (CSeqMethod::Invite, dst) => trust(&dst, Trust::Invited),
+        _ => {}
+    }
+    NEXT
+}
+
+#[inline(always)]
+fn scan_cseq(ctx: &TcContext) -> (CSeqMethod, IpKey) {
+    let Some(s) = TRUST_SCAN.get_ptr_mut(0) else {
+        return (CSeqMethod::Missing, IpKey::default());
+    };
+    let s = unsafe { &mut *s };
+    let (off, n, dst) = (s.off, s.len, s.dst);
+    // Both bounds checked on the value passed: the copy fits the buffer.
+    if n == 0 || n > CSEQ_SCAN as u32 {
+        return (CSeqMethod::Missing, dst);
+    }
+    let loaded = unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            off,
+            s.bytes.as_mut_ptr() as *mut _,
+            n,
+        )
+    };
+    if loaded != 0 {
+        return (CSeqMethod::Missing, dst);
+    }
+    let Some(at) = cseq_at(&s.bytes, n as usize) else {
+        return (CSeqMethod::Missing, dst);
+    };
+    // Read back from map memory: one state after the loop, not one per
+    // position the name was found at.
+    let at = unsafe {
+        core::ptr::write_volatile(&mut s.off, at as u32);
+        core::ptr::read_volatile(&s.off)
+    };
+    (method_after(&s.bytes, n as usize, at as usize), dst)
+}
+
+/// Marks `dst` verified for the configured time, refreshing an entry in
+/// place: a registered phone's re-REGISTERs keep it verified.
+#[inline(always)]
+fn trust(dst: &IpKey, how: Trust) {
+    let ttl = match CONFIG.get(0) {
+        Some(c) if c.trust_ttl_ns != 0 => c.trust_ttl_ns,
+        _ => return,
+    };
+    let expires_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }.saturating_add(ttl);
+    match VERIFIED.get_ptr_mut(dst) {
+        Some(v) => {
+            let v = unsafe { &mut *v };
+            v.expires_ns = expires_ns;
+            v.how = how as u32;
+        }
+        None => {
+            let v = Verified {
+                expires_ns,
+                how: how as u32,
+                _pad: 0,
+            };
+            let _ = VERIFIED.insert(*dst, v, 0);
+        }
+    }
 }

@@ -4,13 +4,17 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+    },
 };
 use sip_xdp_common::{
+    cseq::CSEQ_BUF,
+    maps::Verified,
     maps::{
         RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS,
         DEFAULT_MAX_BLOCK, DEFAULT_MAX_RATE, DEFAULT_MAX_REPLIES, DEFAULT_MAX_SOURCES,
-        SAMPLES_RING_BYTES, SIP_PORT_WORDS,
+        DEFAULT_MAX_VERIFIED, SAMPLES_RING_BYTES, SIP_PORT_WORDS,
     },
     stats::COUNTERS,
     BanValue, BlockValue, IpKey, KernelConfig, SourceStats,
@@ -62,3 +66,30 @@ pub static SAMPLE_BUDGET: PerCpuArray<SampleBudget> = PerCpuArray::pinned(1, 0);
 #[map]
 pub static REPLIES: LruPerCpuHashMap<IpKey, ReplyStats> =
     LruPerCpuHashMap::pinned(DEFAULT_MAX_REPLIES, 0);
+
+/// Sources that proved they own their address by a round trip (egress
+/// program): a 2xx to their REGISTER or INVITE, or a request the SBC sent
+/// them. Detectors never ban them on evidence a forged packet can produce.
+#[map]
+pub static VERIFIED: LruHashMap<IpKey, Verified> = LruHashMap::pinned(DEFAULT_MAX_VERIFIED, 0);
+
+/// What the egress program hands the trust program through a tail call
+/// (per CPU): the client, where the 2xx's payload starts and how long it
+/// is, and room for the copy that the CSeq scan reads (too big for the
+/// stack).
+#[repr(C)]
+pub struct TrustScan {
+    pub dst: IpKey,
+    pub off: u32,
+    pub len: u32,
+    pub bytes: [u8; CSEQ_BUF],
+}
+
+#[map]
+pub static TRUST_SCAN: PerCpuArray<TrustScan> = PerCpuArray::pinned(1, 0);
+
+/// Slot 0: the trust program (`sip_xdp_trust`), filled in by the loader.
+/// A tail call gives the CSeq scan a verification of its own: inline, the
+/// verifier walked its loop once per header layout and hit its limit.
+#[map]
+pub static TRUST_PROG: ProgramArray = ProgramArray::pinned(1, 0);

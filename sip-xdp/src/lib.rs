@@ -61,6 +61,8 @@ pub static HARNESS_OBJECT: &[u8] =
 pub const PROGRAM_NAME: &str = "sip_xdp";
 /// Name of the TC egress response counter inside the same object.
 pub const EGRESS_PROGRAM_NAME: &str = "sip_xdp_egress";
+/// Name of the program the egress one tail-calls to read a 2xx's CSeq.
+pub const TRUST_PROGRAM_NAME: &str = "sip_xdp_trust";
 
 /// SIP port enabled when the maps are first created.
 pub const DEFAULT_SIP_PORT: u16 = 5060;

@@ -245,3 +245,102 @@ fn egress_counts_final_responses_per_client_and_never_drops() {
     want.sort();
     assert_eq!(r, want);
 }
+
+/// A final response to `client` with the given status line and CSeq.
+fn final_response(client: &str, status: &str, cseq: &str) -> Vec<u8> {
+    Frame::reply(
+        client,
+        format!(
+            "{status}\r\nVia: SIP/2.0/UDP {client}:5062;branch=z9hG4bK-7;received={client};rport=5062\r\n\
+             From: <sip:1001@example.com>;tag=a1\r\nTo: <sip:1001@example.com>;tag=b2\r\n\
+             Call-ID: c7@{client}\r\nCSeq: {cseq}\r\nContact: <sip:1001@{client}:5062>;expires=3600\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .build()
+}
+
+#[test]
+fn egress_learns_only_what_a_round_trip_proves() {
+    use sip_xdp_common::maps::Trust;
+    let p = TestProg::load("trust");
+    let trusted = |ip: &str| p.maps().trust_of(ip.parse().unwrap());
+    // With no TTL configured, nothing is learned.
+    p.run_egress(&final_response(
+        "203.0.113.70",
+        "SIP/2.0 200 OK",
+        "2 REGISTER",
+    ));
+    assert_eq!(trusted("203.0.113.70"), None);
+    configure(
+        &p,
+        Config {
+            trust_ttl_ns: 3_600_000_000_000,
+            ..Default::default()
+        },
+    );
+    // 2xx to REGISTER and to INVITE: the client passed authentication.
+    assert_eq!(
+        p.run_egress(&final_response(
+            "203.0.113.70",
+            "SIP/2.0 200 OK",
+            "2 REGISTER"
+        )),
+        -1
+    );
+    p.run_egress(&final_response(
+        "2001:db8::70",
+        "SIP/2.0 202 Accepted",
+        "9 INVITE",
+    ));
+    assert_eq!(trusted("203.0.113.70"), Some(Trust::Registered));
+    assert_eq!(trusted("2001:db8::70"), Some(Trust::Invited));
+    // What anyone can get: a 2xx to OPTIONS, a challenge, a 404.
+    p.run_egress(&final_response(
+        "203.0.113.71",
+        "SIP/2.0 200 OK",
+        "1 OPTIONS",
+    ));
+    p.run_egress(&final_response(
+        "203.0.113.72",
+        "SIP/2.0 401 Unauthorized",
+        "1 REGISTER",
+    ));
+    p.run_egress(&final_response(
+        "203.0.113.73",
+        "SIP/2.0 404 Not Found",
+        "1 INVITE",
+    ));
+    // A 2xx to REGISTER leaving from another port than the SIP ports.
+    p.run_egress(
+        &Frame::reply(
+            "203.0.113.74",
+            b"SIP/2.0 200 OK\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n",
+        )
+        .udp_sport(5999)
+        .build(),
+    );
+    // A 2xx to REGISTER arriving at the SBC (ingress) earns nothing.
+    p.run(&final_response(
+        "203.0.113.75",
+        "SIP/2.0 200 OK",
+        "1 REGISTER",
+    ));
+    for ip in [
+        "203.0.113.71",
+        "203.0.113.72",
+        "203.0.113.73",
+        "203.0.113.74",
+        "203.0.113.75",
+        "198.51.100.1",
+    ] {
+        assert_eq!(trusted(ip), None, "{ip}");
+    }
+    // A request the SBC sends: a peer it chose.
+    p.run_egress(&Frame::reply("203.0.113.80", OPTIONS).build());
+    assert_eq!(trusted("203.0.113.80"), Some(Trust::Peer));
+    let listed = p.maps().list_verified();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|v| v.expires_in_s > 3500), "{listed:?}");
+}

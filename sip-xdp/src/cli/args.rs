@@ -100,7 +100,8 @@ pub enum Command {
     /// Remove the allow-list entry for exactly ADDR[/LEN].
     Disallow { target: String },
     /// Show blocks or allow-list entries: the database rows with whether
-    /// the kernel enforces them, or with --kernel what the kernel holds.
+    /// the kernel enforces them, or with --kernel what the kernel holds;
+    /// or the verified sources the kernel learned.
     List {
         #[arg(value_enum, default_value_t = ListWhat::Blocked)]
         what: ListWhat,
@@ -172,6 +173,9 @@ pub enum DbAction {
 pub enum ListWhat {
     Blocked,
     Allowed,
+    /// Sources that proved their address by a round trip (kernel only):
+    /// the SBC sent them a 2xx to REGISTER or INVITE, or a request.
+    Verified,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

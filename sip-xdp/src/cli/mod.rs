@@ -91,6 +91,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Allow { target, comment } => edit::allow_cmd(&ctx, &target, &comment),
         Command::Disallow { target } => edit::disallow_cmd(&ctx, &target),
         Command::List {
+            what: ListWhat::Verified,
+            json,
+            ..
+        } => show::list_verified(&ctx, json),
+        Command::List {
             what,
             json,
             kernel: true,

@@ -130,6 +130,7 @@ pub fn list_kernel(ctx: &Ctx, what: ListWhat, json: bool) -> anyhow::Result<()> 
                 );
             }
         }
+        ListWhat::Verified => return list_verified(ctx, json),
         ListWhat::Allowed => {
             let rows = maps.list_allowed();
             if json {
@@ -139,6 +140,23 @@ pub fn list_kernel(ctx: &Ctx, what: ListWhat, json: bool) -> anyhow::Result<()> 
                 println!("{r}");
             }
         }
+    }
+    Ok(())
+}
+
+pub fn list_verified(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
+    let rows = Maps::open(&ctx.pins)?.list_verified();
+    if json {
+        return print_json(&rows);
+    }
+    println!("{:<40} {:<10} {:>10}", "SOURCE", "HOW", "EXPIRES");
+    for r in rows {
+        println!(
+            "{:<40} {:<10} {:>10}",
+            r.src_ip.to_string(),
+            r.how,
+            format!("in {}s", r.expires_in_s)
+        );
     }
     Ok(())
 }

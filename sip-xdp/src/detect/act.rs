@@ -125,6 +125,7 @@ impl Defender {
             0
         };
         k.sample_per_sec = s.samples.per_sec;
+        k.trust_ttl_ns = s.trust_ttl.as_nanos() as u64;
         k
     }
 
@@ -222,8 +223,15 @@ impl Defender {
             tracing::debug!(src_ip = %ip, reason = d.reason.name(), "already banned by a detector");
             return false;
         }
+        // Every detection rests on packets a forger can send in the name of
+        // any address; a source that proved its address by a round trip is
+        // never banned for them. The kernel's rate limit still holds it.
+        if let Some(how) = env.maps.trust_of(ip) {
+            self.spare(&d, "verified", Some(how.as_str()), now, env);
+            return false;
+        }
         if let Some(why) = self.spared(ip, env) {
-            self.spare(&d, &why, now, env);
+            self.spare(&d, &why, None, now, env);
             return false;
         }
         let (ban, offence) = self.escalation.ban_for(ip, d.base_ban, now);
@@ -251,7 +259,14 @@ impl Defender {
 
     /// A detection on a source that must not be banned: counted, and
     /// reported once per ban length so a busy trunk is not logged every unit.
-    fn spare(&mut self, d: &Detection, why: &str, now: Instant, env: &mut Env<'_>) {
+    fn spare(
+        &mut self,
+        d: &Detection,
+        why: &str,
+        verified: Option<&str>,
+        now: Instant,
+        env: &mut Env<'_>,
+    ) {
         if let Some(m) = env.metrics {
             m.detection(d.reason.name(), false);
         }
@@ -262,6 +277,9 @@ impl Defender {
         tracing::info!(src_ip = %d.ip, reason = %d.reason.name(), count = d.count, limit = d.limit, spared = %why, "detected, not banned");
         let mut details = d.details.clone();
         details["action"] = json!(format!("not banned: {why}"));
+        if let Some(how) = verified {
+            details["verified"] = json!(how);
+        }
         env.events.record(
             d.reason.event_type(),
             Some(d.ip.to_string()),

@@ -23,6 +23,11 @@ pub struct Settings {
     /// Sources no detector ever bans (besides the allow-list, loopback and
     /// the host's own addresses, which are never banned anyway).
     pub ignore: Vec<IpNet>,
+    /// How long a source stays verified after the SBC sent it a 2xx to
+    /// REGISTER or INVITE, or a request: longer than a registration
+    /// interval, so a registered phone's re-REGISTERs keep it verified.
+    #[serde(deserialize_with = "duration")]
+    pub trust_ttl: Duration,
     pub flood: Flood,
     pub rate_limit: RateLimit,
     pub samples: Samples,
@@ -37,6 +42,7 @@ impl Default for Settings {
             enabled: true,
             interval: Duration::from_secs(2),
             ignore: Vec::new(),
+            trust_ttl: Duration::from_secs(90 * 60),
             flood: Flood::default(),
             rate_limit: RateLimit::default(),
             samples: Samples::default(),

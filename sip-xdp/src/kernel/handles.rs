@@ -34,6 +34,8 @@ pub type Replies = [u64; REPLY_KINDS];
 
 pub struct Maps {
     bans: HashMap<MapData, IpKey, BanValue>,
+    /// Absent when the pinned program predates earned trust.
+    verified: Option<HashMap<MapData, IpKey, Verified>>,
     allow: LpmTrie<MapData, IpKey, u32>,
     block: LpmTrie<MapData, IpKey, BlockValue>,
     sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
@@ -55,6 +57,15 @@ pub struct BlockEntry {
     pub expires_in_s: Option<u64>,
     pub expired: bool,
     pub hits: u64,
+}
+
+/// One verified source as `list verified` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VerifiedEntry {
+    pub src_ip: IpAddr,
+    /// `registered`, `invited` or `peer`.
+    pub how: &'static str,
+    pub expires_in_s: u64,
 }
 
 /// One tracked source as `top` shows it, summed over CPUs.
@@ -131,6 +142,9 @@ impl Maps {
         ];
         Ok(Self {
             bans: HashMap::try_from(Map::HashMap(bans_d)).map_err(e(MAP_BANS))?,
+            verified: open(pins, MAP_VERIFIED)
+                .ok()
+                .and_then(|d| HashMap::try_from(Map::LruHashMap(d)).ok()),
             allow: LpmTrie::try_from(Map::LpmTrie(allow_d)).map_err(e(MAP_ALLOW))?,
             block: LpmTrie::try_from(Map::LpmTrie(block_d)).map_err(e(MAP_BLOCK))?,
             sources: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(sources_d))
@@ -211,6 +225,34 @@ impl Maps {
             Err(e) if is_missing(&e) => Ok(false),
             Err(e) => Err(Error::map("reading the allow-list")(e)),
         }
+    }
+
+    /// How `ip` earned trust, if it holds trust now.
+    pub fn trust_of(&self, ip: IpAddr) -> Option<Trust> {
+        let v = self.verified.as_ref()?.get(&key_of(ip), 0).ok()?;
+        v.active_at(clock::monotonic_ns())
+            .then(|| Trust::from_u32(v.how))
+            .flatten()
+    }
+
+    /// Verified sources holding trust now, soonest to expire last.
+    pub fn list_verified(&self) -> Vec<VerifiedEntry> {
+        let now = clock::monotonic_ns();
+        let Some(m) = &self.verified else {
+            return Vec::new();
+        };
+        let mut out: Vec<VerifiedEntry> = m
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, v)| v.active_at(now))
+            .map(|(k, v)| VerifiedEntry {
+                src_ip: ip_of(&k),
+                how: Trust::from_u32(v.how).map_or("unknown", Trust::as_str),
+                expires_in_s: (v.expires_ns - now) / 1_000_000_000,
+            })
+            .collect();
+        out.sort_by_key(|e| e.src_ip);
+        out
     }
 
     /// Allow-list entries that overlap `net`.

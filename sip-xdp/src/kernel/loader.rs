@@ -5,7 +5,7 @@
 use std::{fs, io};
 
 use aya::{
-    maps::{Array, Map, MapData},
+    maps::{Array, Map, MapData, ProgramArray},
     programs::{
         links::FdLink, links::PinnedLink, tc, ProgramInfo, SchedClassifier, TcAttachType, Xdp,
         XdpMode,
@@ -13,10 +13,13 @@ use aya::{
     EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
-use sip_xdp_common::maps::{MAP_SIP_PORTS, SIP_PORT_WORDS};
+use sip_xdp_common::maps::{MAP_SIP_PORTS, MAP_TRUST_PROG, SIP_PORT_WORDS};
 
 use super::pins::Pins;
-use crate::{Error, Result, DEFAULT_SIP_PORT, EBPF_OBJECT, EGRESS_PROGRAM_NAME, PROGRAM_NAME};
+use crate::{
+    Error, Result, DEFAULT_SIP_PORT, EBPF_OBJECT, EGRESS_PROGRAM_NAME, PROGRAM_NAME,
+    TRUST_PROGRAM_NAME,
+};
 
 /// How the operator asked to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -117,6 +120,7 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
         &pins.egress_prog(),
         "TC egress",
     )?;
+    install_trust(&mut ebpf)?;
     drop(ebpf);
     let prog =
         Xdp::from_pin(pins.prog(), XdpAttachType::Interface).map_err(|source| Error::Program {
@@ -125,6 +129,51 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
         })?;
     tracing::info!(pin = %pins.root().display(), "loaded XDP program and pinned its maps");
     Ok((prog, true))
+}
+
+/// Loads the trust program and puts it in the egress program's tail-call
+/// slot. The pinned slot keeps it alive: it needs no pin of its own.
+fn install_trust(ebpf: &mut aya::Ebpf) -> Result<()> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(TRUST_PROGRAM_NAME)
+        .ok_or_else(|| Error::Io {
+            context: "the embedded object".into(),
+            source: io::Error::other(format!("has no program named {TRUST_PROGRAM_NAME}")),
+        })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            context: format!("the embedded program {TRUST_PROGRAM_NAME} is not TC"),
+            source,
+        })?;
+    prog.load().map_err(|source| Error::Program {
+        context: "the kernel verifier rejected the trust program".into(),
+        source,
+    })?;
+    let fd = prog
+        .fd()
+        .map_err(|source| Error::Program {
+            context: "the trust program has no fd".into(),
+            source,
+        })?
+        .try_clone()
+        .map_err(Error::io("duplicating the trust program's fd"))?;
+    let map = ebpf.map_mut(MAP_TRUST_PROG).ok_or_else(|| Error::Io {
+        context: "the embedded object".into(),
+        source: io::Error::other(format!("has no map named {MAP_TRUST_PROG}")),
+    })?;
+    let mut slots = ProgramArray::try_from(map).map_err(Error::map("opening TRUST_PROG"))?;
+    slots
+        .set(0, &fd, 0)
+        .map_err(Error::map("installing the trust program"))
+}
+
+/// Empties the tail-call slot so the trust program goes with the others.
+fn remove_trust(pins: &Pins) {
+    if let Ok(data) = MapData::from_pin(pins.map(MAP_TRUST_PROG)) {
+        if let Ok(mut slots) = ProgramArray::try_from(Map::ProgramArray(data)) {
+            let _ = slots.clear_index(&0);
+        }
+    }
 }
 
 /// Loads program `name` of the object into the kernel and pins it at `pin`.
@@ -376,6 +425,7 @@ fn cleanup_unused(pins: &Pins, fresh: bool) {
     if fresh && pins.links().is_empty() {
         let _ = fs::remove_file(pins.prog());
         let _ = fs::remove_file(pins.egress_prog());
+        remove_trust(pins);
     }
 }
 
@@ -399,6 +449,7 @@ pub fn detach(pins: &Pins, iface: &str, purge: bool) -> Result<Attached> {
     if pins.links().is_empty() {
         let _ = fs::remove_file(pins.prog());
         let _ = fs::remove_file(pins.egress_prog());
+        remove_trust(pins);
         if purge {
             let _ = fs::remove_dir_all(pins.root());
         }
