@@ -11,6 +11,7 @@ pub mod flood;
 pub mod frames;
 pub mod lab;
 pub mod prog;
+pub mod registrar;
 pub mod sipp;
 
 /// Fails loudly instead of skipping: these tests are run on purpose.

@@ -495,3 +495,114 @@ fn failed_registrations_rows_lead_to_a_ban() {
     );
     assert_eq!(metric(&m, "sipxdp_db_up"), 1.0);
 }
+
+/// A phone that registered (the SBC sent it a 2xx to REGISTER) survives
+/// everything a forger can send in its name: a scanner User-Agent, INVITEs
+/// to unknown extensions (the SBC's 404s go to the phone), and a burst over
+/// the kernel limit. Each is recorded as "not banned: verified"; the kernel
+/// limit still holds the burst. An unverified scanner is banned as before.
+#[test]
+fn a_verified_client_is_never_banned_on_forgeable_evidence() {
+    use sip_xdp_common::maps::Trust;
+    use sip_xdp_tests::registrar::Registrar;
+    let lab = Lab::two_clients("tr");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(
+        &cli,
+        &lab,
+        "[detect.rate_limit]\npackets = 50\nwindow = \"10s\"\nban = \"60s\"\n\
+         [detect.scanner]\nnot_found = 10\n",
+    );
+    let phone = &lab.links[1];
+    let server = SocketAddr::new(phone.server_v4, 5060);
+    let registrar = Registrar::start(&lab.server, server);
+    let maps = || Maps::open(&Pins::new(&cli.pins)).unwrap();
+    assert_eq!(maps().trust_of(phone.client_v4), None);
+    send_each(&lab.clients[1], server, 1, Duration::ZERO, |i| {
+        request("REGISTER", "1001", server.ip(), "Yealink SIP-T46S", i)
+    });
+    assert!(
+        eventually(Duration::from_secs(2), || maps().trust_of(phone.client_v4)
+            == Some(Trust::Registered)),
+        "the 200 to REGISTER did not verify the phone"
+    );
+    let before = cli.stats()["drop_rate_limited"].as_u64().unwrap_or(0);
+
+    // Forged in the phone's name (sent from its address, as a spoofer's
+    // packets arrive): a scanner, an enumeration, a burst.
+    send_each(&lab.clients[1], server, 3, Duration::from_millis(20), |i| {
+        request("OPTIONS", "100", server.ip(), "friendly-scanner", i)
+    });
+    send_each(
+        &lab.clients[1],
+        server,
+        40,
+        Duration::from_millis(10),
+        |i| request("INVITE", &format!("{}", 2000 + i), server.ip(), "x", i),
+    );
+    send_each(&lab.clients[1], server, 200, Duration::ZERO, |i| {
+        request("OPTIONS", "100", server.ip(), "x", 100 + i)
+    });
+    daemon.wait_log(
+        "detected, not banned src_ip=203.0.113.2 reason=scanner_user_agent",
+        Duration::from_secs(3),
+    );
+    // Two more units: every detector has had its say.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(banned(&cli, phone.client_v4), None, "{}", daemon.log_text());
+    assert_eq!(
+        maps().trust_of(phone.client_v4),
+        Some(Trust::Registered),
+        "trust is kept"
+    );
+    let after = cli.stats()["drop_rate_limited"].as_u64().unwrap_or(0);
+    assert!(
+        after - before >= 100,
+        "the kernel limit must still hold a verified source: {} dropped",
+        after - before
+    );
+    assert!(registrar.received() > 0);
+
+    // The unverified scanner on the other link is banned at once.
+    let other = &lab.links[0];
+    let target = SocketAddr::new(other.server_v4, 5060);
+    send_each(&lab.clients[0], target, 3, Duration::from_millis(20), |i| {
+        request("OPTIONS", "100", target.ip(), "friendly-scanner", i)
+    });
+    assert!(
+        eventually(Duration::from_secs(3), || banned(&cli, other.client_v4)
+            == Some("scanner")),
+        "{}",
+        daemon.log_text()
+    );
+
+    let rt = rt();
+    let store = rt.block_on(db.connect());
+    assert!(eventually(Duration::from_secs(5), || {
+        !rt.block_on(events(&store, "scanner_detected")).is_empty()
+    }));
+    let ev = rt.block_on(events(&store, "scanner_detected"));
+    let spared: Vec<_> = ev
+        .iter()
+        .filter(|(ip, _)| ip.as_deref() == Some("203.0.113.2"))
+        .collect();
+    assert!(!spared.is_empty(), "{ev:?}");
+    for (_, d) in &spared {
+        assert_eq!(d["action"], "not banned: verified", "{d}");
+        assert_eq!(d["verified"], "registered", "{d}");
+    }
+    assert!(rt
+        .block_on(store.blocks_of("203.0.113.2"))
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        rt.block_on(store.blocks_of("198.51.100.2")).unwrap().len(),
+        1
+    );
+    let out = cli.ok(&["list", "verified"]);
+    assert!(
+        out.contains("203.0.113.2") && out.contains("registered"),
+        "{out}"
+    );
+}
