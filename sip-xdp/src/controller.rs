@@ -271,7 +271,7 @@ impl Controller {
         let took = started.elapsed();
         self.last_pass = Some((tracked, took));
         self.act_all(found).await;
-        self.defender.prune(now);
+        self.defender.prune_and_report(now, &mut self.events);
         self.update_metrics();
     }
 

@@ -43,6 +43,7 @@ pub struct Metrics {
     kernel_events: Family<Labels, Counter>,
     pub detections: Family<Labels, Counter>,
     pub bans: Family<Labels, Counter>,
+    bans_capped: Counter,
     active_bans: Family<Labels, Gauge>,
     samples: Family<Labels, Counter>,
     tracked_sources: Gauge,
@@ -79,6 +80,11 @@ impl Metrics {
         );
         r.register("detections", "Detections by kind", m.detections.clone());
         r.register("bans", "Bans made by detectors, by kind", m.bans.clone());
+        r.register(
+            "bans_capped",
+            "Detections not banned because the per-second ban cap was reached",
+            m.bans_capped.clone(),
+        );
         r.register(
             "active_bans",
             "Exact bans in the kernel, by reason",
@@ -167,6 +173,10 @@ impl Metrics {
                 .get_or_create(&l("source", reason))
                 .set(*n as i64);
         }
+    }
+
+    pub fn ban_capped(&self) {
+        self.bans_capped.inc();
     }
 
     pub fn detection(&self, kind: &str, banned: bool) {

@@ -96,7 +96,12 @@ fn request(method: &str, user: &str, to: IpAddr, ua: &str, seq: usize) -> Vec<u8
 /// Sends `n` datagrams from `ns`, one every `gap`, built by `make(i)`.
 /// Bounded by count; returns when all are sent.
 fn send_each(ns: &Netns, to: SocketAddr, n: usize, gap: Duration, make: impl Fn(usize) -> Vec<u8>) {
-    let sock = ns.enter(|| UdpSocket::bind("0.0.0.0:5062").unwrap());
+    let any = if to.is_ipv4() {
+        "0.0.0.0:5062"
+    } else {
+        "[::]:5062"
+    };
+    let sock = ns.enter(|| UdpSocket::bind(any).unwrap());
     for i in 0..n {
         let _ = sock.send_to(&make(i), to);
         std::thread::sleep(gap);
@@ -604,5 +609,115 @@ fn a_verified_client_is_never_banned_on_forgeable_evidence() {
     assert!(
         out.contains("203.0.113.2") && out.contains("registered"),
         "{out}"
+    );
+}
+
+/// A spoofed `friendly-scanner` storm, one packet from each of 400 random
+/// IPv6 sources: bans grow by no more than the cap allows, the refusals are
+/// reported once per second (log, event, metric), and the registered phone,
+/// forged among them, is not banned.
+#[test]
+fn the_ban_cap_holds_under_a_spoofed_scanner_storm() {
+    use std::{net::Ipv6Addr, sync::atomic::AtomicBool};
+
+    use sip_xdp_tests::{
+        flood::{frames, Generator, Target},
+        lab::mac,
+        registrar::Registrar,
+    };
+    const CAP: usize = 5;
+    let lab = Lab::two_clients("cap");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(
+        &cli,
+        &lab,
+        &format!("max_bans_per_sec = {CAP}\n[detect.samples]\nper_sec = 1000\n"),
+    );
+    let link = &lab.links[1];
+    let server = SocketAddr::new(link.server_v6, 5060);
+    let _registrar = Registrar::start(&lab.server, server);
+    send_each(&lab.clients[1], server, 1, Duration::ZERO, |i| {
+        request("REGISTER", "1001", server.ip(), "Yealink SIP-T46S", i)
+    });
+    let maps = || Maps::open(&Pins::new(&cli.pins)).unwrap();
+    assert!(eventually(Duration::from_secs(2), || maps()
+        .trust_of(link.client_v6)
+        .is_some()));
+    let bans_before = kernel_bans(&cli).len();
+
+    // Random sources across the lab's /48, the phone's own address among
+    // them; bounded by count and time.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut sources: Vec<Ipv6Addr> = (0..400)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let s = x.to_be_bytes();
+            Ipv6Addr::from([
+                0x20, 0x01, 0x0d, 0xb8, 0, 2, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], 0, 9,
+            ])
+        })
+        .collect();
+    let IpAddr::V6(phone) = link.client_v6 else {
+        unreachable!()
+    };
+    sources[200] = phone;
+    let target = Target {
+        src_mac: mac(&lab.clients[1], "e0"),
+        dst_mac: mac(&lab.server, &link.server_if),
+        dst: match link.server_v6 {
+            IpAddr::V6(a) => a,
+            IpAddr::V4(_) => unreachable!(),
+        },
+        dport: 5060,
+    };
+    let storm = frames(&target, &sources);
+    let started = Instant::now();
+    let sent = Generator::new(&lab.clients[1], "e0", 1).send(
+        &storm,
+        storm.len() as u64,
+        Duration::from_secs(5),
+        &AtomicBool::new(false),
+    );
+    assert_eq!(sent.packets, 400);
+    daemon.wait_log("ban cap reached", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    let new_bans = kernel_bans(&cli).len() - bans_before;
+    println!("spoofed scanner storm: {new_bans} bans in {seconds} s with a cap of {CAP}/s");
+    assert!(new_bans >= 1, "the cap must not stop every ban");
+    assert!(
+        new_bans <= CAP * seconds,
+        "{new_bans} bans in {seconds} s over a cap of {CAP}/s"
+    );
+    assert_eq!(banned(&cli, link.client_v6), None, "the phone was banned");
+
+    let rt = rt();
+    let store = rt.block_on(db.connect());
+    assert!(eventually(Duration::from_secs(5), || {
+        !rt.block_on(events(&store, "ban_cap_reached")).is_empty()
+    }));
+    let capped = rt.block_on(events(&store, "ban_cap_reached"));
+    let refused: u64 = capped
+        .iter()
+        .map(|(_, d)| d["refused"].as_u64().unwrap())
+        .sum();
+    assert!(refused > 0 && capped.len() <= seconds, "{capped:?}");
+    assert_eq!(capped[0].1["max_bans_per_sec"], CAP);
+    let rows = rt
+        .block_on(store.active_blocks(sip_xdp::db::store::now()))
+        .unwrap();
+    assert!(
+        rows.len() <= CAP * seconds,
+        "{} blocked_ips rows",
+        rows.len()
+    );
+    let m = scrape(&lab.server);
+    assert_eq!(
+        metric(&m, "sipxdp_bans_capped_total"),
+        refused as f64,
+        "{m}"
     );
 }

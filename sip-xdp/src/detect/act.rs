@@ -22,6 +22,7 @@ use sip_xdp_common::{maps::SampleKind, KernelConfig};
 
 use super::{
     brute::{BruteForce, Failure},
+    cap::BanCap,
     escalate::Escalation,
     flood::Flood,
     scanner::Scanner,
@@ -73,6 +74,7 @@ pub struct Defender {
     pub brute: BruteForce,
     pub wire: Wire,
     escalation: Escalation,
+    cap: BanCap,
     /// Detector bans in force, so one attack is banned (and recorded) once.
     banned_until: HashMap<IpAddr, Instant>,
     /// Detections not acted on (ignored), remembered so a busy trunk on the
@@ -90,6 +92,7 @@ impl Defender {
             brute: BruteForce::new(settings.brute_force.clone()),
             wire: Wire::new(settings.brute_force.clone(), settings.scanner.clone()),
             escalation: Escalation::new(settings.escalation.clone()),
+            cap: BanCap::new(settings.max_bans_per_sec),
             settings,
             banned_until: HashMap::new(),
             quiet_until: HashMap::new(),
@@ -109,6 +112,7 @@ impl Defender {
         self.brute.set(s.brute_force.clone());
         self.wire.set(s.brute_force.clone(), s.scanner.clone());
         self.escalation.set(s.escalation.clone());
+        self.cap.set(s.max_bans_per_sec);
         self.settings = s;
     }
 
@@ -234,6 +238,18 @@ impl Defender {
             self.spare(&d, &why, None, now, env);
             return false;
         }
+        let (allowed, report) = self.cap.take(now);
+        if let Some(refused) = report {
+            self.report_cap(refused, env.events);
+        }
+        if !allowed {
+            if let Some(m) = env.metrics {
+                m.detection(d.reason.name(), false);
+                m.ban_capped();
+            }
+            tracing::debug!(src_ip = %ip, reason = d.reason.name(), "ban cap reached: not banned");
+            return false;
+        }
         let (ban, offence) = self.escalation.ban_for(ip, d.base_ban, now);
         let expires_ns = clock::monotonic_ns().saturating_add(ban.as_nanos() as u64);
         if let Err(e) = env
@@ -332,6 +348,32 @@ impl Defender {
 
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// One warning and one event for a second in which the ban cap refused
+    /// detections.
+    fn report_cap(&self, refused: u64, events: &mut EventBuffer) {
+        let cap = self.cap.per_sec();
+        tracing::warn!(
+            refused,
+            cap,
+            "ban cap reached: detections in the last second not banned"
+        );
+        events.record(
+            "ban_cap_reached",
+            None,
+            "warning",
+            json!({"refused": refused, "max_bans_per_sec": cap}),
+        );
+    }
+
+    /// Forgets expired bans and quiet periods, stale probe windows and old
+    /// offenders; reports a second the ban cap refused detections in.
+    pub fn prune_and_report(&mut self, now: Instant, events: &mut EventBuffer) {
+        if let Some(refused) = self.cap.roll(now) {
+            self.report_cap(refused, events);
+        }
+        self.prune(now);
     }
 
     /// Forgets expired bans and quiet periods, stale probe windows and old

@@ -8,6 +8,7 @@
 
 pub mod act;
 pub mod brute;
+pub mod cap;
 pub mod escalate;
 pub mod flood;
 pub mod scanner;

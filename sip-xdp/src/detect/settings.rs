@@ -28,6 +28,10 @@ pub struct Settings {
     /// interval, so a registered phone's re-REGISTERs keep it verified.
     #[serde(deserialize_with = "duration")]
     pub trust_ttl: Duration,
+    /// New detector bans per second on this node; past it detections are
+    /// counted and reported, not banned (a spoofed storm must not fill the
+    /// ban table, nor every node's through the database).
+    pub max_bans_per_sec: u32,
     pub flood: Flood,
     pub rate_limit: RateLimit,
     pub samples: Samples,
@@ -43,6 +47,7 @@ impl Default for Settings {
             interval: Duration::from_secs(2),
             ignore: Vec::new(),
             trust_ttl: Duration::from_secs(90 * 60),
+            max_bans_per_sec: 20,
             flood: Flood::default(),
             rate_limit: RateLimit::default(),
             samples: Samples::default(),

@@ -96,7 +96,13 @@ pub fn parse_sip(payload: &[u8], truncated: bool) -> std::result::Result<SipInfo
     } else {
         payload
     };
-    let msg = SipMessage::try_from(bytes).map_err(|e| short(&e.to_string()))?;
+    let msg = match SipMessage::try_from(bytes) {
+        Ok(m) => m,
+        // rsip refuses some well-formed messages (IPv6 references in URIs,
+        // the normal form for IPv6 phones, among them): take what the
+        // detectors need from the lines themselves.
+        Err(e) => return lenient(bytes).ok_or_else(|| short(&e.to_string())),
+    };
     let user_agent = msg.user_agent_header().map(|h| h.value().to_string());
     let to_user = msg
         .to_header()
@@ -117,6 +123,58 @@ pub fn parse_sip(payload: &[u8], truncated: bool) -> std::result::Result<SipInfo
             ..Default::default()
         },
     })
+}
+
+/// Longest attacker-chosen string kept from a sample.
+const MAX_FIELD: usize = 256;
+
+fn field(s: &str) -> String {
+    s.trim().chars().take(MAX_FIELD).collect()
+}
+
+/// Method, Request-URI, its user, User-Agent and To user, read line by line
+/// from a message rsip would not parse. A start line that is not
+/// `METHOD URI SIP/2.0` or `SIP/2.0 CODE ...` is still refused.
+fn lenient(bytes: &[u8]) -> Option<SipInfo> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.split("\r\n");
+    let start = lines.next()?;
+    let mut info = SipInfo::default();
+    if !start.starts_with("SIP/2.0 ") {
+        let mut parts = start.split(' ');
+        let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
+        let token = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+        if !token || version != "SIP/2.0" || parts.next().is_some() {
+            return None;
+        }
+        info.method = Some(method.to_string());
+        info.ruri_user = uri_user(uri);
+        info.request_uri = Some(field(uri));
+    }
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("User-Agent") {
+            info.user_agent = Some(field(value));
+        } else if name.eq_ignore_ascii_case("To") || name.eq_ignore_ascii_case("t") {
+            info.to_user = uri_user(value);
+        }
+    }
+    Some(info)
+}
+
+/// The user part of the first sip:/sips: URI in `s`, if it has one.
+fn uri_user(s: &str) -> Option<String> {
+    let lower = s.to_ascii_lowercase();
+    let at = lower
+        .find("sip:")
+        .map(|i| i + 4)
+        .or_else(|| lower.find("sips:").map(|i| i + 5))?;
+    let rest = &s[at..];
+    let end = rest.find(['@', ';', '>', '?', ' ']).unwrap_or(rest.len());
+    (rest[end..].starts_with('@') && end > 0).then(|| field(&rest[..end]))
 }
 
 fn short(s: &str) -> String {
@@ -193,6 +251,50 @@ Content-Length: 0\r\n\r\n";
         let i = parse_sip(cut, true).unwrap();
         assert_eq!(i.method.as_deref(), Some("INVITE"));
         assert_eq!(i.user_agent.as_deref(), Some("friendly-scanner"));
+    }
+
+    #[test]
+    fn ipv6_references_are_read() {
+        // An IPv6 phone's OPTIONS and REGISTER, and a scanner over IPv6.
+        let options = b"OPTIONS sip:100@[2001:db8:1::1] SIP/2.0\r\n\
+Via: SIP/2.0/UDP [2001:db8:1::2]:5060;branch=z9hG4bK-v6a;rport\r\n\
+Max-Forwards: 70\r\n\
+From: \"sipvicious\" <sip:100@[2001:db8:1::2]>;tag=6637\r\n\
+To: \"sipvicious\" <sip:100@[2001:db8:1::1]>\r\n\
+Call-ID: 5e2c@[2001:db8:1::2]\r\n\
+CSeq: 1 OPTIONS\r\n\
+Contact: <sip:100@[2001:db8:1::2]:5060>\r\n\
+User-Agent: friendly-scanner\r\n\
+Content-Length: 0\r\n\r\n";
+        let i = parse_sip(options, false).unwrap();
+        assert_eq!(i.method.as_deref(), Some("OPTIONS"));
+        assert_eq!(i.user_agent.as_deref(), Some("friendly-scanner"));
+        assert_eq!(i.ruri_user.as_deref(), Some("100"));
+        assert_eq!(i.to_user.as_deref(), Some("100"));
+        assert_eq!(i.request_uri.as_deref(), Some("sip:100@[2001:db8:1::1]"));
+        let register = b"REGISTER sip:[2001:db8:1::1]:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP [2001:db8:1::2]:5062;branch=z9hG4bK-v6b;rport\r\n\
+From: <sip:1001@[2001:db8:1::1]>;tag=a1\r\n\
+t: <sip:1001@[2001:db8:1::1]>\r\n\
+Call-ID: 7a@[2001:db8:1::2]\r\n\
+CSeq: 2 REGISTER\r\n\
+Contact: <sip:1001@[2001:db8:1::2]:5062>;expires=3600\r\n\
+User-Agent: Yealink SIP-T46S 66.86.0.15\r\n\
+Content-Length: 0\r\n\r\n";
+        let i = parse_sip(register, false).unwrap();
+        assert_eq!(i.method.as_deref(), Some("REGISTER"));
+        assert_eq!(i.ruri_user, None, "a registrar URI has no user");
+        assert_eq!(i.to_user.as_deref(), Some("1001"));
+        assert_eq!(i.user_agent.as_deref(), Some("Yealink SIP-T46S 66.86.0.15"));
+        // Attacker-chosen strings are cut.
+        let long = String::from_utf8_lossy(options)
+            .replace("friendly-scanner", &"x".repeat(5000))
+            .into_bytes();
+        let i = parse_sip(&long, false).unwrap();
+        assert_eq!(i.user_agent.map(|u| u.len()), Some(MAX_FIELD));
+        // Still not SIP: a bad start line.
+        assert!(parse_sip(b"OPTIONS sip:100@[2001:db8::1] HTTP/1.1\r\n\r\n", false).is_err());
+        assert!(parse_sip(b"options sip:100@[2001:db8::1] SIP/2.0\r\n\r\n", false).is_err());
     }
 
     #[test]
