@@ -22,6 +22,39 @@ pub fn is_v4_mapped(k: &IpKey) -> bool {
     k[..10].iter().all(|b| *b == 0) && k[10] == 0xff && k[11] == 0xff
 }
 
+/// The key of the prefix `k` falls in: the first `v4_len` bits of an IPv4
+/// address or `v6_len` bits of an IPv6 one kept, the rest cleared. What
+/// sources are counted, limited and banned by: an IPv6 host owns a whole
+/// /64, and rotating through it must not make it a new source per packet.
+/// A length of 0 or past the family's width means the whole address.
+#[inline(always)]
+pub fn prefix_key(k: &IpKey, v4_len: u32, v6_len: u32) -> IpKey {
+    let len = if is_v4_mapped(k) {
+        if v4_len == 0 || v4_len >= 32 {
+            return *k;
+        }
+        V4_MAPPED_PREFIX + v4_len
+    } else {
+        if v6_len == 0 || v6_len >= 128 {
+            return *k;
+        }
+        v6_len
+    };
+    let hi = u64::from_be_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]);
+    let lo = u64::from_be_bytes([k[8], k[9], k[10], k[11], k[12], k[13], k[14], k[15]]);
+    let (hi, lo) = if len >= 64 {
+        // len < 128 here: the shift is 0..=63.
+        (hi, lo & !(u64::MAX >> (len - 64)))
+    } else {
+        (hi & !(u64::MAX >> len), 0)
+    };
+    let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
+}
+
 #[cfg(not(target_arch = "bpf"))]
 mod host {
     use std::net::{IpAddr, Ipv6Addr};
@@ -71,6 +104,32 @@ mod tests {
         assert_eq!(&k[12..], &[203, 0, 113, 7]);
         assert_eq!(ip_of(&k), ip);
         assert_eq!(trie_prefix_len(ip, 24), 120);
+    }
+
+    #[test]
+    fn prefixes_clear_the_host_bits() {
+        let p =
+            |ip: &str, v4: u32, v6: u32| ip_of(&prefix_key(&key_of(ip.parse().unwrap()), v4, v6));
+        assert_eq!(
+            p("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 32, 64).to_string(),
+            "2001:db8:1:2::"
+        );
+        assert_eq!(
+            p("2001:db8:1:2ff::9", 32, 56).to_string(),
+            "2001:db8:1:200::"
+        );
+        assert_eq!(
+            p("2001:db8:1:2:8000::9", 32, 65).to_string(),
+            "2001:db8:1:2:8000::"
+        );
+        assert_eq!(p("2001:db8:ffff::1", 32, 33).to_string(), "2001:db8:8000::");
+        assert_eq!(p("2001:db8::7", 32, 128).to_string(), "2001:db8::7");
+        assert_eq!(p("2001:db8::7", 32, 0).to_string(), "2001:db8::7");
+        // IPv4 stays IPv4, and its own length applies.
+        assert_eq!(p("203.0.113.77", 32, 64).to_string(), "203.0.113.77");
+        assert_eq!(p("203.0.113.77", 24, 64).to_string(), "203.0.113.0");
+        assert_eq!(p("203.0.113.77", 0, 64).to_string(), "203.0.113.77");
+        assert_eq!(p("198.51.100.255", 31, 64).to_string(), "198.51.100.254");
     }
 
     #[test]

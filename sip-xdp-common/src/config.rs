@@ -25,7 +25,10 @@ pub struct KernelConfig {
     /// Ceiling on samples per CPU per second, whatever the sources do: a
     /// spoofed flood of new sources must not turn into a copy per packet.
     pub sample_per_sec: u32,
-    pub _pad: u32,
+    /// Prefix lengths sources are counted, limited and sampled by (0 = the
+    /// whole address): IPv6 customers own a /64.
+    pub prefix_v4: u16,
+    pub prefix_v6: u16,
     /// How long a 2xx to REGISTER/INVITE or a request sent by the SBC makes
     /// its destination verified (egress program); 0 = learn nothing.
     pub trust_ttl_ns: u64,
@@ -35,6 +38,12 @@ impl KernelConfig {
     pub const fn monitor(&self) -> bool {
         self.flags & CONFIG_MONITOR != 0
     }
+    /// The accounting key of `src`: its prefix.
+    #[inline(always)]
+    pub fn source_key(&self, src: &crate::IpKey) -> crate::IpKey {
+        crate::addr::prefix_key(src, u32::from(self.prefix_v4), u32::from(self.prefix_v6))
+    }
+
     pub const fn drop_malformed(&self) -> bool {
         self.flags & CONFIG_DROP_MALFORMED != 0
     }

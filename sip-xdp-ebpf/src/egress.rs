@@ -71,7 +71,12 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
     });
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
     let i = reply as usize;
-    match REPLIES.get_ptr_mut(l3.dst) {
+    // Per prefix, as the ingress side counts the requests.
+    let client = match CONFIG.get(0) {
+        Some(c) => c.source_key(&l3.dst),
+        None => l3.dst,
+    };
+    match REPLIES.get_ptr_mut(client) {
         Some(r) => {
             let r = unsafe { &mut *r };
             if let Some(n) = r.codes.get_mut(i) {
@@ -87,7 +92,7 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
             if let Some(n) = r.codes.get_mut(i) {
                 *n = 1;
             }
-            let _ = REPLIES.insert(l3.dst, r, 0);
+            let _ = REPLIES.insert(client, r, 0);
         }
     }
     if reply == Reply::Success {

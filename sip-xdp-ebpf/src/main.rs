@@ -84,11 +84,14 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         Source::Unknown => false,
     };
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // Counted, limited and sampled by prefix (an IPv6 host owns its /64);
+    // bans and the lists above match the address itself.
+    let acct = cfg.source_key(&src);
     // Everything that branches on the SIP class comes last before the
     // class goes dead: the verifier then walks the sampling code once per
     // rate state, not once per class as well.
     let rate = if !allowed && cfg.rate_limit != 0 {
-        rate_check(&src, now, cfg)
+        rate_check(&acct, now, cfg)
     } else {
         Rate::Under
     };
@@ -96,7 +99,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let class = classify_payload(ctx, payload_off, udp.payload_len);
     count(class_counter(class));
     let malformed = !allowed && class == SipClass::Malformed && cfg.drop_malformed();
-    let packets = account(ctx, &src, class, malformed || rate != Rate::Under, now);
+    let packets = account(ctx, &acct, class, malformed || rate != Rate::Under, now);
     if allowed {
         // Trusted: no limit, no samples, but still visible in `top`.
         return Ok(pass(Counter::Allowed));

@@ -26,6 +26,11 @@ const BATCH: usize = 64;
 /// An OPTIONS request the size of what scanners and trunks send (about 560
 /// bytes of UDP payload): full header set, a User-Agent, no body.
 pub fn options_payload(src: Ipv6Addr, dst: Ipv6Addr, n: usize) -> Vec<u8> {
+    options_payload_as(src, dst, n, "friendly-scanner")
+}
+
+/// The same OPTIONS with another User-Agent.
+pub fn options_payload_as(src: Ipv6Addr, dst: Ipv6Addr, n: usize, user_agent: &str) -> Vec<u8> {
     format!(
         "OPTIONS sip:100@[{dst}]:5060 SIP/2.0\r\n\
          Via: SIP/2.0/UDP [{src}]:5060;branch=z9hG4bK-{n:08x}-flood;rport\r\n\
@@ -38,7 +43,7 @@ pub fn options_payload(src: Ipv6Addr, dst: Ipv6Addr, n: usize) -> Vec<u8> {
          Accept: application/sdp\r\n\
          Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REFER, UPDATE\r\n\
          Supported: replaces, timer, path\r\n\
-         User-Agent: friendly-scanner\r\n\
+         User-Agent: {user_agent}\r\n\
          Accept-Language: en\r\n\
          Content-Length: 0\r\n\r\n"
     )
@@ -56,11 +61,16 @@ pub struct Target {
 
 /// One frame per source, UDP 5060 -> `target.dport`.
 pub fn frames(target: &Target, sources: &[Ipv6Addr]) -> Vec<Vec<u8>> {
+    frames_as(target, sources, "friendly-scanner")
+}
+
+/// One frame per source, carrying `user_agent`.
+pub fn frames_as(target: &Target, sources: &[Ipv6Addr], user_agent: &str) -> Vec<Vec<u8>> {
     sources
         .iter()
         .enumerate()
         .map(|(n, src)| {
-            let payload = options_payload(*src, target.dst, n);
+            let payload = options_payload_as(*src, target.dst, n, user_agent);
             let b = PacketBuilder::ethernet2(target.src_mac, target.dst_mac)
                 .ipv6(src.octets(), target.dst.octets(), 64)
                 .udp(5060, target.dport);

@@ -344,3 +344,47 @@ fn egress_learns_only_what_a_round_trip_proves() {
     assert_eq!(listed.len(), 3, "{listed:?}");
     assert!(listed.iter().all(|v| v.expires_in_s > 3500), "{listed:?}");
 }
+
+#[test]
+fn ipv6_sources_are_counted_and_limited_per_prefix() {
+    let p = TestProg::load("prefix");
+    configure(
+        &p,
+        Config {
+            rate_limit: 5,
+            rate_window_ns: 10_000_000_000,
+            prefix_v4: 32,
+            prefix_v6: 64,
+            ..Default::default()
+        },
+    );
+    // A host rotating through its /64, one new address per packet.
+    let verdicts: Vec<u32> = (1..=8)
+        .map(|i| p.run(&Frame::sip(&format!("2001:db8:5:0:{i:x}::{i:x}"), OPTIONS).build()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [XDP_PASS, XDP_PASS, XDP_PASS, XDP_PASS, XDP_PASS, XDP_DROP, XDP_DROP, XDP_DROP]
+    );
+    // Another /64 has its own budget; IPv4 stays per address.
+    assert_eq!(
+        p.run(&Frame::sip("2001:db8:5:1::1", OPTIONS).build()),
+        XDP_PASS
+    );
+    for i in 0..3 {
+        assert_eq!(
+            p.run(&Frame::sip(&format!("203.0.113.{}", 90 + i), OPTIONS).build()),
+            XDP_PASS
+        );
+    }
+    let top = p.maps().top(10);
+    let rotator = top
+        .iter()
+        .find(|r| r.src_ip.to_string() == "2001:db8:5::")
+        .unwrap_or_else(|| panic!("{top:?}"));
+    assert_eq!((rotator.packets, rotator.prefix_len), (8, 64));
+    assert_eq!(top.len(), 5, "{top:?}");
+    assert!(top
+        .iter()
+        .any(|r| r.src_ip.to_string() == "203.0.113.91" && r.prefix_len == 32));
+}

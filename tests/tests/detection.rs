@@ -721,3 +721,90 @@ fn the_ban_cap_holds_under_a_spoofed_scanner_storm() {
         "{m}"
     );
 }
+
+/// One IPv6 host rotating through its /64, a new source address for every
+/// packet, about 1000 packets a second: counted, limited and banned as one
+/// prefix, with one `blocked_ips` row holding the prefix. A neighbour in
+/// another /64 of the same link keeps getting through.
+#[test]
+fn an_ipv6_rotator_is_banned_as_its_64() {
+    use std::{net::Ipv6Addr, sync::atomic::AtomicBool};
+
+    use sip_xdp_tests::{
+        flood::{frames_as, Generator, Target},
+        lab::mac,
+    };
+    let lab = Lab::two_clients("rot");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(&cli, &lab, "");
+    let link = &lab.links[1];
+    let IpAddr::V6(server_v6) = link.server_v6 else {
+        unreachable!()
+    };
+    let hits = listener(&lab.server, link.server_v6);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let sources: Vec<Ipv6Addr> = (0..3000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let s = x.to_be_bytes();
+            Ipv6Addr::from([
+                0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0x77, s[0], s[1], s[2], s[3], s[4], s[5], s[6],
+                s[7],
+            ])
+        })
+        .collect();
+    let target = Target {
+        src_mac: mac(&lab.clients[1], "e0"),
+        dst_mac: mac(&lab.server, &link.server_if),
+        dst: server_v6,
+        dport: 5060,
+    };
+    let storm = frames_as(&target, &sources, "Yealink SIP-T46S");
+    let gen = Generator::new(&lab.clients[1], "e0", 1);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let mut banned_after = None;
+    // 100 packets every 100 ms for 3 s: bounded by count and time.
+    for (i, chunk) in storm.chunks(100).enumerate() {
+        gen.send(chunk, chunk.len() as u64, Duration::from_secs(1), &stop);
+        if banned_after.is_none() && cli.ok(&["list", "blocked"]).contains("2001:db8:2:77::/64") {
+            banned_after = Some(started.elapsed());
+        }
+        let next = started + Duration::from_millis(100 * (i as u64 + 1));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let through = drain(&hits, Duration::from_millis(300));
+    println!(
+        "/64 rotator: banned after {banned_after:?}; {through} of 3000 packets reached the socket"
+    );
+    assert!(banned_after.is_some(), "{}", daemon.log_text());
+    assert!(through <= 300, "{through} of 3000 reached the socket");
+    daemon.wait_log("banned src_ip=2001:db8:2:77::/64", Duration::from_secs(1));
+    // One prefix rule, no per-address bans.
+    let kernel = cli.ok(&["list", "blocked", "--kernel"]);
+    assert!(kernel.contains("2001:db8:2:77::/64"), "{kernel}");
+    assert!(kernel_bans(&cli).is_empty(), "{:?}", kernel_bans(&cli));
+    let rt = rt();
+    let store = rt.block_on(db.connect());
+    let rows = rt
+        .block_on(store.active_blocks(sip_xdp::db::store::now()))
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].ip_address, "2001:db8:2:77::/64");
+    // The neighbour on the same link, in 2001:db8:2::/64, still passes.
+    let before = drain(&hits, Duration::from_millis(50));
+    assert_eq!(before, 0);
+    send_each(
+        &lab.clients[1],
+        SocketAddr::new(link.server_v6, 5060),
+        5,
+        Duration::from_millis(20),
+        |i| request("OPTIONS", "100", link.server_v6, "Yealink SIP-T46S", i),
+    );
+    assert_eq!(drain(&hits, Duration::from_millis(300)), 5);
+    let top = cli.ok(&["top"]);
+    assert!(top.contains("2001:db8:2:77::/64"), "{top}");
+}

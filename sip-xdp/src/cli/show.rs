@@ -198,7 +198,9 @@ pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
         let c = |k: &str| r.classes.get(k).copied().unwrap_or(0);
         println!(
             "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",
-            r.src_ip.to_string(),
+            crate::parse::spelling(
+                &ipnet::IpNet::new(r.src_ip, r.prefix_len).unwrap_or(r.src_ip.into())
+            ),
             r.packets,
             r.bytes,
             r.dropped,

@@ -18,7 +18,10 @@ use chrono::NaiveDateTime;
 use ipnet::IpNet;
 use serde_json::json;
 
-use sip_xdp_common::{maps::SampleKind, KernelConfig};
+use sip_xdp_common::{
+    maps::{SampleKind, Trust},
+    KernelConfig,
+};
 
 use super::{
     brute::{BruteForce, Failure},
@@ -35,15 +38,18 @@ use crate::{
         store::{self, BlockRow, FAILURE_TABLES},
         EventBuffer, Store, StoreError,
     },
-    kernel::{clock, Guard, Maps},
+    kernel::{clock, guard::overlaps, Guard, Maps},
     metrics::Metrics,
+    parse::spelling,
 };
+use sip_xdp_common::addr::{ip_of, key_of, prefix_key};
 
 /// A detector ban whose `blocked_ips` row is not written yet (the database
 /// was down). The reconciler treats it as a row, so the kernel keeps it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PendingBlock {
-    pub ip: IpAddr,
+    /// An address, or the prefix of a source counted by prefix.
+    pub net: IpNet,
     /// Written to `blocked_ips.source`.
     pub reason: Reason,
     /// Written to `blocked_ips.reason`: the figures, for a human.
@@ -75,6 +81,8 @@ pub struct Defender {
     pub wire: Wire,
     escalation: Escalation,
     cap: BanCap,
+    /// Verified sources as last read, for prefix bans.
+    verified: Option<(Instant, Vec<(IpAddr, Trust)>)>,
     /// Detector bans in force, so one attack is banned (and recorded) once.
     banned_until: HashMap<IpAddr, Instant>,
     /// Detections not acted on (ignored), remembered so a busy trunk on the
@@ -93,6 +101,7 @@ impl Defender {
             wire: Wire::new(settings.brute_force.clone(), settings.scanner.clone()),
             escalation: Escalation::new(settings.escalation.clone()),
             cap: BanCap::new(settings.max_bans_per_sec),
+            verified: None,
             settings,
             banned_until: HashMap::new(),
             quiet_until: HashMap::new(),
@@ -130,6 +139,8 @@ impl Defender {
         };
         k.sample_per_sec = s.samples.per_sec;
         k.trust_ttl_ns = s.trust_ttl.as_nanos() as u64;
+        k.prefix_v4 = u16::from(s.prefix_v4);
+        k.prefix_v6 = u16::from(s.prefix_v6);
         k
     }
 
@@ -140,10 +151,12 @@ impl Defender {
             return out;
         }
         let info = s.sip.as_ref().ok();
+        // The kernel counts and limits by prefix: so do the detectors.
+        let src = self.prefix_of(s.src);
         if s.kind == SampleKind::RateLimit && !self.settings.rate_limit.ban.is_zero() {
             let rl = &self.settings.rate_limit;
             out.push(Detection {
-                ip: s.src,
+                ip: src,
                 reason: Reason::RateLimit,
                 base_ban: rl.ban,
                 count: u64::from(rl.packets) + 1,
@@ -160,7 +173,10 @@ impl Defender {
             });
         }
         if let Some(info) = info {
-            if let Some(d) = self.scanner.on_sample(now, s.src, info) {
+            if let Some(mut d) = self.scanner.on_sample(now, src, info) {
+                if src != s.src {
+                    d.details["seen_from"] = json!(s.src.to_string());
+                }
                 out.push(d);
             }
         }
@@ -194,7 +210,7 @@ impl Defender {
                         }
                     };
                     let f = Failure {
-                        ip,
+                        ip: self.prefix_of(ip),
                         at: row.attempt_time,
                         table,
                         username: row.username.filter(|u| !u.is_empty()),
@@ -227,14 +243,16 @@ impl Defender {
             tracing::debug!(src_ip = %ip, reason = d.reason.name(), "already banned by a detector");
             return false;
         }
+        let net = self.ban_net(ip);
         // Every detection rests on packets a forger can send in the name of
         // any address; a source that proved its address by a round trip is
-        // never banned for them. The kernel's rate limit still holds it.
-        if let Some(how) = env.maps.trust_of(ip) {
+        // never banned for them, nor is a prefix that holds one. The
+        // kernel's rate limit still holds them.
+        if let Some(how) = self.trust_within(&net, now, env.maps) {
             self.spare(&d, "verified", Some(how.as_str()), now, env);
             return false;
         }
-        if let Some(why) = self.spared(ip, env) {
+        if let Some(why) = self.spared(&net, env) {
             self.spare(&d, &why, None, now, env);
             return false;
         }
@@ -252,15 +270,12 @@ impl Defender {
         }
         let (ban, offence) = self.escalation.ban_for(ip, d.base_ban, now);
         let expires_ns = clock::monotonic_ns().saturating_add(ban.as_nanos() as u64);
-        if let Err(e) = env
-            .maps
-            .put(&IpNet::from(ip), expires_ns, d.reason.ban_reason())
-        {
+        if let Err(e) = env.maps.put(&net, expires_ns, d.reason.ban_reason()) {
             tracing::error!(src_ip = %ip, reason = d.reason.name(), error = %e, "ban failed");
             return false;
         }
         self.banned_until.insert(ip, now + ban);
-        let pending = record_ban(d, ban, offence, env);
+        let pending = record_ban(d, net, ban, offence, env);
         match env.store {
             Some(store) => {
                 if let Err(e) = write_block(store, &pending, env.node).await {
@@ -304,18 +319,60 @@ impl Defender {
         );
     }
 
-    fn spared(&self, ip: IpAddr, env: &Env<'_>) -> Option<String> {
-        let net = IpNet::from(ip);
-        if let Some(n) = self.settings.ignore.iter().find(|n| n.contains(&ip)) {
+    /// Why `net` must not be banned, if it must not. An ignore entry inside
+    /// a prefix spares it (the kernel would drop the entry with it); an
+    /// allow-list entry inside it does not (the kernel lets it pass).
+    fn spared(&self, net: &IpNet, env: &Env<'_>) -> Option<String> {
+        if let Some(n) = self.settings.ignore.iter().find(|n| overlaps(n, net)) {
             return Some(format!("on the ignore list ({n})"));
         }
-        if let Some(why) = env.guard.refusal(&net) {
+        if let Some(why) = env.guard.refusal(net) {
             return Some(why);
         }
-        if let Some(n) = env.allowed.iter().find(|n| n.contains(&ip)) {
+        if let Some(n) = env.allowed.iter().find(|n| n.contains(net)) {
             return Some(format!("on the allow-list ({n})"));
         }
         None
+    }
+
+    /// How a source inside `net` earned trust, if one holds it. A host is
+    /// looked up; a prefix is checked against the verified sources, read
+    /// at most once a second (a storm of prefix detections must not walk
+    /// the map for each).
+    fn trust_within(&mut self, net: &IpNet, now: Instant, maps: &Maps) -> Option<Trust> {
+        if net.prefix_len() == net.max_prefix_len() {
+            return maps.trust_of(net.addr());
+        }
+        let stale = self
+            .verified
+            .as_ref()
+            .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= Duration::from_secs(1));
+        if stale {
+            self.verified = Some((now, maps.verified_now()));
+        }
+        let (_, list) = self.verified.as_ref()?;
+        list.iter()
+            .find(|(ip, _)| net.contains(ip))
+            .map(|(_, t)| *t)
+    }
+
+    /// The network address of the prefix `ip` is counted by.
+    pub fn prefix_of(&self, ip: IpAddr) -> IpAddr {
+        let s = &self.settings;
+        ip_of(&prefix_key(
+            &key_of(ip),
+            u32::from(s.prefix_v4),
+            u32::from(s.prefix_v6),
+        ))
+    }
+
+    /// What a detection on `ip` bans: its prefix.
+    pub fn ban_net(&self, ip: IpAddr) -> IpNet {
+        let len = match ip {
+            IpAddr::V4(_) => self.settings.prefix_v4,
+            IpAddr::V6(_) => self.settings.prefix_v6,
+        };
+        IpNet::new(ip, len).map_or(IpNet::from(ip), |n| n.trunc())
     }
 
     /// Writes the rows of bans made while the database was down.
@@ -335,7 +392,7 @@ impl Defender {
             .iter()
             .map(|p| BlockRow {
                 id: 0,
-                ip_address: p.ip.to_string(),
+                ip_address: spelling(&p.net),
                 reason: p.note.clone(),
                 source: p.reason.name().to_string(),
                 blocked_at: p.blocked_at,
@@ -398,7 +455,7 @@ impl Defender {
 async fn write_block(store: &Store, p: &PendingBlock, node: &str) -> Result<i64, StoreError> {
     store
         .insert_block(
-            &p.ip.to_string(),
+            &spelling(&p.net),
             &p.note,
             p.reason.name(),
             p.blocked_at,
@@ -410,8 +467,14 @@ async fn write_block(store: &Store, p: &PendingBlock, node: &str) -> Result<i64,
 
 /// The log line, the metric and the two events of a ban just enforced;
 /// returns its `blocked_ips` row.
-fn record_ban(d: Detection, ban: Duration, offence: u32, env: &mut Env<'_>) -> PendingBlock {
-    let (ip, reason) = (d.ip, d.reason);
+fn record_ban(
+    d: Detection,
+    net: IpNet,
+    ban: Duration,
+    offence: u32,
+    env: &mut Env<'_>,
+) -> PendingBlock {
+    let (ip, reason) = (spelling(&net), d.reason);
     let ban_s = ban.as_secs();
     tracing::warn!(
         src_ip = %ip,
@@ -454,7 +517,7 @@ fn record_ban(d: Detection, ban: Duration, offence: u32, env: &mut Env<'_>) -> P
         json!({"reason": note, "source": reason.name(), "ban_s": ban_s, "expires_at": expires_at.to_string(), "offence": offence}),
     );
     PendingBlock {
-        ip,
+        net,
         reason,
         note,
         blocked_at,

@@ -32,6 +32,11 @@ pub struct Settings {
     /// counted and reported, not banned (a spoofed storm must not fill the
     /// ban table, nor every node's through the database).
     pub max_bans_per_sec: u32,
+    /// Prefix lengths sources are counted, limited, detected and banned by:
+    /// an IPv6 customer owns a /64, and rotating addresses inside it must
+    /// not make a new source of every packet. 32 and 128 mean per address.
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
     pub flood: Flood,
     pub rate_limit: RateLimit,
     pub samples: Samples,
@@ -48,6 +53,8 @@ impl Default for Settings {
             ignore: Vec::new(),
             trust_ttl: Duration::from_secs(90 * 60),
             max_bans_per_sec: 20,
+            prefix_v4: 32,
+            prefix_v6: 64,
             flood: Flood::default(),
             rate_limit: RateLimit::default(),
             samples: Samples::default(),
@@ -306,6 +313,12 @@ impl Settings {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.flood.limit == 0 {
             return Err(("detect.flood.limit", "must be at least 1".into()));
+        }
+        if !(8..=32).contains(&self.prefix_v4) {
+            return Err(("detect.prefix_v4", "must be between 8 and 32".into()));
+        }
+        if !(16..=128).contains(&self.prefix_v6) {
+            return Err(("detect.prefix_v6", "must be between 16 and 128".into()));
         }
         if !(1.0..=100.0).contains(&self.escalation.multiplier) {
             return Err((

@@ -71,7 +71,10 @@ pub struct VerifiedEntry {
 /// One tracked source as `top` shows it, summed over CPUs.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SourceRow {
+    /// The address, or the network address of the prefix sources are
+    /// counted by (see `prefix_len`).
     pub src_ip: IpAddr,
+    pub prefix_len: u8,
     pub packets: u64,
     pub bytes: u64,
     pub dropped: u64,
@@ -233,6 +236,24 @@ impl Maps {
         v.active_at(clock::monotonic_ns())
             .then(|| Trust::from_u32(v.how))
             .flatten()
+    }
+
+    /// Every verified source holding trust now, read in batches.
+    pub fn verified_now(&self) -> Vec<(IpAddr, Trust)> {
+        let now = clock::monotonic_ns();
+        let mut out = Vec::new();
+        let read = open(&self.pins, MAP_VERIFIED).and_then(|data| {
+            batch::for_each::<IpKey, Verified>(&data, |k, v| {
+                if let Some(t) = Trust::from_u32(v.how).filter(|_| v.active_at(now)) {
+                    out.push((ip_of(k), t));
+                }
+            })
+            .map_err(Error::io("reading verified sources"))
+        });
+        if let Err(e) = read {
+            tracing::warn!(error = %e, "reading verified sources failed");
+        }
+        out
     }
 
     /// Verified sources holding trust now, soonest to expire last.
@@ -407,6 +428,13 @@ impl Maps {
     /// Tracked sources, busiest first.
     pub fn top(&self, n: usize) -> Vec<SourceRow> {
         let now = clock::monotonic_ns();
+        let cfg = self.config().unwrap_or_default();
+        let len_of = |ip: &IpAddr| match ip {
+            IpAddr::V4(_) if (1..32).contains(&cfg.prefix_v4) => cfg.prefix_v4 as u8,
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) if (1..128).contains(&cfg.prefix_v6) => cfg.prefix_v6 as u8,
+            IpAddr::V6(_) => 128,
+        };
         let mut rows: Vec<SourceRow> = self
             .sources
             .iter()
@@ -414,6 +442,7 @@ impl Maps {
             .map(|(k, per_cpu)| {
                 let mut row = SourceRow {
                     src_ip: ip_of(&k),
+                    prefix_len: len_of(&ip_of(&k)),
                     packets: 0,
                     bytes: 0,
                     dropped: 0,
