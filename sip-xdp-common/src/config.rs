@@ -32,6 +32,13 @@ pub struct KernelConfig {
     /// How long a 2xx to REGISTER/INVITE or a request sent by the SBC makes
     /// its destination verified (egress program); 0 = learn nothing.
     pub trust_ttl_ns: u64,
+    /// Overload: SIP packets per second per CPU from sources not on the
+    /// allow-list above which the unproven ones are shed; 0 = never.
+    pub shed_per_cpu: u32,
+    /// During overload a source passes once it was first seen this long
+    /// ago (a real client retransmits after T1 = 500 ms; a spoofed source
+    /// is seen once).
+    pub shed_grey_ms: u32,
 }
 
 impl KernelConfig {
@@ -79,6 +86,6 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<KernelConfig>(), 40);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 48);
     }
 }

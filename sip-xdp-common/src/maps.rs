@@ -15,6 +15,7 @@ pub const MAP_REPLIES: &str = "REPLIES";
 pub const MAP_VERIFIED: &str = "VERIFIED";
 pub const MAP_TRUST_SCAN: &str = "TRUST_SCAN";
 pub const MAP_TRUST_PROG: &str = "TRUST_PROG";
+pub const MAP_SHED: &str = "SHED";
 
 /// Every map the programs own, in pin order.
 pub const ALL_MAPS: [&str; 11] = [
@@ -126,6 +127,18 @@ pub struct SampleBudget {
     /// Scratch: the sampler's packet offset, stored and read back so the
     /// verifier treats it as unknown (see the program's `sample`).
     pub scratch_off: u64,
+}
+
+/// The overload window of one CPU: SIP packets from sources not on the
+/// allow-list in the current second.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShedWindow {
+    pub start_ns: u64,
+    pub packets: u64,
+    /// Unverified packets let through during overload (sources past their
+    /// grey period), held to the same budget.
+    pub admitted: u64,
 }
 
 /// Final responses the SBC sent to one client address (egress), per CPU.
@@ -279,6 +292,7 @@ mod pod {
     unsafe impl aya::Pod for ReplyStats {}
     unsafe impl aya::Pod for SampleBudget {}
     unsafe impl aya::Pod for Verified {}
+    unsafe impl aya::Pod for ShedWindow {}
 }
 
 #[cfg(test)]

@@ -49,9 +49,13 @@ pub enum Counter {
     ClassResponse,
     ClassKeepalive,
     ClassMalformed,
+    /// Overload: SIP from a source neither verified nor seen for the grey
+    /// period, past the per-CPU budget (dropped; passed in monitor mode).
+    Shed,
+    MonitorShed,
 }
 
-pub const COUNTERS: u32 = Counter::ClassMalformed as u32 + 1;
+pub const COUNTERS: u32 = Counter::MonitorShed as u32 + 1;
 
 /// What a counter says about the packets it counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +100,8 @@ impl Counter {
         Counter::ClassResponse,
         Counter::ClassKeepalive,
         Counter::ClassMalformed,
+        Counter::Shed,
+        Counter::MonitorShed,
     ];
 
     /// The counter a drop reason uses in monitor mode.
@@ -106,6 +112,7 @@ impl Counter {
             Counter::Blocked => Counter::MonitorBlocked,
             Counter::Malformed => Counter::MonitorMalformed,
             Counter::RateLimited => Counter::MonitorRateLimited,
+            Counter::Shed => Counter::MonitorShed,
             other => other,
         }
     }
@@ -119,13 +126,16 @@ impl Counter {
             | Counter::Truncated
             | Counter::Allowed
             | Counter::Sip => Verdict::Pass,
-            Counter::Banned | Counter::Blocked | Counter::Malformed | Counter::RateLimited => {
-                Verdict::Drop
-            }
+            Counter::Banned
+            | Counter::Blocked
+            | Counter::Malformed
+            | Counter::RateLimited
+            | Counter::Shed => Verdict::Drop,
             Counter::MonitorBanned
             | Counter::MonitorBlocked
             | Counter::MonitorMalformed
-            | Counter::MonitorRateLimited => Verdict::WouldDrop,
+            | Counter::MonitorRateLimited
+            | Counter::MonitorShed => Verdict::WouldDrop,
             _ => Verdict::None,
         }
     }
@@ -164,6 +174,8 @@ impl Counter {
             Counter::ClassResponse => "sip_response",
             Counter::ClassKeepalive => "sip_keepalive",
             Counter::ClassMalformed => "sip_malformed",
+            Counter::Shed => "drop_shed",
+            Counter::MonitorShed => "would_drop_shed",
         }
     }
 }
@@ -190,6 +202,7 @@ mod tests {
             Counter::Blocked,
             Counter::Malformed,
             Counter::RateLimited,
+            Counter::Shed,
         ] {
             assert_eq!(c.verdict(), Verdict::Drop);
             assert_eq!(c.monitored().verdict(), Verdict::WouldDrop);

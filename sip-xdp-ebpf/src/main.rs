@@ -27,7 +27,10 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
-use maps::{ALLOW, BANS, BLOCK, CONFIG, RATE, SAMPLES, SAMPLE_BUDGET, SIP_PORTS, SOURCES, STATS};
+use maps::{
+    ALLOW, BANS, BLOCK, CONFIG, RATE, SAMPLES, SAMPLE_BUDGET, SHED, SIP_PORTS, SOURCES, STATS,
+    VERIFIED,
+};
 use network_types::udp::UdpHdr;
 use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
 use sip_xdp_common::{
@@ -99,7 +102,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let class = classify_payload(ctx, payload_off, udp.payload_len);
     count(class_counter(class));
     let malformed = !allowed && class == SipClass::Malformed && cfg.drop_malformed();
-    let packets = account(ctx, &acct, class, malformed || rate != Rate::Under, now);
+    let (packets, first_seen) = account(ctx, &acct, class, malformed || rate != Rate::Under, now);
     if allowed {
         // Trusted: no limit, no samples, but still visible in `top`.
         return Ok(pass(Counter::Allowed));
@@ -122,6 +125,8 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         drop(Counter::RateLimited, cfg.monitor())
     } else if malformed {
         drop(Counter::Malformed, cfg.monitor())
+    } else if shed(&src, first_seen, now, cfg) {
+        drop(Counter::Shed, cfg.monitor())
     } else {
         pass(Counter::Sip)
     })
@@ -339,10 +344,52 @@ fn short_payload(ctx: &XdpContext, off: usize) -> ([u64; 2], usize) {
     (words, n as usize)
 }
 
-/// Counts the packet against its source; returns the source's packet count
-/// on this CPU, this one included.
+/// Overload shedding. Every SIP packet from a source not on the allow-list
+/// counts against this CPU's budget for the current second; past it the
+/// CPU is overloaded, and a packet passes only from a verified source, or
+/// from one first seen at least the grey period ago while a second budget
+/// of the same size lasts: a real client's retransmission (T1 = 500 ms)
+/// gets through, a spoofed source that sends once does not, and an
+/// attacker cycling through a set of sources gets no more than the budget.
+/// It ends by itself with the second in which the load falls under the
+/// budget. The verified lookup happens only in overload.
 #[inline(always)]
-fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool, now: u64) -> u64 {
+fn shed(src: &IpKey, first_seen: u64, now: u64, cfg: &KernelConfig) -> bool {
+    if cfg.shed_per_cpu == 0 {
+        return false;
+    }
+    let Some(w) = SHED.get_ptr_mut(0) else {
+        return false;
+    };
+    let w = unsafe { &mut *w };
+    if now.wrapping_sub(w.start_ns) >= 1_000_000_000 {
+        w.start_ns = now;
+        w.packets = 0;
+        w.admitted = 0;
+    }
+    w.packets += 1;
+    let budget = u64::from(cfg.shed_per_cpu);
+    if w.packets <= budget {
+        return false;
+    }
+    if VERIFIED
+        .get_ptr(src)
+        .is_some_and(|v| unsafe { (*v).active_at(now) })
+    {
+        return false;
+    }
+    let proven = now.saturating_sub(first_seen) >= u64::from(cfg.shed_grey_ms) * 1_000_000;
+    if proven && w.admitted < budget {
+        w.admitted += 1;
+        return false;
+    }
+    true
+}
+
+/// Counts the packet against its source; returns the source's packet count
+/// on this CPU, this one included, and when this CPU first saw it.
+#[inline(always)]
+fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool, now: u64) -> (u64, u64) {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let c = class as usize;
     match SOURCES.get_ptr_mut(src) {
@@ -355,7 +402,7 @@ fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool, now: u
                 *n = n.wrapping_add(1);
             }
             s.dropped = s.dropped.wrapping_add(u32::from(dropped));
-            s.packets
+            (s.packets, s.first_seen_ns)
         }
         None => {
             // Field by field into uninitialised memory: a struct literal
@@ -375,7 +422,7 @@ fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool, now: u
                 (*p).dropped = u32::from(dropped);
             }
             let _ = SOURCES.insert(src, unsafe { s.assume_init_ref() }, 0);
-            1
+            (1, now)
         }
     }
 }

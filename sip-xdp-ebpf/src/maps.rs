@@ -10,12 +10,12 @@ use aya_ebpf::{
 };
 use sip_xdp_common::{
     cseq::CSEQ_BUF,
-    maps::Verified,
     maps::{
         RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS,
         DEFAULT_MAX_BLOCK, DEFAULT_MAX_RATE, DEFAULT_MAX_REPLIES, DEFAULT_MAX_SOURCES,
         DEFAULT_MAX_VERIFIED, SAMPLES_RING_BYTES, SIP_PORT_WORDS,
     },
+    maps::{ShedWindow, Verified},
     stats::COUNTERS,
     BanValue, BlockValue, IpKey, KernelConfig, SourceStats,
 };
@@ -93,3 +93,7 @@ pub static TRUST_SCAN: PerCpuArray<TrustScan> = PerCpuArray::pinned(1, 0);
 /// verifier walked its loop once per header layout and hit its limit.
 #[map]
 pub static TRUST_PROG: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// Per-CPU overload window (see `shed` in the program).
+#[map]
+pub static SHED: PerCpuArray<ShedWindow> = PerCpuArray::pinned(1, 0);

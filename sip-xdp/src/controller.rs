@@ -14,7 +14,9 @@ use std::{
 use anyhow::Context as _;
 use chrono::Utc;
 use serde_json::json;
-use sip_xdp_common::{maps::BanReason, KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+use sip_xdp_common::{
+    maps::BanReason, Counter, KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR,
+};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
@@ -29,6 +31,7 @@ use crate::{
     },
     detect::{
         act::{Defender, Env},
+        overload::{Overload, Switch},
         sip::{self, SampleStats, Sampled},
         Detection,
     },
@@ -57,6 +60,7 @@ pub struct Controller {
     metrics: Option<Metrics>,
     sample_stats: Arc<SampleStats>,
     last_pass: Option<(usize, Duration)>,
+    overload: Overload,
 }
 
 impl Controller {
@@ -100,6 +104,7 @@ impl Controller {
             defender,
             metrics: None,
             sample_stats: Arc::new(SampleStats::default()),
+            overload: Overload::default(),
             last_pass: None,
         })
     }
@@ -272,6 +277,7 @@ impl Controller {
         self.last_pass = Some((tracked, took));
         self.act_all(found).await;
         self.defender.prune_and_report(now, &mut self.events);
+        self.follow_overload(now);
         self.update_metrics();
     }
 
@@ -301,6 +307,49 @@ impl Controller {
         };
         for d in found {
             self.defender.act(d, &mut env).await;
+        }
+    }
+
+    /// One event and one log line when the kernel starts or stops shedding.
+    fn follow_overload(&mut self, now: Instant) {
+        let Ok(stats) = self.maps.stats() else {
+            return;
+        };
+        let get = |c: Counter| stats.iter().find(|(k, _)| *k == c).map_or(0, |(_, n)| *n);
+        let shed = get(Counter::Shed) + get(Counter::MonitorShed);
+        let switch = self.overload.observe(now, shed, get(Counter::Sip));
+        if let Some(m) = &self.metrics {
+            m.overload(self.overload.shedding());
+        }
+        match switch {
+            Some(Switch::Started {
+                shed_pps,
+                passed_pps,
+            }) => {
+                let budget = self.defender.settings().shedding.budget;
+                tracing::warn!(
+                    shed_pps,
+                    passed_pps,
+                    budget,
+                    "overload: shedding unverified new sources"
+                );
+                self.events.record(
+                    "overload_started",
+                    None,
+                    "critical",
+                    json!({"shed_pps": shed_pps.round(), "passed_pps": passed_pps.round(), "budget_pps": budget}),
+                );
+            }
+            Some(Switch::Ended { seconds, shed }) => {
+                tracing::warn!(seconds, shed, "overload over: shedding stopped");
+                self.events.record(
+                    "overload_ended",
+                    None,
+                    "info",
+                    json!({"seconds": seconds, "shed": shed}),
+                );
+            }
+            None => {}
         }
     }
 
@@ -450,6 +499,7 @@ impl Controller {
             "events_buffered": self.events.len(),
             "events_dropped": self.events.dropped(),
             "bans_pending_db": self.defender.pending(),
+            "shedding": self.overload.shedding(),
             "tracked_sources": self.last_pass.map(|(n, _)| n),
             "sampling_pass_ms": self.last_pass.map(|(_, d)| d.as_secs_f64() * 1000.0),
             "samples_parsed": self.sample_stats.parsed.load(Ordering::Relaxed),

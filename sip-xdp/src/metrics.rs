@@ -44,6 +44,7 @@ pub struct Metrics {
     pub detections: Family<Labels, Counter>,
     pub bans: Family<Labels, Counter>,
     bans_capped: Counter,
+    overload: Gauge,
     active_bans: Family<Labels, Gauge>,
     samples: Family<Labels, Counter>,
     tracked_sources: Gauge,
@@ -80,6 +81,11 @@ impl Metrics {
         );
         r.register("detections", "Detections by kind", m.detections.clone());
         r.register("bans", "Bans made by detectors, by kind", m.bans.clone());
+        r.register(
+            "overload",
+            "1 while the XDP program sheds unverified new sources",
+            m.overload.clone(),
+        );
         r.register(
             "bans_capped",
             "Detections not banned because the per-second ban cap was reached",
@@ -173,6 +179,10 @@ impl Metrics {
                 .get_or_create(&l("source", reason))
                 .set(*n as i64);
         }
+    }
+
+    pub fn overload(&self, on: bool) {
+        self.overload.set(i64::from(on));
     }
 
     pub fn ban_capped(&self) {

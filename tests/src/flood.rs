@@ -119,6 +119,31 @@ impl Generator {
         max_time: Duration,
         stop: &AtomicBool,
     ) -> Sent {
+        self.run(frames, count, max_time, stop, false)
+    }
+
+    /// Like `send`, but every packet comes from a source address of its
+    /// own: the 96 bits after `2001:db8::/32` are rewritten per packet (and
+    /// the UDP checksum updated to match), so no source is ever seen twice,
+    /// as in a spoofed random-source storm. IPv6 frames without VLAN tags.
+    pub fn send_unique(
+        &self,
+        frames: &[Vec<u8>],
+        count: u64,
+        max_time: Duration,
+        stop: &AtomicBool,
+    ) -> Sent {
+        self.run(frames, count, max_time, stop, true)
+    }
+
+    fn run(
+        &self,
+        frames: &[Vec<u8>],
+        count: u64,
+        max_time: Duration,
+        stop: &AtomicBool,
+        unique: bool,
+    ) -> Sent {
         let threads = self.socks.len() as u64;
         let start = Instant::now();
         let deadline = start + max_time;
@@ -134,7 +159,35 @@ impl Generator {
                     let offset = t * frames.len() / self.socks.len();
                     s.spawn(move || {
                         pin_to_cpu(t);
-                        send_loop(sock.as_raw_fd(), frames, offset, share, deadline, stop)
+                        if unique {
+                            // A private, rewritable copy of one batch.
+                            let own: Vec<Vec<u8>> =
+                                frames.iter().cycle().take(BATCH).cloned().collect();
+                            let mut seq = (t as u64) << 48;
+                            let mut patch = |f: &mut [u8]| {
+                                seq += 1;
+                                new_source(f, seq);
+                            };
+                            send_loop(
+                                sock.as_raw_fd(),
+                                &own,
+                                0,
+                                share,
+                                deadline,
+                                stop,
+                                Some(&mut patch),
+                            )
+                        } else {
+                            send_loop(
+                                sock.as_raw_fd(),
+                                frames,
+                                offset,
+                                share,
+                                deadline,
+                                stop,
+                                None,
+                            )
+                        }
                     })
                 })
                 .collect();
@@ -148,6 +201,43 @@ impl Generator {
     }
 }
 
+/// Offsets in an untagged IPv6/UDP frame: the source bytes rewritten per
+/// packet (after 2001:db8::/32), and the UDP checksum.
+const SRC_TAIL: std::ops::Range<usize> = 26..38;
+const UDP_CSUM: usize = 14 + 40 + 6;
+
+/// Gives `frame` a source address of its own, derived from `seq` (one
+/// value, one address), and fixes the UDP checksum incrementally (RFC
+/// 1624) for the words that changed.
+pub fn new_source(frame: &mut [u8], seq: u64) {
+    // splitmix64: neighbouring sequence numbers land far apart.
+    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let mut new = [0u8; 12];
+    new[..8].copy_from_slice(&z.to_be_bytes());
+    new[8..].copy_from_slice(&(seq as u32).to_be_bytes());
+    let mut sum = u32::from(!u16::from_be_bytes([frame[UDP_CSUM], frame[UDP_CSUM + 1]]));
+    for (o, n) in frame[SRC_TAIL].chunks(2).zip(new.chunks(2)) {
+        sum += u32::from(!u16::from_be_bytes([o[0], o[1]]));
+        sum += u32::from(u16::from_be_bytes([n[0], n[1]]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    // UDP over IPv6 never carries a zero checksum.
+    let csum = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    frame[SRC_TAIL].copy_from_slice(&new);
+    frame[UDP_CSUM..UDP_CSUM + 2].copy_from_slice(&csum.to_be_bytes());
+}
+
+/// What rewrites a frame before it is sent.
+type Patch<'a> = dyn FnMut(&mut [u8]) + 'a;
+
 fn send_loop(
     fd: i32,
     frames: &[Vec<u8>],
@@ -155,6 +245,7 @@ fn send_loop(
     count: u64,
     deadline: Instant,
     stop: &AtomicBool,
+    mut patch: Option<&mut Patch<'_>>,
 ) -> (u64, bool) {
     let mut iov: Vec<libc::iovec> = frames
         .iter()
@@ -184,6 +275,14 @@ fn send_loop(
         let want = (count - done).min(BATCH as u64) as usize;
         for (i, h) in hdrs.iter_mut().take(want).enumerate() {
             let k = (next + i) % iov.len();
+            if let Some(p) = patch.as_mut() {
+                // SAFETY: with a patch the frames are this thread's private
+                // copy, and iov[k] covers one of them whole; nothing else
+                // touches it until sendmmsg below has copied it.
+                p(unsafe {
+                    std::slice::from_raw_parts_mut(iov[k].iov_base as *mut u8, iov[k].iov_len)
+                });
+            }
             h.msg_hdr.msg_iov = &mut iov[k];
             h.msg_hdr.msg_iovlen = 1;
         }
@@ -331,5 +430,52 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one's-complement sum of the IPv6 pseudo-header and the UDP
+    /// segment: 0xffff when the checksum is right.
+    fn udp6_sum(f: &[u8]) -> u16 {
+        let udp = &f[54..];
+        let mut sum: u32 = 0;
+        let mut add = |b: &[u8]| {
+            for c in b.chunks(2) {
+                sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+        };
+        add(&f[22..54]);
+        add(&(udp.len() as u32).to_be_bytes());
+        add(&[0, 0, 0, 17]);
+        add(udp);
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn every_rewritten_source_is_new_and_its_checksum_right() {
+        let t = Target {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            dst: "2001:db8:2::1".parse().unwrap(),
+            dport: 5060,
+        };
+        let mut f = frames(&t, &["2001:db8:2::2".parse().unwrap()]).remove(0);
+        assert_eq!(udp6_sum(&f), 0xffff);
+        let mut seen = std::collections::HashSet::new();
+        for seq in 0..10_000u64 {
+            new_source(&mut f, seq);
+            assert_eq!(udp6_sum(&f), 0xffff, "seq {seq}");
+            assert_eq!(&f[22..26], &[0x20, 0x01, 0x0d, 0xb8]);
+            assert!(
+                seen.insert(f[22..38].to_vec()),
+                "seq {seq} repeated a source"
+            );
+        }
     }
 }

@@ -388,3 +388,103 @@ fn ipv6_sources_are_counted_and_limited_per_prefix() {
         .iter()
         .any(|r| r.src_ip.to_string() == "203.0.113.91" && r.prefix_len == 32));
 }
+
+#[test]
+fn overload_sheds_new_unverified_sources_and_lets_retransmissions_through() {
+    // The budget is per CPU: keep every run on one.
+    sip_xdp_tests::flood::pin_to_cpu(0);
+    let p = TestProg::load("shed");
+    configure(
+        &p,
+        Config {
+            shed_per_cpu: 5,
+            shed_grey_ms: 300,
+            trust_ttl_ns: 3_600_000_000_000,
+            ..Default::default()
+        },
+    );
+    // A registered phone: the SBC answered its REGISTER with a 200.
+    p.run_egress(&final_response(
+        "203.0.113.60",
+        "SIP/2.0 200 OK",
+        "1 REGISTER",
+    ));
+    let run = |src: &str| p.run(&Frame::sip(src, REGISTER).build());
+    let before = p.stats();
+    // Within the budget everyone passes, the first sighting of the phone
+    // and of a new client among them.
+    for i in 0..3 {
+        assert_eq!(run(&format!("2001:db8:7::{i}")), XDP_PASS);
+    }
+    assert_eq!(run("203.0.113.61"), XDP_PASS);
+    assert_eq!(run("203.0.113.60"), XDP_PASS);
+    // Overloaded: new sources are shed, the verified phone is not, and a
+    // source seen too recently is still unproven.
+    for i in 10..20 {
+        assert_eq!(run(&format!("2001:db8:7::{i}")), XDP_DROP);
+    }
+    assert_eq!(run("203.0.113.60"), XDP_PASS);
+    assert_eq!(run("203.0.113.61"), XDP_DROP);
+    // Its retransmission after the grey period gets through.
+    std::thread::sleep(std::time::Duration::from_millis(350));
+    assert_eq!(run("203.0.113.61"), XDP_PASS);
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![(Sip, 7), (ClassRegister, 18), (Shed, 11)]
+    );
+    // Monitor mode counts what it would shed and drops nothing.
+    configure(
+        &p,
+        Config {
+            flags: CONFIG_MONITOR,
+            shed_per_cpu: 5,
+            shed_grey_ms: 300,
+            ..Default::default()
+        },
+    );
+    let before = p.stats();
+    assert_eq!(run("2001:db8:7::99"), XDP_PASS);
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![(ClassRegister, 1), (MonitorShed, 1)]
+    );
+    // The load falls: with the next second, shedding ends by itself.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    configure(
+        &p,
+        Config {
+            shed_per_cpu: 5,
+            shed_grey_ms: 300,
+            ..Default::default()
+        },
+    );
+    assert_eq!(run("2001:db8:7::100"), XDP_PASS);
+}
+
+#[test]
+fn overload_holds_sources_past_their_grey_period_to_the_budget() {
+    sip_xdp_tests::flood::pin_to_cpu(0);
+    let p = TestProg::load("cycle");
+    configure(
+        &p,
+        Config {
+            shed_per_cpu: 100,
+            shed_grey_ms: 1,
+            prefix_v6: 64,
+            ..Default::default()
+        },
+    );
+    let frames: Vec<Vec<u8>> = (0..300)
+        .map(|i| Frame::sip(&format!("2001:db8:{i:x}::1"), OPTIONS).build())
+        .collect();
+    let before = p.stats();
+    let first: usize = frames.iter().filter(|f| p.run(f) == XDP_PASS).count();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again: usize = frames.iter().filter(|f| p.run(f) == XDP_PASS).count();
+    // New sources: the budget. Known ones in overload: the second budget.
+    assert_eq!((first, again), (100, 100));
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![(Sip, 200), (ClassOptions, 600), (Shed, 400)]
+    );
+}

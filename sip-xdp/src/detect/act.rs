@@ -139,6 +139,13 @@ impl Defender {
         };
         k.sample_per_sec = s.samples.per_sec;
         k.trust_ttl_ns = s.trust_ttl.as_nanos() as u64;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        k.shed_per_cpu = if on && s.shedding.budget > 0 {
+            (s.shedding.budget / cpus).max(1)
+        } else {
+            0
+        };
+        k.shed_grey_ms = s.shedding.grey.as_millis().min(u128::from(u32::MAX)) as u32;
         k.prefix_v4 = u16::from(s.prefix_v4);
         k.prefix_v6 = u16::from(s.prefix_v6);
         k

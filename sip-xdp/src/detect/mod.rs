@@ -11,6 +11,7 @@ pub mod brute;
 pub mod cap;
 pub mod escalate;
 pub mod flood;
+pub mod overload;
 pub mod scanner;
 pub mod settings;
 pub mod sip;

@@ -38,6 +38,7 @@ pub struct Settings {
     pub prefix_v4: u8,
     pub prefix_v6: u8,
     pub flood: Flood,
+    pub shedding: Shedding,
     pub rate_limit: RateLimit,
     pub samples: Samples,
     pub scanner: Scanner,
@@ -56,6 +57,7 @@ impl Default for Settings {
             prefix_v4: 32,
             prefix_v6: 64,
             flood: Flood::default(),
+            shedding: Shedding::default(),
             rate_limit: RateLimit::default(),
             samples: Samples::default(),
             scanner: Scanner::default(),
@@ -154,6 +156,29 @@ fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Erro
         return Ok(Duration::ZERO);
     }
     crate::parse::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Overload shedding, done by the XDP program itself.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shedding {
+    /// SIP packets per second, for the whole node, from sources not on the
+    /// allow-list, above which unproven sources are shed (split evenly
+    /// over the CPUs); 0 = never shed.
+    pub budget: u32,
+    /// During overload a source passes once first seen this long ago: a
+    /// real client retransmits after 500 ms, a spoofed source is seen once.
+    #[serde(deserialize_with = "duration")]
+    pub grey: Duration,
+}
+
+impl Default for Shedding {
+    fn default() -> Self {
+        Self {
+            budget: 20_000,
+            grey: Duration::from_millis(400),
+        }
+    }
 }
 
 impl Default for RateLimit {
