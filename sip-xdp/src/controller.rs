@@ -483,7 +483,7 @@ impl Controller {
     fn write_status(&self) {
         let fill: Vec<_> = self
             .maps
-            .fill()
+            .fill(self.last_pass.map(|(n, _)| n))
             .into_iter()
             .map(|(m, n, max)| json!({"map": m, "entries": n, "max": max}))
             .collect();

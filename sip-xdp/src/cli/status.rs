@@ -48,7 +48,7 @@ fn gather(ctx: &Ctx) -> anyhow::Result<Value> {
         Some(m) => (
             Some(m.config().context("reading config")?),
             m.ports().context("reading ports")?,
-            m.fill(),
+            m.fill(None),
         ),
         None => (None, Vec::new(), Vec::new()),
     };

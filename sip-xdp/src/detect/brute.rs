@@ -28,6 +28,9 @@ pub struct Failure {
 
 const EVIDENCE: usize = 5;
 
+/// Sources with failures in the window; see `observe`.
+const MAX_TRACKED: usize = 100_000;
+
 pub struct BruteForce {
     cfg: settings::BruteForce,
     fails: HashMap<IpAddr, VecDeque<Failure>>,
@@ -51,6 +54,17 @@ impl BruteForce {
         }
         let findtime = chrono::Duration::from_std(self.cfg.findtime).ok()?;
         let ip = f.ip;
+        // Forged REGISTERs make failure rows for any address: a source
+        // that has not failed within `findtime` of the newest row is
+        // forgotten, and past the cap new sources wait.
+        if self.fails.len() >= MAX_TRACKED && !self.fails.contains_key(&ip) {
+            let newest = f.at;
+            self.fails
+                .retain(|_, q| q.back().is_some_and(|x| x.at > newest - findtime));
+            if self.fails.len() >= MAX_TRACKED {
+                return None;
+            }
+        }
         let q = self.fails.entry(ip).or_default();
         let at = f.at;
         // Rows arrive by id, which is nearly but not exactly time order.
@@ -148,6 +162,24 @@ mod tests {
         assert_eq!(d.details["usernames"], json!(["1001", "1002"]));
         assert_eq!(d.details["user_agent"], "PolycomVVX");
         assert_eq!(b.tracked(), 0);
+    }
+
+    #[test]
+    fn forged_sources_cannot_grow_the_table_past_its_cap() {
+        let mut b = bf(10, 300);
+        let addr =
+            |i: usize| std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | i as u128).to_string();
+        for i in 0..MAX_TRACKED {
+            assert_eq!(b.observe(fail(&addr(i), 0, "1001")), None);
+        }
+        assert_eq!(b.fails.len(), MAX_TRACKED);
+        // Full of live entries: a new source waits.
+        b.observe(fail("203.0.113.9", 10, "1001"));
+        assert_eq!(b.fails.len(), MAX_TRACKED);
+        assert!(!b.fails.contains_key(&"203.0.113.9".parse().unwrap()));
+        // Once they are older than findtime, they make room.
+        b.observe(fail("203.0.113.9", 1000, "1001"));
+        assert_eq!(b.fails.len(), 1);
     }
 
     #[test]

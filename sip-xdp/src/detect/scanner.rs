@@ -17,7 +17,9 @@ use super::{settings, sip::SipInfo, Detection, Reason};
 const EVIDENCE: usize = 5;
 /// Sources with an open probe window; past this, stale ones are pruned and
 /// new ones wait, so a spoofed flood cannot grow the table without bound.
-const MAX_TRACKED: usize = 200_000;
+/// Each holds at most `distinct_users` user parts and `EVIDENCE` URIs, cut
+/// by the parser: 50,000 probes stay within a few tens of MB.
+const MAX_TRACKED: usize = 50_000;
 
 #[derive(Debug)]
 struct Probe {

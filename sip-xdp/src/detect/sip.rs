@@ -103,18 +103,18 @@ pub fn parse_sip(payload: &[u8], truncated: bool) -> std::result::Result<SipInfo
         // detectors need from the lines themselves.
         Err(e) => return lenient(bytes).ok_or_else(|| short(&e.to_string())),
     };
-    let user_agent = msg.user_agent_header().map(|h| h.value().to_string());
+    let user_agent = msg.user_agent_header().map(|h| field(h.value()));
     let to_user = msg
         .to_header()
         .ok()
         .and_then(|h| h.typed().ok())
-        .and_then(|t| t.uri.user().map(str::to_string));
+        .and_then(|t| t.uri.user().map(user));
     Ok(match &msg {
         SipMessage::Request(r) => SipInfo {
-            method: Some(r.method().to_string()),
+            method: Some(field(&r.method().to_string())),
             user_agent,
-            request_uri: Some(r.uri().to_string()),
-            ruri_user: r.uri().user().map(str::to_string),
+            request_uri: Some(field(&r.uri().to_string())),
+            ruri_user: r.uri().user().map(user),
             to_user,
         },
         SipMessage::Response(_) => SipInfo {
@@ -125,11 +125,17 @@ pub fn parse_sip(payload: &[u8], truncated: bool) -> std::result::Result<SipInfo
     })
 }
 
-/// Longest attacker-chosen string kept from a sample.
+/// Longest attacker-chosen string kept from a sample; user parts are
+/// shorter still (they are extensions, and the scanner keeps sets of them).
 const MAX_FIELD: usize = 256;
+const MAX_USER: usize = 64;
 
 fn field(s: &str) -> String {
     s.trim().chars().take(MAX_FIELD).collect()
+}
+
+fn user(s: &str) -> String {
+    s.trim().chars().take(MAX_USER).collect()
 }
 
 /// Method, Request-URI, its user, User-Agent and To user, read line by line
@@ -174,7 +180,7 @@ fn uri_user(s: &str) -> Option<String> {
         .or_else(|| lower.find("sips:").map(|i| i + 5))?;
     let rest = &s[at..];
     let end = rest.find(['@', ';', '>', '?', ' ']).unwrap_or(rest.len());
-    (rest[end..].starts_with('@') && end > 0).then(|| field(&rest[..end]))
+    (rest[end..].starts_with('@') && end > 0).then(|| user(&rest[..end]))
 }
 
 fn short(s: &str) -> String {
@@ -292,6 +298,15 @@ Content-Length: 0\r\n\r\n";
             .into_bytes();
         let i = parse_sip(&long, false).unwrap();
         assert_eq!(i.user_agent.map(|u| u.len()), Some(MAX_FIELD));
+        let long_user = String::from_utf8_lossy(INVITE)
+            .replace("sip:1001@", &format!("sip:{}@", "7".repeat(900)))
+            .replace("friendly-scanner", &"y".repeat(900))
+            .into_bytes();
+        let i = parse_sip(&long_user, false).unwrap();
+        assert_eq!(i.ruri_user.map(|u| u.len()), Some(MAX_USER));
+        assert_eq!(i.to_user.map(|u| u.len()), Some(MAX_USER));
+        assert_eq!(i.user_agent.map(|u| u.len()), Some(MAX_FIELD));
+        assert!(i.request_uri.unwrap().len() <= MAX_FIELD);
         // Still not SIP: a bad start line.
         assert!(parse_sip(b"OPTIONS sip:100@[2001:db8::1] HTTP/1.1\r\n\r\n", false).is_err());
         assert!(parse_sip(b"options sip:100@[2001:db8::1] SIP/2.0\r\n\r\n", false).is_err());

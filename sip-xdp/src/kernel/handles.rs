@@ -608,13 +608,17 @@ impl Maps {
             ))
     }
 
-    /// `(map, entries, capacity)` for the maps that fill up.
-    pub fn fill(&self) -> Vec<(&'static str, usize, u32)> {
+    /// `(map, entries, capacity)` for the maps that fill up. Tracked
+    /// sources are what the caller last counted in a batch read, when it
+    /// has a count (the controller's sampling pass): a key-by-key walk of
+    /// a full source map is a quarter of a million system calls.
+    pub fn fill(&self, sources: Option<usize>) -> Vec<(&'static str, usize, u32)> {
+        let sources = sources.unwrap_or_else(|| self.sources.keys().count());
         vec![
-            (MAP_BANS, self.bans.keys().count(), self.max[0]),
+            (MAP_BANS, self.bans_raw().len(), self.max[0]),
             (MAP_ALLOW, self.allow.keys().count(), self.max[1]),
             (MAP_BLOCK, self.block.keys().count(), self.max[2]),
-            (MAP_SOURCES, self.sources.keys().count(), self.max[3]),
+            (MAP_SOURCES, sources, self.max[3]),
         ]
     }
 }
