@@ -332,7 +332,7 @@ fn main() {
         );
         ratios.push((path.name, h / base_hot, v / base_var));
     }
-    let fill = p.maps().fill();
+    let fill = p.maps().fill(None);
     println!(
         "\nMaps after the run: {}. Kernel memory: BANS {} KiB, BLOCK {} KiB, SOURCES {} KiB ({cpus} CPUs).",
         fill.iter().map(|(n, e, m)| format!("{n} {e}/{m}")).collect::<Vec<_>>().join(", "),
