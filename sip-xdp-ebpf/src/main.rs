@@ -107,9 +107,12 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         // Trusted: no limit, no samples, but still visible in `top`.
         return Ok(pass(Counter::Allowed));
     }
+    // Shed packets are not sampled: in a storm of new sources the sample
+    // budget would go to packets that never reach the SIP server.
+    let shed_it = rate == Rate::Under && !malformed && shed(&src, first_seen, now, cfg);
     let kind = if rate == Rate::Crossed {
         Some(SampleKind::RateLimit)
-    } else if cfg.wants_sample(packets) {
+    } else if !shed_it && cfg.wants_sample(packets) {
         Some(if packets <= u64::from(cfg.sample_first) {
             SampleKind::First
         } else {
@@ -125,7 +128,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         drop(Counter::RateLimited, cfg.monitor())
     } else if malformed {
         drop(Counter::Malformed, cfg.monitor())
-    } else if shed(&src, first_seen, now, cfg) {
+    } else if shed_it {
         drop(Counter::Shed, cfg.monitor())
     } else {
         pass(Counter::Sip)

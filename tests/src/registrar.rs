@@ -93,3 +93,65 @@ pub fn answer(request: &[u8]) -> Option<Vec<u8>> {
     out.push_str("Content-Length: 0\r\n\r\n");
     Some(out.into_bytes())
 }
+
+/// A REGISTER for `user` at `server`, as a desk phone sends it.
+pub fn register_request(
+    user: &str,
+    server: std::net::IpAddr,
+    from: SocketAddr,
+    seq: usize,
+) -> Vec<u8> {
+    let host = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+        std::net::IpAddr::V4(a) => a.to_string(),
+    };
+    let (me, srv) = (host(from.ip()), host(server));
+    format!(
+        "REGISTER sip:{srv} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me}:{port};branch=z9hG4bK-reg{seq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@{srv}>;tag=r{seq}\r\n\
+         To: <sip:{user}@{srv}>\r\n\
+         Call-ID: reg-{user}-{seq}@{me}\r\n\
+         CSeq: {seq} REGISTER\r\n\
+         Contact: <sip:{user}@{me}:{port}>;expires=3600\r\n\
+         User-Agent: Yealink SIP-T46S 66.86.0.15\r\n\
+         Expires: 3600\r\n\
+         Content-Length: 0\r\n\r\n",
+        port = from.port(),
+    )
+    .into_bytes()
+}
+
+/// Registers from `sock` with RFC 3261 retransmissions (500 ms, doubling,
+/// four sends, 7.5 s at most): the time to the 200 and how many sends it
+/// took; `None` if none was answered.
+pub fn register(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    user: &str,
+    seq: usize,
+) -> Option<(Duration, usize)> {
+    let msg = register_request(user, server.ip(), sock.local_addr().ok()?, seq);
+    let start = std::time::Instant::now();
+    let mut wait = Duration::from_millis(500);
+    let mut buf = [0u8; 2048];
+    for sends in 1..=4 {
+        sock.send_to(&msg, server).ok()?;
+        let until = std::time::Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            sock.set_read_timeout(Some(left)).ok()?;
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                if buf[..n].starts_with(b"SIP/2.0 200") {
+                    return Some((start.elapsed(), sends));
+                }
+            }
+        }
+        wait *= 2;
+    }
+    None
+}

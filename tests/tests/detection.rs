@@ -821,44 +821,6 @@ fn an_ipv6_rotator_is_banned_as_its_64() {
     assert!(top.contains("2001:db8:2:77::/64"), "{top}");
 }
 
-/// Registers from `sock` with RFC 3261 retransmissions (500 ms, doubling,
-/// at most 4 s in all): the time to the 200 and how many sends it took.
-fn register_with_retransmissions(
-    sock: &UdpSocket,
-    server: SocketAddr,
-    seq: usize,
-) -> Option<(Duration, usize)> {
-    let msg = request(
-        "REGISTER",
-        "2002",
-        server.ip(),
-        "Yealink SIP-T46S",
-        7000 + seq,
-    );
-    let start = Instant::now();
-    let mut wait = Duration::from_millis(500);
-    let mut buf = [0u8; 2048];
-    for sends in 1..=4 {
-        sock.send_to(&msg, server).ok()?;
-        let until = Instant::now() + wait;
-        while Instant::now() < until {
-            sock.set_read_timeout(Some(
-                until
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1)),
-            ))
-            .ok()?;
-            if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                if buf[..n].starts_with(b"SIP/2.0 200") {
-                    return Some((start.elapsed(), sends));
-                }
-            }
-        }
-        wait *= 2;
-    }
-    None
-}
-
 /// A random-source storm past the shedding budget: the kernel sheds new
 /// unverified sources, a registered phone keeps every REGISTER answered at
 /// once, a new phone gets through on a retransmission, and the controller
@@ -873,7 +835,7 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
     use sip_xdp_tests::{
         flood::{frames_as, pin_to_cpu, Generator, Target},
         lab::mac,
-        registrar::Registrar,
+        registrar::{register, Registrar},
     };
     let lab = Lab::two_clients("shd");
     let db = TestDb::mariadb();
@@ -891,7 +853,7 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
     // handled: the budget is per CPU.
     pin_to_cpu(0);
     let phone = lab.clients[0].enter(|| UdpSocket::bind("[2001:db8:1::2]:5070").unwrap());
-    assert!(register_with_retransmissions(&phone, v6, 0).is_some());
+    assert!(register(&phone, v6, "1001", 1).is_some());
     let maps = || Maps::open(&Pins::new(&cli.pins)).unwrap();
     assert!(eventually(Duration::from_secs(2), || maps()
         .trust_of(phones.client_v6)
@@ -925,7 +887,7 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
 
     // The registered phone: every REGISTER answered on its first send.
     for i in 1..=5 {
-        let (took, sends) = register_with_retransmissions(&phone, v6, i).expect("phone answered");
+        let (took, sends) = register(&phone, v6, "1001", 1 + i).expect("phone answered");
         assert_eq!(
             sends, 1,
             "the registered phone needed {sends} sends ({took:?})"
@@ -934,7 +896,7 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
     }
     // A new phone: answered within 2 s, on a retransmission.
     let newcomer = lab.clients[0].enter(|| UdpSocket::bind("198.51.100.2:5070").unwrap());
-    let answered = register_with_retransmissions(&newcomer, v4, 99);
+    let answered = register(&newcomer, v4, "2002", 1);
     let shed_during = cli.stats()["drop_shed"].as_u64().unwrap_or(0);
     let sent = flood.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

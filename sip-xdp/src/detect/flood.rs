@@ -18,9 +18,19 @@ use sip_xdp_common::{
 use super::{settings, Detection, Reason};
 use crate::kernel::Totals;
 
+fn min_limit(cfg: &settings::Flood) -> u64 {
+    cfg.class_limits
+        .by_class()
+        .into_iter()
+        .flatten()
+        .fold(cfg.limit, u64::min)
+}
+
 pub struct Flood {
     cfg: settings::Flood,
     class_limits: [Option<u64>; SIP_CLASSES],
+    /// The lowest of the overall and the class limits.
+    min_limit: u64,
     unit: Duration,
     /// Each source's totals at the previous pass, and the pass that saw it
     /// last. Updated in place: a pass over a million sources must not
@@ -36,6 +46,7 @@ impl Flood {
     pub fn new(cfg: settings::Flood, unit: Duration) -> Self {
         Self {
             class_limits: cfg.class_limits.by_class(),
+            min_limit: min_limit(&cfg),
             cfg,
             unit,
             // foldhash: a third of SipHash's cost on 16-byte keys; the keys
@@ -50,6 +61,7 @@ impl Flood {
 
     pub fn set(&mut self, cfg: settings::Flood, unit: Duration) {
         self.class_limits = cfg.class_limits.by_class();
+        self.min_limit = min_limit(&cfg);
         self.cfg = cfg;
         self.unit = unit;
     }
@@ -97,7 +109,15 @@ impl Flood {
                 before
             }
             None => {
-                self.prev.insert(key, (t, generation));
+                // A source seen once is not remembered: in a storm of new
+                // sources every one of them is, and the table would hold
+                // the whole source map. Should it come back, all its
+                // packets count as recent, as for an evicted source: a
+                // margin of one packet, and only where every limit is 2 or
+                // more, so that it can never decide a verdict alone.
+                if !(t.packets <= 1 && self.min_limit >= 2) {
+                    self.prev.insert(key, (t, generation));
+                }
                 Totals::default()
             }
         };
@@ -208,6 +228,33 @@ mod tests {
             },
             Duration::from_secs(2),
         )
+    }
+
+    #[test]
+    fn a_storm_of_one_packet_sources_leaves_no_table_behind() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut f = flood(30, settings::ClassLimits::default());
+        f.pass(at(0), []);
+        let storm = (0..100_000u32).map(|i| {
+            let ip = std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | u128::from(i));
+            (key_of(ip.into()), totals(1, SipClass::Options))
+        });
+        assert!(f.pass(at(2), storm).is_empty());
+        assert_eq!(f.tracked(), 0);
+        // A source seen once that comes back flooding is judged on all its
+        // packets, as a new one is.
+        let k = key("203.0.113.5");
+        f.pass(at(4), [(k, totals(1, SipClass::Options))]);
+        assert_eq!(f.tracked(), 0);
+        let d = f.pass(at(6), [(k, totals(40, SipClass::Options))]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].count, 40);
+        // A limit of 1 keeps every source: one packet could decide.
+        let mut exact = flood(1, settings::ClassLimits::default());
+        exact.pass(at(0), []);
+        exact.pass(at(2), [(k, totals(1, SipClass::Options))]);
+        assert_eq!(exact.tracked(), 1);
     }
 
     #[test]

@@ -15,11 +15,21 @@ use super::{settings, sip::SipInfo, Detection, Reason};
 
 /// URIs kept per source as evidence for the event.
 const EVIDENCE: usize = 5;
-/// Sources with an open probe window; past this, stale ones are pruned and
-/// new ones wait, so a spoofed flood cannot grow the table without bound.
-/// Each holds at most `distinct_users` user parts and `EVIDENCE` URIs, cut
-/// by the parser: 50,000 probes stay within a few tens of MB.
-const MAX_TRACKED: usize = 50_000;
+/// Sources with an open probe window, and sources seen once; past these,
+/// stale ones are pruned and new ones wait, so a spoofed flood cannot grow
+/// the tables without bound. A source seen once keeps only its user parts
+/// (cut at 64 bytes by the parser); a full probe (users, URIs, User-Agent)
+/// starts with its second request, which a spoofed source rarely sends.
+const MAX_TRACKED: usize = 20_000;
+const MAX_ONCE: usize = 50_000;
+
+/// A source's first sampled request, before it earns a probe.
+#[derive(Debug)]
+struct Once {
+    start: Instant,
+    users: Vec<String>,
+    options: bool,
+}
 
 #[derive(Debug)]
 struct Probe {
@@ -70,6 +80,7 @@ pub struct Scanner {
     cfg: settings::Scanner,
     agents: Vec<String>,
     probes: HashMap<IpAddr, Probe>,
+    once: HashMap<IpAddr, Once>,
 }
 
 impl Scanner {
@@ -78,6 +89,7 @@ impl Scanner {
             agents: cfg.agents(),
             cfg,
             probes: HashMap::new(),
+            once: HashMap::new(),
         }
     }
 
@@ -123,15 +135,26 @@ impl Scanner {
         if let Some(d) = self.by_user_agent(src, method, info) {
             return Some(d);
         }
-        if self.probes.len() >= MAX_TRACKED && !self.probes.contains_key(&src) {
-            self.prune(now);
-            if self.probes.len() >= MAX_TRACKED {
-                return None;
-            }
-        }
         let window = self.cfg.window;
         let distinct = self.cfg.distinct_users;
-        let p = self.probes.entry(src).or_insert_with(|| Probe::new(now));
+        if !self.probes.contains_key(&src) {
+            let first = match self.once.remove(&src) {
+                Some(o) if now.saturating_duration_since(o.start) <= window => o,
+                _ => return self.first_sighting(now, src, method, info),
+            };
+            if self.probes.len() >= MAX_TRACKED {
+                self.prune(now);
+                if self.probes.len() >= MAX_TRACKED {
+                    return None;
+                }
+            }
+            let mut p = Probe::new(first.start);
+            p.requests = 1;
+            p.options = u64::from(first.options);
+            p.users.extend(first.users);
+            self.probes.insert(src, p);
+        }
+        let p = self.probes.get_mut(&src)?;
         if now.saturating_duration_since(p.start) > window {
             *p = Probe::new(now);
         }
@@ -167,15 +190,58 @@ impl Scanner {
         })
     }
 
+    /// Remembers a source's first request: only its user parts.
+    fn first_sighting(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        method: &str,
+        info: &SipInfo,
+    ) -> Option<Detection> {
+        if self.once.len() >= MAX_ONCE {
+            let window = self.cfg.window;
+            self.once
+                .retain(|_, o| now.saturating_duration_since(o.start) <= window);
+            if self.once.len() >= MAX_ONCE {
+                return None;
+            }
+        }
+        let mut users: Vec<String> = [&info.ruri_user, &info.to_user]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        users.dedup();
+        users.truncate(self.cfg.distinct_users);
+        let options = method.eq_ignore_ascii_case("OPTIONS");
+        if users.len() >= self.cfg.distinct_users {
+            // distinct_users is at least 2 and one request names at most
+            // two users: never reached, kept for a looser validation.
+            return None;
+        }
+        self.once.insert(
+            src,
+            Once {
+                start: now,
+                users,
+                options,
+            },
+        );
+        None
+    }
+
     /// Drops probe windows that have run out.
     pub fn prune(&mut self, now: Instant) {
         let window = self.cfg.window;
         self.probes
             .retain(|_, p| now.saturating_duration_since(p.start) <= window);
+        self.once
+            .retain(|_, o| now.saturating_duration_since(o.start) <= window);
     }
 
+    /// Sources with a probe or a first sighting on record.
     pub fn tracked(&self) -> usize {
-        self.probes.len()
+        self.probes.len() + self.once.len()
     }
 }
 
@@ -265,6 +331,28 @@ mod tests {
         );
         assert!(d.details["uris"].as_array().unwrap().len() <= EVIDENCE);
         assert_eq!(s.tracked(), 0);
+    }
+
+    #[test]
+    fn one_shot_sources_take_no_probe_and_a_bounded_table() {
+        let mut s = scanner(10, 60);
+        let t = Instant::now();
+        for i in 0..(MAX_ONCE as u128 + 10_000) {
+            let ip = std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | i);
+            assert!(s
+                .on_sample(t, ip.into(), &req("OPTIONS", "100", None))
+                .is_none());
+        }
+        assert!(s.probes.is_empty());
+        assert_eq!(s.once.len(), MAX_ONCE);
+        // After the window they make room again.
+        let later = t + Duration::from_secs(61);
+        s.on_sample(
+            later,
+            "203.0.113.1".parse().unwrap(),
+            &req("OPTIONS", "1", None),
+        );
+        assert_eq!(s.tracked(), 1);
     }
 
     #[test]

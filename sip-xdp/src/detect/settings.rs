@@ -175,7 +175,7 @@ pub struct Shedding {
 impl Default for Shedding {
     fn default() -> Self {
         Self {
-            budget: 20_000,
+            budget: 4_000,
             grey: Duration::from_millis(400),
         }
     }
@@ -208,7 +208,7 @@ impl Default for Samples {
         Self {
             first: 4,
             every: 16,
-            per_sec: 5_000,
+            per_sec: 1_000,
         }
     }
 }
