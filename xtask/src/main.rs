@@ -83,14 +83,16 @@ fn main() -> Result<()> {
             };
             if !compare {
                 run(bench("sip-xdp-bench").args(&args))?;
-                return run(&mut bench("sip-xdp-bench-detect"));
+                run(&mut bench("sip-xdp-bench-detect"))?;
+                return run(&mut bench("sip-xdp-bench-spoof"));
             }
             let started = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
                 .unwrap_or_default();
             let cmp = capture(&mut bench("sip-xdp-bench-compare"))?;
             let per_packet = capture(bench("sip-xdp-bench").args(&args))?;
             let detect = capture(&mut bench("sip-xdp-bench-detect"))?;
-            let report = benchmarks_md(started.trim(), &cmp, &per_packet, &detect);
+            let spoof = capture(&mut bench("sip-xdp-bench-spoof"))?;
+            let report = benchmarks_md(started.trim(), &cmp, &per_packet, &detect, &spoof);
             std::fs::write(root.join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
             eprintln!("wrote {}", root.join("BENCHMARKS.md").display());
             Ok(())
@@ -144,9 +146,9 @@ fn capture(cmd: &mut Command) -> Result<String> {
     Ok(text)
 }
 
-/// BENCHMARKS.md: the comparison first, then the per-packet and the
-/// detection benchmarks, each a section of its own.
-fn benchmarks_md(date: &str, compare: &str, per_packet: &str, detect: &str) -> String {
+/// BENCHMARKS.md: the comparison first, then the per-packet, the detection
+/// and the spoofing benchmarks, each a section of its own.
+fn benchmarks_md(date: &str, compare: &str, per_packet: &str, detect: &str, spoof: &str) -> String {
     // The two older benchmarks print top-level headings of their own.
     let demote = |text: &str| {
         text.lines()
@@ -164,12 +166,13 @@ fn benchmarks_md(date: &str, compare: &str, per_packet: &str, detect: &str) -> S
     format!(
         "# sip-xdp benchmarks\n\n\
          Written by `cargo xtask bench --compare`, run as root, on {date}. Every figure below was measured in that \
-         run, on the machine described under \"The lab\"; rerun the same command to reproduce them (about ten \
+         run, on the machine described under \"The lab\"; rerun the same command to reproduce them (about thirteen \
          minutes, root, nothing leaves the machine: all traffic stays in network namespaces the run creates and \
          removes).\n\n\
          {compare}\n\
          ## Per-packet cost in the kernel\n\n{}\n\
-         ## Detection and control plane\n\n{}",
+         ## Detection and control plane\n\n{}\n\
+         {spoof}",
         demote(per_packet),
         demote(detect)
     )

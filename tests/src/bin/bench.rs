@@ -28,7 +28,7 @@ use ipnet::IpNet;
 use sip_xdp::kernel::{loader::Capacities, Guard};
 use sip_xdp_common::{
     maps::{BanReason, MAP_BANS, MAP_BLOCK, MAP_SOURCES},
-    Counter,
+    Counter, KernelConfig,
 };
 use sip_xdp_tests::{
     frames::{Frame, OPTIONS},
@@ -202,6 +202,21 @@ fn main() {
         "loaded {BANS} bans, {BLOCKS} block /24s, {ALLOWS} allow /24s in {:.1}s",
         t.elapsed().as_secs_f64()
     );
+    // What `sip-xdp run` configures besides sampling and the rate limit
+    // (off here, as before, so the figures compare with earlier runs):
+    // sources by prefix, trust learning, and the shedding window counted
+    // on every SIP packet (with a budget no run reaches, so every path
+    // keeps its verdict).
+    p.maps()
+        .set_config(KernelConfig {
+            prefix_v4: 32,
+            prefix_v6: 64,
+            trust_ttl_ns: 5_400_000_000_000,
+            shed_per_cpu: u32::MAX,
+            shed_grey_ms: 400,
+            ..Default::default()
+        })
+        .expect("config");
 
     let mut baseline_obj = Ebpf::load(sip_xdp::BASELINE_OBJECT).expect("baseline object");
     let baseline: &mut Xdp = baseline_obj
@@ -290,7 +305,8 @@ fn main() {
     println!("## XDP per-packet cost (BPF_PROG_TEST_RUN)\n");
     println!(
         "kernel {}, {cpus} CPUs; hot and varied: {runs} packets per path, per call: {per_call_runs}; \
-         frame: IPv4/UDP SIP OPTIONS, {} bytes\n",
+         frame: IPv4/UDP SIP OPTIONS, {} bytes; kernel configuration as `sip-xdp run` sets it (sources by \
+         prefix, trust, the shedding window counted on every SIP packet) without sampling or rate limit\n",
         kernel.trim(),
         sip.len()
     );
