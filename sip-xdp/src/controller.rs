@@ -371,6 +371,7 @@ impl Controller {
             }
         }
         m.active_bans(&by_reason.into_iter().collect::<Vec<_>>());
+        m.verified(self.maps.verified_now().len());
         let st = &self.sample_stats;
         m.samples([
             st.parsed.load(Ordering::Relaxed),
@@ -500,6 +501,7 @@ impl Controller {
             "events_dropped": self.events.dropped(),
             "bans_pending_db": self.defender.pending(),
             "shedding": self.overload.shedding(),
+            "verified_sources": self.maps.verified_now().len(),
             "tracked_sources": self.last_pass.map(|(n, _)| n),
             "sampling_pass_ms": self.last_pass.map(|(_, d)| d.as_secs_f64() * 1000.0),
             "samples_parsed": self.sample_stats.parsed.load(Ordering::Relaxed),

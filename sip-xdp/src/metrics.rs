@@ -45,6 +45,7 @@ pub struct Metrics {
     pub bans: Family<Labels, Counter>,
     bans_capped: Counter,
     overload: Gauge,
+    verified: Gauge,
     active_bans: Family<Labels, Gauge>,
     samples: Family<Labels, Counter>,
     tracked_sources: Gauge,
@@ -81,6 +82,11 @@ impl Metrics {
         );
         r.register("detections", "Detections by kind", m.detections.clone());
         r.register("bans", "Bans made by detectors, by kind", m.bans.clone());
+        r.register(
+            "verified_sources",
+            "Sources that proved their address by a round trip (registered phones, peers)",
+            m.verified.clone(),
+        );
         r.register(
             "overload",
             "1 while the XDP program sheds unverified new sources",
@@ -179,6 +185,10 @@ impl Metrics {
                 .get_or_create(&l("source", reason))
                 .set(*n as i64);
         }
+    }
+
+    pub fn verified(&self, n: usize) {
+        self.verified.set(n as i64);
     }
 
     pub fn overload(&self, on: bool) {

@@ -183,7 +183,7 @@ pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
         return print_json(&rows);
     }
     println!(
-        "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}  TRUST",
         "SOURCE",
         "PACKETS",
         "BYTES",
@@ -197,7 +197,7 @@ pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
     for r in rows {
         let c = |k: &str| r.classes.get(k).copied().unwrap_or(0);
         println!(
-            "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}  {}",
             crate::parse::spelling(
                 &ipnet::IpNet::new(r.src_ip, r.prefix_len).unwrap_or(r.src_ip.into())
             ),
@@ -208,7 +208,8 @@ pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
             c("invite"),
             c("options"),
             c("other_request") + c("response") + c("keepalive"),
-            c("malformed")
+            c("malformed"),
+            r.verified.unwrap_or("-")
         );
     }
     Ok(())

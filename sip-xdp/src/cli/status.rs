@@ -44,13 +44,14 @@ fn gather(ctx: &Ctx) -> anyhow::Result<Value> {
         .collect();
     let prog = loader::program_info(pins);
     let maps = Maps::open(pins).ok();
-    let (config, ports, fill) = match &maps {
+    let (config, ports, fill, verified) = match &maps {
         Some(m) => (
             Some(m.config().context("reading config")?),
             m.ports().context("reading ports")?,
             m.fill(None),
+            Some(m.verified_now().len()),
         ),
-        None => (None, Vec::new(), Vec::new()),
+        None => (None, Vec::new(), Vec::new(), None),
     };
     Ok(json!({
         "pin_dir": pins.root(),
@@ -60,6 +61,7 @@ fn gather(ctx: &Ctx) -> anyhow::Result<Value> {
         "monitor": config.map(|c| c.monitor()),
         "drop_malformed": config.map(|c| c.drop_malformed()),
         "sip_ports": ports,
+        "verified_sources": verified,
         "maps": fill.iter().map(|(n, e, m)| json!({"map": n, "entries": e, "max": m})).collect::<Vec<_>>(),
         "controller": controller,
         "sync_lag_s": sync_lag_s,
@@ -108,6 +110,9 @@ fn print_kernel(v: &Value) {
             .collect();
         println!("SIP ports: {}", list.join(" "));
     }
+    if let Some(n) = v["verified_sources"].as_u64() {
+        println!("verified sources: {n} (`sip-xdp list verified`)");
+    }
     for m in v["maps"].as_array().into_iter().flatten() {
         println!(
             "map {:<8} {:>8} / {}",
@@ -145,6 +150,9 @@ fn print_controller(c: &Value, ctx: &Ctx) {
         .and_then(seconds_since)
         .map_or("never".to_string(), |s| format!("{s:.1}s ago"));
     println!("last sync: {lag}");
+    if c["shedding"].as_bool() == Some(true) {
+        println!("overload: shedding unverified new sources (see `sip-xdp stats`: drop_shed)");
+    }
     println!(
         "last sync: {} (took {} ms), status written {}, events buffered {}, dropped {}",
         c["last_sync_at"].as_str().unwrap_or("never"),

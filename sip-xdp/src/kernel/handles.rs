@@ -75,6 +75,8 @@ pub struct SourceRow {
     /// counted by (see `prefix_len`).
     pub src_ip: IpAddr,
     pub prefix_len: u8,
+    /// How the source (or one inside the prefix) earned trust, if it did.
+    pub verified: Option<&'static str>,
     pub packets: u64,
     pub bytes: u64,
     pub dropped: u64,
@@ -443,6 +445,7 @@ impl Maps {
                 let mut row = SourceRow {
                     src_ip: ip_of(&k),
                     prefix_len: len_of(&ip_of(&k)),
+                    verified: None,
                     packets: 0,
                     bytes: 0,
                     dropped: 0,
@@ -474,6 +477,14 @@ impl Maps {
             .collect();
         rows.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.src_ip.cmp(&b.src_ip)));
         rows.truncate(n);
+        let verified = self.verified_now();
+        for r in &mut rows {
+            let net = IpNet::new(r.src_ip, r.prefix_len).unwrap_or(r.src_ip.into());
+            r.verified = verified
+                .iter()
+                .find(|(ip, _)| net.contains(ip))
+                .map(|(_, t)| t.as_str());
+        }
         rows
     }
 
