@@ -444,6 +444,8 @@ impl Controller {
         for s in skips {
             tracing::warn!(table = s.table, id = s.id, reason = %s.why, "skipping database row");
         }
+        self.defender
+            .forget_unlisted(&desired.blocks.keys().copied().collect::<Vec<_>>());
         let current = Current {
             allows: self.maps.list_allowed().into_iter().collect(),
             blocks: self

@@ -28,12 +28,25 @@ pub fn parse_net(input: &str) -> Result<IpNet> {
                 )),
             }
         })?;
-        Ok(net.trunc())
+        Ok(canonical(net.trunc()))
     } else {
         let ip: IpAddr = s
             .parse()
             .map_err(|_| bad("not an IPv4 or IPv6 address".to_string()))?;
-        Ok(IpNet::from(ip))
+        Ok(canonical(IpNet::from(ip)))
+    }
+}
+
+/// One form per address: an IPv4-mapped IPv6 address or prefix
+/// (`::ffff:198.51.100.10`, as dual-stack sockets report IPv4 peers) is
+/// the IPv4 one, so a row, a ban and the allow-list always compare equal.
+pub fn canonical(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(IpAddr::V4(v4), n.prefix_len() - 96).unwrap_or(net),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -42,12 +55,23 @@ pub fn is_host(net: &IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
 }
 
-/// `30s`, `10m`, `1h`, `7d`, `1h30m`.
+/// The longest duration accepted anywhere (ten years): past it a ban is
+/// a permanent block (give no duration), and the clocks' arithmetic
+/// overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// `30s`, `10m`, `1h`, `7d`, `1h30m`, up to ten years.
 pub fn parse_duration(input: &str) -> std::result::Result<Duration, String> {
     let d = humantime::parse_duration(input.trim())
         .map_err(|e| format!("{e} (use e.g. 30s, 10m, 1h, 7d)"))?;
     if d.is_zero() {
         return Err("a ban of zero length would never apply (use e.g. 30s, 10m, 1h)".into());
+    }
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{:?} is longer than ten years (3650d): for a permanent block give no duration",
+            input.trim()
+        ));
     }
     Ok(d)
 }
@@ -100,6 +124,34 @@ mod tests {
         let e = parse_net("2001:db8::/129").unwrap_err().to_string();
         assert!(e.contains("IPv6 (0-128)"), "{e}");
         assert!(parse_net("example.com").is_err());
+    }
+
+    #[test]
+    fn ipv4_mapped_forms_are_ipv4() {
+        assert_eq!(
+            parse_net("::ffff:198.51.100.10").unwrap().to_string(),
+            "198.51.100.10/32"
+        );
+        assert_eq!(
+            parse_net("::FFFF:198.51.100.7/120").unwrap().to_string(),
+            "198.51.100.0/24"
+        );
+        // The whole mapped range is all of IPv4; wider, or not mapped:
+        // left as they are.
+        assert_eq!(parse_net("::ffff:0:0/96").unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(parse_net("::ffff:0:0/80").unwrap().to_string(), "::/80");
+        assert_eq!(
+            parse_net("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+    }
+
+    #[test]
+    fn durations_past_ten_years_are_refused() {
+        let e = parse_duration("999999999d").unwrap_err();
+        assert!(e.contains("longer than ten years"), "{e}");
+        assert!(parse_duration("3650d").is_ok());
+        assert!(parse_duration("3651d").is_err());
     }
 
     #[test]

@@ -410,3 +410,36 @@ impl Drop for MariadbStopped {
         });
     }
 }
+
+/// A row written IPv4-mapped (`::ffff:a.b.c.d`, as dual-stack tools write
+/// IPv4 peers) is one and the same address as the kernel's: enforced at
+/// every cycle, never removed and re-added.
+#[tokio::test(flavor = "current_thread")]
+async fn ipv4_mapped_rows_stay_enforced() {
+    let lab = Lab::two_clients("map");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    no_detection(&cli);
+    let daemon = cli.start_controller(&["s1", "s2"], "node-a", INTERVAL);
+    daemon.wait_log("database connected", Duration::from_secs(20));
+    let listener = SipListener::start(&lab.server, 5060);
+    let s = store(&db).await;
+    s.execute_literal(
+        "INSERT INTO blocked_ips (ip_address, reason) VALUES ('::ffff:198.51.100.2', 'mapped')",
+    )
+    .await
+    .unwrap();
+    assert!(eventually(ONE_SYNC, || in_kernel(&cli, "198.51.100.2")));
+    // Six rounds across a dozen sync cycles: never a packet through.
+    for round in 0..6 {
+        assert_eq!(delivered(&lab, &listener, 0), 0, "round {round}");
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert_eq!(delivered(&lab, &listener, 1), N);
+    let removed = daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("block removed"))
+        .count();
+    assert_eq!(removed, 0, "{}", daemon.log_text());
+}

@@ -945,3 +945,106 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
         "{m}"
     );
 }
+
+/// Monitor mode is a dry run: a flood is recorded as `would_ban` (event and
+/// log line, with the detection's details), and nothing reaches the
+/// kernel, `blocked_ips` or the other nodes.
+#[test]
+fn monitor_mode_records_would_ban_and_bans_nothing() {
+    let lab = Lab::two_clients("mon");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(&cli, &lab, "");
+    cli.ok(&["monitor", "on"]);
+    let attack = &lab.links[1];
+    let hits = listener(&lab.server, attack.server_v4);
+    let target = SocketAddr::new(attack.server_v4, 5060);
+    // Read while sending: the socket buffer holds fewer than 200.
+    let counter = std::thread::spawn(move || drain(&hits, Duration::from_millis(500)));
+    send_each(
+        &lab.clients[1],
+        target,
+        200,
+        Duration::from_millis(2),
+        |i| request("OPTIONS", "100", target.ip(), "Yealink SIP-T46S", i),
+    );
+    let got = counter.join().unwrap();
+    assert_eq!(got, 200, "monitor mode drops nothing: {}", cli.stats());
+    daemon.wait_log(
+        "would ban (monitor mode) src_ip=203.0.113.2 reason=flood",
+        Duration::from_secs(3),
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(banned(&cli, attack.client_v4), None);
+    assert!(
+        !daemon.log_text().contains("banned src_ip="),
+        "{}",
+        daemon.log_text()
+    );
+    let rt = rt();
+    let store = rt.block_on(db.connect());
+    assert!(rt
+        .block_on(store.blocks_of("203.0.113.2"))
+        .unwrap()
+        .is_empty());
+    assert!(eventually(Duration::from_secs(5), || {
+        !rt.block_on(events(&store, "would_ban")).is_empty()
+    }));
+    let ev = rt.block_on(events(&store, "would_ban"));
+    assert_eq!(ev.len(), 1, "once per ban length: {ev:?}");
+    assert_eq!(ev[0].0.as_deref(), Some("203.0.113.2"));
+    assert_eq!(ev[0].1["reason"], "flood");
+    assert_eq!(ev[0].1["action"], "would ban (monitor mode)");
+    assert!(ev[0].1["ban_s"].as_u64().unwrap() > 0);
+    // Switching monitor mode off enforces nothing that was only reported.
+    cli.ok(&["monitor", "off"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(banned(&cli, attack.client_v4), None);
+}
+
+/// After `sip-xdp unblock`, a returning attacker is banned again at once,
+/// not reported "already banned" until the lifted term would have ended.
+#[test]
+fn an_unblocked_attacker_is_banned_again_when_it_returns() {
+    let lab = Lab::two_clients("ret");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(&cli, &lab, "");
+    let attack = &lab.links[1];
+    let target = SocketAddr::new(attack.server_v4, 5060);
+    let scan = |n: usize| {
+        send_each(&lab.clients[1], target, n, Duration::from_millis(20), |i| {
+            request("OPTIONS", "100", target.ip(), "friendly-scanner", i)
+        })
+    };
+    scan(3);
+    assert!(eventually(Duration::from_secs(3), || banned(
+        &cli,
+        attack.client_v4
+    )
+    .is_some()));
+    cli.ok(&["unblock", "203.0.113.2"]);
+    assert_eq!(banned(&cli, attack.client_v4), None);
+    // One sync for the controller to see the row lifted.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        banned(&cli, attack.client_v4),
+        None,
+        "the unblock must stick"
+    );
+    // It comes back: past its first packets, so only the one-in-16 trickle
+    // of samples sees it.
+    scan(40);
+    assert!(
+        eventually(Duration::from_secs(5), || banned(&cli, attack.client_v4)
+            .is_some()),
+        "{}",
+        daemon.log_text()
+    );
+    let bans = daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("banned src_ip=203.0.113.2 reason=scanner_user_agent"))
+        .count();
+    assert_eq!(bans, 2, "{}", daemon.log_text());
+}

@@ -141,6 +141,17 @@ fn operator_mistakes_get_one_clear_line() {
     assert!(e.contains("an address of this host"), "{e}");
     let e = cli.fails(&["block", "127.0.0.1"]);
     assert!(e.contains("loopback"), "{e}");
+    // Huge durations are refused with the limit, not a panic.
+    for args in [
+        &["block", "203.0.113.9", "--for", "999999999d"][..],
+        &["events", "--since", "999999999d"][..],
+    ] {
+        let out = cli.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains("longer than ten years"), "{args:?}: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+    }
     // Usage errors come from clap: exit 2, the first line says what is wrong.
     let out = cli.run(&["block", "203.0.113.9", "--for", "soon"]);
     assert_eq!(out.status.code(), Some(2));

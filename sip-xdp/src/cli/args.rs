@@ -78,7 +78,8 @@ pub enum Command {
         #[arg(long)]
         purge: bool,
     },
-    /// Drop everything from an address or CIDR (ADDR[/LEN]).
+    /// Drop SIP from an address or CIDR (ADDR[/LEN]): UDP to the SIP ports
+    /// (`sip-xdp ports`) and its fragments; other traffic passes.
     Block {
         target: String,
         /// Lift the block after this long (30s, 10m, 1h, 7d); default: never.

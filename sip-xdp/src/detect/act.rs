@@ -85,6 +85,9 @@ pub struct Defender {
     verified: Option<(Instant, Vec<(IpAddr, Trust)>)>,
     /// Detector bans in force, so one attack is banned (and recorded) once.
     banned_until: HashMap<IpAddr, Instant>,
+    /// Monitor mode: detections reported as `would_ban`, once per ban
+    /// length.
+    would_until: HashMap<IpAddr, Instant>,
     /// Detections not acted on (ignored), remembered so a busy trunk on the
     /// ignore list is reported once per ban length, not every unit.
     quiet_until: HashMap<IpAddr, Instant>,
@@ -104,6 +107,7 @@ impl Defender {
             verified: None,
             settings,
             banned_until: HashMap::new(),
+            would_until: HashMap::new(),
             quiet_until: HashMap::new(),
             pending: Vec::new(),
             cursors: [None, None],
@@ -209,7 +213,13 @@ impl Defender {
                 let n = rows.len() as i64;
                 for row in rows {
                     self.cursors[i] = Some(row.id);
-                    let ip = match row.source_ip.trim().parse::<IpAddr>() {
+                    // Dual-stack servers write IPv4 peers IPv4-mapped.
+                    let ip = match row
+                        .source_ip
+                        .trim()
+                        .parse::<IpAddr>()
+                        .map(|ip| ip.to_canonical())
+                    {
                         Ok(ip) => ip,
                         Err(_) => {
                             tracing::warn!(table = *table, id = row.id, source_ip = %row.source_ip, "skipping failure row: source_ip is not an IP address");
@@ -261,6 +271,15 @@ impl Defender {
         }
         if let Some(why) = self.spared(&net, env) {
             self.spare(&d, &why, None, now, env);
+            return false;
+        }
+        // Monitor mode is a dry run: what would be banned is recorded, and
+        // nothing reaches the kernel, `blocked_ips` or the other nodes.
+        if env.maps.config().is_ok_and(|c| c.monitor()) {
+            if self.would_until.get(&ip).is_none_or(|t| *t <= now) {
+                self.would_until.insert(ip, now + d.base_ban);
+                record_would_ban(d, net, env);
+            }
             return false;
         }
         let (allowed, report) = self.cap.take(now);
@@ -444,6 +463,7 @@ impl Defender {
     /// offenders.
     pub fn prune(&mut self, now: Instant) {
         self.banned_until.retain(|_, t| *t > now);
+        self.would_until.retain(|_, t| *t > now);
         self.quiet_until.retain(|_, t| *t > now);
         self.scanner.prune(now);
         self.escalation.prune(now);
@@ -452,6 +472,16 @@ impl Defender {
     /// Lets a detector ban `ip` again (it was unblocked by hand).
     pub fn forget_ban(&mut self, ip: &IpAddr) {
         self.banned_until.remove(ip);
+    }
+
+    /// Forgets the detector bans no active row holds any more (lifted by
+    /// `sip-xdp unblock`, by hand in SQL, or by another node), so that the
+    /// source is banned again when it comes back, not reported "already
+    /// banned" until the old term would have ended.
+    pub fn forget_unlisted(&mut self, active: &[IpNet]) {
+        let pending: Vec<IpNet> = self.pending.iter().map(|p| p.net).collect();
+        self.banned_until
+            .retain(|ip, _| active.iter().chain(&pending).any(|n| n.contains(ip)));
     }
 
     pub fn interval(&self) -> Duration {
@@ -530,4 +560,29 @@ fn record_ban(
         blocked_at,
         expires_at,
     }
+}
+
+/// Monitor mode's record of a ban it did not make: one `would_ban` event
+/// with the detection's details, one log line.
+fn record_would_ban(d: Detection, net: IpNet, env: &mut Env<'_>) {
+    let spelled = spelling(&net);
+    tracing::warn!(
+        src_ip = %spelled,
+        reason = %d.reason.name(),
+        count = d.count,
+        limit = d.limit,
+        window_s = d.window.as_secs_f64(),
+        ban_s = d.base_ban.as_secs(),
+        "would ban (monitor mode)"
+    );
+    if let Some(m) = env.metrics {
+        m.detection(d.reason.name(), false);
+    }
+    let mut details = d.details;
+    details["action"] = json!("would ban (monitor mode)");
+    details["reason"] = json!(d.reason.name());
+    details["detected_as"] = json!(d.reason.event_type());
+    details["ban_s"] = json!(d.base_ban.as_secs());
+    env.events
+        .record("would_ban", Some(spelled), "warning", details);
 }

@@ -346,7 +346,7 @@ fn main() {
             v / base_var,
             c / base_call
         );
-        ratios.push((path.name, h / base_hot, v / base_var));
+        ratios.push((path.name, h / base_hot, v / base_var, c / base_call));
     }
     let fill = p.maps().fill(None);
     println!(
@@ -362,7 +362,7 @@ fn main() {
         ("full SIP pass, tracked sources", 8.0),
         ("full SIP pass, every packet a new source", 8.0),
     ] {
-        let (_, h, v) = ratios.iter().find(|(n, _, _)| *n == name).unwrap();
+        let (_, h, v, _) = ratios.iter().find(|(n, ..)| *n == name).unwrap();
         println!(
             "- {name}: hot {h:.2}×, varied {v:.2}× (target ≤ {limit}×): {}",
             if *v <= limit && *h <= limit {
@@ -371,5 +371,31 @@ fn main() {
                 "NOT met"
             }
         );
+    }
+    // Issue 11: prefixes, trust and shedding must not make these paths
+    // dearer. The reference is the run committed before that work
+    // (BENCHMARKS.md at 71025a7), as ratios to its own baseline.
+    println!(
+        "\nTarget (issue 11): banned drop and full SIP pass within 10% of the ratios committed before \
+         prefixes, trust and shedding (BENCHMARKS.md at 71025a7)."
+    );
+    for (name, before) in [
+        ("banned source, drop", [2.57, 3.41, 3.02]),
+        ("full SIP pass, tracked sources", [6.71, 14.07, 7.15]),
+    ] {
+        let (_, h, v, c) = ratios.iter().find(|(n, ..)| *n == name).unwrap();
+        let parts: Vec<String> = ["hot", "varied", "per call"]
+            .iter()
+            .zip([h, v, c])
+            .zip(before)
+            .map(|((mode, now), was)| {
+                let change = 100.0 * (now / was - 1.0);
+                format!(
+                    "{mode} {now:.2}× (was {was:.2}×, {change:+.0}%: {})",
+                    if change <= 10.0 { "met" } else { "NOT met" }
+                )
+            })
+            .collect();
+        println!("- {name}: {}", parts.join("; "));
     }
 }
