@@ -435,12 +435,18 @@ impl Controller {
             }
         }
         self.defender.flush_pending(store, &self.cfg.node).await?;
-        let mut blocks = store.active_blocks(wall).await?;
+        // Rows are decoded one at a time: a row that does not decode is
+        // reported once and skipped, and the database stays "reachable".
+        let (mut blocks, bad_blocks) = store.active_blocks_checked(wall).await?;
         blocks.extend(self.defender.pending_rows());
-        let allows = store.allows().await?;
-        let (desired, skips) =
+        let (allows, bad_allows) = store.allows_checked().await?;
+        let (desired, mut skips) =
             self.reconciler
                 .desired(&blocks, &allows, &self.guard, wall, clock::monotonic_ns());
+        skips.extend(
+            self.reconciler
+                .first_reports(bad_blocks.into_iter().chain(bad_allows)),
+        );
         for s in skips {
             tracing::warn!(table = s.table, id = s.id, reason = %s.why, "skipping database row");
         }

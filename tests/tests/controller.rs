@@ -443,3 +443,49 @@ async fn ipv4_mapped_rows_stay_enforced() {
         .count();
     assert_eq!(removed, 0, "{}", daemon.log_text());
 }
+
+/// A row whose date does not decode (a MySQL zero date, as pre-existing
+/// tables hold) is reported once with its table and id, and skipped; the
+/// database stays reachable and a block written after it is enforced.
+#[tokio::test(flavor = "current_thread")]
+async fn a_bad_row_among_good_ones_stops_nothing() {
+    let lab = Lab::two_clients("bad");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    no_detection(&cli);
+    let daemon = cli.start_controller(&["s1", "s2"], "node-a", INTERVAL);
+    daemon.wait_log("database connected", Duration::from_secs(20));
+    let s = store(&db).await;
+    s.execute_literal(
+        "INSERT INTO blocked_ips (ip_address, reason, blocked_at) \
+         VALUES ('203.0.113.99', 'zero date', '0000-00-00 00:00:00')",
+    )
+    .await
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    s.execute_literal(
+        "INSERT INTO blocked_ips (ip_address, reason) VALUES ('198.51.100.2', 'after the bad one')",
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(ONE_SYNC, || in_kernel(&cli, "198.51.100.2")),
+        "{}",
+        daemon.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let log = daemon.log_text();
+    let reports: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("skipping database row") && l.contains("blocked_ips"))
+        .collect();
+    assert_eq!(reports.len(), 1, "reported once: {log}");
+    assert!(
+        reports[0].contains("id=1") && reports[0].contains("blocked_at"),
+        "{}",
+        reports[0]
+    );
+    assert!(!log.contains("database unreachable"), "{log}");
+    let status = cli.json(&["status", "--json"]);
+    assert_eq!(status["controller"]["db_reachable"], true, "{status}");
+}

@@ -176,6 +176,30 @@ async fn check(store: &Store) {
         1
     );
     store.ping().await.unwrap();
+
+    // A row that does not decode costs itself, not the query.
+    let bad_date = if store.kind() == "sqlite" {
+        "INSERT INTO blocked_ips (ip_address, reason, blocked_at) VALUES ('203.0.113.99', 'bad', 'yesterday')"
+    } else {
+        "INSERT INTO blocked_ips (ip_address, reason, blocked_at) VALUES ('203.0.113.99', 'bad', '0000-00-00 00:00:00')"
+    };
+    store.execute_literal(bad_date).await.unwrap();
+    store
+        .execute_literal(
+            "INSERT INTO blocked_ips (ip_address, reason) VALUES ('203.0.113.98', 'after')",
+        )
+        .await
+        .unwrap();
+    let (rows, bad) = store.active_blocks_checked(now()).await.unwrap();
+    assert!(
+        rows.iter().any(|r| r.ip_address == "203.0.113.98"),
+        "{rows:?}"
+    );
+    assert!(!rows.iter().any(|r| r.ip_address == "203.0.113.99"));
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].table, "blocked_ips");
+    assert!(bad[0].id > 0);
+    assert!(bad[0].why.contains("blocked_at"), "{}", bad[0].why);
 }
 
 #[tokio::test(flavor = "current_thread")]

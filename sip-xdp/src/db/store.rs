@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::{
     mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions},
-    Executor as _,
+    Executor as _, FromRow as _, Row,
 };
 
 /// Default database: an embedded SQLite file.
@@ -54,6 +54,50 @@ macro_rules! with_pool {
     };
 }
 
+/// A row that did not decode (a text date that is not one, a zero date, a
+/// column type the row struct does not read): skipped, with its table, id
+/// and why, while every other row is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecoded {
+    pub table: &'static str,
+    pub id: i64,
+    pub why: String,
+}
+
+/// Decodes rows one at a time: one bad row costs itself, not the query.
+fn decode_each<R: Row, T>(
+    rows: Vec<R>,
+    table: &'static str,
+    decode: impl Fn(&R) -> std::result::Result<T, sqlx::Error>,
+    id: impl Fn(&R) -> i64,
+) -> (Vec<T>, Vec<Undecoded>) {
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for r in &rows {
+        match decode(r) {
+            Ok(t) => good.push(t),
+            Err(e) => bad.push(Undecoded {
+                table,
+                id: id(r),
+                why: e.to_string(),
+            }),
+        }
+    }
+    (good, bad)
+}
+
+/// A row's id for a report, whatever its integer type (OpenSIPS and
+/// Kamailio tables use INT UNSIGNED); -1 when it has none.
+macro_rules! row_id {
+    ($r:expr) => {
+        $r.try_get::<i64, _>("id")
+            .or_else(|_| $r.try_get::<u64, _>("id").map(|v| v as i64))
+            .or_else(|_| $r.try_get::<u32, _>("id").map(i64::from))
+            .or_else(|_| $r.try_get::<i32, _>("id").map(i64::from))
+            .unwrap_or(-1)
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct BlockRow {
     pub id: i64,
@@ -76,6 +120,15 @@ pub struct FailureRow {
     pub username: Option<String>,
     pub user_agent: Option<String>,
     pub response_code: Option<i32>,
+}
+
+/// One read of a failure table: the rows that decoded, and how far the read
+/// went (bad rows included), so that the cursor moves past them once.
+#[derive(Debug, Default)]
+pub struct FailureBatch {
+    pub rows: Vec<FailureRow>,
+    pub last_id: Option<i64>,
+    pub fetched: usize,
 }
 
 /// The tables brute-force detection reads.
@@ -255,12 +308,27 @@ impl Store {
 
     /// Blocks in force at `at`: not lifted, not expired.
     pub async fn active_blocks(&self, at: NaiveDateTime) -> Result<Vec<BlockRow>> {
+        let (rows, bad) = self.active_blocks_checked(at).await?;
+        for b in bad {
+            tracing::warn!(table = b.table, id = b.id, reason = %b.why, "skipping database row");
+        }
+        Ok(rows)
+    }
+
+    /// Active blocks, and the rows among them that did not decode.
+    pub async fn active_blocks_checked(
+        &self,
+        at: NaiveDateTime,
+    ) -> Result<(Vec<BlockRow>, Vec<Undecoded>)> {
         let sql = format!(
             "SELECT {BLOCK_COLS} FROM blocked_ips WHERE unblocked_at IS NULL \
              AND (expires_at IS NULL OR {}) ORDER BY id",
             self.later("expires_at")
         );
-        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(at).fetch_all(p).await)?)
+        Ok(with_pool!(self, p => {
+            let rows = sqlx::query(safe(&sql)).bind(at).fetch_all(p).await?;
+            decode_each(rows, "blocked_ips", |r| BlockRow::from_row(r), |r| row_id!(r))
+        }))
     }
 
     /// Blocks past their expiry that nobody has marked lifted yet.
@@ -322,7 +390,7 @@ impl Store {
         after_id: i64,
         since: NaiveDateTime,
         limit: i64,
-    ) -> Result<Vec<FailureRow>> {
+    ) -> Result<FailureBatch> {
         assert!(
             FAILURE_TABLES.contains(&table),
             "not a failure table: {table}"
@@ -332,12 +400,27 @@ impl Store {
              FROM {table} WHERE id > ? AND {} ORDER BY id LIMIT ?",
             self.not_before("attempt_time")
         );
-        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql))
-            .bind(after_id)
-            .bind(since)
-            .bind(limit)
-            .fetch_all(p)
-            .await)?)
+        let ((rows, last_id, fetched), bad) = with_pool!(self, p => {
+            let rows = sqlx::query(safe(&sql))
+                .bind(after_id)
+                .bind(since)
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            let fetched = rows.len();
+            let last_id = rows.iter().map(|r| row_id!(r)).max();
+            let (good, bad) =
+                decode_each(rows, table, |r| FailureRow::from_row(r), |r| row_id!(r));
+            ((good, last_id, fetched), bad)
+        });
+        for b in bad {
+            tracing::warn!(table = b.table, id = b.id, reason = %b.why, "skipping failure row");
+        }
+        Ok(FailureBatch {
+            rows,
+            last_id,
+            fetched,
+        })
     }
 
     /// Rows of `table` as a plain INSERT from another program would write
@@ -377,8 +460,20 @@ impl Store {
     }
 
     pub async fn allows(&self) -> Result<Vec<AllowRow>> {
+        let (rows, bad) = self.allows_checked().await?;
+        for b in bad {
+            tracing::warn!(table = b.table, id = b.id, reason = %b.why, "skipping database row");
+        }
+        Ok(rows)
+    }
+
+    /// Allow-list rows, and the rows that did not decode.
+    pub async fn allows_checked(&self) -> Result<(Vec<AllowRow>, Vec<Undecoded>)> {
         let sql = "SELECT id, ip_address, comment, created_at FROM whitelisted_ips ORDER BY id";
-        Ok(with_pool!(self, p => sqlx::query_as(sql).fetch_all(p).await)?)
+        Ok(with_pool!(self, p => {
+            let rows = sqlx::query(sql).fetch_all(p).await?;
+            decode_each(rows, "whitelisted_ips", |r| AllowRow::from_row(r), |r| row_id!(r))
+        }))
     }
 
     pub async fn insert_allow(&self, ip_address: &str, comment: &str) -> Result<()> {

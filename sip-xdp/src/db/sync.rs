@@ -154,6 +154,21 @@ impl Reconciler {
         (d, skips)
     }
 
+    /// Rows that did not decode, each only the first time it is seen.
+    pub fn first_reports(
+        &mut self,
+        bad: impl IntoIterator<Item = super::store::Undecoded>,
+    ) -> Vec<Skip> {
+        bad.into_iter()
+            .filter(|b| self.reported.insert((b.table, b.id)))
+            .map(|b| Skip {
+                table: b.table,
+                id: b.id,
+                why: b.why,
+            })
+            .collect()
+    }
+
     /// What to change in the kernel to reach `desired` from `current`.
     pub fn plan(&mut self, desired: &Desired, current: &Current) -> Plan {
         let mut p = Plan {

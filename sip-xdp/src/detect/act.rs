@@ -209,10 +209,12 @@ impl Defender {
         for (i, table) in FAILURE_TABLES.iter().enumerate() {
             loop {
                 let after = self.cursors[i].unwrap_or(0);
-                let rows = store.failures(table, after, since, FAILURE_BATCH).await?;
-                let n = rows.len() as i64;
-                for row in rows {
-                    self.cursors[i] = Some(row.id);
+                let batch = store.failures(table, after, since, FAILURE_BATCH).await?;
+                let n = batch.fetched as i64;
+                if let Some(last) = batch.last_id {
+                    self.cursors[i] = Some(last.max(after));
+                }
+                for row in batch.rows {
                     // Dual-stack servers write IPv4 peers IPv4-mapped.
                     let ip = match row
                         .source_ip
