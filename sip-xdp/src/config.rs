@@ -121,21 +121,22 @@ impl Config {
                 })
             }
         };
-        let p = path.display().to_string();
-        let raw: Raw = match &text {
-            Some(t) => toml::from_str(t).map_err(|e| ConfigError::Parse {
-                path: p.clone(),
-                source: Box::new(e),
-            })?,
-            None => Raw::default(),
-        };
-        let mut cfg = Self::from_raw(raw).map_err(|(field, why)| ConfigError::Invalid {
-            path: p,
-            field,
-            why,
-        })?;
+        let mut cfg = Self::parse(text.as_deref().unwrap_or(""), &path.display().to_string())?;
         cfg.path = text.map(|_| path);
         Ok(cfg)
+    }
+
+    /// The configuration a file's text gives; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            source: Box::new(e),
+        })?;
+        Self::from_raw(raw).map_err(|(field, why)| ConfigError::Invalid {
+            path: origin.to_string(),
+            field,
+            why,
+        })
     }
 
     /// Checks every field and fills in the defaults; an error names the

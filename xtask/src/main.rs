@@ -44,7 +44,18 @@ enum Cmd {
     },
     /// rustfmt check and clippy (host crates, then the eBPF crate for BPF).
     Lint,
+    /// Run every cargo-fuzz target (fuzz/) for a bounded time each, with
+    /// the pinned nightly; installs cargo-fuzz if missing. A crash leaves
+    /// its input under fuzz/artifacts/ and fails the command.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u32,
+    },
 }
+
+/// The cargo-fuzz targets in fuzz/Cargo.toml.
+const FUZZ_TARGETS: &[&str] = &["classify", "sip_sample", "config", "target_parse"];
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -100,6 +111,10 @@ fn main() -> Result<()> {
         Cmd::Lint => {
             setup(&root)?;
             lint(&root)
+        }
+        Cmd::Fuzz { secs } => {
+            setup(&root)?;
+            fuzz(&root, secs)
         }
     }
 }
@@ -396,4 +411,18 @@ fn lint(root: &Path) -> Result<()> {
             "-D",
             "warnings",
         ]))
+}
+
+fn fuzz(root: &Path, secs: u32) -> Result<()> {
+    let tc = ebpf_toolchain(root)?;
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_none() {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    for target in FUZZ_TARGETS {
+        run(Command::new("rustup")
+            .args(["run", &tc, "cargo", "fuzz", "run", target])
+            .current_dir(root)
+            .args(["--", &format!("-max_total_time={secs}")]))?;
+    }
+    Ok(())
 }
