@@ -119,7 +119,6 @@ impl<'a> Cli<'a> {
         }
         let child = cmd
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -13,7 +13,7 @@ mod status;
 
 use anyhow::Context as _;
 
-pub use args::{Cli, Command, DbAction, ListWhat, MalformedAction, OnOff};
+pub use args::{Cli, Color, Command, DbAction, ListWhat, LogFormat, MalformedAction, OnOff};
 
 use crate::{
     config::{Config, Overrides},
