@@ -39,6 +39,11 @@ pub struct KernelConfig {
     /// ago (a real client retransmits after T1 = 500 ms; a spoofed source
     /// is seen once).
     pub shed_grey_ms: u32,
+    /// A source silent for longer than this starts a new burst, whose first
+    /// packet is sampled like a new source's (a returning scanner, a source
+    /// after its ban, traffic after a restart); 0 = never.
+    pub burst_idle_ms: u32,
+    pub _pad: u32,
 }
 
 impl KernelConfig {
@@ -53,6 +58,13 @@ impl KernelConfig {
 
     pub const fn drop_malformed(&self) -> bool {
         self.flags & CONFIG_DROP_MALFORMED != 0
+    }
+
+    /// Whether a packet after `idle_ns` of silence from its source starts a
+    /// new burst.
+    #[inline(always)]
+    pub const fn starts_burst(&self, idle_ns: u64) -> bool {
+        self.burst_idle_ms != 0 && idle_ns > self.burst_idle_ms as u64 * 1_000_000
     }
 
     /// Whether the `packets`-th packet of a source (per CPU, counted from 1)
@@ -85,7 +97,18 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_starts_after_the_idle_time_only_when_set() {
+        let c = KernelConfig {
+            burst_idle_ms: 100,
+            ..Default::default()
+        };
+        assert!(!c.starts_burst(100_000_000));
+        assert!(c.starts_burst(100_000_001));
+        assert!(!KernelConfig::default().starts_burst(u64::MAX));
+    }
+
+    #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<KernelConfig>(), 48);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 56);
     }
 }

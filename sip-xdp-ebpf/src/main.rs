@@ -102,7 +102,8 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let class = classify_payload(ctx, payload_off, udp.payload_len);
     count(class_counter(class));
     let malformed = !allowed && class == SipClass::Malformed && cfg.drop_malformed();
-    let (packets, first_seen) = account(ctx, &acct, class, malformed || rate != Rate::Under, now);
+    let (packets, first_seen, idle) =
+        account(ctx, &acct, class, malformed || rate != Rate::Under, now);
     if allowed {
         // Trusted: no limit, no samples, but still visible in `top`.
         return Ok(pass(Counter::Allowed));
@@ -112,12 +113,14 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let shed_it = rate == Rate::Under && !malformed && shed(&src, first_seen, now, cfg);
     let kind = if rate == Rate::Crossed {
         Some(SampleKind::RateLimit)
-    } else if !shed_it && cfg.wants_sample(packets) {
-        Some(if packets <= u64::from(cfg.sample_first) {
-            SampleKind::First
-        } else {
-            SampleKind::Trickle
-        })
+    } else if !shed_it && (cfg.wants_sample(packets) || cfg.starts_burst(idle)) {
+        Some(
+            if packets <= u64::from(cfg.sample_first) || cfg.starts_burst(idle) {
+                SampleKind::First
+            } else {
+                SampleKind::Trickle
+            },
+        )
     } else {
         None
     };
@@ -390,14 +393,22 @@ fn shed(src: &IpKey, first_seen: u64, now: u64, cfg: &KernelConfig) -> bool {
 }
 
 /// Counts the packet against its source; returns the source's packet count
-/// on this CPU, this one included, and when this CPU first saw it.
+/// on this CPU, this one included, when this CPU first saw it, and how long
+/// the source had been silent on it (0 for a new one).
 #[inline(always)]
-fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool, now: u64) -> (u64, u64) {
+fn account(
+    ctx: &XdpContext,
+    src: &IpKey,
+    class: SipClass,
+    dropped: bool,
+    now: u64,
+) -> (u64, u64, u64) {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let c = class as usize;
     match SOURCES.get_ptr_mut(src) {
         Some(s) => {
             let s = unsafe { &mut *s };
+            let idle = now.saturating_sub(s.last_seen_ns);
             s.packets += 1;
             s.bytes += bytes;
             s.last_seen_ns = now;
@@ -405,7 +416,7 @@ fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool, now: u
                 *n = n.wrapping_add(1);
             }
             s.dropped = s.dropped.wrapping_add(u32::from(dropped));
-            (s.packets, s.first_seen_ns)
+            (s.packets, s.first_seen_ns, idle)
         }
         None => {
             // Field by field into uninitialised memory: a struct literal
@@ -425,7 +436,7 @@ fn account(ctx: &XdpContext, src: &IpKey, class: SipClass, dropped: bool, now: u
                 (*p).dropped = u32::from(dropped);
             }
             let _ = SOURCES.insert(src, unsafe { s.assume_init_ref() }, 0);
-            (1, now)
+            (1, now, 0)
         }
     }
 }

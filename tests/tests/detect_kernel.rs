@@ -488,3 +488,42 @@ fn overload_holds_sources_past_their_grey_period_to_the_budget() {
         vec![(Sip, 200), (ClassOptions, 600), (Shed, 400)]
     );
 }
+
+#[test]
+fn a_source_back_after_silence_is_sampled_again() {
+    // Per-CPU accounting: keep every run on one CPU.
+    sip_xdp_tests::flood::pin_to_cpu(0);
+    let p = TestProg::load("burst");
+    configure(
+        &p,
+        Config {
+            sample_first: 1,
+            sample_per_sec: 100,
+            burst_idle_ms: 100,
+            ..Default::default()
+        },
+    );
+    let send = || p.run(&Frame::sip("203.0.113.77", OPTIONS).build());
+    for _ in 0..4 {
+        send();
+    }
+    assert_eq!(drain(&p).len(), 1, "the first packet only");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    send();
+    send();
+    let again = drain(&p);
+    assert_eq!(again.len(), 1, "the first packet of the new burst only");
+    assert_eq!(again[0].kind, SampleKind::First);
+    // Off: a returning source is not sampled again.
+    configure(
+        &p,
+        Config {
+            sample_first: 1,
+            sample_per_sec: 100,
+            ..Default::default()
+        },
+    );
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    send();
+    assert!(drain(&p).is_empty());
+}

@@ -1058,3 +1058,37 @@ fn an_unblocked_attacker_is_banned_again_when_it_returns() {
         .count();
     assert_eq!(bans, 2, "{}", daemon.log_text());
 }
+
+/// A source the kernel already knows (it sent ordinary requests earlier)
+/// that comes back as a scanner after a silence is sampled again and
+/// banned at its first packets, like a new one.
+#[test]
+fn a_known_source_turning_scanner_is_seen() {
+    let lab = Lab::two_clients("tsc");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(&cli, &lab, "[detect.samples]\nburst_idle = \"1s\"\n");
+    // Sampling counts per CPU: send everything from one, as one flow does.
+    sip_xdp_tests::flood::pin_to_cpu(0);
+    let attack = &lab.links[1];
+    let target = SocketAddr::new(attack.server_v4, 5060);
+    // Ordinary traffic first: past its first sampled packets.
+    send_each(
+        &lab.clients[1],
+        target,
+        10,
+        Duration::from_millis(20),
+        |i| request("OPTIONS", "100", target.ip(), "Yealink SIP-T46S", i),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(banned(&cli, attack.client_v4), None);
+    send_each(&lab.clients[1], target, 3, Duration::from_millis(20), |i| {
+        request("OPTIONS", "100", target.ip(), "friendly-scanner", 100 + i)
+    });
+    assert!(
+        eventually(Duration::from_secs(2), || banned(&cli, attack.client_v4)
+            == Some("scanner")),
+        "{}",
+        daemon.log_text()
+    );
+}

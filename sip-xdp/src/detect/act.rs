@@ -142,6 +142,11 @@ impl Defender {
             0
         };
         k.sample_per_sec = s.samples.per_sec;
+        k.burst_idle_ms = if on {
+            s.samples.burst_idle.as_millis().min(u128::from(u32::MAX)) as u32
+        } else {
+            0
+        };
         k.trust_ttl_ns = s.trust_ttl.as_nanos() as u64;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         k.shed_per_cpu = if on && s.shedding.budget > 0 {

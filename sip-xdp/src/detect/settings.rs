@@ -201,6 +201,11 @@ pub struct Samples {
     pub every: u32,
     /// Ceiling per CPU per second, whatever the traffic.
     pub per_sec: u32,
+    /// A source silent this long starts a new burst, whose first packet is
+    /// sampled as a new source's is: a scanner coming back, a source whose
+    /// ban ended, traffic after a restart ("0s" = never).
+    #[serde(deserialize_with = "duration_or_zero")]
+    pub burst_idle: Duration,
 }
 
 impl Default for Samples {
@@ -209,6 +214,7 @@ impl Default for Samples {
             first: 4,
             every: 16,
             per_sec: 1_000,
+            burst_idle: Duration::from_secs(60),
         }
     }
 }
