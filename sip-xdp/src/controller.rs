@@ -27,16 +27,17 @@ use crate::{
     db::{
         store,
         sync::{Current, Reconciler},
-        EventBuffer, Store, StoreError,
+        EventBuffer, Store,
     },
     detect::{
-        act::{Defender, Env},
+        act::{write_block, Defender, Env},
         overload::{Overload, Switch},
         sip::{self, SampleStats, Sampled},
         Detection,
     },
     kernel::{clock, loader, ring, Guard, Maps, Pins},
     metrics::Metrics,
+    round::{self, RoundError, RoundInput, RoundOutput},
     Error,
 };
 
@@ -61,7 +62,20 @@ pub struct Controller {
     sample_stats: Arc<SampleStats>,
     last_pass: Option<(usize, Duration)>,
     overload: Overload,
+    /// The database round under way, if any.
+    round: Option<Round>,
 }
+
+/// A database round under way: when it started, and what to confirm when
+/// it succeeds.
+struct Round {
+    started: Instant,
+    events_mark: u64,
+    pending_n: usize,
+    abort: tokio::task::AbortHandle,
+}
+
+type RoundResult = Result<RoundOutput, RoundError>;
 
 impl Controller {
     /// Attaches to the configured interfaces (an existing attachment, for
@@ -105,6 +119,7 @@ impl Controller {
             metrics: None,
             sample_stats: Arc::new(SampleStats::default()),
             overload: Overload::default(),
+            round: None,
             last_pass: None,
         })
     }
@@ -122,6 +137,8 @@ impl Controller {
         );
         let mut tick = new_interval(self.cfg.sync_interval);
         let mut detect_tick = new_interval(self.defender.interval());
+        // Database rounds run as tasks of their own and report here.
+        let (round_tx, mut round_rx) = mpsc::channel::<RoundResult>(4);
         // Samples are parsed off this loop; the queue is bounded and a full
         // queue drops (and counts) samples rather than stall the ring.
         let (tx, mut rx) = mpsc::channel::<Sampled>(4096);
@@ -144,9 +161,10 @@ impl Controller {
         };
         loop {
             tokio::select! {
-                _ = tick.tick() => self.cycle().await,
+                _ = tick.tick() => self.cycle(&round_tx),
                 _ = detect_tick.tick() => self.detect_pass().await,
-                Some(s) = rx.recv() => self.sample(s).await,
+                Some(s) = rx.recv() => self.sample(s),
+                Some(r) = round_rx.recv() => self.finish_round(r),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
@@ -162,8 +180,27 @@ impl Controller {
         }
         tracing::info!("stopping");
         if let Some(store) = self.store.clone() {
-            if let Err(e) = self.events.flush(&store).await {
-                tracing::warn!(error = %e, lost = self.events.len(), "could not write buffered events on exit");
+            let pending = self.defender.pending_snapshot();
+            let node = self.cfg.node.clone();
+            let events = &mut self.events;
+            let last = tokio::time::timeout(Duration::from_secs(5), async {
+                for p in &pending {
+                    write_block(&store, p, &node).await?;
+                }
+                events.flush(&store).await
+            })
+            .await;
+            match last {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, lost = self.events.len(), "could not write buffered events on exit")
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        lost = self.events.len(),
+                        "the database did not answer on exit: buffered events lost"
+                    )
+                }
             }
         }
         if detach_on_exit {
@@ -198,52 +235,106 @@ impl Controller {
         Ok(())
     }
 
-    /// One sync interval's work. Never fails: problems are logged and shown
-    /// in the status file.
-    pub async fn cycle(&mut self) {
-        if self.store.is_none() && Instant::now() >= self.db_retry_at {
-            match Store::connect(&self.cfg.db).await {
-                Ok(s) => {
-                    tracing::info!(db = %redact(&self.cfg.db), kind = s.kind(), "database connected");
-                    self.store = Some(s);
-                }
-                Err(e) => self.db_failed(&e),
+    /// One sync interval's work: starts a database round unless one is
+    /// under way (abandoning one that has not answered in time), and
+    /// writes the status file. Never waits on the database.
+    pub fn cycle(&mut self, report: &mpsc::Sender<RoundResult>) {
+        match &self.round {
+            Some(r) if r.started.elapsed() > self.round_timeout() => {
+                r.abort.abort();
+                self.round = None;
+                // A connection that hangs is not trusted again.
+                self.store = None;
+                let msg = format!(
+                    "the database did not answer within {} s",
+                    self.round_timeout().as_secs()
+                );
+                self.db_failed(&msg);
             }
-        }
-        if let Some(store) = self.store.clone() {
-            if Instant::now() >= self.db_retry_at {
-                let started = Instant::now();
-                match self.sync(&store).await {
-                    Ok(()) => {
-                        self.db_error = None;
-                        if let Some(since) = self.db_down_since.take() {
-                            let secs = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
-                            tracing::info!(
-                                down_s = secs,
-                                buffered = self.events.len(),
-                                "database reachable again"
-                            );
-                            // Written at the next cycle, after everything
-                            // buffered during the outage.
-                            self.events.record(
-                                "db_reachable",
-                                None,
-                                "info",
-                                json!({"down_since": since.to_rfc3339(), "down_s": secs}),
-                            );
-                        }
-                        self.backoff = Duration::from_secs(1);
-                        self.last_sync = Some((Utc::now(), started.elapsed()));
-                        match self.defender.poll_failures(&store).await {
-                            Ok(found) => self.act_all(found).await,
-                            Err(e) => self.db_failed(&e),
-                        }
-                    }
-                    Err(e) => self.db_failed(&e),
-                }
-            }
+            Some(_) => {}
+            None if Instant::now() >= self.db_retry_at => self.start_round(report),
+            None => {}
         }
         self.write_status();
+    }
+
+    fn round_timeout(&self) -> Duration {
+        (self.cfg.sync_interval * 3).max(Duration::from_secs(10))
+    }
+
+    fn start_round(&mut self, report: &mpsc::Sender<RoundResult>) {
+        let maps = &self.maps;
+        self.defender.drop_lifted_pending(|net| maps.holds(net));
+        let (events, events_mark) = self.events.snapshot();
+        let pending = self.defender.pending_snapshot();
+        let pending_n = pending.len();
+        let input = RoundInput {
+            store: self.store.clone(),
+            url: self.cfg.db.clone(),
+            node: self.cfg.node.clone(),
+            wall: store::now(),
+            pending,
+            events,
+            failures: self.defender.failure_request(),
+        };
+        let tx = report.clone();
+        let task = tokio::spawn(async move {
+            let _ = tx.send(round::run(input).await).await;
+        });
+        self.round = Some(Round {
+            started: Instant::now(),
+            events_mark,
+            pending_n,
+            abort: task.abort_handle(),
+        });
+    }
+
+    /// Applies what a database round read and wrote.
+    fn finish_round(&mut self, result: RoundResult) {
+        // The answer of a round given up on is not trusted.
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                self.store = e.store;
+                self.db_failed(&e.error.to_string());
+                return;
+            }
+        };
+        if out.connected {
+            tracing::info!(db = %redact(&self.cfg.db), kind = out.store.kind(), "database connected");
+        }
+        self.store = Some(out.store);
+        self.events.confirm(round.events_mark);
+        self.defender.confirm_pending(round.pending_n);
+        self.db_error = None;
+        if let Some(since) = self.db_down_since.take() {
+            let secs = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
+            tracing::info!(
+                down_s = secs,
+                buffered = self.events.len(),
+                "database reachable again"
+            );
+            // Written by the next round, after everything buffered during
+            // the outage.
+            self.events.record(
+                "db_reachable",
+                None,
+                "info",
+                json!({"down_since": since.to_rfc3339(), "down_s": secs}),
+            );
+        }
+        // Their `ip_unblocked` events were written by the round itself.
+        for row in out.lifted {
+            tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = %row.source, "unblocked");
+        }
+        self.reconcile(out.blocks, &out.allows, out.undecoded);
+        self.backoff = Duration::from_secs(1);
+        self.last_sync = Some((Utc::now(), out.took));
+        let found = self.defender.take_failures(out.failures);
+        self.act_all(found);
     }
 
     /// One sampling unit: per-source counters for floods, the SBC's replies
@@ -275,26 +366,21 @@ impl Controller {
         }
         let took = started.elapsed();
         self.last_pass = Some((tracked, took));
-        self.act_all(found).await;
+        self.act_all(found);
         self.defender.prune_and_report(now, &mut self.events);
         self.follow_overload(now);
         self.update_metrics();
     }
 
-    async fn sample(&mut self, s: Sampled) {
+    fn sample(&mut self, s: Sampled) {
         let found = self.defender.on_sample(Instant::now(), &s);
-        self.act_all(found).await;
+        self.act_all(found);
     }
 
-    async fn act_all(&mut self, found: Vec<Detection>) {
+    fn act_all(&mut self, found: Vec<Detection>) {
         if found.is_empty() {
             return;
         }
-        let store = if self.db_error.is_none() {
-            self.store.clone()
-        } else {
-            None
-        };
         let allowed = self.maps.list_allowed();
         let mut env = Env {
             maps: &mut self.maps,
@@ -302,11 +388,9 @@ impl Controller {
             guard: &self.guard,
             allowed: &allowed,
             metrics: self.metrics.as_ref(),
-            store: store.as_ref(),
-            node: &self.cfg.node,
         };
         for d in found {
-            self.defender.act(d, &mut env).await;
+            self.defender.act(d, &mut env);
         }
     }
 
@@ -394,8 +478,8 @@ impl Controller {
         );
     }
 
-    fn db_failed(&mut self, e: &StoreError) {
-        let msg = e.to_string();
+    fn db_failed(&mut self, msg: &str) {
+        let msg = msg.to_string();
         if self.db_down_since.is_none() {
             let since = Utc::now();
             self.db_down_since = Some(since);
@@ -419,34 +503,21 @@ impl Controller {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    async fn sync(&mut self, store: &Store) -> Result<(), StoreError> {
-        let wall = store::now();
-        for row in store.expired_unlifted(wall).await? {
-            // Only the node whose update lands records it: one event per
-            // expiry however many controllers share the database.
-            if store.mark_lifted(row.id, wall).await? {
-                tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = %row.source, "unblocked");
-                self.events.record(
-                    "ip_unblocked",
-                    Some(row.ip_address.clone()),
-                    "info",
-                    json!({"reason": "expired", "id": row.id, "source": row.source, "expires_at": row.expires_at}),
-                );
-            }
-        }
-        self.defender.flush_pending(store, &self.cfg.node).await?;
-        // Rows are decoded one at a time: a row that does not decode is
-        // reported once and skipped, and the database stays "reachable".
-        let (mut blocks, bad_blocks) = store.active_blocks_checked(wall).await?;
+    /// The kernel brought in line with the rows a round read.
+    fn reconcile(
+        &mut self,
+        mut blocks: Vec<crate::db::store::BlockRow>,
+        allows: &[crate::db::store::AllowRow],
+        undecoded: Vec<crate::db::store::Undecoded>,
+    ) {
         blocks.extend(self.defender.pending_rows());
-        let (allows, bad_allows) = store.allows_checked().await?;
+        let wall = store::now();
         let (desired, mut skips) =
             self.reconciler
-                .desired(&blocks, &allows, &self.guard, wall, clock::monotonic_ns());
-        skips.extend(
-            self.reconciler
-                .first_reports(bad_blocks.into_iter().chain(bad_allows)),
-        );
+                .desired(&blocks, allows, &self.guard, wall, clock::monotonic_ns());
+        // Rows are decoded one at a time: a row that does not decode is
+        // reported once and skipped, and the database stays "reachable".
+        skips.extend(self.reconciler.first_reports(undecoded));
         for s in skips {
             tracing::warn!(table = s.table, id = s.id, reason = %s.why, "skipping database row");
         }
@@ -485,8 +556,6 @@ impl Controller {
                 "allow entry removed",
             );
         }
-        self.events.flush(store).await?;
-        Ok(())
     }
 
     fn write_status(&self) {

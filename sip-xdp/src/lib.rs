@@ -37,6 +37,7 @@ pub mod error;
 pub mod kernel;
 pub mod metrics;
 pub mod parse;
+pub mod round;
 
 pub use error::{Error, Result};
 

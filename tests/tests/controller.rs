@@ -489,3 +489,72 @@ async fn a_bad_row_among_good_ones_stops_nothing() {
     let status = cli.json(&["status", "--json"]);
     assert_eq!(status["controller"]["db_reachable"], true, "{status}");
 }
+
+/// MariaDB stopped with SIGSTOP (connections open, queries hang, no reset)
+/// until the guard is dropped, also when the test fails.
+struct HungDatabase(String);
+
+impl HungDatabase {
+    fn stop() -> Self {
+        let out = std::process::Command::new("pidof")
+            .arg("mariadbd")
+            .output()
+            .expect("pidof");
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(!pid.is_empty(), "no mariadbd running");
+        assert!(std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        Self(pid)
+    }
+}
+
+impl Drop for HungDatabase {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+/// Nothing waits on the database: with MariaDB hung, a flood is still
+/// banned within two sampling units, and its row and events are written
+/// once the database answers again.
+#[test]
+fn a_hung_database_delays_no_ban() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lab = Lab::two_clients("hung");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    cli.add_config("[detect]\ninterval = \"500ms\"\n");
+    let daemon = cli.start_controller(&["s1", "s2"], "node-a", INTERVAL);
+    daemon.wait_log("database connected", Duration::from_secs(20));
+    let s = rt.block_on(store(&db));
+    let hung = HungDatabase::stop();
+    // Let the controller's next round start and hang.
+    std::thread::sleep(Duration::from_millis(800));
+    let t = Instant::now();
+    send_sip(&lab.clients[1], to(&lab, 1), OPTIONS, 200);
+    assert!(
+        eventually(Duration::from_secs(2), || in_kernel(&cli, "203.0.113.2")),
+        "no ban with the database hung:\n{}",
+        daemon.log_text()
+    );
+    eprintln!("banned {:?} after the flood, database hung", t.elapsed());
+    drop(hung);
+    assert!(
+        eventually(Duration::from_secs(20), || rt
+            .block_on(s.blocks_of("203.0.113.2"))
+            .is_ok_and(|r| !r.is_empty())),
+        "the row was not written after recovery:\n{}",
+        daemon.log_text()
+    );
+    assert!(eventually(Duration::from_secs(5), || rt
+        .block_on(s.events(now() - ChronoDuration::hours(1), Some("flood_detected"), 10))
+        .is_ok_and(|e| !e.is_empty())));
+}

@@ -12,7 +12,9 @@ use super::store::{now, Event, Store, StoreError};
 const BATCH: usize = 500;
 
 pub struct EventBuffer {
-    queue: VecDeque<Event>,
+    /// Events with their sequence numbers, oldest first.
+    queue: VecDeque<(u64, Event)>,
+    next: u64,
     cap: usize,
     dropped: u64,
     node: Option<String>,
@@ -22,6 +24,7 @@ impl EventBuffer {
     pub fn new(cap: usize, node: Option<String>) -> Self {
         Self {
             queue: VecDeque::new(),
+            next: 0,
             cap: cap.max(1),
             dropped: 0,
             node,
@@ -58,7 +61,25 @@ impl EventBuffer {
                 );
             }
         }
-        self.queue.push_back(e);
+        self.queue.push_back((self.next, e));
+        self.next += 1;
+    }
+
+    /// Every buffered event, and the mark to `confirm` once they are
+    /// written: a database round works on a copy, so an event recorded or
+    /// dropped meanwhile is never lost or written twice.
+    pub fn snapshot(&self) -> (Vec<Event>, u64) {
+        (
+            self.queue.iter().map(|(_, e)| e.clone()).collect(),
+            self.next,
+        )
+    }
+
+    /// Forgets the events recorded before `mark` (they were written).
+    pub fn confirm(&mut self, mark: u64) {
+        while self.queue.front().is_some_and(|(seq, _)| *seq < mark) {
+            self.queue.pop_front();
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -80,7 +101,7 @@ impl EventBuffer {
         let mut written = 0;
         while !self.queue.is_empty() {
             let n = self.queue.len().min(BATCH);
-            let batch: Vec<Event> = self.queue.iter().take(n).cloned().collect();
+            let batch: Vec<Event> = self.queue.iter().take(n).map(|(_, e)| e.clone()).collect();
             store.insert_events(&batch).await?;
             self.queue.drain(..n);
             written += n;
@@ -110,10 +131,26 @@ mod tests {
         let ips: Vec<_> = b
             .queue
             .iter()
-            .map(|e| e.source_ip.clone().unwrap())
+            .map(|(_, e)| e.source_ip.clone().unwrap())
             .collect();
         assert_eq!(ips, ["203.0.113.2", "203.0.113.3", "203.0.113.4"]);
-        assert_eq!(b.queue[0].node.as_deref(), Some("n1"));
+        assert_eq!(b.queue[0].1.node.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn a_snapshot_confirmed_later_loses_and_repeats_nothing() {
+        let mut b = EventBuffer::new(3, None);
+        b.record("a", None, "info", json!({}));
+        b.record("b", None, "info", json!({}));
+        let (copy, mark) = b.snapshot();
+        assert_eq!(copy.len(), 2);
+        // While the copy is being written: one more, and one dropped.
+        b.record("c", None, "info", json!({}));
+        b.record("d", None, "info", json!({}));
+        b.confirm(mark);
+        let left: Vec<_> = b.queue.iter().map(|(_, e)| e.event_type.as_str()).collect();
+        assert_eq!(left, ["c", "d"]);
+        assert_eq!(b.dropped(), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]

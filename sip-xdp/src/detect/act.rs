@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     db::{
-        store::{self, BlockRow, FAILURE_TABLES},
+        store::{self, BlockRow, FailureBatch, FAILURE_TABLES},
         EventBuffer, Store, StoreError,
     },
     kernel::{clock, guard::overlaps, Guard, Maps},
@@ -58,8 +58,15 @@ pub struct PendingBlock {
     pub expires_at: NaiveDateTime,
 }
 
-/// Failure rows read per table per cycle.
-const FAILURE_BATCH: i64 = 5000;
+/// Failure rows read per table per query.
+pub const FAILURE_BATCH: i64 = 5000;
+
+/// What `failure_request` asks the database for.
+#[derive(Clone, Copy, Debug)]
+pub struct FailureRequest {
+    pub since: NaiveDateTime,
+    pub cursors: [Option<i64>; 2],
+}
 
 /// What acting needs from the controller.
 pub struct Env<'a> {
@@ -69,8 +76,6 @@ pub struct Env<'a> {
     /// The kernel's allow-list, read once per batch of detections.
     pub allowed: &'a [IpNet],
     pub metrics: Option<&'a Metrics>,
-    pub store: Option<&'a Store>,
-    pub node: &'a str,
 }
 
 pub struct Defender {
@@ -199,68 +204,68 @@ impl Defender {
         out
     }
 
-    /// Reads new failure rows from both tables and returns the bans they
-    /// call for. The first read after start goes back `findtime`, so a
+    /// What to read from the failure tables, if database brute-force
+    /// detection is on: rows since `findtime` ago, after each table's
+    /// cursor. The first read after start goes back `findtime`, so a
     /// restart keeps counting where the rows are.
-    pub async fn poll_failures(&mut self, store: &Store) -> Result<Vec<Detection>, StoreError> {
+    pub fn failure_request(&self) -> Option<FailureRequest> {
         let bf = &self.settings.brute_force;
         if !self.settings.enabled || !bf.enabled || !bf.database {
-            return Ok(Vec::new());
+            return None;
         }
         let findtime = chrono::Duration::from_std(bf.findtime).unwrap_or(chrono::Duration::MAX);
-        let now = store::now();
-        let since = now - findtime;
+        Some(FailureRequest {
+            since: store::now() - findtime,
+            cursors: self.cursors,
+        })
+    }
+
+    /// The bans the failure rows read for `failure_request` call for.
+    pub fn take_failures(&mut self, batches: Vec<(usize, FailureBatch)>) -> Vec<Detection> {
         let mut out = Vec::new();
-        for (i, table) in FAILURE_TABLES.iter().enumerate() {
-            loop {
-                let after = self.cursors[i].unwrap_or(0);
-                let batch = store.failures(table, after, since, FAILURE_BATCH).await?;
-                let n = batch.fetched as i64;
-                if let Some(last) = batch.last_id {
-                    self.cursors[i] = Some(last.max(after));
-                }
-                for row in batch.rows {
-                    // Dual-stack servers write IPv4 peers IPv4-mapped.
-                    let ip = match row
-                        .source_ip
-                        .trim()
-                        .parse::<IpAddr>()
-                        .map(|ip| ip.to_canonical())
-                    {
-                        Ok(ip) => ip,
-                        Err(_) => {
-                            tracing::warn!(table = *table, id = row.id, source_ip = %row.source_ip, "skipping failure row: source_ip is not an IP address");
-                            continue;
-                        }
-                    };
-                    let f = Failure {
-                        ip: self.prefix_of(ip),
-                        at: row.attempt_time,
-                        table,
-                        username: row.username.filter(|u| !u.is_empty()),
-                        user_agent: row.user_agent.filter(|u| !u.is_empty()),
-                        response_code: row.response_code,
-                    };
-                    if let Some(d) = self.brute.observe(f) {
-                        out.push(d);
-                    }
-                }
-                if n < FAILURE_BATCH {
-                    break;
-                }
+        for (i, batch) in batches {
+            let table = FAILURE_TABLES[i];
+            if let Some(last) = batch.last_id {
+                self.cursors[i] = Some(last.max(self.cursors[i].unwrap_or(0)));
             }
-            if self.cursors[i].is_none() {
-                // An empty table: start from whatever comes next.
-                self.cursors[i] = Some(0);
+            for row in batch.rows {
+                // Dual-stack servers write IPv4 peers IPv4-mapped.
+                let ip = match row
+                    .source_ip
+                    .trim()
+                    .parse::<IpAddr>()
+                    .map(|ip| ip.to_canonical())
+                {
+                    Ok(ip) => ip,
+                    Err(_) => {
+                        tracing::warn!(table, id = row.id, source_ip = %row.source_ip, "skipping failure row: source_ip is not an IP address");
+                        continue;
+                    }
+                };
+                let f = Failure {
+                    ip: self.prefix_of(ip),
+                    at: row.attempt_time,
+                    table,
+                    username: row.username.filter(|u| !u.is_empty()),
+                    user_agent: row.user_agent.filter(|u| !u.is_empty()),
+                    response_code: row.response_code,
+                };
+                if let Some(d) = self.brute.observe(f) {
+                    out.push(d);
+                }
             }
         }
-        self.brute.prune(now);
-        Ok(out)
+        for c in &mut self.cursors {
+            // An empty table: start from whatever comes next.
+            c.get_or_insert(0);
+        }
+        self.brute.prune(store::now());
+        out
     }
 
     /// Bans `d.ip` unless it must never be banned, and records why.
     /// Returns whether it banned.
-    pub async fn act(&mut self, d: Detection, env: &mut Env<'_>) -> bool {
+    pub fn act(&mut self, d: Detection, env: &mut Env<'_>) -> bool {
         let now = Instant::now();
         let ip = d.ip;
         if self.banned_until.get(&ip).is_some_and(|t| *t > now) {
@@ -308,16 +313,10 @@ impl Defender {
             return false;
         }
         self.banned_until.insert(ip, now + ban);
-        let pending = record_ban(d, net, ban, offence, env);
-        match env.store {
-            Some(store) => {
-                if let Err(e) = write_block(store, &pending, env.node).await {
-                    tracing::warn!(src_ip = %ip, error = %e, "ban enforced; its blocked_ips row waits for the database");
-                    self.pending.push(pending);
-                }
-            }
-            None => self.pending.push(pending),
-        }
+        // The row is written by the controller's next database round,
+        // off the detection path: a slow or hung database never delays a
+        // ban, nor the detections after it.
+        self.pending.push(record_ban(d, net, ban, offence, env));
         true
     }
 
@@ -408,15 +407,27 @@ impl Defender {
         IpNet::new(ip, len).map_or(IpNet::from(ip), |n| n.trunc())
     }
 
-    /// Writes the rows of bans made while the database was down.
-    pub async fn flush_pending(&mut self, store: &Store, node: &str) -> Result<usize, StoreError> {
-        let mut written = 0;
-        while let Some(p) = self.pending.first() {
-            write_block(store, p, node).await?;
-            self.pending.remove(0);
-            written += 1;
+    /// The bans whose rows are not written yet, for a database round.
+    pub fn pending_snapshot(&self) -> Vec<PendingBlock> {
+        self.pending.clone()
+    }
+
+    /// Drops the pending rows of bans no longer in the kernel: lifted by
+    /// hand (`sip-xdp unblock`) before their row was written, they must
+    /// not come back with it.
+    pub fn drop_lifted_pending(&mut self, in_kernel: impl Fn(&IpNet) -> bool) {
+        let (keep, gone): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|p| in_kernel(&p.net));
+        for p in gone {
+            tracing::info!(src_ip = %spelling(&p.net), reason = p.reason.name(), "ban lifted before its row was written: row dropped");
+            self.banned_until.remove(&p.net.addr());
         }
-        Ok(written)
+        self.pending = keep;
+    }
+
+    /// The first `n` pending rows were written.
+    pub fn confirm_pending(&mut self, n: usize) {
+        self.pending.drain(..n.min(self.pending.len()));
     }
 
     /// Pending bans as rows, for the reconciler.
@@ -496,7 +507,7 @@ impl Defender {
     }
 }
 
-async fn write_block(store: &Store, p: &PendingBlock, node: &str) -> Result<i64, StoreError> {
+pub async fn write_block(store: &Store, p: &PendingBlock, node: &str) -> Result<i64, StoreError> {
     store
         .insert_block(
             &spelling(&p.net),

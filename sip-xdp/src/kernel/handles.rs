@@ -278,6 +278,15 @@ impl Maps {
         out
     }
 
+    /// Whether the kernel holds a ban or block rule for exactly `net`.
+    pub fn holds(&self, net: &IpNet) -> bool {
+        if is_host(net) {
+            self.bans.get(&key_of(net.addr()), 0).is_ok()
+        } else {
+            self.block.get(&Self::trie_key(net), 0).is_ok()
+        }
+    }
+
     /// Allow-list entries that overlap `net`.
     pub fn allow_overlapping(&self, net: &IpNet) -> Vec<IpNet> {
         self.list_allowed()

@@ -1,0 +1,150 @@
+//! One database round of the controller, run as a task of its own so that
+//! nothing on the detection path waits on the database: expire old blocks,
+//! write the bans and events made since the last round, read the lists and
+//! the new failure rows. It works on copies; the controller applies what
+//! comes back (kernel, buffers, detectors) on its loop, and a round that
+//! does not come back in time is abandoned with nothing lost.
+
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+
+use crate::{
+    db::{
+        store::{AllowRow, BlockRow, Event, FailureBatch, Undecoded, FAILURE_TABLES},
+        Store, StoreError,
+    },
+    detect::act::{write_block, FailureRequest, PendingBlock, FAILURE_BATCH},
+};
+
+/// What a round starts from.
+pub struct RoundInput {
+    /// The connection, if there is one; otherwise the round connects.
+    pub store: Option<Store>,
+    pub url: String,
+    pub node: String,
+    pub wall: NaiveDateTime,
+    pub pending: Vec<PendingBlock>,
+    pub events: Vec<Event>,
+    pub failures: Option<FailureRequest>,
+}
+
+/// What a round did and read.
+pub struct RoundOutput {
+    pub store: Store,
+    pub connected: bool,
+    /// Rows past their expiry that this node marked lifted.
+    pub lifted: Vec<BlockRow>,
+    pub blocks: Vec<BlockRow>,
+    pub allows: Vec<AllowRow>,
+    pub undecoded: Vec<Undecoded>,
+    pub failures: Vec<(usize, FailureBatch)>,
+    pub took: Duration,
+}
+
+/// A failed round: the error, and the connection if it had one (it may
+/// serve again once the database answers).
+pub struct RoundError {
+    pub store: Option<Store>,
+    pub error: StoreError,
+}
+
+pub async fn run(input: RoundInput) -> Result<RoundOutput, RoundError> {
+    let started = Instant::now();
+    let (store, connected) = match input.store {
+        Some(s) => (s, false),
+        None => match Store::connect(&input.url).await {
+            Ok(s) => (s, true),
+            Err(error) => return Err(RoundError { store: None, error }),
+        },
+    };
+    match work(
+        &store,
+        input.wall,
+        &input.node,
+        &input.pending,
+        &input.events,
+        input.failures,
+    )
+    .await
+    {
+        Ok((lifted, blocks, allows, undecoded, failures)) => Ok(RoundOutput {
+            store,
+            connected,
+            lifted,
+            blocks,
+            allows,
+            undecoded,
+            failures,
+            took: started.elapsed(),
+        }),
+        Err(error) => Err(RoundError {
+            store: Some(store),
+            error,
+        }),
+    }
+}
+
+type Work = (
+    Vec<BlockRow>,
+    Vec<BlockRow>,
+    Vec<AllowRow>,
+    Vec<Undecoded>,
+    Vec<(usize, FailureBatch)>,
+);
+
+async fn work(
+    store: &Store,
+    wall: NaiveDateTime,
+    node: &str,
+    pending: &[PendingBlock],
+    events: &[Event],
+    failures: Option<FailureRequest>,
+) -> Result<Work, StoreError> {
+    let mut lifted = Vec::new();
+    let mut unblocked = Vec::new();
+    for row in store.expired_unlifted(wall).await? {
+        // Only the node whose update lands records it: one event per
+        // expiry however many controllers share the database. Written in
+        // this round, with the lift.
+        if store.mark_lifted(row.id, wall).await? {
+            unblocked.push(Event {
+                event_type: "ip_unblocked".into(),
+                source_ip: Some(row.ip_address.clone()),
+                severity: "info".into(),
+                details: serde_json::json!({"reason": "expired", "id": row.id, "source": row.source, "expires_at": row.expires_at}),
+                event_time: crate::db::store::now(),
+                node: Some(node.to_string()),
+            });
+            lifted.push(row);
+        }
+    }
+    for p in pending {
+        write_block(store, p, node).await?;
+    }
+    let (blocks, mut undecoded) = store.active_blocks_checked(wall).await?;
+    let (allows, bad_allows) = store.allows_checked().await?;
+    undecoded.extend(bad_allows);
+    for chunk in events.chunks(500) {
+        store.insert_events(chunk).await?;
+    }
+    store.insert_events(&unblocked).await?;
+    let mut batches = Vec::new();
+    if let Some(req) = failures {
+        for (i, table) in FAILURE_TABLES.iter().enumerate() {
+            let mut after = req.cursors[i].unwrap_or(0);
+            loop {
+                let batch = store
+                    .failures(table, after, req.since, FAILURE_BATCH)
+                    .await?;
+                let full = batch.fetched as i64 >= FAILURE_BATCH;
+                after = batch.last_id.unwrap_or(after).max(after);
+                batches.push((i, batch));
+                if !full {
+                    break;
+                }
+            }
+        }
+    }
+    Ok((lifted, blocks, allows, undecoded, batches))
+}
