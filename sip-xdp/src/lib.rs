@@ -11,9 +11,10 @@
 //!   and `act`, which turns a detection into a kernel ban, a `blocked_ips`
 //!   row, an event and a log line. Uses `kernel` and `db`.
 //! - [`cli`]: argument definitions and one function per command. Uses all.
-//! - At the root: the daemon's loop ([`controller`]), the file
-//!   configuration ([`config`]), errors, metrics, and the text forms of
-//!   addresses and durations ([`parse`]).
+//! - At the root: the daemon's loop ([`controller`]) and its database
+//!   rounds, run off the loop ([`round`]), the file configuration
+//!   ([`config`]), errors, metrics, and the text forms of addresses and
+//!   durations ([`parse`]).
 //!
 //! # Adding things
 //! - A detector: a state machine in `detect/` returning `Detection`s with a
