@@ -179,6 +179,23 @@ impl Controller {
             }
         }
         tracing::info!("stopping");
+        self.flush_on_exit().await;
+        if detach_on_exit {
+            for iface in &self.cfg.interfaces {
+                if let Err(e) = loader::detach(&self.pins, iface, false) {
+                    tracing::warn!(iface, error = %e, "detach failed");
+                }
+            }
+        } else {
+            tracing::info!("leaving the filter attached: the SBC stays protected");
+        }
+        let _ = std::fs::remove_file(&self.cfg.status_file);
+        Ok(())
+    }
+
+    /// Writes what is still buffered (ban rows, events) before exiting, for
+    /// at most 5 s: a hung database must not keep the controller alive.
+    async fn flush_on_exit(&mut self) {
         if let Some(store) = self.store.clone() {
             let pending = self.defender.pending_snapshot();
             let node = self.cfg.node.clone();
@@ -203,17 +220,6 @@ impl Controller {
                 }
             }
         }
-        if detach_on_exit {
-            for iface in &self.cfg.interfaces {
-                if let Err(e) = loader::detach(&self.pins, iface, false) {
-                    tracing::warn!(iface, error = %e, "detach failed");
-                }
-            }
-        } else {
-            tracing::info!("leaving the filter attached: the SBC stays protected");
-        }
-        let _ = std::fs::remove_file(&self.cfg.status_file);
-        Ok(())
     }
 
     fn reload(&mut self) -> anyhow::Result<()> {
