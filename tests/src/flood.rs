@@ -50,6 +50,25 @@ pub fn options_payload_as(src: Ipv6Addr, dst: Ipv6Addr, n: usize, user_agent: &s
     .into_bytes()
 }
 
+/// `n` pseudo-random IPv6 sources (xorshift from `seed`, so a run can be
+/// repeated): `prefix`, then random bytes to the end of the address.
+pub fn random_sources(prefix: &[u8], n: usize, seed: u64) -> Vec<Ipv6Addr> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            let mut a = [0u8; 16];
+            a[..prefix.len()].copy_from_slice(prefix);
+            for chunk in a[prefix.len()..].chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_be_bytes()[..chunk.len()]);
+            }
+            Ipv6Addr::from(a)
+        })
+        .collect()
+}
+
 /// What a sender is aimed at.
 pub struct Target {
     pub src_mac: [u8; 6],

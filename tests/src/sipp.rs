@@ -29,6 +29,28 @@ pub const UAS_404: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 "#;
 
+/// A UAS that answers every OPTIONS with 200 OK, as a server answering
+/// keep-alives and probes does.
+pub const UAS_OPTIONS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answer OPTIONS">
+  <recv request="OPTIONS" />
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Allow: INVITE, ACK, CANCEL, BYE, OPTIONS
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#;
+
 /// A SIPp server in `ns` on `ip:5060`, killed on drop.
 pub struct Uas {
     child: Child,

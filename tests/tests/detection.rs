@@ -630,10 +630,10 @@ fn a_verified_client_is_never_banned_on_forgeable_evidence() {
 /// forged among them, is not banned.
 #[test]
 fn the_ban_cap_holds_under_a_spoofed_scanner_storm() {
-    use std::{net::Ipv6Addr, sync::atomic::AtomicBool};
+    use std::sync::atomic::AtomicBool;
 
     use sip_xdp_tests::{
-        flood::{frames, Generator, Target},
+        flood::{frames, random_sources, Generator, Target},
         lab::mac,
         registrar::Registrar,
     };
@@ -663,18 +663,7 @@ fn the_ban_cap_holds_under_a_spoofed_scanner_storm() {
 
     // Random sources across the lab's /48, the phone's own address among
     // them; bounded by count and time.
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut sources: Vec<Ipv6Addr> = (0..400)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let s = x.to_be_bytes();
-            Ipv6Addr::from([
-                0x20, 0x01, 0x0d, 0xb8, 0, 2, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], 0, 9,
-            ])
-        })
-        .collect();
+    let mut sources = random_sources(&[0x20, 0x01, 0x0d, 0xb8, 0, 2], 400, 0x2545_f491_4f6c_dd1d);
     let IpAddr::V6(phone) = link.client_v6 else {
         unreachable!()
     };
@@ -752,10 +741,10 @@ fn the_ban_cap_holds_under_a_spoofed_scanner_storm() {
 /// another /64 of the same link keeps getting through.
 #[test]
 fn an_ipv6_rotator_is_banned_as_its_64() {
-    use std::{net::Ipv6Addr, sync::atomic::AtomicBool};
+    use std::sync::atomic::AtomicBool;
 
     use sip_xdp_tests::{
-        flood::{frames_as, Generator, Target},
+        flood::{frames_as, random_sources, Generator, Target},
         lab::mac,
     };
     let lab = Lab::two_clients("rot");
@@ -767,19 +756,11 @@ fn an_ipv6_rotator_is_banned_as_its_64() {
         unreachable!()
     };
     let hits = listener(&lab.server, link.server_v6);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let sources: Vec<Ipv6Addr> = (0..3000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let s = x.to_be_bytes();
-            Ipv6Addr::from([
-                0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0x77, s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                s[7],
-            ])
-        })
-        .collect();
+    let sources = random_sources(
+        &[0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0x77],
+        3000,
+        0x9e37_79b9_7f4a_7c15,
+    );
     let target = Target {
         src_mac: mac(&lab.clients[1], "e0"),
         dst_mac: mac(&lab.server, &link.server_if),

@@ -21,7 +21,7 @@ use sip_xdp_tests::{
     filters::{bench_pins, Filter, Kind},
     flood::{frames, Generator, Sent, Sink, Target},
     lab::{flood_source, FloodLab, Netns, FLOOD_SERVER, LEGIT_CLIENT},
-    sipp::{final_count, Uas},
+    sipp::{final_count, Uas, UAS_OPTIONS},
 };
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -659,26 +659,6 @@ struct ServerRow {
     uas_cpu: Duration,
     uac: Uac,
 }
-
-const UAS_OPTIONS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="answer OPTIONS">
-  <recv request="OPTIONS" />
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Allow: INVITE, ACK, CANCEL, BYE, OPTIONS
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#;
 
 const UAC_OPTIONS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="legitimate OPTIONS">

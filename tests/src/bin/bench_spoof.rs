@@ -23,10 +23,10 @@ use sip_xdp::{
 use sip_xdp_tests::{
     cli::{Cli, Daemon},
     cpu,
-    flood::{frames, frames_as, Generator, Sent, Target},
+    flood::{frames, frames_as, random_sources, Generator, Sent, Target},
     lab::{mac, Lab},
     registrar::{register, Registrar},
-    sipp::Uas,
+    sipp::{Uas, UAS_OPTIONS},
 };
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -39,25 +39,6 @@ const STORM_SECS: u64 = 20;
 const THREADS: usize = 2;
 /// The shedding default, and the nftables row's limit.
 const BUDGET: u32 = 4000;
-
-const UAS_OPTIONS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="answer OPTIONS">
-  <recv request="OPTIONS" />
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Filter {
@@ -515,19 +496,11 @@ type Rotation = (u64, u64, Option<Duration>);
 fn rotator_row(lab: &Lab, gen: &Generator, target: &Target, f: Filter) -> Rotation {
     let _uas = Uas::start(&lab.server, lab.links[1].server_v6, Some(UAS_OPTIONS));
     let controller = (f == Filter::SipXdp).then(|| start_controller(lab, ""));
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let sources: Vec<Ipv6Addr> = (0..20_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let s = x.to_be_bytes();
-            Ipv6Addr::from([
-                0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0x77, s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                s[7],
-            ])
-        })
-        .collect();
+    let sources = random_sources(
+        &[0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0x77],
+        20_000,
+        0x9e37_79b9_7f4a_7c15,
+    );
     let storm = frames_as(target, &sources, "Grandstream GXP2170");
     let stop = AtomicBool::new(false);
     let reached0 = udp6_reached(lab);
