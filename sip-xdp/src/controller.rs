@@ -310,7 +310,15 @@ impl Controller {
             }
         };
         if out.connected {
-            tracing::info!(db = %redact(&self.cfg.db), kind = out.store.kind(), "database connected");
+            tracing::info!(
+                db = %redact(&self.cfg.db),
+                kind = out.store.kind(),
+                clock_offset_s = out.store.skew().num_milliseconds() as f64 / 1000.0,
+                "database connected"
+            );
+        }
+        if let Some(m) = &self.metrics {
+            m.db_clock(out.store.skew().num_milliseconds() as f64 / 1000.0);
         }
         self.store = Some(out.store);
         self.events.confirm(round.events_mark);

@@ -11,7 +11,7 @@
 //! - `active_bans{source}`: exact bans in the kernel by reason;
 //! - `samples_total{result}`: ring-buffer samples parsed / malformed / lost;
 //! - `tracked_sources`, `sampling_pass_seconds`, `sync_lag_seconds`,
-//!   `sync_duration_seconds`, `db_up`, `events_buffered`, `events_dropped_total`.
+//!   `sync_duration_seconds`, `db_up`, `db_clock_offset_seconds`, `events_buffered`, `events_dropped_total`.
 
 use std::{
     collections::HashMap,
@@ -53,6 +53,7 @@ pub struct Metrics {
     sync_lag: Gauge<f64, AtomicU64>,
     sync_duration: Gauge<f64, AtomicU64>,
     db_up: Gauge,
+    db_clock: Gauge<f64, AtomicU64>,
     events_buffered: Gauge,
     events_dropped: Counter,
     last_kernel: HashMap<u32, u64>,
@@ -128,6 +129,11 @@ impl Metrics {
             m.sync_duration.clone(),
         );
         r.register("db_up", "1 if the database is reachable", m.db_up.clone());
+        r.register(
+            "db_clock_offset_seconds",
+            "The database's clock in its own time zone minus the controller's UTC clock",
+            m.db_clock.clone(),
+        );
         r.register(
             "events_buffered",
             "security_events waiting for the database",
@@ -221,6 +227,10 @@ impl Metrics {
     pub fn pass(&self, tracked: usize, seconds: f64) {
         self.tracked_sources.set(tracked as i64);
         self.pass_seconds.set(seconds);
+    }
+
+    pub fn db_clock(&self, offset_s: f64) {
+        self.db_clock.set(offset_s);
     }
 
     pub fn database(

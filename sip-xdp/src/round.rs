@@ -101,6 +101,8 @@ async fn work(
     events: &[Event],
     failures: Option<FailureRequest>,
 ) -> Result<Work, StoreError> {
+    // Every time below is converted by the skew measured here.
+    store.sync_clock().await?;
     let mut lifted = Vec::new();
     let mut unblocked = Vec::new();
     for row in store.expired_unlifted(wall).await? {

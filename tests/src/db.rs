@@ -55,6 +55,14 @@ impl TestDb {
         }
     }
 
+    /// The MariaDB database's name (None for SQLite).
+    pub fn mariadb_name(&self) -> Option<&str> {
+        match self {
+            TestDb::Mariadb { name, .. } => Some(name),
+            TestDb::Sqlite { .. } => None,
+        }
+    }
+
     pub async fn connect(&self) -> Store {
         Store::connect(self.url())
             .await
@@ -88,6 +96,21 @@ pub fn admin(sql: &str) {
         "mariadb -e {sql:?} failed (is the server running? `cargo xtask test` starts it): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs SQL as the server's root and returns its output, tab-separated,
+/// without column names: what another program sees in its own session.
+pub fn admin_query(sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["-N", "-B", "-e", sql])
+        .output()
+        .expect("running the mariadb client: run the tests with `cargo xtask test`");
+    assert!(
+        out.status.success(),
+        "mariadb -e {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The MariaDB server's global `time_zone` set to a zone other than UTC

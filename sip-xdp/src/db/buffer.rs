@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(store.events(since, None, 5000).await.unwrap().len(), 1203);
         // A closed pool fails: nothing is lost.
         b.record("ip_blocked", None, "warning", json!({}));
-        if let Store::Sqlite(p) = &store {
+        if let crate::db::store::Pool::Sqlite(p) = store.pool() {
             p.close().await;
         }
         assert!(b.flush(&store).await.is_err());

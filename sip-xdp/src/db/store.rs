@@ -4,14 +4,21 @@
 //! shared by every SBC node). Same schema and behaviour on both; migrations
 //! are embedded and applied on connect. Every value is a bound parameter.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use chrono::{NaiveDateTime, Utc};
 use serde::Serialize;
 use sqlx::{
     mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions},
-    Executor as _, FromRow as _, Row,
+    FromRow as _, Row,
 };
 
 /// Default database: an embedded SQLite file.
@@ -36,9 +43,24 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A connection pool to one of the two supported databases.
+/// A connection pool to one of the two supported databases, and how far the
+/// database's clock is from ours.
+///
+/// Rows are judged by the database's clock in its own default time zone:
+/// that is what `NOW()`, `CURRENT_TIMESTAMP` defaults, OpenSIPS's
+/// `failed_registrations` and an operator's `NOW() + INTERVAL 1 HOUR` write.
+/// The store measures the difference (`skew`: zone offset plus clock error)
+/// at connect and at every sync round, and converts every time it binds or
+/// reads, so that the rest of the controller works in its own UTC and nodes
+/// whose clocks disagree still agree on what is active.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    pool: Pool,
+    skew_ms: Arc<AtomicI64>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Pool {
     Sqlite(SqlitePool),
     Mysql(MySqlPool),
 }
@@ -47,9 +69,9 @@ pub enum Store {
 /// SQL is the same text for both (`?` placeholders), only the types differ.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Mysql($pool) => $body,
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Mysql($pool) => $body,
         }
     };
 }
@@ -201,7 +223,7 @@ impl Store {
     /// Connects, creating a SQLite file and its directory if needed, and
     /// applies the embedded migrations.
     pub async fn connect(url: &str) -> Result<Self> {
-        let store = if url.starts_with("sqlite:") {
+        let pool = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -214,7 +236,7 @@ impl Store {
                     })?;
                 }
             }
-            Store::Sqlite(
+            Pool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(5))
@@ -223,26 +245,79 @@ impl Store {
             )
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
-            let opts = MySqlConnectOptions::from_str(&url)?;
-            Store::Mysql(
+            // No session time_zone (sqlx sends UTC by default): sessions
+            // keep the server's default zone, the one every other writer's
+            // NOW() uses; `skew` converts.
+            let opts = MySqlConnectOptions::from_str(&url)?.timezone(None::<String>);
+            Pool::Mysql(
                 MySqlPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(5))
-                    // DATETIME has no zone: make CURRENT_TIMESTAMP defaults UTC.
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("SET time_zone = '+00:00'").await?;
-                            Ok(())
-                        })
-                    })
                     .connect_with(opts)
                     .await?,
             )
         } else {
             return Err(StoreError::BadUrl);
         };
+        let store = Store {
+            pool,
+            skew_ms: Arc::new(AtomicI64::new(0)),
+        };
         store.migrate().await?;
+        store.sync_clock().await?;
         Ok(store)
+    }
+
+    /// Measures the database's clock against ours (zone offset and clock
+    /// error together), to the millisecond, from the middle of the round
+    /// trip. Called at connect and at the start of every sync round, so a
+    /// daylight-saving change or a clock step is followed within one round.
+    pub async fn sync_clock(&self) -> Result<chrono::Duration> {
+        let before = Utc::now().naive_utc();
+        let theirs: NaiveDateTime = match &self.pool {
+            Pool::Mysql(p) => sqlx::query_scalar("SELECT NOW(3)").fetch_one(p).await?,
+            Pool::Sqlite(p) => {
+                let text: String =
+                    sqlx::query_scalar("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+                        .fetch_one(p)
+                        .await?;
+                NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f")
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            }
+        };
+        let after = Utc::now().naive_utc();
+        let ours = before + (after - before) / 2;
+        let skew = theirs - ours;
+        self.skew_ms
+            .store(skew.num_milliseconds(), Ordering::Relaxed);
+        Ok(skew)
+    }
+
+    /// The database's clock minus ours, as last measured.
+    pub fn skew(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds(self.skew_ms.load(Ordering::Relaxed))
+    }
+
+    /// One of our times as the database writes it.
+    fn theirs(&self, t: NaiveDateTime) -> NaiveDateTime {
+        t + self.skew()
+    }
+
+    /// One of the database's times on our clock.
+    fn ours(&self, t: NaiveDateTime) -> NaiveDateTime {
+        t - self.skew()
+    }
+
+    fn block_ours(&self, mut r: BlockRow) -> BlockRow {
+        r.blocked_at = self.ours(r.blocked_at);
+        r.expires_at = r.expires_at.map(|t| self.ours(t));
+        r.unblocked_at = r.unblocked_at.map(|t| self.ours(t));
+        r
+    }
+
+    /// The pool, for tests that need to close it or run their own SQL.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Applies the embedded migrations. Several SBCs starting at once on a
@@ -253,9 +328,9 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         let mut waited = std::time::Duration::ZERO;
         loop {
-            let r = match self {
-                Store::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await,
-                Store::Mysql(p) => sqlx::migrate!("migrations/mysql").run(p).await,
+            let r = match &self.pool {
+                Pool::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await,
+                Pool::Mysql(p) => sqlx::migrate!("migrations/mysql").run(p).await,
             };
             match r {
                 Err(sqlx::migrate::MigrateError::Dirty(v))
@@ -272,9 +347,9 @@ impl Store {
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Mysql(_) => "mysql",
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Mysql(_) => "mysql",
         }
     }
 
@@ -293,16 +368,16 @@ impl Store {
     /// Time comparison that also copes with hand-written SQLite values such
     /// as '2026-11-25T10:00:00' (text comparison would not).
     fn later(&self, col: &str) -> String {
-        match self {
-            Store::Sqlite(_) => format!("julianday({col}) > julianday(?)"),
-            Store::Mysql(_) => format!("{col} > ?"),
+        match self.pool {
+            Pool::Sqlite(_) => format!("julianday({col}) > julianday(?)"),
+            Pool::Mysql(_) => format!("{col} > ?"),
         }
     }
 
     fn not_before(&self, col: &str) -> String {
-        match self {
-            Store::Sqlite(_) => format!("julianday({col}) >= julianday(?)"),
-            Store::Mysql(_) => format!("{col} >= ?"),
+        match self.pool {
+            Pool::Sqlite(_) => format!("julianday({col}) >= julianday(?)"),
+            Pool::Mysql(_) => format!("{col} >= ?"),
         }
     }
 
@@ -326,8 +401,8 @@ impl Store {
             self.later("expires_at")
         );
         Ok(with_pool!(self, p => {
-            let rows = sqlx::query(safe(&sql)).bind(at).fetch_all(p).await?;
-            decode_each(rows, "blocked_ips", |r| BlockRow::from_row(r), |r| row_id!(r))
+            let rows = sqlx::query(safe(&sql)).bind(self.theirs(at)).fetch_all(p).await?;
+            decode_each(rows, "blocked_ips", |r| BlockRow::from_row(r).map(|b| self.block_ours(b)), |r| row_id!(r))
         }))
     }
 
@@ -338,13 +413,14 @@ impl Store {
              AND expires_at IS NOT NULL AND NOT ({}) ORDER BY id",
             self.later("expires_at")
         );
-        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(at).fetch_all(p).await)?)
+        let rows: Vec<BlockRow> = with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(self.theirs(at)).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|r| self.block_ours(r)).collect())
     }
 
     /// Marks one block lifted (only if still unlifted). True if it was.
     pub async fn mark_lifted(&self, id: i64, at: NaiveDateTime) -> Result<bool> {
         let sql = "UPDATE blocked_ips SET unblocked_at = ? WHERE id = ? AND unblocked_at IS NULL";
-        let n = with_pool!(self, p => sqlx::query(sql).bind(at).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        let n = with_pool!(self, p => sqlx::query(sql).bind(self.theirs(at)).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n > 0)
     }
 
@@ -353,7 +429,7 @@ impl Store {
         let sql =
             "UPDATE blocked_ips SET unblocked_at = ? WHERE ip_address = ? AND unblocked_at IS NULL";
         Ok(
-            with_pool!(self, p => sqlx::query(sql).bind(at).bind(ip_address).execute(p).await.map(|r| r.rows_affected()))?,
+            with_pool!(self, p => sqlx::query(sql).bind(self.theirs(at)).bind(ip_address).execute(p).await.map(|r| r.rows_affected()))?,
         )
     }
 
@@ -373,8 +449,8 @@ impl Store {
             .bind(ip_address)
             .bind(reason)
             .bind(source)
-            .bind(blocked_at)
-            .bind(expires_at)
+            .bind(self.theirs(blocked_at))
+            .bind(expires_at.map(|t| self.theirs(t)))
             .bind(node)
             .execute(p)
             .await
@@ -403,14 +479,23 @@ impl Store {
         let ((rows, last_id, fetched), bad) = with_pool!(self, p => {
             let rows = sqlx::query(safe(&sql))
                 .bind(after_id)
-                .bind(since)
+                .bind(self.theirs(since))
                 .bind(limit)
                 .fetch_all(p)
                 .await?;
             let fetched = rows.len();
             let last_id = rows.iter().map(|r| row_id!(r)).max();
-            let (good, bad) =
-                decode_each(rows, table, |r| FailureRow::from_row(r), |r| row_id!(r));
+            let (good, bad) = decode_each(
+                rows,
+                table,
+                |r| {
+                    FailureRow::from_row(r).map(|mut f| {
+                        f.attempt_time = self.ours(f.attempt_time);
+                        f
+                    })
+                },
+                |r| row_id!(r),
+            );
             ((good, last_id, fetched), bad)
         });
         for b in bad {
@@ -447,7 +532,7 @@ impl Store {
             .bind(username)
             .bind(user_agent)
             .bind(response_code)
-            .bind(at)
+            .bind(self.theirs(at))
             .execute(p)
             .await
             .map(|r| r.inserted_id()))?;
@@ -456,7 +541,9 @@ impl Store {
 
     pub async fn blocks_of(&self, ip_address: &str) -> Result<Vec<BlockRow>> {
         let sql = format!("SELECT {BLOCK_COLS} FROM blocked_ips WHERE ip_address = ? ORDER BY id");
-        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(ip_address).fetch_all(p).await)?)
+        let rows: Vec<BlockRow> =
+            with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(ip_address).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|r| self.block_ours(r)).collect())
     }
 
     pub async fn allows(&self) -> Result<Vec<AllowRow>> {
@@ -472,13 +559,23 @@ impl Store {
         let sql = "SELECT id, ip_address, comment, created_at FROM whitelisted_ips ORDER BY id";
         Ok(with_pool!(self, p => {
             let rows = sqlx::query(sql).fetch_all(p).await?;
-            decode_each(rows, "whitelisted_ips", |r| AllowRow::from_row(r), |r| row_id!(r))
+            decode_each(
+                rows,
+                "whitelisted_ips",
+                |r| {
+                    AllowRow::from_row(r).map(|mut a| {
+                        a.created_at = self.ours(a.created_at);
+                        a
+                    })
+                },
+                |r| row_id!(r),
+            )
         }))
     }
 
     pub async fn insert_allow(&self, ip_address: &str, comment: &str) -> Result<()> {
         let sql = "INSERT INTO whitelisted_ips (ip_address, comment, created_at) VALUES (?, ?, ?)";
-        with_pool!(self, p => sqlx::query(sql).bind(ip_address).bind(comment).bind(now()).execute(p).await.map(|_| ()))?;
+        with_pool!(self, p => sqlx::query(sql).bind(ip_address).bind(comment).bind(self.theirs(now())).execute(p).await.map(|_| ()))?;
         Ok(())
     }
 
@@ -511,7 +608,7 @@ impl Store {
                     .bind(&e.source_ip)
                     .bind(&e.severity)
                     .bind(e.details.to_string())
-                    .bind(e.event_time)
+                    .bind(self.theirs(e.event_time))
                     .bind(&e.node)
                     .execute(&mut *tx)
                     .await?;
@@ -536,17 +633,24 @@ impl Store {
         let sql = format!(
             "SELECT id, event_type, source_ip, severity, details, event_time, node \
              FROM security_events WHERE {}{filter} ORDER BY event_time DESC, id DESC LIMIT ?",
-            match self {
-                Store::Sqlite(_) => "julianday(event_time) >= julianday(?)",
-                Store::Mysql(_) => "event_time >= ?",
+            match self.pool {
+                Pool::Sqlite(_) => "julianday(event_time) >= julianday(?)",
+                Pool::Mysql(_) => "event_time >= ?",
             }
         );
-        Ok(with_pool!(self, p => {
-            let mut q = sqlx::query_as(safe(&sql)).bind(since);
+        let rows: Vec<EventRow> = with_pool!(self, p => {
+            let mut q = sqlx::query_as(safe(&sql)).bind(self.theirs(since));
             if let Some(t) = event_type {
                 q = q.bind(t);
             }
             q.bind(limit).fetch_all(p).await
-        })?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|mut e| {
+                e.event_time = self.ours(e.event_time);
+                e
+            })
+            .collect())
     }
 }
