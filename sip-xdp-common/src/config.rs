@@ -6,6 +6,9 @@ pub const CONFIG_MONITOR: u32 = 1 << 0;
 /// Drop packets on SIP ports whose payload is not SIP.
 pub const CONFIG_DROP_MALFORMED: u32 = 1 << 1;
 
+/// Drop everything from a banned or blocked source, not only its SIP.
+pub const CONFIG_BAN_ALL: u32 = 1 << 2;
+
 /// Longest payload a sample carries.
 pub const SAMPLE_MAX_PAYLOAD: usize = 1024;
 
@@ -54,6 +57,10 @@ impl KernelConfig {
     #[inline(always)]
     pub fn source_key(&self, src: &crate::IpKey) -> crate::IpKey {
         crate::addr::prefix_key(src, u32::from(self.prefix_v4), u32::from(self.prefix_v6))
+    }
+
+    pub const fn ban_all(&self) -> bool {
+        self.flags & CONFIG_BAN_ALL != 0
     }
 
     pub const fn drop_malformed(&self) -> bool {

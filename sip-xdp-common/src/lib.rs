@@ -15,7 +15,7 @@ pub mod stats;
 
 pub use addr::IpKey;
 pub use classify::{classify, SipClass, CLASSIFY_LEN};
-pub use config::{KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+pub use config::{KernelConfig, CONFIG_BAN_ALL, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
 pub use maps::{BanValue, BlockValue, SourceStats};
 pub use reason::{BanReason, Reason};
 pub use stats::Counter;

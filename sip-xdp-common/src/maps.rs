@@ -6,6 +6,7 @@ pub const MAP_ALLOW: &str = "ALLOW";
 pub const MAP_BLOCK: &str = "BLOCK";
 pub const MAP_SOURCES: &str = "SOURCES";
 pub const MAP_SIP_PORTS: &str = "SIP_PORTS";
+pub const MAP_TCP_PORTS: &str = "TCP_PORTS";
 pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_RATE: &str = "RATE";
@@ -18,12 +19,13 @@ pub const MAP_TRUST_PROG: &str = "TRUST_PROG";
 pub const MAP_SHED: &str = "SHED";
 
 /// Every map the programs own, in pin order.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 12] = [
     MAP_BANS,
     MAP_ALLOW,
     MAP_BLOCK,
     MAP_SOURCES,
     MAP_SIP_PORTS,
+    MAP_TCP_PORTS,
     MAP_CONFIG,
     MAP_STATS,
     MAP_RATE,

@@ -29,10 +29,10 @@ use aya_ebpf::{
 };
 use maps::{
     ALLOW, BANS, BLOCK, CONFIG, RATE, SAMPLES, SAMPLE_BUDGET, SHED, SIP_PORTS, SOURCES, STATS,
-    VERIFIED,
+    TCP_PORTS, VERIFIED,
 };
 use network_types::udp::UdpHdr;
-use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP};
+use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP};
 use sip_xdp_common::{
     classify,
     classify::SIP_CLASSES,
@@ -69,17 +69,24 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
             Source::Allowed | Source::Unknown => pass(Counter::Fragment),
         });
     }
-    if l3.proto != IPPROTO_UDP {
+    // A one-entry array always has its entry.
+    let Some(cfg) = CONFIG.get(0) else {
         return Ok(pass(Counter::NonUdp));
+    };
+    if l3.proto != IPPROTO_UDP {
+        let sip_tcp =
+            l3.proto == IPPROTO_TCP && in_ports(&TCP_PORTS, parse::tcp_dst_port(ctx, l3.l4_off)?);
+        return Ok(enforce_only(
+            &src,
+            sip_tcp || cfg.ban_all(),
+            cfg,
+            Counter::NonUdp,
+        ));
     }
     let udp = parse::udp(ctx, l3.l4_off)?;
     if !is_sip_port(udp.dst_port) {
-        return Ok(pass(Counter::OtherPort));
+        return Ok(enforce_only(&src, cfg.ban_all(), cfg, Counter::OtherPort));
     }
-    // A one-entry array always has its entry.
-    let Some(cfg) = CONFIG.get(0) else {
-        return Ok(pass(Counter::Sip));
-    };
     let allowed = match source_rules(&src) {
         Source::Banned => return Ok(drop(Counter::Banned, cfg.monitor())),
         Source::Blocked => return Ok(drop(Counter::Blocked, cfg.monitor())),
@@ -300,9 +307,30 @@ fn bump(hits: &u64) {
     };
 }
 
+/// Traffic the flood filter neither counts nor samples: SIP over TCP and
+/// TLS, and with `ban_scope = "all"` everything else. A banned or blocked
+/// source is still dropped there (`enforce`), so a scanner banned on UDP
+/// cannot carry on over TCP; anyone else passes as `otherwise`.
+#[inline(always)]
+fn enforce_only(src: &IpKey, enforce: bool, cfg: &KernelConfig, otherwise: Counter) -> u32 {
+    if !enforce {
+        return pass(otherwise);
+    }
+    match source_rules(src) {
+        Source::Banned => drop(Counter::Banned, cfg.monitor()),
+        Source::Blocked => drop(Counter::Blocked, cfg.monitor()),
+        Source::Allowed | Source::Unknown => pass(otherwise),
+    }
+}
+
 #[inline(always)]
 pub(crate) fn is_sip_port(port: u16) -> bool {
-    match SIP_PORTS.get(u32::from(port >> 6)) {
+    in_ports(&SIP_PORTS, port)
+}
+
+#[inline(always)]
+fn in_ports(map: &aya_ebpf::maps::Array<u64>, port: u16) -> bool {
+    match map.get(u32::from(port >> 6)) {
         Some(word) => (*word >> (port & 63)) & 1 != 0,
         None => false,
     }

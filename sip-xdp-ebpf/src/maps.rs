@@ -44,6 +44,11 @@ pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
 #[map]
 pub static SIP_PORTS: Array<u64> = Array::pinned(SIP_PORT_WORDS, 0);
 
+/// Bitmap of TCP ports (SIP over TCP and TLS) on which bans are enforced;
+/// nothing is counted or sampled there.
+#[map]
+pub static TCP_PORTS: Array<u64> = Array::pinned(SIP_PORT_WORDS, 0);
+
 #[map]
 pub static CONFIG: Array<KernelConfig> = Array::pinned(1, 0);
 

@@ -60,6 +60,7 @@ const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
 const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
 
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_TCP: u8 = 6;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
@@ -181,6 +182,14 @@ pub fn ipv6(ctx: &impl Frame, off: usize) -> Result<L3, Truncated> {
         l4_off: off,
         no_l4: still_ext,
     })
+}
+
+/// The destination port of a TCP segment: all a ban needs.
+#[inline(always)]
+pub fn tcp_dst_port(ctx: &impl Frame, off: usize) -> Result<u16, Truncated> {
+    let h = ptr_at::<[u8; 4]>(ctx, off)?;
+    let (hi, lo) = unsafe { ((*h)[2], (*h)[3]) };
+    Ok(u16::from_be_bytes([hi, lo]))
 }
 
 pub struct Udp {

@@ -8,6 +8,8 @@
 //! mode = "auto"            # auto | native | skb
 //! sync_interval = "2s"
 //! ports = [5060, 5080]
+//! tcp_ports = [5060, 5061] # SIP over TCP/TLS: bans enforced, nothing counted
+//! ban_scope = "sip"        # sip: bans drop SIP ports only | all: everything
 //! monitor = false
 //! drop_malformed = false
 //! event_buffer = 10000
@@ -68,6 +70,8 @@ struct Raw {
     mode: Option<String>,
     sync_interval: Option<String>,
     ports: Option<Vec<u16>>,
+    tcp_ports: Option<Vec<u16>>,
+    ban_scope: Option<String>,
     monitor: Option<bool>,
     drop_malformed: Option<bool>,
     event_buffer: Option<usize>,
@@ -90,6 +94,9 @@ pub struct Config {
     pub mode: AttachMode,
     pub sync_interval: Duration,
     pub ports: Option<Vec<u16>>,
+    /// TCP ports bans are enforced on (SIP over TCP and TLS); `[]` = none.
+    pub tcp_ports: Option<Vec<u16>>,
+    pub ban_scope: Option<BanScope>,
     pub monitor: Option<bool>,
     pub drop_malformed: Option<bool>,
     pub event_buffer: usize,
@@ -157,6 +164,20 @@ impl Config {
                 return Err(("ports", "needs at least one port, none of them 0".into()));
             }
         }
+        if raw.tcp_ports.as_ref().is_some_and(|p| p.contains(&0)) {
+            return Err(("tcp_ports", "port 0 is not a port".into()));
+        }
+        let ban_scope = match raw.ban_scope.as_deref() {
+            None => None,
+            Some("sip") => Some(BanScope::Sip),
+            Some("all") => Some(BanScope::All),
+            Some(other) => {
+                return Err((
+                    "ban_scope",
+                    format!("{other:?} is not \"sip\" (SIP ports over UDP and TCP) or \"all\" (everything from the source)"),
+                ))
+            }
+        };
         let metrics = match &raw.metrics {
             None => None,
             Some(a) => Some(a.parse().map_err(|_| {
@@ -178,6 +199,8 @@ impl Config {
             mode,
             sync_interval,
             ports: raw.ports,
+            tcp_ports: raw.tcp_ports,
+            ban_scope,
             monitor: raw.monitor,
             drop_malformed: raw.drop_malformed,
             event_buffer: raw.event_buffer.unwrap_or(10_000),
@@ -187,6 +210,15 @@ impl Config {
             path: None,
         })
     }
+}
+
+/// What a ban or block drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BanScope {
+    /// The configured SIP ports: UDP (`ports`) and TCP/TLS (`tcp_ports`).
+    Sip,
+    /// Every IP packet from the source, whatever the protocol and port.
+    All,
 }
 
 fn capacities(raw: &Raw) -> Result<Capacities, (&'static str, String)> {
@@ -288,8 +320,21 @@ mod tests {
         assert_eq!(c.mode, AttachMode::Native);
         assert_eq!(c.sync_interval, Duration::from_millis(500));
         assert_eq!(c.ports, Some(vec![5060, 5080]));
+        assert_eq!((c.tcp_ports.clone(), c.ban_scope), (None, None));
         assert_eq!(c.monitor, Some(true));
         assert_eq!(c.path.as_deref(), Some(p.as_path()));
+    }
+
+    #[test]
+    fn tcp_ports_and_ban_scope() {
+        let c = Config::parse("tcp_ports = []\nban_scope = \"all\"\n", "t").unwrap();
+        assert_eq!(
+            (c.tcp_ports, c.ban_scope),
+            (Some(vec![]), Some(BanScope::All))
+        );
+        let e = Config::parse("ban_scope = \"everything\"\n", "t").unwrap_err();
+        assert!(e.to_string().contains("ban_scope"), "{e}");
+        assert!(Config::parse("tcp_ports = [0]\n", "t").is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 use serde_json::json;
 use sip_xdp_common::{
-    maps::BanReason, Counter, KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR,
+    maps::BanReason, Counter, KernelConfig, CONFIG_BAN_ALL, CONFIG_DROP_MALFORMED, CONFIG_MONITOR,
 };
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -625,7 +625,16 @@ fn apply_settings(maps: &mut Maps, cfg: &Config, defender: &Defender) -> crate::
     if let Some(ports) = &cfg.ports {
         maps.set_ports(ports)?;
     }
+    if let Some(ports) = &cfg.tcp_ports {
+        maps.set_tcp_ports(ports)?;
+    }
     let mut k: KernelConfig = maps.config()?;
+    if let Some(scope) = cfg.ban_scope {
+        k.flags = match scope {
+            crate::config::BanScope::All => k.flags | CONFIG_BAN_ALL,
+            crate::config::BanScope::Sip => k.flags & !CONFIG_BAN_ALL,
+        };
+    }
     if let Some(on) = cfg.monitor {
         k.flags = if on {
             k.flags | CONFIG_MONITOR

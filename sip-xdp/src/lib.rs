@@ -68,3 +68,5 @@ pub const TRUST_PROGRAM_NAME: &str = "sip_xdp_trust";
 
 /// SIP port enabled when the maps are first created.
 pub const DEFAULT_SIP_PORT: u16 = 5060;
+/// SIP over TCP and over TLS: bans are enforced there too.
+pub const DEFAULT_TCP_PORTS: [u16; 2] = [5060, 5061];

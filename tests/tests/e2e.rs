@@ -189,3 +189,66 @@ fn operator_mistakes_get_one_clear_line() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("needs root"), "{e}");
 }
+
+/// Whether a TCP handshake from `client` to `to` completes within 700 ms.
+fn tcp_connects(client: &sip_xdp_tests::lab::Netns, to: SocketAddr) -> bool {
+    client.enter(|| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(700)).is_ok())
+}
+
+/// A banned scanner moving to SIP over TCP or TLS is dropped there too;
+/// with `scope all` everything from it is, and the allow-list still wins.
+#[test]
+fn a_ban_covers_sip_over_tcp_and_with_scope_all_everything() {
+    let lab = Lab::two_clients("t");
+    let cli = Cli::new(&lab.server);
+    cli.ok(&[
+        "attach", "--iface", "s1", "--iface", "s2", "--mode", "native",
+    ]);
+    // Listeners on SIP over TCP, SIP over TLS and a web port; the kernel
+    // completes the handshake, nothing needs to accept.
+    let _listeners: Vec<std::net::TcpListener> = lab.server.enter(|| {
+        [5060, 5061, 8080]
+            .iter()
+            .map(|p| std::net::TcpListener::bind(("::", *p)).unwrap())
+            .collect()
+    });
+    let to = |i: usize, port: u16| SocketAddr::new(lab.links[i].server_v4, port);
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    for port in [5060, 5061, 8080] {
+        assert!(tcp_connects(c1, to(0, port)), "before the ban, port {port}");
+    }
+    let ports = cli.ok(&["ports"]);
+    assert!(
+        ports.contains("TCP/TLS ports (bans enforced): 5060 5061"),
+        "{ports}"
+    );
+
+    cli.ok(&["block", &lab.links[0].client_v4.to_string(), "--for", "10m"]);
+    assert!(
+        !tcp_connects(c1, to(0, 5060)),
+        "SIP over TCP from a banned source"
+    );
+    assert!(
+        !tcp_connects(c1, to(0, 5061)),
+        "SIP over TLS from a banned source"
+    );
+    assert!(tcp_connects(c1, to(0, 8080)), "scope sip: other ports pass");
+    assert!(
+        tcp_connects(c2, to(1, 5061)),
+        "another client is not touched"
+    );
+    let stats = cli.stats();
+    assert!(stats["drop_banned"].as_u64().unwrap() >= 2, "{stats}");
+
+    let out = cli.ok(&["scope", "all"]);
+    assert!(out.contains("ban scope: all"), "{out}");
+    assert!(!tcp_connects(c1, to(0, 8080)), "scope all: every port");
+    assert!(
+        tcp_connects(c2, to(1, 8080)),
+        "scope all: only the banned source"
+    );
+    cli.ok(&["allow", &lab.links[0].client_v4.to_string()]);
+    assert!(tcp_connects(c1, to(0, 5061)), "the allow-list wins");
+    let status = cli.ok(&["status"]);
+    assert!(status.contains("ban scope: all"), "{status}");
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use sip_xdp::kernel::Guard;
 use sip_xdp_common::{
-    maps::BanReason, Counter, KernelConfig as Config, CONFIG_DROP_MALFORMED, CONFIG_MONITOR,
+    maps::BanReason, Counter, KernelConfig as Config, CONFIG_BAN_ALL, CONFIG_DROP_MALFORMED,
+    CONFIG_MONITOR,
 };
 use sip_xdp_tests::{
     frames::{arp, Frame, INVITE, OPTIONS, REGISTER},
@@ -45,10 +46,29 @@ fn non_sip_traffic_passes_untouched() {
     assert_eq!(run(&p, &tcp), (XDP_PASS, vec![(NonUdp, 1)]));
     let other = Frame::sip("203.0.113.9", OPTIONS).udp_port(53).build();
     assert_eq!(run(&p, &other), (XDP_PASS, vec![(OtherPort, 1)]));
-    // Non-SIP traffic from a banned source is not ours to judge.
+    // A banned source: its SIP over TCP (5060) and TLS (5061) is dropped,
+    // the rest is not ours to judge unless the ban scope is `all`.
     ban(&p, "203.0.113.9", None);
-    assert_eq!(run(&p, &other).0, XDP_PASS);
-    assert_eq!(run(&p, &tcp).0, XDP_PASS);
+    assert_eq!(run(&p, &tcp), (XDP_DROP, vec![(Banned, 1)]));
+    let tls = Frame::sip("203.0.113.9", OPTIONS).tcp(5061).build();
+    assert_eq!(run(&p, &tls), (XDP_DROP, vec![(Banned, 1)]));
+    let web = Frame::sip("203.0.113.9", OPTIONS).tcp(443).build();
+    assert_eq!(run(&p, &web), (XDP_PASS, vec![(NonUdp, 1)]));
+    assert_eq!(run(&p, &other), (XDP_PASS, vec![(OtherPort, 1)]));
+    let mut maps = p.maps();
+    maps.set_tcp_ports(&[]).unwrap();
+    assert_eq!(run(&p, &tcp), (XDP_PASS, vec![(NonUdp, 1)]));
+    maps.set_config(Config {
+        flags: CONFIG_BAN_ALL,
+        ..Default::default()
+    })
+    .unwrap();
+    for f in [&tcp, &web, &other] {
+        assert_eq!(run(&p, f), (XDP_DROP, vec![(Banned, 1)]));
+    }
+    // Nothing changes for anyone else.
+    let clean = Frame::sip("203.0.113.10", OPTIONS).tcp(443).build();
+    assert_eq!(run(&p, &clean), (XDP_PASS, vec![(NonUdp, 1)]));
 }
 
 #[test]

@@ -89,7 +89,8 @@ pub enum Command {
         purge: bool,
     },
     /// Drop SIP from an address or CIDR (ADDR[/LEN]): UDP to the SIP ports
-    /// (`sip-xdp ports`) and its fragments; other traffic passes.
+    /// and TCP to the SIP TCP/TLS ports (`sip-xdp ports`), and its
+    /// fragments; other traffic passes unless `sip-xdp scope all`.
     Block {
         target: String,
         /// Lift the block after this long (30s, 10m, 1h, 7d); default: never.
@@ -164,8 +165,20 @@ pub enum Command {
     },
     /// Show the SIP ports, or replace them with the given list.
     Ports {
+        /// UDP ports where SIP is counted, limited and filtered.
         #[arg(value_parser = clap::value_parser!(u16).range(1..))]
         ports: Vec<u16>,
+        /// TCP ports (SIP over TCP and TLS) where bans and blocks are
+        /// enforced, comma-separated; `--tcp none` for none.
+        #[arg(long, value_name = "PORTS")]
+        tcp: Option<String>,
+    },
+    /// What a ban or block drops: `sip` (the SIP ports over UDP and TCP,
+    /// the default) or `all` (every packet from the source). Shows it
+    /// without an argument.
+    Scope {
+        #[arg(value_enum)]
+        scope: Option<crate::config::BanScope>,
     },
     /// Attachments, program, modes and map fill levels.
     Status {

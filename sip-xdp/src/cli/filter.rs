@@ -1,10 +1,11 @@
 //! Commands that drive the attached program: attach, detach, monitor mode,
-//! malformed payloads, SIP ports.
+//! malformed payloads, SIP ports, ban scope.
 
 use anyhow::bail;
-use sip_xdp_common::{KernelConfig, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+use sip_xdp_common::{KernelConfig, CONFIG_BAN_ALL, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
 
 use super::{Ctx, MalformedAction, OnOff};
+use crate::config::BanScope;
 use crate::kernel::{
     loader::{self, AttachMode},
     Maps,
@@ -50,8 +51,11 @@ pub fn malformed(ctx: &Ctx, action: MalformedAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn ports(ctx: &Ctx, ports: &[u16]) -> anyhow::Result<()> {
+pub fn ports(ctx: &Ctx, ports: &[u16], tcp: Option<&str>) -> anyhow::Result<()> {
     let mut maps = Maps::open(&ctx.pins)?;
+    if let Some(tcp) = tcp {
+        maps.set_tcp_ports(&parse_port_list(tcp)?)?;
+    }
     if !ports.is_empty() {
         maps.set_ports(ports)?;
     }
@@ -59,8 +63,47 @@ pub fn ports(ctx: &Ctx, ports: &[u16]) -> anyhow::Result<()> {
     if now.is_empty() {
         bail!("no SIP ports configured: nothing is filtered (set some with `sip-xdp ports 5060`)");
     }
-    let list: Vec<String> = now.iter().map(ToString::to_string).collect();
-    println!("SIP ports: {}", list.join(" "));
+    let show = |p: &[u16]| -> String {
+        if p.is_empty() {
+            "none".into()
+        } else {
+            p.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    println!("SIP ports: {}", show(&now));
+    match maps.tcp_ports()? {
+        Some(t) => println!("TCP/TLS ports (bans enforced): {}", show(&t)),
+        None => println!("TCP/TLS ports: not enforced by the loaded program (reload it)"),
+    }
+    Ok(())
+}
+
+/// `5060,5061`, or `none`.
+fn parse_port_list(s: &str) -> anyhow::Result<Vec<u16>> {
+    if s.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|p| match p.trim().parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("--tcp {s:?}: {p:?} is not a port (1-65535); use e.g. --tcp 5060,5061 or --tcp none"),
+        })
+        .collect()
+}
+
+pub fn scope(ctx: &Ctx, scope: Option<BanScope>) -> anyhow::Result<()> {
+    if let Some(s) = scope {
+        set_flag(ctx, CONFIG_BAN_ALL, s == BanScope::All)?;
+    }
+    let maps = Maps::open(&ctx.pins)?;
+    if maps.config()?.ban_all() {
+        println!("ban scope: all (every packet from a banned or blocked source is dropped)");
+    } else {
+        println!("ban scope: sip (UDP and TCP to the SIP ports are dropped from banned or blocked sources; other traffic passes)");
+    }
     Ok(())
 }
 

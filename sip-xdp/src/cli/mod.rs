@@ -114,7 +114,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Top { n, json } => show::top(&ctx, n, json),
         Command::Monitor { state } => filter::monitor(&ctx, state),
         Command::Malformed { action } => filter::malformed(&ctx, action),
-        Command::Ports { ports } => filter::ports(&ctx, &ports),
+        Command::Ports { ports, tcp } => filter::ports(&ctx, &ports, tcp.as_deref()),
+        Command::Scope { scope } => filter::scope(&ctx, scope),
         Command::Status { json } => status::status(&ctx, json),
     }
 }

@@ -44,14 +44,15 @@ fn gather(ctx: &Ctx) -> anyhow::Result<Value> {
         .collect();
     let prog = loader::program_info(pins);
     let maps = Maps::open(pins).ok();
-    let (config, ports, fill, verified) = match &maps {
+    let (config, ports, tcp_ports, fill, verified) = match &maps {
         Some(m) => (
             Some(m.config().context("reading config")?),
             m.ports().context("reading ports")?,
+            m.tcp_ports().context("reading TCP ports")?,
             m.fill(None),
             Some(m.verified_now().len()),
         ),
-        None => (None, Vec::new(), Vec::new(), None),
+        None => (None, Vec::new(), None, Vec::new(), None),
     };
     Ok(json!({
         "pin_dir": pins.root(),
@@ -61,6 +62,8 @@ fn gather(ctx: &Ctx) -> anyhow::Result<Value> {
         "monitor": config.map(|c| c.monitor()),
         "drop_malformed": config.map(|c| c.drop_malformed()),
         "sip_ports": ports,
+        "tcp_ports": tcp_ports,
+        "ban_scope": config.map(|c| if c.ban_all() { "all" } else { "sip" }),
         "verified_sources": verified,
         "maps": fill.iter().map(|(n, e, m)| json!({"map": n, "entries": e, "max": m})).collect::<Vec<_>>(),
         "controller": controller,
@@ -102,13 +105,26 @@ fn print_kernel(v: &Value) {
                 "passed"
             }
         );
-        let list: Vec<String> = v["sip_ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect();
-        println!("SIP ports: {}", list.join(" "));
+        let list = |k: &str| -> String {
+            let l: Vec<String> = v[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect();
+            if l.is_empty() {
+                "none".into()
+            } else {
+                l.join(" ")
+            }
+        };
+        println!("SIP ports: {}", list("sip_ports"));
+        if v["tcp_ports"].is_null() {
+            println!("TCP/TLS ports: not enforced by the loaded program (reload it)");
+        } else {
+            println!("TCP/TLS ports (bans enforced): {}", list("tcp_ports"));
+        }
+        println!("ban scope: {}", v["ban_scope"].as_str().unwrap_or("sip"));
     }
     if let Some(n) = v["verified_sources"].as_u64() {
         println!("verified sources: {n} (`sip-xdp list verified`)");

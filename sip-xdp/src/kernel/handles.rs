@@ -40,6 +40,8 @@ pub struct Maps {
     block: LpmTrie<MapData, IpKey, BlockValue>,
     sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
     ports: Array<MapData, u64>,
+    /// Absent when the pinned program predates TCP enforcement.
+    tcp_ports: Option<Array<MapData, u64>>,
     config: Array<MapData, KernelConfig>,
     stats: PerCpuArray<MapData, u64>,
     max: [u32; 4],
@@ -156,6 +158,9 @@ impl Maps {
                 .map_err(e(MAP_SOURCES))?,
             ports: Array::try_from(Map::Array(open(pins, MAP_SIP_PORTS)?))
                 .map_err(e(MAP_SIP_PORTS))?,
+            tcp_ports: open(pins, MAP_TCP_PORTS)
+                .ok()
+                .and_then(|d| Array::try_from(Map::Array(d)).ok()),
             config: Array::try_from(Map::Array(open(pins, MAP_CONFIG)?)).map_err(e(MAP_CONFIG))?,
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(pins, MAP_STATS)?))
                 .map_err(e(MAP_STATS))?,
@@ -507,53 +512,33 @@ impl Maps {
             .map_err(Error::map("writing config"))
     }
 
+    /// The UDP ports SIP is filtered on.
     pub fn ports(&self) -> Result<Vec<u16>> {
-        let mut out = Vec::new();
-        for w in 0..SIP_PORT_WORDS {
-            let bits = self
-                .ports
-                .get(&w, 0)
-                .map_err(Error::map("reading SIP ports"))?;
-            for b in 0..64 {
-                if bits & (1 << b) != 0 {
-                    out.push((w * 64 + b) as u16);
-                }
-            }
-        }
-        Ok(out)
+        read_ports(&self.ports)
     }
 
-    /// Replaces the SIP port set.
+    /// Replaces the UDP SIP port set.
     pub fn set_ports(&mut self, ports: &[u16]) -> Result<()> {
-        let mut words = vec![0u64; SIP_PORT_WORDS as usize];
-        for p in ports {
-            words[usize::from(p >> 6)] |= 1 << (p & 63);
+        write_ports(&mut self.ports, ports)
+    }
+
+    /// The TCP ports (SIP over TCP and TLS) bans are enforced on; `None`
+    /// when the pinned program predates them.
+    pub fn tcp_ports(&self) -> Result<Option<Vec<u16>>> {
+        self.tcp_ports.as_ref().map(read_ports).transpose()
+    }
+
+    /// Replaces the TCP port set.
+    pub fn set_tcp_ports(&mut self, ports: &[u16]) -> Result<()> {
+        match &mut self.tcp_ports {
+            Some(map) => write_ports(map, ports),
+            None => Err(Error::Io {
+                context: "setting TCP ports".into(),
+                source: std::io::Error::other(
+                    "the loaded program predates TCP enforcement; reload it (see `sip-xdp status`)",
+                ),
+            }),
         }
-        // Add new ports before removing old ones, so no port the operator
-        // keeps is ever briefly unfiltered.
-        for (i, w) in words.iter().enumerate() {
-            let old = self
-                .ports
-                .get(&(i as u32), 0)
-                .map_err(Error::map("reading SIP ports"))?;
-            if old | w != old {
-                self.ports
-                    .set(i as u32, old | w, 0)
-                    .map_err(Error::map("writing SIP ports"))?;
-            }
-        }
-        for (i, w) in words.iter().enumerate() {
-            let old = self
-                .ports
-                .get(&(i as u32), 0)
-                .map_err(Error::map("reading SIP ports"))?;
-            if old != *w {
-                self.ports
-                    .set(i as u32, *w, 0)
-                    .map_err(Error::map("writing SIP ports"))?;
-            }
-        }
-        Ok(())
     }
 
     /// Exact bans as the kernel holds them.
@@ -641,4 +626,39 @@ impl Maps {
             (MAP_SOURCES, sources, self.max[3]),
         ]
     }
+}
+
+fn read_ports(map: &Array<MapData, u64>) -> Result<Vec<u16>> {
+    let mut out = Vec::new();
+    for w in 0..SIP_PORT_WORDS {
+        let bits = map.get(&w, 0).map_err(Error::map("reading ports"))?;
+        for b in 0..64 {
+            if bits & (1 << b) != 0 {
+                out.push((w * 64 + b) as u16);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds the new ports before removing old ones, so no port the operator
+/// keeps is ever briefly unfiltered.
+fn write_ports(map: &mut Array<MapData, u64>, ports: &[u16]) -> Result<()> {
+    let mut words = vec![0u64; SIP_PORT_WORDS as usize];
+    for p in ports {
+        words[usize::from(p >> 6)] |= 1 << (p & 63);
+    }
+    for pass in 0..2 {
+        for (i, w) in words.iter().enumerate() {
+            let old = map
+                .get(&(i as u32), 0)
+                .map_err(Error::map("reading ports"))?;
+            let new = if pass == 0 { old | w } else { *w };
+            if new != old {
+                map.set(i as u32, new, 0)
+                    .map_err(Error::map("writing ports"))?;
+            }
+        }
+    }
+    Ok(())
 }

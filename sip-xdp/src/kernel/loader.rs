@@ -13,12 +13,12 @@ use aya::{
     EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
-use sip_xdp_common::maps::{MAP_SIP_PORTS, MAP_TRUST_PROG, SIP_PORT_WORDS};
+use sip_xdp_common::maps::{MAP_SIP_PORTS, MAP_TCP_PORTS, MAP_TRUST_PROG, SIP_PORT_WORDS};
 
 use super::pins::Pins;
 use crate::{
-    Error, Result, DEFAULT_SIP_PORT, EBPF_OBJECT, EGRESS_PROGRAM_NAME, PROGRAM_NAME,
-    TRUST_PROGRAM_NAME,
+    Error, Result, DEFAULT_SIP_PORT, DEFAULT_TCP_PORTS, EBPF_OBJECT, EGRESS_PROGRAM_NAME,
+    PROGRAM_NAME, TRUST_PROGRAM_NAME,
 };
 
 /// How the operator asked to attach.
@@ -246,22 +246,30 @@ fn raise_memlock() {
     }
 }
 
-/// A new port map is all zero; enable the default SIP port once, never
+/// A new port map is all zero; enable the default ports once, never
 /// overwriting a port set an operator chose before a reload.
 fn init_ports(pins: &Pins) -> Result<()> {
-    let data = MapData::from_pin(pins.map(MAP_SIP_PORTS))
-        .map_err(Error::map("opening the SIP port map"))?;
+    init_port_map(pins, MAP_SIP_PORTS, &[DEFAULT_SIP_PORT])?;
+    init_port_map(pins, MAP_TCP_PORTS, &DEFAULT_TCP_PORTS)
+}
+
+fn init_port_map(pins: &Pins, name: &str, defaults: &[u16]) -> Result<()> {
+    let data = MapData::from_pin(pins.map(name)).map_err(Error::map("opening a port map"))?;
     let mut ports: Array<MapData, u64> =
-        Array::try_from(Map::Array(data)).map_err(Error::map("opening the SIP port map"))?;
+        Array::try_from(Map::Array(data)).map_err(Error::map("opening a port map"))?;
     for i in 0..SIP_PORT_WORDS {
-        if ports.get(&i, 0).map_err(Error::map("reading SIP ports"))? != 0 {
+        if ports.get(&i, 0).map_err(Error::map("reading ports"))? != 0 {
             return Ok(());
         }
     }
-    let p = DEFAULT_SIP_PORT;
-    ports
-        .set(u32::from(p >> 6), 1u64 << (p & 63), 0)
-        .map_err(Error::map("setting the default SIP port"))
+    for p in defaults {
+        let w = u32::from(p >> 6);
+        let old = ports.get(&w, 0).map_err(Error::map("reading ports"))?;
+        ports
+            .set(w, old | 1u64 << (p & 63), 0)
+            .map_err(Error::map("setting the default ports"))?;
+    }
+    Ok(())
 }
 
 /// Attaches to `iface` and pins the link. Returns the mode in use.
