@@ -14,6 +14,7 @@
 //! drop_malformed = false
 //! event_buffer = 10000
 //! status_file = "/run/sip-xdp/status.json"
+//! outbox = "/var/lib/sip-xdp/outbox.jsonl"  # CLI changes waiting for the database
 //! max_bans = 131072        # map sizes, fixed when the program is first loaded
 //! max_allow = 16384
 //! max_block = 65536
@@ -76,6 +77,7 @@ struct Raw {
     drop_malformed: Option<bool>,
     event_buffer: Option<usize>,
     status_file: Option<PathBuf>,
+    outbox: Option<PathBuf>,
     max_bans: Option<u32>,
     max_allow: Option<u32>,
     max_block: Option<u32>,
@@ -101,6 +103,8 @@ pub struct Config {
     pub drop_malformed: Option<bool>,
     pub event_buffer: usize,
     pub status_file: PathBuf,
+    /// Where the CLI queues changes the database could not take.
+    pub outbox: PathBuf,
     /// Map sizes, applied when the program is first loaded.
     pub capacities: Capacities,
     /// Prometheus endpoint, off by default.
@@ -207,6 +211,9 @@ impl Config {
             status_file: raw
                 .status_file
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_FILE)),
+            outbox: raw
+                .outbox
+                .unwrap_or_else(|| PathBuf::from(crate::db::outbox::DEFAULT_OUTBOX)),
             path: None,
         })
     }

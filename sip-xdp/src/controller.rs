@@ -282,6 +282,7 @@ impl Controller {
             pending,
             events,
             failures: self.defender.failure_request(),
+            outbox: crate::db::outbox::Outbox::new(&self.cfg.outbox),
         };
         let tx = report.clone();
         let task = tokio::spawn(async move {

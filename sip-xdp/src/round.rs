@@ -11,6 +11,7 @@ use chrono::NaiveDateTime;
 
 use crate::{
     db::{
+        outbox::Outbox,
         store::{AllowRow, BlockRow, Event, FailureBatch, Undecoded, FAILURE_TABLES},
         Store, StoreError,
     },
@@ -27,6 +28,8 @@ pub struct RoundInput {
     pub pending: Vec<PendingBlock>,
     pub events: Vec<Event>,
     pub failures: Option<FailureRequest>,
+    /// Operators' changes made while the database was away.
+    pub outbox: Outbox,
 }
 
 /// What a round did and read.
@@ -65,6 +68,7 @@ pub async fn run(input: RoundInput) -> Result<RoundOutput, RoundError> {
         &input.pending,
         &input.events,
         input.failures,
+        &input.outbox,
     )
     .await
     {
@@ -100,9 +104,23 @@ async fn work(
     pending: &[PendingBlock],
     events: &[Event],
     failures: Option<FailureRequest>,
+    outbox: &Outbox,
 ) -> Result<Work, StoreError> {
     // Every time below is converted by the skew measured here.
     store.sync_clock().await?;
+    // Before the lists are read: otherwise this round would undo in the
+    // kernel what an operator did during the outage.
+    let queued = outbox
+        .drain(|changes| async move {
+            for c in changes {
+                c.apply(store, true).await?;
+            }
+            Ok(())
+        })
+        .await?;
+    if queued > 0 {
+        tracing::info!(changes = queued, path = %outbox.path().display(), "wrote the changes queued while the database was unreachable");
+    }
     let mut lifted = Vec::new();
     let mut unblocked = Vec::new();
     for row in store.expired_unlifted(wall).await? {

@@ -51,7 +51,11 @@ impl<'a> Cli<'a> {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("sip-xdp.toml"),
-            format!("status_file = \"{}\"\n", dir.join("status.json").display()),
+            format!(
+                "status_file = \"{}\"\noutbox = \"{}\"\n",
+                dir.join("status.json").display(),
+                dir.join("outbox.jsonl").display()
+            ),
         )
         .unwrap();
         Self {
@@ -142,8 +146,9 @@ impl<'a> Cli<'a> {
         std::fs::write(
             self.dir.join("sip-xdp.toml"),
             format!(
-                "status_file = \"{}\"\nnode = \"{node}\"\n",
-                self.dir.join("status.json").display()
+                "status_file = \"{}\"\noutbox = \"{}\"\nnode = \"{node}\"\n",
+                self.dir.join("status.json").display(),
+                self.dir.join("outbox.jsonl").display()
             ),
         )
         .unwrap();

@@ -558,3 +558,57 @@ fn a_hung_database_delays_no_ban() {
         .block_on(s.events(now() - ChronoDuration::hours(1), Some("flood_detected"), 10))
         .is_ok_and(|e| !e.is_empty())));
 }
+
+/// What an operator does while the database is down holds when it is back:
+/// an unblock is not undone by the controller's next sync, a disallow does
+/// not come back, a block is not lifted for want of a row. The changes wait
+/// in the outbox and are written before the lists are read again.
+#[tokio::test(flavor = "current_thread")]
+async fn changes_made_during_an_outage_stick() {
+    let lab = Lab::two_clients("ob");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    no_detection(&cli);
+    let mut daemon = cli.start_controller(&["s1", "s2"], "node-ob", INTERVAL);
+    daemon.wait_log("database connected", Duration::from_secs(20));
+    let listener = SipListener::start(&lab.server, 5060);
+    let (c1, c2) = (
+        lab.links[0].client_v4.to_string(),
+        lab.links[1].client_v4.to_string(),
+    );
+    cli.ok(&["block", &c1, "--for", "1h"]);
+    cli.ok(&["allow", &c2]);
+    assert_eq!(delivered(&lab, &listener, 0), 0);
+
+    let server = MariadbStopped::stop();
+    for args in [
+        vec!["unblock", c1.as_str()],
+        vec!["disallow", c2.as_str()],
+        vec!["block", c2.as_str(), "--for", "1h"],
+    ] {
+        let out = cli.run(&args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("queued in"), "{args:?}: {err}");
+    }
+    assert_eq!(delivered(&lab, &listener, 0), N, "unblocked at once");
+    assert_eq!(delivered(&lab, &listener, 1), 0, "blocked at once");
+    drop(server);
+
+    daemon.wait_log(
+        "wrote the changes queued while the database was unreachable",
+        Duration::from_secs(60),
+    );
+    // Several syncs later, the kernel still agrees with the operator.
+    std::thread::sleep(4 * ONE_SYNC);
+    assert_eq!(delivered(&lab, &listener, 0), N, "the unblock was undone");
+    assert_eq!(delivered(&lab, &listener, 1), 0, "the block was lost");
+    assert!(!in_kernel(&cli, &c1) && in_kernel(&cli, &c2));
+    assert!(enforced(&cli, &c2) && !enforced(&cli, &c1));
+    let allowed = cli.json(&["list", "allowed", "--json"]);
+    assert_eq!(allowed.as_array().unwrap().len(), 0, "{allowed}");
+    let s = store(&db).await;
+    let lifted = s.blocks_of(&c1).await.unwrap();
+    assert!(lifted.iter().all(|r| r.unblocked_at.is_some()), "{lifted:?}");
+    assert!(daemon.stop().success());
+}

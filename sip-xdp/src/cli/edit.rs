@@ -9,15 +9,17 @@ use anyhow::Context as _;
 use chrono::NaiveDateTime;
 use ipnet::IpNet;
 use serde::Serialize;
-use serde_json::json;
 use sip_xdp_common::Reason;
 
 use super::Ctx;
 use crate::{
     config::{redact, Config},
-    db::store::{self, BlockRow, Event, Store},
+    db::{
+        outbox::{Applied, Change, Op, Outbox},
+        store::{self, BlockRow, Store},
+    },
     kernel::{Guard, Maps, Pins},
-    parse::{is_host, parse_net, spelling},
+    parse::{is_host, parse_net},
     Error,
 };
 
@@ -25,17 +27,6 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Store::connect(&cfg.db)
         .await
         .with_context(|| format!("database {}", redact(&cfg.db)))
-}
-
-fn event(cfg: &Config, t: &str, ip: &IpNet, severity: &str, details: serde_json::Value) -> Event {
-    Event {
-        event_type: t.into(),
-        source_ip: Some(spelling(ip)),
-        severity: severity.into(),
-        details,
-        event_time: store::now(),
-        node: Some(cfg.node.clone()),
-    }
 }
 
 /// The kernel maps if the filter is loaded; `None` (not an error) if not.
@@ -50,6 +41,8 @@ fn kernel(pins: &Pins) -> anyhow::Result<Option<Maps>> {
 /// Where a change landed, for the message the operator reads.
 pub struct Outcome {
     pub db: Result<(), String>,
+    /// The outbox file the change waits in when the database failed.
+    pub queued: Option<String>,
     pub kernel: bool,
 }
 
@@ -57,16 +50,52 @@ impl Outcome {
     /// Notes for stderr about a half-applied change.
     pub fn notes(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Err(e) = &self.db {
-            out.push(format!(
-                "warning: applied to the kernel only: {e}. A running controller will undo it at its first \
-                 sync after the database is back; repeat the command then"
-            ));
+        match (&self.db, &self.queued) {
+            (Err(e), Some(path)) => out.push(format!(
+                "warning: the database is unreachable ({e}); the change holds in the kernel and is \
+                 queued in {path}: the controller writes it to the database when it is back"
+            )),
+            (Err(e), None) => out.push(format!(
+                "warning: applied to the kernel only: {e}, and it could not be queued. A running \
+                 controller will undo it at its first sync after the database is back; repeat the \
+                 command then"
+            )),
+            (Ok(()), _) => {}
         }
         if !self.kernel {
             out.push("note: the filter is not loaded; this takes effect when `sip-xdp run` or `attach` starts".into());
         }
         out
+    }
+}
+
+/// Writes `change` to the database; when that fails, queues it in the
+/// outbox. Returns what it did, or why not and where it waits.
+async fn record(cfg: &Config, change: &Change) -> (Result<Applied, String>, Option<String>) {
+    let r = async {
+        let store = open_store(cfg).await?;
+        anyhow::Ok(change.apply(&store, false).await?)
+    }
+    .await
+    .map_err(|e| format!("{e:#}"));
+    if r.is_ok() {
+        return (r, None);
+    }
+    let ob = Outbox::new(&cfg.outbox);
+    match ob.push(change) {
+        Ok(()) => (r, Some(ob.path().display().to_string())),
+        Err(e) => {
+            tracing::error!(path = %ob.path().display(), error = %e, "could not queue the change");
+            (r, None)
+        }
+    }
+}
+
+fn outcome<T>(db: &Result<T, String>, queued: Option<String>, kernel: bool) -> Outcome {
+    Outcome {
+        db: db.as_ref().map(|_| ()).map_err(Clone::clone),
+        queued,
+        kernel,
     }
 }
 
@@ -93,31 +122,20 @@ pub async fn block(
     }
     let now = store::now();
     let expires = dur.map(|d| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
-    let db = async {
-        let store = open_store(cfg).await?;
-        let id = store
-            .insert_block(
-                &spelling(&net),
-                reason,
-                Reason::Manual.name(),
-                now,
-                expires,
-                Some(&cfg.node),
-            )
-            .await?;
-        store
-            .insert_events(&[event(
-                cfg,
-                "ip_blocked",
-                &net,
-                "warning",
-                json!({"id": id, "source": Reason::Manual.name(), "reason": reason, "expires_at": expires}),
-            )])
-            .await?;
-        anyhow::Ok(())
-    }
-    .await
-    .map_err(|e| format!("{e:#}"));
+    let op = Op::Block {
+        reason: reason.to_string(),
+        expires_at: expires,
+    };
+    let change = Change::new(op, &net, now, &cfg.node);
+    let (db, queued) = if maps.is_some() {
+        record(cfg, &change).await
+    } else {
+        // Nothing to hold it meanwhile: not queued.
+        let r = async { anyhow::Ok(change.apply(&open_store(cfg).await?, false).await?) }
+            .await
+            .map_err(|e| format!("{e:#}"));
+        (r, None)
+    };
     let kernel = match &mut maps {
         Some(m) => {
             m.block(&guard, net, dur, Reason::Manual.ban_reason())?;
@@ -130,7 +148,7 @@ pub async fn block(
         None => false,
     };
     tracing::info!(src_ip = %net, reason = Reason::Manual.name(), "blocked");
-    Ok(Outcome { db, kernel })
+    Ok(outcome(&db, queued, kernel))
 }
 
 pub async fn unblock(
@@ -138,30 +156,10 @@ pub async fn unblock(
     pins: &Pins,
     net: IpNet,
 ) -> anyhow::Result<(u64, bool, Outcome)> {
-    let db = async {
-        let store = open_store(cfg).await?;
-        let now = store::now();
-        let mut lifted = 0;
-        for row in store.active_blocks(now).await? {
-            if parse_net(&row.ip_address).is_ok_and(|n| n == net)
-                && store.mark_lifted(row.id, now).await?
-            {
-                lifted += 1;
-            }
-        }
-        if lifted > 0 {
-            store
-                .insert_events(&[event(
-                    cfg,
-                    "ip_unblocked",
-                    &net,
-                    "info",
-                    json!({"reason": "manual", "rows": lifted}),
-                )])
-                .await?;
-        }
-        anyhow::Ok(lifted)
-    }
+    let (db, queued) = record(
+        cfg,
+        &Change::new(Op::Unblock, &net, store::now(), &cfg.node),
+    )
     .await;
     let maps = kernel(pins)?;
     let kernel = maps.is_some();
@@ -169,12 +167,9 @@ pub async fn unblock(
         Some(mut m) => m.unblock(&net)?,
         None => false,
     };
-    let (rows, db) = match db {
-        Ok(n) => (n, Ok(())),
-        Err(e) => (0, Err(format!("{e:#}"))),
-    };
+    let rows = db.as_ref().map_or(0, |a| a.rows);
     tracing::info!(src_ip = %net, rows, "unblocked");
-    Ok((rows, in_kernel, Outcome { db, kernel }))
+    Ok((rows, in_kernel, outcome(&db, queued, kernel)))
 }
 
 pub async fn allow(
@@ -183,34 +178,11 @@ pub async fn allow(
     net: IpNet,
     comment: &str,
 ) -> anyhow::Result<(Vec<String>, Outcome)> {
-    let mut lifted: Vec<String> = Vec::new();
-    let db = async {
-        let store = open_store(cfg).await?;
-        store.insert_allow(&spelling(&net), comment).await?;
-        // Bans the new entry covers are lifted in the database too, so they
-        // do not come back if the entry is removed later.
-        let now = store::now();
-        let mut events = Vec::new();
-        for row in store.active_blocks(now).await? {
-            let Ok(b) = parse_net(&row.ip_address) else {
-                continue;
-            };
-            if is_host(&b) && net.contains(&b.addr()) && store.mark_lifted(row.id, now).await? {
-                events.push(event(
-                    cfg,
-                    "ip_unblocked",
-                    &b,
-                    "info",
-                    json!({"reason": "allow-listed", "allow": spelling(&net), "id": row.id}),
-                ));
-                lifted.push(spelling(&b));
-            }
-        }
-        store.insert_events(&events).await?;
-        anyhow::Ok(())
-    }
-    .await
-    .map_err(|e| format!("{e:#}"));
+    let op = Op::Allow {
+        comment: comment.to_string(),
+    };
+    let (db, queued) = record(cfg, &Change::new(op, &net, store::now(), &cfg.node)).await;
+    let mut lifted = db.as_ref().map(|a| a.lifted.clone()).unwrap_or_default();
     let maps = kernel(pins)?;
     let in_kernel = maps.is_some();
     if let Some(mut m) = maps {
@@ -224,28 +196,14 @@ pub async fn allow(
     for ip in &lifted {
         tracing::info!(src_ip = %ip, reason = "allow-listed", "unblocked");
     }
-    Ok((
-        lifted,
-        Outcome {
-            db,
-            kernel: in_kernel,
-        },
-    ))
+    Ok((lifted, outcome(&db, queued, in_kernel)))
 }
 
 pub async fn disallow(cfg: &Config, pins: &Pins, net: IpNet) -> anyhow::Result<(bool, Outcome)> {
-    let db = async {
-        let store = open_store(cfg).await?;
-        let mut n = 0;
-        for row in store.allows().await? {
-            if parse_net(&row.ip_address).is_ok_and(|a| a == net)
-                && store.delete_allow_id(row.id).await?
-            {
-                n += 1;
-            }
-        }
-        anyhow::Ok(n)
-    }
+    let (db, queued) = record(
+        cfg,
+        &Change::new(Op::Disallow, &net, store::now(), &cfg.node),
+    )
     .await;
     let maps = kernel(pins)?;
     let in_kernel = maps.is_some();
@@ -253,17 +211,8 @@ pub async fn disallow(cfg: &Config, pins: &Pins, net: IpNet) -> anyhow::Result<(
     if let Some(mut m) = maps {
         removed = m.disallow(&net)?;
     }
-    let (rows, db) = match db {
-        Ok(n) => (n, Ok(())),
-        Err(e) => (0, Err(format!("{e:#}"))),
-    };
-    Ok((
-        removed || rows > 0,
-        Outcome {
-            db,
-            kernel: in_kernel,
-        },
-    ))
+    let rows = db.as_ref().map_or(0, |a| a.rows);
+    Ok((removed || rows > 0, outcome(&db, queued, in_kernel)))
 }
 
 /// A block as `list blocked` shows it: the database row, and whether the
