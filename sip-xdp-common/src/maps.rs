@@ -17,6 +17,8 @@ pub const MAP_VERIFIED: &str = "VERIFIED";
 pub const MAP_TRUST_SCAN: &str = "TRUST_SCAN";
 pub const MAP_TRUST_PROG: &str = "TRUST_PROG";
 pub const MAP_SHED: &str = "SHED";
+/// One u64: the stamp of the object the pinned programs came from.
+pub const MAP_META: &str = "META";
 
 /// Every map the programs own, in pin order.
 pub const ALL_MAPS: [&str; 12] = [

@@ -49,6 +49,11 @@ pub static SIP_PORTS: Array<u64> = Array::pinned(SIP_PORT_WORDS, 0);
 #[map]
 pub static TCP_PORTS: Array<u64> = Array::pinned(SIP_PORT_WORDS, 0);
 
+/// The stamp of the object the pinned programs came from, written by the
+/// loader; a controller with another stamp replaces the programs.
+#[map]
+pub static META: Array<u64> = Array::pinned(1, 0);
+
 #[map]
 pub static CONFIG: Array<KernelConfig> = Array::pinned(1, 0);
 

@@ -52,6 +52,16 @@ pub enum Error {
         source: aya::programs::ProgramError,
     },
 
+    #[error("this kernel cannot run sip-xdp: {0}")]
+    Unsupported(String),
+
+    #[error(
+        "the pinned maps under {pins} were made by an incompatible version ({why}); \
+         run `sip-xdp detach --purge --iface IFACE` for each attached interface, then start again \
+         (bans and lists are reloaded from the database; counters start from zero)"
+    )]
+    Incompatible { pins: PathBuf, why: String },
+
     #[error("loading the XDP program failed: {0}")]
     Load(#[from] aya::EbpfError),
 

@@ -609,6 +609,9 @@ async fn changes_made_during_an_outage_stick() {
     assert_eq!(allowed.as_array().unwrap().len(), 0, "{allowed}");
     let s = store(&db).await;
     let lifted = s.blocks_of(&c1).await.unwrap();
-    assert!(lifted.iter().all(|r| r.unblocked_at.is_some()), "{lifted:?}");
+    assert!(
+        lifted.iter().all(|r| r.unblocked_at.is_some()),
+        "{lifted:?}"
+    );
     assert!(daemon.stop().success());
 }

@@ -252,3 +252,100 @@ fn a_ban_covers_sip_over_tcp_and_with_scope_all_everything() {
     let status = cli.ok(&["status"]);
     assert!(status.contains("ban scope: all"), "{status}");
 }
+
+/// The id of the XDP program attached to `iface` in `ns`.
+fn xdp_prog_id(ns: &sip_xdp_tests::lab::Netns, iface: &str) -> Option<u32> {
+    let out = ns.ip(&["-d", "link", "show", "dev", iface]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let rest = &text[text.find("prog/xdp id ")? + "prog/xdp id ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// A new version finds programs pinned by another build: it loads its own
+/// on the same maps and swaps them into the pinned links. The interface is
+/// never without its filter: a banned client sending all along gets nothing
+/// through, its ban (a map entry) is kept, and the program id changes.
+#[test]
+fn a_new_version_replaces_the_pinned_program_without_a_gap() {
+    use aya::maps::{Array, Map, MapData};
+    let lab = Lab::two_clients("u");
+    let cli = Cli::new(&lab.server);
+    cli.ok(&["attach", "--iface", "s1", "--mode", "native"]);
+    let c1 = lab.links[0].client_v4.to_string();
+    cli.ok(&["block", &c1]);
+    let before = xdp_prog_id(&lab.server, "s1").expect("attached");
+    let meta_pin = cli.pins.join("maps/META");
+    let stamp = |v: Option<u64>| {
+        let mut m: Array<MapData, u64> =
+            Array::try_from(Map::Array(MapData::from_pin(&meta_pin).unwrap())).unwrap();
+        if let Some(v) = v {
+            m.set(0, v, 0).unwrap();
+        }
+        m.get(&0, 0).unwrap()
+    };
+    let ours = stamp(None);
+    assert_ne!(ours, 0, "the loader stamps what it pinned");
+    // As if an older build had pinned them.
+    stamp(Some(1));
+
+    let listener = SipListener::start(&lab.server, 5060);
+    let to = SocketAddr::new(lab.links[0].server_v4, 5060);
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| send_sip_for(&lab.clients[0], to, Duration::from_secs(2)));
+        std::thread::sleep(Duration::from_millis(300));
+        cli.ok(&["attach", "--iface", "s2", "--mode", "native"]);
+        let sent = sender.join().unwrap();
+        assert!(sent > 100, "only {sent} sent");
+    });
+    let got = listener.drain(Duration::from_millis(300), Duration::from_secs(5));
+    assert_eq!(
+        got.get(&lab.links[0].client_v4).copied().unwrap_or(0),
+        0,
+        "a packet of the banned client got through during the replacement"
+    );
+    let after = xdp_prog_id(&lab.server, "s1").expect("still attached");
+    assert_ne!(before, after, "the program on s1 was not replaced");
+    assert_eq!(xdp_prog_id(&lab.server, "s2"), Some(after));
+    assert_eq!(stamp(None), ours);
+    let listed = cli.ok(&["list", "blocked", "--kernel", "--json"]);
+    assert!(listed.contains(&c1), "the ban was lost: {listed}");
+}
+
+/// Sends OPTIONS from `ns` to `to` for `d` (bounded), returning how many.
+fn send_sip_for(ns: &sip_xdp_tests::lab::Netns, to: SocketAddr, d: Duration) -> usize {
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < d && n < 20_000 {
+        send_sip(ns, to, OPTIONS, 10);
+        n += 10;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    n
+}
+
+/// Maps left pinned with another layout are never shared with programs
+/// that would read them wrong: one line says which map differs and what
+/// to run, and nothing is attached.
+#[test]
+fn incompatible_pinned_maps_are_refused_with_the_command_to_run() {
+    use aya::maps::MapData;
+    let lab = Lab::two_clients("i");
+    let cli = Cli::new(&lab.server);
+    cli.ok(&["attach", "--iface", "s1", "--mode", "native"]);
+    cli.ok(&["detach", "--iface", "s1"]);
+    // An older build's TCP_PORTS with another layout: the CONFIG map.
+    let maps = cli.pins.join("maps");
+    std::fs::remove_file(maps.join("TCP_PORTS")).unwrap();
+    MapData::from_pin(maps.join("CONFIG"))
+        .unwrap()
+        .pin(maps.join("TCP_PORTS"))
+        .unwrap();
+    let err = cli.fails(&["attach", "--iface", "s1", "--mode", "native"]);
+    assert!(err.contains("incompatible"), "{err}");
+    assert!(
+        err.contains("TCP_PORTS: value 56 B pinned, 8 B now"),
+        "{err}"
+    );
+    assert!(err.contains("detach --purge"), "{err}");
+    assert!(!lab.server.xdp_attached("s1"));
+}

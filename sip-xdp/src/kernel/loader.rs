@@ -7,15 +7,15 @@ use std::{fs, io};
 use aya::{
     maps::{Array, Map, MapData, ProgramArray},
     programs::{
-        links::FdLink, links::PinnedLink, tc, ProgramInfo, SchedClassifier, TcAttachType, Xdp,
-        XdpMode,
+        links::FdLink, links::PinnedLink, tc, tc::SchedClassifierLink, xdp::XdpLink, ProgramInfo,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
 use sip_xdp_common::maps::{MAP_SIP_PORTS, MAP_TCP_PORTS, MAP_TRUST_PROG, SIP_PORT_WORDS};
 
-use super::pins::Pins;
+use super::{pins::Pins, upgrade};
 use crate::{
     Error, Result, DEFAULT_SIP_PORT, DEFAULT_TCP_PORTS, EBPF_OBJECT, EGRESS_PROGRAM_NAME,
     PROGRAM_NAME, TRUST_PROGRAM_NAME,
@@ -80,19 +80,39 @@ impl Default for Capacities {
 }
 
 /// The pinned program, loading and pinning it (and its maps) first if needed.
-/// Returns the program and whether this call created it.
+/// Returns the program and whether this call created it. Programs pinned by
+/// another version are replaced in place (`upgrade`).
 pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
     pins.prepare()?;
-    if pins.prog().exists() {
-        let prog = Xdp::from_pin(pins.prog(), XdpAttachType::Interface).map_err(|source| {
-            Error::Program {
-                context: format!("opening pinned program {}", pins.prog().display()),
-                source,
-            }
-        })?;
-        return Ok((prog, false));
+    let pinned = pins.prog().exists();
+    if !pinned || upgrade::pinned_stamp(pins) != Some(upgrade::object_stamp()) {
+        // Maps kept from an earlier load (detach without --purge) are
+        // shared by the new programs too: their layouts must match.
+        upgrade::check_compatible(pins)?;
+        super::features::check()?;
+        raise_memlock();
+        let mut ebpf = load_object(pins, caps)?;
+        if pinned {
+            replace_pinned(pins, &mut ebpf)?;
+        } else {
+            pin_program::<Xdp>(&mut ebpf, PROGRAM_NAME, &pins.prog())?;
+            pin_program::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME, &pins.egress_prog())?;
+            tracing::info!(pin = %pins.root().display(), "loaded XDP program and pinned its maps");
+        }
+        upgrade::write_stamp(pins)?;
     }
-    raise_memlock();
+    let prog =
+        Xdp::from_pin(pins.prog(), XdpAttachType::Interface).map_err(|source| Error::Program {
+            context: format!("opening pinned program {}", pins.prog().display()),
+            source,
+        })?;
+    Ok((prog, !pinned))
+}
+
+/// Loads the embedded object on the pinned maps (creating and pinning the
+/// missing ones) and its programs into the kernel, and fills the trust
+/// program's tail-call slot. Nothing is attached or pinned yet.
+fn load_object(pins: &Pins, caps: Capacities) -> Result<aya::Ebpf> {
     use sip_xdp_common::maps::*;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps_dir())
@@ -113,22 +133,69 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
             }
         })?;
     init_ports(pins)?;
-    load_and_pin::<Xdp>(&mut ebpf, PROGRAM_NAME, &pins.prog(), "XDP")?;
-    load_and_pin::<SchedClassifier>(
-        &mut ebpf,
-        EGRESS_PROGRAM_NAME,
-        &pins.egress_prog(),
-        "TC egress",
-    )?;
+    load_program::<Xdp>(&mut ebpf, PROGRAM_NAME, "XDP")?;
+    load_program::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME, "TC egress")?;
     install_trust(&mut ebpf)?;
-    drop(ebpf);
-    let prog =
-        Xdp::from_pin(pins.prog(), XdpAttachType::Interface).map_err(|source| Error::Program {
-            context: "reopening the pinned program".into(),
-            source,
-        })?;
-    tracing::info!(pin = %pins.root().display(), "loaded XDP program and pinned its maps");
-    Ok((prog, true))
+    Ok(ebpf)
+}
+
+/// Swaps the new programs into every pinned link (`bpf_link_update`: the
+/// interface never runs without a filter) and pins them in place of the
+/// old ones.
+fn replace_pinned(pins: &Pins, ebpf: &mut aya::Ebpf) -> Result<()> {
+    let old = program_info(pins).map(|p| p.id());
+    let update = |what: &str, iface: &str| {
+        let context = format!("replacing the {what} program on {iface}");
+        move |e: String| Error::Io {
+            context,
+            source: io::Error::other(e),
+        }
+    };
+    let xdp: &mut Xdp = program(ebpf, PROGRAM_NAME, "XDP")?;
+    let links = pins.links();
+    for (iface, _, path) in &links {
+        let link = PinnedLink::from_pin(path).map_err(|e| update("XDP", iface)(e.to_string()))?;
+        let link = XdpLink::try_from(FdLink::from(link))
+            .map_err(|e| update("XDP", iface)(e.to_string()))?;
+        xdp.attach_to_link(link)
+            .map_err(|e| update("XDP", iface)(e.to_string()))?;
+    }
+    repin(xdp, &pins.prog())?;
+    let tc: &mut SchedClassifier = program(ebpf, EGRESS_PROGRAM_NAME, "TC egress")?;
+    for (iface, _, _) in &links {
+        let path = pins.egress_link(iface);
+        let Ok(link) = PinnedLink::from_pin(&path) else {
+            // A netlink egress filter (no TCX) has no link to update: it
+            // keeps the old counter until the interface is attached again.
+            continue;
+        };
+        let link = SchedClassifierLink::try_from(FdLink::from(link))
+            .map_err(|e| update("egress", iface)(e.to_string()))?;
+        tc.attach_to_link(link)
+            .map_err(|e| update("egress", iface)(e.to_string()))?;
+    }
+    repin(tc, &pins.egress_prog())?;
+    let new = program_info(pins).map(|p| p.id());
+    tracing::info!(
+        old_program = ?old,
+        new_program = ?new,
+        interfaces = links.len(),
+        "replaced the pinned programs with this version's, without detaching"
+    );
+    Ok(())
+}
+
+/// Pins a loaded program at `pin`, replacing what was pinned there.
+fn repin<P: LoadPinned>(prog: &mut P, pin: &std::path::Path) -> Result<()> {
+    match fs::remove_file(pin) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("removing {}", pin.display()))(e)),
+    }
+    prog.pin_it(pin).map_err(|e| Error::Io {
+        context: format!("pinning {}", pin.display()),
+        source: io::Error::other(e),
+    })
 }
 
 /// Loads the trust program and puts it in the egress program's tail-call
@@ -176,19 +243,12 @@ fn remove_trust(pins: &Pins) {
     }
 }
 
-/// Loads program `name` of the object into the kernel and pins it at `pin`.
-fn load_and_pin<P>(
-    ebpf: &mut aya::Ebpf,
-    name: &str,
-    pin: &std::path::Path,
-    what: &str,
-) -> Result<()>
+/// Program `name` of the object, as type `P`.
+fn program<'a, P>(ebpf: &'a mut aya::Ebpf, name: &str, what: &str) -> Result<&'a mut P>
 where
-    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-    P: LoadPinned,
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog: &mut P = ebpf
-        .program_mut(name)
+    ebpf.program_mut(name)
         .ok_or_else(|| Error::Io {
             context: "the embedded object".into(),
             source: io::Error::other(format!("has no program named {name}")),
@@ -197,15 +257,35 @@ where
         .map_err(|source| Error::Program {
             context: format!("the embedded program {name} is not {what}"),
             source,
-        })?;
-    prog.load_it().map_err(|source| Error::Program {
-        context: format!("the kernel verifier rejected the {what} program"),
-        source,
-    })?;
-    prog.pin_it(pin).map_err(|e| Error::Io {
-        context: format!("pinning the {what} program at {}", pin.display()),
-        source: io::Error::other(e.to_string()),
-    })
+        })
+}
+
+/// Loads program `name` of the object into the kernel (the verifier runs).
+fn load_program<P>(ebpf: &mut aya::Ebpf, name: &str, what: &str) -> Result<()>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    P: LoadPinned,
+{
+    program::<P>(ebpf, name, what)?
+        .load_it()
+        .map_err(|source| Error::Program {
+            context: format!("the kernel verifier rejected the {what} program"),
+            source,
+        })
+}
+
+/// Pins loaded program `name` at `pin`.
+fn pin_program<P>(ebpf: &mut aya::Ebpf, name: &str, pin: &std::path::Path) -> Result<()>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    P: LoadPinned,
+{
+    program::<P>(ebpf, name, name)?
+        .pin_it(pin)
+        .map_err(|e| Error::Io {
+            context: format!("pinning {name} at {}", pin.display()),
+            source: io::Error::other(e),
+        })
 }
 
 /// The two program types this object holds, loaded and pinned alike.

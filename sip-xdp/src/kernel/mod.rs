@@ -8,11 +8,13 @@
 
 pub mod batch;
 pub mod clock;
+pub mod features;
 pub mod guard;
 pub mod handles;
 pub mod loader;
 pub mod pins;
 pub mod ring;
+pub mod upgrade;
 
 pub use guard::Guard;
 pub use handles::{Maps, Replies, Totals};

@@ -1,0 +1,129 @@
+//! A new version of the programs taking over from the pinned one: the
+//! object's stamp (kept in the pinned `META` map) tells whether the pinned
+//! programs came from this binary; if not, and the pinned maps have the
+//! layouts this object expects, the new programs are loaded on those maps
+//! and swapped into every pinned link with `bpf_link_update`. No interface
+//! is ever without its filter, and bans, lists and counters stay. Maps with
+//! another layout cannot be shared: that is a clear error with the command
+//! to run, never a program reading the wrong bytes.
+
+use std::path::Path;
+
+use aya::maps::{Array, Map, MapData};
+use sip_xdp_common::maps::*;
+
+use super::pins::Pins;
+use crate::{Error, Result, EBPF_OBJECT};
+
+/// The identity of the embedded object: FNV-1a over its bytes.
+pub fn object_stamp() -> u64 {
+    EBPF_OBJECT.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The stamp of the pinned programs; `None` when they predate stamps.
+pub fn pinned_stamp(pins: &Pins) -> Option<u64> {
+    let data = MapData::from_pin(pins.map(MAP_META)).ok()?;
+    let meta: Array<MapData, u64> = Array::try_from(Map::Array(data)).ok()?;
+    meta.get(&0, 0).ok().filter(|s| *s != 0)
+}
+
+/// Records that the pinned programs are this object's.
+pub fn write_stamp(pins: &Pins) -> Result<()> {
+    let data = MapData::from_pin(pins.map(MAP_META)).map_err(Error::map("opening the META map"))?;
+    let mut meta: Array<MapData, u64> =
+        Array::try_from(Map::Array(data)).map_err(Error::map("opening the META map"))?;
+    meta.set(0, object_stamp(), 0)
+        .map_err(Error::map("writing the program stamp"))
+}
+
+/// Maps whose size the operator chooses at first load (`max_*`): a
+/// different size in the pin is theirs, not an incompatibility.
+const SIZED: [&str; 6] = [
+    MAP_BANS,
+    MAP_ALLOW,
+    MAP_BLOCK,
+    MAP_SOURCES,
+    MAP_RATE,
+    MAP_REPLIES,
+];
+
+/// Checks every pinned map this object also defines against the object's
+/// definition: type, key and value sizes, flags, and the size of the maps
+/// whose size is fixed.
+pub fn check_compatible(pins: &Pins) -> Result<()> {
+    let obj = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| Error::Io {
+        context: "parsing the embedded object".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut why = Vec::new();
+    for (name, def) in &obj.maps {
+        let path = pins.map(name);
+        if !Path::new(&path).exists() {
+            continue;
+        }
+        let Ok(info) = MapData::from_pin(&path).and_then(|d| d.info()) else {
+            why.push(format!("{name}: unreadable pin"));
+            continue;
+        };
+        let pinned_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        let mut diff = Vec::new();
+        if pinned_type != def.map_type() {
+            diff.push(format!(
+                "type {} pinned, {} now",
+                pinned_type,
+                def.map_type()
+            ));
+        }
+        if info.key_size() != def.key_size() {
+            diff.push(format!(
+                "key {} B pinned, {} B now",
+                info.key_size(),
+                def.key_size()
+            ));
+        }
+        if info.value_size() != def.value_size() {
+            diff.push(format!(
+                "value {} B pinned, {} B now",
+                info.value_size(),
+                def.value_size()
+            ));
+        }
+        if info.map_flags() != def.map_flags() {
+            diff.push(format!(
+                "flags {:#x} pinned, {:#x} now",
+                info.map_flags(),
+                def.map_flags()
+            ));
+        }
+        if !SIZED.contains(&name.as_str()) && info.max_entries() != def.max_entries() {
+            diff.push(format!(
+                "{} entries pinned, {} now",
+                info.max_entries(),
+                def.max_entries()
+            ));
+        }
+        if !diff.is_empty() {
+            why.push(format!("{name}: {}", diff.join(", ")));
+        }
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        why.sort();
+        Err(Error::Incompatible {
+            pins: pins.root().to_path_buf(),
+            why: why.join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stamp_is_stable_and_not_zero() {
+        assert_eq!(super::object_stamp(), super::object_stamp());
+        assert_ne!(super::object_stamp(), 0);
+    }
+}
