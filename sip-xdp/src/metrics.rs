@@ -108,6 +108,13 @@ impl Metrics {
             "Ring-buffer samples by parse result",
             m.samples.clone(),
         );
+        m.register_health(&mut r);
+        (m, r)
+    }
+
+    /// The controller's own health: passes, syncs, the database, events.
+    fn register_health(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "tracked_sources",
             "Sources in the kernel's per-source table at the last pass",
@@ -144,7 +151,6 @@ impl Metrics {
             "security_events lost to a full buffer",
             m.events_dropped.clone(),
         );
-        (m, r)
     }
 
     /// Folds in the kernel's global counters (cumulative since load).

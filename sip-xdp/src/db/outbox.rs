@@ -97,96 +97,23 @@ impl Change {
         }
     }
 
-    /// Writes the change and its event. `replay`: it comes from the
+    /// Writes the change and its events. `replay`: it comes from the
     /// outbox, and may already have been written by an interrupted round.
     pub async fn apply(&self, store: &Store, replay: bool) -> Result<Applied, StoreError> {
         let net = self.net()?;
-        let mut out = Applied::default();
         let mut events = Vec::new();
-        match &self.op {
+        let out = match &self.op {
             Op::Block { reason, expires_at } => {
-                let exists = replay
-                    && store.blocks_of(&self.target).await?.iter().any(|r| {
-                        // Times pass through the clock conversion both ways.
-                        r.unblocked_at.is_none()
-                            && (r.blocked_at - self.at).num_milliseconds().abs() < 2000
-                    });
-                if !exists {
-                    let id = store
-                        .insert_block(
-                            &self.target,
-                            reason,
-                            Reason::Manual.name(),
-                            self.at,
-                            *expires_at,
-                            Some(&self.node),
-                        )
-                        .await?;
-                    out.rows = 1;
-                    events.push(self.event(
-                        "ip_blocked",
-                        &self.target,
-                        "warning",
-                        json!({"id": id, "source": Reason::Manual.name(), "reason": reason, "expires_at": expires_at}),
-                        replay,
-                    ));
-                }
-            }
-            Op::Unblock => {
-                for row in store
-                    .active_blocks(self.at.max(super::store::now()))
+                self.block(store, reason, *expires_at, replay, &mut events)
                     .await?
-                {
-                    if parse_net(&row.ip_address).is_ok_and(|n| n == net)
-                        && store.mark_lifted(row.id, self.at).await?
-                    {
-                        out.rows += 1;
-                    }
-                }
-                if out.rows > 0 {
-                    events.push(self.event(
-                        "ip_unblocked",
-                        &self.target,
-                        "info",
-                        json!({"reason": "manual", "rows": out.rows}),
-                        replay,
-                    ));
-                }
             }
+            Op::Unblock => self.unblock(store, &net, replay, &mut events).await?,
             Op::Allow { comment } => {
-                let exists = replay
-                    && store
-                        .allows()
-                        .await?
-                        .iter()
-                        .any(|a| parse_net(&a.ip_address).is_ok_and(|n| n == net));
-                if !exists {
-                    store.insert_allow(&self.target, comment).await?;
-                    out.rows = 1;
-                }
-                // Bans the entry covers are lifted in the database too, so
-                // they do not come back if the entry is removed later.
-                let now = self.at.max(super::store::now());
-                for row in store.active_blocks(now).await? {
-                    let Ok(b) = parse_net(&row.ip_address) else {
-                        continue;
-                    };
-                    if is_host(&b)
-                        && net.contains(&b.addr())
-                        && store.mark_lifted(row.id, self.at).await?
-                    {
-                        events.push(self.event(
-                            "ip_unblocked",
-                            &spelling(&b),
-                            "info",
-                            json!({"reason": "allow-listed", "allow": self.target, "id": row.id}),
-                            replay,
-                        ));
-                        out.lifted.push(spelling(&b));
-                    }
-                }
+                self.allow(store, &net, comment, replay, &mut events)
+                    .await?
             }
             Op::Disallow => {
+                let mut out = Applied::default();
                 for row in store.allows().await? {
                     if parse_net(&row.ip_address).is_ok_and(|a| a == net)
                         && store.delete_allow_id(row.id).await?
@@ -194,9 +121,122 @@ impl Change {
                         out.rows += 1;
                     }
                 }
+                out
+            }
+        };
+        store.insert_events(&events).await?;
+        Ok(out)
+    }
+
+    async fn block(
+        &self,
+        store: &Store,
+        reason: &str,
+        expires_at: Option<NaiveDateTime>,
+        replay: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, StoreError> {
+        let exists = replay
+            && store.blocks_of(&self.target).await?.iter().any(|r| {
+                // Times pass through the clock conversion both ways.
+                r.unblocked_at.is_none() && (r.blocked_at - self.at).num_milliseconds().abs() < 2000
+            });
+        if exists {
+            return Ok(Applied::default());
+        }
+        let source = Reason::Manual.name();
+        let id = store
+            .insert_block(
+                &self.target,
+                reason,
+                source,
+                self.at,
+                expires_at,
+                Some(&self.node),
+            )
+            .await?;
+        events.push(self.event(
+            "ip_blocked",
+            &self.target,
+            "warning",
+            json!({"id": id, "source": source, "reason": reason, "expires_at": expires_at}),
+            replay,
+        ));
+        Ok(Applied {
+            rows: 1,
+            lifted: Vec::new(),
+        })
+    }
+
+    async fn unblock(
+        &self,
+        store: &Store,
+        net: &IpNet,
+        replay: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, StoreError> {
+        let mut out = Applied::default();
+        for row in store
+            .active_blocks(self.at.max(super::store::now()))
+            .await?
+        {
+            if parse_net(&row.ip_address).is_ok_and(|n| n == *net)
+                && store.mark_lifted(row.id, self.at).await?
+            {
+                out.rows += 1;
             }
         }
-        store.insert_events(&events).await?;
+        if out.rows > 0 {
+            events.push(self.event(
+                "ip_unblocked",
+                &self.target,
+                "info",
+                json!({"reason": "manual", "rows": out.rows}),
+                replay,
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn allow(
+        &self,
+        store: &Store,
+        net: &IpNet,
+        comment: &str,
+        replay: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, StoreError> {
+        let mut out = Applied::default();
+        let exists = replay
+            && store
+                .allows()
+                .await?
+                .iter()
+                .any(|a| parse_net(&a.ip_address).is_ok_and(|n| n == *net));
+        if !exists {
+            store.insert_allow(&self.target, comment).await?;
+            out.rows = 1;
+        }
+        // Bans the entry covers are lifted in the database too, so they do
+        // not come back if the entry is removed later.
+        for row in store
+            .active_blocks(self.at.max(super::store::now()))
+            .await?
+        {
+            let Ok(b) = parse_net(&row.ip_address) else {
+                continue;
+            };
+            if is_host(&b) && net.contains(&b.addr()) && store.mark_lifted(row.id, self.at).await? {
+                events.push(self.event(
+                    "ip_unblocked",
+                    &spelling(&b),
+                    "info",
+                    json!({"reason": "allow-listed", "allow": self.target, "id": row.id}),
+                    replay,
+                ));
+                out.lifted.push(spelling(&b));
+            }
+        }
         Ok(out)
     }
 }
