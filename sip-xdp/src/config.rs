@@ -40,6 +40,9 @@ use crate::{
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/sip-xdp/sip-xdp.toml";
+/// Every key with its default and meaning: `sip-xdp config example`, and
+/// the file the package installs.
+pub const EXAMPLE: &str = include_str!("../../dist/sip-xdp.toml");
 pub const DEFAULT_STATUS_FILE: &str = "/run/sip-xdp/status.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +333,101 @@ mod tests {
         assert_eq!((c.tcp_ports.clone(), c.ban_scope), (None, None));
         assert_eq!(c.monitor, Some(true));
         assert_eq!(c.path.as_deref(), Some(p.as_path()));
+    }
+
+    /// The fields serde knows for the table at `path` ("" = the top), read
+    /// from the error `deny_unknown_fields` gives for an unknown one: the
+    /// structs' own field lists, so this cannot drift from the code.
+    fn fields_of(path: &str) -> Vec<String> {
+        let text = if path.is_empty() {
+            "zz_probe = 1\n".to_string()
+        } else {
+            format!("[{path}]\nzz_probe = 1\n")
+        };
+        let e = Config::parse(&text, "probe").unwrap_err().to_string();
+        let expected = e.split("expected").nth(1).unwrap_or_else(|| panic!("{e}"));
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every key in code as (table, key), tables walked recursively.
+    fn keys_in_code(path: &str, out: &mut Vec<(String, String)>) {
+        for f in fields_of(path) {
+            let sub = if path.is_empty() {
+                f.clone()
+            } else {
+                format!("{path}.{f}")
+            };
+            let probe = Config::parse(&format!("[{sub}]\nzz_probe = 1\n"), "probe");
+            if probe.is_err_and(|e| e.to_string().contains("unknown field `zz_probe`")) {
+                keys_in_code(&sub, out);
+            } else {
+                out.push((path.to_string(), f));
+            }
+        }
+    }
+
+    /// Every (table, key) the example shows, set or commented out.
+    fn keys_in_example() -> Vec<(String, String)> {
+        let mut table = String::new();
+        let mut out = Vec::new();
+        for line in EXAMPLE.lines() {
+            let l = line.trim();
+            if let Some(t) = l.strip_prefix('[') {
+                table = t.split(']').next().unwrap().to_string();
+                continue;
+            }
+            let l = l.trim_start_matches('#').trim_start();
+            if let Some((k, _)) = l.split_once(" = ") {
+                if k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+                {
+                    out.push((table.clone(), k.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_example_lists_every_key_with_its_default() {
+        let mut code = Vec::new();
+        keys_in_code("", &mut code);
+        assert!(code.len() > 50, "{code:?}");
+        let shown = keys_in_example();
+        for k in &code {
+            assert!(shown.contains(k), "`sip-xdp config example` lacks {k:?}");
+        }
+        for k in &shown {
+            assert!(
+                code.contains(k),
+                "the example shows {k:?}, which is not a key"
+            );
+        }
+        // What it sets is the default, to the last field.
+        let example = Config::parse(EXAMPLE, "example").unwrap();
+        let defaults = Config::parse("", "none").unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+        // What it shows commented out is valid too.
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| !k.contains(' ')) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Config::parse(&uncommented, "example, uncommented").unwrap();
     }
 
     #[test]

@@ -115,8 +115,20 @@ impl<'a> Cli<'a> {
 
     /// Starts `sip-xdp run` on `ifaces` with a short sync interval.
     pub fn start_controller(&self, ifaces: &[&str], node: &str, interval: &str) -> Daemon {
+        self.start_controller_env(ifaces, node, interval, &[])
+    }
+
+    /// The same, with extra environment (systemd's `NOTIFY_SOCKET`, ...).
+    pub fn start_controller_env(
+        &self,
+        ifaces: &[&str],
+        node: &str,
+        interval: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let log = self.dir.join(format!("{node}.log"));
         let mut cmd = self.command();
+        cmd.envs(env.iter().copied());
         cmd.args(["run", "--node", node, "--sync-interval", interval, "-v"]);
         for i in ifaces {
             cmd.args(["--iface", i]);

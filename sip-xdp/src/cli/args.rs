@@ -136,6 +136,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything a working filter needs (kernel, privileges,
+    /// interfaces, database, clock, controller); one line each, with the
+    /// fix; exits non-zero when something must be fixed.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The configuration file: every key with its default, or a check.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Database maintenance.
     Db {
         #[command(subcommand)]
@@ -198,6 +210,15 @@ pub enum Color {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Print the full commented configuration: every key, its default and
+    /// what it means (the packaged /etc/sip-xdp/sip-xdp.toml).
+    Example,
+    /// Read the configuration file and say what is wrong with it, if anything.
+    Check,
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,6 +6,7 @@
 //! May import every other room; nothing imports `cli` but `main`.
 
 mod args;
+mod doctor;
 pub mod edit;
 mod filter;
 mod show;
@@ -13,7 +14,9 @@ mod status;
 
 use anyhow::Context as _;
 
-pub use args::{Cli, Color, Command, DbAction, ListWhat, LogFormat, MalformedAction, OnOff};
+pub use args::{
+    Cli, Color, Command, ConfigAction, DbAction, ListWhat, LogFormat, MalformedAction, OnOff,
+};
 
 use crate::{
     config::{Config, Overrides},
@@ -50,6 +53,17 @@ impl Ctx {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // These need no valid configuration: one writes it, one checks it.
+    match cli.command {
+        Command::Config {
+            action: ConfigAction::Example,
+        } => {
+            print!("{}", crate::config::EXAMPLE);
+            return Ok(());
+        }
+        Command::Doctor { json } => return doctor::run(&cli, json),
+        _ => {}
+    }
     let ctx = Ctx::new(&cli)?;
     match cli.command {
         Command::Run {
@@ -68,12 +82,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 mode,
                 metrics,
             };
-            let mut c = Controller::start(ctx.cfg, overrides, ctx.pins)?;
-            ctx.rt.block_on(c.run(detach_on_exit))
+            run_controller(ctx, overrides, detach_on_exit)
         }
         Command::Db {
             action: DbAction::Migrate,
         } => show::migrate(&ctx),
+        // Answered above, before the configuration was needed.
+        Command::Doctor { .. } => Ok(()),
+        Command::Config { .. } => {
+            config_check(&ctx);
+            Ok(())
+        }
         Command::Events {
             since,
             event_type,
@@ -90,26 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unblock { target } => edit::unblock_cmd(&ctx, &target),
         Command::Allow { target, comment } => edit::allow_cmd(&ctx, &target, &comment),
         Command::Disallow { target } => edit::disallow_cmd(&ctx, &target),
-        Command::List {
-            what: ListWhat::Verified,
-            json,
-            ..
-        } => show::list_verified(&ctx, json),
-        Command::List {
-            what,
-            json,
-            kernel: true,
-        } => show::list_kernel(&ctx, what, json),
-        Command::List {
-            what: ListWhat::Blocked,
-            json,
-            kernel: false,
-        } => show::list_blocked(&ctx, json),
-        Command::List {
-            what: ListWhat::Allowed,
-            json,
-            kernel: false,
-        } => show::list_allowed(&ctx, json),
+        Command::List { what, json, kernel } => show::list(&ctx, what, json, kernel),
         Command::Stats { json } => show::stats(&ctx, json),
         Command::Top { n, json } => show::top(&ctx, n, json),
         Command::Monitor { state } => filter::monitor(&ctx, state),
@@ -117,5 +117,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ports { ports, tcp } => filter::ports(&ctx, &ports, tcp.as_deref()),
         Command::Scope { scope } => filter::scope(&ctx, scope),
         Command::Status { json } => status::status(&ctx, json),
+    }
+}
+
+fn run_controller(ctx: Ctx, overrides: Overrides, detach_on_exit: bool) -> anyhow::Result<()> {
+    let mut c = Controller::start(ctx.cfg, overrides, ctx.pins)?;
+    ctx.rt.block_on(c.run(detach_on_exit))
+}
+
+/// `config check`: the file was read and checked to get here.
+fn config_check(ctx: &Ctx) {
+    match &ctx.cfg.path {
+        Some(p) => println!("{}: ok", p.display()),
+        None => println!(
+            "no configuration file: every key has its default (`sip-xdp config example` lists them)"
+        ),
     }
 }

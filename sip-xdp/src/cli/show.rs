@@ -214,3 +214,14 @@ pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `list`: the database rows (with whether the kernel enforces them), the
+/// kernel's maps, or the verified sources.
+pub fn list(ctx: &Ctx, what: ListWhat, json: bool, kernel: bool) -> anyhow::Result<()> {
+    match (what, kernel) {
+        (ListWhat::Verified, _) => list_verified(ctx, json),
+        (what, true) => list_kernel(ctx, what, json),
+        (ListWhat::Blocked, false) => list_blocked(ctx, json),
+        (ListWhat::Allowed, false) => list_allowed(ctx, json),
+    }
+}

@@ -346,6 +346,44 @@ impl Store {
         }
     }
 
+    /// Migrations applied in the database, and the newest this build knows.
+    pub async fn schema_versions(&self) -> Result<(i64, i64)> {
+        let sql = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
+        let applied: i64 = with_pool!(self, p => sqlx::query_scalar(sql).fetch_one(p).await)?;
+        let known = match self.pool {
+            Pool::Sqlite(_) => sqlx::migrate!("migrations/sqlite")
+                .iter()
+                .map(|m| m.version)
+                .max(),
+            Pool::Mysql(_) => sqlx::migrate!("migrations/mysql")
+                .iter()
+                .map(|m| m.version)
+                .max(),
+        };
+        Ok((applied, known.unwrap_or(0)))
+    }
+
+    /// Whether this account may do everything the controller does (read
+    /// and write each table), tried in a transaction that is rolled back.
+    pub async fn check_grants(&self) -> Result<()> {
+        let statements = [
+            "SELECT COUNT(*) FROM blocked_ips WHERE id < 0",
+            "UPDATE blocked_ips SET node = node WHERE id < 0",
+            "INSERT INTO security_events (event_type, severity) VALUES ('doctor_probe', 'info')",
+            "DELETE FROM whitelisted_ips WHERE id < 0",
+            "SELECT COUNT(*) FROM failed_registrations WHERE id < 0",
+            "SELECT COUNT(*) FROM door_knock_attempts WHERE id < 0",
+        ];
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for sql in statements {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            tx.rollback().await
+        })?;
+        Ok(())
+    }
+
     pub fn kind(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => "sqlite",

@@ -17,6 +17,8 @@ pub const MIN_KERNEL: (u8, u8) = (5, 18);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Feature {
     pub name: &'static str,
+    /// What this kernel has, in words.
+    pub have: String,
     /// `None`: present. `Some(fix)`: missing, and what to do.
     pub missing: Option<String>,
 }
@@ -26,6 +28,7 @@ pub fn version_rule(v: KernelVersion) -> Feature {
     let (maj, min) = MIN_KERNEL;
     Feature {
         name: "kernel version",
+        have: v.to_string(),
         missing: (v < KernelVersion::new(maj, min, 0)).then(|| {
             format!(
                 "Linux {maj}.{min} or later is needed (bpf_xdp_load_bytes); this is {v}: \
@@ -45,6 +48,7 @@ pub fn probe() -> Vec<Feature> {
     }
     let prog = |name, t, fix: &str| Feature {
         name,
+        have: "present".into(),
         missing: (is_program_supported(t).is_ok_and(|ok| !ok)).then(|| fix.to_string()),
     };
     out.push(prog(
@@ -59,6 +63,7 @@ pub fn probe() -> Vec<Feature> {
     ));
     let map = |name, t, fix: &str| Feature {
         name,
+        have: "present".into(),
         missing: (is_map_supported(t).is_ok_and(|ok| !ok)).then(|| fix.to_string()),
     };
     out.push(map(
@@ -78,6 +83,7 @@ pub fn probe() -> Vec<Feature> {
     ));
     out.push(Feature {
         name: "bpf_xdp_load_bytes",
+        have: "present".into(),
         missing: (is_helper_supported(
             ProgramType::Xdp,
             aya_obj::generated::bpf_func_id::BPF_FUNC_xdp_load_bytes,

@@ -22,6 +22,10 @@ use tokio::{
     sync::mpsc,
 };
 
+mod notify;
+
+use notify::Notifier;
+
 use crate::{
     config::{redact, Config, Overrides},
     db::{
@@ -64,6 +68,7 @@ pub struct Controller {
     overload: Overload,
     /// The database round under way, if any.
     round: Option<Round>,
+    notify: Notifier,
 }
 
 /// A database round under way: when it started, and what to confirm when
@@ -87,6 +92,11 @@ impl Controller {
             anyhow::bail!(
                 "no interface to protect: give --iface IFACE or `interfaces` in the config file"
             );
+        }
+        if pins.prog().exists() {
+            // Programs pinned by another build are replaced in place here,
+            // also when every interface is already attached.
+            loader::load_or_open(&pins, cfg.capacities).context("loading the program")?;
         }
         for iface in &cfg.interfaces {
             match loader::attach(&pins, iface, cfg.mode, cfg.capacities) {
@@ -121,6 +131,7 @@ impl Controller {
             overload: Overload::default(),
             round: None,
             last_pass: None,
+            notify: Notifier::from_env(),
         })
     }
 
@@ -159,8 +170,16 @@ impl Controller {
             }
             None => None,
         };
+        // The watchdog is fed from this loop only: if it stalls, systemd
+        // restarts the controller.
+        let mut watchdog = new_interval(
+            self.notify
+                .ping_every()
+                .unwrap_or(Duration::from_secs(3600)),
+        );
         loop {
             tokio::select! {
+                _ = watchdog.tick() => self.notify.ping(),
                 _ = tick.tick() => self.cycle(&round_tx),
                 _ = detect_tick.tick() => self.detect_pass().await,
                 Some(s) = rx.recv() => self.sample(s),
@@ -168,7 +187,10 @@ impl Controller {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    match self.reload() {
+                    self.notify.reloading();
+                    let r = self.reload();
+                    self.notify.reloaded();
+                    match r {
                         Ok(()) => {
                             tick = new_interval(self.cfg.sync_interval);
                             detect_tick = new_interval(self.defender.interval());
@@ -179,6 +201,7 @@ impl Controller {
             }
         }
         tracing::info!("stopping");
+        self.notify.stopping();
         self.flush_on_exit().await;
         if detach_on_exit {
             for iface in &self.cfg.interfaces {
@@ -350,6 +373,7 @@ impl Controller {
         self.last_sync = Some((Utc::now(), out.took));
         let found = self.defender.take_failures(out.failures);
         self.act_all(found);
+        self.notify.state(self.service_status());
     }
 
     /// One sampling unit: per-source counters for floods, the SBC's replies
@@ -516,6 +540,31 @@ impl Controller {
         self.db_error = Some(msg);
         self.db_retry_at = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.notify.state(self.service_status());
+    }
+
+    /// One line for `systemctl status`.
+    fn service_status(&self) -> String {
+        let ifaces: Vec<String> = self
+            .pins
+            .links()
+            .into_iter()
+            .map(|(i, m, _)| format!("{i} ({m})"))
+            .collect();
+        format!(
+            "filtering on {}; database {}; {} events buffered",
+            if ifaces.is_empty() {
+                "no interface".into()
+            } else {
+                ifaces.join(", ")
+            },
+            if self.db_error.is_none() {
+                "reachable"
+            } else {
+                "UNREACHABLE, kernel keeps enforcing"
+            },
+            self.events.len()
+        )
     }
 
     /// The kernel brought in line with the rows a round read.
