@@ -9,6 +9,8 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+
+mod deb;
 use clap::{Parser, Subcommand};
 
 /// bpf-linker release known to build against the pinned nightly's LLVM.
@@ -44,6 +46,10 @@ enum Cmd {
     },
     /// rustfmt check and clippy (host crates, then the eBPF crate for BPF).
     Lint,
+    /// Set up, build, and package: target/debian/sip-xdp_<version>_<arch>.deb
+    /// (binary, systemd unit, /etc/sip-xdp/sip-xdp.toml as a conffile,
+    /// sip-xdp(8), bash/zsh/fish completions).
+    Deb,
     /// Run every cargo-fuzz target (fuzz/) for a bounded time each, with
     /// the pinned nightly; installs cargo-fuzz if missing. A crash leaves
     /// its input under fuzz/artifacts/ and fails the command.
@@ -107,6 +113,11 @@ fn main() -> Result<()> {
             std::fs::write(root.join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
             eprintln!("wrote {}", root.join("BENCHMARKS.md").display());
             Ok(())
+        }
+        Cmd::Deb => {
+            setup(&root)?;
+            build()?;
+            deb::build(&root).map(|_| ())
         }
         Cmd::Lint => {
             setup(&root)?;
@@ -381,8 +392,11 @@ fn test(root: &Path) -> Result<()> {
         "--exclude",
         "sip-xdp-tests",
     ]))?;
+    // The package test installs it.
+    let deb = deb::build(root)?;
     // Kernel state is shared: one test at a time.
     run(cargo()
+        .env("SIP_XDP_DEB", deb)
         .env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
         .args(["test", "-p", "sip-xdp-tests", "--", "--test-threads=1"]))
 }

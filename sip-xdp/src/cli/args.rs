@@ -82,8 +82,11 @@ pub enum Command {
     },
     /// Detach the filter from an interface; the last detach unloads it.
     Detach {
-        #[arg(long, short, required = true)]
+        #[arg(long, short, required_unless_present = "all")]
         iface: Vec<String>,
+        /// Every interface sip-xdp is attached to.
+        #[arg(long, conflicts_with = "iface")]
+        all: bool,
         /// Also delete the pinned maps (bans, allow-list, counters).
         #[arg(long)]
         purge: bool,
@@ -192,6 +195,14 @@ pub enum Command {
         #[arg(value_enum)]
         scope: Option<crate::config::BanScope>,
     },
+    /// Shell completions for bash, zsh or fish, on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page sip-xdp(8) in roff, on stdout (for packaging).
+    #[command(hide = true)]
+    Man,
     /// Attachments, program, modes and map fill levels.
     Status {
         #[arg(long)]

@@ -19,8 +19,16 @@ pub fn attach(ctx: &Ctx, ifaces: &[String], mode: AttachMode) -> anyhow::Result<
     Ok(())
 }
 
-pub fn detach(ctx: &Ctx, ifaces: &[String], purge: bool) -> anyhow::Result<()> {
-    for i in ifaces {
+pub fn detach(ctx: &Ctx, ifaces: &[String], all: bool, purge: bool) -> anyhow::Result<()> {
+    let ifaces: Vec<String> = if all {
+        ctx.pins.links().into_iter().map(|(i, _, _)| i).collect()
+    } else {
+        ifaces.to_vec()
+    };
+    if all && ifaces.is_empty() {
+        println!("not attached anywhere");
+    }
+    for i in &ifaces {
         loader::detach(&ctx.pins, i, purge)?;
         println!("detached from {i}");
     }

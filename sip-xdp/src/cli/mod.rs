@@ -62,6 +62,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Doctor { json } => return doctor::run(&cli, json),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "sip-xdp", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .section("8")
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")?;
+            return Ok(());
+        }
         _ => {}
     }
     let ctx = Ctx::new(&cli)?;
@@ -88,7 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             action: DbAction::Migrate,
         } => show::migrate(&ctx),
         // Answered above, before the configuration was needed.
-        Command::Doctor { .. } => Ok(()),
+        Command::Doctor { .. } | Command::Completions { .. } | Command::Man => Ok(()),
         Command::Config { .. } => {
             config_check(&ctx);
             Ok(())
@@ -100,7 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => show::events(&ctx, since, event_type.as_deref(), limit, json),
         Command::Attach { iface, mode } => filter::attach(&ctx, &iface, mode),
-        Command::Detach { iface, purge } => filter::detach(&ctx, &iface, purge),
+        Command::Detach { iface, all, purge } => filter::detach(&ctx, &iface, all, purge),
         Command::Block {
             target,
             duration,
