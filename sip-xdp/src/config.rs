@@ -89,6 +89,7 @@ struct Raw {
     max_replies: Option<u32>,
     metrics: Option<String>,
     detect: Option<crate::detect::Settings>,
+    alerts: Option<crate::controller::alerts::Settings>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +114,7 @@ pub struct Config {
     /// Prometheus endpoint, off by default.
     pub metrics: Option<std::net::SocketAddr>,
     pub detect: crate::detect::Settings,
+    pub alerts: crate::controller::alerts::Settings,
     /// Where it was read from, for SIGHUP.
     pub path: Option<PathBuf>,
 }
@@ -196,10 +198,13 @@ impl Config {
         };
         let detect = raw.detect.take().unwrap_or_default();
         detect.validate()?;
+        let alerts = raw.alerts.take().unwrap_or_default();
+        alerts.validate()?;
         Ok(Self {
             capacities: capacities(&raw)?,
             metrics,
             detect,
+            alerts,
             db: raw.db.unwrap_or_else(|| DEFAULT_DB_URL.into()),
             node: raw.node.unwrap_or_else(hostname),
             interfaces: raw.interfaces.unwrap_or_default(),

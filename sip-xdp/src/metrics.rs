@@ -54,6 +54,8 @@ pub struct Metrics {
     sync_duration: Gauge<f64, AtomicU64>,
     db_up: Gauge,
     db_clock: Gauge<f64, AtomicU64>,
+    alerts: Family<Labels, Counter>,
+    last_alerts: [u64; 3],
     events_buffered: Gauge,
     events_dropped: Counter,
     last_kernel: HashMap<u32, u64>,
@@ -136,6 +138,11 @@ impl Metrics {
             m.sync_duration.clone(),
         );
         r.register("db_up", "1 if the database is reachable", m.db_up.clone());
+        r.register(
+            "alerts",
+            "Alert messages by outcome: sent, failed (after retries), dropped (events the sender was too far behind to take)",
+            m.alerts.clone(),
+        );
         r.register(
             "db_clock_offset_seconds",
             "The database's clock in its own time zone minus the controller's UTC clock",
@@ -233,6 +240,17 @@ impl Metrics {
     pub fn pass(&self, tracked: usize, seconds: f64) {
         self.tracked_sources.set(tracked as i64);
         self.pass_seconds.set(seconds);
+    }
+
+    /// Folds in the alert sender's cumulative counts.
+    pub fn alerts(&mut self, now: [u64; 3]) {
+        for (i, outcome) in ["sent", "failed", "dropped"].iter().enumerate() {
+            let d = now[i].saturating_sub(self.last_alerts[i]);
+            if d > 0 {
+                self.alerts.get_or_create(&l("outcome", outcome)).inc_by(d);
+            }
+        }
+        self.last_alerts = now;
     }
 
     pub fn db_clock(&self, offset_s: f64) {
@@ -379,5 +397,70 @@ mod tests {
         let mut out = String::new();
         c.read_to_string(&mut out).await.unwrap();
         assert!(out.starts_with("HTTP/1.1 404"));
+    }
+
+    /// Every metric the Grafana dashboard (dist/grafana/sip-xdp.json)
+    /// queries is one this endpoint serves, with a label the panel groups
+    /// or filters by; and every metric served is on the dashboard.
+    #[test]
+    fn the_dashboard_queries_what_the_endpoint_serves() {
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../dist/grafana/sip-xdp.json")).unwrap();
+        let (mut m, r) = Metrics::new();
+        m.kernel(&[
+            (K::Banned, 1),
+            (K::Sip, 1),
+            (K::ClassInvite, 1),
+            (K::Sampled, 1),
+        ]);
+        m.detection("flood", true);
+        m.active_bans(&[("flood", 1)]);
+        m.samples([1, 1, 1]);
+        m.alerts([1, 1, 1]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let served: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let mut queried = std::collections::BTreeSet::new();
+        for p in dash["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("sipxdp_") {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    let base = name.strip_suffix("_total").unwrap_or(&name).to_string();
+                    assert!(
+                        served.contains(&base.as_str()),
+                        "{:?} queries {name}, not served:\n{text}",
+                        p["title"]
+                    );
+                    // A label the panel uses must be one the metric has.
+                    for label in [
+                        "verdict", "reason", "class", "source", "kind", "result", "event",
+                        "outcome",
+                    ] {
+                        if expr.contains(&format!("({label})"))
+                            || expr.contains(&format!("{{{label}="))
+                        {
+                            assert!(
+                                text.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                                    && l.contains(&format!("{label}=\""))),
+                                "{:?}: {name} has no label {label}:\n{text}",
+                                p["title"]
+                            );
+                        }
+                    }
+                    queried.insert(base);
+                }
+            }
+        }
+        for s in &served {
+            assert!(queried.contains(*s), "{s} is served but on no panel");
+        }
     }
 }

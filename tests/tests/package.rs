@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "/usr/share/zsh/vendor-completions/_sip-xdp",
     "/usr/share/fish/vendor_completions.d/sip-xdp.fish",
     "/usr/share/sip-xdp/sip-xdp.toml.example",
+    "/usr/share/sip-xdp/grafana-dashboard.json",
 ];
 
 fn dpkg(args: &[&str]) -> String {

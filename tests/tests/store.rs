@@ -7,7 +7,7 @@ use serde_json::json;
 use sip_xdp::{
     db::{
         rows as lists,
-        store::{now, Event, Store},
+        store::{now, Event, Pool, Store},
     },
     parse::parse_net,
 };
@@ -202,6 +202,110 @@ async fn check(store: &Store) {
     assert!(bad[0].why.contains("blocked_at"), "{}", bad[0].why);
 }
 
+/// `report` and the three views operators query, on rows of their own.
+async fn check_report(store: &Store) {
+    let t0 = now();
+    let ev = |t: &str| Event {
+        event_type: t.into(),
+        source_ip: Some("198.51.100.77".into()),
+        severity: "warning".into(),
+        details: json!({}),
+        event_time: t0,
+        node: None,
+    };
+    store
+        .insert_events(&[
+            ev("report_a"),
+            ev("report_a"),
+            ev("report_a"),
+            ev("report_b"),
+        ])
+        .await
+        .unwrap();
+    for (ip, user) in [
+        ("198.51.100.70", "rpt100"),
+        ("198.51.100.71", "rpt100"),
+        ("198.51.100.71", "rpt100"),
+        ("198.51.100.72", "rpt200"),
+    ] {
+        store
+            .insert_failure("failed_registrations", ip, user, "ua", 401, t0)
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        store
+            .insert_block("198.51.100.78", "r", "scanner_user_agent", t0, None, None)
+            .await
+            .unwrap();
+    }
+    let r = store.report(t0 - Duration::minutes(30), 50).await.unwrap();
+    assert!(
+        r.bans_by_reason.contains(&("scanner_user_agent".into(), 2)),
+        "{r:?}"
+    );
+    assert!(
+        r.top_banned
+            .iter()
+            .any(|(ip, n, _)| ip == "198.51.100.78" && *n == 2),
+        "{r:?}"
+    );
+    let per_type = |t: &str| -> i64 {
+        r.events_per_hour
+            .iter()
+            .filter(|(_, k, _)| k == t)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    assert_eq!(
+        (per_type("report_a"), per_type("report_b")),
+        (3, 1),
+        "{r:?}"
+    );
+    // Hours are on our clock, whatever the database's zone.
+    let hour = r
+        .events_per_hour
+        .iter()
+        .find(|(_, k, _)| k == "report_a")
+        .unwrap()
+        .0;
+    assert!(
+        (t0 - hour).num_minutes() >= 0 && (t0 - hour).num_minutes() < 60,
+        "{hour} for {t0}"
+    );
+    let users: Vec<_> = r
+        .failures_by_user
+        .iter()
+        .filter(|f| f.0.starts_with("rpt"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        users,
+        vec![
+            ("rpt100".into(), "".into(), 3, 2),
+            ("rpt200".into(), "".into(), 1, 1)
+        ]
+    );
+
+    // The views, as an operator's SQL reads them.
+    type Pair = (i64, i64);
+    let (hourly, top, failures): (Vec<(i64,)>, Pair, Pair) = match store.pool() {
+        Pool::Sqlite(p) => (
+            sqlx::query_as("SELECT events FROM security_stats_hourly WHERE event_type = 'report_a'").fetch_all(p).await.unwrap(),
+            sqlx::query_as("SELECT bans, CAST(active AS INTEGER) FROM top_attacking_ips WHERE ip_address = '198.51.100.78'").fetch_one(p).await.unwrap(),
+            sqlx::query_as("SELECT attempts, sources FROM registration_failure_stats WHERE username = 'rpt100'").fetch_one(p).await.unwrap(),
+        ),
+        Pool::Mysql(p) => (
+            sqlx::query_as("SELECT events FROM security_stats_hourly WHERE event_type = 'report_a'").fetch_all(p).await.unwrap(),
+            sqlx::query_as("SELECT bans, CAST(active AS SIGNED) FROM top_attacking_ips WHERE ip_address = '198.51.100.78'").fetch_one(p).await.unwrap(),
+            sqlx::query_as("SELECT attempts, sources FROM registration_failure_stats WHERE username = 'rpt100'").fetch_one(p).await.unwrap(),
+        ),
+    };
+    assert_eq!(hourly.iter().map(|r| r.0).sum::<i64>(), 3);
+    assert_eq!(top, (2, 2));
+    assert_eq!(failures, (3, 2));
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn sqlite_store() {
     // SQLite's clock is the process's: put it five hours behind UTC. This
@@ -211,6 +315,7 @@ async fn sqlite_store() {
     let store = db.connect().await;
     assert_eq!(store.kind(), "sqlite");
     check(&store).await;
+    check_report(&store).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -220,6 +325,7 @@ async fn mariadb_store() {
     let store = db.connect().await;
     assert_eq!(store.kind(), "mysql");
     check(&store).await;
+    check_report(&store).await;
 }
 
 /// Rows another program writes in its own session, in the server's default

@@ -82,6 +82,13 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         &config,
         0o644,
     )?;
+    let dashboard = fs::read(root.join("dist/grafana/sip-xdp.json"))?;
+    put(
+        &stage,
+        "usr/share/sip-xdp/grafana-dashboard.json",
+        &dashboard,
+        0o644,
+    )?;
     put(
         &stage,
         "usr/share/doc/sip-xdp/README.md",

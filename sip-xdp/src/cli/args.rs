@@ -151,6 +151,19 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// What happened over a period: bans by reason, the most banned
+    /// sources, events per hour, registration failures by user, and the
+    /// busiest sources in the kernel now.
+    Report {
+        /// How far back (1h, 24h, 7d).
+        #[arg(long, value_parser = parse_duration, default_value = "24h")]
+        since: Duration,
+        /// Rows per list.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Database maintenance.
     Db {
         #[command(subcommand)]

@@ -9,6 +9,7 @@ mod args;
 mod doctor;
 pub mod edit;
 mod filter;
+mod report;
 mod show;
 mod status;
 
@@ -124,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Disallow { target } => edit::disallow_cmd(&ctx, &target),
         Command::List { what, json, kernel } => show::list(&ctx, what, json, kernel),
         Command::Stats { json } => show::stats(&ctx, json),
+        Command::Report { since, n, json } => report::report(&ctx, since, n, json),
         Command::Top { n, json } => show::top(&ctx, n, json),
         Command::Monitor { state } => filter::monitor(&ctx, state),
         Command::Malformed { action } => filter::malformed(&ctx, action),

@@ -22,6 +22,7 @@ use tokio::{
     sync::mpsc,
 };
 
+pub mod alerts;
 mod notify;
 
 use notify::Notifier;
@@ -69,6 +70,7 @@ pub struct Controller {
     /// The database round under way, if any.
     round: Option<Round>,
     notify: Notifier,
+    alerts: Option<std::sync::Arc<alerts::AlertStats>>,
 }
 
 /// A database round under way: when it started, and what to confirm when
@@ -132,6 +134,7 @@ impl Controller {
             round: None,
             last_pass: None,
             notify: Notifier::from_env(),
+            alerts: None,
         })
     }
 
@@ -162,6 +165,7 @@ impl Controller {
                 None
             }
         };
+        self.start_alerts();
         let _metrics_server = match self.cfg.metrics {
             Some(addr) => {
                 let (m, registry) = Metrics::new();
@@ -255,13 +259,39 @@ impl Controller {
         self.overrides.apply(&mut new);
         self.defender.reconfigure(new.detect.clone());
         apply_settings(&mut self.maps, &new, &self.defender)?;
+        let alerts_changed = new.alerts != self.cfg.alerts;
         if new.db != self.cfg.db {
             self.store = None;
             self.db_retry_at = Instant::now();
         }
         tracing::info!(path = %path.display(), db = %redact(&new.db), "configuration reloaded");
         self.cfg = new;
+        if alerts_changed {
+            self.start_alerts();
+        }
         Ok(())
+    }
+
+    /// Alerts from the configuration: a new sender (the old one ends with
+    /// its queue), fed from every recorded event.
+    fn start_alerts(&mut self) {
+        match alerts::Alerts::start(&self.cfg.alerts, &self.cfg.node) {
+            Some(a) => {
+                self.alerts = Some(a.stats.clone());
+                tracing::info!(
+                    webhooks = self.cfg.alerts.webhooks.len(),
+                    command = !self.cfg.alerts.command.is_empty(),
+                    min_severity = %self.cfg.alerts.min_severity,
+                    window_s = self.cfg.alerts.window.as_secs(),
+                    "alerts on"
+                );
+                self.events.set_tap(Some(Box::new(move |e| a.offer(e))));
+            }
+            None => {
+                self.alerts = None;
+                self.events.set_tap(None);
+            }
+        }
     }
 
     /// One sync interval's work: starts a database round unless one is
@@ -515,6 +545,14 @@ impl Controller {
             self.events.len(),
             self.events.dropped(),
         );
+        if let Some(a) = &self.alerts {
+            use std::sync::atomic::Ordering::Relaxed;
+            m.alerts([
+                a.sent.load(Relaxed),
+                a.failed.load(Relaxed),
+                a.dropped.load(Relaxed),
+            ]);
+        }
     }
 
     fn db_failed(&mut self, msg: &str) {

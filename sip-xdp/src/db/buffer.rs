@@ -11,6 +11,9 @@ use super::store::{now, Event, Store, StoreError};
 /// Events written per transaction when catching up.
 const BATCH: usize = 500;
 
+/// Something that sees every event as it is recorded.
+pub type Tap = Box<dyn Fn(&Event) + Send + Sync>;
+
 pub struct EventBuffer {
     /// Events with their sequence numbers, oldest first.
     queue: VecDeque<(u64, Event)>,
@@ -18,6 +21,8 @@ pub struct EventBuffer {
     cap: usize,
     dropped: u64,
     node: Option<String>,
+    /// Sees every event as it is recorded (alerts).
+    tap: Option<Tap>,
 }
 
 impl EventBuffer {
@@ -28,7 +33,13 @@ impl EventBuffer {
             cap: cap.max(1),
             dropped: 0,
             node,
+            tap: None,
         }
+    }
+
+    /// Shows every event recorded from now on to `tap` as well.
+    pub fn set_tap(&mut self, tap: Option<Tap>) {
+        self.tap = tap;
     }
 
     /// Records a decision now, from this node.
@@ -50,6 +61,9 @@ impl EventBuffer {
     }
 
     pub fn push(&mut self, e: Event) {
+        if let Some(tap) = &self.tap {
+            tap(&e);
+        }
         if self.queue.len() >= self.cap {
             self.queue.pop_front();
             self.dropped += 1;

@@ -187,6 +187,26 @@ pub struct EventRow {
     pub node: Option<String>,
 }
 
+/// What `sip-xdp report` shows of a period, times on our clock.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// (reason as in `blocked_ips.source`, bans), most first.
+    pub bans_by_reason: Vec<(String, i64)>,
+    /// (address, bans, last ban), most first.
+    pub top_banned: Vec<(String, i64, NaiveDateTime)>,
+    /// (hour, event type, events), oldest hour first.
+    pub events_per_hour: Vec<(NaiveDateTime, String, i64)>,
+    /// (user, domain, attempts, distinct sources), most first.
+    pub failures_by_user: Vec<(String, String, i64, i64)>,
+}
+
+/// `t` to the nearest minute: an hour label converted by a measured skew
+/// (zone plus a little clock error) stays a round hour.
+fn on_the_minute(t: NaiveDateTime) -> NaiveDateTime {
+    use chrono::DurationRound as _;
+    t.duration_round(chrono::Duration::minutes(1)).unwrap_or(t)
+}
+
 /// Current UTC time at millisecond precision (what DATETIME(3) keeps).
 pub fn now() -> NaiveDateTime {
     let t = Utc::now().naive_utc();
@@ -382,6 +402,62 @@ impl Store {
             tx.rollback().await
         })?;
         Ok(())
+    }
+
+    /// The period from `since` on, in four groupings, `n` rows each at most.
+    pub async fn report(&self, since: NaiveDateTime, n: i64) -> Result<Report> {
+        let since_db = self.theirs(since);
+        let (hour, hour_fmt) = match self.pool {
+            Pool::Sqlite(_) => (
+                "strftime('%Y-%m-%d %H:00:00', event_time)",
+                "julianday(event_time) >= julianday(?)",
+            ),
+            Pool::Mysql(_) => (
+                "DATE_FORMAT(event_time, '%Y-%m-%d %H:00:00')",
+                "event_time >= ?",
+            ),
+        };
+        let bans_sql = format!(
+            "SELECT source, COUNT(*) FROM blocked_ips WHERE {} GROUP BY source ORDER BY 2 DESC, 1 LIMIT ?",
+            self.not_before("blocked_at")
+        );
+        let top_sql = format!(
+            "SELECT ip_address, COUNT(*), MAX(blocked_at) FROM blocked_ips WHERE {} \
+             GROUP BY ip_address ORDER BY 2 DESC, 3 DESC LIMIT ?",
+            self.not_before("blocked_at")
+        );
+        let hour_sql = format!(
+            "SELECT {hour}, event_type, COUNT(*) FROM security_events WHERE {hour_fmt} \
+             GROUP BY 1, 2 ORDER BY 1, 3 DESC"
+        );
+        let fail_sql = format!(
+            "SELECT username, domain, COUNT(*), COUNT(DISTINCT source_ip) FROM failed_registrations \
+             WHERE {} GROUP BY username, domain ORDER BY 3 DESC, 1 LIMIT ?",
+            self.not_before("attempt_time")
+        );
+        let (bans, top, hours, fails) = with_pool!(self, p => {
+            let bans: Vec<(String, i64)> = sqlx::query_as(safe(&bans_sql)).bind(since_db).bind(n).fetch_all(p).await?;
+            let top: Vec<(String, i64, NaiveDateTime)> = sqlx::query_as(safe(&top_sql)).bind(since_db).bind(n).fetch_all(p).await?;
+            let hours: Vec<(String, String, i64)> = sqlx::query_as(safe(&hour_sql)).bind(since_db).fetch_all(p).await?;
+            let fails: Vec<(String, String, i64, i64)> = sqlx::query_as(safe(&fail_sql)).bind(since_db).bind(n).fetch_all(p).await?;
+            (bans, top, hours, fails)
+        });
+        Ok(Report {
+            bans_by_reason: bans,
+            top_banned: top
+                .into_iter()
+                .map(|(ip, n, t)| (ip, n, self.ours(t)))
+                .collect(),
+            events_per_hour: hours
+                .into_iter()
+                .filter_map(|(h, t, n)| {
+                    NaiveDateTime::parse_from_str(&h, "%Y-%m-%d %H:%M:%S")
+                        .ok()
+                        .map(|h| (on_the_minute(self.ours(h)), t, n))
+                })
+                .collect(),
+            failures_by_user: fails,
+        })
     }
 
     pub fn kind(&self) -> &'static str {

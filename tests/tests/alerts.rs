@@ -1,0 +1,201 @@
+//! Alerts from the real controller: two clients flood within one window;
+//! the webhook (an HTTP receiver this test runs inside the server's
+//! namespace, answering 500 the first time) gets exactly one message with
+//! the counts, after one retry, and the command gets the same JSON on
+//! stdin. The metrics count what was sent. Needs root.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use sip_xdp_tests::{
+    cli::{eventually, Cli},
+    frames::OPTIONS,
+    lab::{send_sip, Lab},
+};
+
+const METRICS: &str = "127.0.0.1:19479";
+
+/// Requests received: (status answered, body).
+type Seen = Arc<Mutex<Vec<(u16, String)>>>;
+
+/// Answers POSTs for `within` (bounded): 500 to the first, 200 after.
+fn receiver(listener: TcpListener, seen: Seen, within: Duration) {
+    listener.set_nonblocking(true).unwrap();
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        let Ok((mut c, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        c.set_nonblocking(false).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let body = read_request(&mut c);
+        let mut s = seen.lock().unwrap();
+        let status = if s.is_empty() { 500 } else { 200 };
+        s.push((status, body));
+        let reason = if status == 200 {
+            "OK"
+        } else {
+            "Internal Server Error"
+        };
+        let _ = write!(
+            c,
+            "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+}
+
+fn read_request(c: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = c.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            }
+        }
+    }
+    String::new()
+}
+
+fn scrape(lab: &Lab) -> String {
+    lab.server.enter(|| {
+        let mut c = TcpStream::connect(METRICS).expect("metrics endpoint");
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
+#[test]
+fn an_attack_is_one_alert_per_window_delivered_despite_a_failure() {
+    let lab = Lab::two_clients("al");
+    let cli = Cli::new(&lab.server);
+    let listener = lab
+        .server
+        .enter(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let receiver_seen = seen.clone();
+    std::thread::spawn(move || receiver(listener, receiver_seen, Duration::from_secs(60)));
+    let out_file = std::env::temp_dir().join(format!("sip-xdp-alert-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&out_file);
+    cli.add_config(&format!(
+        "metrics = \"{METRICS}\"\n[detect]\ninterval = \"500ms\"\n[detect.flood]\nlimit = 20\n\
+         [alerts]\nwebhooks = [\"http://127.0.0.1:{port}/hook?token=secret\"]\n\
+         command = [\"/bin/sh\", \"-c\", \"cat >> {}; echo >> {}\"]\n\
+         window = \"3s\"\nretries = 2\n",
+        out_file.display(),
+        out_file.display()
+    ));
+    let mut daemon = cli.start_controller(&["s1", "s2"], "sbc-al", "500ms");
+    daemon.wait_log("alerts on", Duration::from_secs(20));
+    daemon.wait_log("database connected", Duration::from_secs(20));
+
+    // Both clients flood (100 packets in about 20 ms each, limit 20 a unit).
+    for i in 0..2 {
+        send_sip(
+            &lab.clients[i],
+            SocketAddr::new(lab.links[i].server_v4, 5060),
+            OPTIONS,
+            100,
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(s, _)| *s == 200)),
+        "no alert delivered: {:?}\n{}",
+        seen.lock().unwrap(),
+        daemon.log_text()
+    );
+    // Nothing else arrives for the rest of the window and the next one.
+    std::thread::sleep(Duration::from_secs(4));
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got.len(),
+        2,
+        "one message, sent twice (500, then 200): {got:?}"
+    );
+    assert_eq!(got[0].1, got[1].1, "the retry carries the same message");
+    let msg: serde_json::Value = serde_json::from_str(&got[1].1).unwrap();
+    assert_eq!(msg["node"], "sbc-al");
+    assert_eq!(msg["counts"]["flood_detected"], 2, "{msg}");
+    // Their ip_blocked events are info: below the default minimum.
+    assert_eq!(msg["counts"].as_object().unwrap().len(), 1, "{msg}");
+    let text = msg["text"].as_str().unwrap();
+    for i in 0..2 {
+        assert!(text.contains(&lab.links[i].client_v4.to_string()), "{text}");
+    }
+    assert!(
+        text.starts_with(
+            "sip-xdp on sbc-al [warning]: 2 event(s) in 3s: 2 flood_detected; sources: "
+        ),
+        "{text}"
+    );
+
+    let lines = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let lines: Vec<&str> = lines.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let by_command: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(by_command, msg);
+
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let m = scrape(&lab);
+            m.contains("sipxdp_alerts_total{outcome=\"sent\"} 2")
+        }),
+        "{}",
+        scrape(&lab)
+    );
+    // The live endpoint serves every metric the Grafana dashboard queries.
+    let live = scrape(&lab);
+    let dash: serde_json::Value =
+        serde_json::from_str(include_str!("../../dist/grafana/sip-xdp.json")).unwrap();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("sipxdp_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let base = name.strip_suffix("_total").unwrap_or(&name);
+                assert!(
+                    live.contains(&format!("# TYPE {base} ")),
+                    "{:?} queries {name}, which /metrics does not serve",
+                    p["title"]
+                );
+            }
+        }
+    }
+    let log = daemon.log_text();
+    assert!(
+        !log.contains("token=secret"),
+        "the webhook's token was logged"
+    );
+    let _ = std::fs::remove_file(&out_file);
+    assert!(daemon.stop().success());
+}
