@@ -90,6 +90,8 @@ struct Raw {
     metrics: Option<String>,
     detect: Option<crate::detect::Settings>,
     alerts: Option<crate::controller::alerts::Settings>,
+    feeds: Option<crate::feed::FeedsSettings>,
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +117,11 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     pub detect: crate::detect::Settings,
     pub alerts: crate::controller::alerts::Settings,
+    /// Threat feeds (`[feeds.NAME]`), checked.
+    pub feeds: Vec<crate::feed::Feed>,
+    /// Where the controller keeps what must survive a restart (APIBAN's
+    /// last ID).
+    pub state_dir: PathBuf,
     /// Where it was read from, for SIGHUP.
     pub path: Option<PathBuf>,
 }
@@ -200,11 +207,17 @@ impl Config {
         detect.validate()?;
         let alerts = raw.alerts.take().unwrap_or_default();
         alerts.validate()?;
+        let feeds = crate::feed::from_settings(&raw.feeds.take().unwrap_or_default())?;
         Ok(Self {
             capacities: capacities(&raw)?,
             metrics,
             detect,
             alerts,
+            feeds,
+            state_dir: raw
+                .state_dir
+                .take()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/sip-xdp")),
             db: raw.db.unwrap_or_else(|| DEFAULT_DB_URL.into()),
             node: raw.node.unwrap_or_else(hostname),
             interfaces: raw.interfaces.unwrap_or_default(),
@@ -367,9 +380,15 @@ mod tests {
             } else {
                 format!("{path}.{f}")
             };
-            let probe = Config::parse(&format!("[{sub}]\nzz_probe = 1\n"), "probe");
-            if probe.is_err_and(|e| e.to_string().contains("unknown field `zz_probe`")) {
+            let unknown = |text: String| {
+                Config::parse(&text, "probe")
+                    .is_err_and(|e| e.to_string().contains("unknown field `zz_probe`"))
+            };
+            if unknown(format!("[{sub}]\nzz_probe = 1\n")) {
                 keys_in_code(&sub, out);
+            } else if unknown(format!("[{sub}.zz_name]\nzz_probe = 1\n")) {
+                // A table of named tables ([feeds.NAME]).
+                keys_in_code(&format!("{sub}.NAME"), out);
             } else {
                 out.push((path.to_string(), f));
             }
@@ -381,12 +400,15 @@ mod tests {
         let mut table = String::new();
         let mut out = Vec::new();
         for line in EXAMPLE.lines() {
-            let l = line.trim();
+            let l = line.trim().trim_start_matches('#').trim_start();
             if let Some(t) = l.strip_prefix('[') {
                 table = t.split(']').next().unwrap().to_string();
+                // Named tables stand for their kind: [feeds.drop] is [feeds.NAME].
+                if let Some(("feeds", _)) = table.split_once('.') {
+                    table = "feeds.NAME".into();
+                }
                 continue;
             }
-            let l = l.trim_start_matches('#').trim_start();
             if let Some((k, _)) = l.split_once(" = ") {
                 if k.chars()
                     .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
@@ -428,6 +450,7 @@ mod tests {
                 {
                     rest
                 }
+                Some(rest) if rest.starts_with('[') => rest,
                 _ => l,
             })
             .collect::<Vec<_>>()

@@ -35,6 +35,7 @@ pub mod controller;
 pub mod db;
 pub mod detect;
 pub mod error;
+pub mod feed;
 pub mod kernel;
 pub mod metrics;
 pub mod parse;

@@ -56,6 +56,10 @@ pub struct Metrics {
     db_clock: Gauge<f64, AtomicU64>,
     alerts: Family<Labels, Counter>,
     last_alerts: [u64; 3],
+    feed_entries: Family<Labels, Gauge>,
+    feed_refreshed: Family<Labels, Gauge>,
+    feed_failures: Family<Labels, Counter>,
+    last_feed_failures: HashMap<String, u64>,
     events_buffered: Gauge,
     events_dropped: Counter,
     last_kernel: HashMap<u32, u64>,
@@ -138,6 +142,21 @@ impl Metrics {
             m.sync_duration.clone(),
         );
         r.register("db_up", "1 if the database is reachable", m.db_up.clone());
+        r.register(
+            "feed_entries",
+            "Entries in each feed's last good list",
+            m.feed_entries.clone(),
+        );
+        r.register(
+            "feed_last_refresh_timestamp_seconds",
+            "When each feed was last refreshed successfully (Unix time)",
+            m.feed_refreshed.clone(),
+        );
+        r.register(
+            "feed_failures",
+            "Failed refreshes per feed",
+            m.feed_failures.clone(),
+        );
         r.register(
             "alerts",
             "Alert messages by outcome: sent, failed (after retries), dropped (events the sender was too far behind to take)",
@@ -240,6 +259,26 @@ impl Metrics {
     pub fn pass(&self, tracked: usize, seconds: f64) {
         self.tracked_sources.set(tracked as i64);
         self.pass_seconds.set(seconds);
+    }
+
+    /// Each feed's state.
+    pub fn feeds(&mut self, states: &std::collections::BTreeMap<String, crate::feed::State>) {
+        for (name, s) in states {
+            let label = l("feed", name);
+            self.feed_entries
+                .get_or_create(&label)
+                .set(s.entries as i64);
+            if let Some(t) = s.last_ok {
+                self.feed_refreshed.get_or_create(&label).set(t.timestamp());
+            }
+            let last = self
+                .last_feed_failures
+                .insert(name.clone(), s.failures)
+                .unwrap_or(0);
+            let d = s.failures.saturating_sub(last);
+            // Created at 0 too, so the series exists before the first failure.
+            self.feed_failures.get_or_create(&label).inc_by(d);
+        }
     }
 
     /// Folds in the alert sender's cumulative counts.
@@ -417,6 +456,17 @@ mod tests {
         m.active_bans(&[("flood", 1)]);
         m.samples([1, 1, 1]);
         m.alerts([1, 1, 1]);
+        let mut feeds = std::collections::BTreeMap::new();
+        feeds.insert(
+            "drop".to_string(),
+            crate::feed::State {
+                entries: 3,
+                last_ok: Some(chrono::Utc::now()),
+                last_error: None,
+                failures: 1,
+            },
+        );
+        m.feeds(&feeds);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
         let served: Vec<&str> = text

@@ -86,6 +86,24 @@ pub fn spelling(net: &IpNet) -> String {
     }
 }
 
+/// A `blocked_ips.source` a caller of `block` may give: `manual`, or a
+/// feed's name.
+pub fn parse_source(s: &str) -> Result<String, String> {
+    let ok_name = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 24
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    };
+    match s {
+        "manual" | "fail2ban" | "crowdsec" | "apiban" | "geo" => Ok(s.to_string()),
+        _ if s.strip_prefix("feed:").is_some_and(ok_name) => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?} is not a source: manual, fail2ban, crowdsec, apiban, geo or feed:NAME (a-z, 0-9, - and _)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use chrono::NaiveDateTime;
 
 use crate::{
     db::{
+        feeds::FeedRows,
         outbox::Outbox,
         store::{AllowRow, BlockRow, Event, FailureBatch, Undecoded, FAILURE_TABLES},
         Store, StoreError,
@@ -30,6 +31,8 @@ pub struct RoundInput {
     pub failures: Option<FailureRequest>,
     /// Operators' changes made while the database was away.
     pub outbox: Outbox,
+    /// Feed refreshes to write.
+    pub feeds: Vec<FeedRows>,
 }
 
 /// What a round did and read.
@@ -52,26 +55,16 @@ pub struct RoundError {
     pub error: StoreError,
 }
 
-pub async fn run(input: RoundInput) -> Result<RoundOutput, RoundError> {
+pub async fn run(mut input: RoundInput) -> Result<RoundOutput, RoundError> {
     let started = Instant::now();
-    let (store, connected) = match input.store {
+    let (store, connected) = match input.store.take() {
         Some(s) => (s, false),
         None => match Store::connect(&input.url).await {
             Ok(s) => (s, true),
             Err(error) => return Err(RoundError { store: None, error }),
         },
     };
-    match work(
-        &store,
-        input.wall,
-        &input.node,
-        &input.pending,
-        &input.events,
-        input.failures,
-        &input.outbox,
-    )
-    .await
-    {
+    match work(&store, &mut input).await {
         Ok((lifted, blocks, allows, undecoded, failures)) => Ok(RoundOutput {
             store,
             connected,
@@ -97,19 +90,15 @@ type Work = (
     Vec<(usize, FailureBatch)>,
 );
 
-async fn work(
+/// What must be written before the lists are read: the operators' queued
+/// changes (otherwise this round would undo in the kernel what an operator
+/// did during the outage) and the feeds' refreshes.
+async fn write_first(
     store: &Store,
-    wall: NaiveDateTime,
-    node: &str,
-    pending: &[PendingBlock],
-    events: &[Event],
-    failures: Option<FailureRequest>,
     outbox: &Outbox,
-) -> Result<Work, StoreError> {
-    // Every time below is converted by the skew measured here.
-    store.sync_clock().await?;
-    // Before the lists are read: otherwise this round would undo in the
-    // kernel what an operator did during the outage.
+    feeds: &[FeedRows],
+    node: &str,
+) -> Result<(), StoreError> {
     let queued = outbox
         .drain(|changes| async move {
             for c in changes {
@@ -121,6 +110,21 @@ async fn work(
     if queued > 0 {
         tracing::info!(changes = queued, path = %outbox.path().display(), "wrote the changes queued while the database was unreachable");
     }
+    for f in feeds {
+        let w = crate::db::feeds::write(store, f, node).await?;
+        if w.added + w.lifted + w.extended > 0 {
+            tracing::info!(feed = %f.feed, added = w.added, lifted = w.lifted, extended = w.extended, "feed rows written");
+        }
+    }
+    Ok(())
+}
+
+async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError> {
+    // Every time below is converted by the skew measured here.
+    store.sync_clock().await?;
+    let (wall, node) = (input.wall, input.node.as_str());
+    write_first(store, &input.outbox, &input.feeds, node).await?;
+    let (pending, events, failures) = (&input.pending, &input.events, input.failures.take());
     let mut lifted = Vec::new();
     let mut unblocked = Vec::new();
     for row in store.expired_unlifted(wall).await? {

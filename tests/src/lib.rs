@@ -9,6 +9,7 @@ pub mod db;
 pub mod filters;
 pub mod flood;
 pub mod frames;
+pub mod http;
 pub mod lab;
 pub mod prog;
 pub mod registrar;

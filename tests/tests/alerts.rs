@@ -6,75 +6,18 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    net::{SocketAddr, TcpStream},
+    time::Duration,
 };
 
 use sip_xdp_tests::{
     cli::{eventually, Cli},
     frames::OPTIONS,
+    http::{Response, Server},
     lab::{send_sip, Lab},
 };
 
 const METRICS: &str = "127.0.0.1:19479";
-
-/// Requests received: (status answered, body).
-type Seen = Arc<Mutex<Vec<(u16, String)>>>;
-
-/// Answers POSTs for `within` (bounded): 500 to the first, 200 after.
-fn receiver(listener: TcpListener, seen: Seen, within: Duration) {
-    listener.set_nonblocking(true).unwrap();
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        let Ok((mut c, _)) = listener.accept() else {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        };
-        c.set_nonblocking(false).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let body = read_request(&mut c);
-        let mut s = seen.lock().unwrap();
-        let status = if s.is_empty() { 500 } else { 200 };
-        s.push((status, body));
-        let reason = if status == 200 {
-            "OK"
-        } else {
-            "Internal Server Error"
-        };
-        let _ = write!(
-            c,
-            "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-    }
-}
-
-fn read_request(c: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = c.read(&mut chunk).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-            }
-        }
-    }
-    String::new()
-}
 
 fn scrape(lab: &Lab) -> String {
     lab.server.enter(|| {
@@ -91,22 +34,35 @@ fn scrape(lab: &Lab) -> String {
 fn an_attack_is_one_alert_per_window_delivered_despite_a_failure() {
     let lab = Lab::two_clients("al");
     let cli = Cli::new(&lab.server);
-    let listener = lab
-        .server
-        .enter(|| TcpListener::bind("127.0.0.1:0").unwrap());
-    let port = listener.local_addr().unwrap().port();
-    let seen: Seen = Arc::default();
-    let receiver_seen = seen.clone();
-    std::thread::spawn(move || receiver(listener, receiver_seen, Duration::from_secs(60)));
+    // The webhook: answers 500 to the first POST, 200 after.
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let hook = Server::start(
+        &lab.server,
+        Duration::from_secs(60),
+        Box::new(move |_| {
+            let status = if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                500
+            } else {
+                200
+            };
+            Response::new(status, "")
+        }),
+    );
+    let port = hook.addr.port();
     let out_file = std::env::temp_dir().join(format!("sip-xdp-alert-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&out_file);
+    // An (empty) feed, so that every metric the dashboard shows exists.
+    let feed_file = cli.dir.join("feed.txt");
+    std::fs::write(&feed_file, "# nothing\n").unwrap();
     cli.add_config(&format!(
         "metrics = \"{METRICS}\"\n[detect]\ninterval = \"500ms\"\n[detect.flood]\nlimit = 20\n\
          [alerts]\nwebhooks = [\"http://127.0.0.1:{port}/hook?token=secret\"]\n\
          command = [\"/bin/sh\", \"-c\", \"cat >> {}; echo >> {}\"]\n\
-         window = \"3s\"\nretries = 2\n",
+         window = \"3s\"\nretries = 2\n\
+         [feeds.local]\nfile = \"{}\"\nrefresh = \"1s\"\n",
         out_file.display(),
-        out_file.display()
+        out_file.display(),
+        feed_file.display()
     ));
     let mut daemon = cli.start_controller(&["s1", "s2"], "sbc-al", "500ms");
     daemon.wait_log("alerts on", Duration::from_secs(20));
@@ -122,18 +78,21 @@ fn an_attack_is_one_alert_per_window_delivered_despite_a_failure() {
         );
     }
     assert!(
-        eventually(Duration::from_secs(15), || seen
-            .lock()
-            .unwrap()
+        eventually(Duration::from_secs(15), || hook
+            .requests()
             .iter()
-            .any(|(s, _)| *s == 200)),
+            .any(|(_, s)| *s == 200)),
         "no alert delivered: {:?}\n{}",
-        seen.lock().unwrap(),
+        hook.requests(),
         daemon.log_text()
     );
     // Nothing else arrives for the rest of the window and the next one.
     std::thread::sleep(Duration::from_secs(4));
-    let got = seen.lock().unwrap().clone();
+    let got: Vec<(u16, String)> = hook
+        .requests()
+        .into_iter()
+        .map(|(r, s)| (s, r.body))
+        .collect();
     assert_eq!(
         got.len(),
         2,

@@ -330,11 +330,16 @@ fn scanner_user_agent_is_banned_at_its_first_packets() {
     let rows = rt.block_on(store.blocks_of("203.0.113.2")).unwrap();
     assert_eq!(rows[0].source, "scanner_user_agent");
     // The log as fail2ban reads it: no colour codes (stderr is a file), and
-    // the README's filter matches the ban line, with the real fail2ban.
+    // the shipped filter (dist/fail2ban/filter.d/sip-xdp.conf) matches the
+    // ban line, with the real fail2ban.
     let log = daemon.log_text();
     assert!(!log.contains('\x1b'), "escape codes in the log: {log:?}");
+    let filter = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/fail2ban/filter.d/sip-xdp.conf"
+    );
     let f2b = std::process::Command::new("fail2ban-regex")
-        .args([daemon.log.to_str().unwrap(), "banned src_ip=<HOST> reason="])
+        .args([daemon.log.to_str().unwrap(), filter])
         .output()
         .expect("fail2ban-regex (installed by `cargo xtask test`)");
     let out = String::from_utf8_lossy(&f2b.stdout);

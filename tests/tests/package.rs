@@ -15,6 +15,9 @@ const FILES: &[&str] = &[
     "/usr/share/fish/vendor_completions.d/sip-xdp.fish",
     "/usr/share/sip-xdp/sip-xdp.toml.example",
     "/usr/share/sip-xdp/grafana-dashboard.json",
+    "/etc/fail2ban/action.d/sip-xdp.conf",
+    "/etc/fail2ban/filter.d/opensips-auth.conf",
+    "/etc/fail2ban/filter.d/sip-xdp.conf",
 ];
 
 fn dpkg(args: &[&str]) -> String {

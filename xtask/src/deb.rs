@@ -82,6 +82,14 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         &config,
         0o644,
     )?;
+    for f in [
+        "action.d/sip-xdp.conf",
+        "filter.d/sip-xdp.conf",
+        "filter.d/opensips-auth.conf",
+    ] {
+        let text = fs::read(root.join("dist/fail2ban").join(f))?;
+        put(&stage, &format!("etc/fail2ban/{f}"), &text, 0o644)?;
+    }
     let dashboard = fs::read(root.join("dist/grafana/sip-xdp.json"))?;
     put(
         &stage,
@@ -145,12 +153,11 @@ fn control(stage: &Path, version: &str, arch: &str) -> Result<()> {
          Section: net\nPriority: optional\n{DESCRIPTION}"
     );
     put(stage, "DEBIAN/control", control.as_bytes(), 0o644)?;
-    put(
-        stage,
-        "DEBIAN/conffiles",
-        b"/etc/sip-xdp/sip-xdp.toml\n",
-        0o644,
-    )?;
+    let conffiles = "/etc/sip-xdp/sip-xdp.toml\n\
+                     /etc/fail2ban/action.d/sip-xdp.conf\n\
+                     /etc/fail2ban/filter.d/sip-xdp.conf\n\
+                     /etc/fail2ban/filter.d/opensips-auth.conf\n";
+    put(stage, "DEBIAN/conffiles", conffiles.as_bytes(), 0o644)?;
     put(stage, "DEBIAN/postinst", POSTINST.as_bytes(), 0o755)?;
     put(stage, "DEBIAN/prerm", PRERM.as_bytes(), 0o755)?;
     put(stage, "DEBIAN/postrm", POSTRM.as_bytes(), 0o755)?;

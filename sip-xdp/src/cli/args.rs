@@ -102,6 +102,10 @@ pub enum Command {
         /// Why, as recorded in blocked_ips.reason.
         #[arg(long, default_value = "manual")]
         reason: String,
+        /// Who asks, as recorded in blocked_ips.source: manual, or a feed
+        /// (fail2ban, crowdsec, apiban, geo, feed:NAME).
+        #[arg(long, default_value = "manual", value_parser = crate::parse::parse_source)]
+        source: String,
     },
     /// Remove the ban or block rule for exactly ADDR[/LEN].
     Unblock { target: String },

@@ -395,6 +395,19 @@ fn controller(r: &mut Report, cfg: &Config) {
             return;
         }
     }
+    for (name, f) in st["feeds"].as_object().into_iter().flatten() {
+        match f["last_error"].as_str() {
+            None => r.ok(format!("feed {name}"), format!("{} entries", f["entries"])),
+            Some(e) => r.warn(
+                format!("feed {name}"),
+                format!(
+                    "failing: {e}; its last good list of {} entries stays",
+                    f["entries"]
+                ),
+                "check the feed's url, file or key in [feeds]",
+            ),
+        }
+    }
     if st["db_reachable"] == true {
         r.ok("controller", "running and syncing with the database");
     } else {

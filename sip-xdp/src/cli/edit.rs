@@ -104,7 +104,7 @@ pub async fn block(
     pins: &Pins,
     net: IpNet,
     dur: Option<Duration>,
-    reason: &str,
+    (reason, source): (&str, &str),
 ) -> anyhow::Result<Outcome> {
     let guard = Guard::for_this_host();
     if let Some(why) = guard.refusal(&net) {
@@ -125,6 +125,7 @@ pub async fn block(
     let op = Op::Block {
         reason: reason.to_string(),
         expires_at: expires,
+        source: source.to_string(),
     };
     let change = Change::new(op, &net, now, &cfg.node);
     let (db, queued) = if maps.is_some() {
@@ -138,7 +139,7 @@ pub async fn block(
     };
     let kernel = match &mut maps {
         Some(m) => {
-            m.block(&guard, net, dur, Reason::Manual.ban_reason())?;
+            m.block(&guard, net, dur, Reason::from_source(source).ban_reason())?;
             true
         }
         None if db.is_err() => anyhow::bail!(
@@ -147,7 +148,7 @@ pub async fn block(
         ),
         None => false,
     };
-    tracing::info!(src_ip = %net, reason = Reason::Manual.name(), "blocked");
+    tracing::info!(src_ip = %net, reason = source, "blocked");
     Ok(outcome(&db, queued, kernel))
 }
 
@@ -281,12 +282,12 @@ pub fn block_cmd(
     ctx: &Ctx,
     target: &str,
     duration: Option<Duration>,
-    reason: &str,
+    why: (&str, &str),
 ) -> anyhow::Result<()> {
     let net = parse_net(target)?;
     let out = ctx
         .rt
-        .block_on(block(&ctx.cfg, &ctx.pins, net, duration, reason))?;
+        .block_on(block(&ctx.cfg, &ctx.pins, net, duration, why))?;
     match duration {
         Some(d) => println!("blocked {net} for {}", humantime::format_duration(d)),
         None => println!("blocked {net}"),

@@ -54,29 +54,8 @@ impl Ctx {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    // These need no valid configuration: one writes it, one checks it.
-    match cli.command {
-        Command::Config {
-            action: ConfigAction::Example,
-        } => {
-            print!("{}", crate::config::EXAMPLE);
-            return Ok(());
-        }
-        Command::Doctor { json } => return doctor::run(&cli, json),
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "sip-xdp", &mut std::io::stdout());
-            return Ok(());
-        }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd)
-                .section("8")
-                .render(&mut std::io::stdout())
-                .context("writing the manual page")?;
-            return Ok(());
-        }
-        _ => {}
+    if let Some(done) = without_config(&cli) {
+        return done;
     }
     let ctx = Ctx::new(&cli)?;
     match cli.command {
@@ -119,7 +98,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             duration,
             reason,
-        } => edit::block_cmd(&ctx, &target, duration, &reason),
+            source,
+        } => edit::block_cmd(&ctx, &target, duration, (&reason, &source)),
         Command::Unblock { target } => edit::unblock_cmd(&ctx, &target),
         Command::Allow { target, comment } => edit::allow_cmd(&ctx, &target, &comment),
         Command::Disallow { target } => edit::disallow_cmd(&ctx, &target),
@@ -147,5 +127,34 @@ fn config_check(ctx: &Ctx) {
         None => println!(
             "no configuration file: every key has its default (`sip-xdp config example` lists them)"
         ),
+    }
+}
+
+/// Commands that need no valid configuration: one writes it, one checks
+/// it, two describe the CLI itself.
+fn without_config(cli: &Cli) -> Option<anyhow::Result<()>> {
+    match cli.command {
+        Command::Config {
+            action: ConfigAction::Example,
+        } => {
+            print!("{}", crate::config::EXAMPLE);
+            Some(Ok(()))
+        }
+        Command::Doctor { json } => Some(doctor::run(cli, json)),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "sip-xdp", &mut std::io::stdout());
+            Some(Ok(()))
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            Some(
+                clap_mangen::Man::new(cmd)
+                    .section("8")
+                    .render(&mut std::io::stdout())
+                    .context("writing the manual page"),
+            )
+        }
+        _ => None,
     }
 }

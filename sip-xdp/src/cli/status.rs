@@ -177,4 +177,17 @@ fn print_controller(c: &Value, ctx: &Ctx) {
         c["events_buffered"],
         c["events_dropped"]
     );
+    for (name, f) in c["feeds"].as_object().into_iter().flatten() {
+        let last = f["last_ok"]
+            .as_str()
+            .and_then(seconds_since)
+            .map_or("never".to_string(), |s| format!("{s:.0}s ago"));
+        match f["last_error"].as_str() {
+            None => println!("feed {name}: {} entries, refreshed {last}", f["entries"]),
+            Some(e) => println!(
+                "feed {name}: FAILING ({e}); keeping its last good list of {} entries from {last}",
+                f["entries"]
+            ),
+        }
+    }
 }

@@ -23,6 +23,7 @@ use tokio::{
 };
 
 pub mod alerts;
+mod feeds;
 mod notify;
 
 use notify::Notifier;
@@ -71,6 +72,9 @@ pub struct Controller {
     round: Option<Round>,
     notify: Notifier,
     alerts: Option<std::sync::Arc<alerts::AlertStats>>,
+    feeds: feeds::Desk,
+    /// The feeds' configuration changed on reload: restart them.
+    feeds_changed: bool,
 }
 
 /// A database round under way: when it started, and what to confirm when
@@ -79,6 +83,7 @@ struct Round {
     started: Instant,
     events_mark: u64,
     pending_n: usize,
+    feeds: Vec<crate::db::feeds::FeedRows>,
     abort: tokio::task::AbortHandle,
 }
 
@@ -135,6 +140,8 @@ impl Controller {
             last_pass: None,
             notify: Notifier::from_env(),
             alerts: None,
+            feeds: feeds::Desk::default(),
+            feeds_changed: false,
         })
     }
 
@@ -166,6 +173,7 @@ impl Controller {
             }
         };
         self.start_alerts();
+        let mut feed_rx = self.start_feeds();
         let _metrics_server = match self.cfg.metrics {
             Some(addr) => {
                 let (m, registry) = Metrics::new();
@@ -188,6 +196,7 @@ impl Controller {
                 _ = detect_tick.tick() => self.detect_pass().await,
                 Some(s) = rx.recv() => self.sample(s),
                 Some(r) = round_rx.recv() => self.finish_round(r),
+                Some(r) = next_report(&mut feed_rx) => self.feeds.on_report(r),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
@@ -196,6 +205,9 @@ impl Controller {
                     self.notify.reloaded();
                     match r {
                         Ok(()) => {
+                            if std::mem::take(&mut self.feeds_changed) {
+                                feed_rx = self.start_feeds();
+                            }
                             tick = new_interval(self.cfg.sync_interval);
                             detect_tick = new_interval(self.defender.interval());
                         }
@@ -204,6 +216,11 @@ impl Controller {
                 }
             }
         }
+        self.shut_down(detach_on_exit).await;
+        Ok(())
+    }
+
+    async fn shut_down(&mut self, detach_on_exit: bool) {
         tracing::info!("stopping");
         self.notify.stopping();
         self.flush_on_exit().await;
@@ -217,7 +234,6 @@ impl Controller {
             tracing::info!("leaving the filter attached: the SBC stays protected");
         }
         let _ = std::fs::remove_file(&self.cfg.status_file);
-        Ok(())
     }
 
     /// Writes what is still buffered (ban rows, events) before exiting, for
@@ -260,6 +276,7 @@ impl Controller {
         self.defender.reconfigure(new.detect.clone());
         apply_settings(&mut self.maps, &new, &self.defender)?;
         let alerts_changed = new.alerts != self.cfg.alerts;
+        self.feeds_changed = new.feeds != self.cfg.feeds;
         if new.db != self.cfg.db {
             self.store = None;
             self.db_retry_at = Instant::now();
@@ -270,6 +287,14 @@ impl Controller {
             self.start_alerts();
         }
         Ok(())
+    }
+
+    fn start_feeds(&mut self) -> Option<mpsc::Receiver<crate::feed::Report>> {
+        self.feeds.start(
+            self.cfg.feeds.clone(),
+            self.cfg.state_dir.clone(),
+            self.guard.clone(),
+        )
     }
 
     /// Alerts from the configuration: a new sender (the old one ends with
@@ -336,7 +361,9 @@ impl Controller {
             events,
             failures: self.defender.failure_request(),
             outbox: crate::db::outbox::Outbox::new(&self.cfg.outbox),
+            feeds: self.feeds.snapshot(),
         };
+        let feeds = input.feeds.clone();
         let tx = report.clone();
         let task = tokio::spawn(async move {
             let _ = tx.send(round::run(input).await).await;
@@ -345,6 +372,7 @@ impl Controller {
             started: Instant::now(),
             events_mark,
             pending_n,
+            feeds,
             abort: task.abort_handle(),
         });
     }
@@ -376,6 +404,7 @@ impl Controller {
         }
         self.store = Some(out.store);
         self.events.confirm(round.events_mark);
+        self.feeds.confirm(&round.feeds);
         self.defender.confirm_pending(round.pending_n);
         self.db_error = None;
         if let Some(since) = self.db_down_since.take() {
@@ -545,6 +574,7 @@ impl Controller {
             self.events.len(),
             self.events.dropped(),
         );
+        m.feeds(&self.feeds.states);
         if let Some(a) = &self.alerts {
             use std::sync::atomic::Ordering::Relaxed;
             m.alerts([
@@ -685,6 +715,7 @@ impl Controller {
             "sampling_pass_ms": self.last_pass.map(|(_, d)| d.as_secs_f64() * 1000.0),
             "samples_parsed": self.sample_stats.parsed.load(Ordering::Relaxed),
             "samples_malformed": self.sample_stats.malformed.load(Ordering::Relaxed),
+            "feeds": self.feeds.states,
             "written_at": Utc::now().to_rfc3339(),
             "maps": fill,
         });
@@ -747,4 +778,14 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, path)
+}
+
+/// The next feed report, or never when no feed runs.
+async fn next_report(
+    rx: &mut Option<mpsc::Receiver<crate::feed::Report>>,
+) -> Option<crate::feed::Report> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }

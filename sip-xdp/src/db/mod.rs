@@ -8,6 +8,7 @@
 //! never `detect` or `cli`.
 
 pub mod buffer;
+pub mod feeds;
 pub mod outbox;
 pub mod rows;
 pub mod store;

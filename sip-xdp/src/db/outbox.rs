@@ -28,12 +28,19 @@ use crate::parse::{is_host, parse_net, spelling};
 
 pub const DEFAULT_OUTBOX: &str = "/var/lib/sip-xdp/outbox.jsonl";
 
+fn manual() -> String {
+    Reason::Manual.name().to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Block {
         reason: String,
         expires_at: Option<NaiveDateTime>,
+        /// `blocked_ips.source`: `manual`, or the feed that asked.
+        #[serde(default = "manual")]
+        source: String,
     },
     Unblock,
     Allow {
@@ -103,8 +110,12 @@ impl Change {
         let net = self.net()?;
         let mut events = Vec::new();
         let out = match &self.op {
-            Op::Block { reason, expires_at } => {
-                self.block(store, reason, *expires_at, replay, &mut events)
+            Op::Block {
+                reason,
+                expires_at,
+                source,
+            } => {
+                self.block(store, (reason, source), *expires_at, replay, &mut events)
                     .await?
             }
             Op::Unblock => self.unblock(store, &net, replay, &mut events).await?,
@@ -131,7 +142,7 @@ impl Change {
     async fn block(
         &self,
         store: &Store,
-        reason: &str,
+        (reason, source): (&str, &str),
         expires_at: Option<NaiveDateTime>,
         replay: bool,
         events: &mut Vec<Event>,
@@ -144,7 +155,6 @@ impl Change {
         if exists {
             return Ok(Applied::default());
         }
-        let source = Reason::Manual.name();
         let id = store
             .insert_block(
                 &self.target,
@@ -357,6 +367,7 @@ mod tests {
             Op::Block {
                 reason: "r".into(),
                 expires_at: None,
+                source: "manual".into(),
             },
             "198.51.100.7",
         );

@@ -572,6 +572,92 @@ impl Store {
         Ok(id)
     }
 
+    /// Active blocks written by one source (a feed's rows).
+    pub async fn active_blocks_of_source(
+        &self,
+        source: &str,
+        at: NaiveDateTime,
+    ) -> Result<Vec<BlockRow>> {
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM blocked_ips WHERE source = ? AND unblocked_at IS NULL \
+             AND (expires_at IS NULL OR {}) ORDER BY id",
+            self.later("expires_at")
+        );
+        let rows: Vec<BlockRow> = with_pool!(self, p => sqlx::query_as(safe(&sql))
+            .bind(source)
+            .bind(self.theirs(at))
+            .fetch_all(p)
+            .await)?;
+        Ok(rows.into_iter().map(|r| self.block_ours(r)).collect())
+    }
+
+    /// Many blocks of one source at once: a multi-row INSERT per 500, all
+    /// values bound.
+    pub async fn insert_blocks(
+        &self,
+        ips: &[String],
+        reason: &str,
+        source: &str,
+        at: NaiveDateTime,
+        expires_at: Option<NaiveDateTime>,
+        node: &str,
+    ) -> Result<()> {
+        let (at, exp) = (self.theirs(at), expires_at.map(|t| self.theirs(t)));
+        for chunk in ips.chunks(500) {
+            with_pool!(self, p => {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO blocked_ips (ip_address, reason, source, blocked_at, expires_at, node) ",
+                );
+                qb.push_values(chunk, |mut b, ip| {
+                    b.push_bind(ip)
+                        .push_bind(reason)
+                        .push_bind(source)
+                        .push_bind(at)
+                        .push_bind(exp)
+                        .push_bind(node);
+                });
+                qb.build().execute(p).await.map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Marks these rows lifted at `at` (those not lifted yet).
+    pub async fn lift_ids(&self, ids: &[i64], at: NaiveDateTime) -> Result<()> {
+        let at = self.theirs(at);
+        for chunk in ids.chunks(500) {
+            with_pool!(self, p => {
+                let mut qb = sqlx::QueryBuilder::new("UPDATE blocked_ips SET unblocked_at = ");
+                qb.push_bind(at).push(" WHERE unblocked_at IS NULL AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(p).await.map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Moves these rows' expiry to `expires_at`.
+    pub async fn extend_ids(&self, ids: &[i64], expires_at: NaiveDateTime) -> Result<()> {
+        let exp = self.theirs(expires_at);
+        for chunk in ids.chunks(500) {
+            with_pool!(self, p => {
+                let mut qb = sqlx::QueryBuilder::new("UPDATE blocked_ips SET expires_at = ");
+                qb.push_bind(exp).push(" WHERE unblocked_at IS NULL AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(p).await.map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
+
     /// Failure rows after `after_id` with an attempt time from `since` on,
     /// oldest id first. `table` is one of `FAILURE_TABLES`.
     pub async fn failures(

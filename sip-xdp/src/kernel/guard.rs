@@ -13,6 +13,7 @@ const PROTECTED: [&str; 5] = [
     "::/128",
 ];
 
+#[derive(Clone, Debug)]
 pub struct Guard {
     own: Vec<IpAddr>,
 }

@@ -1,0 +1,341 @@
+//! Threat feeds: lists other tools keep of who the attackers are, turned
+//! into `blocked_ips` rows of their own `source` (`feed:NAME`, `apiban`) by
+//! the same path as `sip-xdp block`, so the allow-list and the safety rails
+//! still win and every node sharing the database enforces them.
+//!
+//! Each feed runs as a task of its own on its refresh interval and reports
+//! to the controller, which hands the result to its next database round
+//! (`db::feeds`). A feed that fails keeps its last good list: nothing is
+//! lifted because a server was down.
+//!
+//! May import `kernel` (the safety rails) and the crate root.
+
+pub mod apiban;
+pub mod list;
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::kernel::Guard;
+pub use list::Format;
+
+/// One `[feeds.NAME]` section. `NAME = "apiban"` is APIBAN's protocol
+/// (needs `key`); any other name is a plain list from `url` or `file`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedSettings {
+    pub url: Option<String>,
+    pub file: Option<PathBuf>,
+    pub format: Format,
+    /// How often it is read again (default 1h; APIBAN 5m).
+    pub refresh: Option<String>,
+    /// More entries than this and the list is refused as a whole (a feed
+    /// gone wrong must not fill the ban map).
+    pub max_entries: usize,
+    /// Rows expire this long after the feed last listed them (default:
+    /// never for lists, they go when the list drops them; APIBAN 7d).
+    pub expire: Option<String>,
+    /// APIBAN's API key.
+    pub key: Option<String>,
+    /// Per HTTP request (default 30s).
+    pub timeout: Option<String>,
+}
+
+pub type FeedsSettings = BTreeMap<String, FeedSettings>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Url(String),
+    File(PathBuf),
+    Apiban { base: String, key: String },
+}
+
+/// A feed ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    pub name: String,
+    pub origin: Origin,
+    pub format: Format,
+    pub refresh: Duration,
+    pub max_entries: usize,
+    pub expire: Option<Duration>,
+    pub timeout: Duration,
+}
+
+impl Feed {
+    /// `blocked_ips.source` of its rows.
+    pub fn source(&self) -> String {
+        if self.name == "apiban" {
+            "apiban".into()
+        } else {
+            format!("feed:{}", self.name)
+        }
+    }
+
+    /// Whether each refresh is the whole list (rows it drops are lifted) or
+    /// only what is new (rows age out by `expire`).
+    pub fn is_complete(&self) -> bool {
+        !matches!(self.origin, Origin::Apiban { .. })
+    }
+
+    pub fn from_settings(name: &str, s: &FeedSettings) -> Result<Self, (&'static str, String)> {
+        let ok_name = !name.is_empty()
+            && name.len() <= 24
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !ok_name {
+            return Err((
+                "feeds",
+                format!("{name:?}: a feed name is 1-24 of a-z, 0-9, - and _"),
+            ));
+        }
+        let dur = |v: &Option<String>, default: Option<Duration>| match v {
+            None => Ok(default),
+            Some(t) if t.trim() == "0s" || t.trim() == "0" => Ok(None),
+            Some(t) => crate::parse::parse_duration(t)
+                .map(Some)
+                .map_err(|e| ("feeds", format!("{name}: {e}"))),
+        };
+        let apiban = name == "apiban";
+        let origin = match (apiban, &s.url, &s.file, &s.key) {
+            (true, url, None, Some(key)) if !key.is_empty() => Origin::Apiban {
+                base: url
+                    .clone()
+                    .unwrap_or_else(|| "https://apiban.org/api".into()),
+                key: key.clone(),
+            },
+            (true, _, _, _) => return Err(("feeds", "apiban: needs `key` (and no `file`)".into())),
+            (false, Some(u), None, None) => {
+                let ok =
+                    reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+                if !ok {
+                    return Err(("feeds", format!("{name}: {u:?} is not an http(s) URL")));
+                }
+                Origin::Url(u.clone())
+            }
+            (false, None, Some(f), None) => Origin::File(f.clone()),
+            (false, _, _, Some(_)) => {
+                return Err(("feeds", format!("{name}: `key` is for [feeds.apiban] only")))
+            }
+            (false, _, _, _) => {
+                return Err((
+                    "feeds",
+                    format!("{name}: give exactly one of `url` and `file`"),
+                ))
+            }
+        };
+        let default_refresh = Duration::from_secs(if apiban { 300 } else { 3600 });
+        let refresh = dur(&s.refresh, Some(default_refresh))?.unwrap_or(default_refresh);
+        if refresh < Duration::from_secs(1) {
+            return Err(("feeds", format!("{name}: refresh must be at least 1s")));
+        }
+        let default_expire = apiban.then(|| Duration::from_secs(7 * 86_400));
+        Ok(Self {
+            name: name.to_string(),
+            origin,
+            format: s.format,
+            refresh,
+            max_entries: if s.max_entries == 0 {
+                100_000
+            } else {
+                s.max_entries
+            },
+            expire: dur(&s.expire, default_expire)?,
+            timeout: dur(&s.timeout, Some(Duration::from_secs(30)))?
+                .unwrap_or(Duration::from_secs(30)),
+        })
+    }
+}
+
+pub fn from_settings(all: &FeedsSettings) -> Result<Vec<Feed>, (&'static str, String)> {
+    all.iter().map(|(n, s)| Feed::from_settings(n, s)).collect()
+}
+
+/// What a refresh produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The entries to hold (complete lists) or to add (APIBAN).
+    List {
+        nets: Vec<IpNet>,
+        refused: usize,
+        bad: usize,
+    },
+    /// Not modified since the last good answer.
+    Unchanged,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub feed: String,
+    pub outcome: Outcome,
+}
+
+/// Starts one task per feed; each sends its reports to `tx`.
+pub fn spawn(
+    feeds: &[Feed],
+    state_dir: PathBuf,
+    guard: Guard,
+    tx: mpsc::Sender<Report>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    feeds
+        .iter()
+        .cloned()
+        .map(|f| {
+            let (tx, guard, state) = (tx.clone(), guard.clone(), state_dir.clone());
+            tokio::spawn(async move { run(f, state, guard, tx).await })
+        })
+        .collect()
+}
+
+async fn run(feed: Feed, state_dir: PathBuf, guard: Guard, tx: mpsc::Sender<Report>) {
+    let client = match reqwest::Client::builder()
+        .timeout(feed.timeout)
+        .user_agent(concat!("sip-xdp/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(feed = %feed.name, error = %e, "feed off: no HTTP client");
+            return;
+        }
+    };
+    let mut validators = list::Validators::default();
+    let id_file = state_dir.join(format!("{}.id", feed.name));
+    let mut every = tokio::time::interval(feed.refresh);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let outcome = refresh(&feed, &client, &mut validators, &id_file, &guard).await;
+        if tx
+            .send(Report {
+                feed: feed.name.clone(),
+                outcome,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn refresh(
+    feed: &Feed,
+    client: &reqwest::Client,
+    v: &mut list::Validators,
+    id_file: &std::path::Path,
+    guard: &Guard,
+) -> Outcome {
+    let (nets, bad) = match &feed.origin {
+        Origin::File(path) => match list::read_file(path) {
+            Ok(text) => {
+                let p = list::parse(&text, feed.format);
+                (p.nets, p.bad)
+            }
+            Err(e) => return Outcome::Failed(e),
+        },
+        Origin::Url(url) => match list::fetch(client, url, v).await {
+            Ok(Some(text)) => {
+                let p = list::parse(&text, feed.format);
+                (p.nets, p.bad)
+            }
+            Ok(None) => return Outcome::Unchanged,
+            Err(e) => return Outcome::Failed(e),
+        },
+        Origin::Apiban { base, key } => {
+            let start = apiban::load_id(id_file);
+            match apiban::walk(client, base, key, &start, Duration::from_secs(1)).await {
+                Ok(w) => {
+                    if let Err(e) = apiban::store_id(id_file, &w.next_id) {
+                        tracing::warn!(feed = %feed.name, path = %id_file.display(), error = %e, "could not keep APIBAN's last ID");
+                    }
+                    (w.nets, w.bad)
+                }
+                Err(e) => return Outcome::Failed(e),
+            }
+        }
+    };
+    if nets.len() > feed.max_entries {
+        return Outcome::Failed(format!(
+            "{} entries, more than max_entries = {}: refused, the last good list stays",
+            nets.len(),
+            feed.max_entries
+        ));
+    }
+    let before = nets.len();
+    let nets: Vec<IpNet> = nets
+        .into_iter()
+        .filter(|n| guard.refusal(n).is_none())
+        .collect();
+    Outcome::List {
+        refused: before - nets.len(),
+        nets,
+        bad,
+    }
+}
+
+/// A failed request in words an operator can act on (a timeout says so;
+/// the URL, which may hold a key, is left out).
+pub fn http_error(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let e = e.without_url();
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// The state of a feed, for `status`, `doctor` and the metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct State {
+    pub entries: usize,
+    pub last_ok: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_error: Option<String>,
+    pub failures: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(toml_text: &str) -> FeedsSettings {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn settings_name_what_is_wrong() {
+        let ok = from_settings(&s("[drop]\nurl = \"https://www.spamhaus.org/drop/drop.txt\"\nformat = \"spamhaus-drop\"\n[apiban]\nkey = \"k\"\n")).unwrap();
+        assert_eq!(ok[0].source(), "apiban");
+        assert_eq!(ok[0].expire, Some(Duration::from_secs(7 * 86_400)));
+        assert!(!ok[0].is_complete());
+        assert_eq!(ok[1].source(), "feed:drop");
+        assert_eq!(
+            (ok[1].refresh, ok[1].expire),
+            (Duration::from_secs(3600), None)
+        );
+        for (bad, why) in [
+            ("[x]\nurl = \"ftp://a\"\n", "http"),
+            ("[x]\nurl = \"https://a\"\nfile = \"/f\"\n", "exactly one"),
+            ("[x]\n", "exactly one"),
+            ("[apiban]\nurl = \"https://a\"\n", "needs `key`"),
+            ("[x]\nfile = \"/f\"\nkey = \"k\"\n", "apiban] only"),
+            ("[\"Bad Name\"]\nfile = \"/f\"\n", "feed name"),
+            ("[x]\nfile = \"/f\"\nrefresh = \"0.5s\"\n", "refresh"),
+        ] {
+            let e = from_settings(&s(bad)).unwrap_err();
+            assert!(e.1.contains(why), "{bad}: {e:?}");
+        }
+        assert!(toml::from_str::<FeedsSettings>("[x]\nfile = \"/f\"\nformat = \"xml\"\n").is_err());
+    }
+}
