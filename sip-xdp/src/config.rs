@@ -92,6 +92,7 @@ struct Raw {
     alerts: Option<crate::controller::alerts::Settings>,
     feeds: Option<crate::feed::FeedsSettings>,
     state_dir: Option<PathBuf>,
+    trusted: Option<Trusted>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +123,8 @@ pub struct Config {
     /// Where the controller keeps what must survive a restart (APIBAN's
     /// last ID).
     pub state_dir: PathBuf,
+    /// Trusted peers from the SIP server's own `address` table.
+    pub trusted: Option<Trusted>,
     /// Where it was read from, for SIGHUP.
     pub path: Option<PathBuf>,
 }
@@ -208,12 +211,14 @@ impl Config {
         let alerts = raw.alerts.take().unwrap_or_default();
         alerts.validate()?;
         let feeds = crate::feed::from_settings(&raw.feeds.take().unwrap_or_default())?;
+        let trusted = raw.trusted.take().map(Trusted::checked).transpose()?;
         Ok(Self {
             capacities: capacities(&raw)?,
             metrics,
             detect,
             alerts,
             feeds,
+            trusted,
             state_dir: raw
                 .state_dir
                 .take()
@@ -237,6 +242,44 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(crate::db::outbox::DEFAULT_OUTBOX)),
             path: None,
         })
+    }
+}
+
+/// `[trusted]`: the SIP server's `permissions` `address` table, read at
+/// every sync into the allow-list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trusted {
+    /// `opensips` (columns `ip`, `mask`, `grp`) or `kamailio` (`ip_addr`,
+    /// `mask`, `grp`).
+    pub address_table: crate::db::store::AddressTable,
+    /// Only these groups (`grp`); empty = all.
+    #[serde(default)]
+    pub groups: Vec<i64>,
+    /// The table's name, if not `address`.
+    #[serde(default = "address")]
+    pub table: String,
+}
+
+fn address() -> String {
+    "address".into()
+}
+
+impl Trusted {
+    fn checked(self) -> Result<Self, (&'static str, String)> {
+        let plain = !self.table.is_empty()
+            && self.table.len() <= 64
+            && self
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain {
+            return Err((
+                "trusted.table",
+                format!("{:?} is not a table name (letters, digits, _)", self.table),
+            ));
+        }
+        Ok(self)
     }
 }
 

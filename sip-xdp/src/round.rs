@@ -33,6 +33,8 @@ pub struct RoundInput {
     pub outbox: Outbox,
     /// Feed refreshes to write.
     pub feeds: Vec<FeedRows>,
+    /// Where trusted peers are read from, if anywhere.
+    pub trusted: Option<crate::config::Trusted>,
 }
 
 /// What a round did and read.
@@ -45,6 +47,8 @@ pub struct RoundOutput {
     pub allows: Vec<AllowRow>,
     pub undecoded: Vec<Undecoded>,
     pub failures: Vec<(usize, FailureBatch)>,
+    /// The trusted peers read, or why not (the last good ones then stay).
+    pub trusted: Option<Result<Vec<AllowRow>, String>>,
     pub took: Duration,
 }
 
@@ -66,6 +70,7 @@ pub async fn run(mut input: RoundInput) -> Result<RoundOutput, RoundError> {
     };
     match work(&store, &mut input).await {
         Ok((lifted, blocks, allows, undecoded, failures)) => Ok(RoundOutput {
+            trusted: trusted(&store, input.trusted.as_ref()).await,
             store,
             connected,
             lifted,
@@ -80,6 +85,30 @@ pub async fn run(mut input: RoundInput) -> Result<RoundOutput, RoundError> {
             error,
         }),
     }
+}
+
+/// The trusted peers, if configured. A failure (the table is missing, the
+/// account may not read it) is the answer, not the round's: the database
+/// is reachable and the last good peers stay trusted.
+async fn trusted(
+    store: &Store,
+    t: Option<&crate::config::Trusted>,
+) -> Option<Result<Vec<AllowRow>, String>> {
+    let t = t?;
+    Some(
+        match store
+            .address_rows(t.address_table, &t.table, &t.groups)
+            .await
+        {
+            Ok((rows, bad)) => {
+                for b in bad {
+                    tracing::warn!(table = %t.table, id = b.id, reason = %b.why, "skipping address row");
+                }
+                Ok(rows)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    )
 }
 
 type Work = (

@@ -271,3 +271,146 @@ fn apiban_pages_become_expiring_rows_and_the_last_id_is_kept() {
     }
     assert!(daemon.stop().success());
 }
+
+/// CrowdSec's Local API (Debian's crowdsec, `-no-cs`) in the server's
+/// namespace, with a bouncer key of its own; stopped, its bouncer and
+/// decisions removed, on drop.
+struct Lapi<'a> {
+    ns: &'a sip_xdp_tests::lab::Netns,
+    child: std::process::Child,
+    bouncer: String,
+    decisions: Vec<Vec<String>>,
+}
+
+impl<'a> Lapi<'a> {
+    fn start(ns: &'a sip_xdp_tests::lab::Netns) -> Self {
+        let child = ns
+            .command("crowdsec")
+            .args(["-c", "/etc/crowdsec/config.yaml", "-no-cs"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("crowdsec (installed by `cargo xtask test`)");
+        let up = eventually(Duration::from_secs(30), || {
+            ns.enter(|| std::net::TcpStream::connect("127.0.0.1:8080").is_ok())
+        });
+        assert!(up, "CrowdSec's Local API did not come up on 127.0.0.1:8080");
+        Self {
+            ns,
+            child,
+            bouncer: format!("sip-xdp-test-{}", std::process::id()),
+            decisions: Vec::new(),
+        }
+    }
+
+    fn cscli(&self, args: &[&str]) -> String {
+        let out = self.ns.command("cscli").args(args).output().unwrap();
+        assert!(out.status.success(), "cscli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn key(&self) -> String {
+        let _ = self
+            .ns
+            .command("cscli")
+            .args(["bouncers", "delete", &self.bouncer])
+            .output();
+        self.cscli(&["bouncers", "add", &self.bouncer, "-o", "raw"])
+    }
+
+    /// `cscli decisions add ARGS`, deleted again on drop.
+    fn add(&mut self, args: &[&str]) {
+        let mut all = vec!["decisions", "add"];
+        all.extend_from_slice(args);
+        self.cscli(&all);
+        self.decisions
+            .push(args.iter().take(2).map(|s| s.to_string()).collect());
+    }
+}
+
+impl Drop for Lapi<'_> {
+    fn drop(&mut self) {
+        for d in &self.decisions {
+            let _ = self
+                .ns
+                .command("cscli")
+                .args(["decisions", "delete", &d[0], &d[1]])
+                .output();
+        }
+        let _ = self
+            .ns
+            .command("cscli")
+            .args(["bouncers", "delete", &self.bouncer])
+            .output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn crowdsec_decisions_become_rows_and_deleted_ones_are_lifted() {
+    let lab = Lab::two_clients("cs");
+    let cli = Cli::new(&lab.server);
+    let c0 = lab.links[0].client_v4.to_string();
+    let mut lapi = Lapi::start(&lab.server);
+    let key = lapi.key();
+    lapi.add(&["--ip", &c0, "--duration", "1h", "--reason", "sip-xdp test"]);
+    lapi.add(&["--range", "198.51.100.64/26", "--duration", "2h"]);
+    // Not a ban, and a range over the server's own address: neither is written.
+    lapi.add(&[
+        "--ip",
+        "198.51.100.33",
+        "--type",
+        "captcha",
+        "--duration",
+        "1h",
+    ]);
+    lapi.add(&["--range", "203.0.113.0/30", "--duration", "1h"]);
+    cli.add_config(&format!(
+        "detect = {{ enabled = false }}\n[feeds.crowdsec]\nkey = \"{key}\"\nurl = \"http://127.0.0.1:8080\"\nrefresh = \"1s\"\n"
+    ));
+    let mut daemon = cli.start_controller(&["s1", "s2"], "sbc-cs", "500ms");
+    daemon.wait_log("database connected", Duration::from_secs(20));
+    let listener = SipListener::start(&lab.server, 5060);
+    assert!(
+        eventually(Duration::from_secs(15), || has(&cli, "crowdsec", &c0)
+            && has(&cli, "crowdsec", "198.51.100.64/26")),
+        "no CrowdSec rows: {:?}\n{}",
+        rows(&cli, "crowdsec"),
+        daemon.log_text()
+    );
+    let now = chrono::Utc::now().naive_utc();
+    for (ip, exp) in rows(&cli, "crowdsec") {
+        assert!(
+            ip != "198.51.100.33" && ip != "203.0.113.0/30",
+            "{ip} written"
+        );
+        if ip == c0 || ip == "198.51.100.64/26" {
+            let exp = chrono::NaiveDateTime::parse_from_str(
+                exp.as_str().unwrap(),
+                "%Y-%m-%dT%H:%M:%S%.f",
+            )
+            .unwrap();
+            let want = if ip == c0 { 3600 } else { 7200 };
+            let left = (exp - now).num_seconds();
+            assert!(
+                (want - 120..=want).contains(&left),
+                "{ip} expires in {left} s, not {want}"
+            );
+        }
+    }
+    assert!(eventually(Duration::from_secs(5), || delivered(
+        &lab, &listener, 0
+    ) == 0));
+
+    // A deleted decision is lifted, and the client passes again.
+    lapi.cscli(&["decisions", "delete", "--ip", &c0]);
+    assert!(eventually(Duration::from_secs(10), || !has(
+        &cli, "crowdsec", &c0
+    )));
+    assert!(eventually(Duration::from_secs(5), || delivered(
+        &lab, &listener, 0
+    ) == N));
+    assert!(has(&cli, "crowdsec", "198.51.100.64/26"));
+    assert!(daemon.stop().success());
+}

@@ -60,25 +60,26 @@ impl Desk {
                 state.last_ok = Some(Utc::now());
                 state.last_error = None;
                 let at = store::now();
-                let expires_at = feed
-                    .expire
-                    .and_then(|d| chrono::Duration::from_std(d).ok())
-                    .map(|d| at + d);
-                let mut rows = FeedRows {
+                let ends = |d: Option<std::time::Duration>| {
+                    d.or(feed.expire)
+                        .and_then(|d| chrono::Duration::from_std(d).ok())
+                        .map(|d| at + d)
+                };
+                let mut nets: Vec<_> = nets.into_iter().map(|(n, left)| (n, ends(left))).collect();
+                let complete = feed.is_complete();
+                if !complete {
+                    // Not written yet: what came before is still news.
+                    if let Some(prev) = self.pending.remove(&r.feed) {
+                        nets.extend(prev.nets);
+                    }
+                }
+                let rows = FeedRows {
                     feed: r.feed.clone(),
                     source: feed.source(),
                     nets,
-                    complete: feed.is_complete(),
-                    expires_at,
+                    complete,
                     at,
                 };
-                if !rows.complete {
-                    if let Some(prev) = self.pending.remove(&r.feed) {
-                        rows.nets.extend(prev.nets);
-                        rows.nets.sort();
-                        rows.nets.dedup();
-                    }
-                }
                 self.pending.insert(r.feed, rows);
             }
             Outcome::Unchanged => {

@@ -73,6 +73,9 @@ pub struct Controller {
     notify: Notifier,
     alerts: Option<std::sync::Arc<alerts::AlertStats>>,
     feeds: feeds::Desk,
+    /// The last good trusted peers, and why the last read failed.
+    trusted: Vec<crate::db::store::AllowRow>,
+    trusted_error: Option<String>,
     /// The feeds' configuration changed on reload: restart them.
     feeds_changed: bool,
 }
@@ -141,6 +144,8 @@ impl Controller {
             notify: Notifier::from_env(),
             alerts: None,
             feeds: feeds::Desk::default(),
+            trusted: Vec::new(),
+            trusted_error: None,
             feeds_changed: false,
         })
     }
@@ -297,6 +302,34 @@ impl Controller {
         )
     }
 
+    /// The trusted peers a round read, or the last good ones if it could
+    /// not read them.
+    fn trusted_peers(
+        &mut self,
+        read: Option<Result<Vec<crate::db::store::AllowRow>, String>>,
+    ) -> Vec<crate::db::store::AllowRow> {
+        match read {
+            None => self.trusted.clear(),
+            Some(Ok(rows)) => {
+                if rows.len() != self.trusted.len() {
+                    tracing::info!(
+                        peers = rows.len(),
+                        "trusted peers read from the address table"
+                    );
+                }
+                self.trusted = rows;
+                self.trusted_error = None;
+            }
+            Some(Err(e)) => {
+                if self.trusted_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(error = %e, kept = self.trusted.len(), "cannot read the trusted peers' address table: keeping the last good ones");
+                }
+                self.trusted_error = Some(e);
+            }
+        }
+        self.trusted.clone()
+    }
+
     /// Alerts from the configuration: a new sender (the old one ends with
     /// its queue), fed from every recorded event.
     fn start_alerts(&mut self) {
@@ -362,6 +395,7 @@ impl Controller {
             failures: self.defender.failure_request(),
             outbox: crate::db::outbox::Outbox::new(&self.cfg.outbox),
             feeds: self.feeds.snapshot(),
+            trusted: self.cfg.trusted.clone(),
         };
         let feeds = input.feeds.clone();
         let tx = report.clone();
@@ -427,7 +461,9 @@ impl Controller {
         for row in out.lifted {
             tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = %row.source, "unblocked");
         }
-        self.reconcile(out.blocks, &out.allows, out.undecoded);
+        let mut allows = out.allows;
+        allows.extend(self.trusted_peers(out.trusted));
+        self.reconcile(out.blocks, &allows, out.undecoded);
         self.backoff = Duration::from_secs(1);
         self.last_sync = Some((Utc::now(), out.took));
         let found = self.defender.take_failures(out.failures);

@@ -3,7 +3,7 @@
 //! incremental one (APIBAN) adds what is new and pushes back the expiry of
 //! what it lists again. One `feed_updated` event per change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
 use ipnet::IpNet;
@@ -18,10 +18,10 @@ pub struct FeedRows {
     pub feed: String,
     /// `blocked_ips.source`.
     pub source: String,
-    pub nets: Vec<IpNet>,
+    /// Each entry with its end (on our clock), `None` for never.
+    pub nets: Vec<(IpNet, Option<NaiveDateTime>)>,
     /// The list is whole: rows it no longer holds are lifted.
     pub complete: bool,
-    pub expires_at: Option<NaiveDateTime>,
     /// When it was fetched (on our clock).
     pub at: NaiveDateTime,
 }
@@ -40,44 +40,51 @@ pub async fn write(store: &Store, r: &FeedRows, node: &str) -> Result<Written, S
             current.entry(n).or_default().push((row.id, row.expires_at));
         }
     }
-    let wanted: BTreeSet<IpNet> = r.nets.iter().copied().collect();
-    let add: Vec<String> = wanted
-        .iter()
-        .filter(|n| !current.contains_key(n))
-        .map(spelling)
-        .collect();
+    // One end per entry: the latest a refresh gave it (None = never).
+    let mut wanted: BTreeMap<IpNet, Option<NaiveDateTime>> = BTreeMap::new();
+    for (n, end) in &r.nets {
+        let e = wanted.entry(*n).or_insert(*end);
+        *e = later(*e, *end);
+    }
+    // New entries, grouped by end so that each group is one batch.
+    let mut add: BTreeMap<Option<NaiveDateTime>, Vec<String>> = BTreeMap::new();
+    // Listed again with a later end: the row's expiry moves to it.
+    let mut extend: BTreeMap<NaiveDateTime, Vec<i64>> = BTreeMap::new();
+    for (n, end) in &wanted {
+        match current.get(n) {
+            None => add.entry(*end).or_default().push(spelling(n)),
+            Some(rows) => {
+                if let Some(end) = end {
+                    for (id, _) in rows.iter().filter(|(_, e)| e.is_some_and(|e| e < *end)) {
+                        extend.entry(*end).or_default().push(*id);
+                    }
+                }
+            }
+        }
+    }
     let lift: Vec<i64> = if r.complete {
         current
             .iter()
-            .filter(|(n, _)| !wanted.contains(n))
+            .filter(|(n, _)| !wanted.contains_key(n))
             .flat_map(|(_, ids)| ids.iter().map(|(id, _)| *id))
             .collect()
     } else {
         Vec::new()
     };
-    // Listed again: the expiry moves to this refresh's.
-    let extend: Vec<i64> = match r.expires_at {
-        Some(exp) => current
-            .iter()
-            .filter(|(n, _)| wanted.contains(n))
-            .flat_map(|(_, ids)| ids.iter())
-            .filter(|(_, e)| e.is_some_and(|e| e < exp))
-            .map(|(id, _)| *id)
-            .collect(),
-        None => Vec::new(),
-    };
     let reason = format!("feed {}", r.feed);
-    store
-        .insert_blocks(&add, &reason, &r.source, r.at, r.expires_at, node)
-        .await?;
+    for (end, ips) in &add {
+        store
+            .insert_blocks(ips, &reason, &r.source, r.at, *end, node)
+            .await?;
+    }
     store.lift_ids(&lift, r.at).await?;
-    if let Some(exp) = r.expires_at {
-        store.extend_ids(&extend, exp).await?;
+    for (end, ids) in &extend {
+        store.extend_ids(ids, *end).await?;
     }
     let w = Written {
-        added: add.len(),
+        added: add.values().map(Vec::len).sum(),
         lifted: lift.len(),
-        extended: extend.len(),
+        extended: extend.values().map(Vec::len).sum(),
     };
     if w.added + w.lifted > 0 {
         store
@@ -92,4 +99,12 @@ pub async fn write(store: &Store, r: &FeedRows, node: &str) -> Result<Written, S
             .await?;
     }
     Ok(w)
+}
+
+/// The later of two ends, where `None` is never.
+fn later(a: Option<NaiveDateTime>, b: Option<NaiveDateTime>) -> Option<NaiveDateTime> {
+    match (a, b) {
+        (None, _) | (_, None) => None,
+        (Some(a), Some(b)) => Some(a.max(b)),
+    }
 }

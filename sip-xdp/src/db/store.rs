@@ -200,6 +200,43 @@ pub struct Report {
     pub failures_by_user: Vec<(String, String, i64, i64)>,
 }
 
+/// Whose `permissions` `address` table the trusted peers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressTable {
+    Opensips,
+    Kamailio,
+}
+
+impl AddressTable {
+    pub const fn name(self) -> &'static str {
+        match self {
+            AddressTable::Opensips => "opensips",
+            AddressTable::Kamailio => "kamailio",
+        }
+    }
+}
+
+/// An integer column whatever its SQL type (TINYINT, SMALLINT UNSIGNED,
+/// INT UNSIGNED, BIGINT).
+fn int_of<R: Row>(r: &R, col: &str) -> std::result::Result<i64, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i16: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i8: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    u32: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    u16: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    r.try_get::<i64, _>(col)
+        .or_else(|_| r.try_get::<i32, _>(col).map(i64::from))
+        .or_else(|_| r.try_get::<u32, _>(col).map(i64::from))
+        .or_else(|_| r.try_get::<i16, _>(col).map(i64::from))
+        .or_else(|_| r.try_get::<u16, _>(col).map(i64::from))
+        .or_else(|_| r.try_get::<i8, _>(col).map(i64::from))
+}
+
 /// `t` to the nearest minute: an hour label converted by a measured skew
 /// (zone plus a little clock error) stays a round hour.
 fn on_the_minute(t: NaiveDateTime) -> NaiveDateTime {
@@ -570,6 +607,49 @@ impl Store {
             .await
             .map(|r| r.inserted_id()))?;
         Ok(id)
+    }
+
+    /// Trusted peers from the SIP server's `permissions` table (OpenSIPS:
+    /// `ip`, `mask`, `grp`; Kamailio: `ip_addr`, `mask`, `grp`) as allow
+    /// rows `ip/mask`, only `groups` if any are given. Rows decode one at a
+    /// time; `table` is checked to be a plain identifier by the caller.
+    pub async fn address_rows(
+        &self,
+        kind: AddressTable,
+        table: &str,
+        groups: &[i64],
+    ) -> Result<(Vec<AllowRow>, Vec<Undecoded>)> {
+        let ip = match kind {
+            AddressTable::Opensips => "ip",
+            AddressTable::Kamailio => "ip_addr",
+        };
+        let sql = format!("SELECT id, {ip} AS ip, mask, grp FROM {table} ORDER BY id");
+        let now = now();
+        let (rows, bad) = with_pool!(self, p => {
+            let rows = sqlx::query(safe(&sql)).fetch_all(p).await?;
+            decode_each(
+                rows,
+                "address",
+                |r| {
+                    let ip: String = r.try_get("ip")?;
+                    let mask = int_of(r, "mask")?;
+                    let grp = int_of(r, "grp")?;
+                    Ok((row_id!(r), ip, mask, grp))
+                },
+                |r| row_id!(r),
+            )
+        });
+        let rows = rows
+            .into_iter()
+            .filter(|(_, _, _, g)| groups.is_empty() || groups.contains(g))
+            .map(|(id, ip, mask, grp)| AllowRow {
+                id,
+                ip_address: format!("{}/{mask}", ip.trim()),
+                comment: format!("{} address grp {grp}", kind.name()),
+                created_at: now,
+            })
+            .collect();
+        Ok((rows, bad))
     }
 
     /// Active blocks written by one source (a feed's rows).

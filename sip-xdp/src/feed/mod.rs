@@ -11,6 +11,7 @@
 //! May import `kernel` (the safety rails) and the crate root.
 
 pub mod apiban;
+pub mod crowdsec;
 pub mod list;
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
@@ -51,6 +52,7 @@ pub enum Origin {
     Url(String),
     File(PathBuf),
     Apiban { base: String, key: String },
+    Crowdsec { base: String, key: String },
 }
 
 /// A feed ready to run.
@@ -68,10 +70,10 @@ pub struct Feed {
 impl Feed {
     /// `blocked_ips.source` of its rows.
     pub fn source(&self) -> String {
-        if self.name == "apiban" {
-            "apiban".into()
-        } else {
-            format!("feed:{}", self.name)
+        match self.origin {
+            Origin::Apiban { .. } => "apiban".into(),
+            Origin::Crowdsec { .. } => "crowdsec".into(),
+            _ => format!("feed:{}", self.name),
         }
     }
 
@@ -100,35 +102,13 @@ impl Feed {
                 .map(Some)
                 .map_err(|e| ("feeds", format!("{name}: {e}"))),
         };
+        let origin = origin_of(name, s)?;
         let apiban = name == "apiban";
-        let origin = match (apiban, &s.url, &s.file, &s.key) {
-            (true, url, None, Some(key)) if !key.is_empty() => Origin::Apiban {
-                base: url
-                    .clone()
-                    .unwrap_or_else(|| "https://apiban.org/api".into()),
-                key: key.clone(),
-            },
-            (true, _, _, _) => return Err(("feeds", "apiban: needs `key` (and no `file`)".into())),
-            (false, Some(u), None, None) => {
-                let ok =
-                    reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-                if !ok {
-                    return Err(("feeds", format!("{name}: {u:?} is not an http(s) URL")));
-                }
-                Origin::Url(u.clone())
-            }
-            (false, None, Some(f), None) => Origin::File(f.clone()),
-            (false, _, _, Some(_)) => {
-                return Err(("feeds", format!("{name}: `key` is for [feeds.apiban] only")))
-            }
-            (false, _, _, _) => {
-                return Err((
-                    "feeds",
-                    format!("{name}: give exactly one of `url` and `file`"),
-                ))
-            }
-        };
-        let default_refresh = Duration::from_secs(if apiban { 300 } else { 3600 });
+        let default_refresh = Duration::from_secs(match name {
+            "apiban" => 300,
+            "crowdsec" => 10,
+            _ => 3600,
+        });
         let refresh = dur(&s.refresh, Some(default_refresh))?.unwrap_or(default_refresh);
         if refresh < Duration::from_secs(1) {
             return Err(("feeds", format!("{name}: refresh must be at least 1s")));
@@ -151,6 +131,46 @@ impl Feed {
     }
 }
 
+/// Where a feed's entries come from: its name picks a protocol (`apiban`,
+/// `crowdsec`), any other name is a plain list.
+fn origin_of(name: &str, s: &FeedSettings) -> Result<Origin, (&'static str, String)> {
+    let key = s.key.clone().filter(|k| !k.is_empty());
+    match (name, &s.url, &s.file, key) {
+        ("apiban", url, None, Some(key)) => Ok(Origin::Apiban {
+            base: url
+                .clone()
+                .unwrap_or_else(|| "https://apiban.org/api".into()),
+            key,
+        }),
+        ("crowdsec", url, None, Some(key)) => Ok(Origin::Crowdsec {
+            base: url
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            key,
+        }),
+        ("apiban" | "crowdsec", _, _, _) => {
+            Err(("feeds", format!("{name}: needs `key` (and no `file`)")))
+        }
+        (_, _, _, Some(_)) => Err((
+            "feeds",
+            format!("{name}: `key` is for [feeds.apiban] and [feeds.crowdsec] only"),
+        )),
+        (_, Some(u), None, None) => {
+            let ok = reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if ok {
+                Ok(Origin::Url(u.clone()))
+            } else {
+                Err(("feeds", format!("{name}: {u:?} is not an http(s) URL")))
+            }
+        }
+        (_, None, Some(f), None) => Ok(Origin::File(f.clone())),
+        _ => Err((
+            "feeds",
+            format!("{name}: give exactly one of `url` and `file`"),
+        )),
+    }
+}
+
 pub fn from_settings(all: &FeedsSettings) -> Result<Vec<Feed>, (&'static str, String)> {
     all.iter().map(|(n, s)| Feed::from_settings(n, s)).collect()
 }
@@ -158,9 +178,11 @@ pub fn from_settings(all: &FeedsSettings) -> Result<Vec<Feed>, (&'static str, St
 /// What a refresh produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The entries to hold (complete lists) or to add (APIBAN).
+    /// The entries to hold (complete lists) or to add (APIBAN), each with
+    /// the time it has left where the feed says so (CrowdSec's durations);
+    /// otherwise the feed's `expire` applies.
     List {
-        nets: Vec<IpNet>,
+        nets: Vec<(IpNet, Option<Duration>)>,
         refused: usize,
         bad: usize,
     },
@@ -192,6 +214,13 @@ pub fn spawn(
         .collect()
 }
 
+/// What a feed's task keeps between refreshes.
+struct Memory {
+    validators: list::Validators,
+    bouncer: crowdsec::Bouncer,
+    id_file: PathBuf,
+}
+
 async fn run(feed: Feed, state_dir: PathBuf, guard: Guard, tx: mpsc::Sender<Report>) {
     let client = match reqwest::Client::builder()
         .timeout(feed.timeout)
@@ -204,62 +233,76 @@ async fn run(feed: Feed, state_dir: PathBuf, guard: Guard, tx: mpsc::Sender<Repo
             return;
         }
     };
-    let mut validators = list::Validators::default();
-    let id_file = state_dir.join(format!("{}.id", feed.name));
+    let mut mem = Memory {
+        validators: list::Validators::default(),
+        bouncer: crowdsec::Bouncer::default(),
+        id_file: state_dir.join(format!("{}.id", feed.name)),
+    };
     let mut every = tokio::time::interval(feed.refresh);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let outcome = refresh(&feed, &client, &mut validators, &id_file, &guard).await;
-        if tx
-            .send(Report {
-                feed: feed.name.clone(),
-                outcome,
-            })
-            .await
-            .is_err()
-        {
+        let outcome = match fetch(&feed, &client, &mut mem).await {
+            Ok(Some((nets, bad))) => checked(&feed, nets, bad, &guard),
+            Ok(None) => Outcome::Unchanged,
+            Err(e) => Outcome::Failed(e),
+        };
+        let report = Report {
+            feed: feed.name.clone(),
+            outcome,
+        };
+        if tx.send(report).await.is_err() {
             return;
         }
     }
 }
 
-async fn refresh(
+type Entries = Vec<(IpNet, Option<Duration>)>;
+
+/// One refresh's entries and how many were not addresses; `None` when the
+/// source says nothing changed.
+async fn fetch(
     feed: &Feed,
     client: &reqwest::Client,
-    v: &mut list::Validators,
-    id_file: &std::path::Path,
-    guard: &Guard,
-) -> Outcome {
-    let (nets, bad) = match &feed.origin {
-        Origin::File(path) => match list::read_file(path) {
-            Ok(text) => {
-                let p = list::parse(&text, feed.format);
-                (p.nets, p.bad)
-            }
-            Err(e) => return Outcome::Failed(e),
-        },
-        Origin::Url(url) => match list::fetch(client, url, v).await {
-            Ok(Some(text)) => {
-                let p = list::parse(&text, feed.format);
-                (p.nets, p.bad)
-            }
-            Ok(None) => return Outcome::Unchanged,
-            Err(e) => return Outcome::Failed(e),
-        },
-        Origin::Apiban { base, key } => {
-            let start = apiban::load_id(id_file);
-            match apiban::walk(client, base, key, &start, Duration::from_secs(1)).await {
-                Ok(w) => {
-                    if let Err(e) = apiban::store_id(id_file, &w.next_id) {
-                        tracing::warn!(feed = %feed.name, path = %id_file.display(), error = %e, "could not keep APIBAN's last ID");
-                    }
-                    (w.nets, w.bad)
-                }
-                Err(e) => return Outcome::Failed(e),
-            }
-        }
+    mem: &mut Memory,
+) -> Result<Option<(Entries, usize)>, String> {
+    let plain = |text: String| {
+        let p = list::parse(&text, feed.format);
+        (p.nets.into_iter().map(|n| (n, None)).collect(), p.bad)
     };
+    match &feed.origin {
+        Origin::File(path) => list::read_file(path).map(|t| Some(plain(t))),
+        Origin::Url(url) => Ok(list::fetch(client, url, &mut mem.validators)
+            .await?
+            .map(plain)),
+        Origin::Apiban { base, key } => {
+            let start = apiban::load_id(&mem.id_file);
+            let w = apiban::walk(client, base, key, &start, Duration::from_secs(1)).await?;
+            if let Err(e) = apiban::store_id(&mem.id_file, &w.next_id) {
+                tracing::warn!(feed = %feed.name, path = %mem.id_file.display(), error = %e, "could not keep APIBAN's last ID");
+            }
+            Ok(Some((
+                w.nets.into_iter().map(|n| (n, None)).collect(),
+                w.bad,
+            )))
+        }
+        Origin::Crowdsec { base, key } => {
+            mem.bouncer.poll(client, base, key).await?;
+            let now = std::time::Instant::now();
+            let nets = mem
+                .bouncer
+                .bans
+                .iter()
+                .map(|(n, end)| (*n, Some(end.saturating_duration_since(now))))
+                .collect();
+            Ok(Some((nets, mem.bouncer.skipped)))
+        }
+    }
+}
+
+/// The entries a refresh may write: not too many, none the safety rails
+/// refuse.
+fn checked(feed: &Feed, nets: Entries, bad: usize, guard: &Guard) -> Outcome {
     if nets.len() > feed.max_entries {
         return Outcome::Failed(format!(
             "{} entries, more than max_entries = {}: refused, the last good list stays",
@@ -268,9 +311,9 @@ async fn refresh(
         ));
     }
     let before = nets.len();
-    let nets: Vec<IpNet> = nets
+    let nets: Entries = nets
         .into_iter()
-        .filter(|n| guard.refusal(n).is_none())
+        .filter(|(n, _)| guard.refusal(n).is_none())
         .collect();
     Outcome::List {
         refused: before - nets.len(),
