@@ -62,6 +62,9 @@ fn blocklists_become_rows_and_bans_by_difference() {
         lab.links[0].client_v4.to_string(),
         lab.links[1].client_v4.to_string(),
     );
+    // A list longer than its max_entries is refused as a whole.
+    let big = cli.dir.join("big.txt");
+    std::fs::write(&big, "198.51.100.201\n198.51.100.202\n198.51.100.203\n").unwrap();
     let list = cli.dir.join("blocklist.txt");
     std::fs::write(
         &list,
@@ -85,9 +88,11 @@ fn blocklists_become_rows_and_bans_by_difference() {
     cli.add_config(&format!(
         "detect = {{ enabled = false }}\n\
          [feeds.local]\nfile = \"{}\"\nrefresh = \"1s\"\n\
-         [feeds.drop]\nurl = \"{}\"\nformat = \"spamhaus-drop\"\nrefresh = \"1s\"\n",
+         [feeds.drop]\nurl = \"{}\"\nformat = \"spamhaus-drop\"\nrefresh = \"1s\"\n\
+         [feeds.big]\nfile = \"{}\"\nmax_entries = 2\nrefresh = \"1s\"\n",
         list.display(),
-        site.url("/drop.txt")
+        site.url("/drop.txt"),
+        big.display()
     ));
     let mut daemon = cli.start_controller(&["s1", "s2"], "sbc-fd", "500ms");
     daemon.wait_log("database connected", Duration::from_secs(20));
@@ -129,6 +134,16 @@ fn blocklists_become_rows_and_bans_by_difference() {
         .any(
             |(r, s)| *s == 304 && r.header("if-none-match") == Some("\"v1\"")
         )));
+
+    let st = cli.ok(&["status"]);
+    assert!(
+        st.contains("feed big: FAILING (3 entries, more than max_entries = 2"),
+        "{st}"
+    );
+    assert!(rows(&cli, "feed:big").is_empty());
+    assert!(daemon
+        .log_text()
+        .contains("feed refresh failed: its last good list stays"));
 
     // The file drops client 0: its row is lifted, it gets through again.
     std::fs::write(&list, "198.51.100.128/25\n").unwrap();
@@ -178,7 +193,8 @@ fn apiban_pages_become_expiring_rows_and_the_last_id_is_kept() {
     let c0 = lab.links[0].client_v4.to_string();
     let c1v6 = lab.links[1].client_v6.to_string();
     // 0: APIBAN's documented answers; 1: every request unauthorized (a bad
-    // key); 2: 503; 3: a hang longer than the timeout.
+    // key); 2: 503; 3: a hang longer than the timeout; 4: a malformed
+    // answer.
     let mode = Arc::new(AtomicU8::new(0));
     let m = mode.clone();
     let (a, b) = (c0.clone(), c1v6.clone());
@@ -200,6 +216,7 @@ fn apiban_pages_become_expiring_rows_and_the_last_id_is_kept() {
                     "{\"ipaddress\":[\"unauthorized\"],\"ID\":\"unauthorized\"}",
                 ),
                 (2, _) => Response::new(503, "busy"),
+                (4, _) => Response::new(200, "<html>maintenance</html>"),
                 _ => {
                     let mut r = Response::new(200, "{}");
                     r.delay = Duration::from_secs(4);
@@ -257,7 +274,12 @@ fn apiban_pages_become_expiring_rows_and_the_last_id_is_kept() {
     assert_eq!(api.requests()[before].0.path, "/api/KEY/banned/300");
 
     // A bad key, a 5xx, a hang: each is a failing feed, the rows stay.
-    for (m, why) in [(1, "unauthorized"), (2, "HTTP 503"), (3, "timed out")] {
+    for (m, why) in [
+        (1, "unauthorized"),
+        (2, "HTTP 503"),
+        (3, "timed out"),
+        (4, "malformed answer"),
+    ] {
         mode.store(m, Ordering::SeqCst);
         assert!(
             eventually(Duration::from_secs(15), || {

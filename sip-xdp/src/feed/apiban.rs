@@ -101,6 +101,7 @@ pub async fn walk(
             (_, Ok(p)) if p.ipaddress == "rate limit exceeded" => {
                 return Err("APIBAN rate limit exceeded".into())
             }
+            (200, Err(_)) if page == 0 => return Err("malformed answer (not APIBAN's JSON)".into()),
             (s, _) if page == 0 => return Err(format!("HTTP {s}")),
             _ => break,
         }
