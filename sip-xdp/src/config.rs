@@ -93,6 +93,7 @@ struct Raw {
     feeds: Option<crate::feed::FeedsSettings>,
     state_dir: Option<PathBuf>,
     trusted: Option<Trusted>,
+    geo: Option<crate::feed::GeoSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +126,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Trusted peers from the SIP server's own `address` table.
     pub trusted: Option<Trusted>,
+    /// The `[geo]` country database, for naming sources by country.
+    pub geo_db: Option<PathBuf>,
     /// Where it was read from, for SIGHUP.
     pub path: Option<PathBuf>,
 }
@@ -178,25 +181,7 @@ impl Config {
             None => Duration::from_secs(2),
             Some(s) => crate::parse::parse_duration(s).map_err(|e| ("sync_interval", e))?,
         };
-        if let Some(ports) = &raw.ports {
-            if ports.is_empty() || ports.contains(&0) {
-                return Err(("ports", "needs at least one port, none of them 0".into()));
-            }
-        }
-        if raw.tcp_ports.as_ref().is_some_and(|p| p.contains(&0)) {
-            return Err(("tcp_ports", "port 0 is not a port".into()));
-        }
-        let ban_scope = match raw.ban_scope.as_deref() {
-            None => None,
-            Some("sip") => Some(BanScope::Sip),
-            Some("all") => Some(BanScope::All),
-            Some(other) => {
-                return Err((
-                    "ban_scope",
-                    format!("{other:?} is not \"sip\" (SIP ports over UDP and TCP) or \"all\" (everything from the source)"),
-                ))
-            }
-        };
+        let ban_scope = ports_and_scope(&raw)?;
         let metrics = match &raw.metrics {
             None => None,
             Some(a) => Some(a.parse().map_err(|_| {
@@ -210,7 +195,8 @@ impl Config {
         detect.validate()?;
         let alerts = raw.alerts.take().unwrap_or_default();
         alerts.validate()?;
-        let feeds = crate::feed::from_settings(&raw.feeds.take().unwrap_or_default())?;
+        let geo_db = raw.geo.as_ref().map(|g| g.database.clone());
+        let feeds = feeds(raw.feeds.take().unwrap_or_default(), raw.geo.take())?;
         let trusted = raw.trusted.take().map(Trusted::checked).transpose()?;
         Ok(Self {
             capacities: capacities(&raw)?,
@@ -219,6 +205,7 @@ impl Config {
             alerts,
             feeds,
             trusted,
+            geo_db,
             state_dir: raw
                 .state_dir
                 .take()
@@ -243,6 +230,44 @@ impl Config {
             path: None,
         })
     }
+}
+
+fn ports_and_scope(raw: &Raw) -> Result<Option<BanScope>, (&'static str, String)> {
+    if let Some(ports) = &raw.ports {
+        if ports.is_empty() || ports.contains(&0) {
+            return Err(("ports", "needs at least one port, none of them 0".into()));
+        }
+    }
+    if raw.tcp_ports.as_ref().is_some_and(|p| p.contains(&0)) {
+        return Err(("tcp_ports", "port 0 is not a port".into()));
+    }
+    match raw.ban_scope.as_deref() {
+        None => Ok(None),
+        Some("sip") => Ok(Some(BanScope::Sip)),
+        Some("all") => Ok(Some(BanScope::All)),
+        Some(other) => Err((
+            "ban_scope",
+            format!("{other:?} is not \"sip\" (SIP ports over UDP and TCP) or \"all\" (everything from the source)"),
+        )),
+    }
+}
+
+/// The `[feeds.NAME]` sections and the `[geo]` policy, checked, as feeds.
+fn feeds(
+    all: crate::feed::FeedsSettings,
+    geo: Option<crate::feed::GeoSettings>,
+) -> Result<Vec<crate::feed::Feed>, (&'static str, String)> {
+    let mut feeds = crate::feed::from_settings(&all)?;
+    if let Some(g) = geo {
+        if feeds.iter().any(|f| f.name == "geo") {
+            return Err((
+                "feeds",
+                "\"geo\" is the name of the [geo] policy: name the feed otherwise".into(),
+            ));
+        }
+        feeds.push(g.feed()?);
+    }
+    Ok(feeds)
 }
 
 /// `[trusted]`: the SIP server's `permissions` `address` table, read at
@@ -486,6 +511,8 @@ mod tests {
         let uncommented: String = EXAMPLE
             .lines()
             .map(|l| match l.strip_prefix("# ") {
+                // The other choice of a pair (geo's block / allow_only).
+                Some(_) if l.contains("(instead of") => l,
                 Some(rest)
                     if rest
                         .split_once(" = ")

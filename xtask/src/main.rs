@@ -309,6 +309,7 @@ fn bpf_linker(tc: &str) -> Result<()> {
 /// Debian packages the tests drive: (command, package).
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
+    ("curl", "curl"),
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
     ("sipp", "sip-tester"),
@@ -416,11 +417,53 @@ fn test(root: &Path) -> Result<()> {
     ]))?;
     // The package test installs it.
     let deb = deb::build(root)?;
+    let geo = geo_db(root)?;
     // Kernel state is shared: one test at a time.
     run(cargo()
         .env("SIP_XDP_DEB", deb)
+        .env("SIP_XDP_GEO_DB", geo)
         .env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
         .args(["test", "-p", "sip-xdp-tests", "--", "--test-threads=1"]))
+}
+
+/// A real GeoLite2-format country database for the country-policy tests:
+/// ip-location-db's package in the npm registry (GeoLite2 data under
+/// MaxMind's GeoLite2 licence, see its GEOLITE2_LICENSE), fetched once into
+/// target/geo/.
+fn geo_db(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("target/geo");
+    let db = dir.join("geolite2-country.mmdb");
+    if db.exists() {
+        return Ok(db);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let meta = capture(Command::new("curl").args([
+        "-fsS",
+        "https://registry.npmjs.org/@ip-location-db/geolite2-country-mmdb/latest",
+    ]))?;
+    let tarball = meta
+        .split("\"tarball\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').nth(1))
+        .context("no tarball in the npm registry's answer")?
+        .to_string();
+    let tgz = dir.join("package.tgz");
+    run(Command::new("curl")
+        .args(["-fsS", "-o"])
+        .arg(&tgz)
+        .arg(&tarball))?;
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&dir)
+        .args([
+            "--strip-components=1",
+            "package/geolite2-country.mmdb",
+            "package/GEOLITE2_LICENSE",
+        ]))?;
+    anyhow::ensure!(db.exists(), "the package held no geolite2-country.mmdb");
+    Ok(db)
 }
 
 fn lint(root: &Path) -> Result<()> {

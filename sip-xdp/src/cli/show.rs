@@ -179,11 +179,22 @@ pub fn stats(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
 
 pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
     let rows = Maps::open(&ctx.pins)?.top(n);
+    // With a country database configured, each source is named by country.
+    let geo = ctx
+        .cfg
+        .geo_db
+        .as_deref()
+        .and_then(|p| crate::feed::geo::Db::open(p).ok());
+    let country = |ip: std::net::IpAddr| geo.as_ref().and_then(|g| g.country(ip));
     if json {
-        return print_json(&rows);
+        let mut v = serde_json::to_value(&rows)?;
+        for (row, r) in v.as_array_mut().into_iter().flatten().zip(&rows) {
+            row["country"] = serde_json::json!(country(r.src_ip));
+        }
+        return print_json(&v);
     }
     println!(
-        "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}  TRUST",
+        "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}  {:<7} TRUST",
         "SOURCE",
         "PACKETS",
         "BYTES",
@@ -192,12 +203,13 @@ pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
         "INVITE",
         "OPTIONS",
         "OTHER",
-        "MALFORMED"
+        "MALFORMED",
+        "COUNTRY"
     );
     for r in rows {
         let c = |k: &str| r.classes.get(k).copied().unwrap_or(0);
         println!(
-            "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}  {}",
+            "{:<40} {:>10} {:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}  {:<7} {}",
             crate::parse::spelling(
                 &ipnet::IpNet::new(r.src_ip, r.prefix_len).unwrap_or(r.src_ip.into())
             ),
@@ -209,6 +221,7 @@ pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
             c("options"),
             c("other_request") + c("response") + c("keepalive"),
             c("malformed"),
+            country(r.src_ip).unwrap_or_else(|| "-".into()),
             r.verified.unwrap_or("-")
         );
     }

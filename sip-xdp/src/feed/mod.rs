@@ -12,6 +12,7 @@
 
 pub mod apiban;
 pub mod crowdsec;
+pub mod geo;
 pub mod list;
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
@@ -47,12 +48,87 @@ pub struct FeedSettings {
 
 pub type FeedsSettings = BTreeMap<String, FeedSettings>;
 
+/// `[geo]`: a country policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GeoSettings {
+    /// A MaxMind-format country database (GeoLite2-Country.mmdb, or
+    /// ip-location-db's geolite2-country.mmdb).
+    pub database: PathBuf,
+    /// Countries (ISO 3166 alpha-2) whose prefixes are blocked.
+    #[serde(default)]
+    pub block: Vec<String>,
+    /// Or: every public prefix outside these countries is blocked.
+    #[serde(default)]
+    pub allow_only: Vec<String>,
+    /// How often the database is read again (default 24h).
+    #[serde(default)]
+    pub refresh: Option<String>,
+    /// More prefixes than this and the policy is refused (default 200000;
+    /// `max_block` must hold them).
+    #[serde(default)]
+    pub max_entries: usize,
+}
+
+impl GeoSettings {
+    pub fn feed(&self) -> Result<Feed, (&'static str, String)> {
+        let (list, allow_only) = match (self.block.is_empty(), self.allow_only.is_empty()) {
+            (false, true) => (&self.block, false),
+            (true, false) => (&self.allow_only, true),
+            _ => return Err(("geo", "give exactly one of `block` and `allow_only`".into())),
+        };
+        let mut countries = std::collections::BTreeSet::new();
+        for c in list {
+            if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()) {
+                return Err((
+                    "geo",
+                    format!("{c:?} is not a two-letter country code (ISO 3166-1 alpha-2)"),
+                ));
+            }
+            countries.insert(c.to_ascii_uppercase());
+        }
+        let refresh = match &self.refresh {
+            None => Duration::from_secs(86_400),
+            Some(t) => crate::parse::parse_duration(t).map_err(|e| ("geo.refresh", e))?,
+        };
+        Ok(Feed {
+            name: "geo".into(),
+            origin: Origin::Geo {
+                database: self.database.clone(),
+                countries,
+                allow_only,
+            },
+            format: Format::Lines,
+            refresh,
+            max_entries: if self.max_entries == 0 {
+                200_000
+            } else {
+                self.max_entries
+            },
+            expire: None,
+            timeout: Duration::from_secs(30),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Url(String),
     File(PathBuf),
-    Apiban { base: String, key: String },
-    Crowdsec { base: String, key: String },
+    Apiban {
+        base: String,
+        key: String,
+    },
+    Crowdsec {
+        base: String,
+        key: String,
+    },
+    /// Country policy from a country database (`[geo]`).
+    Geo {
+        database: PathBuf,
+        countries: std::collections::BTreeSet<String>,
+        allow_only: bool,
+    },
 }
 
 /// A feed ready to run.
@@ -73,6 +149,7 @@ impl Feed {
         match self.origin {
             Origin::Apiban { .. } => "apiban".into(),
             Origin::Crowdsec { .. } => "crowdsec".into(),
+            Origin::Geo { .. } => "geo".into(),
             _ => format!("feed:{}", self.name),
         }
     }
@@ -286,6 +363,20 @@ async fn fetch(
                 w.bad,
             )))
         }
+        Origin::Geo {
+            database,
+            countries,
+            allow_only,
+        } => {
+            let (path, countries, only) = (database.clone(), countries.clone(), *allow_only);
+            // Walking a whole country database is a second of CPU: off the
+            // runtime's threads.
+            let nets =
+                tokio::task::spawn_blocking(move || geo::Db::open(&path)?.policy(&countries, only))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            Ok(Some((nets.into_iter().map(|n| (n, None)).collect(), 0)))
+        }
         Origin::Crowdsec { base, key } => {
             mem.bouncer.poll(client, base, key).await?;
             let now = std::time::Instant::now();
@@ -372,7 +463,7 @@ mod tests {
             ("[x]\nurl = \"https://a\"\nfile = \"/f\"\n", "exactly one"),
             ("[x]\n", "exactly one"),
             ("[apiban]\nurl = \"https://a\"\n", "needs `key`"),
-            ("[x]\nfile = \"/f\"\nkey = \"k\"\n", "apiban] only"),
+            ("[x]\nfile = \"/f\"\nkey = \"k\"\n", "[feeds.crowdsec] only"),
             ("[\"Bad Name\"]\nfile = \"/f\"\n", "feed name"),
             ("[x]\nfile = \"/f\"\nrefresh = \"0.5s\"\n", "refresh"),
         ] {
