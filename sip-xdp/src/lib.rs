@@ -6,7 +6,11 @@
 //! - [`kernel`]: everything that talks to bpf(2) (loader, pins, map handles,
 //!   batch reads, the sample ring, the clock). Knows nothing above it.
 //! - [`db`]: the store, row validation, the reconciler (rows → kernel
-//!   entries) and the event buffer. Uses `kernel`.
+//!   entries), the event buffer, the outbox of operators' changes and the
+//!   feed rows. Uses `kernel`.
+//! - [`feed`]: threat feeds (blocklists, APIBAN, CrowdSec, the country
+//!   policy), each a task that fetches and checks its entries. Uses
+//!   `kernel` (the safety rails).
 //! - [`detect`]: the detectors (pure state machines), the SIP sample parser
 //!   and `act`, which turns a detection into a kernel ban, a `blocked_ips`
 //!   row, an event and a log line. Uses `kernel` and `db`.
@@ -23,6 +27,8 @@
 //! - A CLI command: a variant in `cli/args.rs`, one function in the `cli/`
 //!   module for its kind (`edit`, `show`, `filter`, `status`), one arm in
 //!   `cli::run`.
+//! - A feed: an `Origin` in `feed/mod.rs` with its fetch in a module of
+//!   its own; its rows are written by `db::feeds`.
 //! - A database table: a migration in `migrations/{sqlite,mysql}/`, its row
 //!   type and queries in `db/store.rs`, validation in `db/rows.rs`.
 //! - A kernel map: its name, key and value in `sip_xdp_common::maps`, the
