@@ -135,6 +135,32 @@ fn blocklists_become_rows_and_bans_by_difference() {
             |(r, s)| *s == 304 && r.header("if-none-match") == Some("\"v1\"")
         )));
 
+    // Refreshes with nothing new write nothing: no row, no event, no
+    // kernel change (the file is re-read every second meanwhile).
+    let count = |what: &str| daemon.log_text().matches(what).count();
+    let state = || {
+        (
+            cli.json(&["events", "--type", "feed_updated", "--json"])
+                .as_array()
+                .unwrap()
+                .len(),
+            count("block installed"),
+            count("feed rows written"),
+            rows(&cli, "feed:local").len() + rows(&cli, "feed:drop").len(),
+        )
+    };
+    let (before, reads) = (state(), count("feed refreshed feed=local"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        before,
+        state(),
+        "(events, kernel installs, row writes, rows)"
+    );
+    assert!(
+        count("feed refreshed feed=local") >= reads + 2,
+        "the file was not re-read"
+    );
+
     let st = cli.ok(&["status"]);
     assert!(
         st.contains("feed big: FAILING (3 entries, more than max_entries = 2"),
