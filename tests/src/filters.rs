@@ -92,18 +92,17 @@ impl Filter {
                     ],
                     None,
                 );
-                // The calls `sip-xdp block` makes, minus the database.
+                // What the controller's sync does with new rows, minus the
+                // database: the safety rails, then batched map writes.
                 let mut maps = Maps::open(pins).expect("opening the pinned maps");
                 let guard = Guard::for_this_host();
-                for a in list {
-                    maps.block(
-                        &guard,
-                        IpNet::from(std::net::IpAddr::V6(*a)),
-                        None,
-                        BanReason::Manual,
-                    )
-                    .expect("banning a flood source");
-                }
+                let entries: Vec<(IpNet, u64, BanReason)> = list
+                    .iter()
+                    .map(|a| IpNet::from(std::net::IpAddr::V6(*a)))
+                    .filter(|n| guard.refusal(n).is_none())
+                    .map(|n| (n, 0, BanReason::Manual))
+                    .collect();
+                maps.put_new(&entries).expect("banning the flood sources");
             }
             Kind::IptablesRules => {
                 let mut rules = String::from("*raw\n:PREROUTING ACCEPT [0:0]\n");

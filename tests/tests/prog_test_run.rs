@@ -478,3 +478,42 @@ fn full_maps_give_a_clear_error() {
         "{e}"
     );
 }
+
+/// A feed's worth of new bans written in batches: every one enforced, hit
+/// counts from zero, prefixes beside them in the trie.
+#[test]
+fn new_bans_go_in_batches() {
+    let p = TestProg::load("batch");
+    let mut entries: Vec<(ipnet::IpNet, u64, BanReason)> = (0..20_000u32)
+        .map(|i| {
+            let a = std::net::Ipv6Addr::from(
+                0x2001_0db8_0042_0000_0000_0000_0000_0000u128 + u128::from(i),
+            );
+            (
+                ipnet::IpNet::from(std::net::IpAddr::V6(a)),
+                0,
+                BanReason::Feed,
+            )
+        })
+        .collect();
+    entries.push((net("203.0.113.9"), 0, BanReason::Feed));
+    entries.push((net("198.51.100.0/25"), 0, BanReason::Feed));
+    let mut maps = p.maps();
+    maps.put_new(&entries).unwrap();
+    assert_eq!(maps.bans_raw().len(), 20_001);
+    assert_eq!(
+        run(&p, &Frame::sip("203.0.113.9", OPTIONS).build()),
+        (XDP_DROP, vec![(Banned, 1)])
+    );
+    assert_eq!(
+        run(&p, &Frame::sip("2001:db8:42::4e1f", OPTIONS).build()),
+        (XDP_DROP, vec![(Banned, 1)])
+    );
+    assert_eq!(
+        run(&p, &Frame::sip("198.51.100.77", OPTIONS).build()),
+        (XDP_DROP, vec![(Blocked, 1)])
+    );
+    let listed = maps.list_blocked();
+    let one = listed.iter().find(|b| b.net == net("203.0.113.9")).unwrap();
+    assert_eq!((one.hits, one.reason), (1, "feed"));
+}

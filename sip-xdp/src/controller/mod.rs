@@ -710,9 +710,31 @@ impl Controller {
         for net in &plan.allow_add {
             log_kernel(self.maps.put_allow(net), net, "allow entry installed");
         }
-        for (net, want) in &plan.put {
-            let r = self.maps.put(net, want.expires_ns, want.reason);
-            log_kernel(r, net, "block installed");
+        // New exact bans go in batches (a feed can bring thousands); a
+        // changed one keeps its hit count through `put`.
+        let (new, changed): (Vec<_>, Vec<_>) = plan
+            .put
+            .iter()
+            .partition(|(net, _)| !current.blocks.contains_key(net));
+        let batch: Vec<_> = new
+            .iter()
+            .map(|(net, w)| (*net, w.expires_ns, w.reason))
+            .collect();
+        match self.maps.put_new(&batch) {
+            Ok(()) if batch.len() <= 20 => {
+                for (net, _, _) in &batch {
+                    tracing::info!(src_ip = %net, "block installed");
+                }
+            }
+            Ok(()) => tracing::info!(
+                count = batch.len(),
+                "blocks installed (block installed for each)"
+            ),
+            Err(e) => tracing::error!(count = batch.len(), error = %e, "block installed: failed"),
+        }
+        for (net, want) in changed {
+            let r = self.maps.put(&net, want.expires_ns, want.reason);
+            log_kernel(r, &net, "block installed");
         }
         for net in &plan.remove {
             log_kernel(self.maps.unblock(net).map(|_| ()), net, "block removed");

@@ -601,6 +601,49 @@ impl Maps {
         }
     }
 
+    /// Writes new exact bans (addresses the map does not hold: their hit
+    /// counts start at zero) in batches; prefixes go one by one, as the
+    /// kernel has no batch writes for tries. What a sync or a feed with
+    /// thousands of new entries needs.
+    pub fn put_new(&mut self, entries: &[(IpNet, u64, BanReason)]) -> Result<()> {
+        let (hosts, nets): (Vec<&(IpNet, u64, BanReason)>, Vec<_>) =
+            entries.iter().partition(|(n, _, _)| is_host(n));
+        if !hosts.is_empty() {
+            let keys: Vec<IpKey> = hosts.iter().map(|(n, _, _)| key_of(n.addr())).collect();
+            let values: Vec<BanValue> = hosts
+                .iter()
+                .map(|(_, expires_ns, reason)| BanValue {
+                    expires_ns: *expires_ns,
+                    hits: 0,
+                    reason: *reason as u32,
+                    _pad: 0,
+                })
+                .collect();
+            let data = self.bans_data()?;
+            if let Err(e) = batch::update(&data, &keys, &values) {
+                if e.raw_os_error() == Some(libc::E2BIG) || e.raw_os_error() == Some(libc::ENOSPC) {
+                    return Err(Error::Full {
+                        map: MAP_BANS,
+                        max: self.max[0],
+                    });
+                }
+                return Err(Error::Io {
+                    context: "writing bans".into(),
+                    source: e,
+                });
+            }
+        }
+        for &(n, expires_ns, reason) in nets {
+            self.put(&n, expires_ns, reason)?;
+        }
+        Ok(())
+    }
+
+    /// The BANS map's own handle, for batch calls.
+    fn bans_data(&self) -> Result<MapData> {
+        MapData::from_pin(self.pins.map(MAP_BANS)).map_err(Error::map("opening the ban map"))
+    }
+
     /// Adds an allow-list entry without touching bans (`allow` lifts them;
     /// the sync lifts them itself, recording each).
     pub fn put_allow(&mut self, net: &IpNet) -> Result<()> {

@@ -329,8 +329,8 @@ impl Bench {
             "Each row: the filter blocks every flooding source (the list is exactly the flooding sources, so a \
              linear rule list is walked half-way on average); {} packets (or {} s, whichever comes first) after \
              {} unmeasured warm-up packets. A UDP socket reads port 5060 in every row and counts what the filter \
-             let through. List load time: for sip-xdp, loading, verifying and attaching the program, then one map \
-             write per address (what `sip-xdp block` does); for the others, one `ip6tables-restore`, `ipset restore` \
+             let through. List load time: for sip-xdp, loading, verifying and attaching the program, then the \
+             addresses written in batches (`BPF_MAP_UPDATE_BATCH`, what the controller's sync does with new rows); for the others, one `ip6tables-restore`, `ipset restore` \
              or `nft -f` run.\n",
             self.plan.count,
             self.plan.max_time.as_secs(),
