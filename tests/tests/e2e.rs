@@ -42,6 +42,20 @@ fn block_and_unblock_between_two_clients() {
     assert!(lab.server.xdp_attached("s1") && lab.server.xdp_attached("s2"));
     let status = cli.ok(&["status"]);
     assert!(status.contains("attached: s1 (native mode)"), "{status}");
+    // Kernel memory per map, as the kernel charges it.
+    let st = cli.json(&["status", "--json"]);
+    let sources = st["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["map"] == "SOURCES")
+        .unwrap();
+    assert!(sources["kernel_kib"].as_u64().unwrap() > 1024, "{st}");
+    assert!(st["kernel_kib"].as_u64().unwrap() > sources["kernel_kib"].as_u64().unwrap());
+    assert!(
+        status.contains("KiB in the kernel") && status.contains("kernel memory, every map:"),
+        "{status}"
+    );
 
     let listener = SipListener::start(&lab.server, 5060);
     let v4 = |i: usize| SocketAddr::new(lab.links[i].server_v4, 5060);

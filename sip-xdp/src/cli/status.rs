@@ -65,7 +65,8 @@ fn gather(ctx: &Ctx) -> anyhow::Result<Value> {
         "tcp_ports": tcp_ports,
         "ban_scope": config.map(|c| if c.ban_all() { "all" } else { "sip" }),
         "verified_sources": verified,
-        "maps": fill.iter().map(|(n, e, m)| json!({"map": n, "entries": e, "max": m})).collect::<Vec<_>>(),
+        "maps": fill.iter().map(|(n, e, m)| json!({"map": n, "entries": e, "max": m, "kernel_kib": pins.map_kib(n)})).collect::<Vec<_>>(),
+        "kernel_kib": kernel_kib(pins),
         "controller": controller,
         "sync_lag_s": sync_lag_s,
     }))
@@ -131,12 +132,26 @@ fn print_kernel(v: &Value) {
     }
     for m in v["maps"].as_array().into_iter().flatten() {
         println!(
-            "map {:<8} {:>8} / {}",
+            "map {:<8} {:>8} / {:<8} {:>8} KiB in the kernel",
             m["map"].as_str().unwrap_or(""),
             m["entries"],
-            m["max"]
+            m["max"],
+            m["kernel_kib"]
         );
     }
+    if let Some(total) = v["kernel_kib"].as_u64() {
+        println!("kernel memory, every map: {} MiB", total / 1024);
+    }
+}
+
+/// The kernel memory of every pinned map, in KiB (`None` when none is).
+fn kernel_kib(pins: &crate::kernel::Pins) -> Option<u64> {
+    let dir = std::fs::read_dir(pins.maps_dir()).ok()?;
+    let total = dir
+        .flatten()
+        .filter_map(|e| pins.map_kib(&e.file_name().to_string_lossy()))
+        .sum();
+    Some(total)
 }
 
 fn print_controller(c: &Value, ctx: &Ctx) {

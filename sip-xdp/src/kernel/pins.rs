@@ -90,6 +90,20 @@ impl Pins {
             .map(|(_, m, p)| (m, p))
     }
 
+    /// The kernel memory a pinned map holds, in KiB, as the kernel charges
+    /// it (`memlock` in the map's fdinfo); `None` when the map is not
+    /// pinned here.
+    pub fn map_kib(&self, name: &str) -> Option<u64> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let data = aya::maps::MapData::from_pin(self.map(name)).ok()?;
+        let fd = data.fd().as_fd().as_raw_fd();
+        let info = fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|b| b / 1024)
+    }
+
     pub fn is_loaded(&self) -> bool {
         self.map(sip_xdp_common::maps::MAP_BANS).exists()
     }

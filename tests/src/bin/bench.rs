@@ -13,11 +13,7 @@
 //!   syscall between packets leaves the caches colder than any real poll and
 //!   each call carries the kernel's timer overhead.
 
-use std::{
-    net::Ipv4Addr,
-    os::fd::{AsFd as _, AsRawFd as _},
-    time::Instant,
-};
+use std::{net::Ipv4Addr, time::Instant};
 
 use aya::{
     maps::{Array, MapData, ProgramArray},
@@ -142,17 +138,7 @@ fn per_call(prog: &Xdp, template: &[u8], src: &Sources, runs: u32, expect: u32) 
 }
 
 fn memlock_kib(pins: &sip_xdp::kernel::Pins, map: &str) -> u64 {
-    let data = MapData::from_pin(pins.map(map)).expect("map pin");
-    let fd = data.fd().as_fd().as_raw_fd();
-    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("memlock:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        / 1024
+    pins.map_kib(map).expect("map pin")
 }
 
 fn arg(name: &str, default: u32) -> u32 {
