@@ -152,3 +152,15 @@ fn read_request(c: &mut TcpStream) -> Option<Request> {
         }
     }
 }
+
+/// `GET /metrics` from inside `ns`: the Prometheus text (with the headers).
+pub fn scrape(ns: &Netns, addr: &str) -> String {
+    ns.enter(|| {
+        let mut c = TcpStream::connect(addr).expect("metrics endpoint");
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    })
+}

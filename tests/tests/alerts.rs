@@ -4,11 +4,7 @@
 //! the counts, after one retry, and the command gets the same JSON on
 //! stdin. The metrics count what was sent. Needs root.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use sip_xdp_tests::{
     cli::{eventually, Cli},
@@ -20,14 +16,7 @@ use sip_xdp_tests::{
 const METRICS: &str = "127.0.0.1:19479";
 
 fn scrape(lab: &Lab) -> String {
-    lab.server.enter(|| {
-        let mut c = TcpStream::connect(METRICS).expect("metrics endpoint");
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).unwrap();
-        out
-    })
+    sip_xdp_tests::http::scrape(&lab.server, METRICS)
 }
 
 #[test]

@@ -5,8 +5,7 @@
 //! root, MariaDB and SIPp; run with `cargo xtask test`.
 
 use std::{
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -109,14 +108,7 @@ fn send_each(ns: &Netns, to: SocketAddr, n: usize, gap: Duration, make: impl Fn(
 }
 
 fn scrape(ns: &Netns) -> String {
-    ns.enter(|| {
-        let mut c = TcpStream::connect(METRICS).expect("metrics endpoint");
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).unwrap();
-        out
-    })
+    sip_xdp_tests::http::scrape(ns, METRICS)
 }
 
 fn metric(text: &str, line_start: &str) -> f64 {

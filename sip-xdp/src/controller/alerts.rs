@@ -141,6 +141,9 @@ impl Alerts {
     }
 }
 
+/// Events one window keeps for its counts and sources.
+const MAX_KEPT: usize = 10_000;
+
 async fn sender(s: Settings, node: String, mut rx: mpsc::Receiver<Event>, stats: Arc<AlertStats>) {
     let client = match reqwest::Client::builder().timeout(s.timeout).build() {
         Ok(c) => c,
@@ -152,12 +155,23 @@ async fn sender(s: Settings, node: String, mut rx: mpsc::Receiver<Event>, stats:
     // The first event opens a window; what arrives until it closes is one
     // message.
     while let Some(first) = rx.recv().await {
+        // A window holds at most MAX_KEPT events; the rest are only
+        // counted, so a long storm of events costs no memory.
         let mut batch = vec![first];
+        let mut more = 0usize;
         let close = tokio::time::Instant::now() + s.window;
         while let Ok(Some(e)) = tokio::time::timeout_at(close, rx.recv()).await {
-            batch.push(e);
+            if batch.len() < MAX_KEPT {
+                batch.push(e);
+            } else {
+                more += 1;
+            }
         }
-        let msg = message(&node, s.window, &batch);
+        let mut msg = message(&node, s.window, &batch);
+        if more > 0 {
+            msg["events"] = json!(batch.len() + more);
+            msg["not_itemised"] = json!(more);
+        }
         for url in &s.webhooks {
             let ok = with_retries(s.retries, || post(&client, url, &msg)).await;
             count(&stats, ok, "webhook", url);

@@ -704,29 +704,22 @@ impl Store {
 
     /// Marks these rows lifted at `at` (those not lifted yet).
     pub async fn lift_ids(&self, ids: &[i64], at: NaiveDateTime) -> Result<()> {
-        let at = self.theirs(at);
-        for chunk in ids.chunks(500) {
-            with_pool!(self, p => {
-                let mut qb = sqlx::QueryBuilder::new("UPDATE blocked_ips SET unblocked_at = ");
-                qb.push_bind(at).push(" WHERE unblocked_at IS NULL AND id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                qb.build().execute(p).await.map(|_| ())
-            })?;
-        }
-        Ok(())
+        self.set_on_ids("unblocked_at", self.theirs(at), ids).await
     }
 
     /// Moves these rows' expiry to `expires_at`.
     pub async fn extend_ids(&self, ids: &[i64], expires_at: NaiveDateTime) -> Result<()> {
-        let exp = self.theirs(expires_at);
+        self.set_on_ids("expires_at", self.theirs(expires_at), ids)
+            .await
+    }
+
+    /// `UPDATE blocked_ips SET col = t` on the unlifted rows of `ids`, 500
+    /// ids per statement. `col` is one of this module's constants.
+    async fn set_on_ids(&self, col: &'static str, t: NaiveDateTime, ids: &[i64]) -> Result<()> {
         for chunk in ids.chunks(500) {
             with_pool!(self, p => {
-                let mut qb = sqlx::QueryBuilder::new("UPDATE blocked_ips SET expires_at = ");
-                qb.push_bind(exp).push(" WHERE unblocked_at IS NULL AND id IN (");
+                let mut qb = sqlx::QueryBuilder::new(format!("UPDATE blocked_ips SET {col} = "));
+                qb.push_bind(t).push(" WHERE unblocked_at IS NULL AND id IN (");
                 let mut sep = qb.separated(", ");
                 for id in chunk {
                     sep.push_bind(*id);
