@@ -10,6 +10,7 @@ pub mod classify;
 pub mod config;
 pub mod cseq;
 pub mod maps;
+pub mod memory;
 pub mod reason;
 pub mod stats;
 

@@ -318,7 +318,7 @@ pub enum BanScope {
 }
 
 fn capacities(raw: &Raw) -> Result<Capacities, (&'static str, String)> {
-    let d = Capacities::default();
+    let d = Capacities::for_this_machine();
     let cap = |v: Option<u32>, default: u32, field| match v {
         Some(0) => Err((field, "must be at least 1".to_string())),
         Some(n) => Ok(n),

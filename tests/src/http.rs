@@ -60,6 +60,8 @@ pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 pub struct Server {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<(Request, u16)>>>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+    accepting: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Server {
@@ -70,10 +72,12 @@ impl Server {
         let seen: Arc<Mutex<Vec<(Request, u16)>>> = Arc::default();
         let log = seen.clone();
         let handler: Arc<Handler> = Arc::from(handler);
-        std::thread::spawn(move || {
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = stopped.clone();
+        let accepting = std::thread::spawn(move || {
             listener.set_nonblocking(true).unwrap();
             let end = Instant::now() + within;
-            while Instant::now() < end {
+            while Instant::now() < end && !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let Ok((c, _)) = listener.accept() else {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
@@ -82,7 +86,22 @@ impl Server {
                 std::thread::spawn(move || serve(c, &*handler, &log));
             }
         });
-        Self { addr, seen }
+        Self {
+            addr,
+            seen,
+            stopped,
+            accepting: Mutex::new(Some(accepting)),
+        }
+    }
+
+    /// Closes the listening socket: from then on connections are refused,
+    /// as with a site that is down.
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.accepting.lock().unwrap().take() {
+            t.join().expect("the accept loop");
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

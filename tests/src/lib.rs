@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod cpu;
+pub mod crowdsec;
 pub mod db;
 pub mod filters;
 pub mod flood;

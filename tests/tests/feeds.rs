@@ -16,6 +16,7 @@ use std::{
 
 use sip_xdp_tests::{
     cli::{eventually, Cli},
+    crowdsec::Lapi,
     frames::OPTIONS,
     http::{Response, Server},
     lab::{send_sip, Lab, SipListener},
@@ -71,10 +72,13 @@ fn blocklists_become_rows_and_bans_by_difference() {
         format!("# local list\n{c0}\n198.51.100.128/25 ; a range\nnot-an-address\n127.0.0.1\n"),
     )
     .unwrap();
-    // 0: the list with ETag v1 (304 when asked with it); 1: HTTP 500; 2: empty list.
+    // 0: the list with ETag v1 (304 when asked with it); 1: HTTP 500; 2:
+    // empty list; 3: a sign-in page served with 200 (a captive portal).
     let mode = Arc::new(AtomicU8::new(0));
     let m = mode.clone();
     let drop_body = format!("; Spamhaus DROP List\n{c1}/32 ; SBL000001\n");
+    let portal =
+        "<html>\n<head><title>Sign in</title></head>\n<body>Please sign in</body>\n</html>\n";
     let site = Server::start(
         &lab.server,
         Duration::from_secs(120),
@@ -82,6 +86,7 @@ fn blocklists_become_rows_and_bans_by_difference() {
             0 if req.header("if-none-match") == Some("\"v1\"") => Response::new(304, ""),
             0 => Response::new(200, drop_body.clone()).header("ETag", "\"v1\""),
             1 => Response::new(500, "oops"),
+            3 => Response::new(200, portal).header("ETag", "\"portal\""),
             _ => Response::new(200, "; empty now\n").header("ETag", "\"v2\""),
         }),
     );
@@ -199,6 +204,23 @@ fn blocklists_become_rows_and_bans_by_difference() {
         "{doctor}"
     );
 
+    // A page that is not a list is refused, not taken as an empty list.
+    let failing = |why: &str| {
+        eventually(Duration::from_secs(10), || {
+            cli.ok(&["status"])
+                .lines()
+                .any(|l| l.contains("feed drop: FAILING") && l.contains(why))
+        })
+    };
+    mode.store(3, Ordering::SeqCst);
+    assert!(
+        failing("malformed answer: 4 of 4 lines are not addresses"),
+        "{}",
+        cli.ok(&["status"])
+    );
+    assert!(has(&cli, "feed:drop", &c1));
+    assert_eq!(delivered(&lab, &listener, 1), 0);
+
     // The list is emptied: the row goes.
     mode.store(2, Ordering::SeqCst);
     assert!(eventually(Duration::from_secs(10), || !has(
@@ -209,6 +231,34 @@ fn blocklists_become_rows_and_bans_by_difference() {
     assert!(eventually(Duration::from_secs(5), || delivered(
         &lab, &listener, 1
     ) == N));
+
+    // Listed again, then the site goes down: the last good list stays.
+    mode.store(0, Ordering::SeqCst);
+    assert!(eventually(Duration::from_secs(10), || has(
+        &cli,
+        "feed:drop",
+        &c1
+    )));
+    site.stop();
+    assert!(failing("Connection refused"), "{}", cli.ok(&["status"]));
+    assert!(has(&cli, "feed:drop", &c1));
+    assert!(eventually(Duration::from_secs(5), || delivered(
+        &lab, &listener, 1
+    ) == 0));
+
+    // The local file disappears: its last good list stays too.
+    std::fs::remove_file(&list).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || cli
+            .ok(&["status"])
+            .contains("feed local: FAILING (reading")),
+        "{}",
+        cli.ok(&["status"])
+    );
+    assert!(has(&cli, "feed:local", "198.51.100.128/25"));
+    assert!(daemon
+        .log_text()
+        .contains("feed refresh failed: its last good list stays"));
     assert!(daemon.stop().success());
 }
 
@@ -275,7 +325,9 @@ fn apiban_pages_become_expiring_rows_and_the_last_id_is_kept() {
     }
     let id_file = cli.dir.join("state").join("apiban.id");
     assert_eq!(std::fs::read_to_string(&id_file).unwrap(), "300");
-    // One request per second while paging.
+    // Each page is written as it comes; the walk goes on a second later,
+    // one request per second, until "no new bans".
+    assert!(eventually(Duration::from_secs(5), || api.requests().len() >= 3));
     let reqs = api.requests();
     let paths: Vec<&str> = reqs.iter().map(|(r, _)| r.path.as_str()).collect();
     assert_eq!(
@@ -318,81 +370,6 @@ fn apiban_pages_become_expiring_rows_and_the_last_id_is_kept() {
         assert!(has(&cli, "apiban", &c0));
     }
     assert!(daemon.stop().success());
-}
-
-/// CrowdSec's Local API (Debian's crowdsec, `-no-cs`) in the server's
-/// namespace, with a bouncer key of its own; stopped, its bouncer and
-/// decisions removed, on drop.
-struct Lapi<'a> {
-    ns: &'a sip_xdp_tests::lab::Netns,
-    child: std::process::Child,
-    bouncer: String,
-    decisions: Vec<Vec<String>>,
-}
-
-impl<'a> Lapi<'a> {
-    fn start(ns: &'a sip_xdp_tests::lab::Netns) -> Self {
-        let child = ns
-            .command("crowdsec")
-            .args(["-c", "/etc/crowdsec/config.yaml", "-no-cs"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("crowdsec (installed by `cargo xtask test`)");
-        let up = eventually(Duration::from_secs(30), || {
-            ns.enter(|| std::net::TcpStream::connect("127.0.0.1:8080").is_ok())
-        });
-        assert!(up, "CrowdSec's Local API did not come up on 127.0.0.1:8080");
-        Self {
-            ns,
-            child,
-            bouncer: format!("sip-xdp-test-{}", std::process::id()),
-            decisions: Vec::new(),
-        }
-    }
-
-    fn cscli(&self, args: &[&str]) -> String {
-        let out = self.ns.command("cscli").args(args).output().unwrap();
-        assert!(out.status.success(), "cscli {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn key(&self) -> String {
-        let _ = self
-            .ns
-            .command("cscli")
-            .args(["bouncers", "delete", &self.bouncer])
-            .output();
-        self.cscli(&["bouncers", "add", &self.bouncer, "-o", "raw"])
-    }
-
-    /// `cscli decisions add ARGS`, deleted again on drop.
-    fn add(&mut self, args: &[&str]) {
-        let mut all = vec!["decisions", "add"];
-        all.extend_from_slice(args);
-        self.cscli(&all);
-        self.decisions
-            .push(args.iter().take(2).map(|s| s.to_string()).collect());
-    }
-}
-
-impl Drop for Lapi<'_> {
-    fn drop(&mut self) {
-        for d in &self.decisions {
-            let _ = self
-                .ns
-                .command("cscli")
-                .args(["decisions", "delete", &d[0], &d[1]])
-                .output();
-        }
-        let _ = self
-            .ns
-            .command("cscli")
-            .args(["bouncers", "delete", &self.bouncer])
-            .output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -460,5 +437,27 @@ fn crowdsec_decisions_become_rows_and_deleted_ones_are_lifted() {
         &lab, &listener, 0
     ) == N));
     assert!(has(&cli, "crowdsec", "198.51.100.64/26"));
+
+    // The bouncer's key is revoked, then the Local API goes away: each is
+    // a failing feed, and the range stays blocked through both.
+    lapi.cscli(&["bouncers", "delete", &lapi.bouncer]);
+    let failing = |why: &str| {
+        eventually(Duration::from_secs(10), || {
+            cli.ok(&["status"])
+                .lines()
+                .any(|l| l.contains("feed crowdsec: FAILING") && l.contains(why))
+        })
+    };
+    assert!(
+        failing("the Local API refused the key"),
+        "{}",
+        cli.ok(&["status"])
+    );
+    assert!(has(&cli, "crowdsec", "198.51.100.64/26"));
+    lapi.stop();
+    assert!(failing("Connection refused"), "{}", cli.ok(&["status"]));
+    assert!(has(&cli, "crowdsec", "198.51.100.64/26"));
+    let kernel = cli.ok(&["list", "blocked", "--kernel", "--json"]);
+    assert!(kernel.contains("198.51.100.64/26"), "{kernel}");
     assert!(daemon.stop().success());
 }

@@ -34,6 +34,44 @@ const PRIVATE: &[&str] = &[
     "fd00::1",
 ];
 
+/// Events about a source name its country (the controller's event buffer
+/// with the configured database); a source without one is left as it is.
+#[test]
+fn events_name_the_country_of_their_source() {
+    let mut events = sip_xdp::db::buffer::EventBuffer::new(10, None);
+    events.set_geo(Some(Db::open(&database()).unwrap()));
+    let details = || serde_json::json!({"reason": "flood"});
+    events.record("ip_blocked", Some("8.8.8.8".into()), "warning", details());
+    events.record(
+        "flood_detected",
+        Some("8.8.4.0/24".into()),
+        "warning",
+        details(),
+    );
+    events.record(
+        "ip_blocked",
+        Some("198.51.100.7".into()),
+        "warning",
+        details(),
+    );
+    events.record("db_reachable", None, "info", details());
+    let (got, _) = events.snapshot();
+    let countries: Vec<_> = got
+        .iter()
+        .map(|e| e.details.get("country").cloned())
+        .collect();
+    assert_eq!(
+        countries,
+        [
+            Some(serde_json::json!("US")),
+            Some(serde_json::json!("US")),
+            None,
+            None
+        ]
+    );
+    assert!(got.iter().all(|e| e.details["reason"] == "flood"));
+}
+
 #[test]
 fn country_prefixes_are_real_and_never_private() {
     let db = Db::open(&database()).unwrap();

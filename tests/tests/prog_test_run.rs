@@ -517,3 +517,22 @@ fn new_bans_go_in_batches() {
     let one = listed.iter().find(|b| b.net == net("203.0.113.9")).unwrap();
     assert_eq!((one.hits, one.reason), (1, "feed"));
 }
+
+/// The memory figures computed for other machines (BENCHMARKS.md, 16 and
+/// 64 CPUs) use the formula the kernel charges: on this machine it must
+/// give what fdinfo reports for every hash map.
+#[test]
+fn computed_map_memory_is_what_the_kernel_charges() {
+    let caps = sip_xdp::kernel::loader::Capacities::default();
+    let p = TestProg::load_with("memory", caps);
+    let cpus = aya::util::nr_cpus().unwrap() as u32;
+    for (map, bytes) in caps.hash_map_bytes(cpus) {
+        let charged = p.pins.map_kib(map).expect("pinned map");
+        let computed = bytes / 1024;
+        // The map's own header and its per-CPU lock counters are left out.
+        assert!(
+            charged >= computed && charged - computed <= 4 + computed / 1000,
+            "{map}: the kernel charges {charged} KiB, computed {computed} KiB on {cpus} CPUs"
+        );
+    }
+}

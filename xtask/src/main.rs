@@ -83,10 +83,13 @@ fn main() -> Result<()> {
         Cmd::Bench { compare, args } => {
             require_root("the benchmarks")?;
             setup(&root)?;
+            mariadb()?;
             build()?;
+            let geo = geo_db(&root)?;
             let bench = |bin: &str| {
                 let mut c = cargo();
                 c.env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
+                    .env("SIP_XDP_GEO_DB", &geo)
                     .args([
                         "run",
                         "--release",
@@ -101,7 +104,8 @@ fn main() -> Result<()> {
             if !compare {
                 run(bench("sip-xdp-bench").args(&args))?;
                 run(&mut bench("sip-xdp-bench-detect"))?;
-                return run(&mut bench("sip-xdp-bench-spoof"));
+                run(&mut bench("sip-xdp-bench-spoof"))?;
+                return run(&mut bench("sip-xdp-bench-feeds"));
             }
             let started = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
                 .unwrap_or_default();
@@ -109,7 +113,14 @@ fn main() -> Result<()> {
             let per_packet = capture(bench("sip-xdp-bench").args(&args))?;
             let detect = capture(&mut bench("sip-xdp-bench-detect"))?;
             let spoof = capture(&mut bench("sip-xdp-bench-spoof"))?;
-            let report = benchmarks_md(started.trim(), &cmp, &per_packet, &detect, &spoof);
+            let feeds = capture(&mut bench("sip-xdp-bench-feeds"))?;
+            let report = benchmarks_md(
+                started.trim(),
+                &cmp,
+                &per_packet,
+                &detect,
+                &format!("{spoof}\n{feeds}"),
+            );
             std::fs::write(root.join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
             eprintln!("wrote {}", root.join("BENCHMARKS.md").display());
             Ok(())
@@ -173,7 +184,8 @@ fn capture(cmd: &mut Command) -> Result<String> {
 }
 
 /// BENCHMARKS.md: the comparison first, then the per-packet, the detection
-/// and the spoofing benchmarks, each a section of its own.
+/// and the spoofing benchmarks (followed by the database and feed ones),
+/// each a section of its own.
 fn benchmarks_md(date: &str, compare: &str, per_packet: &str, detect: &str, spoof: &str) -> String {
     // The two older benchmarks print top-level headings of their own.
     let demote = |text: &str| {

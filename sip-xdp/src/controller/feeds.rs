@@ -48,9 +48,11 @@ impl Desk {
         Some(rx)
     }
 
-    pub fn on_report(&mut self, r: Report) {
+    /// Takes a refresh in; true when it brought entries for the next
+    /// round to write.
+    pub fn on_report(&mut self, r: Report) -> bool {
         let Some(feed) = self.feeds.get(&r.feed) else {
-            return;
+            return false;
         };
         let state = self.states.entry(r.feed.clone()).or_default();
         match r.outcome {
@@ -80,16 +82,20 @@ impl Desk {
                     complete,
                     at,
                 };
+                let news = complete || !rows.nets.is_empty();
                 self.pending.insert(r.feed, rows);
+                news
             }
             Outcome::Unchanged => {
                 state.last_ok = Some(Utc::now());
                 state.last_error = None;
+                false
             }
             Outcome::Failed(e) => {
                 state.failures += 1;
                 tracing::warn!(feed = %r.feed, error = %e, "feed refresh failed: its last good list stays");
                 state.last_error = Some(e);
+                false
             }
         }
     }

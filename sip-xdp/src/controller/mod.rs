@@ -201,7 +201,13 @@ impl Controller {
                 _ = detect_tick.tick() => self.detect_pass().await,
                 Some(s) = rx.recv() => self.sample(s),
                 Some(r) = round_rx.recv() => self.finish_round(r),
-                Some(r) = next_report(&mut feed_rx) => self.feeds.on_report(r),
+                Some(r) = next_report(&mut feed_rx) => {
+                    // A feed's news goes to the database and the kernel now,
+                    // not at the next tick.
+                    if self.feeds.on_report(r) && self.round.is_none() && Instant::now() >= self.db_retry_at {
+                        self.start_round(&round_tx);
+                    }
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
@@ -295,6 +301,13 @@ impl Controller {
     }
 
     fn start_feeds(&mut self) -> Option<mpsc::Receiver<crate::feed::Report>> {
+        // Events about a source name its country when `[geo]` is set.
+        let geo = self.cfg.geo_db.as_deref().and_then(|p| {
+            crate::feed::geo::Db::open(p)
+                .map_err(|e| tracing::warn!(error = %e, "events will not name countries"))
+                .ok()
+        });
+        self.events.set_geo(geo);
         self.feeds.start(
             self.cfg.feeds.clone(),
             self.cfg.state_dir.clone(),
@@ -463,9 +476,29 @@ impl Controller {
         }
         let mut allows = out.allows;
         allows.extend(self.trusted_peers(out.trusted));
-        self.reconcile(out.blocks, &allows, out.undecoded);
+        let applying = Instant::now();
+        let synced = self.reconcile(out.blocks, &allows, out.undecoded);
+        let kernel = applying.elapsed();
+        let took = out.took + kernel;
+        if synced.installed + synced.removed > 0 {
+            tracing::info!(
+                rows = synced.rows,
+                installed = synced.installed,
+                removed = synced.removed,
+                db_ms = out.took.as_millis() as u64,
+                kernel_ms = kernel.as_millis() as u64,
+                "kernel synced"
+            );
+        } else {
+            tracing::debug!(
+                rows = synced.rows,
+                db_ms = out.took.as_millis() as u64,
+                kernel_ms = kernel.as_millis() as u64,
+                "kernel in step"
+            );
+        }
         self.backoff = Duration::from_secs(1);
-        self.last_sync = Some((Utc::now(), out.took));
+        self.last_sync = Some((Utc::now(), took));
         let found = self.defender.take_failures(out.failures);
         self.act_all(found);
         self.notify.state(self.service_status());
@@ -677,7 +710,7 @@ impl Controller {
         mut blocks: Vec<crate::db::store::BlockRow>,
         allows: &[crate::db::store::AllowRow],
         undecoded: Vec<crate::db::store::Undecoded>,
-    ) {
+    ) -> Synced {
         blocks.extend(self.defender.pending_rows());
         let wall = store::now();
         let (desired, mut skips) =
@@ -732,12 +765,21 @@ impl Controller {
             ),
             Err(e) => tracing::error!(count = batch.len(), error = %e, "block installed: failed"),
         }
-        for (net, want) in changed {
-            let r = self.maps.put(&net, want.expires_ns, want.reason);
-            log_kernel(r, &net, "block installed");
+        for (net, want) in &changed {
+            let r = self.maps.put(net, want.expires_ns, want.reason);
+            log_kernel(r, net, "block installed");
         }
-        for net in &plan.remove {
-            log_kernel(self.maps.unblock(net).map(|_| ()), net, "block removed");
+        if plan.remove.len() <= 20 {
+            for net in &plan.remove {
+                log_kernel(self.maps.unblock(net).map(|_| ()), net, "block removed");
+            }
+        } else {
+            match self.maps.remove_many(&plan.remove) {
+                Ok(n) => tracing::info!(count = n, "blocks removed (block removed for each)"),
+                Err(e) => {
+                    tracing::error!(count = plan.remove.len(), error = %e, "block removed: failed")
+                }
+            }
         }
         for net in &plan.allow_remove {
             log_kernel(
@@ -745,6 +787,11 @@ impl Controller {
                 net,
                 "allow entry removed",
             );
+        }
+        Synced {
+            rows: blocks.len(),
+            installed: batch.len() + changed.len() + plan.allow_add.len(),
+            removed: plan.remove.len() + plan.allow_remove.len(),
         }
     }
 
@@ -781,6 +828,14 @@ impl Controller {
             tracing::debug!(error = %e, path = %self.cfg.status_file.display(), "could not write the status file");
         }
     }
+}
+
+/// What one sync changed in the kernel.
+struct Synced {
+    /// Block rows read (and pending bans).
+    rows: usize,
+    installed: usize,
+    removed: usize,
 }
 
 fn log_kernel(r: crate::Result<()>, net: &ipnet::IpNet, what: &str) {

@@ -23,6 +23,8 @@ pub struct EventBuffer {
     node: Option<String>,
     /// Sees every event as it is recorded (alerts).
     tap: Option<Tap>,
+    /// Names the country of an event's source (`[geo]`).
+    geo: Option<crate::feed::geo::Db>,
 }
 
 impl EventBuffer {
@@ -34,6 +36,7 @@ impl EventBuffer {
             dropped: 0,
             node,
             tap: None,
+            geo: None,
         }
     }
 
@@ -43,13 +46,30 @@ impl EventBuffer {
     }
 
     /// Records a decision now, from this node.
+    /// The country database that names events' sources, or none.
+    pub fn set_geo(&mut self, geo: Option<crate::feed::geo::Db>) {
+        self.geo = geo;
+    }
+
     pub fn record(
         &mut self,
         event_type: &str,
         source_ip: Option<String>,
         severity: &str,
-        details: Value,
+        mut details: Value,
     ) {
+        let country = self
+            .geo
+            .as_ref()
+            .zip(source_ip.as_deref())
+            .and_then(|(g, ip)| {
+                // A source may be a prefix (a /64 ban): its address names it.
+                let ip = ip.split('/').next()?.parse().ok()?;
+                g.country(ip)
+            });
+        if let (Some(c), Some(d)) = (country, details.as_object_mut()) {
+            d.insert("country".into(), Value::String(c));
+        }
         self.push(Event {
             event_type: event_type.into(),
             source_ip,

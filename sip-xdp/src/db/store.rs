@@ -67,6 +67,9 @@ pub enum Pool {
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds. The
 /// SQL is the same text for both (`?` placeholders), only the types differ.
+/// Rows per multi-row INSERT.
+const INSERT_ROWS: usize = 2000;
+
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
@@ -682,9 +685,17 @@ impl Store {
         expires_at: Option<NaiveDateTime>,
         node: &str,
     ) -> Result<()> {
+        if ips.is_empty() {
+            return Ok(());
+        }
         let (at, exp) = (self.theirs(at), expires_at.map(|t| self.theirs(t)));
-        for chunk in ips.chunks(500) {
-            with_pool!(self, p => {
+        // One transaction (one log flush, not one per statement: 100k rows
+        // in 500-row autocommitted INSERTs took 3.8 s on MariaDB), in
+        // statements of INSERT_ROWS rows (6 binds each, under both
+        // databases' limits).
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in ips.chunks(INSERT_ROWS) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO blocked_ips (ip_address, reason, source, blocked_at, expires_at, node) ",
                 );
@@ -696,9 +707,10 @@ impl Store {
                         .push_bind(exp)
                         .push_bind(node);
                 });
-                qb.build().execute(p).await.map(|_| ())
-            })?;
-        }
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
         Ok(())
     }
 
@@ -713,11 +725,16 @@ impl Store {
             .await
     }
 
-    /// `UPDATE blocked_ips SET col = t` on the unlifted rows of `ids`, 500
-    /// ids per statement. `col` is one of this module's constants.
+    /// `UPDATE blocked_ips SET col = t` on the unlifted rows of `ids`, in
+    /// one transaction, INSERT_ROWS ids per statement. `col` is one of this
+    /// module's constants.
     async fn set_on_ids(&self, col: &'static str, t: NaiveDateTime, ids: &[i64]) -> Result<()> {
-        for chunk in ids.chunks(500) {
-            with_pool!(self, p => {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in ids.chunks(INSERT_ROWS) {
                 let mut qb = sqlx::QueryBuilder::new(format!("UPDATE blocked_ips SET {col} = "));
                 qb.push_bind(t).push(" WHERE unblocked_at IS NULL AND id IN (");
                 let mut sep = qb.separated(", ");
@@ -725,9 +742,10 @@ impl Store {
                     sep.push_bind(*id);
                 }
                 qb.push(")");
-                qb.build().execute(p).await.map(|_| ())
-            })?;
-        }
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
         Ok(())
     }
 

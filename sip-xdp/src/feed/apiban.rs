@@ -4,7 +4,7 @@
 //! walk. Pages come one second apart, as APIBAN asks. The last ID is kept
 //! on disk, so a restart asks only for what is new.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -14,8 +14,9 @@ use crate::parse::parse_net;
 /// Where a walk starts without a stored ID (APIBAN's own clients use 100).
 pub const FIRST_ID: &str = "100";
 
-/// Pages per refresh at most: a runaway server cannot keep us walking.
-const MAX_PAGES: usize = 200;
+/// Pages walked back to back at most before waiting a whole refresh
+/// interval: a runaway server cannot keep us walking.
+pub const MAX_PAGES: usize = 200;
 
 #[derive(Debug, Deserialize)]
 struct Page {
@@ -25,13 +26,14 @@ struct Page {
     ipaddress: serde_json::Value,
 }
 
-/// What one refresh brought: new addresses, the ID to start from next
-/// time, and the lines that were not addresses.
+/// One page: its addresses, the ID to ask for next, the entries that were
+/// not addresses, and whether another page may follow.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Walk {
+pub struct Step {
     pub nets: Vec<IpNet>,
     pub next_id: String,
     pub bad: usize,
+    pub more: bool,
 }
 
 pub fn load_id(path: &Path) -> String {
@@ -51,62 +53,51 @@ pub fn store_id(path: &Path, id: &str) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-/// Walks the pages from `start`. An error before the first page is an
-/// error; one later keeps the pages already read (their ID is where the
-/// next refresh resumes).
-pub async fn walk(
+/// Asks for the page at `id`. Each page is applied as soon as it comes
+/// (a walk of many pages one second apart would otherwise hold back the
+/// first ones); the caller waits a second before the next.
+pub async fn step(
     client: &reqwest::Client,
     base: &str,
     key: &str,
-    start: &str,
-    pause: Duration,
-) -> Result<Walk, String> {
-    let mut w = Walk {
-        next_id: start.to_string(),
-        ..Walk::default()
+    id: &str,
+) -> Result<Step, String> {
+    let url = format!("{}/{key}/banned/{id}", base.trim_end_matches('/'));
+    let r = client.get(&url).send().await.map_err(super::http_error)?;
+    let status = r.status();
+    let body: Result<Page, _> = r.json().await;
+    let mut s = Step {
+        next_id: id.to_string(),
+        ..Step::default()
     };
-    for page in 0..MAX_PAGES {
-        if page > 0 {
-            tokio::time::sleep(pause).await;
-        }
-        let url = format!("{}/{key}/banned/{}", base.trim_end_matches('/'), w.next_id);
-        let r = match client.get(&url).send().await {
-            Ok(r) => r,
-            Err(e) if page == 0 => return Err(super::http_error(e)),
-            Err(_) => break,
-        };
-        let status = r.status();
-        let body: Result<Page, _> = r.json().await;
-        match (status.as_u16(), body) {
-            (200, Ok(p)) => {
-                let Some(id) = p.id.as_str().filter(|s| !s.is_empty()) else {
-                    return Err("APIBAN answered without an ID".into());
-                };
-                for a in p.ipaddress.as_array().into_iter().flatten() {
-                    match a.as_str().map(parse_net) {
-                        Some(Ok(n)) => w.nets.push(n),
-                        _ => w.bad += 1,
-                    }
+    match (status.as_u16(), body) {
+        (200, Ok(p)) => {
+            let Some(next) = p.id.as_str().filter(|s| !s.is_empty()) else {
+                return Err("APIBAN answered without an ID".into());
+            };
+            for a in p.ipaddress.as_array().into_iter().flatten() {
+                match a.as_str().map(parse_net) {
+                    Some(Ok(n)) => s.nets.push(n),
+                    _ => s.bad += 1,
                 }
-                if id == "none" {
-                    break;
-                }
-                w.next_id = id.to_string();
             }
-            // "No new bans": the walk is over.
-            (400, Ok(p)) if p.id == "none" => break,
-            (_, Ok(p)) if p.id == "unauthorized" => {
-                return Err("APIBAN refused the key (unauthorized): check feeds.apiban.key".into())
+            if next != "none" {
+                s.next_id = next.to_string();
+                s.more = true;
             }
-            (_, Ok(p)) if p.ipaddress == "rate limit exceeded" => {
-                return Err("APIBAN rate limit exceeded".into())
-            }
-            (200, Err(_)) if page == 0 => return Err("malformed answer (not APIBAN's JSON)".into()),
-            (s, _) if page == 0 => return Err(format!("HTTP {s}")),
-            _ => break,
         }
+        // "No new bans": the walk is over.
+        (400, Ok(p)) if p.id == "none" => {}
+        (_, Ok(p)) if p.id == "unauthorized" => {
+            return Err("APIBAN refused the key (unauthorized): check feeds.apiban.key".into())
+        }
+        (_, Ok(p)) if p.ipaddress == "rate limit exceeded" => {
+            return Err("APIBAN rate limit exceeded".into())
+        }
+        (200, Err(_)) => return Err("malformed answer (not APIBAN's JSON)".into()),
+        (s, _) => return Err(format!("HTTP {s}")),
     }
-    w.nets.sort();
-    w.nets.dedup();
-    Ok(w)
+    s.nets.sort();
+    s.nets.dedup();
+    Ok(s)
 }

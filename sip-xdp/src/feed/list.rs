@@ -65,12 +65,14 @@ pub struct Validators {
     last_modified: Option<String>,
 }
 
-/// `Ok(None)`: not modified since the last good answer.
+/// `Ok(None)`: not modified since the last good answer. Otherwise the
+/// text and its validators, which the caller keeps only if the text turns
+/// out to be a list (a 304 must never stand for a page it refused).
 pub async fn fetch(
     client: &reqwest::Client,
     url: &str,
-    v: &mut Validators,
-) -> Result<Option<String>, String> {
+    v: &Validators,
+) -> Result<Option<(String, Validators)>, String> {
     let mut req = client.get(url);
     if let Some(e) = &v.etag {
         req = req.header(reqwest::header::IF_NONE_MATCH, e);
@@ -96,8 +98,7 @@ pub async fn fetch(
         last_modified: header(reqwest::header::LAST_MODIFIED),
     };
     let text = r.text().await.map_err(super::http_error)?;
-    *v = next;
-    Ok(Some(text))
+    Ok(Some((text, next)))
 }
 
 #[cfg(test)]

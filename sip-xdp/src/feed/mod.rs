@@ -296,6 +296,9 @@ struct Memory {
     validators: list::Validators,
     bouncer: crowdsec::Bouncer,
     id_file: PathBuf,
+    /// APIBAN: another page may follow, and pages walked in a row.
+    more: bool,
+    pages: usize,
 }
 
 async fn run(feed: Feed, state_dir: PathBuf, guard: Guard, tx: mpsc::Sender<Report>) {
@@ -314,11 +317,10 @@ async fn run(feed: Feed, state_dir: PathBuf, guard: Guard, tx: mpsc::Sender<Repo
         validators: list::Validators::default(),
         bouncer: crowdsec::Bouncer::default(),
         id_file: state_dir.join(format!("{}.id", feed.name)),
+        more: false,
+        pages: 0,
     };
-    let mut every = tokio::time::interval(feed.refresh);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
         let outcome = match fetch(&feed, &client, &mut mem).await {
             Ok(Some((nets, bad))) => checked(&feed, nets, bad, &guard),
             Ok(None) => Outcome::Unchanged,
@@ -331,6 +333,15 @@ async fn run(feed: Feed, state_dir: PathBuf, guard: Guard, tx: mpsc::Sender<Repo
         if tx.send(report).await.is_err() {
             return;
         }
+        // An APIBAN walk goes on a second later, as APIBAN asks, up to
+        // MAX_PAGES pages in a row.
+        let wait = if mem.more && mem.pages < apiban::MAX_PAGES {
+            Duration::from_secs(1)
+        } else {
+            mem.pages = 0;
+            feed.refresh
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -345,22 +356,38 @@ async fn fetch(
 ) -> Result<Option<(Entries, usize)>, String> {
     let plain = |text: String| {
         let p = list::parse(&text, feed.format);
-        (p.nets.into_iter().map(|n| (n, None)).collect(), p.bad)
+        // A login page or an error page served with 200 is not an empty
+        // list: taken as one, it would lift every entry.
+        if p.bad > p.nets.len() {
+            return Err(format!(
+                "malformed answer: {} of {} lines are not addresses: refused, the last good list stays",
+                p.bad,
+                p.bad + p.nets.len()
+            ));
+        }
+        Ok((p.nets.into_iter().map(|n| (n, None)).collect(), p.bad))
     };
     match &feed.origin {
-        Origin::File(path) => list::read_file(path).map(|t| Some(plain(t))),
-        Origin::Url(url) => Ok(list::fetch(client, url, &mut mem.validators)
-            .await?
-            .map(plain)),
+        Origin::File(path) => plain(list::read_file(path)?).map(Some),
+        Origin::Url(url) => {
+            let Some((text, validators)) = list::fetch(client, url, &mem.validators).await? else {
+                return Ok(None);
+            };
+            let list = plain(text)?;
+            mem.validators = validators;
+            Ok(Some(list))
+        }
         Origin::Apiban { base, key } => {
-            let start = apiban::load_id(&mem.id_file);
-            let w = apiban::walk(client, base, key, &start, Duration::from_secs(1)).await?;
-            if let Err(e) = apiban::store_id(&mem.id_file, &w.next_id) {
+            mem.more = false;
+            let id = apiban::load_id(&mem.id_file);
+            let page = apiban::step(client, base, key, &id).await?;
+            if let Err(e) = apiban::store_id(&mem.id_file, &page.next_id) {
                 tracing::warn!(feed = %feed.name, path = %mem.id_file.display(), error = %e, "could not keep APIBAN's last ID");
             }
+            (mem.more, mem.pages) = (page.more, mem.pages + 1);
             Ok(Some((
-                w.nets.into_iter().map(|n| (n, None)).collect(),
-                w.bad,
+                page.nets.into_iter().map(|n| (n, None)).collect(),
+                page.bad,
             )))
         }
         Origin::Geo {

@@ -106,6 +106,47 @@ fn walk<K: Pod, V: Pod>(
     }
 }
 
+/// Deletes many keys with `BPF_MAP_DELETE_BATCH`, a few thousand per system
+/// call. A key the map does not hold stops a batch with ENOENT; it is
+/// skipped and the rest go on. Returns how many were deleted.
+pub fn delete<K: Pod>(map: &MapData, keys: &[K]) -> io::Result<usize> {
+    let fd = map.fd().as_fd().as_raw_fd();
+    let (mut at, mut deleted) = (0, 0);
+    while at < keys.len() {
+        let n = (keys.len() - at).min(CHUNK);
+        // SAFETY: an all-zero bpf_attr is valid; the fields set below are
+        // the batch arguments the kernel reads.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.batch.keys = keys[at..].as_ptr() as u64;
+        attr.batch.count = n as u32;
+        attr.batch.map_fd = fd as u32;
+        // SAFETY: the buffer holds `n` keys of the map's key size.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                bpf_cmd::BPF_MAP_DELETE_BATCH as libc::c_long,
+                &mut attr as *mut bpf_attr,
+                size_of::<bpf_attr>() as libc::c_long,
+            )
+        };
+        let done = (unsafe { attr.batch.count } as usize).min(n);
+        deleted += done;
+        at += done;
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("BPF_MAP_DELETE_BATCH after {deleted} entries: {e}"),
+                ));
+            }
+            // Gone already (expired and swept, or lifted by the CLI).
+            at += 1;
+        }
+    }
+    Ok(deleted)
+}
+
 /// Writes many entries with `BPF_MAP_UPDATE_BATCH`, a few thousand per
 /// system call instead of one call each. Hash maps only (the kernel has no
 /// batch operations for LPM tries). Returns how many were written; on an

@@ -639,6 +639,25 @@ impl Maps {
         Ok(())
     }
 
+    /// Removes many bans and block-list rules: exact bans in batches,
+    /// prefixes one by one (no batch calls for tries). Returns how many
+    /// the kernel held.
+    pub fn remove_many(&mut self, nets: &[IpNet]) -> Result<usize> {
+        let (hosts, prefixes): (Vec<&IpNet>, Vec<&IpNet>) = nets.iter().partition(|n| is_host(n));
+        let mut removed = 0;
+        if !hosts.is_empty() {
+            let keys: Vec<IpKey> = hosts.iter().map(|n| key_of(n.addr())).collect();
+            removed += batch::delete(&self.bans_data()?, &keys).map_err(|e| Error::Io {
+                context: "removing bans".into(),
+                source: e,
+            })?;
+        }
+        for n in prefixes {
+            removed += usize::from(self.unblock(n)?);
+        }
+        Ok(removed)
+    }
+
     /// The BANS map's own handle, for batch calls.
     fn bans_data(&self) -> Result<MapData> {
         MapData::from_pin(self.pins.map(MAP_BANS)).map_err(Error::map("opening the ban map"))

@@ -79,6 +79,92 @@ impl Default for Capacities {
     }
 }
 
+/// What the values of one per-CPU map may take at its default size: the
+/// default source table would cost 1 GiB on a 64-CPU machine.
+pub const PER_CPU_BUDGET: u64 = 256 << 20;
+
+impl Capacities {
+    /// The default sizes for a machine with `cpus` possible CPUs: the
+    /// per-CPU maps (SOURCES, REPLIES) shrink, by powers of two, to keep
+    /// their values within `PER_CPU_BUDGET`. A size set in the
+    /// configuration is used as it is.
+    pub fn for_cpus(cpus: u32) -> Self {
+        use sip_xdp_common::maps::{ReplyStats, SourceStats};
+        let fit = |default: u32, value: usize| {
+            let most = PER_CPU_BUDGET / (u64::from(cpus.max(1)) * value as u64);
+            let most = if most == 0 { 1 } else { 1u64 << most.ilog2() };
+            default
+                .min(u32::try_from(most).unwrap_or(u32::MAX))
+                .max(1024)
+        };
+        let d = Self::default();
+        Self {
+            sources: fit(d.sources, std::mem::size_of::<SourceStats>()),
+            replies: fit(d.replies, std::mem::size_of::<ReplyStats>()),
+            ..d
+        }
+    }
+
+    /// `for_cpus` on this machine.
+    pub fn for_this_machine() -> Self {
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+        Self::for_cpus(cpus)
+    }
+
+    /// The kernel memory of each hash map at these sizes on a machine with
+    /// `cpus` possible CPUs, in bytes, as the kernel charges it (the tries
+    /// grow with their entries and the arrays are a few KiB).
+    pub fn hash_map_bytes(&self, cpus: u32) -> Vec<(&'static str, u64)> {
+        use sip_xdp_common::{
+            addr::IpKey,
+            maps::*,
+            memory::{hash_map_bytes, HashKind::*},
+        };
+        use std::mem::size_of;
+        let key = size_of::<IpKey>();
+        vec![
+            (
+                MAP_BANS,
+                hash_map_bytes(Hash, self.bans, key, size_of::<BanValue>(), cpus),
+            ),
+            (
+                MAP_SOURCES,
+                hash_map_bytes(
+                    LruPerCpuHash,
+                    self.sources,
+                    key,
+                    size_of::<SourceStats>(),
+                    cpus,
+                ),
+            ),
+            (
+                MAP_RATE,
+                hash_map_bytes(LruHash, self.rate, key, size_of::<RateState>(), cpus),
+            ),
+            (
+                MAP_REPLIES,
+                hash_map_bytes(
+                    LruPerCpuHash,
+                    self.replies,
+                    key,
+                    size_of::<ReplyStats>(),
+                    cpus,
+                ),
+            ),
+            (
+                MAP_VERIFIED,
+                hash_map_bytes(
+                    LruHash,
+                    DEFAULT_MAX_VERIFIED,
+                    key,
+                    size_of::<Verified>(),
+                    cpus,
+                ),
+            ),
+        ]
+    }
+}
+
 /// The pinned program, loading and pinning it (and its maps) first if needed.
 /// Returns the program and whether this call created it. Programs pinned by
 /// another version are replaced in place (`upgrade`).
@@ -553,4 +639,27 @@ pub fn detach(pins: &Pins, iface: &str, purge: bool) -> Result<Attached> {
 /// Facts about the pinned program for `status`.
 pub fn program_info(pins: &Pins) -> Option<ProgramInfo> {
     ProgramInfo::from_pin(pins.prog()).ok()
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use super::*;
+
+    #[test]
+    fn per_cpu_maps_shrink_on_big_machines_to_stay_within_the_budget() {
+        let sources = |cpus| Capacities::for_cpus(cpus).sources;
+        assert_eq!(sources(2), 262_144);
+        assert_eq!(sources(16), 262_144);
+        assert_eq!(sources(32), 131_072);
+        assert_eq!(sources(64), 65_536);
+        assert_eq!(sources(96), 32_768);
+        assert_eq!(Capacities::for_cpus(64).replies, 65_536);
+        assert_eq!(Capacities::for_cpus(256).replies, 32_768);
+        for cpus in [1, 2, 16, 64, 96, 256, 1024] {
+            let c = Capacities::for_cpus(cpus);
+            let values = u64::from(c.sources) * 64 * u64::from(cpus);
+            assert!(values <= PER_CPU_BUDGET || c.sources == 1024, "{cpus} CPUs");
+            assert_eq!(c.bans, Capacities::default().bans);
+        }
+    }
 }
