@@ -35,6 +35,9 @@ pub struct RoundInput {
     pub feeds: Vec<FeedRows>,
     /// Where trusted peers are read from, if anywhere.
     pub trusted: Option<crate::config::Trusted>,
+    /// The lists' fingerprint when they were last read in full; `None`
+    /// reads them whatever it is now.
+    pub known: Option<Vec<i64>>,
 }
 
 /// What a round did and read.
@@ -43,8 +46,10 @@ pub struct RoundOutput {
     pub connected: bool,
     /// Rows past their expiry that this node marked lifted.
     pub lifted: Vec<BlockRow>,
-    pub blocks: Vec<BlockRow>,
-    pub allows: Vec<AllowRow>,
+    /// The active blocks and the allow-list, or `None` when their
+    /// fingerprint says they are as last read.
+    pub lists: Option<(Vec<BlockRow>, Vec<AllowRow>)>,
+    pub fingerprint: Vec<i64>,
     pub undecoded: Vec<Undecoded>,
     pub failures: Vec<(usize, FailureBatch)>,
     /// The trusted peers read, or why not (the last good ones then stay).
@@ -69,13 +74,19 @@ pub async fn run(mut input: RoundInput) -> Result<RoundOutput, RoundError> {
         },
     };
     match work(&store, &mut input).await {
-        Ok((lifted, blocks, allows, undecoded, failures)) => Ok(RoundOutput {
+        Ok(Work {
+            lifted,
+            lists,
+            fingerprint,
+            undecoded,
+            failures,
+        }) => Ok(RoundOutput {
             trusted: trusted(&store, input.trusted.as_ref()).await,
             store,
             connected,
             lifted,
-            blocks,
-            allows,
+            lists,
+            fingerprint,
             undecoded,
             failures,
             took: started.elapsed(),
@@ -111,13 +122,13 @@ async fn trusted(
     )
 }
 
-type Work = (
-    Vec<BlockRow>,
-    Vec<BlockRow>,
-    Vec<AllowRow>,
-    Vec<Undecoded>,
-    Vec<(usize, FailureBatch)>,
-);
+struct Work {
+    lifted: Vec<BlockRow>,
+    lists: Option<(Vec<BlockRow>, Vec<AllowRow>)>,
+    fingerprint: Vec<i64>,
+    undecoded: Vec<Undecoded>,
+    failures: Vec<(usize, FailureBatch)>,
+}
 
 /// What must be written before the lists are read: the operators' queued
 /// changes (otherwise this round would undo in the kernel what an operator
@@ -175,9 +186,20 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
     for p in pending {
         write_block(store, p, node).await?;
     }
-    let (blocks, mut undecoded) = store.active_blocks_checked(wall).await?;
-    let (allows, bad_allows) = store.allows_checked().await?;
-    undecoded.extend(bad_allows);
+    // A 100k-row table read in full costs the database, the network and
+    // our memory every round; a fingerprint that has not moved says the
+    // read would bring nothing new.
+    let fingerprint = store.lists_fingerprint(wall).await?;
+    let mut undecoded = Vec::new();
+    let lists = if input.known.as_ref() == Some(&fingerprint) {
+        None
+    } else {
+        let (blocks, bad_blocks) = store.active_blocks_checked(wall).await?;
+        let (allows, bad_allows) = store.allows_checked().await?;
+        undecoded.extend(bad_blocks);
+        undecoded.extend(bad_allows);
+        Some((blocks, allows))
+    };
     for chunk in events.chunks(500) {
         store.insert_events(chunk).await?;
     }
@@ -199,5 +221,11 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
             }
         }
     }
-    Ok((lifted, blocks, allows, undecoded, batches))
+    Ok(Work {
+        lifted,
+        lists,
+        fingerprint,
+        undecoded,
+        failures: batches,
+    })
 }

@@ -61,6 +61,10 @@ pub struct Filter {
     pub kind: Kind,
     /// Wall time to load the list into the filter.
     pub load: Duration,
+    /// sip-xdp only: the part of `load` spent writing the list into the
+    /// loaded program's map (the rest loads, verifies and attaches it,
+    /// once per boot).
+    pub list_only: Option<Duration>,
     ns: String,
     iface: String,
     pins: Pins,
@@ -70,6 +74,7 @@ impl Filter {
     /// Installs `kind` on `iface` in `ns`, blocking every address in `list`.
     pub fn install(kind: Kind, ns: &Netns, iface: &str, pins: &Pins, list: &[Ipv6Addr]) -> Self {
         let start = Instant::now();
+        let mut list_only = None;
         match kind {
             Kind::None => {}
             Kind::XdpNative | Kind::XdpGeneric => {
@@ -94,6 +99,7 @@ impl Filter {
                 );
                 // What the controller's sync does with new rows, minus the
                 // database: the safety rails, then batched map writes.
+                let writes = Instant::now();
                 let mut maps = Maps::open(pins).expect("opening the pinned maps");
                 let guard = Guard::for_this_host();
                 let entries: Vec<(IpNet, u64, BanReason)> = list
@@ -103,6 +109,7 @@ impl Filter {
                     .map(|n| (n, 0, BanReason::Manual))
                     .collect();
                 maps.put_new(&entries).expect("banning the flood sources");
+                list_only = Some(writes.elapsed());
             }
             Kind::IptablesRules => {
                 let mut rules = String::from("*raw\n:PREROUTING ACCEPT [0:0]\n");
@@ -173,6 +180,7 @@ impl Filter {
         Self {
             kind,
             load: start.elapsed(),
+            list_only,
             ns: ns.name.clone(),
             iface: iface.to_string(),
             pins: pins.clone(),

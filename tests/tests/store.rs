@@ -306,6 +306,66 @@ async fn check_report(store: &Store) {
     assert_eq!(failures, (3, 2));
 }
 
+/// The lists' fingerprint moves with every change a full read would see
+/// (a new row, a lift, a later expiry, an expiry passing, an allow entry)
+/// and stays put otherwise.
+async fn check_fingerprint(store: &Store) {
+    let t = now();
+    let fp = || async { store.lists_fingerprint(now()).await.unwrap() };
+    let mut last = fp().await;
+    assert_eq!(last, fp().await, "nothing changed");
+    let moved = |what: &str, now_: Vec<i64>, last: &mut Vec<i64>| {
+        assert_ne!(*last, now_, "{what} did not move the fingerprint");
+        *last = now_;
+    };
+    store
+        .insert_blocks(
+            &["198.51.100.91".into(), "198.51.100.92".into()],
+            "fp",
+            "manual",
+            t,
+            Some(t + Duration::hours(1)),
+            "n1",
+        )
+        .await
+        .unwrap();
+    moved("two new rows", fp().await, &mut last);
+    let ids: Vec<i64> = store
+        .active_blocks_of_source("manual", now())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.ip_address == "198.51.100.91")
+        .map(|r| r.id)
+        .collect();
+    store
+        .extend_ids(&ids, t + Duration::hours(2))
+        .await
+        .unwrap();
+    moved("a later expiry", fp().await, &mut last);
+    store.lift_ids(&ids, now()).await.unwrap();
+    moved("a lift", fp().await, &mut last);
+    store.insert_allow("198.51.100.0/28", "fp").await.unwrap();
+    moved("an allow entry", fp().await, &mut last);
+    assert_eq!(last, fp().await, "nothing changed");
+    // A row that expires leaves the active set.
+    let soon = vec!["198.51.100.93".to_string()];
+    store
+        .insert_blocks(
+            &soon,
+            "fp",
+            "manual",
+            now(),
+            Some(now() + Duration::milliseconds(1500)),
+            "n1",
+        )
+        .await
+        .unwrap();
+    moved("a new row", fp().await, &mut last);
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    moved("an expiry passing", fp().await, &mut last);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn sqlite_store() {
     // SQLite's clock is the process's: put it five hours behind UTC. This
@@ -316,6 +376,7 @@ async fn sqlite_store() {
     assert_eq!(store.kind(), "sqlite");
     check(&store).await;
     check_report(&store).await;
+    check_fingerprint(&store).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -326,6 +387,7 @@ async fn mariadb_store() {
     assert_eq!(store.kind(), "mysql");
     check(&store).await;
     check_report(&store).await;
+    check_fingerprint(&store).await;
 }
 
 /// Rows another program writes in its own session, in the server's default

@@ -10,9 +10,13 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use crate::{
-    db::{feeds::FeedRows, store},
+    db::{
+        feeds::FeedRows,
+        store::{self, BlockRow},
+    },
     feed::{self, Feed, Outcome, Report, State},
     kernel::Guard,
+    parse::spelling,
 };
 
 #[derive(Default)]
@@ -98,6 +102,26 @@ impl Desk {
                 false
             }
         }
+    }
+
+    /// The refreshes not written yet, as rows: the kernel enforces them
+    /// from the refresh on, and the sync keeps them until their rows exist.
+    pub fn pending_rows(&self) -> Vec<BlockRow> {
+        self.pending
+            .values()
+            .flat_map(|f| {
+                f.nets.iter().map(|(net, end)| BlockRow {
+                    id: 0,
+                    ip_address: spelling(net),
+                    reason: format!("feed {}", f.feed),
+                    source: f.source.clone(),
+                    blocked_at: f.at,
+                    expires_at: *end,
+                    unblocked_at: None,
+                    node: None,
+                })
+            })
+            .collect()
     }
 
     /// What the next round writes.

@@ -62,6 +62,8 @@ pub struct Controller {
     reconciler: Reconciler,
     events: EventBuffer,
     last_sync: Option<(chrono::DateTime<Utc>, Duration)>,
+    /// The lists' fingerprint at their last full read, and when.
+    lists_read: Option<(Vec<i64>, Instant)>,
     guard: Guard,
     defender: Defender,
     metrics: Option<Metrics>,
@@ -134,6 +136,7 @@ impl Controller {
             reconciler: Reconciler::default(),
             events,
             last_sync: None,
+            lists_read: None,
             guard: Guard::for_this_host(),
             defender,
             metrics: None,
@@ -201,13 +204,7 @@ impl Controller {
                 _ = detect_tick.tick() => self.detect_pass().await,
                 Some(s) = rx.recv() => self.sample(s),
                 Some(r) = round_rx.recv() => self.finish_round(r),
-                Some(r) = next_report(&mut feed_rx) => {
-                    // A feed's news goes to the database and the kernel now,
-                    // not at the next tick.
-                    if self.feeds.on_report(r) && self.round.is_none() && Instant::now() >= self.db_retry_at {
-                        self.start_round(&round_tx);
-                    }
-                }
+                Some(r) = next_report(&mut feed_rx) => self.on_feed_report(r, &round_tx),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
@@ -282,6 +279,7 @@ impl Controller {
             return Ok(());
         };
         let mut new = Config::load(Some(&path))?;
+        self.lists_read = None;
         // The command line and environment still win over the file.
         self.overrides.apply(&mut new);
         self.defender.reconfigure(new.detect.clone());
@@ -409,6 +407,12 @@ impl Controller {
             outbox: crate::db::outbox::Outbox::new(&self.cfg.outbox),
             feeds: self.feeds.snapshot(),
             trusted: self.cfg.trusted.clone(),
+            // Read in full now and then whatever the fingerprint says.
+            known: self
+                .lists_read
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < FULL_READ_EVERY)
+                .map(|(fp, _)| fp.clone()),
         };
         let feeds = input.feeds.clone();
         let tx = report.clone();
@@ -474,29 +478,33 @@ impl Controller {
         for row in out.lifted {
             tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = %row.source, "unblocked");
         }
-        let mut allows = out.allows;
-        allows.extend(self.trusted_peers(out.trusted));
+        let peers_before = self.trusted.clone();
+        let peers = self.trusted_peers(out.trusted);
         let applying = Instant::now();
-        let synced = self.reconcile(out.blocks, &allows, out.undecoded);
+        let synced = match out.lists {
+            Some((blocks, mut allows)) => {
+                self.lists_read = Some((out.fingerprint, Instant::now()));
+                allows.extend(peers);
+                let synced = self.reconcile(blocks, &allows, out.undecoded);
+                if self.reconciler.waiting() {
+                    // Removals in their cycle of grace need the next look.
+                    self.lists_read = None;
+                }
+                synced
+            }
+            None => {
+                // The tables are as the last full read found them, and the
+                // kernel as that sync left it (bans made since are in it
+                // already). New trusted peers need the lists: next round.
+                if peers != peers_before {
+                    self.lists_read = None;
+                }
+                Synced::default()
+            }
+        };
         let kernel = applying.elapsed();
         let took = out.took + kernel;
-        if synced.installed + synced.removed > 0 {
-            tracing::info!(
-                rows = synced.rows,
-                installed = synced.installed,
-                removed = synced.removed,
-                db_ms = out.took.as_millis() as u64,
-                kernel_ms = kernel.as_millis() as u64,
-                "kernel synced"
-            );
-        } else {
-            tracing::debug!(
-                rows = synced.rows,
-                db_ms = out.took.as_millis() as u64,
-                kernel_ms = kernel.as_millis() as u64,
-                "kernel in step"
-            );
-        }
+        synced.log(out.took, kernel);
         self.backoff = Duration::from_secs(1);
         self.last_sync = Some((Utc::now(), took));
         let found = self.defender.take_failures(out.failures);
@@ -712,6 +720,7 @@ impl Controller {
         undecoded: Vec<crate::db::store::Undecoded>,
     ) -> Synced {
         blocks.extend(self.defender.pending_rows());
+        blocks.extend(self.feeds.pending_rows());
         let wall = store::now();
         let (desired, mut skips) =
             self.reconciler
@@ -724,7 +733,19 @@ impl Controller {
         }
         self.defender
             .forget_unlisted(&desired.blocks.keys().copied().collect::<Vec<_>>());
-        let current = Current {
+        let current = self.kernel_now();
+        let plan = self.reconciler.plan(&desired, &current);
+        let (installed, removed) = self.write_plan(&plan, &current);
+        Synced {
+            rows: blocks.len(),
+            installed,
+            removed,
+        }
+    }
+
+    /// The lists as the kernel holds them.
+    fn kernel_now(&self) -> Current {
+        Current {
             allows: self.maps.list_allowed().into_iter().collect(),
             blocks: self
                 .maps
@@ -738,8 +759,12 @@ impl Controller {
                         .map(|(n, v)| (n, (v.expires_ns, None))),
                 )
                 .collect(),
-        };
-        let plan = self.reconciler.plan(&desired, &current);
+        }
+    }
+
+    /// Carries a sync's plan out in the kernel; (entries installed or
+    /// changed, entries removed).
+    fn write_plan(&mut self, plan: &crate::db::sync::Plan, current: &Current) -> (usize, usize) {
         for net in &plan.allow_add {
             log_kernel(self.maps.put_allow(net), net, "allow entry installed");
         }
@@ -788,10 +813,65 @@ impl Controller {
                 "allow entry removed",
             );
         }
-        Synced {
-            rows: blocks.len(),
-            installed: batch.len() + changed.len() + plan.allow_add.len(),
-            removed: plan.remove.len() + plan.allow_remove.len(),
+        (
+            batch.len() + changed.len() + plan.allow_add.len(),
+            plan.remove.len() + plan.allow_remove.len(),
+        )
+    }
+
+    /// A feed's news goes to the kernel and the database now, not at the
+    /// next tick.
+    fn on_feed_report(&mut self, r: crate::feed::Report, round_tx: &mpsc::Sender<RoundResult>) {
+        if self.feeds.on_report(r) {
+            self.enforce_feeds_now();
+            if self.round.is_none() && Instant::now() >= self.db_retry_at {
+                self.start_round(round_tx);
+            }
+        }
+    }
+
+    /// Puts a feed refresh's new entries in the kernel before their rows
+    /// are written (a 100k-entry list takes the database seconds): the
+    /// safety rails and the kernel's allow-list still win, and nothing is
+    /// removed here; the next sync does that by difference.
+    fn enforce_feeds_now(&mut self) {
+        let rows = self.feeds.pending_rows();
+        let allows: Vec<crate::db::store::AllowRow> = self
+            .maps
+            .list_allowed()
+            .iter()
+            .map(|net| crate::db::store::AllowRow {
+                id: 0,
+                ip_address: crate::parse::spelling(net),
+                comment: String::new(),
+                created_at: store::now(),
+            })
+            .collect();
+        let (desired, _) = self.reconciler.desired(
+            &rows,
+            &allows,
+            &self.guard,
+            store::now(),
+            clock::monotonic_ns(),
+        );
+        let held = self.kernel_now().blocks;
+        let new: Vec<_> = desired
+            .blocks
+            .iter()
+            .filter(|(net, _)| !held.contains_key(net))
+            .map(|(net, w)| (*net, w.expires_ns, w.reason))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        match self.maps.put_new(&new) {
+            Ok(()) => tracing::info!(
+                count = new.len(),
+                "feed entries installed ahead of their rows"
+            ),
+            Err(e) => {
+                tracing::error!(count = new.len(), error = %e, "feed entries installed ahead of their rows: failed")
+            }
         }
     }
 
@@ -830,12 +910,37 @@ impl Controller {
     }
 }
 
+/// The longest the controller trusts the lists' fingerprint before it
+/// reads them in full again.
+const FULL_READ_EVERY: Duration = Duration::from_secs(30);
+
 /// What one sync changed in the kernel.
+#[derive(Default)]
 struct Synced {
     /// Block rows read (and pending bans).
     rows: usize,
     installed: usize,
     removed: usize,
+}
+
+impl Synced {
+    /// One line per sync that changed the kernel (debug otherwise), with
+    /// the database's and the kernel's share of its time.
+    fn log(&self, db: Duration, kernel: Duration) {
+        let (db_ms, kernel_ms) = (db.as_millis() as u64, kernel.as_millis() as u64);
+        if self.installed + self.removed > 0 {
+            tracing::info!(
+                rows = self.rows,
+                installed = self.installed,
+                removed = self.removed,
+                db_ms,
+                kernel_ms,
+                "kernel synced"
+            );
+        } else {
+            tracing::debug!(rows = self.rows, db_ms, kernel_ms, "kernel in step");
+        }
+    }
 }
 
 fn log_kernel(r: crate::Result<()>, net: &ipnet::IpNet, what: &str) {

@@ -111,6 +111,29 @@ fn decode_each<R: Row, T>(
     (good, bad)
 }
 
+/// `decode_each` over a stream: rows are decoded as they arrive, so a
+/// 100k-row table is never held twice (raw and decoded) in memory.
+async fn decode_stream<R: Row, T>(
+    mut rows: futures_util::stream::BoxStream<'_, std::result::Result<R, sqlx::Error>>,
+    table: &'static str,
+    decode: impl Fn(&R) -> std::result::Result<T, sqlx::Error>,
+    id: impl Fn(&R) -> i64,
+) -> std::result::Result<(Vec<T>, Vec<Undecoded>), sqlx::Error> {
+    use futures_util::TryStreamExt as _;
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    while let Some(r) = rows.try_next().await? {
+        match decode(&r) {
+            Ok(t) => good.push(t),
+            Err(e) => bad.push(Undecoded {
+                table,
+                id: id(&r),
+                why: e.to_string(),
+            }),
+        }
+    }
+    Ok((good, bad))
+}
+
 /// A row's id for a report, whatever its integer type (OpenSIPS and
 /// Kamailio tables use INT UNSIGNED); -1 when it has none.
 macro_rules! row_id {
@@ -555,9 +578,46 @@ impl Store {
             self.later("expires_at")
         );
         Ok(with_pool!(self, p => {
-            let rows = sqlx::query(safe(&sql)).bind(self.theirs(at)).fetch_all(p).await?;
-            decode_each(rows, "blocked_ips", |r| BlockRow::from_row(r).map(|b| self.block_ours(b)), |r| row_id!(r))
+            let rows = sqlx::query(safe(&sql)).bind(self.theirs(at)).fetch(p);
+            decode_stream(rows, "blocked_ips", |r| BlockRow::from_row(r).map(|b| self.block_ours(b)), |r| row_id!(r)).await?
         }))
+    }
+
+    /// A summary of the active blocks and the allow-list, from aggregates
+    /// the database computes without sending a row: equal summaries mean
+    /// a full read would return the same lists (membership through the
+    /// count, sum and largest of the ids; expiries through their sum, in
+    /// seconds). A row edited in place otherwise (its address) is not
+    /// seen: the controller reads everything now and then anyway.
+    pub async fn lists_fingerprint(&self, at: NaiveDateTime) -> Result<Vec<i64>> {
+        let (expiry, int) = match self.pool {
+            Pool::Sqlite(_) => (
+                "COALESCE(SUM(CAST(strftime('%s', expires_at) AS INTEGER)), 0)",
+                "INTEGER",
+            ),
+            Pool::Mysql(_) => (
+                "COALESCE(SUM(FLOOR(UNIX_TIMESTAMP(expires_at))), 0)",
+                "SIGNED",
+            ),
+        };
+        let blocks = format!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(id), 0) AS {int}), CAST(COALESCE(MAX(id), 0) AS {int}), \
+             CAST({expiry} AS {int}) FROM blocked_ips WHERE unblocked_at IS NULL \
+             AND (expires_at IS NULL OR {})",
+            self.later("expires_at")
+        );
+        let allows = format!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(id), 0) AS {int}), CAST(COALESCE(MAX(id), 0) AS {int}) \
+             FROM whitelisted_ips"
+        );
+        type Blocks = (i64, i64, i64, i64);
+        type Allows = (i64, i64, i64);
+        let (b, a): (Blocks, Allows) = with_pool!(self, p => {
+            let b = sqlx::query_as(safe(&blocks)).bind(self.theirs(at)).fetch_one(p).await?;
+            let a = sqlx::query_as(safe(&allows)).fetch_one(p).await?;
+            Ok::<_, sqlx::Error>((b, a))
+        })?;
+        Ok(vec![b.0, b.1, b.2, b.3, a.0, a.1, a.2])
     }
 
     /// Blocks past their expiry that nobody has marked lifted yet.
@@ -666,12 +726,16 @@ impl Store {
              AND (expires_at IS NULL OR {}) ORDER BY id",
             self.later("expires_at")
         );
-        let rows: Vec<BlockRow> = with_pool!(self, p => sqlx::query_as(safe(&sql))
-            .bind(source)
-            .bind(self.theirs(at))
-            .fetch_all(p)
-            .await)?;
-        Ok(rows.into_iter().map(|r| self.block_ours(r)).collect())
+        // One bad row (a hand-written date that does not decode) costs
+        // itself, not the feed's write.
+        let (rows, bad) = with_pool!(self, p => {
+            let rows = sqlx::query(safe(&sql)).bind(source).bind(self.theirs(at)).fetch(p);
+            decode_stream(rows, "blocked_ips", |r| BlockRow::from_row(r).map(|b| self.block_ours(b)), |r| row_id!(r)).await?
+        });
+        for b in bad {
+            tracing::warn!(table = b.table, id = b.id, reason = %b.why, "skipping database row");
+        }
+        Ok(rows)
     }
 
     /// Many blocks of one source at once: a multi-row INSERT per 500, all

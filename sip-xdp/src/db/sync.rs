@@ -154,6 +154,12 @@ impl Reconciler {
         (d, skips)
     }
 
+    /// Removals held back for their cycle of grace: the next sync must
+    /// see the lists again to carry them out.
+    pub fn waiting(&self) -> bool {
+        !self.grace_blocks.is_empty() || !self.grace_allows.is_empty()
+    }
+
     /// Rows that did not decode, each only the first time it is seen.
     pub fn first_reports(
         &mut self,
