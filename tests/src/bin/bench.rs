@@ -599,7 +599,7 @@ fn memory_table(pins: &sip_xdp::kernel::Pins, here: Capacities, cpus: u32) {
         .map(|(_, b)| b)
         .sum();
     println!(
-        "\nWith the sizes of a 2-CPU machine kept (262,144 sources), 64 CPUs would take {:.1} MiB.",
+        "\nWith the sizes of a 2-CPU machine kept (262,144 sources), 64 CPUs would take {:.1} MiB.\n",
         mib(fixed)
     );
 }
