@@ -725,6 +725,11 @@ impl Controller {
         let (desired, mut skips) =
             self.reconciler
                 .desired(&blocks, allows, &self.guard, wall, clock::monotonic_ns());
+        // The rows are not needed past here: with 100k of them, holding
+        // them beside the kernel's lists and the plan is the controller's
+        // peak memory.
+        let rows = blocks.len();
+        drop(blocks);
         // Rows are decoded one at a time: a row that does not decode is
         // reported once and skipped, and the database stays "reachable".
         skips.extend(self.reconciler.first_reports(undecoded));
@@ -737,7 +742,7 @@ impl Controller {
         let plan = self.reconciler.plan(&desired, &current);
         let (installed, removed) = self.write_plan(&plan, &current);
         Synced {
-            rows: blocks.len(),
+            rows,
             installed,
             removed,
         }
