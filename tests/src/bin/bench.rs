@@ -46,6 +46,21 @@ const BLOCK_BASE: [u8; 4] = [100, 64, 0, 0];
 const ALLOW_BASE: [u8; 4] = [100, 120, 0, 0];
 const UNKNOWN_BASE: [u8; 4] = [100, 104, 0, 0];
 
+/// What `sip-xdp run` configures besides sampling and the rate limit:
+/// sources by prefix, trust learning, and the shedding window counted on
+/// every SIP packet (with a budget no run reaches, so every path keeps its
+/// verdict).
+fn run_config() -> KernelConfig {
+    KernelConfig {
+        prefix_v4: 32,
+        prefix_v6: 64,
+        trust_ttl_ns: 5_400_000_000_000,
+        shed_per_cpu: u32::MAX,
+        shed_grey_ms: 400,
+        ..Default::default()
+    }
+}
+
 fn addr(base: [u8; 4], add: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::from(base)) + add)
 }
@@ -198,16 +213,7 @@ fn main() {
     // sources by prefix, trust learning, and the shedding window counted
     // on every SIP packet (with a budget no run reaches, so every path
     // keeps its verdict).
-    p.maps()
-        .set_config(KernelConfig {
-            prefix_v4: 32,
-            prefix_v6: 64,
-            trust_ttl_ns: 5_400_000_000_000,
-            shed_per_cpu: u32::MAX,
-            shed_grey_ms: 400,
-            ..Default::default()
-        })
-        .expect("config");
+    p.maps().set_config(run_config()).expect("config");
 
     let mut baseline_obj = Ebpf::load(sip_xdp::BASELINE_OBJECT).expect("baseline object");
     let baseline: &mut Xdp = baseline_obj
@@ -437,16 +443,7 @@ fn country(
         }
     }
     let load = t.elapsed();
-    p.maps()
-        .set_config(KernelConfig {
-            prefix_v4: 32,
-            prefix_v6: 64,
-            trust_ttl_ns: 5_400_000_000_000,
-            shed_per_cpu: u32::MAX,
-            shed_grey_ms: 400,
-            ..Default::default()
-        })
-        .expect("config");
+    p.maps().set_config(run_config()).expect("config");
     // One address inside each IPv4 prefix of the country (per call), and
     // the addresses of its largest prefix (the in-kernel harness).
     let v4: Vec<ipnet::Ipv4Net> = nets
