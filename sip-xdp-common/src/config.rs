@@ -46,7 +46,12 @@ pub struct KernelConfig {
     /// packet is sampled like a new source's (a returning scanner, a source
     /// after its ban, traffic after a restart); 0 = never.
     pub burst_idle_ms: u32,
-    pub _pad: u32,
+    /// A source's packets on one CPU in one sampling unit at which it is
+    /// filed in the unit's hot map for the controller's pass; 0 = file
+    /// nothing (the pass reads every source). The controller sets it to
+    /// its lowest flood limit divided by the CPU count, so a source never
+    /// filed cannot be over any limit.
+    pub hot_at: u32,
 }
 
 impl KernelConfig {

@@ -17,11 +17,17 @@ pub const MAP_VERIFIED: &str = "VERIFIED";
 pub const MAP_TRUST_SCAN: &str = "TRUST_SCAN";
 pub const MAP_TRUST_PROG: &str = "TRUST_PROG";
 pub const MAP_SHED: &str = "SHED";
+/// One u32: the sampling unit the controller's passes are in (see `HOT0`).
+pub const MAP_UNIT: &str = "UNIT";
+/// Sources that reached the hot mark in an even and an odd unit: what a
+/// sampling pass reads instead of every tracked source.
+pub const MAP_HOT0: &str = "HOT0";
+pub const MAP_HOT1: &str = "HOT1";
 /// One u64: the stamp of the object the pinned programs came from.
 pub const MAP_META: &str = "META";
 
 /// Every map the programs own, in pin order.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 15] = [
     MAP_BANS,
     MAP_ALLOW,
     MAP_BLOCK,
@@ -34,6 +40,9 @@ pub const ALL_MAPS: [&str; 12] = [
     MAP_SAMPLES,
     MAP_SAMPLE_BUDGET,
     MAP_REPLIES,
+    MAP_UNIT,
+    MAP_HOT0,
+    MAP_HOT1,
 ];
 
 /// Entries in the `SIP_PORTS` bitmap: 1024 × 64 bits covers every port.
@@ -52,6 +61,9 @@ pub const DEFAULT_MAX_REPLIES: u32 = 65_536;
 /// a flood of verifications (the SBC answering many spoofed requests) can
 /// only evict the least recently refreshed, never fail.
 pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
+/// Sources that can reach the hot mark in one unit before the controller
+/// falls back to reading every tracked source (counted as `hot_full`).
+pub const MAX_HOT: u32 = 65_536;
 /// Ring buffer bytes: about 960 full-size samples in flight.
 pub const SAMPLES_RING_BYTES: u32 = 1 << 20;
 
@@ -96,8 +108,8 @@ impl BlockValue {
     }
 }
 
-/// Per-source, per-CPU accounting. Kept at 64 bytes: the LRU stores one of
-/// these per possible CPU for every tracked source.
+/// Per-source, per-CPU accounting. Kept small (72 bytes): the LRU stores
+/// one of these per possible CPU for every tracked source.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceStats {
@@ -111,6 +123,12 @@ pub struct SourceStats {
     pub class: [u32; crate::classify::SIP_CLASSES],
     /// Packets from this source that were dropped (or would have been).
     pub dropped: u32,
+    /// The sampling unit `unit_packets` counts in (the `UNIT` map's value
+    /// when this CPU last counted the source).
+    pub unit: u32,
+    /// Packets on this CPU in `unit`. Reaching `KernelConfig::hot_at`
+    /// files the source for the next sampling pass.
+    pub unit_packets: u32,
 }
 
 /// A source's kernel rate-limit window, shared by all CPUs.
@@ -307,7 +325,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<BanValue>(), 24);
         assert_eq!(core::mem::size_of::<BlockValue>(), 16);
-        assert_eq!(core::mem::size_of::<SourceStats>(), 64);
+        assert_eq!(core::mem::size_of::<SourceStats>(), 72);
         assert_eq!(core::mem::size_of::<RateState>(), 16);
         assert_eq!(core::mem::size_of::<ReplyStats>(), 32);
         assert_eq!(core::mem::size_of::<SampleHeader>(), 40);

@@ -53,9 +53,12 @@ pub enum Counter {
     /// period, past the per-CPU budget (dropped; passed in monitor mode).
     Shed,
     MonitorShed,
+    /// A source reached the hot mark while the unit's hot map was full:
+    /// the controller's next pass reads every source (not a verdict).
+    HotFull,
 }
 
-pub const COUNTERS: u32 = Counter::MonitorShed as u32 + 1;
+pub const COUNTERS: u32 = Counter::HotFull as u32 + 1;
 
 /// What a counter says about the packets it counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +105,7 @@ impl Counter {
         Counter::ClassMalformed,
         Counter::Shed,
         Counter::MonitorShed,
+        Counter::HotFull,
     ];
 
     /// The counter a drop reason uses in monitor mode.
@@ -176,6 +180,7 @@ impl Counter {
             Counter::ClassMalformed => "sip_malformed",
             Counter::Shed => "drop_shed",
             Counter::MonitorShed => "would_drop_shed",
+            Counter::HotFull => "hot_map_full",
         }
     }
 }

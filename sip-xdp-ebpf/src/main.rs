@@ -21,15 +21,18 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::{
+        xdp_action::{XDP_DROP, XDP_PASS},
+        BPF_NOEXIST,
+    },
     helpers::{bpf_ktime_get_coarse_ns, generated::bpf_xdp_load_bytes},
     macros::xdp,
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use maps::{
-    ALLOW, BANS, BLOCK, CONFIG, RATE, SAMPLES, SAMPLE_BUDGET, SHED, SIP_PORTS, SOURCES, STATS,
-    TCP_PORTS, VERIFIED,
+    ALLOW, BANS, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SHED, SIP_PORTS, SOURCES,
+    STATS, TCP_PORTS, UNIT, VERIFIED,
 };
 use network_types::udp::UdpHdr;
 use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP};
@@ -109,8 +112,14 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let class = classify_payload(ctx, payload_off, udp.payload_len);
     count(class_counter(class));
     let malformed = !allowed && class == SipClass::Malformed && cfg.drop_malformed();
-    let (packets, first_seen, idle) =
-        account(ctx, &acct, class, malformed || rate != Rate::Under, now);
+    let (packets, first_seen, idle) = account(
+        ctx,
+        &acct,
+        class,
+        malformed || rate != Rate::Under,
+        now,
+        cfg.hot_at,
+    );
     if allowed {
         // Trusted: no limit, no samples, but still visible in `top`.
         return Ok(pass(Counter::Allowed));
@@ -430,9 +439,11 @@ fn account(
     class: SipClass,
     dropped: bool,
     now: u64,
+    hot_at: u32,
 ) -> (u64, u64, u64) {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let c = class as usize;
+    let unit = UNIT.get(0).copied().unwrap_or(0);
     match SOURCES.get_ptr_mut(src) {
         Some(s) => {
             let s = unsafe { &mut *s };
@@ -444,6 +455,14 @@ fn account(
                 *n = n.wrapping_add(1);
             }
             s.dropped = s.dropped.wrapping_add(u32::from(dropped));
+            if s.unit != unit {
+                s.unit = unit;
+                s.unit_packets = 0;
+            }
+            s.unit_packets = s.unit_packets.wrapping_add(1);
+            if s.unit_packets == hot_at {
+                file_hot(src, unit);
+            }
             (s.packets, s.first_seen_ns, idle)
         }
         None => {
@@ -462,9 +481,28 @@ fn account(
                     core::ptr::write_volatile(&mut (*p).class[k], u32::from(c == k));
                 }
                 (*p).dropped = u32::from(dropped);
+                (*p).unit = unit;
+                (*p).unit_packets = 1;
             }
             let _ = SOURCES.insert(src, unsafe { s.assume_init_ref() }, 0);
+            if hot_at == 1 {
+                file_hot(src, unit);
+            }
             (1, now, 0)
+        }
+    }
+}
+
+/// Files a source for the controller's pass over `unit`. Another CPU may
+/// have filed it already (EEXIST); a full map is counted, and the
+/// controller then reads every source instead.
+#[inline(always)]
+fn file_hot(src: &IpKey, unit: u32) {
+    let map = if unit & 1 == 0 { &HOT0 } else { &HOT1 };
+    if let Err(e) = map.insert(src, unit, BPF_NOEXIST as u64) {
+        // E2BIG: the map is full.
+        if e == -7 {
+            count(Counter::HotFull);
         }
     }
 }

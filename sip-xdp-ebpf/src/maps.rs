@@ -13,7 +13,7 @@ use sip_xdp_common::{
     maps::{
         RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS,
         DEFAULT_MAX_BLOCK, DEFAULT_MAX_RATE, DEFAULT_MAX_REPLIES, DEFAULT_MAX_SOURCES,
-        DEFAULT_MAX_VERIFIED, SAMPLES_RING_BYTES, SIP_PORT_WORDS,
+        DEFAULT_MAX_VERIFIED, MAX_HOT, SAMPLES_RING_BYTES, SIP_PORT_WORDS,
     },
     maps::{ShedWindow, Verified},
     stats::COUNTERS,
@@ -39,6 +39,20 @@ pub static BLOCK: LpmTrie<IpKey, BlockValue> =
 #[map]
 pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
     LruPerCpuHashMap::pinned(DEFAULT_MAX_SOURCES, 0);
+
+/// Slot 0: the sampling unit, advanced by the controller at every pass.
+#[map]
+pub static UNIT: Array<u32> = Array::pinned(1, 0);
+
+/// Sources whose packets on one CPU reached `hot_at` in an even (HOT0) or
+/// odd (HOT1) unit. The controller reads and empties the closed unit's map
+/// while the program files into the other, so a pass costs what the busy
+/// sources cost, not what every tracked one does. Preallocated: filing
+/// happens once per source per unit, and must not allocate under a flood.
+#[map]
+pub static HOT0: HashMap<IpKey, u32> = HashMap::pinned(MAX_HOT, 0);
+#[map]
+pub static HOT1: HashMap<IpKey, u32> = HashMap::pinned(MAX_HOT, 0);
 
 /// Bitmap of SIP destination ports: bit `p & 63` of word `p >> 6`.
 #[map]

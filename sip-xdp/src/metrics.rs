@@ -49,6 +49,7 @@ pub struct Metrics {
     active_bans: Family<Labels, Gauge>,
     samples: Family<Labels, Counter>,
     tracked_sources: Gauge,
+    hot_sources: Gauge,
     pass_seconds: Gauge<f64, AtomicU64>,
     sync_lag: Gauge<f64, AtomicU64>,
     sync_duration: Gauge<f64, AtomicU64>,
@@ -123,8 +124,13 @@ impl Metrics {
         let m = self;
         r.register(
             "tracked_sources",
-            "Sources in the kernel's per-source table at the last pass",
+            "Sources in the kernel's per-source table at the last full pass",
             m.tracked_sources.clone(),
+        );
+        r.register(
+            "hot_sources",
+            "Sources the last sampling pass read (every tracked one on a full pass)",
+            m.hot_sources.clone(),
         );
         r.register(
             "sampling_pass_seconds",
@@ -256,8 +262,11 @@ impl Metrics {
         self.last_samples = now;
     }
 
-    pub fn pass(&self, tracked: usize, seconds: f64) {
-        self.tracked_sources.set(tracked as i64);
+    pub fn pass(&self, tracked: Option<usize>, read: usize, seconds: f64) {
+        if let Some(n) = tracked {
+            self.tracked_sources.set(n as i64);
+        }
+        self.hot_sources.set(read as i64);
         self.pass_seconds.set(seconds);
     }
 

@@ -536,3 +536,86 @@ fn computed_map_memory_is_what_the_kernel_charges() {
         );
     }
 }
+
+/// A source is filed for the sampling pass once its packets in the unit
+/// reach the mark on one CPU; a pass reads only the filed sources, and
+/// every source when the hot map overflowed.
+#[test]
+fn hot_sources_are_filed_and_a_pass_reads_only_them() {
+    use sip_xdp::kernel::{batch, Sampler};
+    use sip_xdp_common::{addr::key_of, maps::MAX_HOT, IpKey};
+    // One CPU: the mark counts per CPU.
+    sip_xdp_tests::flood::pin_to_cpu(0);
+    let p = TestProg::load("hot");
+    let mut maps = p.maps();
+    maps.set_config(Config {
+        hot_at: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    let quiet = Frame::sip("203.0.113.30", OPTIONS).build();
+    let busy = Frame::sip("2001:db8:3::31", REGISTER).build();
+    let mut sampler = Sampler::full_only_every(Duration::from_secs(3600));
+    let pass = |s: &mut Sampler| {
+        let mut read = Vec::new();
+        let r = s
+            .pass(&maps, true, |k, t, filed| {
+                read.push((k, t.packets, t.recent, filed))
+            })
+            .unwrap();
+        read.sort_by_key(|(k, ..)| *k);
+        (r.full, read)
+    };
+    // The first pass reads everything, to know what the kernel tracks.
+    for _ in 0..2 {
+        p.run(&quiet);
+    }
+    let (full, read) = pass(&mut sampler);
+    assert!(full);
+    assert_eq!(read.len(), 1);
+    // Two units: the busy source reaches the mark in each, the quiet one
+    // never does. Each pass reads the busy one alone, with all its packets.
+    for (unit, packets) in [(1u64, 3u64), (2, 7)] {
+        for _ in 0..2 {
+            p.run(&quiet);
+        }
+        let before = p.stat(HotFull);
+        for _ in 0..packets {
+            p.run(&busy);
+        }
+        assert_eq!(p.stat(HotFull), before);
+        let (full, read) = pass(&mut sampler);
+        assert!(!full, "unit {unit}");
+        let want_total = if unit == 1 { 3 } else { 10 };
+        assert_eq!(
+            read,
+            vec![(
+                key_of("2001:db8:3::31".parse().unwrap()),
+                want_total,
+                packets,
+                true
+            )],
+            "unit {unit}"
+        );
+    }
+    // Nothing filed: nothing read.
+    p.run(&quiet);
+    assert_eq!(pass(&mut sampler), (false, vec![]));
+    // A full hot map: the source is counted as lost and the next pass
+    // reads every source instead.
+    let unit: u32 = 4;
+    let name = if unit & 1 == 0 { "HOT0" } else { "HOT1" };
+    let hot = aya::maps::MapData::from_pin(p.pins.map(name)).unwrap();
+    let fill: Vec<IpKey> = (0..MAX_HOT)
+        .map(|i| key_of(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()))
+        .collect();
+    batch::update(&hot, &fill, &vec![unit; fill.len()]).unwrap();
+    for _ in 0..3 {
+        p.run(&busy);
+    }
+    assert_eq!(p.stat(HotFull), 1);
+    let (full, read) = pass(&mut sampler);
+    assert!(full);
+    assert_eq!(read.len(), 2);
+    assert!(read.iter().all(|(.., filed)| !filed));
+}

@@ -37,11 +37,12 @@ use crate::{
     },
     detect::{
         act::{write_block, Defender, Env},
+        flood::Now,
         overload::{Overload, Switch},
         sip::{self, SampleStats, Sampled},
         Detection,
     },
-    kernel::{clock, loader, ring, Guard, Maps, Pins},
+    kernel::{clock, hot::Read, loader, ring, Guard, Maps, Pins, Sampler},
     metrics::Metrics,
     round::{self, RoundError, RoundInput, RoundOutput},
     Error,
@@ -68,7 +69,9 @@ pub struct Controller {
     defender: Defender,
     metrics: Option<Metrics>,
     sample_stats: Arc<SampleStats>,
-    last_pass: Option<(usize, Duration)>,
+    /// What the last sampling pass read, and how long it took.
+    last_pass: Option<(Read, Duration)>,
+    sampler: Sampler,
     overload: Overload,
     /// The database round under way, if any.
     round: Option<Round>,
@@ -144,6 +147,7 @@ impl Controller {
             overload: Overload::default(),
             round: None,
             last_pass: None,
+            sampler: Sampler::default(),
             notify: Notifier::from_env(),
             alerts: None,
             feeds: feeds::Desk::default(),
@@ -518,18 +522,22 @@ impl Controller {
         let started = Instant::now();
         let now = Instant::now();
         let mut found = Vec::new();
-        let mut tracked = 0;
+        let mut read = None;
         if self.defender.settings().enabled {
             let flood = &mut self.defender.flood;
-            flood.begin(now);
-            let read = self.maps.for_each_source(|k, t| {
-                if let Some(d) = flood.observe(k, t) {
+            let filing = flood.hot_at() != 0;
+            flood.begin(Now {
+                at: now,
+                kernel_ns: clock::coarse_ns(),
+            });
+            let r = self.sampler.pass(&self.maps, filing, |k, t, filed| {
+                if let Some(d) = flood.observe(k, t, filed) {
                     found.push(d);
                 }
             });
-            match read {
-                Ok(n) => {
-                    tracked = n;
+            match r {
+                Ok(r) => {
+                    read = Some(r);
                     flood.end();
                 }
                 Err(e) => tracing::error!(error = %e, "reading per-source counters"),
@@ -540,7 +548,7 @@ impl Controller {
             }
         }
         let took = started.elapsed();
-        self.last_pass = Some((tracked, took));
+        self.last_pass = read.map(|r| (r, took));
         self.act_all(found);
         self.defender.prune_and_report(now, &mut self.events);
         self.follow_overload(now);
@@ -637,8 +645,8 @@ impl Controller {
             st.malformed.load(Ordering::Relaxed),
             st.queue_full.load(Ordering::Relaxed) + st.invalid.load(Ordering::Relaxed),
         ]);
-        if let Some((tracked, took)) = self.last_pass {
-            m.pass(tracked, took.as_secs_f64());
+        if let Some((read, took)) = self.last_pass {
+            m.pass(self.sampler.tracked(), read.sources, took.as_secs_f64());
         }
         let up = self.store.is_some() && self.db_error.is_none();
         let lag = self
@@ -883,7 +891,7 @@ impl Controller {
     fn write_status(&self) {
         let fill: Vec<_> = self
             .maps
-            .fill(self.last_pass.map(|(n, _)| n))
+            .fill(self.sampler.tracked())
             .into_iter()
             .map(|(m, n, max)| json!({"map": m, "entries": n, "max": max}))
             .collect();
@@ -901,7 +909,9 @@ impl Controller {
             "bans_pending_db": self.defender.pending(),
             "shedding": self.overload.shedding(),
             "verified_sources": self.maps.verified_now().len(),
-            "tracked_sources": self.last_pass.map(|(n, _)| n),
+            "tracked_sources": self.sampler.tracked(),
+            "sampling_pass_sources": self.last_pass.map(|(r, _)| r.sources),
+            "sampling_pass_full": self.last_pass.map(|(r, _)| r.full),
             "sampling_pass_ms": self.last_pass.map(|(_, d)| d.as_secs_f64() * 1000.0),
             "samples_parsed": self.sample_stats.parsed.load(Ordering::Relaxed),
             "samples_malformed": self.sample_stats.malformed.load(Ordering::Relaxed),

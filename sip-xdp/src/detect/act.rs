@@ -103,7 +103,11 @@ pub struct Defender {
 impl Defender {
     pub fn new(settings: Settings) -> Self {
         Self {
-            flood: Flood::new(settings.flood.clone(), settings.interval),
+            flood: {
+                let mut f = Flood::new(settings.flood.clone(), settings.interval);
+                f.set_cpus(aya::util::nr_cpus().map_or(1, |n| n as u32));
+                f
+            },
             scanner: Scanner::new(settings.scanner.clone()),
             brute: BruteForce::new(settings.brute_force.clone()),
             wire: Wire::new(settings.brute_force.clone(), settings.scanner.clone()),
@@ -162,6 +166,7 @@ impl Defender {
         k.shed_grey_ms = s.shedding.grey.as_millis().min(u128::from(u32::MAX)) as u32;
         k.prefix_v4 = u16::from(s.prefix_v4);
         k.prefix_v6 = u16::from(s.prefix_v6);
+        k.hot_at = if on { self.flood.hot_at() } else { 0 };
         k
     }
 

@@ -27,17 +27,29 @@ pub fn for_each_per_cpu<K: Pod, V: Pod>(
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     // The kernel rounds each CPU's value up to 8 bytes.
     assert_eq!(size_of::<V>() % 8, 0, "per-CPU values must be 8-byte sized");
-    walk(map, cpus, f)
+    walk(map, cpus, bpf_cmd::BPF_MAP_LOOKUP_BATCH, f)
 }
 
 /// Calls `f` with every key and value of a plain (not per-CPU) hash map.
 pub fn for_each<K: Pod, V: Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> io::Result<usize> {
-    walk::<K, V>(map, 1, |k, v| f(k, &v[0]))
+    walk::<K, V>(map, 1, bpf_cmd::BPF_MAP_LOOKUP_BATCH, |k, v| f(k, &v[0]))
+}
+
+/// Empties a plain hash map, returning its keys: one
+/// `BPF_MAP_LOOKUP_AND_DELETE_BATCH` walk. Keys the program adds during
+/// the walk may stay for the next one.
+pub fn take_keys<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<K>> {
+    let mut keys = Vec::new();
+    walk::<K, V>(map, 1, bpf_cmd::BPF_MAP_LOOKUP_AND_DELETE_BATCH, |k, _| {
+        keys.push(*k)
+    })?;
+    Ok(keys)
 }
 
 fn walk<K: Pod, V: Pod>(
     map: &MapData,
     cpus: usize,
+    cmd: bpf_cmd,
     mut f: impl FnMut(&K, &[V]),
 ) -> io::Result<usize> {
     let fd = map.fd().as_fd().as_raw_fd();
@@ -69,7 +81,7 @@ fn walk<K: Pod, V: Pod>(
         let r = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
-                bpf_cmd::BPF_MAP_LOOKUP_BATCH as libc::c_long,
+                cmd as libc::c_long,
                 &mut attr as *mut bpf_attr,
                 size_of::<bpf_attr>() as libc::c_long,
             )
@@ -82,10 +94,7 @@ fn walk<K: Pod, V: Pod>(
                 continue;
             }
             if e.raw_os_error() != Some(libc::ENOENT) {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("BPF_MAP_LOOKUP_BATCH: {e}"),
-                ));
+                return Err(io::Error::new(e.kind(), format!("{cmd:?}: {e}")));
             }
         }
         for (i, key) in keys.iter().take(got.min(chunk)).enumerate() {

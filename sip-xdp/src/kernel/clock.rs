@@ -13,6 +13,20 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The clock the program stamps packets with (`bpf_ktime_get_coarse_ns`):
+/// up to a tick behind `monotonic_ns`. A packet stamped after a reading of
+/// this clock arrived after the reading.
+pub fn coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC_COARSE exists
+    // on every kernel with BPF.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Kernel expiry value for a ban lasting `d` from now (0 means permanent).
 pub fn expiry_after(d: Option<Duration>) -> u64 {
     match d {

@@ -26,6 +26,34 @@ use crate::{parse::is_host, Error, Result};
 pub struct Totals {
     pub packets: u64,
     pub class: [u64; SIP_CLASSES],
+    /// When the kernel first counted the source (its earliest CPU): a
+    /// source evicted and seen again starts anew.
+    pub first_seen_ns: u64,
+    /// Packets counted in the unit the pass closes or the one it opened:
+    /// a lower bound of the source's packets since the previous pass.
+    pub recent: u64,
+}
+
+impl Totals {
+    /// Sums one source's per-CPU counters; `unit` is the unit the pass
+    /// closes.
+    pub fn of(per_cpu: &[SourceStats], unit: u32) -> Self {
+        let mut t = Totals::default();
+        for s in per_cpu {
+            t.packets += s.packets;
+            for (acc, c) in t.class.iter_mut().zip(s.class) {
+                *acc += u64::from(c);
+            }
+            // A CPU that never counted the source has no first packet.
+            if s.first_seen_ns != 0 && (t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns) {
+                t.first_seen_ns = s.first_seen_ns;
+            }
+            if s.unit == unit || s.unit == unit.wrapping_add(1) {
+                t.recent += u64::from(s.unit_packets);
+            }
+        }
+        t
+    }
 }
 
 /// Final responses the SBC sent to one client, summed over CPUs, indexed
@@ -171,28 +199,34 @@ impl Maps {
 
     /// Every tracked source with its counters summed over CPUs, read in
     /// batches (a sampling pass over a million sources is a few hundred
-    /// system calls, not two million).
-    pub fn source_totals(&self) -> Result<Vec<(IpKey, Totals)>> {
+    /// system calls, not two million). `unit` as in `Totals::of`.
+    pub fn source_totals(&self, unit: u32) -> Result<Vec<(IpKey, Totals)>> {
         let mut out = Vec::with_capacity(1024);
-        self.for_each_source(|k, t| out.push((k, t)))?;
+        self.for_each_source(unit, |k, t| out.push((k, t)))?;
         Ok(out)
     }
 
     /// Like `source_totals`, handing each source to `f` as it is read, with
     /// no table in between. Returns how many were read.
-    pub fn for_each_source(&self, mut f: impl FnMut(IpKey, Totals)) -> Result<usize> {
+    pub fn for_each_source(&self, unit: u32, mut f: impl FnMut(IpKey, Totals)) -> Result<usize> {
         let data = open(&self.pins, MAP_SOURCES)?;
         batch::for_each_per_cpu::<IpKey, SourceStats>(&data, |k, per_cpu| {
-            let mut t = Totals::default();
-            for s in per_cpu {
-                t.packets += s.packets;
-                for (acc, c) in t.class.iter_mut().zip(s.class) {
-                    *acc += u64::from(c);
-                }
-            }
-            f(*k, t);
+            f(*k, Totals::of(per_cpu, unit));
         })
         .map_err(Error::io("reading per-source counters"))
+    }
+
+    /// One source's counters; `None` once the kernel evicted it.
+    pub fn source(&self, key: &IpKey, unit: u32) -> Result<Option<Totals>> {
+        match self.sources.get(key, 0) {
+            Ok(v) => Ok(Some(Totals::of(&v, unit))),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(Error::map("reading a source's counters")(e)),
+        }
+    }
+
+    pub(super) fn pins(&self) -> &Pins {
+        &self.pins
     }
 
     /// Final responses the SBC sent, per client, summed over CPUs.
@@ -429,6 +463,15 @@ impl Maps {
     }
 
     /// Global counters summed over CPUs, in `Counter::ALL` order.
+    /// One counter, summed over CPUs.
+    pub fn counter(&self, c: Counter) -> Result<u64> {
+        let v = self
+            .stats
+            .get(&(c as u32), 0)
+            .map_err(Error::map("reading counters"))?;
+        Ok(v.iter().sum())
+    }
+
     pub fn stats(&self) -> Result<Vec<(Counter, u64)>> {
         let mut out = Vec::with_capacity(COUNTERS as usize);
         for c in Counter::ALL {

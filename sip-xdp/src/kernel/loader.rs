@@ -79,19 +79,19 @@ impl Default for Capacities {
     }
 }
 
-/// What the values of one per-CPU map may take at its default size: the
-/// default source table would cost 1 GiB on a 64-CPU machine.
-pub const PER_CPU_BUDGET: u64 = 256 << 20;
+/// Value slots (entries × possible CPUs) one per-CPU map may take at its
+/// default size: the default source table would cost over 1 GiB on a
+/// 64-CPU machine.
+pub const PER_CPU_SLOTS: u64 = 1 << 22;
 
 impl Capacities {
     /// The default sizes for a machine with `cpus` possible CPUs: the
     /// per-CPU maps (SOURCES, REPLIES) shrink, by powers of two, to keep
-    /// their values within `PER_CPU_BUDGET`. A size set in the
-    /// configuration is used as it is.
+    /// within `PER_CPU_SLOTS`. A size set in the configuration is used as
+    /// it is.
     pub fn for_cpus(cpus: u32) -> Self {
-        use sip_xdp_common::maps::{ReplyStats, SourceStats};
-        let fit = |default: u32, value: usize| {
-            let most = PER_CPU_BUDGET / (u64::from(cpus.max(1)) * value as u64);
+        let fit = |default: u32| {
+            let most = PER_CPU_SLOTS / u64::from(cpus.max(1));
             let most = if most == 0 { 1 } else { 1u64 << most.ilog2() };
             default
                 .min(u32::try_from(most).unwrap_or(u32::MAX))
@@ -99,8 +99,8 @@ impl Capacities {
         };
         let d = Self::default();
         Self {
-            sources: fit(d.sources, std::mem::size_of::<SourceStats>()),
-            replies: fit(d.replies, std::mem::size_of::<ReplyStats>()),
+            sources: fit(d.sources),
+            replies: fit(d.replies),
             ..d
         }
     }
@@ -160,6 +160,14 @@ impl Capacities {
                     size_of::<Verified>(),
                     cpus,
                 ),
+            ),
+            (
+                MAP_HOT0,
+                hash_map_bytes(Hash, MAX_HOT, key, size_of::<u32>(), cpus),
+            ),
+            (
+                MAP_HOT1,
+                hash_map_bytes(Hash, MAX_HOT, key, size_of::<u32>(), cpus),
             ),
         ]
     }
@@ -646,7 +654,7 @@ mod capacity_tests {
     use super::*;
 
     #[test]
-    fn per_cpu_maps_shrink_on_big_machines_to_stay_within_the_budget() {
+    fn per_cpu_maps_shrink_on_big_machines_to_stay_within_their_slots() {
         let sources = |cpus| Capacities::for_cpus(cpus).sources;
         assert_eq!(sources(2), 262_144);
         assert_eq!(sources(16), 262_144);
@@ -654,11 +662,11 @@ mod capacity_tests {
         assert_eq!(sources(64), 65_536);
         assert_eq!(sources(96), 32_768);
         assert_eq!(Capacities::for_cpus(64).replies, 65_536);
-        assert_eq!(Capacities::for_cpus(256).replies, 32_768);
+        assert_eq!(Capacities::for_cpus(128).replies, 32_768);
         for cpus in [1, 2, 16, 64, 96, 256, 1024] {
             let c = Capacities::for_cpus(cpus);
-            let values = u64::from(c.sources) * 64 * u64::from(cpus);
-            assert!(values <= PER_CPU_BUDGET || c.sources == 1024, "{cpus} CPUs");
+            let slots = u64::from(c.sources) * u64::from(cpus);
+            assert!(slots <= PER_CPU_SLOTS || c.sources == 1024, "{cpus} CPUs");
             assert_eq!(c.bans, Capacities::default().bans);
         }
     }

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod features;
 pub mod guard;
 pub mod handles;
+pub mod hot;
 pub mod loader;
 pub mod pins;
 pub mod ring;
@@ -18,4 +19,5 @@ pub mod upgrade;
 
 pub use guard::Guard;
 pub use handles::{Maps, Replies, Totals};
+pub use hot::Sampler;
 pub use pins::Pins;

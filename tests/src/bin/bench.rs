@@ -552,6 +552,7 @@ fn memory_table(pins: &sip_xdp::kernel::Pins, here: Capacities, cpus: u32) {
         "SOURCES" => c.sources,
         "RATE" => c.rate,
         "REPLIES" => c.replies,
+        "HOT0" | "HOT1" => sip_xdp_common::maps::MAX_HOT,
         _ => sip_xdp_common::maps::DEFAULT_MAX_VERIFIED,
     };
     println!("\n### Kernel memory of the hash maps, by CPU count\n");
@@ -559,9 +560,9 @@ fn memory_table(pins: &sip_xdp::kernel::Pins, here: Capacities, cpus: u32) {
         "Preallocated at load, full or empty. Measured: `memlock` in the map's fdinfo on this machine ({cpus} CPUs), \
          what `sip-xdp status` shows. Computed: the kernel's own formula (`htab_map_mem_usage`) from the map \
          definitions, at the default sizes the controller picks for that CPU count (the per-CPU maps shrink to keep \
-         their values within {} MiB); each cell is MiB (entries). The tries (BLOCK, ALLOW) are charged per entry, \
-         whatever the CPU count.\n",
-        sip_xdp::kernel::loader::PER_CPU_BUDGET >> 20
+         within {} Mi value slots, entries × CPUs); each cell is MiB (entries). The tries (BLOCK, ALLOW) are \
+         charged per entry, whatever the CPU count.\n",
+        sip_xdp::kernel::loader::PER_CPU_SLOTS >> 20
     );
     println!(
         "| map | measured here | computed, 2 CPUs | 16 CPUs | 64 CPUs |\n|---|---:|---:|---:|---:|"

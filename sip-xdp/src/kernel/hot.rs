@@ -1,0 +1,142 @@
+//! Sampling passes that cost what the busy sources cost. The program files
+//! a source in the unit's hot map (`HOT0`, `HOT1` by the unit's parity)
+//! once its packets on one CPU reach the hot mark; a pass advances the
+//! unit, empties the closed unit's map and reads only those sources. A
+//! source never filed cannot be over any flood limit (see
+//! `Flood::hot_at`), so a million quiet sources, or a storm of spoofed
+//! ones seen once each, cost a pass nothing.
+//!
+//! Every source is read instead on the first pass, when the hot map
+//! overflowed (`hot_map_full`), when nothing is filed (detection off), and
+//! every `FULL_EVERY` or sooner while a full read is cheap (at most 1% of
+//! the time between two), which keeps the tracked-source count fresh.
+
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, Map, MapData};
+use sip_xdp_common::{
+    maps::{MAP_HOT0, MAP_HOT1, MAP_UNIT},
+    Counter, IpKey,
+};
+
+use super::{batch, Maps, Totals};
+use crate::{Error, Result};
+
+/// The longest time between two full reads.
+pub const FULL_EVERY: Duration = Duration::from_secs(300);
+
+/// A full read taking 1/FULL_SHARE of the time since the last one is due.
+const FULL_SHARE: u32 = 100;
+
+/// What one pass read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Read {
+    /// Sources handed to the detector.
+    pub sources: usize,
+    /// Whether that was every tracked source.
+    pub full: bool,
+}
+
+pub struct Sampler {
+    every: Duration,
+    share: u32,
+    /// When the last full read started, and how long it took.
+    last_full: Option<(Instant, Duration)>,
+    /// `hot_map_full` at the previous pass.
+    overflows: Option<u64>,
+    /// Tracked sources at the last full read.
+    tracked: Option<usize>,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self {
+            every: FULL_EVERY,
+            share: FULL_SHARE,
+            last_full: None,
+            overflows: None,
+            tracked: None,
+        }
+    }
+}
+
+impl Sampler {
+    /// Full reads only every `every` (and when needed), however cheap:
+    /// what a test or a benchmark of the hot pass wants.
+    pub fn full_only_every(every: Duration) -> Self {
+        Self {
+            every,
+            share: 0,
+            ..Self::default()
+        }
+    }
+
+    fn full_due(&self, now: Instant) -> bool {
+        match self.last_full {
+            None => true,
+            Some((at, took)) => {
+                let since = now.saturating_duration_since(at);
+                since >= self.every || (self.share > 0 && since >= took * self.share)
+            }
+        }
+    }
+
+    /// Tracked sources as the last full read counted them.
+    pub fn tracked(&self) -> Option<usize> {
+        self.tracked
+    }
+
+    /// Closes the kernel's current unit and hands `f` each source to judge
+    /// with its totals and whether the kernel filed it. `filing`: whether
+    /// the program files hot sources (its `hot_at` is set).
+    pub fn pass(
+        &mut self,
+        maps: &Maps,
+        filing: bool,
+        mut f: impl FnMut(IpKey, Totals, bool),
+    ) -> Result<Read> {
+        let unit_data = MapData::from_pin(maps.pins().map(MAP_UNIT))
+            .map_err(Error::map("opening pinned map UNIT"))?;
+        let mut unit: Array<MapData, u32> = Array::try_from(Map::Array(unit_data))
+            .map_err(Error::map("opening pinned map UNIT"))?;
+        let closed = unit.get(&0, 0).map_err(Error::map("reading the unit"))?;
+        unit.set(0, closed.wrapping_add(1), 0)
+            .map_err(Error::map("advancing the unit"))?;
+        let name = if closed & 1 == 0 { MAP_HOT0 } else { MAP_HOT1 };
+        let hot_data =
+            MapData::from_pin(maps.pins().map(name)).map_err(Error::map("opening a hot map"))?;
+        let filed = batch::take_keys::<IpKey, u32>(&hot_data)
+            .map_err(Error::io("reading the hot sources"))?;
+        let overflows = maps.counter(Counter::HotFull)?;
+        let overflowed = self.overflows.is_some_and(|o| o != overflows);
+        if overflowed {
+            tracing::warn!(
+                capacity = sip_xdp_common::maps::MAX_HOT,
+                "more hot sources than the hot map holds: reading every source"
+            );
+        }
+        self.overflows = Some(overflows);
+        let started = Instant::now();
+        if !filing || overflowed || self.full_due(started) {
+            let n = maps.for_each_source(closed, |k, t| f(k, t, false))?;
+            self.tracked = Some(n);
+            self.last_full = Some((started, started.elapsed()));
+            return Ok(Read {
+                sources: n,
+                full: true,
+            });
+        }
+        let mut sources = 0;
+        for k in filed {
+            // Evicted since it was filed: nothing left to judge.
+            if let Some(t) = maps.source(&k, closed)? {
+                f(k, t, true);
+                sources += 1;
+            }
+        }
+        Ok(Read {
+            sources,
+            full: false,
+        })
+    }
+}
