@@ -25,7 +25,7 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS},
         BPF_NOEXIST,
     },
-    helpers::{bpf_ktime_get_coarse_ns, generated::bpf_xdp_load_bytes},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, generated::bpf_xdp_load_bytes},
     macros::xdp,
     maps::lpm_trie::Key,
     programs::XdpContext,
@@ -288,7 +288,6 @@ fn source_rules(src: &IpKey) -> Source {
         // Permanent bans skip the clock. Timed ones use the coarse clock: a
         // tick of lag on expiry costs nothing, a TSC read per packet would.
         if ban.expires_ns == 0 || ban.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
-            // Atomic: several RX queues may drop for the same source.
             bump(&ban.hits);
             return Source::Banned;
         }
@@ -307,12 +306,26 @@ fn source_rules(src: &IpKey) -> Source {
     Source::Unknown
 }
 
-/// Atomically adds one to a hit counter living in a map value shared by all
-/// CPUs.
+/// Hits counted exactly; past them, one packet in `HIT_SAMPLE` is counted
+/// as `HIT_SAMPLE`. A flood from one banned source over many RX queues
+/// would otherwise write the entry's cache line from every CPU on every
+/// packet, and bounce it between them; reading it does not.
+const HIT_EXACT: u64 = 1024;
+const HIT_SAMPLE: u32 = 16;
+
+/// Adds to a hit counter living in a map value shared by all CPUs:
+/// atomically, since several RX queues may drop for the same source.
 #[inline(always)]
 fn bump(hits: &u64) {
+    let add = if unsafe { core::ptr::read_volatile(hits) } < HIT_EXACT {
+        1
+    } else if unsafe { bpf_get_prandom_u32() } % HIT_SAMPLE == 0 {
+        u64::from(HIT_SAMPLE)
+    } else {
+        return;
+    };
     unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits as *const u64 as *mut u64, 1)
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits as *const u64 as *mut u64, add)
     };
 }
 

@@ -6,7 +6,20 @@ use clap::Parser as _;
 use sip_xdp::cli::{self, Cli, Color, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// glibc gives every thread that allocates an arena of its own, and keeps
+/// what was freed there: the database driver's threads (one per SQLite
+/// connection) each held on to a copy of a 100k-row read. Two arenas
+/// measured 42 MB of peak RSS against 54 MB for that read.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called first in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let default = match cli.verbose {
         0 => "warn",

@@ -13,6 +13,7 @@ use crate::{
     db::{
         feeds::FeedRows,
         outbox::Outbox,
+        rows::RuleOrBad,
         store::{AllowRow, BlockRow, Event, FailureBatch, Undecoded, FAILURE_TABLES},
         Store, StoreError,
     },
@@ -48,7 +49,7 @@ pub struct RoundOutput {
     pub lifted: Vec<BlockRow>,
     /// The active blocks and the allow-list, or `None` when their
     /// fingerprint says they are as last read.
-    pub lists: Option<(Vec<BlockRow>, Vec<AllowRow>)>,
+    pub lists: Option<(Vec<RuleOrBad>, Vec<AllowRow>)>,
     pub fingerprint: Vec<i64>,
     pub undecoded: Vec<Undecoded>,
     pub failures: Vec<(usize, FailureBatch)>,
@@ -124,7 +125,7 @@ async fn trusted(
 
 struct Work {
     lifted: Vec<BlockRow>,
-    lists: Option<(Vec<BlockRow>, Vec<AllowRow>)>,
+    lists: Option<(Vec<RuleOrBad>, Vec<AllowRow>)>,
     fingerprint: Vec<i64>,
     undecoded: Vec<Undecoded>,
     failures: Vec<(usize, FailureBatch)>,
@@ -194,7 +195,7 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
     let lists = if input.known.as_ref() == Some(&fingerprint) {
         None
     } else {
-        let (blocks, bad_blocks) = store.active_blocks_checked(wall).await?;
+        let (blocks, bad_blocks) = store.active_rules_checked(wall).await?;
         let (allows, bad_allows) = store.allows_checked().await?;
         undecoded.extend(bad_blocks);
         undecoded.extend(bad_allows);

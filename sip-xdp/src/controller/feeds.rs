@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 use crate::{
     db::{
         feeds::FeedRows,
-        store::{self, BlockRow},
+        rows::{reason_of, BlockRule, RuleOrBad},
+        store,
     },
     feed::{self, Feed, Outcome, Report, State},
     kernel::Guard,
-    parse::spelling,
 };
 
 #[derive(Default)]
@@ -106,22 +106,18 @@ impl Desk {
 
     /// The refreshes not written yet, as rows: the kernel enforces them
     /// from the refresh on, and the sync keeps them until their rows exist.
-    pub fn pending_rows(&self) -> Vec<BlockRow> {
-        self.pending
-            .values()
-            .flat_map(|f| {
-                f.nets.iter().map(|(net, end)| BlockRow {
+    pub fn pending_rules(&self) -> impl Iterator<Item = RuleOrBad> + '_ {
+        self.pending.values().flat_map(|f| {
+            let reason = reason_of(&f.source);
+            f.nets.iter().map(move |(net, end)| {
+                Ok(BlockRule {
                     id: 0,
-                    ip_address: spelling(net),
-                    reason: format!("feed {}", f.feed),
-                    source: f.source.clone(),
-                    blocked_at: f.at,
+                    net: *net,
                     expires_at: *end,
-                    unblocked_at: None,
-                    node: None,
+                    reason,
                 })
             })
-            .collect()
+        })
     }
 
     /// What the next round writes.

@@ -31,6 +31,7 @@ use notify::Notifier;
 use crate::{
     config::{redact, Config, Overrides},
     db::{
+        rows::RuleOrBad,
         store,
         sync::{Current, Reconciler},
         EventBuffer, Store,
@@ -723,12 +724,12 @@ impl Controller {
     /// The kernel brought in line with the rows a round read.
     fn reconcile(
         &mut self,
-        mut blocks: Vec<crate::db::store::BlockRow>,
+        mut blocks: Vec<RuleOrBad>,
         allows: &[crate::db::store::AllowRow],
         undecoded: Vec<crate::db::store::Undecoded>,
     ) -> Synced {
-        blocks.extend(self.defender.pending_rows());
-        blocks.extend(self.feeds.pending_rows());
+        blocks.extend(self.defender.pending_rules());
+        blocks.extend(self.feeds.pending_rules());
         let wall = store::now();
         let (desired, mut skips) =
             self.reconciler
@@ -848,7 +849,7 @@ impl Controller {
     /// safety rails and the kernel's allow-list still win, and nothing is
     /// removed here; the next sync does that by difference.
     fn enforce_feeds_now(&mut self) {
-        let rows = self.feeds.pending_rows();
+        let rows: Vec<RuleOrBad> = self.feeds.pending_rules().collect();
         let allows: Vec<crate::db::store::AllowRow> = self
             .maps
             .list_allowed()

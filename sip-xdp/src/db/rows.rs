@@ -16,6 +16,11 @@ pub struct BlockRule {
     pub reason: BanReason,
 }
 
+/// A `blocked_ips` row as the sync keeps it: its rule, or why it cannot
+/// be used. Decoded as it streams in: 100k rows held as text would be the
+/// controller's largest allocation.
+pub type RuleOrBad = Result<BlockRule, BadRow>;
+
 /// Why a row cannot be used; logged once per row id and skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("row {id} ({table}): {why}")]
@@ -32,6 +37,27 @@ pub fn reason_of(source: &str) -> BanReason {
 }
 
 pub fn block_rule(row: &BlockRow) -> Result<BlockRule, BadRow> {
+    rule_of(&RuleColumns {
+        id: row.id,
+        ip_address: row.ip_address.clone(),
+        source: row.source.clone(),
+        blocked_at: row.blocked_at,
+        expires_at: row.expires_at,
+    })
+}
+
+/// The columns of a `blocked_ips` row that make its rule: what the sync
+/// reads (the reason's text and the rest stay in the database).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RuleColumns {
+    pub id: i64,
+    pub ip_address: String,
+    pub source: String,
+    pub blocked_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+pub fn rule_of(row: &RuleColumns) -> Result<BlockRule, BadRow> {
     let bad = |why: String| BadRow {
         id: row.id,
         table: "blocked_ips",

@@ -15,6 +15,8 @@ use std::{
 
 use chrono::{NaiveDateTime, Utc};
 use serde::Serialize;
+
+use super::rows::{rule_of, RuleColumns, RuleOrBad};
 use sqlx::{
     mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions},
@@ -301,6 +303,7 @@ fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
 
 const BLOCK_COLS: &str =
     "id, ip_address, reason, source, blocked_at, expires_at, unblocked_at, node";
+const RULE_COLS: &str = "id, ip_address, source, blocked_at, expires_at";
 
 impl Store {
     /// Connects, creating a SQLite file and its directory if needed, and
@@ -567,19 +570,48 @@ impl Store {
         Ok(rows)
     }
 
+    fn active_blocks_sql(&self, cols: &str) -> String {
+        format!(
+            "SELECT {cols} FROM blocked_ips WHERE unblocked_at IS NULL \
+             AND (expires_at IS NULL OR {}) ORDER BY id",
+            self.later("expires_at")
+        )
+    }
+
     /// Active blocks, and the rows among them that did not decode.
     pub async fn active_blocks_checked(
         &self,
         at: NaiveDateTime,
     ) -> Result<(Vec<BlockRow>, Vec<Undecoded>)> {
-        let sql = format!(
-            "SELECT {BLOCK_COLS} FROM blocked_ips WHERE unblocked_at IS NULL \
-             AND (expires_at IS NULL OR {}) ORDER BY id",
-            self.later("expires_at")
-        );
+        let sql = self.active_blocks_sql(BLOCK_COLS);
         Ok(with_pool!(self, p => {
             let rows = sqlx::query(safe(&sql)).bind(self.theirs(at)).fetch(p);
             decode_stream(rows, "blocked_ips", |r| BlockRow::from_row(r).map(|b| self.block_ours(b)), |r| row_id!(r)).await?
+        }))
+    }
+
+    /// Active blocks as the sync keeps them: each row's rule (or why it
+    /// cannot be used), made as the rows stream in.
+    pub async fn active_rules_checked(
+        &self,
+        at: NaiveDateTime,
+    ) -> Result<(Vec<RuleOrBad>, Vec<Undecoded>)> {
+        let sql = self.active_blocks_sql(RULE_COLS);
+        Ok(with_pool!(self, p => {
+            let rows = sqlx::query(safe(&sql)).bind(self.theirs(at)).fetch(p);
+            decode_stream(
+                rows,
+                "blocked_ips",
+                |r| {
+                    RuleColumns::from_row(r).map(|mut c| {
+                        c.blocked_at = self.ours(c.blocked_at);
+                        c.expires_at = c.expires_at.map(|t| self.ours(t));
+                        rule_of(&c)
+                    })
+                },
+                |r| row_id!(r),
+            )
+            .await?
         }))
     }
 

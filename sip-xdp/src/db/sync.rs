@@ -14,8 +14,8 @@ use ipnet::IpNet;
 use sip_xdp_common::maps::BanReason;
 
 use super::{
-    rows::{self, BadRow},
-    store::{AllowRow, BlockRow},
+    rows::{self, BadRow, RuleOrBad},
+    store::AllowRow,
 };
 use crate::{
     kernel::guard::{overlaps, Guard},
@@ -87,7 +87,7 @@ impl Reconciler {
     /// in the second list, each only the first time it is seen.
     pub fn desired(
         &mut self,
-        blocks: &[BlockRow],
+        blocks: &[RuleOrBad],
         allows: &[AllowRow],
         guard: &Guard,
         wall_now: NaiveDateTime,
@@ -104,16 +104,16 @@ impl Reconciler {
             }
         }
         for row in blocks {
-            let rule = match rows::block_rule(row) {
+            let rule = match row {
                 Ok(r) => r,
                 Err(bad) => {
-                    skips.push(skip_of(bad));
+                    skips.push(skip_of(bad.clone()));
                     continue;
                 }
             };
             let skip = |why: String| Skip {
                 table: "blocked_ips",
-                id: row.id,
+                id: rule.id,
                 why,
             };
             if let Some(why) = guard.refusal(&rule.net) {
@@ -247,12 +247,16 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::parse::parse_net;
+    use crate::{db::store::BlockRow, parse::parse_net};
 
     fn t0() -> NaiveDateTime {
         NaiveDateTime::parse_from_str("2026-11-25 10:00:00", "%Y-%m-%d %H:%M:%S").unwrap()
     }
     const MONO: u64 = 1_000_000_000_000;
+
+    fn rules(rows: &[BlockRow]) -> Vec<RuleOrBad> {
+        rows.iter().map(rows::block_rule).collect()
+    }
 
     fn block(id: i64, ip: &str, expires_min: Option<i64>) -> BlockRow {
         BlockRow {
@@ -288,7 +292,13 @@ mod tests {
             block(1, "203.0.113.7", None),
             block(2, "198.51.100.0/25", Some(10)),
         ];
-        let (d, skips) = r.desired(&rows, &[], &Guard::with_addresses(vec![]), t0(), MONO);
+        let (d, skips) = r.desired(
+            &rules(&rows),
+            &[],
+            &Guard::with_addresses(vec![]),
+            t0(),
+            MONO,
+        );
         assert!(skips.is_empty());
         assert_eq!(d.blocks[&net("203.0.113.7")].expires_ns, 0);
         assert_eq!(
@@ -308,7 +318,7 @@ mod tests {
             block(5, "203.0.113.9", None),
         ];
         let allows = [allow(9, "203.0.113.16/28"), allow(10, "bogus")];
-        let (d, skips) = r.desired(&rows, &allows, &guard(), t0(), MONO);
+        let (d, skips) = r.desired(&rules(&rows), &allows, &guard(), t0(), MONO);
         let ids: Vec<_> = skips.iter().map(|s| (s.table, s.id)).collect();
         assert_eq!(
             ids,
@@ -330,7 +340,7 @@ mod tests {
             d.blocks.keys().copied().collect::<Vec<_>>(),
             vec![net("203.0.113.9")]
         );
-        let (_, again) = r.desired(&rows, &allows, &guard(), t0(), MONO);
+        let (_, again) = r.desired(&rules(&rows), &allows, &guard(), t0(), MONO);
         assert!(again.is_empty(), "each bad row is reported once");
     }
 
@@ -343,7 +353,7 @@ mod tests {
             block(3, "203.0.113.8", Some(5)),
             block(4, "203.0.113.8", None),
         ];
-        let (d, _) = r.desired(&rows, &[], &guard(), t0(), MONO);
+        let (d, _) = r.desired(&rules(&rows), &[], &guard(), t0(), MONO);
         assert_eq!(d.blocks[&net("203.0.113.7")].id, 2);
         assert_eq!(d.blocks[&net("203.0.113.8")].id, 4);
     }

@@ -35,7 +35,8 @@ use super::{
 };
 use crate::{
     db::{
-        store::{self, BlockRow, FailureBatch, FAILURE_TABLES},
+        rows::{reason_of, BlockRule, RuleOrBad},
+        store::{self, FailureBatch, FAILURE_TABLES},
         EventBuffer, Store, StoreError,
     },
     kernel::{clock, guard::overlaps, Guard, Maps},
@@ -436,20 +437,15 @@ impl Defender {
     }
 
     /// Pending bans as rows, for the reconciler.
-    pub fn pending_rows(&self) -> Vec<BlockRow> {
-        self.pending
-            .iter()
-            .map(|p| BlockRow {
+    pub fn pending_rules(&self) -> impl Iterator<Item = RuleOrBad> + '_ {
+        self.pending.iter().map(|p| {
+            Ok(BlockRule {
                 id: 0,
-                ip_address: spelling(&p.net),
-                reason: p.note.clone(),
-                source: p.reason.name().to_string(),
-                blocked_at: p.blocked_at,
+                net: p.net,
                 expires_at: Some(p.expires_at),
-                unblocked_at: None,
-                node: None,
+                reason: reason_of(p.reason.name()),
             })
-            .collect()
+        })
     }
 
     pub fn pending(&self) -> usize {

@@ -159,7 +159,13 @@ fn run() -> i32 {
         sender_ms: 0.0,
     };
     machine();
+    if std::env::args().any(|a| a == "--scaling") {
+        // This section alone, for working on it.
+        b.cpu_scaling();
+        return 0;
+    }
     let drop_rows = b.drop_cost();
+    b.cpu_scaling();
     if stopped() {
         eprintln!("interrupted: removing the lab, no report");
         return 130;
@@ -245,13 +251,18 @@ impl Bench {
     }
 
     fn row_on(&self, kind: Kind, size: u32, one_queue: bool) -> Option<Row> {
+        let gen = if one_queue { &self.gen_1q } else { &self.gen };
+        self.row_with(gen, kind, size, one_queue)
+    }
+
+    fn row_with(&self, gen: &Generator, kind: Kind, size: u32, one_queue: bool) -> Option<Row> {
         if stopped() {
             return None;
         }
-        let (gen, target, iface) = if one_queue {
-            (&self.gen_1q, &self.target_1q, "s2")
+        let (target, iface) = if one_queue {
+            (&self.target_1q, "s2")
         } else {
-            (&self.gen, &self.target, "s0")
+            (&self.target, "s0")
         };
         let list = self.sources(size);
         let fr = frames(target, &list);
@@ -295,19 +306,81 @@ impl Bench {
         Some(row)
     }
 
+    /// CPU per million packets of `gen` sending into the dummy device.
+    fn sender_cost(&self, gen: &Generator) -> (f64, Sent) {
+        let list = self.sources(1_000);
+        let fr = frames(&self.target, &list);
+        gen.send(&fr, self.plan.warmup, Duration::from_secs(2), &STOP);
+        let m = Meter::start();
+        let sent = gen.send(&fr, self.plan.count, self.plan.max_time, &STOP);
+        let busy = m.busy();
+        (busy.as_secs_f64() * 1e9 / sent.packets.max(1) as f64, sent)
+    }
+
+    /// Issue 15: the banned-drop path received on one CPU and on two (the
+    /// veth's receive runs on the sending CPU), from one banned source,
+    /// whose ban entry both CPUs then write, and from 1,000.
+    fn cpu_scaling(&self) {
+        if stopped() {
+            return;
+        }
+        println!(
+            "## Scaling with CPUs
+"
+        );
+        println!(
+            "sip-xdp in native XDP drops a flood from banned sources, sent (and so received: veth runs the \
+             receiver's XDP on the sending CPU) by one generator thread on CPU 0, then by two on CPUs 0 and 1. \
+             sip-xdp's share is the machine's CPU per million packets minus the sender alone with the same \
+             threads (into the ifb device). One banned source is the worst case for shared writes: both CPUs \
+             update its ban entry's hit counter.\n"
+        );
+        println!("| banned sources | sending CPUs | kpps | CPU per M packets, ms | sender alone, ms | sip-xdp's share, ms | share against 1 CPU |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        let one = Generator::new(&self.lab.gen, "g0", 1);
+        let one_dummy = Generator::new(&self.lab.gen, "d0", 1);
+        let senders = [
+            (1usize, self.sender_cost(&one_dummy).0),
+            (THREADS, self.sender_cost(&self.dummy_gen).0),
+        ];
+        for sources in [1u32, 1_000] {
+            let mut first = None;
+            for (threads, sender) in senders {
+                let gen = if threads == 1 { &one } else { &self.gen };
+                let Some(r) = self.row_with(gen, Kind::XdpNative, sources, false) else {
+                    return;
+                };
+                let share = r.ms_per_m() - sender;
+                let base = *first.get_or_insert(share);
+                println!(
+                    "| {sources} | {threads} | {:.0} | {:.0} | {sender:.0} | {share:.0} | {:.2}× |",
+                    r.sent.pps() / 1e3,
+                    r.ms_per_m(),
+                    share / base
+                );
+            }
+        }
+        let cpus = aya::util::nr_cpus().unwrap_or(2);
+        println!(
+            "\nComputed for bigger machines (the per-CPU maps' sizes by CPU count are in the memory table of the \
+             per-packet part): a full sampling pass copies one {}-byte value per tracked source per possible CPU \
+             ({cpus} here), so at the default sizes it moves {:.0} MiB here, {:.0} MiB at 16 CPUs and {:.0} MiB at 64; \
+             the pass that reads only hot sources moves that per hot source. The hot mark is the lowest flood \
+             limit divided by the CPU count, plus one: at the default limit of 30 it is {} here, 2 at 16 CPUs and \
+             1 (every source filed at its first packet) from 31 CPUs on.\n",
+            std::mem::size_of::<sip_xdp_common::SourceStats>(),
+            full_read_mib(cpus as u32),
+            full_read_mib(16),
+            full_read_mib(64),
+            30 / cpus + 1,
+        );
+    }
+
     /// The sender alone: the same frames into a dummy device, which frees
     /// each one.
     fn sender_only(&mut self) {
-        let list = self.sources(1_000);
-        let fr = frames(&self.target, &list);
-        self.dummy_gen
-            .send(&fr, self.plan.warmup, Duration::from_secs(2), &STOP);
-        let m = Meter::start();
-        let sent = self
-            .dummy_gen
-            .send(&fr, self.plan.count, self.plan.max_time, &STOP);
-        let busy = m.busy();
-        self.sender_ms = busy.as_secs_f64() * 1e9 / sent.packets.max(1) as f64;
+        let (ms, sent) = self.sender_cost(&self.dummy_gen);
+        self.sender_ms = ms;
         eprintln!(
             "sender only: {} packets in {:.2} s, {:.0} ms CPU per M packets",
             sent.packets,
@@ -630,6 +703,15 @@ impl Bench {
             self.sender_ms
         );
     }
+}
+
+/// What a full sampling pass copies at the default sizes for `cpus`.
+fn full_read_mib(cpus: u32) -> f64 {
+    let c = sip_xdp::kernel::loader::Capacities::for_cpus(cpus);
+    (u64::from(c.sources)
+        * u64::from(cpus)
+        * std::mem::size_of::<sip_xdp_common::SourceStats>() as u64) as f64
+        / 1048576.0
 }
 
 fn table_head() {
