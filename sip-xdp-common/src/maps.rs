@@ -17,8 +17,6 @@ pub const MAP_VERIFIED: &str = "VERIFIED";
 pub const MAP_TRUST_SCAN: &str = "TRUST_SCAN";
 pub const MAP_TRUST_PROG: &str = "TRUST_PROG";
 pub const MAP_SHED: &str = "SHED";
-/// Per CPU, one u32: which ban and rule hits past the exact range count.
-pub const MAP_HIT_TICK: &str = "HIT_TICK";
 /// One u32: the sampling unit the controller's passes are in (see `HOT0`).
 pub const MAP_UNIT: &str = "UNIT";
 /// Sources that reached the hot mark in an even and an odd unit: what a
@@ -29,7 +27,7 @@ pub const MAP_HOT1: &str = "HOT1";
 pub const MAP_META: &str = "META";
 
 /// Every map the programs own, in pin order.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 15] = [
     MAP_BANS,
     MAP_ALLOW,
     MAP_BLOCK,
@@ -43,7 +41,6 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_SAMPLE_BUDGET,
     MAP_REPLIES,
     MAP_UNIT,
-    MAP_HIT_TICK,
     MAP_HOT0,
     MAP_HOT1,
 ];

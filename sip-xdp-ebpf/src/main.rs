@@ -31,8 +31,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use maps::{
-    ALLOW, BANS, BLOCK, CONFIG, HIT_TICK, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SHED,
-    SIP_PORTS, SOURCES, STATS, TCP_PORTS, UNIT, VERIFIED,
+    ALLOW, BANS, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SHED, SIP_PORTS, SOURCES,
+    STATS, TCP_PORTS, UNIT, VERIFIED,
 };
 use network_types::udp::UdpHdr;
 use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP};
@@ -288,6 +288,7 @@ fn source_rules(src: &IpKey) -> Source {
         // Permanent bans skip the clock. Timed ones use the coarse clock: a
         // tick of lag on expiry costs nothing, a TSC read per packet would.
         if ban.expires_ns == 0 || ban.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
+            // Atomic: several RX queues may drop for the same source.
             bump(&ban.hits);
             return Source::Banned;
         }
@@ -306,34 +307,15 @@ fn source_rules(src: &IpKey) -> Source {
     Source::Unknown
 }
 
-/// Hits counted exactly; past them, one hit in `HIT_SAMPLE` on each CPU
-/// (whatever the source) is counted as `HIT_SAMPLE`. A flood from one
-/// banned source over many RX queues would otherwise write the entry's
-/// cache line from every CPU on every packet, and bounce it between them;
-/// reading it does not. A per-CPU tick, not `bpf_get_prandom_u32`: the
-/// helper call measured +40 ns per hot drop.
-const HIT_EXACT: u64 = 1024;
-const HIT_SAMPLE: u32 = 16;
-
-/// Adds to a hit counter living in a map value shared by all CPUs:
-/// atomically, since several RX queues may drop for the same source.
+/// Atomically adds one to a hit counter living in a map value shared by all
+/// CPUs. Exact: counting one hit in 16 past the first thousand (to spare
+/// the shared line a write from every CPU) measured +25 ns per hot drop
+/// with a per-CPU tick and +48 ns with `bpf_get_prandom_u32`, and nothing
+/// gained on two CPUs (BENCHMARKS.md, "Scaling with CPUs").
 #[inline(always)]
 fn bump(hits: &u64) {
-    let add = if unsafe { core::ptr::read_volatile(hits) } < HIT_EXACT {
-        1
-    } else {
-        let Some(tick) = HIT_TICK.get_ptr_mut(0) else {
-            return;
-        };
-        let tick = unsafe { &mut *tick };
-        *tick = tick.wrapping_add(1);
-        if *tick % HIT_SAMPLE != 0 {
-            return;
-        }
-        u64::from(HIT_SAMPLE)
-    };
     unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits as *const u64 as *mut u64, add)
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits as *const u64 as *mut u64, 1)
     };
 }
 

@@ -74,11 +74,6 @@ pub static CONFIG: Array<KernelConfig> = Array::pinned(1, 0);
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTERS, 0);
 
-/// Per CPU: ban and rule hits past the exact range, the clock that picks
-/// which of them are counted.
-#[map]
-pub static HIT_TICK: PerCpuArray<u32> = PerCpuArray::pinned(1, 0);
-
 /// Per-source rate-limit windows. Shared by all CPUs (one limit per source,
 /// not per CPU); only touched when a limit is configured.
 #[map]

@@ -333,7 +333,7 @@ impl Bench {
              receiver's XDP on the sending CPU) by one generator thread on CPU 0, then by two on CPUs 0 and 1. \
              sip-xdp's share is the machine's CPU per million packets minus the sender alone with the same \
              threads (into the ifb device). One banned source is the worst case for shared writes: both CPUs \
-             update its ban entry's hit counter.\n"
+             add to its ban entry's hit counter, atomically, on every packet.\n"
         );
         println!("| banned sources | sending CPUs | kpps | CPU per M packets, ms | sender alone, ms | sip-xdp's share, ms | share against 1 CPU |");
         println!("|---:|---:|---:|---:|---:|---:|---:|");
