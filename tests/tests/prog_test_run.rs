@@ -559,7 +559,7 @@ fn hot_sources_are_filed_and_a_pass_reads_only_them() {
     let pass = |s: &mut Sampler| {
         let mut read = Vec::new();
         let r = s
-            .pass(&maps, true, |k, t, filed| {
+            .pass(&maps, |k, t, filed| {
                 read.push((k, t.packets, t.recent, filed))
             })
             .unwrap();

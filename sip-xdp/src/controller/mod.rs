@@ -526,12 +526,11 @@ impl Controller {
         let mut read = None;
         if self.defender.settings().enabled {
             let flood = &mut self.defender.flood;
-            let filing = flood.hot_at() != 0;
             flood.begin(Now {
                 at: now,
                 kernel_ns: clock::coarse_ns(),
             });
-            let r = self.sampler.pass(&self.maps, filing, |k, t, filed| {
+            let r = self.sampler.pass(&self.maps, |k, t, filed| {
                 if let Some(d) = flood.observe(k, t, filed) {
                     found.push(d);
                 }

@@ -7,9 +7,10 @@
 //! ones seen once each, cost a pass nothing.
 //!
 //! Every source is read instead on the first pass, when the hot map
-//! overflowed (`hot_map_full`), when nothing is filed (detection off), and
-//! every `FULL_EVERY` or sooner while a full read is cheap (at most 1% of
-//! the time between two), which keeps the tracked-source count fresh.
+//! overflowed (`hot_map_full`), and every `FULL_EVERY` or sooner while a
+//! full read is cheap (at most 1% of the time between two), which keeps
+//! the tracked-source count fresh. With flood detection off the program
+//! files nothing, and only those full reads remain.
 
 use std::time::{Duration, Instant};
 
@@ -87,14 +88,8 @@ impl Sampler {
     }
 
     /// Closes the kernel's current unit and hands `f` each source to judge
-    /// with its totals and whether the kernel filed it. `filing`: whether
-    /// the program files hot sources (its `hot_at` is set).
-    pub fn pass(
-        &mut self,
-        maps: &Maps,
-        filing: bool,
-        mut f: impl FnMut(IpKey, Totals, bool),
-    ) -> Result<Read> {
+    /// with its totals and whether the kernel filed it.
+    pub fn pass(&mut self, maps: &Maps, mut f: impl FnMut(IpKey, Totals, bool)) -> Result<Read> {
         let unit_data = MapData::from_pin(maps.pins().map(MAP_UNIT))
             .map_err(Error::map("opening pinned map UNIT"))?;
         let mut unit: Array<MapData, u32> = Array::try_from(Map::Array(unit_data))
@@ -117,7 +112,7 @@ impl Sampler {
         }
         self.overflows = Some(overflows);
         let started = Instant::now();
-        if !filing || overflowed || self.full_due(started) {
+        if overflowed || self.full_due(started) {
             let n = maps.for_each_source(closed, |k, t| f(k, t, false))?;
             self.tracked = Some(n);
             self.last_full = Some((started, started.elapsed()));

@@ -54,7 +54,7 @@ fn one_pass(sampler: &mut Sampler, maps: &Maps, flood: &mut Flood) -> (f64, usiz
     });
     let mut found = 0;
     let r = sampler
-        .pass(maps, true, |k, tot, filed| {
+        .pass(maps, |k, tot, filed| {
             found += usize::from(flood.observe(k, tot, filed).is_some())
         })
         .unwrap();
