@@ -48,6 +48,13 @@ struct Prev {
 /// the default unit): a hot source is read at every pass it is hot.
 const FORGET_AFTER: u32 = 30;
 
+/// Sources remembered at most: forged sources sending past the hot mark
+/// fill a full hot map (65,536) every unit, and `FORGET_AFTER` alone would
+/// let them pile up to two million entries. Past this, only the sources
+/// read at the last two passes stay; one forgotten is a baseline when read
+/// again, never a verdict.
+const REMEMBER_AT_MOST: usize = 1 << 18;
+
 pub struct Flood {
     cfg: settings::Flood,
     class_limits: [Option<u64>; SIP_CLASSES],
@@ -206,6 +213,9 @@ impl Flood {
         if g.is_multiple_of(8) || self.prev.len() > 65_536 {
             self.prev
                 .retain(|_, p| g.wrapping_sub(p.generation) < FORGET_AFTER);
+        }
+        if self.prev.len() > REMEMBER_AT_MOST {
+            self.prev.retain(|_, p| g.wrapping_sub(p.generation) < 2);
         }
     }
 
@@ -524,6 +534,30 @@ mod tests {
         let d = f.observe(a, totals(400, SipClass::Options), true).unwrap();
         f.end();
         assert_eq!(d.count, 40);
+    }
+
+    #[test]
+    fn forged_hot_sources_cannot_grow_the_table_past_its_bound() {
+        // A full hot map of new forged sources every unit.
+        let mut f = flood(30, Default::default());
+        let c = Clock::new();
+        f.pass(c.at(0), []);
+        for unit in 1..=6u32 {
+            f.begin(c.at(2 * u64::from(unit)));
+            for i in 0..65_536u32 {
+                let ip = std::net::Ipv6Addr::from(
+                    (0x2001_0db8u128 << 96) | (u128::from(unit) << 32) | u128::from(i),
+                );
+                f.observe(key_of(ip.into()), totals(20, SipClass::Options), true);
+            }
+            f.end();
+            assert!(
+                f.tracked() <= REMEMBER_AT_MOST,
+                "unit {unit}: {}",
+                f.tracked()
+            );
+        }
+        assert!(f.tracked() >= 65_536);
     }
 
     #[test]
