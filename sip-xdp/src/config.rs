@@ -21,6 +21,7 @@
 //! max_sources = 262144
 //! max_rate = 262144
 //! max_replies = 65536
+//! source_lru = "common"    # common | per-cpu: the source table's LRU lists
 //! metrics = "127.0.0.1:9477"   # Prometheus endpoint; off when absent
 //!
 //! [detect]                 # see detect::settings for every key
@@ -36,7 +37,7 @@ use serde::Deserialize;
 
 use crate::{
     db::store::DEFAULT_DB_URL,
-    kernel::loader::{AttachMode, Capacities},
+    kernel::loader::{AttachMode, Capacities, LruLists},
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/sip-xdp/sip-xdp.toml";
@@ -87,6 +88,7 @@ struct Raw {
     max_sources: Option<u32>,
     max_rate: Option<u32>,
     max_replies: Option<u32>,
+    source_lru: Option<String>,
     metrics: Option<String>,
     detect: Option<crate::detect::Settings>,
     alerts: Option<crate::controller::alerts::Settings>,
@@ -331,6 +333,19 @@ fn capacities(raw: &Raw) -> Result<Capacities, (&'static str, String)> {
         sources: cap(raw.max_sources, d.sources, "max_sources")?,
         rate: cap(raw.max_rate, d.rate, "max_rate")?,
         replies: cap(raw.max_replies, d.replies, "max_replies")?,
+        source_lists: match raw.source_lru.as_deref() {
+            None | Some("common") => LruLists::Common,
+            Some("per-cpu") => LruLists::PerCpu,
+            Some(other) => {
+                return Err((
+                    "source_lru",
+                    format!(
+                        "{other:?} is not \"common\" (one recency list for all CPUs) \
+                         or \"per-cpu\" (BPF_F_NO_COMMON_LRU)"
+                    ),
+                ))
+            }
+        },
     })
 }
 
@@ -538,6 +553,17 @@ mod tests {
         let e = Config::parse("ban_scope = \"everything\"\n", "t").unwrap_err();
         assert!(e.to_string().contains("ban_scope"), "{e}");
         assert!(Config::parse("tcp_ports = [0]\n", "t").is_err());
+    }
+
+    #[test]
+    fn source_lru_picks_the_lists_and_names_a_typo() {
+        let c = Config::parse("source_lru = \"per-cpu\"\n", "t").unwrap();
+        assert_eq!(c.capacities.source_lists, LruLists::PerCpu);
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.capacities.source_lists, LruLists::Common);
+        let e = Config::parse("source_lru = \"percpu\"\n", "t").unwrap_err();
+        assert!(e.to_string().contains("source_lru"), "{e}");
+        assert!(e.to_string().contains("per-cpu"), "{e}");
     }
 
     #[test]

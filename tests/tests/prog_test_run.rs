@@ -108,6 +108,34 @@ fn per_source_accounting_sums_over_cpus() {
 }
 
 #[test]
+fn per_cpu_lru_lists_are_created_with_their_flag_and_count_as_the_common_ones() {
+    use sip_xdp::kernel::loader::{Capacities, LruLists, BPF_F_NO_COMMON_LRU};
+    let caps = Capacities {
+        source_lists: LruLists::PerCpu,
+        ..Capacities::default()
+    };
+    let p = TestProg::load_with("lru", caps);
+    let flags = aya::maps::MapData::from_pin(p.pins.map(sip_xdp_common::maps::MAP_SOURCES))
+        .and_then(|m| m.info())
+        .expect("SOURCES info")
+        .map_flags();
+    assert_ne!(flags & BPF_F_NO_COMMON_LRU, 0, "flags {flags:#x}");
+    let reg = Frame::sip("203.0.113.21", REGISTER).build();
+    for _ in 0..3 {
+        assert_eq!(p.run(&reg), XDP_PASS);
+    }
+    let top = p.maps().top(10);
+    assert_eq!(
+        (top.len(), top[0].packets, top[0].classes["register"]),
+        (1, 3, 3)
+    );
+    // A later load (another version, same layout) accepts the pinned map
+    // whatever its lists: the program reads both alike.
+    sip_xdp::kernel::upgrade::check_compatible(&p.pins)
+        .expect("per-CPU lists are compatible with the object");
+}
+
+#[test]
 fn banned_source_is_dropped_with_its_hit_counter() {
     let p = TestProg::load("ban");
     ban(&p, "203.0.113.66", None);

@@ -63,7 +63,25 @@ pub struct Capacities {
     pub sources: u32,
     pub rate: u32,
     pub replies: u32,
+    /// The source table's LRU lists.
+    pub source_lists: LruLists,
 }
+
+/// How an LRU map keeps its recency lists. The program reads and writes
+/// the map the same way in both: only insertion and eviction differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LruLists {
+    /// One list shared by every CPU, refilled per CPU in batches under a
+    /// lock: any CPU can use every entry.
+    #[default]
+    Common,
+    /// `BPF_F_NO_COMMON_LRU`: a list per CPU, no shared lock, but each CPU
+    /// inserts into and evicts from its own share of the entries only.
+    PerCpu,
+}
+
+/// `BPF_F_NO_COMMON_LRU` from the kernel's uapi.
+pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 impl Default for Capacities {
     fn default() -> Self {
@@ -75,6 +93,7 @@ impl Default for Capacities {
             sources: DEFAULT_MAX_SOURCES,
             rate: DEFAULT_MAX_RATE,
             replies: DEFAULT_MAX_REPLIES,
+            source_lists: LruLists::Common,
         }
     }
 }
@@ -208,6 +227,9 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
 /// program's tail-call slot. Nothing is attached or pinned yet.
 fn load_object(pins: &Pins, caps: Capacities) -> Result<aya::Ebpf> {
     use sip_xdp_common::maps::*;
+    if caps.source_lists == LruLists::PerCpu {
+        create_with_flags(pins, MAP_SOURCES, caps.sources, BPF_F_NO_COMMON_LRU)?;
+    }
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps_dir())
         .map_max_entries(MAP_BANS, caps.bans)
@@ -231,6 +253,41 @@ fn load_object(pins: &Pins, caps: Capacities) -> Result<aya::Ebpf> {
     load_program::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME, "TC egress")?;
     install_trust(&mut ebpf)?;
     Ok(ebpf)
+}
+
+/// Creates and pins the object's map `name` with extra creation flags,
+/// unless it is pinned already. aya takes map flags from the object only;
+/// it then reuses this pin as it reuses any map kept from an earlier load.
+fn create_with_flags(pins: &Pins, name: &str, entries: u32, flags: u32) -> Result<()> {
+    let path = pins.map(name);
+    if path.exists() {
+        return Ok(());
+    }
+    let io_err = |context: String| {
+        move |e: String| Error::Io {
+            context,
+            source: io::Error::other(e),
+        }
+    };
+    let obj = aya_obj::Object::parse(EBPF_OBJECT)
+        .map_err(|e| io_err("parsing the embedded object".into())(e.to_string()))?;
+    let Some(mut def) = obj.maps.get(name).cloned() else {
+        return Err(io_err(format!("map {name}"))("not in the object".into()));
+    };
+    match &mut def {
+        aya_obj::Map::Legacy(m) => m.def.map_flags |= flags,
+        // aya-ebpf declares legacy maps; a BTF map's flags are not settable.
+        aya_obj::Map::Btf(_) => {
+            return Err(io_err(format!("map {name}"))(
+                "a BTF map: its flags are fixed in the object".into(),
+            ))
+        }
+    }
+    def.set_max_entries(entries);
+    let map = MapData::create(def, name, None)
+        .map_err(|e| io_err(format!("creating map {name} with flags {flags:#x}"))(e.to_string()))?;
+    map.pin(&path)
+        .map_err(|e| io_err(format!("pinning {}", path.display()))(e.to_string()))
 }
 
 /// Swaps the new programs into every pinned link (`bpf_link_update`: the

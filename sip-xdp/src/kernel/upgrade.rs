@@ -90,7 +90,10 @@ pub fn check_compatible(pins: &Pins) -> Result<()> {
                 def.value_size()
             ));
         }
-        if info.map_flags() != def.map_flags() {
+        // The LRU list flavour is chosen at creation (`LruLists`); the
+        // program is the same for both.
+        let same_but_lru = |f: u32| f & !super::loader::BPF_F_NO_COMMON_LRU;
+        if same_but_lru(info.map_flags()) != same_but_lru(def.map_flags()) {
             diff.push(format!(
                 "flags {:#x} pinned, {:#x} now",
                 info.map_flags(),

@@ -21,7 +21,10 @@ use aya::{
     Ebpf,
 };
 use ipnet::IpNet;
-use sip_xdp::kernel::{loader::Capacities, Guard};
+use sip_xdp::kernel::{
+    loader::{Capacities, LruLists, BPF_F_NO_COMMON_LRU},
+    Guard,
+};
 use sip_xdp_common::{
     maps::{BanReason, MAP_BANS, MAP_BLOCK, MAP_SOURCES},
     Counter, KernelConfig,
@@ -170,8 +173,125 @@ fn arg(name: &str, default: u32) -> u32 {
         })
 }
 
+/// Pins the calling thread to one CPU: BPF_PROG_TEST_RUN runs the program
+/// on the CPU that makes the call.
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("CPU index");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("sched_setaffinity");
+}
+
+/// Issue 15: the source table's LRU lists, common (the default) against
+/// one per CPU (`BPF_F_NO_COMMON_LRU`), on the path that inserts into it
+/// and evicts from it on every packet (a new source each). Each flavour
+/// runs on one CPU, then on two at once, each CPU with its own harness and
+/// its own sources; the per-CPU lists only differ from the common one when
+/// CPUs insert at the same time. Returns (flavour, one CPU, two CPUs) ns.
+fn lru_lists(runs: u32) -> Vec<(LruLists, f64, f64)> {
+    use std::sync::{Arc, Barrier};
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let frame = Frame::sip("100.104.0.1", OPTIONS).build();
+    let sip = frame.as_slice();
+    // Disjoint ranges of 2^20 unknown sources, one per CPU.
+    let bases = [UNKNOWN_BASE, [100, 112, 0, 0]];
+    let mut rows = Vec::new();
+    for lists in [LruLists::Common, LruLists::PerCpu] {
+        let caps = Capacities {
+            sources: 262_144,
+            source_lists: lists,
+            ..Capacities::default()
+        };
+        let p = Arc::new(TestProg::load_with("bench-lru", caps));
+        p.maps().set_config(run_config()).expect("config");
+        let flags = MapData::from_pin(p.pins.map(MAP_SOURCES))
+            .and_then(|m| m.info())
+            .expect("SOURCES info")
+            .map_flags();
+        assert_eq!(
+            flags & BPF_F_NO_COMMON_LRU != 0,
+            lists == LruLists::PerCpu,
+            "SOURCES created with flags {flags:#x}"
+        );
+        let go = |cpu: usize, barrier: Arc<Barrier>, p: Arc<TestProg>| {
+            move || {
+                pin_to(cpu);
+                let mut harness = Harness::load();
+                let src = Sources {
+                    base: addr(bases[cpu % 2], 0),
+                    modulo: 1 << 20,
+                    stride: 1,
+                    list: Vec::new(),
+                };
+                // Fill the table first: every timed insert then evicts.
+                harness.run(&p.prog, sip, &src, 262_144);
+                barrier.wait();
+                let (rv, ns) = harness.run(&p.prog, sip, &src, runs);
+                assert_eq!(rv, XDP_PASS, "a new source passes");
+                ns
+            }
+        };
+        let one = std::thread::scope(|s| {
+            s.spawn(go(0, Arc::new(Barrier::new(1)), p.clone()))
+                .join()
+                .unwrap()
+        });
+        let two = if cpus >= 2 {
+            let barrier = Arc::new(Barrier::new(2));
+            std::thread::scope(|s| {
+                let a = s.spawn(go(0, barrier.clone(), p.clone()));
+                let b = s.spawn(go(1, barrier.clone(), p.clone()));
+                (a.join().unwrap() + b.join().unwrap()) / 2.0
+            })
+        } else {
+            f64::NAN
+        };
+        rows.push((lists, one, two));
+    }
+    rows
+}
+
+fn print_lru_lists(rows: &[(LruLists, f64, f64)], runs: u32) {
+    println!("\n#### The source table's LRU lists\n");
+    println!(
+        "Full SIP pass, every packet a new source (each insert evicts: the table of 262,144 is filled first), \
+         {runs} packets per CPU through the harness; on two CPUs both run at once, each with its own sources, \
+         and the figure is their mean. Common: one recency list for all CPUs (the default); per CPU: \
+         `BPF_F_NO_COMMON_LRU`.\n"
+    );
+    println!("| LRU lists | one CPU, ns | two CPUs at once, ns | two ÷ one |");
+    println!("|---|---:|---:|---:|");
+    for (lists, one, two) in rows {
+        let name = match lists {
+            LruLists::Common => "common",
+            LruLists::PerCpu => "per CPU",
+        };
+        println!("| {name} | {one:.1} | {two:.1} | {:.2} |", two / one);
+    }
+    if let [(_, c1, c2), (_, p1, p2)] = rows {
+        println!(
+            "\nPer-CPU lists against the common list: {:.2}× on one CPU, {:.2}× on two at once.",
+            p1 / c1,
+            p2 / c2
+        );
+        // Issue 15: the flag where it measures better. The default is the
+        // common list; this says whether this machine agrees.
+        let verdict = if p1 < c1 && p2 < c2 {
+            "per-CPU lists measure better here on one CPU and on two: `source_lru = \"per-cpu\"` suits this machine"
+        } else if p2 < c2 {
+            "per-CPU lists only gain when both CPUs insert at once and cost more on one: the common list stays the default"
+        } else {
+            "the common list measures better on one CPU and on two: it stays the default"
+        };
+        println!("Target (issue 15, `BPF_F_NO_COMMON_LRU` where it measures better): {verdict}.");
+    }
+}
+
 fn main() {
     let runs = arg("--runs", 1_000_000);
+    if std::env::args().any(|a| a == "--lru") {
+        print_lru_lists(&lru_lists(runs), runs);
+        return;
+    }
     let per_call_runs = arg("--per-call-runs", 200_000);
     // Diagnostic: measure with the allow and block lists left empty.
     let empty_lists = std::env::args().any(|a| a == "--empty-lists");
@@ -359,6 +479,7 @@ fn main() {
         memlock_kib(&p.pins, MAP_SOURCES),
     );
     memory_table(&p.pins, caps, cpus as u32);
+    print_lru_lists(&lru_lists(runs), runs);
     println!("\nTargets (issue 2): banned drop ≤ 3× baseline, full SIP pass ≤ 8× baseline.");
     for (name, limit) in [
         ("banned source, drop", 3.0),
