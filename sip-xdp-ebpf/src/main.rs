@@ -37,8 +37,7 @@ use maps::{
 use network_types::udp::UdpHdr;
 use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP};
 use sip_xdp_common::{
-    classify,
-    classify::SIP_CLASSES,
+    classify::{classify_words, SIP_CLASSES},
     config::SAMPLE_MAX_PAYLOAD,
     maps::{RateState, Sample, SampleKind},
     Counter, IpKey, KernelConfig, SipClass, SourceStats, CLASSIFY_LEN,
@@ -368,9 +367,8 @@ fn classify_payload(ctx: &XdpContext, off: usize, payload_len: usize) -> SipClas
     if payload_len < len {
         len = payload_len;
     }
-    // Native (little-endian) words laid out as the bytes they were read from.
-    let buf: [u8; CLASSIFY_LEN] = unsafe { core::mem::transmute(words) };
-    classify(&buf, len)
+    // The words as loaded are the classifier's little-endian window.
+    classify_words(words, len)
 }
 
 /// Fewer than `CLASSIFY_LEN` bytes left (keep-alives, truncated frames):
