@@ -665,3 +665,72 @@ fn hot_sources_are_filed_and_a_pass_reads_only_them() {
     assert_eq!(read.len(), 2);
     assert!(read.iter().all(|(.., filed)| !filed));
 }
+
+/// A sweep reads every tracked source over several passes, a part per
+/// pass, and a pass never hands the detector a source twice: a filed
+/// source that the sweep's part also holds is judged once, as filed.
+#[test]
+fn a_sweep_reads_every_source_in_parts_and_each_once_per_pass() {
+    use sip_xdp::kernel::Sampler;
+    use std::collections::{BTreeMap, BTreeSet};
+    sip_xdp_tests::flood::pin_to_cpu(0);
+    let p = TestProg::load("sweep");
+    p.maps()
+        .set_config(Config {
+            hot_at: 3,
+            ..Default::default()
+        })
+        .unwrap();
+    let quiet: Vec<Vec<u8>> = (40..52)
+        .map(|i| Frame::sip(&format!("203.0.113.{i}"), OPTIONS).build())
+        .collect();
+    let busy = Frame::sip("2001:db8:3::52", REGISTER).build();
+    for f in &quiet {
+        p.run(f);
+    }
+    let maps = p.maps();
+    let mut sampler = Sampler::full_only_every(Duration::from_secs(3600)).sweeping_at_most(2);
+    let mut seen = BTreeSet::new();
+    let mut passes = 0;
+    loop {
+        for _ in 0..3 {
+            p.run(&busy);
+        }
+        let mut this_pass = BTreeMap::new();
+        let r = sampler
+            .pass(&maps, |k, _, filed| {
+                assert!(
+                    this_pass.insert(k, filed).is_none(),
+                    "{k:?} read twice in one pass"
+                );
+            })
+            .unwrap();
+        passes += 1;
+        assert_eq!(r.sources, this_pass.len());
+        // The busy source is filed every unit and read as filed.
+        let busy_key = sip_xdp_common::addr::key_of("2001:db8:3::52".parse().unwrap());
+        assert_eq!(this_pass.get(&busy_key), Some(&true), "pass {passes}");
+        assert!(!r.full, "a part is not every source");
+        seen.extend(this_pass.into_keys());
+        if !sampler.sweeping() {
+            break;
+        }
+        assert!(passes < 20, "the sweep never ended");
+    }
+    assert!(
+        passes >= 3,
+        "13 sources in parts of about 2: {passes} passes"
+    );
+    assert_eq!(seen.len(), 13, "every source read during the sweep");
+    assert_eq!(sampler.tracked(), Some(13));
+    // Swept: the next passes read the filed source alone.
+    for _ in 0..3 {
+        p.run(&busy);
+    }
+    let mut n = 0;
+    let r = sampler.pass(&maps, |_, _, filed| {
+        assert!(filed);
+        n += 1;
+    });
+    assert_eq!((r.unwrap().sources, n), (1, 1));
+}

@@ -30,6 +30,27 @@ pub fn for_each_per_cpu<K: Pod, V: Pod>(
     walk(map, cpus, bpf_cmd::BPF_MAP_LOOKUP_BATCH, f)
 }
 
+/// Where a walk of a hash map stopped: the kernel's batch position (a
+/// bucket index), good for resuming later, while the map changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor(u64);
+
+/// Part of a walk of a per-CPU hash map: from `from` (the start when
+/// `None`), calls `f` with entries until at least `at_most` were read or
+/// the map ends. Returns how many were read and where to go on, `None`
+/// once the walk reached the end. Whole buckets are read, so a call may
+/// read a bucket's worth more than `at_most`.
+pub fn per_cpu_part<K: Pod, V: Pod>(
+    map: &MapData,
+    from: Option<Cursor>,
+    at_most: usize,
+    f: impl FnMut(&K, &[V]),
+) -> io::Result<(usize, Option<Cursor>)> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    assert_eq!(size_of::<V>() % 8, 0, "per-CPU values must be 8-byte sized");
+    walk_part(map, cpus, bpf_cmd::BPF_MAP_LOOKUP_BATCH, from, at_most, f)
+}
+
 /// Calls `f` with every key and value of a plain (not per-CPU) hash map.
 pub fn for_each<K: Pod, V: Pod>(map: &MapData, mut f: impl FnMut(&K, &V)) -> io::Result<usize> {
     walk::<K, V>(map, 1, bpf_cmd::BPF_MAP_LOOKUP_BATCH, |k, v| f(k, &v[0]))
@@ -50,16 +71,30 @@ fn walk<K: Pod, V: Pod>(
     map: &MapData,
     cpus: usize,
     cmd: bpf_cmd,
-    mut f: impl FnMut(&K, &[V]),
+    f: impl FnMut(&K, &[V]),
 ) -> io::Result<usize> {
+    walk_part(map, cpus, cmd, None, usize::MAX, f).map(|(n, _)| n)
+}
+
+fn walk_part<K: Pod, V: Pod>(
+    map: &MapData,
+    cpus: usize,
+    cmd: bpf_cmd,
+    from: Option<Cursor>,
+    at_most: usize,
+    mut f: impl FnMut(&K, &[V]),
+) -> io::Result<(usize, Option<Cursor>)> {
     let fd = map.fd().as_fd().as_raw_fd();
-    let mut chunk = CHUNK;
+    let mut chunk = CHUNK.min(at_most.max(1));
     let mut keys: Vec<MaybeUninit<K>> = Vec::new();
     let mut values: Vec<MaybeUninit<V>> = Vec::new();
-    let mut token: u64 = 0;
-    let mut first = true;
+    let mut token: u64 = from.map_or(0, |c| c.0);
+    let mut first = from.is_none();
     let mut total = 0;
     loop {
+        if total >= at_most {
+            return Ok((total, Some(Cursor(token))));
+        }
         keys.resize_with(chunk, MaybeUninit::uninit);
         values.resize_with(chunk * cpus, MaybeUninit::uninit);
         let mut next: u64 = 0;
@@ -108,7 +143,7 @@ fn walk<K: Pod, V: Pod>(
         total += got;
         if err.is_some() {
             // ENOENT: the walk is complete.
-            return Ok(total);
+            return Ok((total, None));
         }
         token = next;
         first = false;

@@ -216,6 +216,22 @@ impl Maps {
         .map_err(Error::io("reading per-source counters"))
     }
 
+    /// Part of a walk of every tracked source (`batch::per_cpu_part`):
+    /// about `at_most` sources from `from` on, and where to go on.
+    pub fn some_sources(
+        &self,
+        unit: u32,
+        from: Option<batch::Cursor>,
+        at_most: usize,
+        mut f: impl FnMut(IpKey, Totals),
+    ) -> Result<(usize, Option<batch::Cursor>)> {
+        let data = open(&self.pins, MAP_SOURCES)?;
+        batch::per_cpu_part::<IpKey, SourceStats>(&data, from, at_most, |k, per_cpu| {
+            f(*k, Totals::of(per_cpu, unit));
+        })
+        .map_err(Error::io("reading per-source counters"))
+    }
+
     /// One source's counters; `None` once the kernel evicted it.
     pub fn source(&self, key: &IpKey, unit: u32) -> Result<Option<Totals>> {
         match self.sources.get(key, 0) {

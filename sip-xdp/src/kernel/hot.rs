@@ -6,13 +6,20 @@
 //! `Flood::hot_at`), so a million quiet sources, or a storm of spoofed
 //! ones seen once each, cost a pass nothing.
 //!
-//! Every source is read instead on the first pass, when the hot map
-//! overflowed (`hot_map_full`), and every `FULL_EVERY` or sooner while a
-//! full read is cheap (at most 1% of the time between two), which keeps
-//! the tracked-source count fresh. With flood detection off the program
-//! files nothing, and only those full reads remain.
+//! Every tracked source is also read by a *sweep*: from the first pass,
+//! then every `FULL_EVERY` or sooner while a sweep is cheap (at most 1%
+//! of the time between two), which keeps the tracked-source count fresh.
+//! A sweep reads `SWEEP_SLOTS` value slots (sources × CPUs) per pass and
+//! goes on from there at the next, so no pass stalls on a table of a
+//! million: a small table is swept in one pass. After the hot map
+//! overflowed, every source is read at once instead (busy sources were
+//! left unfiled). With flood detection off the program files nothing, and
+//! only the sweeps remain.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{Array, Map, MapData};
 use sip_xdp_common::{
@@ -26,8 +33,23 @@ use crate::{Error, Result};
 /// The longest time between two full reads.
 pub const FULL_EVERY: Duration = Duration::from_secs(300);
 
-/// A full read taking 1/FULL_SHARE of the time since the last one is due.
+/// A sweep taking 1/FULL_SHARE of the time since the last one is due.
 const FULL_SHARE: u32 = 100;
+
+/// Value slots (sources × possible CPUs) a pass sweeps: 131,072 sources on
+/// 2 CPUs, about 130 ms here (BENCHMARKS.md, "One sampling pass").
+pub const SWEEP_SLOTS: usize = 1 << 18;
+
+/// A sweep under way.
+struct Sweep {
+    /// Where the next pass goes on; `None` before the first part.
+    cursor: Option<batch::Cursor>,
+    /// Sources read so far.
+    read: usize,
+    began: Instant,
+    /// Time spent reading, over all its passes.
+    took: Duration,
+}
 
 /// What one pass read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,6 +69,9 @@ pub struct Sampler {
     overflows: Option<u64>,
     /// Tracked sources at the last full read.
     tracked: Option<usize>,
+    sweep: Option<Sweep>,
+    /// Sources per sweep part: `SWEEP_SLOTS` / possible CPUs.
+    part: usize,
 }
 
 impl Default for Sampler {
@@ -57,6 +82,8 @@ impl Default for Sampler {
             last_full: None,
             overflows: None,
             tracked: None,
+            sweep: None,
+            part: SWEEP_SLOTS / aya::util::nr_cpus().map_or(1, |n| n.max(1)),
         }
     }
 }
@@ -82,9 +109,22 @@ impl Sampler {
         }
     }
 
-    /// Tracked sources as the last full read counted them.
+    /// Sweeps of at most `sources` per pass (tests: several passes on a
+    /// small table).
+    pub fn sweeping_at_most(mut self, sources: usize) -> Self {
+        self.part = sources.max(1);
+        self
+    }
+
+    /// Tracked sources as the last complete sweep or full read counted
+    /// them.
     pub fn tracked(&self) -> Option<usize> {
         self.tracked
+    }
+
+    /// Whether a sweep is under way (it goes on at the next pass).
+    pub fn sweeping(&self) -> bool {
+        self.sweep.is_some()
     }
 
     /// Closes the kernel's current unit and hands `f` each source to judge
@@ -112,26 +152,53 @@ impl Sampler {
         }
         self.overflows = Some(overflows);
         let started = Instant::now();
-        if overflowed || self.full_due(started) {
+        if overflowed {
             let n = maps.for_each_source(closed, |k, t| f(k, t, false))?;
             self.tracked = Some(n);
             self.last_full = Some((started, started.elapsed()));
+            self.sweep = None;
             return Ok(Read {
                 sources: n,
                 full: true,
             });
         }
-        let mut sources = 0;
-        for k in filed {
+        let mut read = Read::default();
+        for k in &filed {
             // Evicted since it was filed: nothing left to judge.
-            if let Some(t) = maps.source(&k, closed)? {
-                f(k, t, true);
-                sources += 1;
+            if let Some(t) = maps.source(k, closed)? {
+                f(*k, t, true);
+                read.sources += 1;
             }
         }
-        Ok(Read {
-            sources,
-            full: false,
-        })
+        if self.sweep.is_none() && self.full_due(started) {
+            self.sweep = Some(Sweep {
+                cursor: None,
+                read: 0,
+                began: started,
+                took: Duration::ZERO,
+            });
+        }
+        let Some(sweep) = &mut self.sweep else {
+            return Ok(read);
+        };
+        // A source read above is judged once per pass, as filed.
+        let filed: HashSet<IpKey> = filed.into_iter().collect();
+        let part_started = Instant::now();
+        let (n, next) = maps.some_sources(closed, sweep.cursor, self.part, |k, t| {
+            if !filed.contains(&k) {
+                f(k, t, false);
+                read.sources += 1;
+            }
+        })?;
+        sweep.read += n;
+        sweep.took += part_started.elapsed();
+        sweep.cursor = next;
+        if next.is_none() {
+            read.full = sweep.began == started;
+            self.tracked = Some(sweep.read);
+            self.last_full = Some((sweep.began, sweep.took));
+            self.sweep = None;
+        }
+        Ok(read)
     }
 }
