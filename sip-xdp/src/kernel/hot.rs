@@ -30,7 +30,7 @@ use sip_xdp_common::{
 use super::{batch, Maps, Totals};
 use crate::{Error, Result};
 
-/// The longest time between two full reads.
+/// The longest time between the starts of two sweeps.
 pub const FULL_EVERY: Duration = Duration::from_secs(300);
 
 /// A sweep taking 1/FULL_SHARE of the time since the last one is due.
@@ -63,11 +63,12 @@ pub struct Read {
 pub struct Sampler {
     every: Duration,
     share: u32,
-    /// When the last full read started, and how long it took.
+    /// When the last complete sweep (or full read) started, and the time
+    /// its reading took.
     last_full: Option<(Instant, Duration)>,
     /// `hot_map_full` at the previous pass.
     overflows: Option<u64>,
-    /// Tracked sources at the last full read.
+    /// Tracked sources at the last complete sweep or full read.
     tracked: Option<usize>,
     sweep: Option<Sweep>,
     /// Sources per sweep part: `SWEEP_SLOTS` / possible CPUs.
@@ -89,8 +90,8 @@ impl Default for Sampler {
 }
 
 impl Sampler {
-    /// Full reads only every `every` (and when needed), however cheap:
-    /// what a test or a benchmark of the hot pass wants.
+    /// Sweeps only every `every` (and the full read after an overflow),
+    /// however cheap: what a test or a benchmark of the hot pass wants.
     pub fn full_only_every(every: Duration) -> Self {
         Self {
             every,

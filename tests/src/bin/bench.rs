@@ -192,8 +192,10 @@ fn lru_lists(runs: u32) -> Vec<(LruLists, f64, f64)> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let frame = Frame::sip("100.104.0.1", OPTIONS).build();
     let sip = frame.as_slice();
-    // Disjoint ranges of 2^20 unknown sources, one per CPU.
-    let bases = [UNKNOWN_BASE, [100, 112, 0, 0]];
+    // Per CPU, disjoint: 2^20 timed sources, and 262,144 others that fill
+    // the table first, so that every timed packet inserts and evicts.
+    let bases = [[100, 64, 0, 0], [100, 80, 0, 0]];
+    let fills = [[100, 96, 0, 0], [100, 100, 0, 0]];
     let mut rows = Vec::new();
     for lists in [LruLists::Common, LruLists::PerCpu] {
         let caps = Capacities {
@@ -216,14 +218,14 @@ fn lru_lists(runs: u32) -> Vec<(LruLists, f64, f64)> {
             move || {
                 pin_to(cpu);
                 let mut harness = Harness::load();
-                let src = Sources {
-                    base: addr(bases[cpu % 2], 0),
-                    modulo: 1 << 20,
+                let range = |base: [u8; 4], modulo| Sources {
+                    base: addr(base, 0),
+                    modulo,
                     stride: 1,
                     list: Vec::new(),
                 };
-                // Fill the table first: every timed insert then evicts.
-                harness.run(&p.prog, sip, &src, 262_144);
+                let src = range(bases[cpu % 2], 1 << 20);
+                harness.run(&p.prog, sip, &range(fills[cpu % 2], 262_144), 262_144);
                 barrier.wait();
                 let (rv, ns) = harness.run(&p.prog, sip, &src, runs);
                 assert_eq!(rv, XDP_PASS, "a new source passes");
@@ -275,12 +277,14 @@ fn print_lru_lists(rows: &[(LruLists, f64, f64)], runs: u32) {
         );
         // Issue 15: the flag where it measures better. The default is the
         // common list; this says whether this machine agrees.
-        let verdict = if p1 < c1 && p2 < c2 {
+        // Two runs of one path differ by a few percent here.
+        let better = |per: f64, common: f64| per < common * 0.95;
+        let verdict = if better(*p1, *c1) && better(*p2, *c2) {
             "per-CPU lists measure better here on one CPU and on two: `source_lru = \"per-cpu\"` suits this machine"
-        } else if p2 < c2 {
-            "per-CPU lists only gain when both CPUs insert at once and cost more on one: the common list stays the default"
+        } else if better(*p2, *c2) {
+            "per-CPU lists gain only while both CPUs insert at once: the common list stays the default"
         } else {
-            "the common list measures better on one CPU and on two: it stays the default"
+            "per-CPU lists measure no better here (not 5% faster on one CPU or two): the common list stays the default"
         };
         println!("Target (issue 15, `BPF_F_NO_COMMON_LRU` where it measures better): {verdict}.");
     }
