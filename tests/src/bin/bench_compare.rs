@@ -363,15 +363,19 @@ impl Bench {
         let cpus = aya::util::nr_cpus().unwrap_or(2);
         println!(
             "\nComputed for bigger machines (the per-CPU maps' sizes by CPU count are in the memory table of the \
-             per-packet part): a full sampling pass copies one {}-byte value per tracked source per possible CPU \
-             ({cpus} here), so at the default sizes it moves {:.0} MiB here, {:.0} MiB at 16 CPUs and {:.0} MiB at 64; \
-             the pass that reads only hot sources moves that per hot source. The hot mark is the lowest flood \
+             per-packet part): reading every tracked source copies one {}-byte value per source per possible CPU \
+             ({cpus} here), so at the default sizes a sweep moves {:.0} MiB here, {:.0} MiB at 16 CPUs and {:.0} MiB \
+             at 64, spread over passes of at most {:.0} MiB ({} value slots) each, whatever the CPU count; \
+             the part that reads only hot sources moves that per hot source. The hot mark is the lowest flood \
              limit divided by the CPU count, plus one: at the default limit of 30 it is {} here, 2 at 16 CPUs and \
              1 (every source filed at its first packet) from 31 CPUs on.\n",
             std::mem::size_of::<sip_xdp_common::SourceStats>(),
             full_read_mib(cpus as u32),
             full_read_mib(16),
             full_read_mib(64),
+            (sip_xdp::kernel::hot::SWEEP_SLOTS * std::mem::size_of::<sip_xdp_common::SourceStats>()) as f64
+                / f64::from(1 << 20),
+            sip_xdp::kernel::hot::SWEEP_SLOTS,
             30 / cpus + 1,
         );
     }
