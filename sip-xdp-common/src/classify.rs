@@ -59,10 +59,10 @@ impl SipClass {
 const MIN_METHOD: usize = 3;
 
 // The classifier works on the window as two little-endian 64-bit words,
-// eight bytes at a time (SWAR), without loops or indexing: the verifier
-// walks straight-line code once, where a byte loop with data-dependent
-// exits and indices made it walk the rest of the program once per path
-// (470,000 instructions verified for a 3,000-instruction program).
+// eight bytes at a time (SWAR), without loops or indexing, so the verifier
+// follows few paths through it. The byte loops it replaced, with an exit
+// at every byte and indices the verifier had to track, made it walk the
+// program 472,727 instructions deep (239,874 now, for about 2,900).
 
 const fn rep(b: u8) -> u64 {
     0x0101_0101_0101_0101 * b as u64

@@ -133,6 +133,28 @@ fn per_cpu_lru_lists_are_created_with_their_flag_and_count_as_the_common_ones() 
     // whatever its lists: the program reads both alike.
     sip_xdp::kernel::upgrade::check_compatible(&p.pins)
         .expect("per-CPU lists are compatible with the object");
+    // A configuration asking otherwise is told what the pins keep.
+    use sip_xdp::kernel::upgrade::{kept_choices, Kept};
+    assert_eq!(kept_choices(&p.pins, &caps), vec![]);
+    let other = Capacities {
+        bans: caps.bans * 2,
+        ..Capacities::default()
+    };
+    assert_eq!(
+        kept_choices(&p.pins, &other),
+        vec![
+            Kept {
+                map: "BANS",
+                kept: format!("{} entries", caps.bans),
+                configured: format!("{} entries", caps.bans * 2),
+            },
+            Kept {
+                map: "SOURCES",
+                kept: "per-cpu LRU lists".into(),
+                configured: "common LRU lists".into(),
+            },
+        ]
+    );
 }
 
 /// The verifier walks every path of the program, up to a million

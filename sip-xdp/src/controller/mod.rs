@@ -123,6 +123,16 @@ impl Controller {
                 Err(e) => return Err(e).with_context(|| format!("attaching to {iface}")),
             }
         }
+        for k in crate::kernel::upgrade::kept_choices(&pins, &cfg.capacities) {
+            tracing::warn!(
+                map = k.map,
+                kept = %k.kept,
+                configured = %k.configured,
+                "the pinned map keeps what it was created with; `sip-xdp detach --purge --iface IFACE` \
+                 on each interface, then start again, applies the configuration (bans and lists come back \
+                 from the database)"
+            );
+        }
         let mut maps = Maps::open(&pins)?;
         let defender = Defender::new(cfg.detect.clone());
         apply_settings(&mut maps, &cfg, &defender)?;

@@ -49,6 +49,58 @@ const SIZED: [&str; 6] = [
     MAP_REPLIES,
 ];
 
+/// A choice made when the maps were created that the configuration now
+/// asks otherwise: sizes (`max_*`) and the source table's LRU lists. The
+/// pinned maps win until `detach --purge`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kept {
+    pub map: &'static str,
+    pub kept: String,
+    pub configured: String,
+}
+
+/// What the pinned maps keep that `caps` would choose otherwise.
+pub fn kept_choices(pins: &Pins, caps: &super::loader::Capacities) -> Vec<Kept> {
+    use super::loader::{LruLists, BPF_F_NO_COMMON_LRU};
+    let sizes = [
+        (MAP_BANS, caps.bans),
+        (MAP_ALLOW, caps.allow),
+        (MAP_BLOCK, caps.block),
+        (MAP_SOURCES, caps.sources),
+        (MAP_RATE, caps.rate),
+        (MAP_REPLIES, caps.replies),
+    ];
+    let lists = |per_cpu: bool| if per_cpu { "per-cpu" } else { "common" };
+    let mut kept = Vec::new();
+    for (map, configured) in sizes {
+        let Ok(info) = MapData::from_pin(pins.map(map)).and_then(|d| d.info()) else {
+            continue;
+        };
+        // Per-CPU lists round the size up to a multiple of the CPU count.
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+        let rounded = configured.div_ceil(cpus) * cpus;
+        if info.max_entries() != configured && info.max_entries() != rounded {
+            kept.push(Kept {
+                map,
+                kept: format!("{} entries", info.max_entries()),
+                configured: format!("{configured} entries"),
+            });
+        }
+        if map == MAP_SOURCES {
+            let pinned = info.map_flags() & BPF_F_NO_COMMON_LRU != 0;
+            let wanted = caps.source_lists == LruLists::PerCpu;
+            if pinned != wanted {
+                kept.push(Kept {
+                    map,
+                    kept: format!("{} LRU lists", lists(pinned)),
+                    configured: format!("{} LRU lists", lists(wanted)),
+                });
+            }
+        }
+    }
+    kept
+}
+
 /// Checks every pinned map this object also defines against the object's
 /// definition: type, key and value sizes, flags, and the size of the maps
 /// whose size is fixed.
