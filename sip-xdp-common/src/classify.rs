@@ -62,7 +62,8 @@ const MIN_METHOD: usize = 3;
 // eight bytes at a time (SWAR), without loops or indexing, so the verifier
 // follows few paths through it. The byte loops it replaced, with an exit
 // at every byte and indices the verifier had to track, made it walk the
-// program 472,727 instructions deep (239,874 now, for about 2,900).
+// program 472,727 instructions deep (239,874 with this classifier, for
+// about 2,900; the XDP program's opaque L4 offset then took it to 47,242).
 
 const fn rep(b: u8) -> u64 {
     0x0101_0101_0101_0101 * b as u64

@@ -160,8 +160,8 @@ fn per_cpu_lru_lists_are_created_with_their_flag_and_count_as_the_common_ones() 
 /// The verifier walks every path of the program, up to a million
 /// instructions; loading and upgrading cost its time. A byte-loop SIP
 /// classifier made it walk 472,727 (1.3 s of a 2.2 s attach); the
-/// word-at-a-time one 239,874. Past 300,000 something made it branch
-/// again.
+/// word-at-a-time one 239,874; with the L4 offset opaque after parsing,
+/// 47,242. Past 100,000 something made it branch again.
 #[test]
 fn the_verifier_walks_the_program_well_under_its_limit() {
     let p = TestProg::load("verifier");
@@ -170,7 +170,7 @@ fn the_verifier_walks_the_program_well_under_its_limit() {
         .verified_instruction_count()
         .expect("the kernel reports verified instructions");
     assert!(
-        walked < 300_000,
+        walked < 100_000,
         "the verifier walked {walked} instructions (limit 1,000,000)"
     );
 }
