@@ -224,10 +224,9 @@ fn rate_check(src: &IpKey, now: u64, cfg: &KernelConfig) -> Rate {
 /// bytes into the ring buffer for the controller's SIP parser. A full ring
 /// or a spent per-CPU budget loses the sample, never the packet.
 ///
-/// Everything here goes through `bpf_xdp_load_bytes` at an offset read
-/// back from map memory, on purpose: the verifier knows nothing about such
-/// a value, so it walks this code once, instead of once for every range the
-/// parsers and the classifier gave the offset on the way here.
+/// Everything here goes through `bpf_xdp_load_bytes` at the offset
+/// `opaque_offset` read back from map memory, whose value the verifier
+/// knows only by its bound, so it walks this code once.
 #[inline(always)]
 fn sample(
     ctx: &XdpContext,
@@ -254,8 +253,7 @@ fn sample(
         }
         b.taken += 1;
     }
-    unsafe { core::ptr::write_volatile(&mut b.scratch_off, l4_off as u64) };
-    let l4_off = unsafe { core::ptr::read_volatile(&b.scratch_off) } as u32;
+    let l4_off = l4_off as u32;
     let mut udp = [0u8; 8];
     if unsafe { bpf_xdp_load_bytes(ctx.ctx, l4_off, udp.as_mut_ptr() as *mut _, 8) } != 0 {
         return;

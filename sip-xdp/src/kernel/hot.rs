@@ -164,13 +164,6 @@ impl Sampler {
             });
         }
         let mut read = Read::default();
-        for k in &filed {
-            // Evicted since it was filed: nothing left to judge.
-            if let Some(t) = maps.source(k, closed)? {
-                f(*k, t, true);
-                read.sources += 1;
-            }
-        }
         if self.sweep.is_none() && self.full_due(started) {
             self.sweep = Some(Sweep {
                 cursor: None,
@@ -179,26 +172,31 @@ impl Sampler {
                 took: Duration::ZERO,
             });
         }
-        let Some(sweep) = &mut self.sweep else {
-            return Ok(read);
-        };
-        // A source read above is judged once per pass, as filed.
-        let filed: HashSet<IpKey> = filed.into_iter().collect();
-        let part_started = Instant::now();
-        let (n, next) = maps.some_sources(closed, sweep.cursor, self.part, |k, t| {
-            if !filed.contains(&k) {
-                f(k, t, false);
+        // The sweep's part first: a filed source it holds is judged from
+        // that reading, as filed, and is not looked up again below.
+        let mut filed: HashSet<IpKey> = filed.into_iter().collect();
+        if let Some(sweep) = &mut self.sweep {
+            let part_started = Instant::now();
+            let (n, next) = maps.some_sources(closed, sweep.cursor, self.part, |k, t| {
+                f(k, t, filed.remove(&k));
+            })?;
+            read.sources += n;
+            sweep.read += n;
+            sweep.took += part_started.elapsed();
+            sweep.cursor = next;
+            if next.is_none() {
+                self.tracked = Some(sweep.read);
+                self.last_full = Some((sweep.began, sweep.took));
+                read.full = sweep.began == started;
+                self.sweep = None;
+            }
+        }
+        for k in filed {
+            // Evicted since it was filed: nothing left to judge.
+            if let Some(t) = maps.source(&k, closed)? {
+                f(k, t, true);
                 read.sources += 1;
             }
-        })?;
-        sweep.read += n;
-        sweep.took += part_started.elapsed();
-        sweep.cursor = next;
-        if next.is_none() {
-            read.full = sweep.began == started;
-            self.tracked = Some(sweep.read);
-            self.last_full = Some((sweep.began, sweep.took));
-            self.sweep = None;
         }
         Ok(read)
     }
