@@ -518,7 +518,7 @@ fn account(
 
 /// Files a source for the controller's pass over `unit`. Another CPU may
 /// have filed it already (EEXIST); a full map is counted, and the
-/// controller then reads every source instead.
+/// controller then sweeps every source.
 #[inline(always)]
 fn file_hot(src: &IpKey, unit: u32) {
     let map = if unit & 1 == 0 { &HOT0 } else { &HOT1 };

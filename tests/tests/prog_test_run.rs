@@ -607,7 +607,7 @@ fn computed_map_memory_is_what_the_kernel_charges() {
 
 /// A source is filed for the sampling pass once its packets in the unit
 /// reach the mark on one CPU; a pass reads only the filed sources, and
-/// every source when the hot map overflowed.
+/// sweeps every source when the hot map overflowed.
 #[test]
 fn hot_sources_are_filed_and_a_pass_reads_only_them() {
     use sip_xdp::kernel::{batch, Sampler};
@@ -670,7 +670,7 @@ fn hot_sources_are_filed_and_a_pass_reads_only_them() {
     p.run(&quiet);
     assert_eq!(pass(&mut sampler), (false, vec![]));
     // A full hot map: the source is counted as lost and the next pass
-    // reads every source instead.
+    // sweeps every source, here in one part.
     let unit: u32 = 4;
     let name = if unit & 1 == 0 { "HOT0" } else { "HOT1" };
     let hot = aya::maps::MapData::from_pin(p.pins.map(name)).unwrap();
@@ -755,4 +755,47 @@ fn a_sweep_reads_every_source_in_parts_and_each_once_per_pass() {
         n += 1;
     });
     assert_eq!((r.unwrap().sources, n), (1, 1));
+    // The hot map overflows: the busy sources it could not hold are found
+    // by a sweep that starts at once, a part per pass, never by reading
+    // every source in one pass.
+    use sip_xdp::kernel::batch;
+    use sip_xdp_common::{addr::key_of, maps::MAX_HOT, IpKey};
+    let unit: u32 = passes as u32 + 1;
+    let name = if unit & 1 == 0 { "HOT0" } else { "HOT1" };
+    let hot = aya::maps::MapData::from_pin(p.pins.map(name)).unwrap();
+    let fill: Vec<IpKey> = (0..MAX_HOT)
+        .map(|i| key_of(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()))
+        .collect();
+    batch::update(&hot, &fill, &vec![unit; fill.len()]).unwrap();
+    let unfiled = Frame::sip("2001:db8:3::53", REGISTER).build();
+    for _ in 0..3 {
+        p.run(&unfiled);
+    }
+    assert_eq!(p.stat(HotFull), 1, "filed in unit {unit}");
+    let unfiled_key = key_of("2001:db8:3::53".parse().unwrap());
+    let (mut found, mut after) = (false, 0);
+    loop {
+        let mut n = 0;
+        let r = sampler
+            .pass(&maps, |k, _, filed| {
+                if k == unfiled_key {
+                    assert!(!filed);
+                    found = true;
+                }
+                n += 1;
+            })
+            .unwrap();
+        after += 1;
+        // The filed keys are not in the source table: a part, and only a
+        // part (parts of 2, a bucket's worth more at most), of 14 sources.
+        assert!(n <= 4, "pass {after} after the overflow read {n}");
+        assert!(!r.full);
+        if !sampler.sweeping() {
+            break;
+        }
+        assert!(after < 20, "the sweep never ended");
+    }
+    assert!(found, "the unfiled busy source was read by the sweep");
+    assert!(after >= 3, "14 sources in parts of about 2: {after} passes");
+    assert_eq!(sampler.tracked(), Some(14));
 }

@@ -12,9 +12,13 @@
 //! A sweep reads `SWEEP_SLOTS` value slots (sources × CPUs) per pass and
 //! goes on from there at the next, so no pass stalls on a table of a
 //! million: a small table is swept in one pass. After the hot map
-//! overflowed, every source is read at once instead (busy sources were
-//! left unfiled). With flood detection off the program files nothing, and
-//! only the sweeps remain.
+//! overflowed, busy sources went unfiled, so a sweep starts at once (or
+//! right after the one under way) instead of waiting: they are read within
+//! one sweep, and no pass reads more than the hot map and one part. An
+//! overflow means tens of thousands of sources over the hot mark at once,
+//! which the ban cap could not ban in one unit anyway; reading them all in
+//! one pass took 1 s at a million. With flood detection off the program
+//! files nothing, and only the sweeps remain.
 
 use std::{
     collections::HashSet,
@@ -63,12 +67,15 @@ pub struct Read {
 pub struct Sampler {
     every: Duration,
     share: u32,
-    /// When the last complete sweep (or full read) started, and the time
-    /// its reading took.
+    /// When the last complete sweep started, and the time its reading
+    /// took.
     last_full: Option<(Instant, Duration)>,
     /// `hot_map_full` at the previous pass.
     overflows: Option<u64>,
-    /// Tracked sources at the last complete sweep or full read.
+    /// The hot map overflowed since the last sweep began: the next sweep
+    /// is due as soon as none is under way.
+    unfiled: bool,
+    /// Tracked sources at the last complete sweep.
     tracked: Option<usize>,
     sweep: Option<Sweep>,
     /// Sources per sweep part: `SWEEP_SLOTS` / possible CPUs.
@@ -82,6 +89,7 @@ impl Default for Sampler {
             share: FULL_SHARE,
             last_full: None,
             overflows: None,
+            unfiled: false,
             tracked: None,
             sweep: None,
             part: SWEEP_SLOTS / aya::util::nr_cpus().map_or(1, |n| n.max(1)),
@@ -90,8 +98,7 @@ impl Default for Sampler {
 }
 
 impl Sampler {
-    /// Sweeps only every `every` (and the full read after an overflow),
-    /// however cheap: what a test or a benchmark of the hot pass wants.
+    /// Sweeps only every `every` (and after an overflow), however cheap: what a test or a benchmark of the hot pass wants.
     pub fn full_only_every(every: Duration) -> Self {
         Self {
             every,
@@ -101,6 +108,9 @@ impl Sampler {
     }
 
     fn full_due(&self, now: Instant) -> bool {
+        if self.unfiled {
+            return true;
+        }
         match self.last_full {
             None => true,
             Some((at, took)) => {
@@ -117,8 +127,7 @@ impl Sampler {
         self
     }
 
-    /// Tracked sources as the last complete sweep or full read counted
-    /// them.
+    /// Tracked sources as the last complete sweep counted them.
     pub fn tracked(&self) -> Option<usize> {
         self.tracked
     }
@@ -148,23 +157,16 @@ impl Sampler {
         if overflowed {
             tracing::warn!(
                 capacity = sip_xdp_common::maps::MAX_HOT,
-                "more hot sources than the hot map holds: reading every source"
+                sweeping = self.sweep.is_some(),
+                "more hot sources than the hot map holds: sweeping every source"
             );
+            self.unfiled = true;
         }
         self.overflows = Some(overflows);
         let started = Instant::now();
-        if overflowed {
-            let n = maps.for_each_source(closed, |k, t| f(k, t, false))?;
-            self.tracked = Some(n);
-            self.last_full = Some((started, started.elapsed()));
-            self.sweep = None;
-            return Ok(Read {
-                sources: n,
-                full: true,
-            });
-        }
         let mut read = Read::default();
         if self.sweep.is_none() && self.full_due(started) {
+            self.unfiled = false;
             self.sweep = Some(Sweep {
                 cursor: None,
                 read: 0,

@@ -3,7 +3,8 @@
 //! - one sampling pass over 10k, 100k and 1M tracked sources: a sweep
 //!   over every source in parts (passes, slowest), the pass that reads
 //!   only the sources the program filed as hot (none, 10,000, a full hot
-//!   map), and both at once, against reading the whole table in one go;
+//!   map), both at once, and the pass after the hot map overflowed, against
+//!   reading the whole table in one go;
 //! - ring-buffer samples decoded with rsip and judged by the scanner
 //!   detector, per second, against the kernel's default sampling ceiling;
 //! - time from an attacker's first packet to the ban taking effect in the
@@ -33,9 +34,14 @@ use sip_xdp::{
 use sip_xdp_common::{
     addr::key_of,
     maps::{SampleHeader, SampleKind, MAP_HOT0, MAP_HOT1, MAP_SOURCES, MAP_UNIT, MAX_HOT},
-    IpKey, SourceStats,
+    Counter, IpKey, KernelConfig, SourceStats,
 };
-use sip_xdp_tests::{cli::Cli, lab::Lab, prog::TestProg};
+use sip_xdp_tests::{
+    cli::Cli,
+    frames::{Frame, OPTIONS},
+    lab::Lab,
+    prog::TestProg,
+};
 
 fn key(i: u32) -> IpKey {
     // 10.0.0.0/8 keys, map contents only: nothing is sent anywhere.
@@ -82,14 +88,16 @@ fn sampling_pass() {
         "A pass reads the sources the program filed as hot (their packets on one CPU reached the hot mark, the \
          lowest flood limit shared among the CPUs), plus a part of a sweep over every tracked source: {} sources \
          per pass here ({SWEEP_SLOTS} value slots over {cpus} CPUs), from the first pass, then every {} s or sooner \
-         while a sweep is cheap (at most 1% of the time between two). Every source at once only after the hot map \
-         overflowed. Hot sources filed by writing the hot map as the program does; hot passes best of 3. The \
-         whole-table read (the batch read alone) is what one pass took before sweeps.\n",
+         while a sweep is cheap (at most 1% of the time between two), and at once after the hot map overflowed. \
+         Hot sources filed by writing the hot map as the program does; hot passes best of 3. After an overflow: \
+         the hot map full, then one packet from a source over the hot mark through the program, which finds no \
+         room (`hot_map_full`); the pass that follows. The whole-table read (the batch read alone) is what one \
+         pass took before sweeps, and after every overflow until this run's version.\n",
         SWEEP_SLOTS / cpus,
         FULL_EVERY.as_secs()
     );
-    println!("| tracked sources | whole table, batch read alone, ms | sweep: passes | sweep: slowest pass, ms | pass, none hot, ms | pass, 10,000 hot, ms | pass, {MAX_HOT} hot (hot map full), ms | sweep part + {MAX_HOT} hot, ms |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| tracked sources | whole table, batch read alone, ms | sweep: passes | sweep: slowest pass, ms | pass, none hot, ms | pass, 10,000 hot, ms | pass, {MAX_HOT} hot (hot map full), ms | sweep part + {MAX_HOT} hot, ms | after an overflow, ms |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let p = TestProg::load_with(
         "bench-pass",
         Capacities {
@@ -108,7 +116,12 @@ fn sampling_pass() {
         class: [1, 1, 1, 0, 0, 0, 0],
         ..Default::default()
     };
-    let maps = p.maps();
+    let mut maps = p.maps();
+    // The mark at one packet, so that the overflow below comes from a real
+    // packet through the program.
+    let cfg = maps.config().unwrap();
+    maps.set_config(KernelConfig { hot_at: 1, ..cfg }).unwrap();
+    let over_mark = Frame::sip("203.0.113.77", OPTIONS).build();
     let mut filled = 0u32;
     let mut worst_1m = 0.0f64;
     let mut whole_1m = 0.0;
@@ -161,20 +174,42 @@ fn sampling_pass() {
         let (both, read, ..) = one_pass(&mut sampler, &maps, &mut flood);
         assert!(read >= (MAX_HOT.min(n) as usize), "{read}");
         worst = worst.max(both);
+        // An overflow, as the program meets it: a source over the mark and
+        // no room left. The pass after it, in the middle of no sweep.
+        let (mut sampler, mut flood) = fresh();
+        while sampler.sweeping() || sampler.tracked().is_none() {
+            one_pass(&mut sampler, &maps, &mut flood);
+        }
+        let overflows = p.stat(Counter::HotFull);
+        file_hot(&p.pins, MAX_HOT);
+        p.run(&over_mark);
+        assert_eq!(p.stat(Counter::HotFull), overflows + 1);
+        let (after, read, full, _) = one_pass(&mut sampler, &maps, &mut flood);
+        // A table smaller than a part is swept in one pass; a larger one
+        // in parts, the overflow's pass included.
+        if (n as usize) < SWEEP_SLOTS / cpus {
+            assert!(full && read > n as usize, "{read} of {n}: every source");
+        } else {
+            assert!(!full && sampler.sweeping(), "{read} of {n}: a part");
+        }
+        sources
+            .remove(&key_of("203.0.113.77".parse().unwrap()))
+            .unwrap();
+        worst = worst.max(after);
         if n == 1_000_000 {
             worst_1m = worst;
             whole_1m = read_ms;
         }
         println!(
-            "| {n} | {read_ms:.1} | {passes} | {slowest:.1} | {} | {both:.1} |",
+            "| {n} | {read_ms:.1} | {passes} | {slowest:.1} | {} | {both:.1} | {after:.1} |",
             cells.join(" | ")
         );
     }
     let met = |ms: f64| if ms < 500.0 { "met" } else { "NOT met" };
     println!(
         "\nTarget: one pass over 1M tracked sources under 500 ms: the slowest pass of any kind {worst_1m:.0} ms, {}. \
-         Reading the whole table in one pass, what every full read did before sweeps, took {whole_1m:.0} ms; \
-         it happens now only after the hot map overflowed.\n",
+         Reading the whole table in one pass, what every full read did before sweeps (and every pass after an \
+         overflow before this version), took {whole_1m:.0} ms.\n",
         met(worst_1m),
     );
 }
