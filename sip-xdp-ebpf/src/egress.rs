@@ -17,6 +17,7 @@ use sip_xdp_common::{
 use crate::{
     count, is_sip_port,
     maps::{CONFIG, REPLIES, TRUST_PROG, TRUST_SCAN, VERIFIED},
+    opaque_offset,
     parse::{self, ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP},
 };
 
@@ -42,6 +43,11 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
     if l3.no_l4 || l3.proto != IPPROTO_UDP {
         return Ok(());
     }
+    // As on ingress: one walk of what follows, not one per header layout.
+    let l3 = parse::L3 {
+        l4_off: opaque_offset(l3.l4_off)?,
+        ..l3
+    };
     let udp = parse::udp(ctx, l3.l4_off)?;
     // Responses leave from the SIP port the SBC listens on.
     if !is_sip_port(udp.src_port) || udp.payload_len < 12 {
