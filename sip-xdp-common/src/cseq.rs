@@ -49,22 +49,32 @@ pub fn cseq_method(buf: &[u8; CSEQ_BUF], len: usize) -> CSeqMethod {
 /// position the name could be found at.
 #[inline(always)]
 pub fn cseq_at(buf: &[u8; CSEQ_BUF], len: usize) -> Option<usize> {
-    // "\ncseq", each letter folded to lower case by OR 0x20 as below.
-    const NAME: u64 = 0x0a_63_73_65_71;
-    const FOLD: u64 = 0x00_20_20_20_20;
-    const LAST5: u64 = 0xff_ff_ff_ff_ff;
     let len = if len > CSEQ_SCAN { CSEQ_SCAN } else { len };
     let mut window: u64 = 0;
     let mut i = 0;
     while i < len {
-        window = (window << 8) | u64::from(byte(buf, i));
-        // A value must follow the name: leave room for ':' and more.
-        if (window | FOLD) & LAST5 == NAME && i + 2 < len {
+        let found;
+        (window, found) = cseq_step(window, byte(buf, i), i, len);
+        if found {
             return Some(i + 1);
         }
         i += 1;
     }
     None
+}
+
+/// One step of `cseq_at`: the window after byte `b`, at `i` of `len`, and
+/// whether the header's name ends there. The kernel runs it as the body of
+/// a `bpf_loop`, which the verifier walks once instead of once per byte.
+#[inline(always)]
+pub fn cseq_step(window: u64, b: u8, i: usize, len: usize) -> (u64, bool) {
+    // "\ncseq", each letter folded to lower case by OR 0x20 as below.
+    const NAME: u64 = 0x0a_63_73_65_71;
+    const FOLD: u64 = 0x00_20_20_20_20;
+    const LAST5: u64 = 0xff_ff_ff_ff_ff;
+    let window = (window << 8) | u64::from(b);
+    // A value must follow the name: leave room for ':' and more.
+    (window, (window | FOLD) & LAST5 == NAME && i + 2 < len)
 }
 
 /// `buf[at..]` is what follows the header name: optional blanks, the colon,

@@ -337,11 +337,26 @@ fn egress_learns_only_what_a_round_trip_proves() {
     ] {
         assert_eq!(trusted(ip), None, "{ip}");
     }
+    // The scan covers the first 768 bytes: a CSeq ending just inside them
+    // is found, one past them is not.
+    let padded = |client: &str, pad: usize| {
+        let head = format!("SIP/2.0 200 OK\r\nX-Pad: {}\r\nCSeq: ", "a".repeat(pad));
+        let body = format!("{head}1 REGISTER\r\nContent-Length: 0\r\n\r\n");
+        (head.len(), Frame::reply(client, body.as_bytes()).build())
+    };
+    let (inside, frame) = padded("203.0.113.76", 700);
+    assert!(inside + 12 < 768, "{inside}");
+    p.run_egress(&frame);
+    assert_eq!(trusted("203.0.113.76"), Some(Trust::Registered));
+    let (past, frame) = padded("203.0.113.77", 770);
+    assert!(past > 768, "{past}");
+    p.run_egress(&frame);
+    assert_eq!(trusted("203.0.113.77"), None);
     // A request the SBC sends: a peer it chose.
     p.run_egress(&Frame::reply("203.0.113.80", OPTIONS).build());
     assert_eq!(trusted("203.0.113.80"), Some(Trust::Peer));
     let listed = p.maps().list_verified();
-    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed.len(), 4, "{listed:?}");
     assert!(listed.iter().all(|v| v.expires_in_s > 3500), "{listed:?}");
 }
 
