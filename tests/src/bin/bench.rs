@@ -283,6 +283,9 @@ fn print_lru_lists(rows: &[(LruLists, f64, f64)], runs: u32) {
             "per-CPU lists measure better here on one CPU and on two: `source_lru = \"per-cpu\"` suits this machine"
         } else if better(*p2, *c2) {
             "per-CPU lists gain only while both CPUs insert at once: the common list stays the default"
+        } else if better(*p1, *c1) {
+            "per-CPU lists gain only on one CPU alone, not while both CPUs insert at once (what a flood on a multi-queue \
+             NIC does): the common list stays the default"
         } else {
             "per-CPU lists measure no better here (not 5% faster on one CPU or two): the common list stays the default"
         };

@@ -92,7 +92,7 @@ fn sampling_pass() {
          Hot sources filed by writing the hot map as the program does; hot passes best of 3. After an overflow: \
          the hot map full, then one packet from a source over the hot mark through the program, which finds no \
          room (`hot_map_full`); the pass that follows. The whole-table read (the batch read alone) is what one \
-         pass took before sweeps, and after every overflow until this run's version.\n",
+         pass took before sweeps, and after an overflow before it was swept too.\n",
         SWEEP_SLOTS / cpus,
         FULL_EVERY.as_secs()
     );
@@ -208,8 +208,8 @@ fn sampling_pass() {
     let met = |ms: f64| if ms < 500.0 { "met" } else { "NOT met" };
     println!(
         "\nTarget: one pass over 1M tracked sources under 500 ms: the slowest pass of any kind {worst_1m:.0} ms, {}. \
-         Reading the whole table in one pass, what every full read did before sweeps (and every pass after an \
-         overflow before this version), took {whole_1m:.0} ms.\n",
+         Reading the whole table in one pass, what every full read did before sweeps, after an overflow \
+         included, took {whole_1m:.0} ms.\n",
         met(worst_1m),
     );
 }
