@@ -35,6 +35,26 @@ pub struct TestProg {
 }
 
 impl TestProg {
+    /// Files `n` sources (10.0.0.0 onwards, never sent from) in the current
+    /// unit's hot map, as the program does when their packets reach the
+    /// mark: `MAX_HOT` fills it, and the program's next filing overflows.
+    pub fn file_hot(&self, n: u32) {
+        use aya::maps::{Array, Map, MapData};
+        use sip_xdp_common::maps::{MAP_HOT0, MAP_HOT1, MAP_UNIT};
+        let unit_map = MapData::from_pin(self.pins.map(MAP_UNIT)).expect("UNIT pin");
+        let unit = Array::<MapData, u32>::try_from(Map::Array(unit_map))
+            .expect("UNIT")
+            .get(&0, 0)
+            .expect("reading the unit");
+        let name = if unit & 1 == 0 { MAP_HOT0 } else { MAP_HOT1 };
+        let hot = MapData::from_pin(self.pins.map(name)).expect("hot map pin");
+        let keys: Vec<sip_xdp_common::IpKey> = (0..n)
+            .map(|i| sip_xdp_common::addr::key_of(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()))
+            .collect();
+        sip_xdp::kernel::batch::update(&hot, &keys, &vec![unit; keys.len()])
+            .expect("filing hot sources");
+    }
+
     pub fn load(tag: &str) -> Self {
         Self::load_with(tag, Capacities::default())
     }

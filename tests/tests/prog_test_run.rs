@@ -621,8 +621,8 @@ fn computed_map_memory_is_what_the_kernel_charges() {
 /// sweeps every source when the hot map overflowed.
 #[test]
 fn hot_sources_are_filed_and_a_pass_reads_only_them() {
-    use sip_xdp::kernel::{batch, Sampler};
-    use sip_xdp_common::{addr::key_of, maps::MAX_HOT, IpKey};
+    use sip_xdp::kernel::Sampler;
+    use sip_xdp_common::{addr::key_of, maps::MAX_HOT};
     // One CPU: the mark counts per CPU.
     sip_xdp_tests::flood::pin_to_cpu(0);
     let p = TestProg::load("hot");
@@ -682,13 +682,7 @@ fn hot_sources_are_filed_and_a_pass_reads_only_them() {
     assert_eq!(pass(&mut sampler), (false, vec![]));
     // A full hot map: the source is counted as lost and the next pass
     // sweeps every source, here in one part.
-    let unit: u32 = 4;
-    let name = if unit & 1 == 0 { "HOT0" } else { "HOT1" };
-    let hot = aya::maps::MapData::from_pin(p.pins.map(name)).unwrap();
-    let fill: Vec<IpKey> = (0..MAX_HOT)
-        .map(|i| key_of(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()))
-        .collect();
-    batch::update(&hot, &fill, &vec![unit; fill.len()]).unwrap();
+    p.file_hot(MAX_HOT);
     for _ in 0..3 {
         p.run(&busy);
     }
@@ -769,20 +763,13 @@ fn a_sweep_reads_every_source_in_parts_and_each_once_per_pass() {
     // The hot map overflows: the busy sources it could not hold are found
     // by a sweep that starts at once, a part per pass, never by reading
     // every source in one pass.
-    use sip_xdp::kernel::batch;
-    use sip_xdp_common::{addr::key_of, maps::MAX_HOT, IpKey};
-    let unit: u32 = passes as u32 + 1;
-    let name = if unit & 1 == 0 { "HOT0" } else { "HOT1" };
-    let hot = aya::maps::MapData::from_pin(p.pins.map(name)).unwrap();
-    let fill: Vec<IpKey> = (0..MAX_HOT)
-        .map(|i| key_of(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()))
-        .collect();
-    batch::update(&hot, &fill, &vec![unit; fill.len()]).unwrap();
+    use sip_xdp_common::{addr::key_of, maps::MAX_HOT};
+    p.file_hot(MAX_HOT);
     let unfiled = Frame::sip("2001:db8:3::53", REGISTER).build();
     for _ in 0..3 {
         p.run(&unfiled);
     }
-    assert_eq!(p.stat(HotFull), 1, "filed in unit {unit}");
+    assert_eq!(p.stat(HotFull), 1);
     let unfiled_key = key_of("2001:db8:3::53".parse().unwrap());
     let (mut found, mut after) = (false, 0);
     loop {

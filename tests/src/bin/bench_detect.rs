@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, Map, MapData, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
 use sip_xdp::{
     detect::{
         flood::{Flood, Now},
@@ -25,7 +25,7 @@ use sip_xdp::{
         sip::{decode, encode},
     },
     kernel::{
-        batch, clock,
+        clock,
         hot::{Sampler, FULL_EVERY, SWEEP_SLOTS},
         loader::Capacities,
         Maps, Pins,
@@ -33,7 +33,7 @@ use sip_xdp::{
 };
 use sip_xdp_common::{
     addr::key_of,
-    maps::{SampleHeader, SampleKind, MAP_HOT0, MAP_HOT1, MAP_SOURCES, MAP_UNIT, MAX_HOT},
+    maps::{SampleHeader, SampleKind, MAP_SOURCES, MAX_HOT},
     Counter, IpKey, KernelConfig, SourceStats,
 };
 use sip_xdp_tests::{
@@ -65,20 +65,6 @@ fn one_pass(sampler: &mut Sampler, maps: &Maps, flood: &mut Flood) -> (f64, usiz
         .unwrap();
     flood.end();
     (t.elapsed().as_secs_f64() * 1000.0, r.sources, r.full, found)
-}
-
-/// Files the first `n` sources in the current unit's hot map, as the
-/// program does when their packets reach the mark.
-fn file_hot(pins: &Pins, n: u32) {
-    let unit =
-        Array::<MapData, u32>::try_from(Map::Array(MapData::from_pin(pins.map(MAP_UNIT)).unwrap()))
-            .unwrap()
-            .get(&0, 0)
-            .unwrap();
-    let name = if unit & 1 == 0 { MAP_HOT0 } else { MAP_HOT1 };
-    let hot = MapData::from_pin(pins.map(name)).unwrap();
-    let keys: Vec<IpKey> = (0..n).map(key).collect();
-    batch::update(&hot, &keys, &vec![unit; keys.len()]).unwrap();
 }
 
 fn sampling_pass() {
@@ -160,7 +146,7 @@ fn sampling_pass() {
         for hot in [0u32, 10_000, MAX_HOT] {
             let mut best = f64::MAX;
             for _ in 0..3 {
-                file_hot(&p.pins, hot.min(n));
+                p.file_hot(hot.min(n));
                 let (ms, read, full, found) = one_pass(&mut sampler, &maps, &mut flood);
                 assert_eq!((read, full, found), (hot.min(n) as usize, false, 0));
                 best = best.min(ms);
@@ -170,7 +156,7 @@ fn sampling_pass() {
         }
         // The slowest pass there is: a full hot map on a sweep's first part.
         let (mut sampler, mut flood) = fresh();
-        file_hot(&p.pins, MAX_HOT.min(n));
+        p.file_hot(MAX_HOT.min(n));
         let (both, read, ..) = one_pass(&mut sampler, &maps, &mut flood);
         assert!(read >= (MAX_HOT.min(n) as usize), "{read}");
         worst = worst.max(both);
@@ -181,7 +167,7 @@ fn sampling_pass() {
             one_pass(&mut sampler, &maps, &mut flood);
         }
         let overflows = p.stat(Counter::HotFull);
-        file_hot(&p.pins, MAX_HOT);
+        p.file_hot(MAX_HOT);
         p.run(&over_mark);
         assert_eq!(p.stat(Counter::HotFull), overflows + 1);
         let (after, read, full, _) = one_pass(&mut sampler, &maps, &mut flood);
