@@ -98,7 +98,8 @@ impl Default for Sampler {
 }
 
 impl Sampler {
-    /// Sweeps only every `every` (and after an overflow), however cheap: what a test or a benchmark of the hot pass wants.
+    /// Sweeps only every `every` (and after an overflow), however cheap:
+    /// what a test or a benchmark of the hot pass wants.
     pub fn full_only_every(every: Duration) -> Self {
         Self {
             every,

@@ -124,6 +124,20 @@ impl Capacities {
         }
     }
 
+    /// The maps whose size the operator chooses (`max_*`), with their sizes
+    /// here: what the loader creates, and what a pin may keep otherwise.
+    pub fn sized_maps(&self) -> [(&'static str, u32); 6] {
+        use sip_xdp_common::maps::*;
+        [
+            (MAP_BANS, self.bans),
+            (MAP_ALLOW, self.allow),
+            (MAP_BLOCK, self.block),
+            (MAP_SOURCES, self.sources),
+            (MAP_RATE, self.rate),
+            (MAP_REPLIES, self.replies),
+        ]
+    }
+
     /// `for_cpus` on this machine.
     pub fn for_this_machine() -> Self {
         let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
@@ -230,24 +244,20 @@ fn load_object(pins: &Pins, caps: Capacities) -> Result<aya::Ebpf> {
     if caps.source_lists == LruLists::PerCpu {
         create_with_flags(pins, MAP_SOURCES, caps.sources, BPF_F_NO_COMMON_LRU)?;
     }
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pins.maps_dir())
-        .map_max_entries(MAP_BANS, caps.bans)
-        .map_max_entries(MAP_ALLOW, caps.allow)
-        .map_max_entries(MAP_BLOCK, caps.block)
-        .map_max_entries(MAP_SOURCES, caps.sources)
-        .map_max_entries(MAP_RATE, caps.rate)
-        .map_max_entries(MAP_REPLIES, caps.replies)
-        .load(EBPF_OBJECT)
-        .map_err(|e| {
-            if e.to_string().contains("Operation not permitted") {
-                Error::Permission {
-                    what: "loading the XDP program".into(),
-                }
-            } else {
-                Error::Load(e)
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(pins.maps_dir());
+    for (map, entries) in caps.sized_maps() {
+        loader.map_max_entries(map, entries);
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
+        if e.to_string().contains("Operation not permitted") {
+            Error::Permission {
+                what: "loading the XDP program".into(),
             }
-        })?;
+        } else {
+            Error::Load(e)
+        }
+    })?;
     init_ports(pins)?;
     load_program::<Xdp>(&mut ebpf, PROGRAM_NAME, "XDP")?;
     load_program::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME, "TC egress")?;

@@ -12,7 +12,7 @@ use std::path::Path;
 use aya::maps::{Array, Map, MapData};
 use sip_xdp_common::maps::*;
 
-use super::pins::Pins;
+use super::{loader::Capacities, pins::Pins};
 use crate::{Error, Result, EBPF_OBJECT};
 
 /// The identity of the embedded object: FNV-1a over its bytes.
@@ -38,17 +38,6 @@ pub fn write_stamp(pins: &Pins) -> Result<()> {
         .map_err(Error::map("writing the program stamp"))
 }
 
-/// Maps whose size the operator chooses at first load (`max_*`): a
-/// different size in the pin is theirs, not an incompatibility.
-const SIZED: [&str; 6] = [
-    MAP_BANS,
-    MAP_ALLOW,
-    MAP_BLOCK,
-    MAP_SOURCES,
-    MAP_RATE,
-    MAP_REPLIES,
-];
-
 /// A choice made when the maps were created that the configuration now
 /// asks otherwise: sizes (`max_*`) and the source table's LRU lists. The
 /// pinned maps win until `detach --purge`.
@@ -60,24 +49,16 @@ pub struct Kept {
 }
 
 /// What the pinned maps keep that `caps` would choose otherwise.
-pub fn kept_choices(pins: &Pins, caps: &super::loader::Capacities) -> Vec<Kept> {
+pub fn kept_choices(pins: &Pins, caps: &Capacities) -> Vec<Kept> {
     use super::loader::{LruLists, BPF_F_NO_COMMON_LRU};
-    let sizes = [
-        (MAP_BANS, caps.bans),
-        (MAP_ALLOW, caps.allow),
-        (MAP_BLOCK, caps.block),
-        (MAP_SOURCES, caps.sources),
-        (MAP_RATE, caps.rate),
-        (MAP_REPLIES, caps.replies),
-    ];
     let lists = |per_cpu: bool| if per_cpu { "per-cpu" } else { "common" };
+    // Per-CPU lists round the size up to a multiple of the CPU count.
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
     let mut kept = Vec::new();
-    for (map, configured) in sizes {
+    for (map, configured) in caps.sized_maps() {
         let Ok(info) = MapData::from_pin(pins.map(map)).and_then(|d| d.info()) else {
             continue;
         };
-        // Per-CPU lists round the size up to a multiple of the CPU count.
-        let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
         let rounded = configured.div_ceil(cpus) * cpus;
         if info.max_entries() != configured && info.max_entries() != rounded {
             kept.push(Kept {
@@ -152,7 +133,13 @@ pub fn check_compatible(pins: &Pins) -> Result<()> {
                 def.map_flags()
             ));
         }
-        if !SIZED.contains(&name.as_str()) && info.max_entries() != def.max_entries() {
+        // A size the operator chose at first load (`max_*`) is theirs, not
+        // an incompatibility.
+        let sized = Capacities::default()
+            .sized_maps()
+            .iter()
+            .any(|(m, _)| *m == name.as_str());
+        if !sized && info.max_entries() != def.max_entries() {
             diff.push(format!(
                 "{} entries pinned, {} now",
                 info.max_entries(),
