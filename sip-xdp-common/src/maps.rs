@@ -163,7 +163,8 @@ pub struct ShedWindow {
     pub admitted: u64,
 }
 
-/// Final responses the SBC sent to one client address (egress), per CPU.
+/// Final responses the SBC sent to one client address (egress), shared by
+/// all CPUs and counted with atomic adds.
 /// Indexed by `Reply`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

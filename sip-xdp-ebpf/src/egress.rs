@@ -5,9 +5,14 @@
 //! INVITE, or of a request the SBC sends. It only counts: every packet
 //! continues.
 
-use core::ffi::c_void;
+use core::{
+    ffi::c_void,
+    intrinsics::{atomic_xadd, AtomicOrdering},
+};
 
-use aya_ebpf::{helpers::generated::bpf_loop, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST, helpers::generated::bpf_loop, macros::classifier, programs::TcContext,
+};
 use network_types::udp::UdpHdr;
 use sip_xdp_common::{
     classify,
@@ -78,36 +83,49 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
         Reply::ProxyAuth407 => Counter::Reply407,
     });
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
-    let i = reply as usize;
     // Per prefix, as the ingress side counts the requests.
     let client = match CONFIG.get(0) {
         Some(c) => c.source_key(&l3.dst),
         None => l3.dst,
     };
-    match REPLIES.get_ptr_mut(client) {
-        Some(r) => {
-            let r = unsafe { &mut *r };
-            if let Some(n) = r.codes.get_mut(i) {
-                *n = n.wrapping_add(1);
-            }
-            r.last_seen_ns = now;
-        }
-        None => {
-            let mut r = ReplyStats {
-                last_seen_ns: now,
-                ..Default::default()
-            };
-            if let Some(n) = r.codes.get_mut(i) {
-                *n = 1;
-            }
-            let _ = REPLIES.insert(client, r, 0);
-        }
-    }
+    count_reply(&client, reply as usize, now);
     if reply == Reply::Success {
         // Last: a tail call does not come back.
         hand_to_trust(ctx, &l3.dst, payload_off, udp.payload_len);
     }
     Ok(())
+}
+
+/// Adds one reply of kind `i` to `client`'s counts. Two CPUs may answer
+/// the same client at once: the adds are atomic, and an insert that lost
+/// the race to create the entry adds to the winner's instead of replacing
+/// it.
+#[inline(always)]
+fn count_reply(client: &IpKey, i: usize, now: u64) {
+    if let Some(r) = REPLIES.get_ptr_mut(client) {
+        add_reply(unsafe { &mut *r }, i, now);
+        return;
+    }
+    let mut fresh = ReplyStats {
+        last_seen_ns: now,
+        ..Default::default()
+    };
+    if let Some(n) = fresh.codes.get_mut(i) {
+        *n = 1;
+    }
+    if REPLIES.insert(client, fresh, BPF_NOEXIST as u64).is_err() {
+        if let Some(r) = REPLIES.get_ptr_mut(client) {
+            add_reply(unsafe { &mut *r }, i, now);
+        }
+    }
+}
+
+#[inline(always)]
+fn add_reply(r: &mut ReplyStats, i: usize, now: u64) {
+    if let Some(n) = r.codes.get_mut(i) {
+        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(n as *mut u32, 1) };
+    }
+    r.last_seen_ns = now;
 }
 
 /// Whether the payload at `off` starts with a SIP request line.

@@ -92,10 +92,16 @@ impl TestProg {
 
     /// Runs one frame through the TC egress program; returns its verdict.
     pub fn run_egress(&self, frame: &[u8]) -> i32 {
+        self.run_egress_n(frame, 1)
+    }
+
+    /// Runs one frame `repeat` times through the TC egress program, on the
+    /// calling thread's CPU; returns the verdict.
+    pub fn run_egress_n(&self, frame: &[u8], repeat: u32) -> i32 {
         let prog = SchedClassifier::from_pin(self.pins.egress_prog()).expect("egress program pin");
         prog.test_run(TestRunOptions {
             data_in: Some(frame),
-            repeat: 1,
+            repeat,
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (egress): {e}"))

@@ -10,6 +10,7 @@ use sip_xdp_common::{
     addr::key_of, maps::SampleKind, Counter, KernelConfig as Config, CONFIG_MONITOR,
 };
 use sip_xdp_tests::{
+    flood::pin_to_cpu,
     frames::{Frame, INVITE, OPTIONS, REGISTER},
     prog::{delta, TestProg, XDP_DROP, XDP_PASS},
 };
@@ -244,6 +245,34 @@ fn egress_counts_final_responses_per_client_and_never_drops() {
     let mut want = vec![(v4, [1, 2, 1, 1, 1]), (v6, [0, 0, 0, 1, 0])];
     want.sort();
     assert_eq!(r, want);
+}
+
+/// Both CPUs answering one client at once, from its first reply on: one
+/// value shared by all CPUs, so every count must survive the race (the
+/// adds are atomic, and the insert that loses adds to the winner's entry).
+#[test]
+fn replies_counted_on_two_cpus_at_once_lose_nothing() {
+    const EACH: u32 = 500_000;
+    let p = TestProg::load("egress-race");
+    let frame = Frame::reply(
+        "203.0.113.60",
+        b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK-1\r\nContent-Length: 0\r\n\r\n",
+    )
+    .build();
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for cpu in 0..2 {
+            let (p, frame, start) = (&p, &frame, &start);
+            s.spawn(move || {
+                pin_to_cpu(cpu);
+                start.wait();
+                assert_eq!(p.run_egress_n(frame, EACH), -1);
+            });
+        }
+    });
+    let r = p.maps().reply_totals().unwrap();
+    let client = key_of("203.0.113.60".parse().unwrap());
+    assert_eq!(r, vec![(client, [0, 2 * u64::from(EACH), 0, 0, 0])]);
 }
 
 /// A final response to `client` with the given status line and CSeq.

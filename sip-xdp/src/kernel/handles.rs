@@ -245,18 +245,12 @@ impl Maps {
         &self.pins
     }
 
-    /// Final responses the SBC sent, per client, summed over CPUs.
+    /// Final responses the SBC sent, per client.
     pub fn reply_totals(&self) -> Result<Vec<(IpKey, Replies)>> {
         let data = open(&self.pins, MAP_REPLIES)?;
         let mut out = Vec::new();
-        batch::for_each_per_cpu::<IpKey, ReplyStats>(&data, |k, per_cpu| {
-            let mut r: Replies = [0; REPLY_KINDS];
-            for s in per_cpu {
-                for (acc, c) in r.iter_mut().zip(s.codes) {
-                    *acc += u64::from(c);
-                }
-            }
-            out.push((*k, r));
+        batch::for_each::<IpKey, ReplyStats>(&data, |k, s| {
+            out.push((*k, s.codes.map(u64::from)));
         })
         .map_err(Error::io("reading reply counters"))?;
         Ok(out)

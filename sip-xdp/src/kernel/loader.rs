@@ -105,9 +105,8 @@ pub const PER_CPU_SLOTS: u64 = 1 << 22;
 
 impl Capacities {
     /// The default sizes for a machine with `cpus` possible CPUs: the
-    /// per-CPU maps (SOURCES, REPLIES) shrink, by powers of two, to keep
-    /// within `PER_CPU_SLOTS`. A size set in the configuration is used as
-    /// it is.
+    /// per-CPU map (SOURCES) shrinks, by powers of two, to keep within
+    /// `PER_CPU_SLOTS`. A size set in the configuration is used as it is.
     pub fn for_cpus(cpus: u32) -> Self {
         let fit = |default: u32| {
             let most = PER_CPU_SLOTS / u64::from(cpus.max(1));
@@ -119,7 +118,6 @@ impl Capacities {
         let d = Self::default();
         Self {
             sources: fit(d.sources),
-            replies: fit(d.replies),
             ..d
         }
     }
@@ -176,13 +174,7 @@ impl Capacities {
             ),
             (
                 MAP_REPLIES,
-                hash_map_bytes(
-                    LruPerCpuHash,
-                    self.replies,
-                    key,
-                    size_of::<ReplyStats>(),
-                    cpus,
-                ),
+                hash_map_bytes(LruHash, self.replies, key, size_of::<ReplyStats>(), cpus),
             ),
             (
                 MAP_VERIFIED,
@@ -721,20 +713,20 @@ mod capacity_tests {
     use super::*;
 
     #[test]
-    fn per_cpu_maps_shrink_on_big_machines_to_stay_within_their_slots() {
+    fn the_source_table_shrinks_on_big_machines_to_stay_within_its_slots() {
         let sources = |cpus| Capacities::for_cpus(cpus).sources;
         assert_eq!(sources(2), 262_144);
         assert_eq!(sources(16), 262_144);
         assert_eq!(sources(32), 131_072);
         assert_eq!(sources(64), 65_536);
         assert_eq!(sources(96), 32_768);
-        assert_eq!(Capacities::for_cpus(64).replies, 65_536);
-        assert_eq!(Capacities::for_cpus(128).replies, 32_768);
         for cpus in [1, 2, 16, 64, 96, 256, 1024] {
             let c = Capacities::for_cpus(cpus);
             let slots = u64::from(c.sources) * u64::from(cpus);
             assert!(slots <= PER_CPU_SLOTS || c.sources == 1024, "{cpus} CPUs");
             assert_eq!(c.bans, Capacities::default().bans);
+            // Shared by all CPUs: its memory does not grow with them.
+            assert_eq!(c.replies, Capacities::default().replies);
         }
     }
 }

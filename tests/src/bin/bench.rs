@@ -687,8 +687,8 @@ fn memory_table(pins: &sip_xdp::kernel::Pins, here: Capacities, cpus: u32) {
     println!(
         "Preallocated at load, full or empty. Measured: `memlock` in the map's fdinfo on this machine ({cpus} CPUs), \
          what `sip-xdp status` shows. Computed: the kernel's own formula (`htab_map_mem_usage`) from the map \
-         definitions, at the default sizes the controller picks for that CPU count (the per-CPU maps shrink to keep \
-         within {} Mi value slots, entries × CPUs); each cell is MiB (entries). The tries (BLOCK, ALLOW) are \
+         definitions, at the default sizes the controller picks for that CPU count (the per-CPU source table shrinks \
+         to keep within {} Mi value slots, entries × CPUs); each cell is MiB (entries). The tries (BLOCK, ALLOW) are \
          charged per entry, whatever the CPU count.\n",
         sip_xdp::kernel::loader::PER_CPU_SLOTS >> 20
     );

@@ -362,7 +362,7 @@ impl Bench {
         }
         let cpus = aya::util::nr_cpus().unwrap_or(2);
         println!(
-            "\nComputed for bigger machines (the per-CPU maps' sizes by CPU count are in the memory table of the \
+            "\nComputed for bigger machines (the source table's size by CPU count is in the memory table of the \
              per-packet part): reading every tracked source copies one {}-byte value per source per possible CPU \
              ({cpus} here), so at the default sizes a sweep moves {:.0} MiB here, {:.0} MiB at 16 CPUs and {:.0} MiB \
              at 64, spread over passes of at most {:.0} MiB ({} value slots) each, whatever the CPU count; \
