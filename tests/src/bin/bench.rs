@@ -477,6 +477,7 @@ fn main() {
     }
     let floor = (base_hot, base_var, base_call);
     country(&mut harness, floor, &ratios, (runs, per_call_runs));
+    bans_by_count(&mut harness, floor, &ratios, (runs, per_call_runs));
     let fill = p.maps().fill(None);
     println!(
         "\nMaps after the run: {}. Kernel memory: BANS {} KiB, BLOCK {} KiB, SOURCES {} KiB ({cpus} CPUs).",
@@ -532,6 +533,73 @@ fn main() {
 }
 
 type Ratios = Vec<(&'static str, f64, f64, f64)>;
+
+/// The cold banned drop against the number of bans, each count in a
+/// program of its own with the same map sizes, configuration, baseline and
+/// harness as the main table: the drop's code is the same in every row,
+/// only the map entries the banned senders touch grow.
+fn bans_by_count(
+    harness: &mut Harness,
+    (bh, bv, bc): (f64, f64, f64),
+    listed: &Ratios,
+    (runs, per_call_runs): (u32, u32),
+) {
+    println!(
+        "\n### The banned drop by the number of bans\n\nEvery ban sending, in turn (varied, per call); each \
+         count in a program of its own with the map sizes, configuration, baseline and harness of the table \
+         above, whose {BANS} bans are its last row.\n"
+    );
+    println!("| bans, all sending | hot × | varied × | per-call × |\n|---:|---:|---:|---:|");
+    for count in [BANS / 100, BANS / 10] {
+        let p = TestProg::load_with(
+            "bench-bans",
+            Capacities {
+                bans: 131_072,
+                sources: 262_144,
+                ..Capacities::default()
+            },
+        );
+        let guard = Guard::with_addresses(vec![]);
+        {
+            let mut maps = p.maps();
+            for i in 0..count {
+                let net = IpNet::from(std::net::IpAddr::V4(addr(BAN_BASE, i)));
+                maps.block(&guard, net, None, BanReason::Flood)
+                    .expect("ban");
+            }
+        }
+        p.maps().set_config(run_config()).expect("config");
+        let banned = Sources {
+            base: addr(BAN_BASE, 0),
+            modulo: count,
+            stride: 1,
+            list: Vec::new(),
+        };
+        let sip = Frame::sip("100.104.0.1", OPTIONS).build();
+        let mut one = sip.clone();
+        one[SRC_OFF..SRC_OFF + 4].copy_from_slice(&banned.nth(7).octets());
+        let (rv, h) = hot(&p.prog, &one, runs);
+        assert_eq!(rv, XDP_DROP);
+        let before = p.stat(Counter::Banned);
+        let (rv, v) = harness.run(&p.prog, &sip, &banned, runs);
+        assert_eq!(
+            (rv, p.stat(Counter::Banned) - before),
+            (XDP_DROP, u64::from(runs))
+        );
+        let c = per_call(&p.prog, &sip, &banned, per_call_runs, XDP_DROP);
+        println!(
+            "| {count} | {:.2} | {:.2} | {:.2} |",
+            h / bh,
+            v / bv,
+            c / bc
+        );
+    }
+    let (_, h, v, c) = listed
+        .iter()
+        .find(|(n, ..)| *n == "banned source, drop")
+        .expect("measured above");
+    println!("| {BANS} | {h:.2} | {v:.2} | {c:.2} |");
+}
 
 /// Issue 14: a country policy's prefixes in the block-list trie, in a
 /// program of their own, against the 10k-/24 block-list measured above in
