@@ -18,7 +18,7 @@
 //! - At the root: the daemon's loop ([`controller`]) and its database
 //!   rounds, run off the loop ([`round`]), the file configuration
 //!   ([`config`]), errors, metrics, and the text forms of addresses and
-//!   durations ([`parse`]).
+//!   durations ([`parse`]), and giving freed memory back ([`heap`]).
 //!
 //! # Adding things
 //! - A detector: a state machine in `detect/` returning `Detection`s with a
@@ -42,6 +42,7 @@ pub mod db;
 pub mod detect;
 pub mod error;
 pub mod feed;
+pub mod heap;
 pub mod kernel;
 pub mod metrics;
 pub mod parse;

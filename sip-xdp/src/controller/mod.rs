@@ -520,6 +520,12 @@ impl Controller {
         let kernel = applying.elapsed();
         let took = out.took + kernel;
         synced.log(out.took, kernel);
+        let feed_rows: usize = round.feeds.iter().map(|f| f.nets.len()).sum();
+        if synced.installed + synced.removed >= crate::heap::BIG_JOB
+            || feed_rows >= crate::heap::BIG_JOB
+        {
+            crate::heap::release_free_pages();
+        }
         self.backoff = Duration::from_secs(1);
         self.last_sync = Some((Utc::now(), took));
         let found = self.defender.take_failures(out.failures);
@@ -895,6 +901,9 @@ impl Controller {
             Err(e) => {
                 tracing::error!(count = new.len(), error = %e, "feed entries installed ahead of their rows: failed")
             }
+        }
+        if new.len() >= crate::heap::BIG_JOB {
+            crate::heap::release_free_pages();
         }
     }
 

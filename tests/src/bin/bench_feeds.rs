@@ -404,6 +404,14 @@ fn blocklist(lab: &Lab) {
         events.saturating_sub(1),
         met(after_refreshes >= 2 && later_syncs == 0 && events == 1)
     );
+    println!("| target (issue 15) | figure | |\n|---|---|---|");
+    println!(
+        "| controller RSS ≤ 50 MB with {ROWS} active rows (from the list) | {:.1} MB once applied, {:.1} MB at the peak | {} once applied; {} at the peak |\n",
+        rss.0,
+        rss.1,
+        met(rss.0 <= 50.0),
+        met(rss.1 <= 50.0)
+    );
 }
 
 /// APIBAN publishes a page of 10k addresses while the feed polls every
