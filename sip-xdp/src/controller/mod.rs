@@ -883,11 +883,15 @@ impl Controller {
             store::now(),
             clock::monotonic_ns(),
         );
-        let held = self.kernel_now().blocks;
+        // With a 100k-entry list the rows, the desired set and the kernel's
+        // view at once were the controller's peak: the rows go first, and
+        // of the kernel only the keys are read.
+        drop(rows);
+        let held = self.maps.held_nets();
         let new: Vec<_> = desired
             .blocks
             .iter()
-            .filter(|(net, _)| !held.contains_key(net))
+            .filter(|(net, _)| !held.contains(net))
             .map(|(net, w)| (*net, w.expires_ns, w.reason))
             .collect();
         if new.is_empty() {
