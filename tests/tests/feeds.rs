@@ -165,6 +165,12 @@ fn blocklists_become_rows_and_bans_by_difference() {
         count("feed refreshed feed=local") >= reads + 2,
         "the file was not re-read"
     );
+    // Read, and known for the same text: no comparison of its entries with
+    // the kernel and the database at every refresh.
+    assert!(
+        count("feed refreshed feed=local unchanged=true") >= 2,
+        "the same file was taken as a new list"
+    );
 
     let st = cli.ok(&["status"]);
     assert!(

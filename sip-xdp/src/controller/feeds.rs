@@ -91,6 +91,7 @@ impl Desk {
                 news
             }
             Outcome::Unchanged => {
+                tracing::info!(feed = %r.feed, unchanged = true, "feed refreshed");
                 state.last_ok = Some(Utc::now());
                 state.last_error = None;
                 false

@@ -299,6 +299,19 @@ struct Memory {
     /// APIBAN: another page may follow, and pages walked in a row.
     more: bool,
     pages: usize,
+    /// Plain lists: a fingerprint of the last text taken, and of the one
+    /// being checked. The same text again is `Unchanged`, as a 304 is: a
+    /// 100k-line file re-read every second must not cost the controller a
+    /// 100k-entry comparison with the kernel and the database each time.
+    taken: Option<u64>,
+    checking: Option<u64>,
+}
+
+fn fingerprint(text: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 async fn run(feed: Feed, state_dir: PathBuf, guard: Guard, tx: mpsc::Sender<Report>) {
@@ -319,6 +332,8 @@ async fn run(feed: Feed, state_dir: PathBuf, guard: Guard, tx: mpsc::Sender<Repo
         id_file: state_dir.join(format!("{}.id", feed.name)),
         more: false,
         pages: 0,
+        taken: None,
+        checking: None,
     };
     loop {
         let outcome = match fetch(&feed, &client, &mut mem).await {
@@ -326,6 +341,12 @@ async fn run(feed: Feed, state_dir: PathBuf, guard: Guard, tx: mpsc::Sender<Repo
             Ok(None) => Outcome::Unchanged,
             Err(e) => Outcome::Failed(e),
         };
+        // Only a text that became a list counts as taken: one refused (too
+        // many entries) is checked again, and refused again, next time.
+        let checking = mem.checking.take();
+        if matches!(outcome, Outcome::List { .. }) && checking.is_some() {
+            mem.taken = checking;
+        }
         let report = Report {
             feed: feed.name.clone(),
             outcome,
@@ -354,7 +375,12 @@ async fn fetch(
     client: &reqwest::Client,
     mem: &mut Memory,
 ) -> Result<Option<(Entries, usize)>, String> {
-    let plain = |text: String| {
+    let plain = |text: String, mem: &mut Memory| {
+        let print = fingerprint(&text);
+        if mem.taken == Some(print) {
+            return Ok(None);
+        }
+        mem.checking = Some(print);
         let p = list::parse(&text, feed.format);
         // A login page or an error page served with 200 is not an empty
         // list: taken as one, it would lift every entry.
@@ -365,17 +391,20 @@ async fn fetch(
                 p.bad + p.nets.len()
             ));
         }
-        Ok((p.nets.into_iter().map(|n| (n, None)).collect(), p.bad))
+        Ok(Some((
+            p.nets.into_iter().map(|n| (n, None)).collect(),
+            p.bad,
+        )))
     };
     match &feed.origin {
-        Origin::File(path) => plain(list::read_file(path)?).map(Some),
+        Origin::File(path) => plain(list::read_file(path)?, mem),
         Origin::Url(url) => {
             let Some((text, validators)) = list::fetch(client, url, &mem.validators).await? else {
                 return Ok(None);
             };
-            let list = plain(text)?;
+            let list = plain(text, mem)?;
             mem.validators = validators;
-            Ok(Some(list))
+            Ok(list)
         }
         Origin::Apiban { base, key } => {
             mem.more = false;
