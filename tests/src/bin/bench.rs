@@ -448,23 +448,18 @@ fn main() {
             continue;
         }
         let frame = if path.dport == 53 { &other_port } else { &sip };
-        let mut one = frame.clone();
-        one[SRC_OFF..SRC_OFF + 4].copy_from_slice(&path.sources.nth(7).octets());
-        let (rv, h) = hot(&p.prog, &one, runs);
-        assert_eq!(rv, path.expect, "{}", path.name);
-        if path.warm {
-            harness.run(&p.prog, frame, &path.sources, path.sources.modulo);
-        }
-        let before = p.stat(path.counter);
-        let (rv, v) = harness.run(&p.prog, frame, &path.sources, runs);
-        let moved = p.stat(path.counter) - before;
-        assert_eq!(
-            (rv, moved),
-            (path.expect, u64::from(runs)),
-            "{}: every packet on its path",
-            path.name
+        let (h, v, c) = three_ways(
+            &mut harness,
+            &p,
+            Path3 {
+                name: path.name,
+                frame,
+                sources: &path.sources,
+                verdict: (path.expect, path.counter),
+                warm: path.warm,
+            },
+            (runs, per_call_runs),
         );
-        let c = per_call(&p.prog, frame, &path.sources, per_call_runs, path.expect);
         let distinct = path.sources.modulo.min(runs);
         println!(
             "| {} | {distinct} | {h:.1} | {:.2} | {v:.1} | {:.2} | {c:.1} | {:.2} |",
@@ -534,6 +529,46 @@ fn main() {
 
 type Ratios = Vec<(&'static str, f64, f64, f64)>;
 
+/// A path of one program, for `three_ways`.
+struct Path3<'a> {
+    name: &'a str,
+    frame: &'a [u8],
+    sources: &'a Sources,
+    /// The action every packet must get, and the counter it must move.
+    verdict: (u32, Counter),
+    /// One unmeasured round first, so that tracked sources are tracked.
+    warm: bool,
+}
+
+/// ns per packet on one path, hot (the eighth source, repeated), varied
+/// (every source in turn through the harness, each packet checked to
+/// have taken the path) and per call.
+fn three_ways(
+    harness: &mut Harness,
+    p: &TestProg,
+    path: Path3,
+    (runs, per_call_runs): (u32, u32),
+) -> (f64, f64, f64) {
+    let (action, counter) = path.verdict;
+    let mut one = path.frame.to_vec();
+    one[SRC_OFF..SRC_OFF + 4].copy_from_slice(&path.sources.nth(7).octets());
+    let (rv, h) = hot(&p.prog, &one, runs);
+    assert_eq!(rv, action, "{}", path.name);
+    if path.warm {
+        harness.run(&p.prog, path.frame, path.sources, path.sources.modulo);
+    }
+    let before = p.stat(counter);
+    let (rv, v) = harness.run(&p.prog, path.frame, path.sources, runs);
+    assert_eq!(
+        (rv, p.stat(counter) - before),
+        (action, u64::from(runs)),
+        "{}: every packet on its path",
+        path.name
+    );
+    let c = per_call(&p.prog, path.frame, path.sources, per_call_runs, action);
+    (h, v, c)
+}
+
 /// The cold banned drop against the number of bans, each count in a
 /// program of its own with the same map sizes, configuration, baseline and
 /// harness as the main table: the drop's code is the same in every row,
@@ -576,17 +611,18 @@ fn bans_by_count(
             list: Vec::new(),
         };
         let sip = Frame::sip("100.104.0.1", OPTIONS).build();
-        let mut one = sip.clone();
-        one[SRC_OFF..SRC_OFF + 4].copy_from_slice(&banned.nth(7).octets());
-        let (rv, h) = hot(&p.prog, &one, runs);
-        assert_eq!(rv, XDP_DROP);
-        let before = p.stat(Counter::Banned);
-        let (rv, v) = harness.run(&p.prog, &sip, &banned, runs);
-        assert_eq!(
-            (rv, p.stat(Counter::Banned) - before),
-            (XDP_DROP, u64::from(runs))
+        let (h, v, c) = three_ways(
+            harness,
+            &p,
+            Path3 {
+                name: "banned source, drop",
+                frame: &sip,
+                sources: &banned,
+                verdict: (XDP_DROP, Counter::Banned),
+                warm: false,
+            },
+            (runs, per_call_runs),
         );
-        let c = per_call(&p.prog, &sip, &banned, per_call_runs, XDP_DROP);
         println!(
             "| {count} | {:.2} | {:.2} | {:.2} |",
             h / bh,
@@ -663,31 +699,36 @@ fn country(
             .collect(),
     };
     let sip = Frame::sip("100.104.0.1", OPTIONS).build();
-    let mut one = sip.clone();
-    one[SRC_OFF..SRC_OFF + 4].copy_from_slice(&inside.nth(7).octets());
-    let (rv, dh) = hot(&p.prog, &one, runs);
-    assert_eq!(rv, XDP_DROP);
-    let before = p.stat(Counter::Blocked);
-    let (rv, dv) = harness.run(&p.prog, &sip, &inside, runs);
-    assert_eq!(
-        (rv, p.stat(Counter::Blocked) - before),
-        (XDP_DROP, u64::from(runs))
+    let (dh, dv, dc) = three_ways(
+        harness,
+        &p,
+        Path3 {
+            name: "the country, drop",
+            frame: &sip,
+            sources: &inside,
+            verdict: (XDP_DROP, Counter::Blocked),
+            warm: false,
+        },
+        (runs, per_call_runs),
     );
-    let dc = per_call(&p.prog, &sip, &inside, per_call_runs, XDP_DROP);
     let unknown = Sources {
         base: addr(UNKNOWN_BASE, 0),
         modulo: 100_000,
         stride: 1,
         list: Vec::new(),
     };
-    let mut one = sip.clone();
-    one[SRC_OFF..SRC_OFF + 4].copy_from_slice(&unknown.nth(7).octets());
-    let (rv, ph) = hot(&p.prog, &one, runs);
-    assert_eq!(rv, XDP_PASS);
-    harness.run(&p.prog, &sip, &unknown, unknown.modulo);
-    let (rv, pv) = harness.run(&p.prog, &sip, &unknown, runs);
-    assert_eq!(rv, XDP_PASS);
-    let pc = per_call(&p.prog, &sip, &unknown, per_call_runs, XDP_PASS);
+    let (ph, pv, pc) = three_ways(
+        harness,
+        &p,
+        Path3 {
+            name: "the country, full SIP pass",
+            frame: &sip,
+            sources: &unknown,
+            verdict: (XDP_PASS, Counter::Sip),
+            warm: true,
+        },
+        (runs, per_call_runs),
+    );
     let (bh, bv, bc) = floor;
     println!(
         "`[geo] block = [\"{CODE}\"]` from the GeoLite2 country database: {} prefixes ({} IPv4) in the block-list \
