@@ -616,7 +616,6 @@ impl Maps {
         out
     }
 
-    /// Block-list rules as the kernel holds them.
     /// Every address and prefix the kernel bans or blocks, without their
     /// values: what a caller needs to tell new entries from held ones, at
     /// a third of the memory of `bans_raw` with 100k bans.
@@ -644,6 +643,7 @@ impl Maps {
         held
     }
 
+    /// Block-list rules as the kernel holds them.
     pub fn blocks_raw(&self) -> Vec<(IpNet, BlockValue)> {
         self.block
             .iter()
