@@ -78,6 +78,16 @@ struct Sources {
 }
 
 impl Sources {
+    /// `modulo` consecutive addresses from `base`.
+    fn consecutive(base: [u8; 4], modulo: u32) -> Self {
+        Self {
+            base: addr(base, 0),
+            modulo,
+            stride: 1,
+            list: Vec::new(),
+        }
+    }
+
     fn nth(&self, i: u32) -> Ipv4Addr {
         if !self.list.is_empty() {
             return self.list[i as usize % self.list.len()];
@@ -218,14 +228,9 @@ fn lru_lists(runs: u32) -> Vec<(LruLists, f64, f64)> {
             move || {
                 pin_to(cpu);
                 let mut harness = Harness::load();
-                let range = |base: [u8; 4], modulo| Sources {
-                    base: addr(base, 0),
-                    modulo,
-                    stride: 1,
-                    list: Vec::new(),
-                };
-                let src = range(bases[cpu % 2], 1 << 20);
-                harness.run(&p.prog, sip, &range(fills[cpu % 2], 262_144), 262_144);
+                let src = Sources::consecutive(bases[cpu % 2], 1 << 20);
+                let fill = Sources::consecutive(fills[cpu % 2], 262_144);
+                harness.run(&p.prog, sip, &fill, 262_144);
                 barrier.wait();
                 let (rv, ns) = harness.run(&p.prog, sip, &src, runs);
                 assert_eq!(rv, XDP_PASS, "a new source passes");
@@ -353,19 +358,13 @@ fn main() {
 
     let sip = Frame::sip("100.104.0.1", OPTIONS).build();
     let other_port = Frame::sip("100.104.0.1", OPTIONS).udp_port(53).build();
-    let src = |base: [u8; 4], modulo: u32, stride: u32| Sources {
-        base: addr(base, 0),
-        modulo,
-        stride,
-        list: Vec::new(),
-    };
     let paths = [
         Path {
             name: "non-SIP port, pass",
             expect: XDP_PASS,
             counter: Counter::OtherPort,
             dport: 53,
-            sources: src(UNKNOWN_BASE, 1 << 20, 1),
+            sources: Sources::consecutive(UNKNOWN_BASE, 1 << 20),
             warm: false,
         },
         Path {
@@ -373,7 +372,7 @@ fn main() {
             expect: XDP_DROP,
             counter: Counter::Banned,
             dport: 5060,
-            sources: src(BAN_BASE, BANS, 1),
+            sources: Sources::consecutive(BAN_BASE, BANS),
             warm: false,
         },
         Path {
@@ -407,7 +406,7 @@ fn main() {
             expect: XDP_PASS,
             counter: Counter::Sip,
             dport: 5060,
-            sources: src(UNKNOWN_BASE, 100_000, 1),
+            sources: Sources::consecutive(UNKNOWN_BASE, 100_000),
             warm: true,
         },
         Path {
@@ -415,12 +414,12 @@ fn main() {
             expect: XDP_PASS,
             counter: Counter::Sip,
             dport: 5060,
-            sources: src(UNKNOWN_BASE, 1 << 20, 1),
+            sources: Sources::consecutive(UNKNOWN_BASE, 1 << 20),
             warm: false,
         },
     ];
 
-    let any = src(UNKNOWN_BASE, 1 << 20, 1);
+    let any = Sources::consecutive(UNKNOWN_BASE, 1 << 20);
     let (rv, base_hot) = hot(baseline, &sip, runs);
     assert_eq!(rv, XDP_DROP);
     let (rv, base_var) = harness.run(baseline, &sip, &any, runs);
@@ -604,12 +603,7 @@ fn bans_by_count(
             }
         }
         p.maps().set_config(run_config()).expect("config");
-        let banned = Sources {
-            base: addr(BAN_BASE, 0),
-            modulo: count,
-            stride: 1,
-            list: Vec::new(),
-        };
+        let banned = Sources::consecutive(BAN_BASE, count);
         let sip = Frame::sip("100.104.0.1", OPTIONS).build();
         let (h, v, c) = three_ways(
             harness,
@@ -711,12 +705,7 @@ fn country(
         },
         (runs, per_call_runs),
     );
-    let unknown = Sources {
-        base: addr(UNKNOWN_BASE, 0),
-        modulo: 100_000,
-        stride: 1,
-        list: Vec::new(),
-    };
+    let unknown = Sources::consecutive(UNKNOWN_BASE, 100_000);
     let (ph, pv, pc) = three_ways(
         harness,
         &p,
