@@ -2,6 +2,8 @@
 //! padding so the kernel and userspace agree byte for byte.
 
 pub const MAP_BANS: &str = "BANS";
+/// The IPv4 bans again, one cache line per lookup (`crate::banindex`).
+pub const MAP_BAN_INDEX: &str = "BAN_INDEX";
 pub const MAP_ALLOW: &str = "ALLOW";
 pub const MAP_BLOCK: &str = "BLOCK";
 pub const MAP_SOURCES: &str = "SOURCES";
@@ -27,8 +29,9 @@ pub const MAP_HOT1: &str = "HOT1";
 pub const MAP_META: &str = "META";
 
 /// Every map the programs own, in pin order.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 16] = [
     MAP_BANS,
+    MAP_BAN_INDEX,
     MAP_ALLOW,
     MAP_BLOCK,
     MAP_SOURCES,
@@ -309,6 +312,7 @@ pub struct Sample {
 mod pod {
     use super::*;
     unsafe impl aya::Pod for BanValue {}
+    unsafe impl aya::Pod for crate::banindex::Slot {}
     unsafe impl aya::Pod for BlockValue {}
     unsafe impl aya::Pod for SourceStats {}
     unsafe impl aya::Pod for RateState {}

@@ -797,3 +797,125 @@ fn a_sweep_reads_every_source_in_parts_and_each_once_per_pass() {
     assert!(after >= 3, "14 sources in parts of about 2: {after} passes");
     assert_eq!(sampler.tracked(), Some(14));
 }
+
+/// Six IPv4 addresses whose index bucket is the same (five slots). The
+/// hash spreads consecutive addresses evenly (four per bucket in a /15), so
+/// they come from the benchmarking /15 and the shared /10: map keys and
+/// test frames only, nothing is sent.
+fn one_bucket() -> Vec<std::net::Ipv4Addr> {
+    use sip_xdp_common::banindex::{addr_word, bucket_of};
+    use std::net::Ipv4Addr;
+    let bucket = |a: &Ipv4Addr| bucket_of(addr_word(a.octets()));
+    let want = bucket(&Ipv4Addr::new(198, 18, 0, 1));
+    let from = |base: Ipv4Addr, n: u32| (0..n).map(move |i| Ipv4Addr::from(u32::from(base) + i));
+    let same: Vec<_> = from(Ipv4Addr::new(198, 18, 0, 0), 1 << 17)
+        .chain(from(Ipv4Addr::new(100, 64, 0, 0), 1 << 22))
+        .filter(|a| bucket(a) == want)
+        .take(6)
+        .collect();
+    assert_eq!(same.len(), 6);
+    same
+}
+
+fn index_map(
+    p: &TestProg,
+) -> aya::maps::Array<aya::maps::MapData, sip_xdp_common::banindex::Bucket> {
+    let data = aya::maps::MapData::from_pin(p.pins.map(sip_xdp_common::maps::MAP_BAN_INDEX))
+        .expect("BAN_INDEX pin");
+    aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap()
+}
+
+fn hits_of(p: &TestProg, a: std::net::Ipv4Addr) -> u64 {
+    let n = ipnet::IpNet::from(std::net::IpAddr::V4(a));
+    p.maps()
+        .list_blocked()
+        .iter()
+        .find(|e| e.net == n)
+        .map(|e| e.hits)
+        .unwrap_or_else(|| panic!("{a} listed"))
+}
+
+/// Issue 15: IPv4 bans are found in the index (one cache line) before
+/// BANS. A full bucket leaves the ban to BANS; every hit is counted once
+/// either way; an unban or allow takes the address out of the index first,
+/// so the index never drops what BANS does not ban.
+#[test]
+fn ipv4_bans_go_through_the_index_and_leave_it_at_once() {
+    let p = TestProg::load("banindex");
+    let same = one_bucket();
+    for a in &same {
+        ban(&p, &a.to_string(), None);
+    }
+    assert_eq!(
+        p.maps().ban_index_used(),
+        Some(5),
+        "five slots, the sixth in BANS only"
+    );
+    for a in &same {
+        let f = Frame::sip(&a.to_string(), OPTIONS).build();
+        for _ in 0..3 {
+            assert_eq!(run(&p, &f), (XDP_DROP, vec![(Banned, 1)]), "{a}");
+        }
+        assert_eq!(hits_of(&p, *a), 3, "{a}");
+    }
+    // Unblocked: passes at the next packet.
+    assert!(p.maps().unblock(&net(&same[0].to_string())).unwrap());
+    let f0 = Frame::sip(&same[0].to_string(), OPTIONS).build();
+    assert_eq!(p.run(&f0), XDP_PASS);
+    assert_eq!(p.maps().ban_index_used(), Some(4));
+    // Allow-listed: the ban is lifted from both maps.
+    p.maps().allow(net(&same[1].to_string())).unwrap();
+    let f1 = Frame::sip(&same[1].to_string(), OPTIONS).build();
+    assert_eq!(run(&p, &f1).0, XDP_PASS);
+    assert_eq!(p.maps().ban_index_used(), Some(3));
+    // A batch removal (the sync's) too.
+    let nets: Vec<_> = same[2..4].iter().map(|a| net(&a.to_string())).collect();
+    assert_eq!(p.maps().remove_many(&nets).unwrap(), 2);
+    assert_eq!(
+        p.run(&Frame::sip(&same[2].to_string(), OPTIONS).build()),
+        XDP_PASS
+    );
+    assert_eq!(p.maps().ban_index_used(), Some(1));
+    // A timed ban ends in the index within a unit of its end.
+    ban(&p, &same[0].to_string(), Some(Duration::from_millis(200)));
+    assert_eq!(p.run(&f0), XDP_DROP);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(p.run(&f0), XDP_PASS);
+}
+
+/// A slot's 32-bit count stops at its cap and the address's packets go on
+/// through BANS: the count the operator sees never wraps. And an index
+/// emptied behind BANS' back (a program from before it, a crash between
+/// two writes) is rebuilt from BANS, keeping the counts it had.
+#[test]
+fn the_index_count_never_wraps_and_the_index_is_rebuilt_from_bans() {
+    use sip_xdp_common::banindex::{addr_word, bucket_of, Bucket, HITS_CAP};
+    let p = TestProg::load("banindexcap");
+    let a: std::net::Ipv4Addr = "203.0.113.90".parse().unwrap();
+    ban(&p, "203.0.113.90", None);
+    let mut idx = index_map(&p);
+    let b = bucket_of(addr_word(a.octets()));
+    let mut bucket: Bucket = idx.get(&b, 0).unwrap();
+    let slot = bucket.iter_mut().find(|s| !s.is_empty()).expect("indexed");
+    slot.hits = HITS_CAP - 1;
+    idx.set(b, bucket, 0).unwrap();
+    let f = Frame::sip("203.0.113.90", OPTIONS).build();
+    assert_eq!(run(&p, &f), (XDP_DROP, vec![(Banned, 1)]));
+    assert_eq!(run(&p, &f), (XDP_DROP, vec![(Banned, 1)]));
+    assert_eq!(hits_of(&p, a), u64::from(HITS_CAP) + 1);
+    let bucket: Bucket = idx.get(&b, 0).unwrap();
+    assert_eq!(bucket.iter().map(|s| s.hits).max(), Some(HITS_CAP));
+
+    // Emptied: BANS alone still drops; the rebuild puts it back.
+    for b in 0..sip_xdp_common::banindex::BUCKETS {
+        idx.set(b, Bucket::default(), 0).unwrap();
+    }
+    ban(&p, "2001:db8:7::90", None);
+    assert_eq!(p.maps().ban_index_used(), Some(0));
+    assert_eq!(p.run(&f), XDP_DROP);
+    assert_eq!(p.maps().rebuild_ban_index().unwrap(), (1, 0));
+    assert_eq!(p.maps().ban_index_used(), Some(1));
+    assert_eq!(run(&p, &f), (XDP_DROP, vec![(Banned, 1)]));
+    // The emptied slot's count went with it: BANS' two, the new slot's one.
+    assert_eq!(hits_of(&p, a), 3);
+}

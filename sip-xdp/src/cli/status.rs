@@ -49,7 +49,15 @@ fn gather(ctx: &Ctx) -> anyhow::Result<Value> {
             Some(m.config().context("reading config")?),
             m.ports().context("reading ports")?,
             m.tcp_ports().context("reading TCP ports")?,
-            m.fill(None),
+            {
+                let mut fill = m.fill(None);
+                // The index is a copy of BANS' IPv4 entries: shown for its
+                // kernel memory and for the bans a full bucket left out.
+                if let Some(used) = m.ban_index_used() {
+                    fill.push((sip_xdp_common::maps::MAP_BAN_INDEX, used, ban_index_slots()));
+                }
+                fill
+            },
             Some(m.verified_now().len()),
         ),
         None => (None, Vec::new(), None, Vec::new(), None),
@@ -70,6 +78,10 @@ fn gather(ctx: &Ctx) -> anyhow::Result<Value> {
         "controller": controller,
         "sync_lag_s": sync_lag_s,
     }))
+}
+
+fn ban_index_slots() -> u32 {
+    sip_xdp_common::banindex::BUCKETS * sip_xdp_common::banindex::SLOTS as u32
 }
 
 fn print_kernel(v: &Value) {

@@ -134,6 +134,16 @@ impl Controller {
             );
         }
         let mut maps = Maps::open(&pins)?;
+        // Made right at every start: a process killed between its two
+        // writes can leave the index a change behind BANS.
+        match maps.rebuild_ban_index() {
+            Ok((indexed, full)) => {
+                tracing::info!(indexed, left_to_bans = full, "ban index rebuilt from BANS")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rebuilding the ban index failed; BANS enforces every ban")
+            }
+        }
         let defender = Defender::new(cfg.detect.clone());
         apply_settings(&mut maps, &cfg, &defender)?;
         let events = EventBuffer::new(cfg.event_buffer, Some(cfg.node.clone()));

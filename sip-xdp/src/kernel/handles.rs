@@ -1,7 +1,10 @@
 //! Handles on the pinned maps and typed access to them: what `block`, `allow`, `stats`, `top`
 //! and the controller do to the kernel's state.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
@@ -18,7 +21,7 @@ use sip_xdp_common::{
     BanValue, BlockValue, Counter, IpKey, KernelConfig, SourceStats,
 };
 
-use super::{batch, clock, guard::Guard, pins::Pins};
+use super::{ban_index::BanIndex, batch, clock, guard::Guard, pins::Pins};
 use crate::{parse::is_host, Error, Result};
 
 /// One source's counters, summed over CPUs: what the flood detector reads.
@@ -62,6 +65,8 @@ pub type Replies = [u64; REPLY_KINDS];
 
 pub struct Maps {
     bans: HashMap<MapData, IpKey, BanValue>,
+    /// Absent when the pinned program predates the IPv4 ban index.
+    index: Option<BanIndex>,
     /// Absent when the pinned program predates earned trust.
     verified: Option<HashMap<MapData, IpKey, Verified>>,
     allow: LpmTrie<MapData, IpKey, u32>,
@@ -151,6 +156,14 @@ fn write_error(
     }
 }
 
+/// The IPv4 address the kernel keys `a` by, IPv4-mapped IPv6 included.
+fn v4_of(a: IpAddr) -> Option<Ipv4Addr> {
+    match a.to_canonical() {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    }
+}
+
 fn is_missing(e: &MapError) -> bool {
     matches!(e, MapError::KeyNotFound) || errno(e) == Some(libc::ENOENT)
 }
@@ -177,6 +190,7 @@ impl Maps {
         ];
         Ok(Self {
             bans: HashMap::try_from(Map::HashMap(bans_d)).map_err(e(MAP_BANS))?,
+            index: BanIndex::open(pins),
             verified: open(pins, MAP_VERIFIED)
                 .ok()
                 .and_then(|d| HashMap::try_from(Map::LruHashMap(d)).ok()),
@@ -368,6 +382,7 @@ impl Maps {
     /// Removes the ban or block rule for exactly `net`. False if none existed.
     pub fn unblock(&mut self, net: &IpNet) -> Result<bool> {
         let r = if is_host(net) {
+            self.unindex(&[net.addr()])?;
             self.bans.remove(&key_of(net.addr()))
         } else {
             self.block.remove(&Self::trie_key(net))
@@ -394,6 +409,7 @@ impl Maps {
                 .collect()
         };
         let mut lifted = Vec::new();
+        self.unindex(&covered.iter().map(ip_of).collect::<Vec<_>>())?;
         for k in covered {
             if self.bans.remove(&k).is_ok() {
                 lifted.push(ip_of(&k));
@@ -412,6 +428,7 @@ impl Maps {
 
     pub fn list_blocked(&self) -> Vec<BlockEntry> {
         let now = clock::monotonic_ns();
+        let indexed = self.indexed_hits();
         let mut out: Vec<BlockEntry> = self
             .bans
             .iter()
@@ -422,7 +439,7 @@ impl Maps {
                 reason: BanReason::from_u32(v.reason).map_or("unknown", BanReason::as_str),
                 expires_in_s: clock::remaining(v.expires_ns).map(|d| d.as_secs()),
                 expired: !v.active_at(now),
-                hits: v.hits,
+                hits: v.hits + v4_of(ip_of(&k)).and_then(|a| indexed.get(&a)).unwrap_or(&0),
             })
             .collect();
         out.extend(
@@ -665,9 +682,13 @@ impl Maps {
                 reason: reason as u32,
                 _pad: 0,
             };
-            self.bans
-                .insert(k, v, 0)
-                .map_err(write_error(MAP_BANS, self.max[0], "writing the ban"))
+            self.bans.insert(k, v, 0).map_err(write_error(
+                MAP_BANS,
+                self.max[0],
+                "writing the ban",
+            ))?;
+            self.index(&[(net.addr(), expires_ns)]);
+            Ok(())
         } else {
             let key = Self::trie_key(net);
             let hits = self.block.get(&key, 0).map_or(0, |v| v.hits);
@@ -712,6 +733,9 @@ impl Maps {
                     source: e,
                 });
             }
+            let indexed: Vec<(IpAddr, u64)> =
+                hosts.iter().map(|(n, e, _)| (n.addr(), *e)).collect();
+            self.index(&indexed);
         }
         for &(n, expires_ns, reason) in nets {
             self.put(&n, expires_ns, reason)?;
@@ -726,6 +750,7 @@ impl Maps {
         let (hosts, prefixes): (Vec<&IpNet>, Vec<&IpNet>) = nets.iter().partition(|n| is_host(n));
         let mut removed = 0;
         if !hosts.is_empty() {
+            self.unindex(&hosts.iter().map(|n| n.addr()).collect::<Vec<_>>())?;
             let keys: Vec<IpKey> = hosts.iter().map(|n| key_of(n.addr())).collect();
             removed += batch::delete(&self.bans_data()?, &keys).map_err(|e| Error::Io {
                 context: "removing bans".into(),
@@ -736,6 +761,71 @@ impl Maps {
             removed += usize::from(self.unblock(n)?);
         }
         Ok(removed)
+    }
+
+    /// Adds IPv4 bans to the index after BANS holds them. A failure is
+    /// logged, not returned: BANS enforces the ban either way.
+    fn index(&mut self, bans: &[(IpAddr, u64)]) {
+        let Some(index) = self.index.as_mut() else {
+            return;
+        };
+        let v4: Vec<(Ipv4Addr, u64)> = bans
+            .iter()
+            .filter_map(|(a, e)| v4_of(*a).map(|a| (a, *e)))
+            .collect();
+        match index.put(&v4) {
+            Ok(0) => {}
+            Ok(full) => tracing::debug!(
+                bans = full,
+                "ban index buckets full; BANS alone enforces them"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "writing the ban index failed; BANS enforces the bans")
+            }
+        }
+    }
+
+    /// Takes addresses out of the index before they leave BANS: an error
+    /// here stops the removal, so the index never bans an address BANS
+    /// does not.
+    fn unindex(&mut self, addrs: &[IpAddr]) -> Result<()> {
+        let Some(index) = self.index.as_mut() else {
+            return Ok(());
+        };
+        let v4: Vec<Ipv4Addr> = addrs.iter().filter_map(|a| v4_of(*a)).collect();
+        index.remove(&v4)
+    }
+
+    /// Rewrites the index from BANS: at the controller's start and after an
+    /// upgrade from a program without it. Returns (indexed, left to BANS).
+    pub fn rebuild_ban_index(&mut self) -> Result<(usize, usize)> {
+        let bans: Vec<(Ipv4Addr, u64)> = self
+            .bans_raw()
+            .into_iter()
+            .filter_map(|(a, v)| v4_of(a).map(|a| (a, v.expires_ns)))
+            .collect();
+        let Some(index) = self.index.as_mut() else {
+            return Ok((0, bans.len()));
+        };
+        let full = index.rebuild(&bans)?;
+        Ok((bans.len() - full, full))
+    }
+
+    /// Slots in use in the ban index; `None` without one.
+    pub fn ban_index_used(&self) -> Option<usize> {
+        self.index.as_ref().and_then(|i| i.used().ok())
+    }
+
+    /// Hits counted in the index, by address (empty without one).
+    fn indexed_hits(&self) -> std::collections::HashMap<Ipv4Addr, u64> {
+        self.index
+            .as_ref()
+            .and_then(|i| {
+                i.hits()
+                    .map_err(|e| tracing::warn!(error = %e, "reading the ban index's hit counts"))
+                    .ok()
+            })
+            .unwrap_or_default()
     }
 
     /// The BANS map's own handle, for batch calls.

@@ -213,6 +213,11 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
         let mut ebpf = load_object(pins, caps)?;
         if pinned {
             replace_pinned(pins, &mut ebpf)?;
+            // A program from before the ban index finds it empty: index
+            // the bans the kept BANS holds.
+            if let Err(e) = super::Maps::open(pins).and_then(|mut m| m.rebuild_ban_index()) {
+                tracing::warn!(error = %e, "indexing the kept bans failed; BANS enforces them");
+            }
         } else {
             pin_program::<Xdp>(&mut ebpf, PROGRAM_NAME, &pins.prog())?;
             pin_program::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME, &pins.egress_prog())?;

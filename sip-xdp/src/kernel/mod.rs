@@ -6,6 +6,7 @@
 //! nothing here knows about detectors, SQL or the command line. What it
 //! reads it hands out as plain data (`Totals`, `Replies`, raw samples).
 
+pub mod ban_index;
 pub mod batch;
 pub mod clock;
 pub mod features;

@@ -823,7 +823,9 @@ fn memory_table(pins: &sip_xdp::kernel::Pins, here: Capacities, cpus: u32) {
         .map(|(_, b)| b)
         .sum();
     println!(
-        "\nWith the sizes of a 2-CPU machine kept (262,144 sources), 64 CPUs would take {:.1} MiB.\n",
-        mib(fixed)
+        "\nWith the sizes of a 2-CPU machine kept (262,144 sources), 64 CPUs would take {:.1} MiB. The IPv4 ban \
+         index (BAN_INDEX, an array) adds {:.1} MiB at any CPU count (measured here).\n",
+        mib(fixed),
+        mib(pins.map_kib(sip_xdp_common::maps::MAP_BAN_INDEX).unwrap_or(0) * 1024)
     );
 }
