@@ -299,8 +299,11 @@ fn a_new_version_replaces_the_pinned_program_without_a_gap() {
     };
     let ours = stamp(None);
     assert_ne!(ours, 0, "the loader stamps what it pinned");
-    // As if an older build had pinned them.
+    // As if an older build had pinned them: a build from before the IPv4
+    // ban index pinned no BAN_INDEX (its own program keeps the one it has).
     stamp(Some(1));
+    let index_pin = cli.pins.join("maps/BAN_INDEX");
+    std::fs::remove_file(&index_pin).expect("unpinning BAN_INDEX");
 
     let listener = SipListener::start(&lab.server, 5060);
     let to = SocketAddr::new(lab.links[0].server_v4, 5060);
@@ -323,6 +326,22 @@ fn a_new_version_replaces_the_pinned_program_without_a_gap() {
     assert_eq!(stamp(None), ours);
     let listed = cli.ok(&["list", "blocked", "--kernel", "--json"]);
     assert!(listed.contains(&c1), "the ban was lost: {listed}");
+    // The new build's index was created empty and filled from the kept BANS.
+    let index: Array<MapData, sip_xdp_common::banindex::Bucket> = Array::try_from(Map::Array(
+        MapData::from_pin(&index_pin).expect("a new BAN_INDEX"),
+    ))
+    .unwrap();
+    let c1_word = match lab.links[0].client_v4 {
+        std::net::IpAddr::V4(a) => sip_xdp_common::banindex::addr_word(a.octets()),
+        other => panic!("{other} is not IPv4"),
+    };
+    let bucket = index
+        .get(&sip_xdp_common::banindex::bucket_of(c1_word), 0)
+        .unwrap();
+    assert!(
+        bucket.iter().any(|s| !s.is_empty() && s.addr == c1_word),
+        "the kept ban was not indexed by the new build"
+    );
 }
 
 /// Sends OPTIONS from `ns` to `to` for `d` (bounded), returning how many.
