@@ -1,15 +1,20 @@
 //! The IPv4 ban index: a compact copy of BANS' IPv4 entries that the program
-//! reads before BANS itself. Each bucket is one cache line of five slots:
-//! address, expiry and hit count, 12 bytes each. A banned IPv4 source then
-//! costs one line of a 2 MiB array instead of a hash bucket and an 88-byte
-//! hash element (two or three lines of a 13 MiB area): under a flood from
-//! 100,000 banned sources, the difference between the caches and memory.
+//! reads before BANS itself. Each bucket is one cache line of five slots
+//! (address, expiry and hit count, 12 bytes each) and a spill mark. A
+//! banned IPv4 source then costs one line of a 2 MiB array instead of a
+//! hash bucket and an 88-byte hash element (two or three lines of a 13 MiB
+//! area): under a flood from 100,000 banned sources, the difference between
+//! the caches and memory.
 //!
-//! BANS stays the record. The index holds only addresses BANS holds, with
-//! the same expiry rounded up to a unit, so a miss in the index (a full
-//! bucket, an IPv6 source, a hit count at its cap) falls through to BANS
-//! and loses nothing but time. Writers add to BANS before the index and
-//! remove from the index before BANS.
+//! BANS stays the record, and the index answers for it: an IPv4 address
+//! that is in no slot of its bucket is not banned, unless the bucket's
+//! spill mark says some ban of this bucket lives in BANS alone (the bucket
+//! was full, or the expiry is past what a slot holds). Every legitimate
+//! IPv4 packet thus skips the BANS lookup, the costliest miss on the pass
+//! path. A slot that matched but is expired or at its hit cap sends the
+//! packet to BANS too. Writers add to BANS before the index, remove from
+//! the index before BANS, and set a spill mark before they take a slot
+//! away, so the index never hides a ban BANS holds.
 
 /// Buckets (a power of two): 2 MiB, 163,840 slots. At 100,000 bans a
 /// bucket averages three; the few whose bucket is full stay in BANS only.
@@ -45,9 +50,16 @@ pub struct Slot {
     pub hits: u32,
 }
 
-/// A bucket as the map stores it: 60 bytes, one line with the kernel's
-/// 8-byte rounding of array values.
-pub type Bucket = [Slot; SLOTS];
+/// A bucket as the map stores it: one 64-byte line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub slots: [Slot; SLOTS],
+    /// Non-zero: at least one IPv4 ban of this bucket is in BANS only, so a
+    /// miss here must ask BANS. Set by writers when a ban does not fit;
+    /// cleared only by a rebuild, which knows every ban.
+    pub spill: u32,
+}
 
 /// The bucket an IPv4 address goes in: multiplicative hashing, one
 /// multiply in the kernel. Unseeded on purpose: an attacker who gets many
@@ -83,6 +95,12 @@ impl Slot {
         self.until == 0
     }
 
+    /// A permanent slot is in force at any time: no clock needed.
+    #[inline(always)]
+    pub const fn is_permanent(&self) -> bool {
+        self.until == PERMANENT
+    }
+
     /// Whether the slot is in force at monotonic time `now_ns`.
     #[inline(always)]
     pub const fn active_at(&self, now_ns: u64) -> bool {
@@ -111,8 +129,7 @@ mod tests {
 
     #[test]
     fn a_bucket_is_one_line() {
-        assert_eq!(core::mem::size_of::<Bucket>(), 60);
-        assert_eq!(core::mem::size_of::<Bucket>().div_ceil(8) * 8, 64);
+        assert_eq!(core::mem::size_of::<Bucket>(), 64);
         assert_eq!(1u32 << BUCKET_BITS, BUCKETS);
     }
 

@@ -313,6 +313,7 @@ mod pod {
     use super::*;
     unsafe impl aya::Pod for BanValue {}
     unsafe impl aya::Pod for crate::banindex::Slot {}
+    unsafe impl aya::Pod for crate::banindex::Bucket {}
     unsafe impl aya::Pod for BlockValue {}
     unsafe impl aya::Pod for SourceStats {}
     unsafe impl aya::Pod for RateState {}

@@ -339,7 +339,10 @@ fn a_new_version_replaces_the_pinned_program_without_a_gap() {
         .get(&sip_xdp_common::banindex::bucket_of(c1_word), 0)
         .unwrap();
     assert!(
-        bucket.iter().any(|s| !s.is_empty() && s.addr == c1_word),
+        bucket
+            .slots
+            .iter()
+            .any(|s| !s.is_empty() && s.addr == c1_word),
         "the kept ban was not indexed by the new build"
     );
 }

@@ -190,7 +190,7 @@ impl Maps {
         ];
         Ok(Self {
             bans: HashMap::try_from(Map::HashMap(bans_d)).map_err(e(MAP_BANS))?,
-            index: BanIndex::open(pins),
+            index: BanIndex::open(pins)?,
             verified: open(pins, MAP_VERIFIED)
                 .ok()
                 .and_then(|d| HashMap::try_from(Map::LruHashMap(d)).ok()),
@@ -675,10 +675,10 @@ impl Maps {
     pub fn put(&mut self, net: &IpNet, expires_ns: u64, reason: BanReason) -> Result<()> {
         if is_host(net) {
             let k = key_of(net.addr());
-            let hits = self.bans.get(&k, 0).map_or(0, |v| v.hits);
+            let held = self.bans.get(&k, 0).ok();
             let v = BanValue {
                 expires_ns,
-                hits,
+                hits: held.map_or(0, |v| v.hits),
                 reason: reason as u32,
                 _pad: 0,
             };
@@ -687,8 +687,10 @@ impl Maps {
                 self.max[0],
                 "writing the ban",
             ))?;
-            self.index(&[(net.addr(), expires_ns)]);
-            Ok(())
+            // A ban being changed keeps its old slot if the index cannot
+            // be written: it stays enforced. A new one is taken back out.
+            let fresh: &[IpNet] = if held.is_some() { &[] } else { &[*net] };
+            self.index(&[(net.addr(), expires_ns)], fresh)
         } else {
             let key = Self::trie_key(net);
             let hits = self.block.get(&key, 0).map_or(0, |v| v.hits);
@@ -735,7 +737,8 @@ impl Maps {
             }
             let indexed: Vec<(IpAddr, u64)> =
                 hosts.iter().map(|(n, e, _)| (n.addr(), *e)).collect();
-            self.index(&indexed);
+            let fresh: Vec<IpNet> = hosts.iter().map(|(n, _, _)| *n).collect();
+            self.index(&indexed, &fresh)?;
         }
         for &(n, expires_ns, reason) in nets {
             self.put(&n, expires_ns, reason)?;
@@ -763,24 +766,42 @@ impl Maps {
         Ok(removed)
     }
 
-    /// Adds IPv4 bans to the index after BANS holds them. A failure is
-    /// logged, not returned: BANS enforces the ban either way.
-    fn index(&mut self, bans: &[(IpAddr, u64)]) {
+    /// Adds IPv4 bans to the index after BANS holds them. The program
+    /// trusts the index for IPv4, so an index that cannot be written is an
+    /// error, and the new bans (`fresh`) are taken back out of BANS: a ban
+    /// is either enforced or reported as failed, never silently left out.
+    fn index(&mut self, bans: &[(IpAddr, u64)], fresh: &[IpNet]) -> Result<()> {
         let Some(index) = self.index.as_mut() else {
-            return;
+            return Ok(());
         };
         let v4: Vec<(Ipv4Addr, u64)> = bans
             .iter()
             .filter_map(|(a, e)| v4_of(*a).map(|a| (a, *e)))
             .collect();
         match index.put(&v4) {
-            Ok(0) => {}
-            Ok(full) => tracing::debug!(
-                bans = full,
-                "ban index buckets full; BANS alone enforces them"
-            ),
+            Ok(0) => Ok(()),
+            Ok(full) => {
+                tracing::debug!(
+                    bans = full,
+                    "ban index buckets full; BANS enforces them, the buckets are marked"
+                );
+                Ok(())
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "writing the ban index failed; BANS enforces the bans")
+                let keys: Vec<IpKey> = fresh
+                    .iter()
+                    .filter(|n| v4_of(n.addr()).is_some())
+                    .map(|n| key_of(n.addr()))
+                    .collect();
+                if let Err(undo) = self.bans_data().and_then(|d| {
+                    batch::delete(&d, &keys).map_err(|source| Error::Io {
+                        context: "taking unindexed bans back out".into(),
+                        source,
+                    })
+                }) {
+                    tracing::error!(error = %undo, "bans in BANS but not in the ban index: enforced again at the next controller start");
+                }
+                Err(e)
             }
         }
     }

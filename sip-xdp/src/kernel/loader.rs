@@ -207,17 +207,24 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
     if !pinned || upgrade::pinned_stamp(pins) != Some(upgrade::object_stamp()) {
         // Maps kept from an earlier load (detach without --purge) are
         // shared by the new programs too: their layouts must match.
+        upgrade::retire_stale_index(pins)?;
         upgrade::check_compatible(pins)?;
         super::features::check()?;
         raise_memlock();
         let mut ebpf = load_object(pins, caps)?;
+        // The new program trusts its index for IPv4: a fresh one (a first
+        // load on kept maps, an upgrade) must hold the kept bans before
+        // the program runs anywhere.
+        let (indexed, left_to_bans) = super::Maps::open(pins)?.rebuild_ban_index()?;
+        if indexed + left_to_bans > 0 {
+            tracing::info!(
+                indexed,
+                left_to_bans,
+                "kept bans indexed for the new program"
+            );
+        }
         if pinned {
             replace_pinned(pins, &mut ebpf)?;
-            // A program from before the ban index finds it empty: index
-            // the bans the kept BANS holds.
-            if let Err(e) = super::Maps::open(pins).and_then(|mut m| m.rebuild_ban_index()) {
-                tracing::warn!(error = %e, "indexing the kept bans failed; BANS enforces them");
-            }
         } else {
             pin_program::<Xdp>(&mut ebpf, PROGRAM_NAME, &pins.prog())?;
             pin_program::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME, &pins.egress_prog())?;

@@ -82,6 +82,30 @@ pub fn kept_choices(pins: &Pins, caps: &Capacities) -> Vec<Kept> {
     kept
 }
 
+/// Unpins a ban index whose layout is not this object's (a build from
+/// before its spill mark): the index is derived from BANS, so the load
+/// creates a fresh one and indexes the kept bans before the new programs
+/// take over. The old programs keep the old index until then.
+pub fn retire_stale_index(pins: &Pins) -> Result<()> {
+    let path = pins.map(MAP_BAN_INDEX);
+    let Ok(info) = MapData::from_pin(&path).and_then(|d| d.info()) else {
+        return Ok(());
+    };
+    let ours = std::mem::size_of::<sip_xdp_common::banindex::Bucket>() as u32;
+    if info.value_size() == ours {
+        return Ok(());
+    }
+    tracing::info!(
+        pinned_bytes = info.value_size(),
+        bytes = ours,
+        "the pinned ban index has another layout; a new one is built from BANS"
+    );
+    std::fs::remove_file(&path).map_err(|source| Error::Io {
+        context: format!("unpinning {}", path.display()),
+        source,
+    })
+}
+
 /// Checks every pinned map this object also defines against the object's
 /// definition: type, key and value sizes, flags, and the size of the maps
 /// whose size is fixed.
