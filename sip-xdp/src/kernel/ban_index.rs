@@ -31,6 +31,9 @@ use crate::{Error, Result};
 /// touches all 32,768).
 const WHOLE_PASS: usize = 2_048;
 
+/// Bucket size of the index before it answered for BANS (no spill mark).
+const OLD_LAYOUT: u32 = 60;
+
 pub struct BanIndex {
     map: Array<MapData, Bucket>,
     lock_dir: File,
@@ -61,6 +64,13 @@ impl BanIndex {
             context: context(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        // The layout before the spill mark: its program asks BANS for
+        // every ban, so BANS alone is right until the controller of this
+        // build replaces it (a CLI command of a new package while the old
+        // controller still runs).
+        if data.info().is_ok_and(|i| i.value_size() == OLD_LAYOUT) {
+            return Ok(None);
+        }
         let map = Array::try_from(Map::Array(data)).map_err(|e| Error::Io {
             context: format!("{}: another build's layout", context()),
             source: std::io::Error::other(e.to_string()),
