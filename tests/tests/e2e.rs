@@ -299,11 +299,25 @@ fn a_new_version_replaces_the_pinned_program_without_a_gap() {
     };
     let ours = stamp(None);
     assert_ne!(ours, 0, "the loader stamps what it pinned");
-    // As if an older build had pinned them: a build from before the IPv4
-    // ban index pinned no BAN_INDEX (its own program keeps the one it has).
+    // As if an older build had pinned them: the build before the spill
+    // mark pinned a BAN_INDEX of 60-byte buckets, which this build cannot
+    // share (its own program keeps the one it has). The upgrade must build
+    // a new index from BANS before its program runs: this one trusts the
+    // index for IPv4, and the banned client sends all along.
     stamp(Some(1));
     let index_pin = cli.pins.join("maps/BAN_INDEX");
     std::fs::remove_file(&index_pin).expect("unpinning BAN_INDEX");
+    let old_layout = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
+        4,
+        60,
+        sip_xdp_common::banindex::BUCKETS,
+        0,
+    );
+    MapData::create(old_layout, "BAN_INDEX", None)
+        .expect("an index of the older layout")
+        .pin(&index_pin)
+        .expect("pinning it");
 
     let listener = SipListener::start(&lab.server, 5060);
     let to = SocketAddr::new(lab.links[0].server_v4, 5060);

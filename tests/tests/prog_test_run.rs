@@ -954,3 +954,39 @@ fn the_index_count_never_wraps_and_the_index_is_rebuilt_from_bans() {
     // The emptied slot's count went with it: BANS' two, the new slot's one.
     assert_eq!(hits_of(&p, a), 3);
 }
+
+/// A ban written to BANS behind the index (a CLI command killed between
+/// its two writes, a binary of another build) is invisible to the program
+/// for IPv4: its bucket is not marked. The controller's periodic check
+/// finds it and indexes it.
+#[test]
+fn bans_written_behind_the_index_are_found_and_indexed() {
+    use aya::maps::{HashMap, Map, MapData};
+    use sip_xdp_common::{maps::BanValue, IpKey};
+    let p = TestProg::load("banheal");
+    ban(&p, "203.0.113.92", None);
+    let data = MapData::from_pin(p.pins.map(sip_xdp_common::maps::MAP_BANS)).unwrap();
+    let mut bans: HashMap<MapData, IpKey, BanValue> =
+        HashMap::try_from(Map::HashMap(data)).unwrap();
+    let a: std::net::IpAddr = "203.0.113.91".parse().unwrap();
+    let behind = BanValue {
+        expires_ns: 0,
+        hits: 0,
+        reason: BanReason::Manual as u32,
+        _pad: 0,
+    };
+    bans.insert(sip_xdp_common::addr::key_of(a), behind, 0)
+        .unwrap();
+    let f = Frame::sip("203.0.113.91", OPTIONS).build();
+    assert_eq!(
+        p.run(&f),
+        XDP_PASS,
+        "in BANS, but not in its unmarked bucket"
+    );
+    assert_eq!(p.maps().heal_ban_index().unwrap(), 1);
+    assert_eq!(run(&p, &f), (XDP_DROP, vec![(Banned, 1)]));
+    assert_eq!(p.maps().heal_ban_index().unwrap(), 0, "nothing left unseen");
+    // The ban made through `Maps` was visible all along.
+    let g = Frame::sip("203.0.113.92", OPTIONS).build();
+    assert_eq!(p.run(&g), XDP_DROP);
+}

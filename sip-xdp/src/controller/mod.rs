@@ -98,6 +98,10 @@ struct Round {
 
 type RoundResult = Result<RoundOutput, RoundError>;
 
+/// How often the controller checks that every IPv4 ban in BANS is visible
+/// through the index: a few batch reads (BANS and 2 MiB of index).
+const HEAL_EVERY: Duration = Duration::from_secs(30);
+
 impl Controller {
     /// Attaches to the configured interfaces (an existing attachment, for
     /// example from before a restart, is kept as it is) and applies the
@@ -191,6 +195,9 @@ impl Controller {
         );
         let mut tick = new_interval(self.cfg.sync_interval);
         let mut detect_tick = new_interval(self.defender.interval());
+        let mut heal_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + HEAL_EVERY, HEAL_EVERY);
+        heal_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // Database rounds run as tasks of their own and report here.
         let (round_tx, mut round_rx) = mpsc::channel::<RoundResult>(4);
         // Samples are parsed off this loop; the queue is bounded and a full
@@ -227,6 +234,7 @@ impl Controller {
                 _ = watchdog.tick() => self.notify.ping(),
                 _ = tick.tick() => self.cycle(&round_tx),
                 _ = detect_tick.tick() => self.detect_pass().await,
+                _ = heal_tick.tick() => self.heal_ban_index(),
                 Some(s) = rx.recv() => self.sample(s),
                 Some(r) = round_rx.recv() => self.finish_round(r),
                 Some(r) = next_report(&mut feed_rx) => self.on_feed_report(r, &round_tx),
@@ -541,6 +549,20 @@ impl Controller {
         let found = self.defender.take_failures(out.failures);
         self.act_all(found);
         self.notify.state(self.service_status());
+    }
+
+    /// Indexes bans written to BANS behind the index (see
+    /// `Maps::heal_ban_index`): without it the program would not see them
+    /// until the next start.
+    fn heal_ban_index(&mut self) {
+        match self.maps.heal_ban_index() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                bans = n,
+                "bans the ban index did not show were indexed (a command killed between its two writes, or a binary of another build)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "checking the ban index against BANS failed"),
+        }
     }
 
     /// One sampling unit: per-source counters for floods, the SBC's replies

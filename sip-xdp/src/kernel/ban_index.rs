@@ -15,7 +15,16 @@
 //! the write of a bucket is lost: microseconds, as with BANS' own counter
 //! when `Maps::put` rewrites a ban.
 
-use std::{collections::HashMap, fs::File, net::Ipv4Addr, os::fd::AsRawFd};
+use std::{
+    collections::HashMap,
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+};
 
 use aya::maps::{Array, Map, MapData};
 use sip_xdp_common::{
@@ -36,16 +45,26 @@ const OLD_LAYOUT: u32 = 60;
 
 pub struct BanIndex {
     map: Array<MapData, Bucket>,
+    /// The same map for batch reads (aya has no batch calls).
+    data: MapData,
     lock_dir: File,
+    depth: Arc<AtomicU32>,
 }
 
-/// Holds the writers' lock until dropped (a duplicate of the locked
-/// descriptor: same open file, so the same lock).
-struct Locked(File);
+/// Holds the writers' lock until the last holder in this process drops it
+/// (a duplicate of the locked descriptor: same open file, so the same
+/// lock). Re-entrant: `Maps` holds it across a ban's two maps while the
+/// index's own calls take it again.
+pub struct Held {
+    file: File,
+    depth: Arc<AtomicU32>,
+}
 
-impl Drop for Locked {
+impl Drop for Held {
     fn drop(&mut self) {
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        if self.depth.fetch_sub(1, Ordering::AcqRel) == 1 {
+            unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        }
     }
 }
 
@@ -71,6 +90,10 @@ impl BanIndex {
         if data.info().is_ok_and(|i| i.value_size() == OLD_LAYOUT) {
             return Ok(None);
         }
+        let batch = MapData::from_pin(&path).map_err(|e| Error::Io {
+            context: context(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let map = Array::try_from(Map::Array(data)).map_err(|e| Error::Io {
             context: format!("{}: another build's layout", context()),
             source: std::io::Error::other(e.to_string()),
@@ -79,19 +102,31 @@ impl BanIndex {
             context: context(),
             source,
         })?;
-        Ok(Some(Self { map, lock_dir }))
+        Ok(Some(Self {
+            map,
+            data: batch,
+            lock_dir,
+            depth: Arc::new(AtomicU32::new(0)),
+        }))
     }
 
-    fn lock(&self) -> Result<Locked> {
+    /// The writers' lock (see the module's notes).
+    pub fn lock(&self) -> Result<Held> {
         let io = |source| Error::Io {
             context: "locking the ban index".into(),
             source,
         };
-        let held = self.lock_dir.try_clone().map_err(io)?;
-        if unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let file = self.lock_dir.try_clone().map_err(io)?;
+        if self.depth.load(Ordering::Acquire) == 0
+            && unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0
+        {
             return Err(io(std::io::Error::last_os_error()));
         }
-        Ok(Locked(held))
+        self.depth.fetch_add(1, Ordering::AcqRel);
+        Ok(Held {
+            file,
+            depth: self.depth.clone(),
+        })
     }
 
     fn get(&self, b: u32) -> Result<Bucket> {
@@ -157,8 +192,36 @@ impl BanIndex {
         Ok(full)
     }
 
+    /// Every bucket: a few batch reads (2 MiB), one read per bucket where
+    /// the kernel has no batch calls for arrays.
     fn read_all(&self) -> Result<Vec<Bucket>> {
-        (0..BUCKETS).map(|b| self.get(b)).collect()
+        let mut all = vec![Bucket::default(); BUCKETS as usize];
+        let read = super::batch::for_each::<u32, Bucket>(&self.data, |b, v| {
+            if let Some(at) = all.get_mut(*b as usize) {
+                *at = *v;
+            }
+        });
+        match read {
+            Ok(n) if n == BUCKETS as usize => Ok(all),
+            _ => (0..BUCKETS).map(|b| self.get(b)).collect(),
+        }
+    }
+
+    /// The IPv4 bans among `bans` that the program cannot see: in no slot
+    /// of a bucket without its spill mark. None unless something wrote
+    /// BANS behind the index (a command killed between the two writes, a
+    /// binary of another build).
+    pub fn unseen(&self, bans: &[(Ipv4Addr, u64)]) -> Result<Vec<(Ipv4Addr, u64)>> {
+        let all = self.read_all()?;
+        Ok(bans
+            .iter()
+            .filter(|(a, _)| {
+                let w = addr_word(a.octets());
+                let b = &all[bucket_of(w) as usize];
+                b.spill == 0 && !b.slots.iter().any(|s| !s.is_empty() && s.addr == w)
+            })
+            .copied()
+            .collect())
     }
 
     /// Makes the index hold exactly `bans`, with exact spill marks: at

@@ -382,6 +382,7 @@ impl Maps {
     /// Removes the ban or block rule for exactly `net`. False if none existed.
     pub fn unblock(&mut self, net: &IpNet) -> Result<bool> {
         let r = if is_host(net) {
+            let _held = self.hold_index()?;
             self.unindex(&[net.addr()])?;
             self.bans.remove(&key_of(net.addr()))
         } else {
@@ -399,6 +400,7 @@ impl Maps {
     /// the lifted bans.
     pub fn allow(&mut self, net: IpNet) -> Result<Vec<IpAddr>> {
         self.put_allow(&net)?;
+        let _held = self.hold_index()?;
         let covered: Vec<IpKey> = if is_host(&net) {
             vec![key_of(net.addr())]
         } else {
@@ -674,6 +676,7 @@ impl Maps {
     /// the hit counter of an entry being updated.
     pub fn put(&mut self, net: &IpNet, expires_ns: u64, reason: BanReason) -> Result<()> {
         if is_host(net) {
+            let _held = self.hold_index()?;
             let k = key_of(net.addr());
             let held = self.bans.get(&k, 0).ok();
             let v = BanValue {
@@ -712,6 +715,7 @@ impl Maps {
         let (hosts, nets): (Vec<&(IpNet, u64, BanReason)>, Vec<_>) =
             entries.iter().partition(|(n, _, _)| is_host(n));
         if !hosts.is_empty() {
+            let _held = self.hold_index()?;
             let keys: Vec<IpKey> = hosts.iter().map(|(n, _, _)| key_of(n.addr())).collect();
             let values: Vec<BanValue> = hosts
                 .iter()
@@ -753,6 +757,7 @@ impl Maps {
         let (hosts, prefixes): (Vec<&IpNet>, Vec<&IpNet>) = nets.iter().partition(|n| is_host(n));
         let mut removed = 0;
         if !hosts.is_empty() {
+            let _held = self.hold_index()?;
             self.unindex(&hosts.iter().map(|n| n.addr()).collect::<Vec<_>>())?;
             let keys: Vec<IpKey> = hosts.iter().map(|n| key_of(n.addr())).collect();
             removed += batch::delete(&self.bans_data()?, &keys).map_err(|e| Error::Io {
@@ -764,6 +769,38 @@ impl Maps {
             removed += usize::from(self.unblock(n)?);
         }
         Ok(removed)
+    }
+
+    /// The index writers' lock, held across both maps while a ban goes in
+    /// or out: a `heal_ban_index` in another process then never sees a ban
+    /// half removed (out of the index, still in BANS) and puts it back.
+    fn hold_index(&self) -> Result<Option<super::ban_index::Held>> {
+        self.index.as_ref().map(|i| i.lock()).transpose()
+    }
+
+    /// Indexes the IPv4 bans the program cannot see: in BANS, but in no
+    /// slot of a bucket without its spill mark. There are none unless BANS
+    /// was written behind the index (a command killed between its two
+    /// writes, a binary of another build); the controller checks at every
+    /// expiry sweep. Returns how many it indexed.
+    pub fn heal_ban_index(&mut self) -> Result<usize> {
+        let Some(held) = self.hold_index()? else {
+            return Ok(0);
+        };
+        let bans: Vec<(Ipv4Addr, u64)> = self
+            .bans_raw()
+            .into_iter()
+            .filter_map(|(a, v)| v4_of(a).map(|a| (a, v.expires_ns)))
+            .collect();
+        let Some(index) = self.index.as_mut() else {
+            return Ok(0);
+        };
+        let unseen = index.unseen(&bans)?;
+        if !unseen.is_empty() {
+            index.put(&unseen)?;
+        }
+        drop(held);
+        Ok(unseen.len())
     }
 
     /// Adds IPv4 bans to the index after BANS holds them. The program
