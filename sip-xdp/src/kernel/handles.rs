@@ -781,17 +781,13 @@ impl Maps {
     /// Indexes the IPv4 bans the program cannot see: in BANS, but in no
     /// slot of a bucket without its spill mark. There are none unless BANS
     /// was written behind the index (a command killed between its two
-    /// writes, a binary of another build); the controller checks at every
-    /// expiry sweep. Returns how many it indexed.
+    /// writes, a binary of another build); the controller checks every
+    /// 30 s. Returns how many it indexed.
     pub fn heal_ban_index(&mut self) -> Result<usize> {
         let Some(held) = self.hold_index()? else {
             return Ok(0);
         };
-        let bans: Vec<(Ipv4Addr, u64)> = self
-            .bans_raw()
-            .into_iter()
-            .filter_map(|(a, v)| v4_of(a).map(|a| (a, v.expires_ns)))
-            .collect();
+        let bans = self.v4_bans();
         let Some(index) = self.index.as_mut() else {
             return Ok(0);
         };
@@ -854,19 +850,25 @@ impl Maps {
         index.remove(&v4)
     }
 
-    /// Rewrites the index from BANS: at the controller's start and after an
-    /// upgrade from a program without it. Returns (indexed, left to BANS).
+    /// Rewrites the index from BANS: at every load of the program and every
+    /// start of the controller. Returns (indexed, left to BANS). Holds the
+    /// writers' lock from the read of BANS on, as `heal_ban_index` does.
     pub fn rebuild_ban_index(&mut self) -> Result<(usize, usize)> {
-        let bans: Vec<(Ipv4Addr, u64)> = self
-            .bans_raw()
-            .into_iter()
-            .filter_map(|(a, v)| v4_of(a).map(|a| (a, v.expires_ns)))
-            .collect();
+        let _held = self.hold_index()?;
+        let bans = self.v4_bans();
         let Some(index) = self.index.as_mut() else {
             return Ok((0, bans.len()));
         };
         let full = index.rebuild(&bans)?;
         Ok((bans.len() - full, full))
+    }
+
+    /// BANS' IPv4 bans with their expiry, as the index keeps them.
+    fn v4_bans(&self) -> Vec<(Ipv4Addr, u64)> {
+        self.bans_raw()
+            .into_iter()
+            .filter_map(|(a, v)| v4_of(a).map(|a| (a, v.expires_ns)))
+            .collect()
     }
 
     /// Slots in use in the ban index; `None` without one.
