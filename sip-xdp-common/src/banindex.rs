@@ -17,7 +17,8 @@
 //! away, so the index never hides a ban BANS holds.
 
 /// Buckets (a power of two): 2 MiB, 163,840 slots. At 100,000 bans a
-/// bucket averages three; the few whose bucket is full stay in BANS only.
+/// bucket averages three; the few whose bucket is full stay in BANS only,
+/// and mark it.
 pub const BUCKETS: u32 = 32_768;
 const BUCKET_BITS: u32 = BUCKETS.trailing_zeros();
 /// Slots per bucket: 5 × 12 bytes, in one 64-byte array value.

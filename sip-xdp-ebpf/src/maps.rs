@@ -28,7 +28,8 @@ use sip_xdp_common::{
 pub static BANS: HashMap<IpKey, BanValue> = HashMap::pinned(DEFAULT_MAX_BANS, 0);
 
 /// IPv4 bans again, compact: one cache line per lookup (see
-/// `sip_xdp_common::banindex`). Read before BANS.
+/// `sip_xdp_common::banindex`). Read before BANS, and instead of it for an
+/// IPv4 source whose bucket has no spill mark.
 #[map]
 pub static BAN_INDEX: Array<Bucket> = Array::pinned(banindex::BUCKETS, 0);
 
