@@ -145,7 +145,7 @@ impl Controller {
                 tracing::info!(indexed, left_to_bans = full, "ban index rebuilt from BANS")
             }
             Err(e) => {
-                tracing::warn!(error = %e, "rebuilding the ban index failed; BANS enforces every ban")
+                tracing::warn!(error = %e, "rebuilding the ban index failed; the 30 s check indexes what the program cannot see")
             }
         }
         let defender = Defender::new(cfg.detect.clone());

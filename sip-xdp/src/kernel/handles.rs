@@ -678,10 +678,10 @@ impl Maps {
         if is_host(net) {
             let _held = self.hold_index()?;
             let k = key_of(net.addr());
-            let held = self.bans.get(&k, 0).ok();
+            let existing = self.bans.get(&k, 0).ok();
             let v = BanValue {
                 expires_ns,
-                hits: held.map_or(0, |v| v.hits),
+                hits: existing.map_or(0, |v| v.hits),
                 reason: reason as u32,
                 _pad: 0,
             };
@@ -692,7 +692,7 @@ impl Maps {
             ))?;
             // A ban being changed keeps its old slot if the index cannot
             // be written: it stays enforced. A new one is taken back out.
-            let fresh: &[IpNet] = if held.is_some() { &[] } else { &[*net] };
+            let fresh: &[IpNet] = if existing.is_some() { &[] } else { &[*net] };
             self.index(&[(net.addr(), expires_ns)], fresh)
         } else {
             let key = Self::trie_key(net);
@@ -832,7 +832,7 @@ impl Maps {
                         source,
                     })
                 }) {
-                    tracing::error!(error = %undo, "bans in BANS but not in the ban index: enforced again at the next controller start");
+                    tracing::error!(error = %undo, "bans in BANS but not in the ban index: the controller's next check (at most 30 s) indexes them");
                 }
                 Err(e)
             }
