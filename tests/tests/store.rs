@@ -80,6 +80,23 @@ async fn check(store: &Store) {
         "lifted only once"
     );
     assert!(store.expired_unlifted(t0).await.unwrap().is_empty());
+    // The sync's rules (SQLite: times read by SQLite itself) say what the
+    // rows say, to the millisecond, whatever the last digit.
+    for ms in [1, 999] {
+        let b = t0 + Duration::milliseconds(ms);
+        store
+            .insert_block(
+                "198.51.100.11",
+                "",
+                "flood",
+                b,
+                Some(b + Duration::minutes(ms)),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    rules_match_rows(store, t0).await;
     // The live one expires in an hour.
     let later = t0 + Duration::hours(2);
     assert!(!ids(store.active_blocks(later).await.unwrap()).contains(&live));
@@ -200,6 +217,29 @@ async fn check(store: &Store) {
     assert_eq!(bad[0].table, "blocked_ips");
     assert!(bad[0].id > 0);
     assert!(bad[0].why.contains("blocked_at"), "{}", bad[0].why);
+    let (rules, bad) = store.active_rules_checked(now()).await.unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].why.contains("blocked_at"), "{}", bad[0].why);
+    assert!(rules
+        .iter()
+        .flatten()
+        .any(|r| r.net == parse_net("203.0.113.98").unwrap()));
+}
+
+/// Every active row has its rule, with the same address and expiry.
+async fn rules_match_rows(store: &Store, at: NaiveDateTime) {
+    let rows = store.active_blocks(at).await.unwrap();
+    let (rules, bad) = store.active_rules_checked(at).await.unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(rules.len(), rows.len());
+    for (row, rule) in rows.iter().zip(&rules) {
+        let rule = rule.as_ref().unwrap();
+        assert_eq!(
+            (rule.id, rule.net, rule.expires_at),
+            (row.id, parse_net(&row.ip_address).unwrap(), row.expires_at),
+            "{row:?}"
+        );
+    }
 }
 
 /// `report` and the three views operators query, on rows of their own.

@@ -304,6 +304,39 @@ fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
 const BLOCK_COLS: &str =
     "id, ip_address, reason, source, blocked_at, expires_at, unblocked_at, node";
 const RULE_COLS: &str = "id, ip_address, source, blocked_at, expires_at";
+/// `RULE_COLS` with SQLite's text times turned into milliseconds since the
+/// epoch by SQLite itself. sqlx decodes a text time by trying up to a
+/// dozen formats in turn (about 2 µs a value here, a third of the first
+/// sync of 100,000 rows); `julianday` reads the text once, as the `WHERE`
+/// clause's comparisons already read it. A text it cannot read becomes
+/// NULL: for `expires_at` such a row is not active (the comparison fails),
+/// for `blocked_at` `sqlite_rule_columns` reports the row.
+const SQLITE_RULE_COLS: &str = "id, ip_address, source, \
+     CAST(ROUND((julianday(blocked_at) - 2440587.5) * 86400000.0) AS INTEGER) AS blocked_at, \
+     CAST(ROUND((julianday(expires_at) - 2440587.5) * 86400000.0) AS INTEGER) AS expires_at";
+
+/// A row of `SQLITE_RULE_COLS`.
+fn sqlite_rule_columns(
+    r: &sqlx::sqlite::SqliteRow,
+) -> std::result::Result<RuleColumns, sqlx::Error> {
+    let not_a_time = |col: &str| sqlx::Error::ColumnDecode {
+        index: col.to_string(),
+        source: "not a time SQLite reads".into(),
+    };
+    let time = |col: &str| match r.try_get::<Option<i64>, _>(col)? {
+        None => Ok(None),
+        Some(ms) => chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| Some(t.naive_utc()))
+            .ok_or_else(|| not_a_time(col)),
+    };
+    Ok(RuleColumns {
+        id: r.try_get("id")?,
+        ip_address: r.try_get("ip_address")?,
+        source: r.try_get("source")?,
+        blocked_at: time("blocked_at")?.ok_or_else(|| not_a_time("blocked_at"))?,
+        expires_at: time("expires_at")?,
+    })
+}
 
 impl Store {
     /// Connects, creating a SQLite file and its directory if needed, and
@@ -596,23 +629,37 @@ impl Store {
         &self,
         at: NaiveDateTime,
     ) -> Result<(Vec<RuleOrBad>, Vec<Undecoded>)> {
-        let sql = self.active_blocks_sql(RULE_COLS);
-        Ok(with_pool!(self, p => {
-            let rows = sqlx::query(safe(&sql)).bind(self.theirs(at)).fetch(p);
-            decode_stream(
-                rows,
-                "blocked_ips",
-                |r| {
-                    RuleColumns::from_row(r).map(|mut c| {
-                        c.blocked_at = self.ours(c.blocked_at);
-                        c.expires_at = c.expires_at.map(|t| self.ours(t));
-                        rule_of(&c)
-                    })
-                },
-                |r| row_id!(r),
-            )
-            .await?
-        }))
+        let rule = |c: std::result::Result<RuleColumns, sqlx::Error>| {
+            c.map(|mut c| {
+                c.blocked_at = self.ours(c.blocked_at);
+                c.expires_at = c.expires_at.map(|t| self.ours(t));
+                rule_of(&c)
+            })
+        };
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => {
+                let sql = self.active_blocks_sql(SQLITE_RULE_COLS);
+                let rows = sqlx::query(safe(&sql)).bind(self.theirs(at)).fetch(p);
+                decode_stream(
+                    rows,
+                    "blocked_ips",
+                    |r| rule(sqlite_rule_columns(r)),
+                    |r| row_id!(r),
+                )
+                .await?
+            }
+            Pool::Mysql(p) => {
+                let sql = self.active_blocks_sql(RULE_COLS);
+                let rows = sqlx::query(safe(&sql)).bind(self.theirs(at)).fetch(p);
+                decode_stream(
+                    rows,
+                    "blocked_ips",
+                    |r| rule(RuleColumns::from_row(r)),
+                    |r| row_id!(r),
+                )
+                .await?
+            }
+        })
     }
 
     /// A summary of the active blocks and the allow-list, from aggregates
