@@ -14,11 +14,12 @@
 //! million: a small table is swept in one pass. After the hot map
 //! overflowed, busy sources went unfiled, so a sweep starts at once (or
 //! right after the one under way) instead of waiting: they are read within
-//! one sweep, and no pass reads more than the hot map and one part. An
-//! overflow means tens of thousands of sources over the hot mark at once,
-//! which the ban cap could not ban in one unit anyway; reading them all in
-//! one pass took 1 s at a million. With flood detection off the program
-//! files nothing, and only the sweeps remain.
+//! one sweep, and no pass reads more than the hot map and one part (half a
+//! part beside a full hot map). An overflow means tens of thousands of
+//! sources over the hot mark at once, which the ban cap could not ban in
+//! one unit anyway; reading them all in one pass took 1 s at a million.
+//! With flood detection off the program files nothing, and only the
+//! sweeps remain.
 
 use std::{
     collections::HashSet,
@@ -97,6 +98,15 @@ impl Default for Sampler {
     }
 }
 
+/// The sweep's part in a pass that also reads `filed` hot sources: one
+/// source less per hot one, down to half a part. A hot source is read by
+/// a lookup of its own, about 2.5 times a swept source's cost here, and a
+/// full hot map beside a whole part took up to 500 ms at a million tracked
+/// sources (BENCHMARKS.md); a sweep still ends while the hot map stays full.
+fn part_beside(part: usize, filed: usize) -> usize {
+    part.saturating_sub(filed).max(part.div_ceil(2))
+}
+
 impl Sampler {
     /// Sweeps only every `every` (and after an overflow), however cheap:
     /// what a test or a benchmark of the hot pass wants.
@@ -126,6 +136,11 @@ impl Sampler {
     pub fn sweeping_at_most(mut self, sources: usize) -> Self {
         self.part = sources.max(1);
         self
+    }
+
+    /// The sweep's part in a pass that also reads `filed` hot sources.
+    pub fn part_beside(&self, filed: usize) -> usize {
+        part_beside(self.part, filed)
     }
 
     /// Tracked sources as the last complete sweep counted them.
@@ -178,9 +193,10 @@ impl Sampler {
         // The sweep's part first: a filed source it holds is judged from
         // that reading, as filed, and is not looked up again below.
         let mut filed: HashSet<IpKey> = filed.into_iter().collect();
+        let part = self.part_beside(filed.len());
         if let Some(sweep) = &mut self.sweep {
             let part_started = Instant::now();
-            let (n, next) = maps.some_sources(closed, sweep.cursor, self.part, |k, t| {
+            let (n, next) = maps.some_sources(closed, sweep.cursor, part, |k, t| {
                 f(k, t, filed.remove(&k));
             })?;
             read.sources += n;
@@ -202,5 +218,25 @@ impl Sampler {
             }
         }
         Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_sources_take_the_place_of_swept_ones_down_to_half_a_part() {
+        let part = SWEEP_SLOTS / 2;
+        assert_eq!(part_beside(part, 0), part);
+        assert_eq!(part_beside(part, 1000), part - 1000);
+        assert_eq!(
+            part_beside(part, sip_xdp_common::maps::MAX_HOT as usize),
+            part / 2
+        );
+        assert_eq!(part_beside(part, usize::MAX), part / 2);
+        // Tests' parts of a few sources still move.
+        assert_eq!(part_beside(1, 65_536), 1);
+        assert_eq!(part_beside(3, 65_536), 2);
     }
 }

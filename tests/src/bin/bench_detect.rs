@@ -73,7 +73,7 @@ fn sampling_pass() {
     println!(
         "A pass reads the sources the program filed as hot (their packets on one CPU reached the hot mark, the \
          lowest flood limit shared among the CPUs), plus a part of a sweep over every tracked source: {} sources \
-         per pass here ({SWEEP_SLOTS} value slots over {cpus} CPUs), from the first pass, then every {} s or sooner \
+         per pass here ({SWEEP_SLOTS} value slots over {cpus} CPUs; one fewer per hot source read beside it, down to half), from the first pass, then every {} s or sooner \
          while a sweep is cheap (at most 1% of the time between two), and at once after the hot map overflowed. \
          Hot sources filed by writing the hot map as the program does; hot passes best of 3. After an overflow: \
          the hot map full, then one packet from a source over the hot mark through the program, which finds no \
@@ -173,7 +173,7 @@ fn sampling_pass() {
         let (after, read, full, _) = one_pass(&mut sampler, &maps, &mut flood);
         // A table smaller than a part is swept in one pass; a larger one
         // in parts, the overflow's pass included.
-        if (n as usize) < SWEEP_SLOTS / cpus {
+        if (n as usize) < sampler.part_beside(MAX_HOT as usize) {
             assert!(full && read > n as usize, "{read} of {n}: every source");
         } else {
             assert!(!full && sampler.sweeping(), "{read} of {n}: a part");
