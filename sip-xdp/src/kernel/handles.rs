@@ -920,16 +920,20 @@ impl Maps {
     }
 }
 
+/// The set bits of the port bitmap, in one batch read (1,024 lookups
+/// before, for each of the two sets `status` shows).
 fn read_ports(map: &Array<MapData, u64>) -> Result<Vec<u16>> {
+    use aya::maps::IterableMap as _;
     let mut out = Vec::new();
-    for w in 0..SIP_PORT_WORDS {
-        let bits = map.get(&w, 0).map_err(Error::map("reading ports"))?;
+    batch::for_each::<u32, u64>(map.map(), |w, bits| {
         for b in 0..64 {
             if bits & (1 << b) != 0 {
                 out.push((w * 64 + b) as u16);
             }
         }
-    }
+    })
+    .map_err(Error::io("reading ports"))?;
+    out.sort_unstable();
     Ok(out)
 }
 
