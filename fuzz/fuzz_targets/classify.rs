@@ -1,11 +1,13 @@
-//! The first-line classifier and the CSeq scan the kernel runs, on any
-//! bytes: never a panic, and a request class only with its method token.
+//! The first-line classifier and the header scan the kernel runs, on any
+//! bytes: never a panic, a request class only with its method token, and
+//! a scan that stops where the kernel's does (a message cut at the scan's
+//! length reads the same).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sip_xdp_common::{
     classify::classify_payload,
-    cseq::{cseq_method, CSEQ_BUF, CSEQ_SCAN},
+    exchange::{scan, EXCHANGE_SCAN},
     SipClass, CLASSIFY_LEN,
 };
 
@@ -19,8 +21,7 @@ fuzz_target!(|data: &[u8]| {
         let sp = head.iter().position(|&b| b == b' ').expect("a request has its space");
         assert!(head[..sp].iter().all(u8::is_ascii_uppercase));
     }
-    let mut buf = [0u8; CSEQ_BUF];
-    let n = data.len().min(CSEQ_SCAN);
-    buf[..n].copy_from_slice(&data[..n]);
-    let _ = cseq_method(&buf, n);
+    let whole = scan(data);
+    let _ = (whole.transaction(), whole.nonce(), whole.cseq_method());
+    assert_eq!(whole, scan(&data[..data.len().min(EXCHANGE_SCAN)]));
 });

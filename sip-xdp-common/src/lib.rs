@@ -9,7 +9,7 @@ pub mod addr;
 pub mod banindex;
 pub mod classify;
 pub mod config;
-pub mod cseq;
+pub mod exchange;
 pub mod maps;
 pub mod memory;
 pub mod reason;

@@ -16,8 +16,18 @@ pub const MAP_SAMPLES: &str = "SAMPLES";
 pub const MAP_SAMPLE_BUDGET: &str = "SAMPLE_BUDGET";
 pub const MAP_REPLIES: &str = "REPLIES";
 pub const MAP_VERIFIED: &str = "VERIFIED";
-pub const MAP_TRUST_SCAN: &str = "TRUST_SCAN";
 pub const MAP_TRUST_PROG: &str = "TRUST_PROG";
+/// Addresses in an exchange with the SBC (challenged, asked, or with a
+/// transaction pending): their SIP is scanned at ingress.
+pub const MAP_WATCH: &str = "WATCH";
+/// Digest nonces the SBC sent, per address.
+pub const MAP_NONCES: &str = "NONCES";
+/// Transactions pending an answer, per address.
+pub const MAP_EXCHANGES: &str = "EXCHANGES";
+/// Per-CPU scratch of the header scans (both directions).
+pub const MAP_SCAN: &str = "SCAN";
+/// Slot 0: the ingress exchange program, tail-called by the XDP program.
+pub const MAP_EXCHANGE_PROG: &str = "EXCHANGE_PROG";
 pub const MAP_SHED: &str = "SHED";
 /// One u32: the sampling unit the controller's passes are in (see `HOT0`).
 pub const MAP_UNIT: &str = "UNIT";
@@ -64,6 +74,18 @@ pub const DEFAULT_MAX_REPLIES: u32 = 65_536;
 /// a flood of verifications (the SBC answering many spoofed requests) can
 /// only evict the least recently refreshed, never fail.
 pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
+/// Addresses in an exchange, nonces sent, and transactions pending. LRUs:
+/// a storm of challenges to spoofed addresses evicts the oldest, never
+/// fails (a phone whose entry went loses trust for that exchange, and
+/// earns it at its next registration).
+pub const MAX_WATCH: u32 = 65_536;
+pub const MAX_NONCES: u32 = 65_536;
+pub const MAX_EXCHANGES: u32 = 65_536;
+/// How long a nonce the SBC sent is accepted back: past it, a client asks
+/// again (registrars expire nonces sooner, and answer `stale=true`).
+pub const NONCE_TTL_NS: u64 = 300_000_000_000;
+/// How long a transaction waits for its answer: Timer B/F, 64 × T1.
+pub const EXCHANGE_TTL_NS: u64 = 32_000_000_000;
 /// Sources that can reach the hot mark in one unit before the controller
 /// falls back to reading every tracked source (counted as `hot_full`).
 pub const MAX_HOT: u32 = 65_536;
@@ -211,11 +233,12 @@ impl Reply {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trust {
-    /// The SBC sent it a 2xx to REGISTER: it passed digest authentication.
+    /// The SBC sent a 2xx to its REGISTER, which carried back a nonce the
+    /// SBC had sent to this address: it read the challenge and passed it.
     Registered = 1,
-    /// The SBC sent it a 2xx to INVITE.
+    /// The same for an INVITE (a 407 answered).
     Invited = 2,
-    /// The SBC sent it a request: a peer the SBC chose (trunk, carrier, or a
+    /// It answered a request the SBC sent it (trunk, carrier, or a
     /// registered contact it calls).
     Peer = 3,
 }
@@ -255,6 +278,69 @@ impl Verified {
     pub const fn active_at(&self, now_ns: u64) -> bool {
         self.expires_ns > now_ns
     }
+}
+
+/// An address in an exchange with the SBC. Ingress scans its requests
+/// while the entry lives, so nothing it sends can make a pending
+/// transaction's response look like another method's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watch {
+    /// When this unbroken watch began: a transaction recorded before it
+    /// (the entry expired or was evicted meanwhile, so a request went
+    /// unscanned) earns nothing.
+    pub since_ns: u64,
+    pub expires_ns: u64,
+}
+
+impl Watch {
+    #[inline(always)]
+    pub const fn active_at(&self, now_ns: u64) -> bool {
+        self.expires_ns > now_ns
+    }
+}
+
+/// A nonce the SBC sent to an address in a 401 or 407.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NonceKey {
+    pub addr: crate::IpKey,
+    /// `exchange::HeaderScan::nonce`.
+    pub nonce: u64,
+}
+
+/// A transaction of an address (`exchange::HeaderScan::transaction`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExchangeKey {
+    pub addr: crate::IpKey,
+    pub txn: u64,
+}
+
+/// What a pending transaction is.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// The address sent a REGISTER (by its request line) in it.
+    Register = 1,
+    /// The address sent an INVITE.
+    Invite = 2,
+    /// The SBC sent the address a request: any response from it is an
+    /// answer.
+    Asked = 3,
+}
+
+/// A pending transaction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exchange {
+    pub created_ns: u64,
+    pub expires_ns: u64,
+    /// A `Pending`.
+    pub kind: u32,
+    /// 1 when the request carried back a nonce the SBC had sent to this
+    /// address: only its owner could read it.
+    pub proven: u32,
 }
 
 /// Why a packet was sampled.
@@ -321,6 +407,10 @@ mod pod {
     unsafe impl aya::Pod for SampleBudget {}
     unsafe impl aya::Pod for Verified {}
     unsafe impl aya::Pod for ShedWindow {}
+    unsafe impl aya::Pod for Watch {}
+    unsafe impl aya::Pod for NonceKey {}
+    unsafe impl aya::Pod for ExchangeKey {}
+    unsafe impl aya::Pod for Exchange {}
 }
 
 #[cfg(test)]
@@ -336,6 +426,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<ReplyStats>(), 32);
         assert_eq!(core::mem::size_of::<SampleHeader>(), 40);
         assert_eq!(core::mem::size_of::<Sample>(), 40 + 1024);
+        assert_eq!(core::mem::size_of::<Watch>(), 16);
+        assert_eq!(core::mem::size_of::<NonceKey>(), 24);
+        assert_eq!(core::mem::size_of::<ExchangeKey>(), 24);
+        assert_eq!(core::mem::size_of::<Exchange>(), 24);
     }
 
     #[test]

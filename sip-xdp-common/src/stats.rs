@@ -56,9 +56,15 @@ pub enum Counter {
     /// A source reached the hot mark while the unit's hot map was full:
     /// the controller's next pass reads every source (not a verdict).
     HotFull,
+    /// A request from an address in an exchange whose CSeq names REGISTER
+    /// or INVITE under another method, or cannot be found: the one way a
+    /// response could pass for a pending transaction's (dropped; passed
+    /// in monitor mode).
+    BadCSeq,
+    MonitorBadCSeq,
 }
 
-pub const COUNTERS: u32 = Counter::HotFull as u32 + 1;
+pub const COUNTERS: u32 = Counter::MonitorBadCSeq as u32 + 1;
 
 /// What a counter says about the packets it counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +112,8 @@ impl Counter {
         Counter::Shed,
         Counter::MonitorShed,
         Counter::HotFull,
+        Counter::BadCSeq,
+        Counter::MonitorBadCSeq,
     ];
 
     /// The counter a drop reason uses in monitor mode.
@@ -117,6 +125,7 @@ impl Counter {
             Counter::Malformed => Counter::MonitorMalformed,
             Counter::RateLimited => Counter::MonitorRateLimited,
             Counter::Shed => Counter::MonitorShed,
+            Counter::BadCSeq => Counter::MonitorBadCSeq,
             other => other,
         }
     }
@@ -134,12 +143,14 @@ impl Counter {
             | Counter::Blocked
             | Counter::Malformed
             | Counter::RateLimited
-            | Counter::Shed => Verdict::Drop,
+            | Counter::Shed
+            | Counter::BadCSeq => Verdict::Drop,
             Counter::MonitorBanned
             | Counter::MonitorBlocked
             | Counter::MonitorMalformed
             | Counter::MonitorRateLimited
-            | Counter::MonitorShed => Verdict::WouldDrop,
+            | Counter::MonitorShed
+            | Counter::MonitorBadCSeq => Verdict::WouldDrop,
             _ => Verdict::None,
         }
     }
@@ -181,6 +192,8 @@ impl Counter {
             Counter::Shed => "drop_shed",
             Counter::MonitorShed => "would_drop_shed",
             Counter::HotFull => "hot_map_full",
+            Counter::BadCSeq => "drop_bad_cseq",
+            Counter::MonitorBadCSeq => "would_drop_bad_cseq",
         }
     }
 }
@@ -208,6 +221,7 @@ mod tests {
             Counter::Malformed,
             Counter::RateLimited,
             Counter::Shed,
+            Counter::BadCSeq,
         ] {
             assert_eq!(c.verdict(), Verdict::Drop);
             assert_eq!(c.monitored().verdict(), Verdict::WouldDrop);

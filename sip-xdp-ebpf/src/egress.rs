@@ -1,29 +1,28 @@
 //! TC egress: counts the SBC's own final responses per client address, so
-//! the controller sees password guessing (401/407/403 with no 2xx) and
-//! extension enumeration (404) without reading any SIP server's database;
-//! and learns verified sources: the destination of a 2xx to REGISTER or
-//! INVITE, or of a request the SBC sends. It only counts: every packet
+//! the controller sees password guessing (401/407/403 with no answered
+//! challenge) and extension enumeration (404) without reading any SIP
+//! server's database; and feeds the exchange (`crate::exchange`) with the
+//! SBC's challenges, 2xx and requests. It only counts: every packet
 //! continues.
 
-use core::{
-    ffi::c_void,
-    intrinsics::{atomic_xadd, AtomicOrdering},
-};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::generated::bpf_loop, macros::classifier, programs::TcContext,
+    bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, macros::classifier,
+    programs::TcContext,
 };
 use network_types::udp::UdpHdr;
 use sip_xdp_common::{
     classify,
-    cseq::{cseq_step, method_after, CSeqMethod, CSEQ_SCAN},
-    maps::{Reply, ReplyStats, Trust, Verified},
+    maps::{Reply, ReplyStats},
     Counter, IpKey, SipClass, CLASSIFY_LEN,
 };
 
 use crate::{
-    count, is_sip_port,
-    maps::{CONFIG, REPLIES, TRUST_PROG, TRUST_SCAN, VERIFIED},
+    count,
+    exchange::{self, Mode},
+    is_sip_port,
+    maps::{CONFIG, REPLIES, TRUST_PROG},
     opaque_offset,
     parse::{self, ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP},
 };
@@ -66,9 +65,10 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
     let prefix = u64::from_le_bytes([
         line[0], line[1], line[2], line[3], line[4], line[5], line[6], line[7],
     ]);
+    let payload_len = udp.payload_len;
     if prefix != STATUS_PREFIX || line[11] != b' ' {
         if is_request(ctx, payload_off)? {
-            trust(&l3.dst, Trust::Peer);
+            hand_to_trust(ctx, &l3.dst, payload_off, payload_len, Mode::Ask);
         }
         return Ok(());
     }
@@ -82,26 +82,31 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
         Reply::NotFound404 => Counter::Reply404,
         Reply::ProxyAuth407 => Counter::Reply407,
     });
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
-    // Per prefix, as the ingress side counts the requests.
-    let client = match CONFIG.get(0) {
-        Some(c) => c.source_key(&l3.dst),
-        None => l3.dst,
-    };
-    count_reply(&client, reply as usize, now);
-    if reply == Reply::Success {
-        // Last: a tail call does not come back.
-        hand_to_trust(ctx, &l3.dst, payload_off, udp.payload_len);
+    // Last: a tail call does not come back.
+    match reply {
+        // Counted for the client by the trust program, if it answers a
+        // challenge.
+        Reply::Success => hand_to_trust(ctx, &l3.dst, payload_off, payload_len, Mode::Answer),
+        Reply::Unauthorized401 | Reply::ProxyAuth407 => {
+            count_reply(&l3.dst, reply, unsafe { bpf_ktime_get_coarse_ns() });
+            hand_to_trust(ctx, &l3.dst, payload_off, payload_len, Mode::Challenge);
+        }
+        _ => count_reply(&l3.dst, reply, unsafe { bpf_ktime_get_coarse_ns() }),
     }
     Ok(())
 }
 
-/// Adds one reply of kind `i` to `client`'s counts. Two CPUs may answer
-/// the same client at once: the adds are atomic, and an insert that lost
-/// the race to create the entry adds to the winner's instead of replacing
-/// it.
+/// Adds one `reply` to the counts of `dst`'s prefix (as the ingress side
+/// counts requests). Two CPUs may answer the same client at once: the adds
+/// are atomic, and an insert that lost the race to create the entry adds
+/// to the winner's instead of replacing it.
 #[inline(always)]
-fn count_reply(client: &IpKey, i: usize, now: u64) {
+fn count_reply(dst: &IpKey, reply: Reply, now: u64) {
+    let client = match CONFIG.get(0) {
+        Some(c) => c.source_key(dst),
+        None => *dst,
+    };
+    let (client, i) = (&client, reply as usize);
     if let Some(r) = REPLIES.get_ptr_mut(client) {
         add_reply(unsafe { &mut *r }, i, now);
         return;
@@ -139,139 +144,38 @@ fn is_request(ctx: &TcContext, off: usize) -> Result<bool, Truncated> {
     ))
 }
 
-/// Passes a 2xx to `dst` to the trust program, which reads its CSeq.
+/// Passes a message to `dst` to the trust program, which scans its
+/// headers.
 #[inline(always)]
-fn hand_to_trust(ctx: &TcContext, dst: &IpKey, off: usize, payload_len: usize) {
-    let Some(s) = TRUST_SCAN.get_ptr_mut(0) else {
-        return;
-    };
+fn hand_to_trust(ctx: &TcContext, dst: &IpKey, off: usize, payload_len: usize, mode: Mode) {
     let frame = ctx.len() as usize;
-    let n = payload_len.min(frame.saturating_sub(off)).min(CSEQ_SCAN);
-    unsafe {
-        (*s).dst = *dst;
-        (*s).off = off as u32;
-        (*s).len = n as u32;
-        TRUST_PROG.tail_call(ctx, 0);
+    let len = payload_len.min(frame.saturating_sub(off));
+    if exchange::fill_scratch(dst, off, len, mode as u32, false) {
+        unsafe {
+            let _ = TRUST_PROG.tail_call(ctx, 0);
+        }
     }
 }
 
-/// Tail-called by the egress program for a 2xx the SBC sends: a 2xx to
-/// REGISTER or INVITE makes its destination verified. Offset, length and
-/// client come from `TRUST_SCAN`, so the verifier knows nothing of them and
-/// walks the scan once.
+/// Tail-called by the egress program for a challenge, a 2xx or a request
+/// the SBC sends (`crate::exchange`).
 #[classifier]
 pub fn sip_xdp_trust(ctx: TcContext) -> i32 {
-    match scan_cseq(&ctx) {
-        (CSeqMethod::Register, dst) => trust(&dst, Trust::Registered),
-        (CSeqMethod::Invite, dst) => trust(&dst, Trust::Invited),
-        _ => {}
+    let skb = ctx.skb.skb;
+    let Some((scan, dst, mode, _)) = exchange::scan_scratch(|off, buf, n| unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_load_bytes(skb as *const _, off, buf, n)
+    }) else {
+        return NEXT;
+    };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if mode == Mode::Challenge as u32 {
+        exchange::challenged(&dst, &scan, now);
+    } else if mode == Mode::Answer as u32 {
+        if exchange::answered(&dst, &scan, now) {
+            count_reply(&dst, Reply::Success, now);
+        }
+    } else if mode == Mode::Ask as u32 {
+        exchange::asked(&dst, &scan, now);
     }
     NEXT
-}
-
-#[inline(always)]
-fn scan_cseq(ctx: &TcContext) -> (CSeqMethod, IpKey) {
-    let Some(s) = TRUST_SCAN.get_ptr_mut(0) else {
-        return (CSeqMethod::Missing, IpKey::default());
-    };
-    let s = unsafe { &mut *s };
-    let (off, n, dst) = (s.off, s.len, s.dst);
-    // Both bounds checked on the value passed: the copy fits the buffer.
-    if n == 0 || n > CSEQ_SCAN as u32 {
-        return (CSeqMethod::Missing, dst);
-    }
-    let loaded = unsafe {
-        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
-            ctx.skb.skb as *const _,
-            off,
-            s.bytes.as_mut_ptr() as *mut _,
-            n,
-        )
-    };
-    if loaded != 0 {
-        return (CSeqMethod::Missing, dst);
-    }
-    let mut scan = Scan {
-        len: u64::from(n),
-        window: 0,
-        at: 0,
-    };
-    // SAFETY: the callback has the signature bpf_loop calls, and `scan`
-    // outlives the call.
-    unsafe {
-        let step: unsafe extern "C" fn(u32, *mut c_void) -> i64 = scan_step;
-        bpf_loop(
-            n,
-            step as *mut c_void,
-            core::ptr::addr_of_mut!(scan).cast(),
-            0,
-        );
-    }
-    if scan.at == 0 {
-        return (CSeqMethod::Missing, dst);
-    }
-    // Read back from map memory: one state after the loop, not one per
-    // position the name was found at.
-    let at = unsafe {
-        core::ptr::write_volatile(&mut s.off, scan.at as u32);
-        core::ptr::read_volatile(&s.off)
-    };
-    (method_after(&s.bytes, n as usize, at as usize), dst)
-}
-
-/// What the CSeq scan carries from one byte to the next.
-#[repr(C)]
-struct Scan {
-    len: u64,
-    window: u64,
-    /// Where the header name ends; 0 until found (it cannot end at 0).
-    at: u64,
-}
-
-/// The body of the CSeq scan (`cseq_at`, one byte per call): a `bpf_loop`
-/// callback, so the verifier walks it once instead of once for each of
-/// the 768 bytes (47,889 instructions for the whole program before).
-unsafe extern "C" fn scan_step(i: u32, ctx: *mut c_void) -> i64 {
-    const STOP: i64 = 1;
-    let scan = unsafe { &mut *(ctx as *mut Scan) };
-    let i = i as usize;
-    let Some(s) = TRUST_SCAN.get_ptr(0) else {
-        return STOP;
-    };
-    let Some(&b) = (unsafe { &(*s).bytes }).get(i) else {
-        return STOP;
-    };
-    let (window, found) = cseq_step(scan.window, b, i, scan.len as usize);
-    scan.window = window;
-    if found {
-        scan.at = (i + 1) as u64;
-        return STOP;
-    }
-    0
-}
-
-/// Marks `dst` verified for the configured time, refreshing an entry in
-/// place: a registered phone's re-REGISTERs keep it verified.
-#[inline(always)]
-fn trust(dst: &IpKey, how: Trust) {
-    let ttl = match CONFIG.get(0) {
-        Some(c) if c.trust_ttl_ns != 0 => c.trust_ttl_ns,
-        _ => return,
-    };
-    let expires_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }.saturating_add(ttl);
-    match VERIFIED.get_ptr_mut(dst) {
-        Some(v) => {
-            let v = unsafe { &mut *v };
-            v.expires_ns = expires_ns;
-            v.how = how as u32;
-        }
-        None => {
-            let v = Verified {
-                expires_ns,
-                how: how as u32,
-                _pad: 0,
-            };
-            let _ = VERIFIED.insert(*dst, v, 0);
-        }
-    }
 }

@@ -12,6 +12,7 @@
 mod runtime;
 
 mod egress;
+mod exchange;
 mod maps;
 mod parse;
 
@@ -154,8 +155,25 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     } else if shed_it {
         drop(Counter::Shed, cfg.monitor())
     } else {
+        if in_exchange(class) && exchange::watched(&src, now) {
+            // Gives the verdict and counts it; returns only if it could not.
+            exchange::hand_to_exchange(
+                ctx,
+                &src,
+                payload_off,
+                udp.payload_len,
+                class,
+                cfg.monitor(),
+            );
+        }
         pass(Counter::Sip)
     })
+}
+
+/// What the exchange reads: requests and responses, not keep-alives.
+#[inline(always)]
+fn in_exchange(class: SipClass) -> bool {
+    !matches!(class, SipClass::Keepalive | SipClass::Malformed)
 }
 
 /// The L4 offset, written to map memory and read back: the verifier then

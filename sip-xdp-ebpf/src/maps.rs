@@ -10,13 +10,16 @@ use aya_ebpf::{
 };
 use sip_xdp_common::{
     banindex::{self, Bucket},
-    cseq::CSEQ_BUF,
+    exchange::{HeaderScan, EXCHANGE_SCAN},
+    maps::{
+        Exchange, ExchangeKey, NonceKey, ShedWindow, Verified, Watch, MAX_EXCHANGES, MAX_NONCES,
+        MAX_WATCH,
+    },
     maps::{
         RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS,
         DEFAULT_MAX_BLOCK, DEFAULT_MAX_RATE, DEFAULT_MAX_REPLIES, DEFAULT_MAX_SOURCES,
         DEFAULT_MAX_VERIFIED, MAX_HOT, SAMPLES_RING_BYTES, SIP_PORT_WORDS,
     },
-    maps::{ShedWindow, Verified},
     stats::COUNTERS,
     BanValue, BlockValue, IpKey, KernelConfig, SourceStats,
 };
@@ -101,32 +104,65 @@ pub static SAMPLE_BUDGET: PerCpuArray<SampleBudget> = PerCpuArray::pinned(1, 0);
 #[map]
 pub static REPLIES: LruHashMap<IpKey, ReplyStats> = LruHashMap::pinned(DEFAULT_MAX_REPLIES, 0);
 
-/// Sources that proved they own their address by a round trip (egress
-/// program): a 2xx to their REGISTER or INVITE, or a request the SBC sent
-/// them. Detectors never ban them on evidence a forged packet can produce.
+/// Sources that proved they own their address by a round trip: the SBC's
+/// 2xx to a REGISTER or INVITE that carried back a nonce the SBC had sent
+/// them, or their answer to a request the SBC sent (`exchange`). Detectors
+/// never ban them on evidence a forged packet can produce.
 #[map]
 pub static VERIFIED: LruHashMap<IpKey, Verified> = LruHashMap::pinned(DEFAULT_MAX_VERIFIED, 0);
 
-/// What the egress program hands the trust program through a tail call
-/// (per CPU): the client, where the 2xx's payload starts and how long it
-/// is, and room for the copy that the CSeq scan reads (too big for the
-/// stack).
+/// Addresses in an exchange with the SBC (`exchange`).
+#[map]
+pub static WATCH: LruHashMap<IpKey, Watch> = LruHashMap::pinned(MAX_WATCH, 0);
+
+/// Nonces the SBC sent, with their expiry (`exchange`).
+#[map]
+pub static NONCES: LruHashMap<NonceKey, u64> = LruHashMap::pinned(MAX_NONCES, 0);
+
+/// Transactions waiting for their answer (`exchange`).
+#[map]
+pub static EXCHANGES: LruHashMap<ExchangeKey, Exchange> = LruHashMap::pinned(MAX_EXCHANGES, 0);
+
+/// What a program hands the scan through a tail call (per CPU): the
+/// address, where the payload starts and how much to read, what the
+/// message is (`exchange::Mode` or, at ingress, its `SipClass`), and room
+/// for the copy the scan reads (too big for the stack). Ingress and egress
+/// share it: TC egress runs with bottom halves off, so XDP never runs on
+/// its CPU between the write and the read.
 #[repr(C)]
-pub struct TrustScan {
-    pub dst: IpKey,
+pub struct ScanScratch {
+    pub addr: IpKey,
     pub off: u32,
     pub len: u32,
-    pub bytes: [u8; CSEQ_BUF],
+    pub mode: u32,
+    pub monitor: u32,
+    /// The scan's state, in map memory: the verifier knows nothing of a
+    /// value loaded from it, so it walks the `bpf_loop` body once, where
+    /// the same state on the stack made it follow every state the scan
+    /// can be in.
+    pub scan: HeaderScan,
+    pub bytes: [u8; SCAN_BUF],
 }
 
+/// The scan's buffer: a power of two past `EXCHANGE_SCAN`, so a byte's
+/// index masked by `SCAN_BUF - 1` is in bounds on the very register the
+/// load uses (a compare on a copy of it the verifier does not carry over).
+pub const SCAN_BUF: usize = 2048;
+const _: () = assert!(EXCHANGE_SCAN <= SCAN_BUF && SCAN_BUF.is_power_of_two());
+
 #[map]
-pub static TRUST_SCAN: PerCpuArray<TrustScan> = PerCpuArray::pinned(1, 0);
+pub static SCAN: PerCpuArray<ScanScratch> = PerCpuArray::pinned(1, 0);
 
 /// Slot 0: the trust program (`sip_xdp_trust`), filled in by the loader.
-/// A tail call gives the CSeq scan a verification of its own: inline, the
+/// A tail call gives the header scan a verification of its own: inline, the
 /// verifier walked its loop once per header layout and hit its limit.
 #[map]
 pub static TRUST_PROG: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// Slot 0: the ingress exchange program (`sip_xdp_exchange`), filled in by
+/// the loader, for the same reason.
+#[map]
+pub static EXCHANGE_PROG: ProgramArray = ProgramArray::pinned(1, 0);
 
 /// Per-CPU overload window (see `shed` in the program).
 #[map]

@@ -71,8 +71,12 @@ pub static HARNESS_OBJECT: &[u8] =
 pub const PROGRAM_NAME: &str = "sip_xdp";
 /// Name of the TC egress response counter inside the same object.
 pub const EGRESS_PROGRAM_NAME: &str = "sip_xdp_egress";
-/// Name of the program the egress one tail-calls to read a 2xx's CSeq.
+/// Name of the program the egress one tail-calls to read the headers of
+/// the SBC's challenges, 2xx and requests.
 pub const TRUST_PROGRAM_NAME: &str = "sip_xdp_trust";
+/// Name of the program the XDP one tail-calls for SIP from an address in
+/// an exchange with the SBC.
+pub const EXCHANGE_PROGRAM_NAME: &str = "sip_xdp_exchange";
 
 /// SIP port enabled when the maps are first created.
 pub const DEFAULT_SIP_PORT: u16 = 5060;

@@ -242,7 +242,9 @@ fn egress_counts_final_responses_per_client_and_never_drops() {
     r.sort();
     let v4 = key_of("203.0.113.50".parse().unwrap());
     let v6 = key_of("2001:db8::50".parse().unwrap());
-    let mut want = vec![(v4, [1, 2, 1, 1, 1]), (v6, [0, 0, 0, 1, 0])];
+    // The 2xx is counted for the client only when it answers a REGISTER
+    // or INVITE ingress saw (`trust_comes_only_from_a_real_exchange`).
+    let mut want = vec![(v4, [0, 2, 1, 1, 1]), (v6, [0, 0, 0, 1, 0])];
     want.sort();
     assert_eq!(r, want);
 }
@@ -275,33 +277,39 @@ fn replies_counted_on_two_cpus_at_once_lose_nothing() {
     assert_eq!(r, vec![(client, [0, 2 * u64::from(EACH), 0, 0, 0])]);
 }
 
-/// A final response to `client` with the given status line and CSeq.
-fn final_response(client: &str, status: &str, cseq: &str) -> Vec<u8> {
-    Frame::reply(
-        client,
-        format!(
-            "{status}\r\nVia: SIP/2.0/UDP {client}:5062;branch=z9hG4bK-7;received={client};rport=5062\r\n\
-             From: <sip:1001@example.com>;tag=a1\r\nTo: <sip:1001@example.com>;tag=b2\r\n\
-             Call-ID: c7@{client}\r\nCSeq: {cseq}\r\nContact: <sip:1001@{client}:5062>;expires=3600\r\n\
-             Content-Length: 0\r\n\r\n"
-        )
-        .as_bytes(),
+/// A message between the SBC and `client` in transaction `call`/`cseq`,
+/// with `extra` header lines: the request or response a UAC and a
+/// registrar exchange (Via, From, To, Call-ID and CSeq copied by the
+/// response).
+fn sip_msg(start: &str, client: &str, call: &str, cseq: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "{start}\r\nVia: SIP/2.0/UDP {client}:5062;branch=z9hG4bK-{call};rport\r\n\
+         From: <sip:1001@example.com>;tag=a1\r\nTo: <sip:1001@example.com>\r\n\
+         Call-ID: {call}@{client}\r\nCSeq: {cseq}\r\n{extra}Content-Length: 0\r\n\r\n"
     )
-    .build()
+    .into_bytes()
 }
 
+fn challenge(nonce: &str) -> String {
+    format!("WWW-Authenticate: Digest realm=\"example.com\", nonce=\"{nonce}\", qop=\"auth\"\r\n")
+}
+
+fn credentials(nonce: &str) -> String {
+    format!(
+        "Authorization: Digest username=\"1001\", realm=\"example.com\", nonce=\"{nonce}\", \
+         uri=\"sip:example.com\", response=\"6629fae49393a05397450978507c4ef1\", cnonce=\"0a4f113b\", nc=00000001, qop=auth\r\n"
+    )
+}
+
+/// Trust only from what needs a reply read: a 2xx to a REGISTER or INVITE
+/// that ingress saw as such and that carried back a nonce the SBC sent to
+/// that address, or an answer to a request the SBC sent. Every packet a
+/// spoofer can send, alone or in pairs, earns nothing.
 #[test]
-fn egress_learns_only_what_a_round_trip_proves() {
+fn trust_comes_only_from_a_real_exchange() {
     use sip_xdp_common::maps::Trust;
     let p = TestProg::load("trust");
     let trusted = |ip: &str| p.maps().trust_of(ip.parse().unwrap());
-    // With no TTL configured, nothing is learned.
-    p.run_egress(&final_response(
-        "203.0.113.70",
-        "SIP/2.0 200 OK",
-        "2 REGISTER",
-    ));
-    assert_eq!(trusted("203.0.113.70"), None);
     configure(
         &p,
         Config {
@@ -309,84 +317,325 @@ fn egress_learns_only_what_a_round_trip_proves() {
             ..Default::default()
         },
     );
-    // 2xx to REGISTER and to INVITE: the client passed authentication.
+    let to_sbc = |src: &str, msg: Vec<u8>| p.run(&Frame::sip(src, &msg).build());
+    let from_sbc = |dst: &str, msg: Vec<u8>| p.run_egress(&Frame::reply(dst, &msg).build());
+
+    // A digest registration: 401 with a nonce, REGISTER carrying it back,
+    // 200 to that REGISTER.
+    let phone = "203.0.113.70";
+    to_sbc(
+        phone,
+        sip_msg(
+            "REGISTER sip:example.com SIP/2.0",
+            phone,
+            "r1",
+            "1 REGISTER",
+            "",
+        ),
+    );
+    from_sbc(
+        phone,
+        sip_msg(
+            "SIP/2.0 401 Unauthorized",
+            phone,
+            "r1",
+            "1 REGISTER",
+            &challenge("n70"),
+        ),
+    );
+    assert_eq!(trusted(phone), None, "a challenge proves nothing");
+    let auth = sip_msg(
+        "REGISTER sip:example.com SIP/2.0",
+        phone,
+        "r1",
+        "2 REGISTER",
+        &credentials("n70"),
+    );
+    assert_eq!(to_sbc(phone, auth), XDP_PASS);
+    assert_eq!(trusted(phone), None, "credentials are not yet accepted");
     assert_eq!(
-        p.run_egress(&final_response(
-            "203.0.113.70",
-            "SIP/2.0 200 OK",
-            "2 REGISTER"
-        )),
+        from_sbc(
+            phone,
+            sip_msg("SIP/2.0 200 OK", phone, "r1", "2 REGISTER", "")
+        ),
         -1
     );
-    p.run_egress(&final_response(
-        "2001:db8::70",
-        "SIP/2.0 202 Accepted",
-        "9 INVITE",
-    ));
-    assert_eq!(trusted("203.0.113.70"), Some(Trust::Registered));
-    assert_eq!(trusted("2001:db8::70"), Some(Trust::Invited));
-    // What anyone can get: a 2xx to OPTIONS, a challenge, a 404.
-    p.run_egress(&final_response(
-        "203.0.113.71",
-        "SIP/2.0 200 OK",
-        "1 OPTIONS",
-    ));
-    p.run_egress(&final_response(
-        "203.0.113.72",
-        "SIP/2.0 401 Unauthorized",
-        "1 REGISTER",
-    ));
-    p.run_egress(&final_response(
-        "203.0.113.73",
-        "SIP/2.0 404 Not Found",
-        "1 INVITE",
-    ));
-    // A 2xx to REGISTER leaving from another port than the SIP ports.
-    p.run_egress(
-        &Frame::reply(
-            "203.0.113.74",
-            b"SIP/2.0 200 OK\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n",
-        )
-        .udp_sport(5999)
-        .build(),
+    assert_eq!(trusted(phone), Some(Trust::Registered));
+
+    // The CSeq trick: an OPTIONS carrying a REGISTER's CSeq gets a 2xx
+    // that echoes it (a stateless keep-alive answer). From a source in no
+    // exchange it passes, and its 2xx earns nothing.
+    let trick = "203.0.113.71";
+    assert_eq!(
+        to_sbc(
+            trick,
+            sip_msg("OPTIONS sip:sbc SIP/2.0", trick, "t1", "1 REGISTER", "")
+        ),
+        XDP_PASS
     );
-    // A 2xx to REGISTER arriving at the SBC (ingress) earns nothing.
-    p.run(&final_response(
-        "203.0.113.75",
-        "SIP/2.0 200 OK",
-        "1 REGISTER",
-    ));
-    for ip in [
-        "203.0.113.71",
-        "203.0.113.72",
-        "203.0.113.73",
-        "203.0.113.74",
-        "203.0.113.75",
-        "198.51.100.1",
-    ] {
+    from_sbc(
+        trick,
+        sip_msg("SIP/2.0 200 Keepalive", trick, "t1", "1 REGISTER", ""),
+    );
+    assert_eq!(trusted(trick), None, "the CSeq trick earned trust");
+    // In an exchange (challenged, a proven REGISTER pending) the trick is
+    // dropped, and the pending REGISTER earns nothing even if answered.
+    from_sbc(
+        trick,
+        sip_msg(
+            "SIP/2.0 401 Unauthorized",
+            trick,
+            "t2",
+            "1 REGISTER",
+            &challenge("n71"),
+        ),
+    );
+    to_sbc(
+        trick,
+        sip_msg(
+            "REGISTER sip:example.com SIP/2.0",
+            trick,
+            "t2",
+            "2 REGISTER",
+            &credentials("n71"),
+        ),
+    );
+    let before = p.stats();
+    assert_eq!(
+        to_sbc(
+            trick,
+            sip_msg("OPTIONS sip:sbc SIP/2.0", trick, "t2", "2 REGISTER", "")
+        ),
+        XDP_DROP
+    );
+    // Or with no CSeq where the scan reads (in the next fragment).
+    let cut = sip_msg("OPTIONS sip:sbc SIP/2.0", trick, "t2", "2 REGISTER", "");
+    assert_eq!(to_sbc(trick, cut[..cut.len() - 40].to_vec()), XDP_DROP);
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![(ClassOptions, 2), (BadCSeq, 2)]
+    );
+    from_sbc(
+        trick,
+        sip_msg("SIP/2.0 200 Keepalive", trick, "t2", "2 REGISTER", ""),
+    );
+    assert_eq!(
+        trusted(trick),
+        None,
+        "a pending REGISTER answered after the trick"
+    );
+    // A REGISTER whose CSeq names another method is the trick too.
+    assert_eq!(
+        to_sbc(
+            trick,
+            sip_msg(
+                "REGISTER sip:example.com SIP/2.0",
+                trick,
+                "t3",
+                "3 INVITE",
+                ""
+            )
+        ),
+        XDP_DROP
+    );
+    // The phone's own OPTIONS and ACK pass while it is in an exchange.
+    assert_eq!(
+        to_sbc(
+            phone,
+            sip_msg("OPTIONS sip:sbc SIP/2.0", phone, "o1", "1 OPTIONS", "")
+        ),
+        XDP_PASS
+    );
+    assert_eq!(
+        to_sbc(
+            phone,
+            sip_msg("ACK sip:200@example.com SIP/2.0", phone, "o2", "1 ACK", "")
+        ),
+        XDP_PASS
+    );
+
+    // Credentials without the nonce sent to that address: another nonce,
+    // or the nonce sent to someone else. The 2xx still answers the
+    // challenge for the brute-force count, but proves no address.
+    let spoofed = "203.0.113.72";
+    from_sbc(
+        spoofed,
+        sip_msg(
+            "SIP/2.0 401 Unauthorized",
+            spoofed,
+            "s1",
+            "1 REGISTER",
+            &challenge("n72"),
+        ),
+    );
+    to_sbc(
+        spoofed,
+        sip_msg(
+            "REGISTER sip:example.com SIP/2.0",
+            spoofed,
+            "s1",
+            "2 REGISTER",
+            &credentials("guessed"),
+        ),
+    );
+    from_sbc(
+        spoofed,
+        sip_msg("SIP/2.0 200 OK", spoofed, "s1", "2 REGISTER", ""),
+    );
+    let other = "203.0.113.73";
+    from_sbc(
+        other,
+        sip_msg(
+            "SIP/2.0 401 Unauthorized",
+            other,
+            "s2",
+            "1 REGISTER",
+            &challenge("n73"),
+        ),
+    );
+    to_sbc(
+        other,
+        sip_msg(
+            "REGISTER sip:example.com SIP/2.0",
+            other,
+            "s2",
+            "2 REGISTER",
+            &credentials("n72"),
+        ),
+    );
+    from_sbc(
+        other,
+        sip_msg("SIP/2.0 200 OK", other, "s2", "2 REGISTER", ""),
+    );
+    // A 2xx to a REGISTER the SBC never saw come in, or of another
+    // transaction than the one pending.
+    let unseen = "203.0.113.74";
+    from_sbc(
+        unseen,
+        sip_msg(
+            "SIP/2.0 401 Unauthorized",
+            unseen,
+            "u1",
+            "1 REGISTER",
+            &challenge("n74"),
+        ),
+    );
+    from_sbc(
+        unseen,
+        sip_msg("SIP/2.0 200 OK", unseen, "u1", "2 REGISTER", ""),
+    );
+    to_sbc(
+        unseen,
+        sip_msg(
+            "REGISTER sip:example.com SIP/2.0",
+            unseen,
+            "u2",
+            "2 REGISTER",
+            &credentials("n74"),
+        ),
+    );
+    from_sbc(
+        unseen,
+        sip_msg("SIP/2.0 200 OK", unseen, "u2", "3 REGISTER", ""),
+    );
+    for ip in [spoofed, other, unseen] {
         assert_eq!(trusted(ip), None, "{ip}");
     }
-    // The scan covers the first 768 bytes: a CSeq ending just inside them
-    // is found, one past them is not.
-    let padded = |client: &str, pad: usize| {
-        let head = format!("SIP/2.0 200 OK\r\nX-Pad: {}\r\nCSeq: ", "a".repeat(pad));
-        let body = format!("{head}1 REGISTER\r\nContent-Length: 0\r\n\r\n");
-        (head.len(), Frame::reply(client, body.as_bytes()).build())
+
+    // An INVITE answering a 407.
+    let caller = "2001:db8::70";
+    from_sbc(
+        caller,
+        sip_msg(
+            "SIP/2.0 407 Proxy Authentication Required",
+            caller,
+            "i1",
+            "1 INVITE",
+            &challenge("n75").replace("WWW-Authenticate", "Proxy-Authenticate"),
+        ),
+    );
+    to_sbc(
+        caller,
+        sip_msg(
+            "INVITE sip:200@example.com SIP/2.0",
+            caller,
+            "i1",
+            "2 INVITE",
+            &credentials("n75").replace("Authorization", "Proxy-Authorization"),
+        ),
+    );
+    from_sbc(
+        caller,
+        sip_msg("SIP/2.0 200 OK", caller, "i1", "2 INVITE", ""),
+    );
+    assert_eq!(trusted(caller), Some(Trust::Invited));
+
+    // Peers by answer: a request the SBC sends earns nothing until the
+    // address answers it; a response naming another transaction, nothing.
+    let trunk = "203.0.113.80";
+    from_sbc(
+        trunk,
+        sip_msg("OPTIONS sip:trunk SIP/2.0", trunk, "k1", "1 OPTIONS", ""),
+    );
+    from_sbc(
+        "203.0.113.81",
+        sip_msg(
+            "NOTIFY sip:1001@203.0.113.81 SIP/2.0",
+            "203.0.113.81",
+            "k2",
+            "1 NOTIFY",
+            "",
+        ),
+    );
+    assert_eq!(
+        trusted(trunk),
+        None,
+        "an unanswered request verifies nothing"
+    );
+    to_sbc(
+        trunk,
+        sip_msg("SIP/2.0 200 OK", trunk, "k9", "1 OPTIONS", ""),
+    );
+    to_sbc(
+        "203.0.113.82",
+        sip_msg("SIP/2.0 200 OK", "203.0.113.81", "k2", "1 NOTIFY", ""),
+    );
+    assert_eq!(trusted(trunk), None);
+    assert_eq!(trusted("203.0.113.81"), None);
+    assert_eq!(trusted("203.0.113.82"), None);
+    assert_eq!(
+        to_sbc(
+            trunk,
+            sip_msg("SIP/2.0 200 OK", trunk, "k1", "1 OPTIONS", "")
+        ),
+        XDP_PASS
+    );
+    assert_eq!(trusted(trunk), Some(Trust::Peer));
+
+    // The brute-force count: only a 2xx to a REGISTER or INVITE that
+    // ingress saw answers a challenge; the keep-alive 2xx answers nothing.
+    let answered = |ip: &str| {
+        let k = key_of(ip.parse().unwrap());
+        p.maps()
+            .reply_totals()
+            .unwrap()
+            .into_iter()
+            .find(|(c, _)| *c == k)
+            .map(|(_, r)| r)
     };
-    let (inside, frame) = padded("203.0.113.76", 700);
-    assert!(inside + 12 < 768, "{inside}");
-    p.run_egress(&frame);
-    assert_eq!(trusted("203.0.113.76"), Some(Trust::Registered));
-    let (past, frame) = padded("203.0.113.77", 770);
-    assert!(past > 768, "{past}");
-    p.run_egress(&frame);
-    assert_eq!(trusted("203.0.113.77"), None);
-    // A request the SBC sends: a peer it chose.
-    p.run_egress(&Frame::reply("203.0.113.80", OPTIONS).build());
-    assert_eq!(trusted("203.0.113.80"), Some(Trust::Peer));
-    let listed = p.maps().list_verified();
-    assert_eq!(listed.len(), 4, "{listed:?}");
-    assert!(listed.iter().all(|v| v.expires_in_s > 3500), "{listed:?}");
+    assert_eq!(
+        answered(phone).unwrap()[0],
+        1,
+        "the phone's 2xx answers its 401"
+    );
+    assert_eq!(answered(spoofed).unwrap()[0], 1);
+    assert_eq!(
+        answered(trick).unwrap()[0],
+        0,
+        "the keep-alive 2xx answered a challenge"
+    );
+    assert_eq!(answered(unseen).unwrap()[0], 0);
+    assert_eq!(p.maps().list_verified().len(), 3);
 }
 
 #[test]
@@ -447,12 +696,44 @@ fn overload_sheds_new_unverified_sources_and_lets_retransmissions_through() {
             ..Default::default()
         },
     );
-    // A registered phone: the SBC answered its REGISTER with a 200.
-    p.run_egress(&final_response(
-        "203.0.113.60",
-        "SIP/2.0 200 OK",
-        "1 REGISTER",
-    ));
+    // A registered phone: the SBC answered its authenticated REGISTER
+    // with a 200. Then a new second, so the shed window starts empty.
+    let phone = "203.0.113.60";
+    p.run_egress(
+        &Frame::reply(
+            phone,
+            &sip_msg(
+                "SIP/2.0 401 Unauthorized",
+                phone,
+                "r",
+                "1 REGISTER",
+                &challenge("n"),
+            ),
+        )
+        .build(),
+    );
+    p.run(
+        &Frame::sip(
+            phone,
+            &sip_msg(
+                "REGISTER sip:example.com SIP/2.0",
+                phone,
+                "r",
+                "2 REGISTER",
+                &credentials("n"),
+            ),
+        )
+        .build(),
+    );
+    p.run_egress(
+        &Frame::reply(
+            phone,
+            &sip_msg("SIP/2.0 200 OK", phone, "r", "2 REGISTER", ""),
+        )
+        .build(),
+    );
+    assert!(p.maps().trust_of(phone.parse().unwrap()).is_some());
+    std::thread::sleep(std::time::Duration::from_millis(1050));
     let run = |src: &str| p.run(&Frame::sip(src, REGISTER).build());
     let before = p.stats();
     // Within the budget everyone passes, the first sighting of the phone

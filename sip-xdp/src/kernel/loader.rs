@@ -13,12 +13,14 @@ use aya::{
     EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
-use sip_xdp_common::maps::{MAP_SIP_PORTS, MAP_TCP_PORTS, MAP_TRUST_PROG, SIP_PORT_WORDS};
+use sip_xdp_common::maps::{
+    MAP_EXCHANGE_PROG, MAP_SIP_PORTS, MAP_TCP_PORTS, MAP_TRUST_PROG, SIP_PORT_WORDS,
+};
 
 use super::{pins::Pins, upgrade};
 use crate::{
     Error, Result, DEFAULT_SIP_PORT, DEFAULT_TCP_PORTS, EBPF_OBJECT, EGRESS_PROGRAM_NAME,
-    PROGRAM_NAME, TRUST_PROGRAM_NAME,
+    EXCHANGE_PROGRAM_NAME, PROGRAM_NAME, TRUST_PROGRAM_NAME,
 };
 
 /// How the operator asked to attach.
@@ -265,7 +267,8 @@ fn load_object(pins: &Pins, caps: Capacities) -> Result<aya::Ebpf> {
     init_ports(pins)?;
     load_program::<Xdp>(&mut ebpf, PROGRAM_NAME, "XDP")?;
     load_program::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME, "TC egress")?;
-    install_trust(&mut ebpf)?;
+    install_tail::<SchedClassifier>(&mut ebpf, TRUST_PROGRAM_NAME, "TC", MAP_TRUST_PROG)?;
+    install_tail::<Xdp>(&mut ebpf, EXCHANGE_PROGRAM_NAME, "XDP", MAP_EXCHANGE_PROG)?;
     Ok(ebpf)
 }
 
@@ -363,47 +366,68 @@ fn repin<P: LoadPinned>(prog: &mut P, pin: &std::path::Path) -> Result<()> {
     })
 }
 
-/// Loads the trust program and puts it in the egress program's tail-call
-/// slot. The pinned slot keeps it alive: it needs no pin of its own.
-fn install_trust(ebpf: &mut aya::Ebpf) -> Result<()> {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(TRUST_PROGRAM_NAME)
-        .ok_or_else(|| Error::Io {
-            context: "the embedded object".into(),
-            source: io::Error::other(format!("has no program named {TRUST_PROGRAM_NAME}")),
-        })?
-        .try_into()
-        .map_err(|source| Error::Program {
-            context: format!("the embedded program {TRUST_PROGRAM_NAME} is not TC"),
-            source,
-        })?;
-    prog.load().map_err(|source| Error::Program {
-        context: "the kernel verifier rejected the trust program".into(),
+/// Loads a tail-called program and puts it in the slot of its caller's
+/// program array. The pinned slot keeps it alive: it needs no pin of its
+/// own.
+fn install_tail<P>(ebpf: &mut aya::Ebpf, name: &str, what: &str, slot_map: &str) -> Result<()>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    P: LoadPinned + TailFd,
+{
+    let prog = program::<P>(ebpf, name, what)?;
+    prog.load_it().map_err(|source| Error::Program {
+        context: format!("the kernel verifier rejected {name}"),
         source,
     })?;
-    let fd = prog
-        .fd()
-        .map_err(|source| Error::Program {
-            context: "the trust program has no fd".into(),
-            source,
-        })?
-        .try_clone()
-        .map_err(Error::io("duplicating the trust program's fd"))?;
-    let map = ebpf.map_mut(MAP_TRUST_PROG).ok_or_else(|| Error::Io {
-        context: "the embedded object".into(),
-        source: io::Error::other(format!("has no map named {MAP_TRUST_PROG}")),
+    let fd = prog.tail_fd().map_err(|source| Error::Program {
+        context: format!("{name} has no fd"),
+        source,
     })?;
-    let mut slots = ProgramArray::try_from(map).map_err(Error::map("opening TRUST_PROG"))?;
+    let fd = fd
+        .try_clone()
+        .map_err(Error::io(format!("duplicating {name}'s fd")))?;
+    let map = ebpf.map_mut(slot_map).ok_or_else(|| Error::Io {
+        context: "the embedded object".into(),
+        source: io::Error::other(format!("has no map named {slot_map}")),
+    })?;
+    let mut slots =
+        ProgramArray::try_from(map).map_err(Error::map(format!("opening {slot_map}")))?;
     slots
         .set(0, &fd, 0)
-        .map_err(Error::map("installing the trust program"))
+        .map_err(Error::map(format!("installing {name}")))
 }
 
-/// Empties the tail-call slot so the trust program goes with the others.
-fn remove_trust(pins: &Pins) {
-    if let Ok(data) = MapData::from_pin(pins.map(MAP_TRUST_PROG)) {
-        if let Ok(mut slots) = ProgramArray::try_from(Map::ProgramArray(data)) {
-            let _ = slots.clear_index(&0);
+/// A loaded program's descriptor, for a tail-call slot.
+trait TailFd {
+    fn tail_fd(
+        &self,
+    ) -> std::result::Result<&aya::programs::ProgramFd, aya::programs::ProgramError>;
+}
+
+impl TailFd for Xdp {
+    fn tail_fd(
+        &self,
+    ) -> std::result::Result<&aya::programs::ProgramFd, aya::programs::ProgramError> {
+        self.fd()
+    }
+}
+
+impl TailFd for SchedClassifier {
+    fn tail_fd(
+        &self,
+    ) -> std::result::Result<&aya::programs::ProgramFd, aya::programs::ProgramError> {
+        self.fd()
+    }
+}
+
+/// Empties the tail-call slots so the tail-called programs go with the
+/// others.
+fn remove_tails(pins: &Pins) {
+    for map in [MAP_TRUST_PROG, MAP_EXCHANGE_PROG] {
+        if let Ok(data) = MapData::from_pin(pins.map(map)) {
+            if let Ok(mut slots) = ProgramArray::try_from(Map::ProgramArray(data)) {
+                let _ = slots.clear_index(&0);
+            }
         }
     }
 }
@@ -678,7 +702,7 @@ fn cleanup_unused(pins: &Pins, fresh: bool) {
     if fresh && pins.links().is_empty() {
         let _ = fs::remove_file(pins.prog());
         let _ = fs::remove_file(pins.egress_prog());
-        remove_trust(pins);
+        remove_tails(pins);
     }
 }
 
@@ -702,7 +726,7 @@ pub fn detach(pins: &Pins, iface: &str, purge: bool) -> Result<Attached> {
     if pins.links().is_empty() {
         let _ = fs::remove_file(pins.prog());
         let _ = fs::remove_file(pins.egress_prog());
-        remove_trust(pins);
+        remove_tails(pins);
         if purge {
             let _ = fs::remove_dir_all(pins.root());
         }
