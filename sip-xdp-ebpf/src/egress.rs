@@ -152,7 +152,7 @@ fn hand_to_trust(ctx: &TcContext, dst: &IpKey, off: usize, payload_len: usize, m
     let len = payload_len.min(frame.saturating_sub(off));
     if exchange::fill_scratch(dst, off, len, mode as u32, false) {
         unsafe {
-            let _ = TRUST_PROG.tail_call(ctx, 0);
+            TRUST_PROG.tail_call(ctx, 0);
         }
     }
 }

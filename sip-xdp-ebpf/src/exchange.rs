@@ -148,7 +148,7 @@ fn watch(addr: &IpKey, now: u64, ttl: u64) {
                 since_ns: now,
                 expires_ns: until,
             };
-            let _ = WATCH.insert(addr, &w, 0);
+            let _ = WATCH.insert(addr, w, 0);
         }
     }
 }
@@ -170,7 +170,7 @@ pub fn challenged(addr: &IpKey, scan: &HeaderScan, now: u64) {
         return;
     };
     let key = NonceKey { addr: *addr, nonce };
-    let _ = NONCES.insert(&key, &now.saturating_add(NONCE_TTL_NS), 0);
+    let _ = NONCES.insert(key, now.saturating_add(NONCE_TTL_NS), 0);
     watch(addr, now, NONCE_TTL_NS);
 }
 
@@ -198,10 +198,10 @@ pub fn answered(addr: &IpKey, scan: &HeaderScan, now: u64) -> bool {
         return false;
     };
     let key = ExchangeKey { addr: *addr, txn };
-    let Some(e) = (unsafe { EXCHANGES.get(&key) }).copied() else {
+    let Some(e) = (unsafe { EXCHANGES.get(key) }).copied() else {
         return false;
     };
-    let _ = EXCHANGES.remove(&key);
+    let _ = EXCHANGES.remove(key);
     if e.kind != kind as u32 || e.expires_ns <= now {
         return false;
     }
@@ -226,7 +226,7 @@ fn pend(addr: &IpKey, txn: u64, kind: Pending, proven: bool, now: u64, flags: u6
         kind: kind as u32,
         proven: u32::from(proven),
     };
-    let _ = EXCHANGES.insert(&ExchangeKey { addr: *addr, txn }, &e, flags);
+    let _ = EXCHANGES.insert(ExchangeKey { addr: *addr, txn }, e, flags);
 }
 
 /// Marks `addr` verified for the configured time, refreshing an entry in
@@ -271,7 +271,7 @@ pub fn hand_to_exchange(
     let len = payload_len.min(frame.saturating_sub(off));
     if fill_scratch(src, off, len, class as u32, monitor) {
         unsafe {
-            let _ = EXCHANGE_PROG.tail_call(ctx, 0);
+            EXCHANGE_PROG.tail_call(ctx, 0);
         }
     }
 }
@@ -293,9 +293,9 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
         c if c == SipClass::Response as u32 => {
             if let Some(txn) = scan.transaction() {
                 let key = ExchangeKey { addr: src, txn };
-                if let Some(e) = unsafe { EXCHANGES.get(&key) }.copied() {
+                if let Some(e) = unsafe { EXCHANGES.get(key) }.copied() {
                     if e.kind == Pending::Asked as u32 && e.expires_ns > now {
-                        let _ = EXCHANGES.remove(&key);
+                        let _ = EXCHANGES.remove(key);
                         trust(&src, Trust::Peer, now);
                     }
                 }
@@ -325,7 +325,7 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
     }
     if let (Some(kind), Some(txn)) = (kind, scan.transaction()) {
         let proven = scan.nonce().is_some_and(|nonce| {
-            unsafe { NONCES.get(&NonceKey { addr: src, nonce }) }.is_some_and(|exp| *exp > now)
+            unsafe { NONCES.get(NonceKey { addr: src, nonce }) }.is_some_and(|exp| *exp > now)
         });
         // The first request of a transaction is the one recorded: a
         // retransmission does not refresh it.
