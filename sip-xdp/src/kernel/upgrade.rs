@@ -82,24 +82,44 @@ pub fn kept_choices(pins: &Pins, caps: &Capacities) -> Vec<Kept> {
     kept
 }
 
-/// Unpins a ban index whose layout is not this object's (a build from
-/// before its spill mark): the index is derived from BANS, so the load
-/// creates a fresh one and indexes the kept bans before the new programs
-/// take over. The old programs keep the old index until then.
+/// Unpins the maps a new build may lay out otherwise and can do without
+/// what they held: a ban index whose layout is not this object's (a build
+/// from before its spill mark; it is derived from BANS, so the load creates
+/// a fresh one and indexes the kept bans before the new programs take
+/// over), and a counter array of another length (a build with fewer
+/// counters: the counts restart at zero). The old programs keep the old
+/// maps until then.
 pub fn retire_stale_index(pins: &Pins) -> Result<()> {
-    let path = pins.map(MAP_BAN_INDEX);
+    let ours = std::mem::size_of::<sip_xdp_common::banindex::Bucket>() as u32;
+    retire_if(
+        pins,
+        MAP_BAN_INDEX,
+        |i| i.value_size() != ours,
+        "the pinned ban index has another layout; a new one is built from BANS",
+    )?;
+    let counters = sip_xdp_common::stats::COUNTERS;
+    retire_if(
+        pins,
+        MAP_STATS,
+        |i| i.max_entries() != counters,
+        "the pinned counters are another build's; they restart at zero",
+    )
+}
+
+fn retire_if(
+    pins: &Pins,
+    map: &str,
+    stale: impl Fn(&aya::maps::MapInfo) -> bool,
+    why: &str,
+) -> Result<()> {
+    let path = pins.map(map);
     let Ok(info) = MapData::from_pin(&path).and_then(|d| d.info()) else {
         return Ok(());
     };
-    let ours = std::mem::size_of::<sip_xdp_common::banindex::Bucket>() as u32;
-    if info.value_size() == ours {
+    if !stale(&info) {
         return Ok(());
     }
-    tracing::info!(
-        pinned_bytes = info.value_size(),
-        bytes = ours,
-        "the pinned ban index has another layout; a new one is built from BANS"
-    );
+    tracing::info!(map, "{why}");
     std::fs::remove_file(&path).map_err(|source| Error::Io {
         context: format!("unpinning {}", path.display()),
         source,
