@@ -1,17 +1,26 @@
-//! One pass over a SIP message's header section that finds what ties a
-//! response to its request and a credential to its challenge: the Call-ID,
-//! the CSeq (number and method), the first Via branch and the first digest
-//! `nonce`. The kernel runs it on both sides of an exchange:
+//! One pass over a SIP message's start line and headers that finds what
+//! ties a response to its request and a credential to its challenge: the
+//! first token of the start line (a method, or `SIP/2.0`), the Call-ID,
+//! the CSeq (number and method), the branch of the first Via header, and
+//! the digest `nonce` of the first authentication header. The kernel runs
+//! it on both sides of an exchange:
 //!
 //! - egress, on the SBC's challenges (the nonce it sent to an address), its
 //!   2xx (which transaction it answers) and its own requests;
-//! - ingress, on requests and responses from addresses in an exchange (the
-//!   transaction, and the nonce a REGISTER or INVITE carries back).
+//! - ingress, on responses, and on requests from addresses in an exchange
+//!   (the transaction, and the nonce a REGISTER or INVITE carries back).
 //!
-//! A transaction is the hash of Call-ID, CSeq number and top Via branch:
-//! a response copies all three from its request, so both sides compute the
-//! same value. The scan is a per-byte state machine (`HeaderScan::step`)
-//! with no slices and small constant bounds: the kernel calls it as the
+//! A transaction is the hash of Call-ID, CSeq (number and method) and top
+//! Via branch: a response copies all of them from its request, so both
+//! sides compute the same value.
+//!
+//! Headers are read as a SIP parser reads them, not by looking for text
+//! anywhere: a name is the token before the colon (case-insensitive,
+//! compact forms included), a value may be folded onto the next line, the
+//! nonce counts only inside an authentication header and the branch only
+//! inside the first Via, and leading CR/LF before the start line are
+//! skipped as Kamailio and OpenSIPS skip them. The scan is a per-byte state
+//! machine (`HeaderScan::step`) with no slices: the kernel calls it as the
 //! body of a `bpf_loop`, which the verifier walks once.
 
 /// Bytes of a message the scan reads: a whole 1500-byte frame's UDP
@@ -29,85 +38,183 @@ pub enum CSeqMethod {
     Other,
 }
 
+/// What the start line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Only CR/LF (a keep-alive), or nothing.
+    Empty,
+    Response,
+    Register,
+    Invite,
+    OtherRequest,
+}
+
 const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x100_0000_01b3;
 
+#[inline(always)]
+const fn fnv(h: u64, b: u8) -> u64 {
+    (h ^ b as u64).wrapping_mul(FNV_PRIME)
+}
+
+/// A header name's hash, as `step` computes it from the folded name.
+const fn name(s: &[u8]) -> u64 {
+    let mut h = FNV_BASIS;
+    let mut i = 0;
+    while i < s.len() {
+        h = fnv(h, s[i]);
+        i += 1;
+    }
+    h
+}
+
+const N_CALL_ID: u64 = name(b"call-id");
+const N_CALL_ID_SHORT: u64 = name(b"i");
+const N_CSEQ: u64 = name(b"cseq");
+const N_VIA: u64 = name(b"via");
+const N_VIA_SHORT: u64 = name(b"v");
+const N_AUTHORIZATION: u64 = name(b"authorization");
+const N_PROXY_AUTHORIZATION: u64 = name(b"proxy-authorization");
+const N_WWW_AUTHENTICATE: u64 = name(b"www-authenticate");
+const N_PROXY_AUTHENTICATE: u64 = name(b"proxy-authenticate");
+
 /// `found` bits.
-const IN_HEADERS: u32 = 1;
-const CALL_ID: u32 = 2;
-const CSEQ: u32 = 4;
-const BRANCH: u32 = 8;
-const NONCE: u32 = 16;
+pub const CALL_ID: u32 = 1;
+pub const CSEQ: u32 = 2;
+pub const BRANCH: u32 = 4;
+pub const NONCE: u32 = 8;
+const STARTED: u32 = 16;
+const SEEN_VIA: u32 = 32;
+const SEEN_AUTH: u32 = 64;
+/// What a transaction needs.
+pub const TRANSACTION: u32 = CALL_ID | CSEQ | BRANCH;
 
 // States of the scan.
-const LINE: u32 = 0;
-const NAME_CALL_ID: u32 = 1;
-const NAME_CSEQ: u32 = 2;
-const LEAD_CALL_ID: u32 = 3;
-const VALUE_CALL_ID: u32 = 4;
-const LEAD_CSEQ: u32 = 5;
-const CSEQ_NUMBER: u32 = 6;
-const CSEQ_GAP: u32 = 7;
-const CSEQ_METHOD: u32 = 8;
-const VALUE_BRANCH: u32 = 9;
-const VALUE_NONCE: u32 = 10;
-const END: u32 = 11;
+const START: u32 = 0;
+const START_REST: u32 = 1;
+const LINE_START: u32 = 2;
+const NAME: u32 = 3;
+const NAME_GAP: u32 = 4;
+const SKIP: u32 = 5;
+const LEAD_CALL_ID: u32 = 6;
+const VALUE_CALL_ID: u32 = 7;
+const LEAD_CSEQ: u32 = 8;
+const CSEQ_NUMBER: u32 = 9;
+const CSEQ_GAP: u32 = 10;
+const CSEQ_METHOD: u32 = 11;
+const VIA_LINE: u32 = 12;
+const VALUE_BRANCH: u32 = 13;
+const AUTH_LINE: u32 = 14;
+const NONCE_EQ: u32 = 15;
+const NONCE_QUOTE: u32 = 16;
+const VALUE_NONCE: u32 = 17;
+const END: u32 = 18;
 
 /// The scan's state between bytes, and what it found. `#[repr(C)]`, no
-/// padding: the kernel keeps it on the stack of the `bpf_loop` caller.
+/// padding: the kernel keeps it in map memory.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeaderScan {
     /// The last eight bytes, the latest in the low byte.
     window: u64,
-    /// FNV-1a of the value being read.
+    /// FNV-1a of the name or value being read.
     hash: u64,
-    pub call_id: u64,
-    pub branch: u64,
-    pub nonce: u64,
-    /// The CSeq method's first eight bytes, the first in the low byte.
+    call_id: u64,
+    branch: u64,
+    nonce: u64,
+    /// The CSeq method's and the start line's first token's first eight
+    /// bytes, the first in the low byte.
     method: u64,
-    pub cseq: u32,
+    start: u64,
+    cseq: u32,
+    method_len: u32,
+    start_len: u32,
     found: u32,
     state: u32,
-    method_len: u32,
+    /// The state a folded line continues in.
+    resume: u32,
+    /// `found` bits after which nothing else matters (0: read to the end).
+    want: u32,
+    _pad: u32,
 }
 
 impl HeaderScan {
-    /// Feeds one byte; returns true once the header section has ended, when
-    /// nothing after it matters.
+    /// A scan that stops once it has found the `want` bits.
+    #[inline(always)]
+    pub fn wanting(want: u32) -> Self {
+        HeaderScan {
+            want,
+            ..Default::default()
+        }
+    }
+
+    /// Feeds one byte; returns true once nothing after it matters (the
+    /// header section ended, or everything wanted was found).
     #[inline(always)]
     pub fn step(&mut self, b: u8) -> bool {
         self.window = (self.window << 8) | u64::from(b);
-        let end_of_line = b == b'\r' || b == b'\n';
         let blank = b == b' ' || b == b'\t';
+        if b == b'\n' || b == b'\r' {
+            if self.state == START && self.found & STARTED == 0 {
+                return false;
+            }
+            if b == b'\n' && self.state == LINE_START {
+                self.state = END;
+                return true;
+            }
+            self.end_of_line();
+            if b == b'\n' {
+                self.resume = self.state;
+                self.state = LINE_START;
+            }
+            return self.done();
+        }
         match self.state {
-            LINE => self.line(b),
-            NAME_CALL_ID | NAME_CSEQ => {
-                if b == b':' {
-                    self.state += LEAD_CALL_ID - NAME_CALL_ID;
-                    if self.state == LEAD_CALL_ID + (NAME_CSEQ - NAME_CALL_ID) {
-                        self.state = LEAD_CSEQ;
+            START => {
+                self.found |= STARTED;
+                if blank {
+                    self.state = START_REST;
+                } else {
+                    if self.start_len < 8 {
+                        self.start |= u64::from(b) << (8 * self.start_len);
                     }
+                    self.start_len += 1;
+                }
+            }
+            LINE_START => {
+                if blank {
+                    // A folded line: the previous header goes on.
+                    self.state = self.resume;
+                } else {
+                    self.hash = fnv(FNV_BASIS, fold(b));
+                    self.state = NAME;
+                }
+            }
+            NAME => {
+                if b == b':' {
+                    self.header();
+                } else if blank {
+                    self.state = NAME_GAP;
+                } else {
+                    self.hash = fnv(self.hash, fold(b));
+                }
+            }
+            NAME_GAP => {
+                if b == b':' {
+                    self.header();
                 } else if !blank {
-                    self.state = LINE;
+                    self.state = SKIP;
                 }
             }
             LEAD_CALL_ID => {
-                if end_of_line {
-                    self.state = LINE;
-                } else if !blank {
-                    self.hash = (FNV_BASIS ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+                if !blank {
+                    self.hash = fnv(FNV_BASIS, b);
                     self.state = VALUE_CALL_ID;
                 }
             }
             VALUE_CALL_ID => {
-                if end_of_line {
-                    self.call_id = self.hash;
-                    self.found |= CALL_ID;
-                    self.state = LINE;
-                } else if !blank {
-                    self.hash = (self.hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+                if !blank {
+                    self.hash = fnv(self.hash, b);
                 }
             }
             LEAD_CSEQ => {
@@ -115,7 +222,7 @@ impl HeaderScan {
                     self.cseq = u32::from(b - b'0');
                     self.state = CSEQ_NUMBER;
                 } else if !blank {
-                    self.state = LINE;
+                    self.state = SKIP;
                 }
             }
             CSEQ_NUMBER => {
@@ -124,22 +231,20 @@ impl HeaderScan {
                 } else if blank {
                     self.state = CSEQ_GAP;
                 } else {
-                    self.state = LINE;
+                    self.state = SKIP;
                 }
             }
             CSEQ_GAP => {
-                if end_of_line {
-                    self.state = LINE;
-                } else if !blank {
+                if !blank {
                     self.method = u64::from(b);
                     self.method_len = 1;
                     self.state = CSEQ_METHOD;
                 }
             }
             CSEQ_METHOD => {
-                if end_of_line || blank {
+                if blank {
                     self.found |= CSEQ;
-                    self.state = LINE;
+                    self.state = SKIP;
                 } else {
                     if self.method_len < 8 {
                         self.method |= u64::from(b) << (8 * self.method_len);
@@ -147,69 +252,137 @@ impl HeaderScan {
                     self.method_len = self.method_len.saturating_add(1);
                 }
             }
+            VIA_LINE => {
+                if (self.window | 0x2020_2020_2020_2020) == u64::from_be_bytes(*b";branch=") {
+                    self.hash = FNV_BASIS;
+                    self.state = VALUE_BRANCH;
+                }
+            }
             VALUE_BRANCH => {
-                if matches!(b, b';' | b',' | b'>' | b'\r' | b'\n' | b' ' | b'\t') {
-                    self.branch = self.hash;
-                    self.found |= BRANCH;
-                    self.state = LINE;
+                if matches!(b, b';' | b',' | b'>' | b' ' | b'\t') {
+                    self.commit_branch();
                 } else {
-                    self.hash = (self.hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+                    self.hash = fnv(self.hash, b);
+                }
+            }
+            AUTH_LINE => {
+                // "nonce" after a blank, a comma or the colon; the
+                // client's "cnonce" is another parameter.
+                let w = self.window;
+                if (w | 0x20_2020_2020) & 0xff_ffff_ffff == 0x6e_6f6e_6365
+                    && matches!((w >> 40) as u8, b' ' | b',' | b'\t' | b':')
+                {
+                    self.state = NONCE_EQ;
+                }
+            }
+            NONCE_EQ => {
+                if b == b'=' {
+                    self.state = NONCE_QUOTE;
+                } else if !blank {
+                    self.state = AUTH_LINE;
+                }
+            }
+            NONCE_QUOTE => {
+                if b == b'"' {
+                    self.hash = FNV_BASIS;
+                    self.state = VALUE_NONCE;
+                } else if !blank {
+                    self.state = AUTH_LINE;
                 }
             }
             VALUE_NONCE => {
                 if b == b'"' {
                     self.nonce = self.hash;
                     self.found |= NONCE;
-                    self.state = LINE;
-                } else if end_of_line {
-                    self.state = LINE;
+                    self.state = SKIP;
                 } else {
-                    self.hash = (self.hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+                    self.hash = fnv(self.hash, b);
                 }
             }
             _ => {}
         }
-        self.state == END
+        self.done()
     }
 
-    /// Between values: looks for the end of the header section and for the
-    /// names and parameters the scan reads.
     #[inline(always)]
-    fn line(&mut self, b: u8) {
-        let w = self.window;
-        if b == b'\n' {
-            if self.found & IN_HEADERS != 0
-                && (w & 0xffff_ffff == 0x0d0a_0d0a || w & 0xffff == 0x0a0a)
-            {
-                self.state = END;
-                return;
+    fn done(&self) -> bool {
+        self.state == END || (self.want != 0 && self.found & self.want == self.want)
+    }
+
+    /// A header's name ended at its colon: what to read in its value. Only
+    /// the first of each is read.
+    #[inline(always)]
+    fn header(&mut self) {
+        let h = self.hash;
+        let f = self.found;
+        self.state = if (h == N_CALL_ID || h == N_CALL_ID_SHORT) && f & CALL_ID == 0 {
+            LEAD_CALL_ID
+        } else if h == N_CSEQ && f & CSEQ == 0 {
+            LEAD_CSEQ
+        } else if (h == N_VIA || h == N_VIA_SHORT) && f & SEEN_VIA == 0 {
+            self.found |= SEEN_VIA;
+            VIA_LINE
+        } else if (h == N_AUTHORIZATION
+            || h == N_PROXY_AUTHORIZATION
+            || h == N_WWW_AUTHENTICATE
+            || h == N_PROXY_AUTHENTICATE)
+            && f & SEEN_AUTH == 0
+        {
+            self.found |= SEEN_AUTH;
+            AUTH_LINE
+        } else {
+            SKIP
+        };
+    }
+
+    /// A CR or LF: values that end with their line are taken; a header
+    /// whose value has not begun may go on on a folded line.
+    #[inline(always)]
+    fn end_of_line(&mut self) {
+        self.state = match self.state {
+            START | START_REST => START_REST,
+            VALUE_CALL_ID => {
+                self.call_id = self.hash;
+                self.found |= CALL_ID;
+                SKIP
             }
-            self.found |= IN_HEADERS;
-            return;
-        }
-        if self.found & IN_HEADERS == 0 {
-            // The start line: a Request-URI may carry anything.
-            return;
-        }
-        // Letters folded to lower case by OR 0x20; the newline kept as is.
-        if self.found & CALL_ID == 0
-            && ((w | 0x0020_2020_2020_2020) == u64::from_be_bytes(*b"\ncall-id")
-                || (w & 0xffff) | 0x20 == 0x0a69)
+            CSEQ_METHOD => {
+                self.found |= CSEQ;
+                SKIP
+            }
+            VALUE_BRANCH => {
+                self.commit_branch();
+                SKIP
+            }
+            NONCE_EQ | NONCE_QUOTE | VALUE_NONCE => AUTH_LINE,
+            NAME | NAME_GAP => SKIP,
+            s => s,
+        };
+    }
+
+    #[inline(always)]
+    fn commit_branch(&mut self) {
+        self.branch = self.hash;
+        self.found |= BRANCH;
+        // Only the first Via value's branch.
+        self.state = SKIP;
+    }
+
+    /// What the start line is. Methods are case-sensitive; the version is
+    /// not (RFC 3261 §7.1).
+    #[inline(always)]
+    pub fn start(&self) -> Start {
+        if self.found & STARTED == 0 {
+            Start::Empty
+        } else if self.start_len == 7 && self.start | 0x20_2020 == u64::from_le_bytes(*b"sip/2.0\0")
         {
-            self.state = NAME_CALL_ID;
-        } else if self.found & CSEQ == 0 && (w | 0x2020_2020) & 0xff_ffff_ffff == 0x0a_6373_6571 {
-            self.state = NAME_CSEQ;
-        } else if self.found & BRANCH == 0
-            && (w | 0x2020_2020_2020_2020) == u64::from_be_bytes(*b";branch=")
-        {
-            self.hash = FNV_BASIS;
-            self.state = VALUE_BRANCH;
-        } else if self.found & NONCE == 0
-            && (w | 0x20_2020_2020_2020) & 0xff_ffff_ffff_ffff == 0x6e_6f6e_6365_3d22
-            && matches!((w >> 56) as u8, b' ' | b',' | b'\t')
-        {
-            self.hash = FNV_BASIS;
-            self.state = VALUE_NONCE;
+            Start::Response
+        } else if self.start_len == 8 && self.start == u64::from_le_bytes(*b"REGISTER") {
+            Start::Register
+        } else if self.start_len == 6 && self.start == u64::from_le_bytes(*b"INVITE\0\0") {
+            Start::Invite
+        } else {
+            Start::OtherRequest
         }
     }
 
@@ -227,8 +400,9 @@ impl HeaderScan {
         }
     }
 
-    /// The transaction: Call-ID, CSeq number and top Via branch (0 when a
-    /// pre-RFC 3261 client sent none). `None` without Call-ID or CSeq.
+    /// The transaction: Call-ID, CSeq (number and method) and top Via
+    /// branch (0 when a pre-RFC 3261 client sent none). `None` without
+    /// Call-ID or CSeq.
     #[inline(always)]
     pub fn transaction(&self) -> Option<u64> {
         if self.found & (CALL_ID | CSEQ) != CALL_ID | CSEQ {
@@ -241,22 +415,33 @@ impl HeaderScan {
         };
         let t = self.call_id
             ^ branch.rotate_left(29)
-            ^ u64::from(self.cseq).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            ^ u64::from(self.cseq).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (self.method ^ u64::from(self.method_len)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
         // 0 is never a key: callers may use it for "none".
         Some(if t == 0 { 1 } else { t })
     }
 
-    /// The first digest nonce, hashed; `None` if the message has none.
+    /// The first authentication header's digest nonce, hashed.
     #[inline(always)]
     pub fn nonce(&self) -> Option<u64> {
         (self.found & NONCE != 0).then_some(self.nonce)
     }
 }
 
-/// Scans `msg` (its first `EXCHANGE_SCAN` bytes) on the host: what the
-/// kernel computes, for tests, fuzzing and tools.
-pub fn scan(msg: &[u8]) -> HeaderScan {
-    let mut s = HeaderScan::default();
+/// A header-name byte folded to lower case.
+#[inline(always)]
+fn fold(b: u8) -> u8 {
+    if b.is_ascii_uppercase() {
+        b | 0x20
+    } else {
+        b
+    }
+}
+
+/// Scans `msg` (its first `EXCHANGE_SCAN` bytes) as the kernel does, for
+/// tests, fuzzing and tools.
+pub fn scan(msg: &[u8], want: u32) -> HeaderScan {
+    let mut s = HeaderScan::wanting(want);
     for &b in msg.iter().take(EXCHANGE_SCAN) {
         if s.step(b) {
             break;
@@ -271,6 +456,7 @@ mod tests {
 
     const REGISTER: &str = "REGISTER sip:example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP 203.0.113.2:5060;rport;branch=z9hG4bK-reg2\r\n\
+Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-inner\r\n\
 Max-Forwards: 70\r\n\
 From: <sip:1001@example.com>;tag=a1\r\n\
 To: <sip:1001@example.com>\r\n\
@@ -282,95 +468,140 @@ Content-Length: 0\r\n\r\n";
 
     /// The registrar's 200 to that REGISTER: Via, From, To, Call-ID and
     /// CSeq copied, in another order and form where RFC 3261 allows it.
-    const OK: &str = "SIP/2.0 200 OK\r\n\
-Via: SIP/2.0/UDP 203.0.113.2:5060;rport=5060;branch=z9hG4bK-reg2;received=203.0.113.2\r\n\
+    const OK: &str = "\r\nsip/2.0 200 OK\r\n\
+v: SIP/2.0/UDP 203.0.113.2:5060;rport=5060;branch=z9hG4bK-reg2;received=203.0.113.2, SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-inner\r\n\
+cseq:\r\n   2   REGISTER\r\n\
 From: <sip:1001@example.com>;tag=a1\r\n\
 To: <sip:1001@example.com>;tag=b2\r\n\
-i: 8f3a@203.0.113.2 \r\n\
-cseq:   2   REGISTER\r\n\
+i : 8f3a@203.0.113.2 \n\
 Content-Length: 0\r\n\r\n";
 
     const CHALLENGE: &str = "SIP/2.0 401 Unauthorized\r\n\
 Via: SIP/2.0/UDP 203.0.113.2:5060;rport=5060;branch=z9hG4bK-reg1\r\n\
 Call-ID: 8f3a@203.0.113.2\r\n\
 CSeq: 1 REGISTER\r\n\
-WWW-Authenticate: Digest realm=\"example.com\", nonce=\"Zk1xYWJj\", qop=\"auth\"\r\n\
+WWW-Authenticate: Digest realm=\"example.com\", nonce = \"Zk1xYWJj\", qop=\"auth\"\r\n\
 Content-Length: 0\r\n\r\n";
+
+    fn all(msg: &str) -> HeaderScan {
+        scan(msg.as_bytes(), 0)
+    }
 
     #[test]
     fn a_response_names_its_requests_transaction() {
-        let req = scan(REGISTER.as_bytes());
-        let ok = scan(OK.as_bytes());
+        let req = all(REGISTER);
+        let ok = all(OK);
+        assert_eq!(req.start(), Start::Register);
+        assert_eq!(ok.start(), Start::Response);
         assert_eq!(req.cseq_method(), CSeqMethod::Register);
         assert_eq!(ok.cseq_method(), CSeqMethod::Register);
         assert!(req.transaction().is_some());
         assert_eq!(req.transaction(), ok.transaction());
-        // Another CSeq number, Call-ID or branch is another transaction.
+        // Another CSeq number or method, Call-ID or top branch is another
+        // transaction; the inner Via's branch is not read.
         for (from, to) in [
             ("CSeq: 2", "CSeq: 3"),
+            ("2 REGISTER", "2 INVITE"),
             ("8f3a@", "8f3b@"),
             ("z9hG4bK-reg2", "z9hG4bK-reg3"),
         ] {
-            let other = scan(REGISTER.replace(from, to).as_bytes());
+            let other = all(&REGISTER.replace(from, to));
             assert_ne!(other.transaction(), req.transaction(), "{to}");
         }
-    }
-
-    #[test]
-    fn the_nonce_sent_is_the_nonce_carried_back() {
-        let sent = scan(CHALLENGE.as_bytes()).nonce();
-        assert!(sent.is_some());
-        assert_eq!(scan(REGISTER.as_bytes()).nonce(), sent);
-        // cnonce is the client's, never the server's nonce.
-        let only_cnonce = REGISTER.replace(" nonce=\"Zk1xYWJj\",", "");
-        assert_eq!(scan(only_cnonce.as_bytes()).nonce(), None);
-        // Parameter names are case-insensitive.
-        let upper = REGISTER.replace(" nonce=", " NONCE=");
-        assert_eq!(scan(upper.as_bytes()).nonce(), sent);
-        assert_ne!(
-            scan(REGISTER.replace("Zk1xYWJj", "Zk1xYWJk").as_bytes()).nonce(),
-            sent
+        assert_eq!(
+            all(&REGISTER.replace("z9hG4bK-inner", "z9hG4bK-x")).transaction(),
+            req.transaction()
         );
     }
 
     #[test]
+    fn the_nonce_sent_is_the_nonce_carried_back() {
+        let sent = all(CHALLENGE).nonce();
+        assert!(sent.is_some());
+        assert_eq!(all(REGISTER).nonce(), sent);
+        // cnonce is the client's, never the server's nonce.
+        let only_cnonce = REGISTER.replace(" nonce=\"Zk1xYWJj\",", "");
+        assert_eq!(all(&only_cnonce).nonce(), None);
+        // Parameter names are case-insensitive.
+        assert_eq!(all(&REGISTER.replace(" nonce=", " NONCE=")).nonce(), sent);
+        assert_ne!(all(&REGISTER.replace("Zk1xYWJj", "Zk1xYWJk")).nonce(), sent);
+        // A nonce anywhere but in an authentication header is not one.
+        let elsewhere = CHALLENGE.replace(
+            "Call-ID: 8f3a@203.0.113.2",
+            "To: <sip:1001@example.com>;a=\" nonce=\";b=\"z\"\r\nCall-ID: 8f3a@203.0.113.2",
+        );
+        assert_eq!(all(&elsewhere).nonce(), sent);
+        let only_elsewhere = "REGISTER sip:x SIP/2.0\r\nTo: <sip:1@x>;a=\" nonce=\"z\"\r\nSubject: nonce=\"z\"\r\n\r\n";
+        assert_eq!(all(only_elsewhere).nonce(), None);
+    }
+
+    #[test]
+    fn the_branch_is_the_first_vias() {
+        let in_to = REGISTER.replace(
+            "To: <sip:1001@example.com>",
+            "To: <sip:1001@example.com;branch=evil>",
+        );
+        assert_eq!(all(&in_to).transaction(), all(REGISTER).transaction());
+        let before_via = REGISTER.replace(
+            "Via: SIP/2.0/UDP 203.0.113.2",
+            "Route: <sip:x;branch=evil>\r\nVia: SIP/2.0/UDP 203.0.113.2",
+        );
+        assert_eq!(all(&before_via).transaction(), all(REGISTER).transaction());
+    }
+
+    #[test]
     fn methods_are_exact_and_case_sensitive() {
-        let m = |cseq: &str| scan(REGISTER.replace("2 REGISTER", cseq).as_bytes()).cseq_method();
+        let m = |cseq: &str| all(&REGISTER.replace("2 REGISTER", cseq)).cseq_method();
         assert_eq!(m("2 INVITE"), CSeqMethod::Invite);
         assert_eq!(m("2 OPTIONS"), CSeqMethod::Other);
         assert_eq!(m("2 register"), CSeqMethod::Other);
         assert_eq!(m("2 REGISTERX"), CSeqMethod::Other);
         assert_eq!(m("2 INVITEX"), CSeqMethod::Other);
         assert_eq!(m("REGISTER"), CSeqMethod::Missing);
-        assert_eq!(
-            scan(b"OPTIONS sip:x SIP/2.0\r\n\r\n").cseq_method(),
-            CSeqMethod::Missing
-        );
+        let s =
+            |line: &str| all(&REGISTER.replace("REGISTER sip:example.com SIP/2.0", line)).start();
+        assert_eq!(s("INVITE sip:x SIP/2.0"), Start::Invite);
+        assert_eq!(s("register sip:x SIP/2.0"), Start::OtherRequest);
+        assert_eq!(s("OPTIONS sip:x SIP/2.0"), Start::OtherRequest);
+        assert_eq!(s("\r\n\r\nREGISTER sip:x SIP/2.0"), Start::Register);
+        assert_eq!(s("SIP/2.0 200 OK"), Start::Response);
+        assert_eq!(all("\r\n\r\n").start(), Start::Empty);
+        assert_eq!(all("").start(), Start::Empty);
     }
 
     #[test]
     fn the_start_line_and_the_body_are_not_headers() {
-        // A Request-URI or a body carrying look-alikes names nothing.
-        let msg = "OPTIONS sip:x;branch=evil SIP/2.0\r\n\
+        let msg = "OPTIONS sip:x;branch=evil;nonce=\"x\" SIP/2.0\r\n\
 Via: SIP/2.0/UDP 203.0.113.2;branch=z9hG4bK-1\r\n\
 Call-ID: a\r\nCSeq: 1 OPTIONS\r\nContent-Length: 30\r\n\r\n\
-CSeq: 1 REGISTER\r\nnonce=\"x\"\r\n";
-        let s = scan(msg.as_bytes());
+CSeq: 1 REGISTER\r\nAuthorization: Digest nonce=\"x\"\r\n";
+        let s = all(msg);
         assert_eq!(s.cseq_method(), CSeqMethod::Other);
         assert_eq!(s.nonce(), None);
-        let plain = msg.replace("sip:x;branch=evil", "sip:x");
-        assert_eq!(s.transaction(), scan(plain.as_bytes()).transaction());
+        let plain = msg.replace("sip:x;branch=evil;nonce=\"x\"", "sip:x");
+        assert_eq!(s.transaction(), all(&plain).transaction());
         // A header named like Call-ID's compact form only by its first
         // letter is not it.
-        let s = scan(b"INVITE sip:x SIP/2.0\r\nIn-Reply-To: z\r\nCSeq: 1 INVITE\r\n\r\n");
+        let s = all("INVITE sip:x SIP/2.0\r\nIn-Reply-To: z\r\nCSeq: 1 INVITE\r\n\r\n");
         assert_eq!(s.transaction(), None);
     }
 
     #[test]
+    fn a_scan_stops_at_what_it_wants() {
+        let s = scan(REGISTER.as_bytes(), CSEQ);
+        assert_eq!(s.cseq_method(), CSeqMethod::Register);
+        assert_eq!(s.nonce(), None, "the Authorization comes after the CSeq");
+        let s = scan(REGISTER.as_bytes(), TRANSACTION | NONCE);
+        let whole = all(REGISTER);
+        assert_eq!(s.transaction(), whole.transaction());
+        assert_eq!(s.nonce(), whole.nonce());
+    }
+
+    #[test]
     fn every_cut_of_a_message_is_safe_and_a_cut_value_is_not_taken() {
+        let end = REGISTER.find("CSeq: 2 REGISTER").unwrap() + "CSeq: 2 REGISTER".len();
         for n in 0..REGISTER.len() {
-            let s = scan(&REGISTER.as_bytes()[..n]);
-            let end = REGISTER.find("CSeq: 2 REGISTER").unwrap() + "CSeq: 2 REGISTER".len();
+            let s = scan(&REGISTER.as_bytes()[..n], 0);
             assert_eq!(
                 s.cseq_method() == CSeqMethod::Register,
                 n > end,
@@ -378,11 +609,10 @@ CSeq: 1 REGISTER\r\nnonce=\"x\"\r\n";
             );
         }
         let far = format!(
-            "{}\r\nX-Pad: {}\r\n",
+            "{}X-Pad: {}\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\n\r\n",
             &REGISTER[..REGISTER.find("Call-ID").unwrap()],
             "a".repeat(EXCHANGE_SCAN)
         );
-        let far = format!("{far}Call-ID: x\r\nCSeq: 1 REGISTER\r\n\r\n");
-        assert_eq!(scan(far.as_bytes()).cseq_method(), CSeqMethod::Missing);
+        assert_eq!(all(&far).cseq_method(), CSeqMethod::Missing);
     }
 }

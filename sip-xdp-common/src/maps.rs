@@ -286,10 +286,11 @@ impl Verified {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Watch {
-    /// When this unbroken watch began: a transaction recorded before it
-    /// (the entry expired or was evicted meanwhile, so a request went
-    /// unscanned) earns nothing.
-    pub since_ns: u64,
+    /// Drawn when the entry is made (or remade after it expired): a
+    /// transaction recorded under another generation (the entry expired or
+    /// was evicted meanwhile, so a request may have gone unscanned) earns
+    /// nothing.
+    pub gen: u64,
     pub expires_ns: u64,
 }
 
@@ -334,8 +335,9 @@ pub enum Pending {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Exchange {
-    pub created_ns: u64,
     pub expires_ns: u64,
+    /// The address's `Watch::gen` when it was recorded.
+    pub gen: u64,
     /// A `Pending`.
     pub kind: u32,
     /// 1 when the request carried back a nonce the SBC had sent to this

@@ -72,7 +72,15 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
         }
         return Ok(());
     }
-    let Some(reply) = Reply::of_status([line[8], line[9], line[10]]) else {
+    let code = [line[8], line[9], line[10]];
+    let Some(reply) = Reply::of_status(code) else {
+        // A call that passed its challenge and ended without a 2xx (busy,
+        // no answer, declined, redirected) answered the challenge too.
+        let outcome =
+            code[0] == b'3' || matches!(&code, b"480" | b"486" | b"487" | b"600" | b"603");
+        if outcome && exchange::watched(&l3.dst, unsafe { bpf_ktime_get_coarse_ns() }).is_some() {
+            hand_to_trust(ctx, &l3.dst, payload_off, payload_len, Mode::Outcome);
+        }
         return Ok(());
     };
     count(match reply {
@@ -170,8 +178,8 @@ pub fn sip_xdp_trust(ctx: TcContext) -> i32 {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if mode == Mode::Challenge as u32 {
         exchange::challenged(&dst, &scan, now);
-    } else if mode == Mode::Answer as u32 {
-        if exchange::answered(&dst, &scan, now) {
+    } else if mode == Mode::Answer as u32 || mode == Mode::Outcome as u32 {
+        if exchange::answered(&dst, &scan, now, mode == Mode::Answer as u32) {
             count_reply(&dst, Reply::Success, now);
         }
     } else if mode == Mode::Ask as u32 {

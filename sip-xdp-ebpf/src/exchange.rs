@@ -6,19 +6,26 @@
 //! - ingress, for an address in such an exchange (`WATCH`), records each
 //!   REGISTER or INVITE (by its request line) as a pending transaction,
 //!   proven when it carries back a nonce the SBC sent to that address; a
-//!   response from the address that answers the SBC's own request makes it
-//!   a verified peer;
-//! - egress, on a 2xx whose transaction is a pending REGISTER or INVITE of
-//!   the same method: the challenge was answered (counted for the brute
-//!   force detector), and if proven the address is verified.
+//!   response that answers the SBC's own request makes its sender a
+//!   verified peer;
+//! - egress, on a 2xx whose transaction is a pending REGISTER or INVITE:
+//!   the challenge was answered (counted for the brute-force detector), and
+//!   if proven the address is verified.
 //!
-//! A response copies the request's Call-ID, CSeq and Via, so a request of
-//! another method carrying a REGISTER's CSeq would get a 2xx that looks
-//! like one to REGISTER (Kamailio's stock script answers OPTIONS so). While
-//! an address is watched every request of it is scanned, and one whose
-//! CSeq names REGISTER or INVITE under another method, or has no CSeq
-//! where the scan reads, is dropped (`drop_bad_cseq`) and ends the watch's
-//! unbroken span, so nothing pending before it earns anything.
+//! A response copies its request's Call-ID, CSeq and Via, so whoever sent a
+//! request wrote what its response says. Two ways remain to make the SBC
+//! send a 2xx naming a pending REGISTER or INVITE without passing its
+//! challenge, and ingress closes both:
+//!
+//! - a request of another method carrying that CSeq (Kamailio's stock
+//!   script answers OPTIONS so): while an address is watched, every
+//!   request of it is scanned, and one whose CSeq names REGISTER or INVITE
+//!   under another method, or has none where the scan reads, is dropped
+//!   (`drop_bad_cseq`);
+//! - a forged response the SBC relays (a proxy forwards a response that
+//!   matches none of its transactions to the next Via): every response is
+//!   scanned, and one naming REGISTER or INVITE that answers no such
+//!   request the SBC sent its sender is dropped the same way.
 
 use core::ffi::c_void;
 
@@ -27,17 +34,17 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS},
         BPF_NOEXIST,
     },
-    helpers::{bpf_ktime_get_coarse_ns, generated::bpf_loop},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, generated::bpf_loop},
     macros::xdp,
     programs::XdpContext,
 };
 use sip_xdp_common::{
-    exchange::{CSeqMethod, HeaderScan, EXCHANGE_SCAN},
+    exchange::{CSeqMethod, HeaderScan, Start, EXCHANGE_SCAN, NONCE, TRANSACTION},
     maps::{
         Exchange, ExchangeKey, NonceKey, Pending, Trust, Verified, Watch, EXCHANGE_TTL_NS,
         NONCE_TTL_NS,
     },
-    Counter, IpKey, SipClass,
+    Counter, IpKey,
 };
 
 use crate::{
@@ -55,6 +62,22 @@ pub enum Mode {
     Answer = 2,
     /// A request the SBC sends: a transaction of its own.
     Ask = 3,
+    /// A final response that ends an authenticated call attempt without a
+    /// 2xx (busy, no answer, declined, redirected).
+    Outcome = 4,
+}
+
+/// What each scan needs: the egress modes stop at what they use; ingress
+/// (mode 0) reads the transaction and, for a REGISTER or INVITE, the nonce.
+#[inline(always)]
+pub const fn wanted(mode: u32) -> u32 {
+    if mode == Mode::Challenge as u32 {
+        NONCE
+    } else if mode == 0 {
+        TRANSACTION | NONCE
+    } else {
+        TRANSACTION
+    }
 }
 
 /// The scratch, filled for a scan of `len` bytes at `off` of the packet
@@ -94,7 +117,7 @@ pub fn scan_scratch(
     if load(off, s.bytes.as_mut_ptr() as *mut c_void, n) != 0 {
         return None;
     }
-    s.scan = HeaderScan::default();
+    s.scan = HeaderScan::wanting(wanted(s.mode));
     // SAFETY: the callback has the signature bpf_loop calls; it keeps its
     // state in the scratch, not in the context.
     unsafe {
@@ -120,16 +143,18 @@ unsafe extern "C" fn scan_step(i: u32, _: *mut c_void) -> i64 {
     }
 }
 
-/// Whether `addr` is in an exchange: its SIP goes through the scan.
+/// The generation of `addr`'s watch, if it is in an exchange: its SIP
+/// goes through the scan.
 #[inline(always)]
-pub fn watched(addr: &IpKey, now: u64) -> bool {
-    WATCH
-        .get_ptr(addr)
-        .is_some_and(|w| unsafe { (*w).active_at(now) })
+pub fn watched(addr: &IpKey, now: u64) -> Option<u64> {
+    let w = WATCH.get_ptr(addr)?;
+    let w = unsafe { *w };
+    w.active_at(now).then_some(w.gen)
 }
 
 /// Keeps `addr` watched until at least `now + ttl`. An expired watch (or
-/// none) starts a new unbroken span.
+/// none) starts a new generation, drawn from the fine clock: two never
+/// share one.
 #[inline(always)]
 fn watch(addr: &IpKey, now: u64, ttl: u64) {
     let until = now.saturating_add(ttl);
@@ -137,7 +162,7 @@ fn watch(addr: &IpKey, now: u64, ttl: u64) {
         Some(w) => {
             let w = unsafe { &mut *w };
             if !w.active_at(now) {
-                w.since_ns = now;
+                w.gen = unsafe { bpf_ktime_get_ns() };
                 w.expires_ns = until;
             } else if w.expires_ns < until {
                 w.expires_ns = until;
@@ -145,21 +170,11 @@ fn watch(addr: &IpKey, now: u64, ttl: u64) {
         }
         None => {
             let w = Watch {
-                since_ns: now,
+                gen: unsafe { bpf_ktime_get_ns() },
                 expires_ns: until,
             };
             let _ = WATCH.insert(addr, w, 0);
         }
-    }
-}
-
-/// Ends the unbroken span of `addr`'s watch: what is pending from now or
-/// before earns nothing (the coarse clock stands still within a tick, so
-/// "now" itself is included).
-#[inline(always)]
-fn break_watch(addr: &IpKey, now: u64) {
-    if let Some(w) = WATCH.get_ptr_mut(addr) {
-        unsafe { (*w).since_ns = now.saturating_add(1) };
     }
 }
 
@@ -180,17 +195,20 @@ pub fn asked(addr: &IpKey, scan: &HeaderScan, now: u64) {
     let Some(txn) = scan.transaction() else {
         return;
     };
-    pend(addr, txn, Pending::Asked, false, now, 0);
+    pend(addr, txn, Pending::Asked, false, now, 0, 0);
     watch(addr, now, EXCHANGE_TTL_NS);
 }
 
-/// Egress, a 2xx to `addr`: whether it answers a pending REGISTER or INVITE
-/// of `addr` of the method its CSeq names, recorded while the watch was
-/// unbroken; trusts `addr` if that request was proven.
+/// Egress, a 2xx (`success`) or a call's other final outcome to `addr`:
+/// whether it answers a pending REGISTER or INVITE of `addr` of the method
+/// its CSeq names, recorded under the current generation of the watch;
+/// trusts `addr` for a 2xx to a proven one. An outcome other than a 2xx
+/// counts only for an INVITE: a callee's busy or no-answer comes after
+/// the caller passed the challenge.
 #[inline(always)]
-pub fn answered(addr: &IpKey, scan: &HeaderScan, now: u64) -> bool {
+pub fn answered(addr: &IpKey, scan: &HeaderScan, now: u64, success: bool) -> bool {
     let (kind, how) = match scan.cseq_method() {
-        CSeqMethod::Register => (Pending::Register, Trust::Registered),
+        CSeqMethod::Register if success => (Pending::Register, Trust::Registered),
         CSeqMethod::Invite => (Pending::Invite, Trust::Invited),
         _ => return false,
     };
@@ -202,26 +220,19 @@ pub fn answered(addr: &IpKey, scan: &HeaderScan, now: u64) -> bool {
         return false;
     };
     let _ = EXCHANGES.remove(key);
-    if e.kind != kind as u32 || e.expires_ns <= now {
+    if e.kind != kind as u32 || e.expires_ns <= now || watched(addr, now) != Some(e.gen) {
         return false;
     }
-    let Some(w) = WATCH.get_ptr(addr) else {
-        return false;
-    };
-    let w = unsafe { *w };
-    if !w.active_at(now) || w.since_ns > e.created_ns {
-        return false;
-    }
-    if e.proven != 0 {
+    if success && e.proven != 0 {
         trust(addr, how, now);
     }
     true
 }
 
 #[inline(always)]
-fn pend(addr: &IpKey, txn: u64, kind: Pending, proven: bool, now: u64, flags: u64) {
+fn pend(addr: &IpKey, txn: u64, kind: Pending, proven: bool, now: u64, gen: u64, flags: u64) {
     let e = Exchange {
-        created_ns: now,
+        gen,
         expires_ns: now.saturating_add(EXCHANGE_TTL_NS),
         kind: kind as u32,
         proven: u32::from(proven),
@@ -255,58 +266,54 @@ pub fn trust(addr: &IpKey, how: Trust, now: u64) {
     }
 }
 
-/// Ingress: hands SIP from a watched address to the exchange program, which
-/// gives the verdict. Returns only if the tail call failed (no program in
-/// the slot): the packet then passes as it would have.
+/// Ingress: hands a SIP message to the exchange program, which gives the
+/// verdict. Returns only if the tail call failed (no program in the
+/// slot): the packet then passes as it would have.
 #[inline(always)]
 pub fn hand_to_exchange(
     ctx: &XdpContext,
     src: &IpKey,
     off: usize,
     payload_len: usize,
-    class: SipClass,
     monitor: bool,
 ) {
     let frame = ctx.data_end() - ctx.data();
     let len = payload_len.min(frame.saturating_sub(off));
-    if fill_scratch(src, off, len, class as u32, monitor) {
+    if fill_scratch(src, off, len, 0, monitor) {
         unsafe {
             EXCHANGE_PROG.tail_call(ctx, 0);
         }
     }
 }
 
-/// Tail-called by the XDP program for SIP from a watched address, after
-/// every other check passed it.
+/// Tail-called by the XDP program, after every other check passed the
+/// packet, for every SIP response, every request from an address in an
+/// exchange, and anything the classifier could not read (a SIP server may
+/// still parse it: Kamailio skips CR/LF before the start line).
 #[xdp]
 pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
-    let Some((scan, src, class, monitor)) = scan_scratch(|off, buf, n| unsafe {
+    let Some((scan, src, _, monitor)) = scan_scratch(|off, buf, n| unsafe {
         aya_ebpf::helpers::generated::bpf_xdp_load_bytes(ctx.ctx, off, buf, n)
     }) else {
-        count(Counter::Sip);
-        return XDP_PASS;
+        return pass();
     };
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (kind, names) = match class {
-        c if c == SipClass::Register as u32 => (Some(Pending::Register), CSeqMethod::Register),
-        c if c == SipClass::Invite as u32 => (Some(Pending::Invite), CSeqMethod::Invite),
-        c if c == SipClass::Response as u32 => {
-            if let Some(txn) = scan.transaction() {
-                let key = ExchangeKey { addr: src, txn };
-                if let Some(e) = unsafe { EXCHANGES.get(key) }.copied() {
-                    if e.kind == Pending::Asked as u32 && e.expires_ns > now {
-                        let _ = EXCHANGES.remove(key);
-                        trust(&src, Trust::Peer, now);
-                    }
-                }
-            }
-            count(Counter::Sip);
-            return XDP_PASS;
-        }
-        _ => (None, CSeqMethod::Other),
-    };
     let cseq = scan.cseq_method();
+    let (kind, names) = match scan.start() {
+        Start::Empty => return pass(),
+        Start::Response => return response(&scan, &src, cseq, now, monitor),
+        Start::Register => (Some(Pending::Register), CSeqMethod::Register),
+        Start::Invite => (Some(Pending::Invite), CSeqMethod::Invite),
+        Start::OtherRequest => (None, CSeqMethod::Other),
+    };
+    let Some(gen) = watched(&src, now) else {
+        // A request from an address in no exchange can pass nothing off.
+        return pass();
+    };
     let forged = match kind {
+        // An INVITE whose CSeq lies past the scan (a trunk's long headers,
+        // in the next fragment) is recorded as nothing, and passes.
+        Some(Pending::Invite) if cseq == CSeqMethod::Missing => false,
         Some(_) => cseq != names,
         None => matches!(
             cseq,
@@ -314,14 +321,14 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
         ),
     };
     if forged {
-        break_watch(&src, now);
-        return if monitor {
-            count(Counter::MonitorBadCSeq);
-            XDP_PASS
-        } else {
-            count(Counter::BadCSeq);
-            XDP_DROP
-        };
+        // Dropped, it is never answered. In monitor mode it passes, and
+        // what it could pass itself off as earns nothing.
+        if monitor {
+            if let Some(txn) = scan.transaction() {
+                let _ = EXCHANGES.remove(ExchangeKey { addr: src, txn });
+            }
+        }
+        return bad_cseq(monitor);
     }
     if let (Some(kind), Some(txn)) = (kind, scan.transaction()) {
         let proven = scan.nonce().is_some_and(|nonce| {
@@ -329,9 +336,42 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
         });
         // The first request of a transaction is the one recorded: a
         // retransmission does not refresh it.
-        pend(&src, txn, kind, proven, now, BPF_NOEXIST as u64);
+        pend(&src, txn, kind, proven, now, gen, BPF_NOEXIST as u64);
         watch(&src, now, EXCHANGE_TTL_NS);
     }
+    pass()
+}
+
+/// A response: an answer to a request the SBC sent its sender makes the
+/// sender a verified peer; one naming REGISTER or INVITE that answers no
+/// such request is dropped, so the SBC never relays it.
+#[inline(always)]
+fn response(scan: &HeaderScan, src: &IpKey, cseq: CSeqMethod, now: u64, monitor: bool) -> u32 {
+    let asked = scan.transaction().is_some_and(|txn| {
+        unsafe { EXCHANGES.get(ExchangeKey { addr: *src, txn }) }
+            .is_some_and(|e| e.kind == Pending::Asked as u32 && e.expires_ns > now)
+    });
+    if asked {
+        trust(src, Trust::Peer, now);
+    } else if matches!(cseq, CSeqMethod::Register | CSeqMethod::Invite) {
+        return bad_cseq(monitor);
+    }
+    pass()
+}
+
+#[inline(always)]
+fn pass() -> u32 {
     count(Counter::Sip);
     XDP_PASS
+}
+
+#[inline(always)]
+fn bad_cseq(monitor: bool) -> u32 {
+    if monitor {
+        count(Counter::MonitorBadCSeq);
+        XDP_PASS
+    } else {
+        count(Counter::BadCSeq);
+        XDP_DROP
+    }
 }

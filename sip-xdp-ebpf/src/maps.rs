@@ -125,7 +125,7 @@ pub static EXCHANGES: LruHashMap<ExchangeKey, Exchange> = LruHashMap::pinned(MAX
 
 /// What a program hands the scan through a tail call (per CPU): the
 /// address, where the payload starts and how much to read, what the
-/// message is (`exchange::Mode` or, at ingress, its `SipClass`), and room
+/// message is (an `exchange::Mode`, 0 at ingress), and room
 /// for the copy the scan reads (too big for the stack). Ingress and egress
 /// share it: TC egress runs with bottom halves off, so XDP never runs on
 /// its CPU between the write and the read.

@@ -167,8 +167,9 @@ pub fn register_with(
 /// Registers from `sock` with digest authentication (REGISTER, 401,
 /// REGISTER with credentials for its nonce, 200) and RFC 3261
 /// retransmissions (500 ms, doubling, four sends of each request, 7.5 s at
-/// most each): the time to the 200 and how many sends it took; `None` if
-/// none was answered.
+/// most each): the time to the 200 and how many sends it took, counting
+/// the two requests as one (1: each was answered on its first send);
+/// `None` if none was answered.
 pub fn register(
     sock: &UdpSocket,
     server: SocketAddr,
@@ -201,6 +202,8 @@ pub fn register(
                     let auth = Some((nonce.as_str(), "6629fae49393a05397450978507c4ef1"));
                     msg = register_with(user, server.ip(), local, seq, seq + 1, auth);
                     (round, wait) = (0, Duration::from_millis(250));
+                    // The challenged send was answered: not a retransmission.
+                    sends -= 1;
                     break;
                 }
             }

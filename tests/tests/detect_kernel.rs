@@ -308,334 +308,213 @@ fn credentials(nonce: &str) -> String {
 #[test]
 fn trust_comes_only_from_a_real_exchange() {
     use sip_xdp_common::maps::Trust;
+    const REG: &str = "REGISTER sip:example.com SIP/2.0";
+    const INV: &str = "INVITE sip:200@example.com SIP/2.0";
+    const OPT: &str = "OPTIONS sip:sbc SIP/2.0";
+    const OK: &str = "SIP/2.0 200 OK";
+    const E401: &str = "SIP/2.0 401 Unauthorized";
+    const E407: &str = "SIP/2.0 407 Proxy Authentication Required";
     let p = TestProg::load("trust");
     let trusted = |ip: &str| p.maps().trust_of(ip.parse().unwrap());
-    configure(
-        &p,
-        Config {
-            trust_ttl_ns: 3_600_000_000_000,
+    let set = |flags: u32| {
+        let ttl = 3_600_000_000_000;
+        let c = Config {
+            trust_ttl_ns: ttl,
+            flags,
             ..Default::default()
-        },
-    );
-    let to_sbc = |src: &str, msg: Vec<u8>| p.run(&Frame::sip(src, &msg).build());
-    let from_sbc = |dst: &str, msg: Vec<u8>| p.run_egress(&Frame::reply(dst, &msg).build());
+        };
+        configure(&p, c)
+    };
+    set(0);
+    // A message from `src` to the SBC, and one from the SBC to `dst`.
+    let to_sbc = |src: &str, start: &str, call: &str, cseq: &str, extra: &str| {
+        p.run(&Frame::sip(src, &sip_msg(start, src, call, cseq, extra)).build())
+    };
+    let from_sbc = |dst: &str, start: &str, call: &str, cseq: &str, extra: &str| {
+        p.run_egress(&Frame::reply(dst, &sip_msg(start, dst, call, cseq, extra)).build())
+    };
+    let proxy = |s: String| s.replace("WWW-Authenticate", "Proxy-Authenticate");
+    let proxy_auth = |s: String| s.replace("Authorization", "Proxy-Authorization");
 
     // A digest registration: 401 with a nonce, REGISTER carrying it back,
     // 200 to that REGISTER.
     let phone = "203.0.113.70";
-    to_sbc(
-        phone,
-        sip_msg(
-            "REGISTER sip:example.com SIP/2.0",
-            phone,
-            "r1",
-            "1 REGISTER",
-            "",
-        ),
-    );
-    from_sbc(
-        phone,
-        sip_msg(
-            "SIP/2.0 401 Unauthorized",
-            phone,
-            "r1",
-            "1 REGISTER",
-            &challenge("n70"),
-        ),
-    );
+    to_sbc(phone, REG, "r1", "1 REGISTER", "");
+    from_sbc(phone, E401, "r1", "1 REGISTER", &challenge("n70"));
     assert_eq!(trusted(phone), None, "a challenge proves nothing");
-    let auth = sip_msg(
-        "REGISTER sip:example.com SIP/2.0",
-        phone,
-        "r1",
-        "2 REGISTER",
-        &credentials("n70"),
-    );
-    assert_eq!(to_sbc(phone, auth), XDP_PASS);
+    let auth = credentials("n70");
+    assert_eq!(to_sbc(phone, REG, "r1", "2 REGISTER", &auth), XDP_PASS);
     assert_eq!(trusted(phone), None, "credentials are not yet accepted");
-    assert_eq!(
-        from_sbc(
-            phone,
-            sip_msg("SIP/2.0 200 OK", phone, "r1", "2 REGISTER", "")
-        ),
-        -1
-    );
+    assert_eq!(from_sbc(phone, OK, "r1", "2 REGISTER", ""), -1);
     assert_eq!(trusted(phone), Some(Trust::Registered));
 
     // The CSeq trick: an OPTIONS carrying a REGISTER's CSeq gets a 2xx
     // that echoes it (a stateless keep-alive answer). From a source in no
     // exchange it passes, and its 2xx earns nothing.
     let trick = "203.0.113.71";
-    assert_eq!(
-        to_sbc(
-            trick,
-            sip_msg("OPTIONS sip:sbc SIP/2.0", trick, "t1", "1 REGISTER", "")
-        ),
-        XDP_PASS
-    );
-    from_sbc(
-        trick,
-        sip_msg("SIP/2.0 200 Keepalive", trick, "t1", "1 REGISTER", ""),
-    );
+    assert_eq!(to_sbc(trick, OPT, "t1", "1 REGISTER", ""), XDP_PASS);
+    from_sbc(trick, "SIP/2.0 200 Keepalive", "t1", "1 REGISTER", "");
     assert_eq!(trusted(trick), None, "the CSeq trick earned trust");
     // In an exchange (challenged, a proven REGISTER pending) the trick is
-    // dropped, and the pending REGISTER earns nothing even if answered.
-    from_sbc(
-        trick,
-        sip_msg(
-            "SIP/2.0 401 Unauthorized",
-            trick,
-            "t2",
-            "1 REGISTER",
-            &challenge("n71"),
-        ),
-    );
-    to_sbc(
-        trick,
-        sip_msg(
-            "REGISTER sip:example.com SIP/2.0",
-            trick,
-            "t2",
-            "2 REGISTER",
-            &credentials("n71"),
-        ),
-    );
+    // dropped, so the registrar never answers it: with a CSeq naming the
+    // pending REGISTER, after CR/LF (Kamailio skips them), with no CSeq
+    // where the scan reads (in the next fragment), or as a REGISTER whose
+    // CSeq names INVITE.
+    from_sbc(trick, E401, "t2", "1 REGISTER", &challenge("n71"));
+    to_sbc(trick, REG, "t2", "2 REGISTER", &credentials("n71"));
     let before = p.stats();
-    assert_eq!(
-        to_sbc(
-            trick,
-            sip_msg("OPTIONS sip:sbc SIP/2.0", trick, "t2", "2 REGISTER", "")
-        ),
-        XDP_DROP
-    );
-    // Or with no CSeq where the scan reads (in the next fragment).
-    let cut = sip_msg("OPTIONS sip:sbc SIP/2.0", trick, "t2", "2 REGISTER", "");
-    assert_eq!(to_sbc(trick, cut[..cut.len() - 40].to_vec()), XDP_DROP);
+    assert_eq!(to_sbc(trick, OPT, "t2", "2 REGISTER", ""), XDP_DROP);
+    let options = sip_msg(OPT, trick, "t2", "2 REGISTER", "");
+    let after_crlf = [b"\r\n\r\n".as_slice(), &options].concat();
+    assert_eq!(p.run(&Frame::sip(trick, &after_crlf).build()), XDP_DROP);
+    let cut = &options[..options.len() - 40];
+    assert_eq!(p.run(&Frame::sip(trick, cut).build()), XDP_DROP);
+    assert_eq!(to_sbc(trick, REG, "t3", "3 INVITE", ""), XDP_DROP);
+    let classes = [(ClassRegister, 1), (ClassOptions, 2), (ClassMalformed, 1)];
     assert_eq!(
         delta(&before, &p.stats()),
-        vec![(ClassOptions, 2), (BadCSeq, 2)]
+        [&classes[..], &[(BadCSeq, 4)]].concat()
     );
-    from_sbc(
-        trick,
-        sip_msg("SIP/2.0 200 Keepalive", trick, "t2", "2 REGISTER", ""),
+    // A forged 2xx for the pending REGISTER sent to the SBC for it to relay
+    // to the address (a proxy forwards a response it has no transaction
+    // for to the next Via), from anywhere: dropped.
+    let ours = String::from_utf8(sip_msg(OK, trick, "t2", "2 REGISTER", "")).unwrap();
+    let relayed = ours.replace(
+        "Via:",
+        "Via: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK-x\r\nVia:",
     );
-    assert_eq!(
-        trusted(trick),
-        None,
-        "a pending REGISTER answered after the trick"
-    );
-    // A REGISTER whose CSeq names another method is the trick too.
-    assert_eq!(
-        to_sbc(
-            trick,
-            sip_msg(
-                "REGISTER sip:example.com SIP/2.0",
-                trick,
-                "t3",
-                "3 INVITE",
-                ""
-            )
-        ),
-        XDP_DROP
-    );
+    let relayed = Frame::sip("203.0.113.99", relayed.as_bytes()).build();
+    assert_eq!(p.run(&relayed), XDP_DROP);
+    assert_eq!(to_sbc(trick, OK, "t2", "2 REGISTER", ""), XDP_DROP);
+    assert_eq!(trusted(trick), None);
     // The phone's own OPTIONS and ACK pass while it is in an exchange.
-    assert_eq!(
-        to_sbc(
-            phone,
-            sip_msg("OPTIONS sip:sbc SIP/2.0", phone, "o1", "1 OPTIONS", "")
-        ),
-        XDP_PASS
-    );
-    assert_eq!(
-        to_sbc(
-            phone,
-            sip_msg("ACK sip:200@example.com SIP/2.0", phone, "o2", "1 ACK", "")
-        ),
-        XDP_PASS
-    );
+    assert_eq!(to_sbc(phone, OPT, "o1", "1 OPTIONS", ""), XDP_PASS);
+    let ack = "ACK sip:200@example.com SIP/2.0";
+    assert_eq!(to_sbc(phone, ack, "o2", "1 ACK", ""), XDP_PASS);
 
     // Credentials without the nonce sent to that address: another nonce,
     // or the nonce sent to someone else. The 2xx still answers the
     // challenge for the brute-force count, but proves no address.
     let spoofed = "203.0.113.72";
-    from_sbc(
-        spoofed,
-        sip_msg(
-            "SIP/2.0 401 Unauthorized",
-            spoofed,
-            "s1",
-            "1 REGISTER",
-            &challenge("n72"),
-        ),
-    );
-    to_sbc(
-        spoofed,
-        sip_msg(
-            "REGISTER sip:example.com SIP/2.0",
-            spoofed,
-            "s1",
-            "2 REGISTER",
-            &credentials("guessed"),
-        ),
-    );
-    from_sbc(
-        spoofed,
-        sip_msg("SIP/2.0 200 OK", spoofed, "s1", "2 REGISTER", ""),
-    );
+    from_sbc(spoofed, E401, "s1", "1 REGISTER", &challenge("n72"));
+    to_sbc(spoofed, REG, "s1", "2 REGISTER", &credentials("guessed"));
+    from_sbc(spoofed, OK, "s1", "2 REGISTER", "");
     let other = "203.0.113.73";
-    from_sbc(
-        other,
-        sip_msg(
-            "SIP/2.0 401 Unauthorized",
-            other,
-            "s2",
-            "1 REGISTER",
-            &challenge("n73"),
-        ),
-    );
-    to_sbc(
-        other,
-        sip_msg(
-            "REGISTER sip:example.com SIP/2.0",
-            other,
-            "s2",
-            "2 REGISTER",
-            &credentials("n72"),
-        ),
-    );
-    from_sbc(
-        other,
-        sip_msg("SIP/2.0 200 OK", other, "s2", "2 REGISTER", ""),
-    );
+    from_sbc(other, E401, "s2", "1 REGISTER", &challenge("n73"));
+    to_sbc(other, REG, "s2", "2 REGISTER", &credentials("n72"));
+    from_sbc(other, OK, "s2", "2 REGISTER", "");
     // A 2xx to a REGISTER the SBC never saw come in, or of another
     // transaction than the one pending.
     let unseen = "203.0.113.74";
-    from_sbc(
-        unseen,
-        sip_msg(
-            "SIP/2.0 401 Unauthorized",
-            unseen,
-            "u1",
-            "1 REGISTER",
-            &challenge("n74"),
-        ),
-    );
-    from_sbc(
-        unseen,
-        sip_msg("SIP/2.0 200 OK", unseen, "u1", "2 REGISTER", ""),
-    );
-    to_sbc(
-        unseen,
-        sip_msg(
-            "REGISTER sip:example.com SIP/2.0",
-            unseen,
-            "u2",
-            "2 REGISTER",
-            &credentials("n74"),
-        ),
-    );
-    from_sbc(
-        unseen,
-        sip_msg("SIP/2.0 200 OK", unseen, "u2", "3 REGISTER", ""),
-    );
+    from_sbc(unseen, E401, "u1", "1 REGISTER", &challenge("n74"));
+    from_sbc(unseen, OK, "u1", "2 REGISTER", "");
+    to_sbc(unseen, REG, "u2", "2 REGISTER", &credentials("n74"));
+    from_sbc(unseen, OK, "u2", "3 REGISTER", "");
     for ip in [spoofed, other, unseen] {
         assert_eq!(trusted(ip), None, "{ip}");
     }
 
     // An INVITE answering a 407.
     let caller = "2001:db8::70";
-    from_sbc(
-        caller,
-        sip_msg(
-            "SIP/2.0 407 Proxy Authentication Required",
-            caller,
-            "i1",
-            "1 INVITE",
-            &challenge("n75").replace("WWW-Authenticate", "Proxy-Authenticate"),
-        ),
-    );
+    from_sbc(caller, E407, "i1", "1 INVITE", &proxy(challenge("n75")));
     to_sbc(
         caller,
-        sip_msg(
-            "INVITE sip:200@example.com SIP/2.0",
-            caller,
-            "i1",
-            "2 INVITE",
-            &credentials("n75").replace("Authorization", "Proxy-Authorization"),
-        ),
+        INV,
+        "i1",
+        "2 INVITE",
+        &proxy_auth(credentials("n75")),
     );
-    from_sbc(
-        caller,
-        sip_msg("SIP/2.0 200 OK", caller, "i1", "2 INVITE", ""),
-    );
+    from_sbc(caller, OK, "i1", "2 INVITE", "");
     assert_eq!(trusted(caller), Some(Trust::Invited));
+    // A call that passed its challenge and found the callee busy answered
+    // the challenge too; a 400 does not.
+    let busy = "203.0.113.76";
+    for (call, status) in [
+        ("b1", "SIP/2.0 486 Busy Here"),
+        ("b2", "SIP/2.0 400 Bad Request"),
+    ] {
+        let nonce = format!("n-{call}");
+        from_sbc(busy, E407, call, "1 INVITE", &proxy(challenge(&nonce)));
+        to_sbc(
+            busy,
+            INV,
+            call,
+            "2 INVITE",
+            &proxy_auth(credentials(&nonce)),
+        );
+        from_sbc(busy, status, call, "2 INVITE", "");
+    }
 
     // Peers by answer: a request the SBC sends earns nothing until the
     // address answers it; a response naming another transaction, nothing.
     let trunk = "203.0.113.80";
-    from_sbc(
-        trunk,
-        sip_msg("OPTIONS sip:trunk SIP/2.0", trunk, "k1", "1 OPTIONS", ""),
-    );
-    from_sbc(
-        "203.0.113.81",
-        sip_msg(
-            "NOTIFY sip:1001@203.0.113.81 SIP/2.0",
-            "203.0.113.81",
-            "k2",
-            "1 NOTIFY",
-            "",
-        ),
-    );
+    let phone2 = "203.0.113.81";
+    from_sbc(trunk, "OPTIONS sip:trunk SIP/2.0", "k1", "1 OPTIONS", "");
+    from_sbc(phone2, "NOTIFY sip:1001@x SIP/2.0", "k2", "1 NOTIFY", "");
     assert_eq!(
         trusted(trunk),
         None,
         "an unanswered request verifies nothing"
     );
-    to_sbc(
+    to_sbc(trunk, OK, "k9", "1 OPTIONS", "");
+    let stolen = sip_msg(OK, phone2, "k2", "1 NOTIFY", "");
+    p.run(&Frame::sip("203.0.113.82", &stolen).build());
+    for ip in [trunk, phone2, "203.0.113.82"] {
+        assert_eq!(trusted(ip), None, "{ip}");
+    }
+    assert_eq!(to_sbc(trunk, OK, "k1", "1 OPTIONS", ""), XDP_PASS);
+    assert_eq!(trusted(trunk), Some(Trust::Peer));
+    // A call the SBC sends the trunk: its answers pass, 180 and 200 alike;
+    // a 2xx to an INVITE the SBC never sent it does not.
+    from_sbc(
         trunk,
-        sip_msg("SIP/2.0 200 OK", trunk, "k9", "1 OPTIONS", ""),
+        "INVITE sip:+15550100@trunk SIP/2.0",
+        "k3",
+        "1 INVITE",
+        "",
     );
-    to_sbc(
-        "203.0.113.82",
-        sip_msg("SIP/2.0 200 OK", "203.0.113.81", "k2", "1 NOTIFY", ""),
-    );
-    assert_eq!(trusted(trunk), None);
-    assert_eq!(trusted("203.0.113.81"), None);
-    assert_eq!(trusted("203.0.113.82"), None);
     assert_eq!(
-        to_sbc(
-            trunk,
-            sip_msg("SIP/2.0 200 OK", trunk, "k1", "1 OPTIONS", "")
-        ),
+        to_sbc(trunk, "SIP/2.0 180 Ringing", "k3", "1 INVITE", ""),
         XDP_PASS
     );
-    assert_eq!(trusted(trunk), Some(Trust::Peer));
+    assert_eq!(to_sbc(trunk, OK, "k3", "1 INVITE", ""), XDP_PASS);
+    assert_eq!(to_sbc(trunk, OK, "k4", "1 INVITE", ""), XDP_DROP);
 
-    // The brute-force count: only a 2xx to a REGISTER or INVITE that
+    // The brute-force count: only what answers a REGISTER or INVITE that
     // ingress saw answers a challenge; the keep-alive 2xx answers nothing.
     let answered = |ip: &str| {
         let k = key_of(ip.parse().unwrap());
-        p.maps()
-            .reply_totals()
-            .unwrap()
-            .into_iter()
+        let all = p.maps().reply_totals().unwrap();
+        all.into_iter()
             .find(|(c, _)| *c == k)
             .map(|(_, r)| r)
+            .unwrap()
     };
+    assert_eq!(answered(phone)[0], 1, "the phone's 2xx answers its 401");
+    assert_eq!(answered(spoofed)[0], 1);
     assert_eq!(
-        answered(phone).unwrap()[0],
-        1,
-        "the phone's 2xx answers its 401"
-    );
-    assert_eq!(answered(spoofed).unwrap()[0], 1);
-    assert_eq!(
-        answered(trick).unwrap()[0],
+        answered(trick)[0],
         0,
         "the keep-alive 2xx answered a challenge"
     );
-    assert_eq!(answered(unseen).unwrap()[0], 0);
+    assert_eq!(answered(unseen)[0], 0);
+    assert_eq!(
+        answered(busy),
+        [1, 0, 0, 0, 2],
+        "the busy call answered one 407"
+    );
     assert_eq!(p.maps().list_verified().len(), 3);
+
+    // Monitor mode: the trick passes, and the REGISTER it rode on earns
+    // nothing when answered.
+    set(CONFIG_MONITOR);
+    let watched = "203.0.113.77";
+    from_sbc(watched, E401, "m1", "1 REGISTER", &challenge("n77"));
+    to_sbc(watched, REG, "m1", "2 REGISTER", &credentials("n77"));
+    assert_eq!(to_sbc(watched, OPT, "m1", "2 REGISTER", ""), XDP_PASS);
+    from_sbc(watched, "SIP/2.0 200 Keepalive", "m1", "2 REGISTER", "");
+    assert_eq!(trusted(watched), None);
+    assert_eq!(p.stat(MonitorBadCSeq), 1);
 }
 
 #[test]
