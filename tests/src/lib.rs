@@ -11,6 +11,7 @@ pub mod filters;
 pub mod flood;
 pub mod frames;
 pub mod http;
+pub mod kamailio;
 pub mod lab;
 pub mod prog;
 pub mod registrar;

@@ -152,3 +152,95 @@ pub fn final_count(text: &str, label: &str) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// A phone's registration with digest authentication: REGISTER, the 401,
+/// REGISTER with credentials for its nonce (SIPp computes them from `-au`
+/// and `-ap`), the 200.
+const REGISTER_DIGEST: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register with digest">
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:[service]@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:[service]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Expires: 3600
+User-Agent: SIPp phone
+Content-Length: 0
+
+]]></send>
+  <recv response="401" auth="true"/>
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+From: <sip:[service]@[remote_ip]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:[service]@[local_ip]:[local_port]>
+[authentication]
+Max-Forwards: 70
+Expires: 3600
+User-Agent: SIPp phone
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"#;
+
+/// Registers `user` with `password` from `ns` (`local`, port 5070) at
+/// `target:5060`, once, bounded by a timeout.
+pub fn register_digest(
+    ns: &Netns,
+    local: IpAddr,
+    target: IpAddr,
+    user: &str,
+    password: &str,
+) -> UacResult {
+    let dir = std::env::temp_dir().join(format!("sipp-reg-{}-{}", std::process::id(), ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("register.xml");
+    std::fs::write(&f, REGISTER_DIGEST).unwrap();
+    let out: Output = ns
+        .command("sipp")
+        .args([
+            "-sf",
+            f.to_str().unwrap(),
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            password,
+        ])
+        .args([
+            "-i",
+            &local.to_string(),
+            "-p",
+            "5070",
+            "-m",
+            "1",
+            "-nostdin",
+        ])
+        .args([
+            "-timeout",
+            "20s",
+            "-timeout_error",
+            &format!("{target}:5060"),
+        ])
+        .current_dir(&dir)
+        .output()
+        .expect("running sipp");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    UacResult {
+        exit_ok: out.status.success(),
+        successful: final_count(&text, "Successful call"),
+        failed: final_count(&text, "Failed call"),
+        output: text,
+    }
+}

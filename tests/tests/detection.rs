@@ -426,6 +426,171 @@ fn extension_enumeration_is_banned_from_the_servers_404s() {
     assert!(metric(&m, "sipxdp_kernel_events_total{event=\"reply_404\"}") >= 10.0);
 }
 
+/// A password guesser that pairs each wrong guess with an OPTIONS
+/// keep-alive, against a registrar that challenges a wrong password again
+/// and answers keep-alives with a 200 (as Kamailio's stock script does):
+/// the keep-alive's 200 answers no challenge, so the guesser is banned as
+/// brute force from the registrar's challenges alone.
+#[test]
+fn a_guesser_pairing_each_guess_with_a_keepalive_is_banned() {
+    use sip_xdp_tests::registrar::{nonce_of, register_with, Registrar};
+    let lab = Lab::two_clients("gu");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(&cli, &lab, "[detect.flood]\nlimit = 10000\n");
+    let link = &lab.links[1];
+    let server = SocketAddr::new(link.server_v4, 5060);
+    let _registrar = Registrar::start(&lab.server, server);
+    let sock = lab.clients[1].enter(|| UdpSocket::bind((link.client_v4, 5070)).unwrap());
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    let mut buf = [0u8; 2048];
+    let mut answer = |msg: &[u8]| -> Option<Vec<u8>> {
+        sock.send_to(msg, server).ok()?;
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
+    };
+    let first = register_with("1001", server.ip(), local, 1, 1, None);
+    let mut nonce = nonce_of(&answer(&first).expect("challenged")).expect("a nonce");
+    // Bounded: 20 guesses, each with its keep-alive, 50 ms apart.
+    let mut keepalives = 0;
+    for i in 0..20 {
+        let guess = register_with("1001", server.ip(), local, 1, 2 + i, Some((&nonce, "bad0")));
+        let Some(reply) = answer(&guess) else { break };
+        assert!(
+            reply.starts_with(b"SIP/2.0 401"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        nonce = nonce_of(&reply).expect("a nonce");
+        let ping = request("OPTIONS", "1001", server.ip(), "Yealink SIP-T46S", 100 + i);
+        if answer(&ping).is_some_and(|r| r.starts_with(b"SIP/2.0 200")) {
+            keepalives += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        keepalives >= 10,
+        "only {keepalives} keep-alives were answered"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || banned(&cli, link.client_v4)
+            == Some("bruteforce")),
+        "{}",
+        daemon.log_text()
+    );
+    daemon.wait_log(
+        "banned src_ip=203.0.113.2 reason=brute_force_wire",
+        Duration::from_secs(2),
+    );
+    assert_eq!(cli.stats()["reply_2xx"].as_u64(), Some(keepalives));
+}
+
+/// Against a real Kamailio registrar doing digest authentication, which
+/// answers OPTIONS keep-alives as its stock configuration does (echoing
+/// the CSeq, whatever method it names): a SIPp phone that registers is
+/// verified; an OPTIONS carrying `CSeq: 1 REGISTER` gets its 200 and earns
+/// nothing; a password guesser pairing each wrong guess with a keep-alive
+/// is banned as brute force.
+#[test]
+fn against_kamailio_only_a_digest_registration_verifies() {
+    use sip_xdp_common::maps::Trust;
+    use sip_xdp_tests::{
+        kamailio::{Kamailio, PASSWORD},
+        registrar::{nonce_of, register_with},
+        sipp,
+    };
+    let lab = Lab::two_clients("ka");
+    let db = TestDb::mariadb();
+    let cli = Cli::with_db(&lab.server, db.url());
+    let daemon = controller(&cli, &lab, "[detect.flood]\nlimit = 10000\n");
+    let (attack, phone) = (&lab.links[0], &lab.links[1]);
+    let kamailio = Kamailio::start(&lab.server, &[attack.server_v4, phone.server_v4]);
+    let maps = || Maps::open(&Pins::new(&cli.pins)).unwrap();
+
+    // The phone: SIPp registering with digest authentication.
+    let reg = sipp::register_digest(
+        &lab.clients[1],
+        phone.client_v4,
+        phone.server_v4,
+        "1001",
+        PASSWORD,
+    );
+    assert_eq!(reg.successful, 1, "{}\n{}", reg.output, kamailio.log());
+    assert!(
+        eventually(Duration::from_secs(2), || maps().trust_of(phone.client_v4)
+            == Some(Trust::Registered)),
+        "the phone's digest registration did not verify it"
+    );
+
+    // The attacker's socket, and a request in its own transaction.
+    let server = SocketAddr::new(attack.server_v4, 5060);
+    let sock = lab.clients[0].enter(|| UdpSocket::bind((attack.client_v4, 5070)).unwrap());
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    let mut buf = [0u8; 2048];
+    let mut ask = |msg: &[u8]| -> Option<String> {
+        sock.send_to(msg, server).ok()?;
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let keepalive = |call: usize, cseq: &str| {
+        let reg =
+            String::from_utf8(register_with("1001", server.ip(), local, call, 1, None)).unwrap();
+        reg.replacen("REGISTER sip:", "OPTIONS sip:", 1)
+            .replace("CSeq: 1 REGISTER", &format!("CSeq: {cseq}"))
+            .into_bytes()
+    };
+    // The CSeq trick: Kamailio echoes the REGISTER CSeq in its 200.
+    let reply = ask(&keepalive(1, "1 REGISTER")).expect("kamailio answers keep-alives");
+    assert!(
+        reply.starts_with("SIP/2.0 200") && reply.contains("CSeq: 1 REGISTER"),
+        "{reply}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        maps().trust_of(attack.client_v4),
+        None,
+        "the CSeq trick earned trust"
+    );
+
+    // The guesser: each wrong password is challenged again; each paired
+    // keep-alive gets a 200. Bounded: 20 guesses, 50 ms apart.
+    let first = register_with("1001", server.ip(), local, 2, 1, None);
+    let mut nonce = nonce_of(ask(&first).expect("challenged").as_bytes()).expect("a nonce");
+    let mut keepalives = 0;
+    for i in 0..20 {
+        let guess = register_with(
+            "1001",
+            server.ip(),
+            local,
+            2,
+            2 + i,
+            Some((&nonce, "0123456789abcdef0123456789abcdef")),
+        );
+        let Some(reply) = ask(&guess) else { break };
+        assert!(reply.starts_with("SIP/2.0 401"), "{reply}");
+        nonce = nonce_of(reply.as_bytes()).expect("a nonce");
+        if ask(&keepalive(100 + i, "1 OPTIONS")).is_some_and(|r| r.starts_with("SIP/2.0 200")) {
+            keepalives += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        keepalives >= 10,
+        "only {keepalives} keep-alives were answered"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || banned(&cli, attack.client_v4)
+            == Some("bruteforce")),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(maps().trust_of(attack.client_v4), None);
+}
+
 #[test]
 fn failed_registrations_rows_lead_to_a_ban() {
     let lab = Lab::two_clients("bf");
