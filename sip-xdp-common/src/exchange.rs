@@ -88,6 +88,11 @@ const SEEN_VIA: u32 = 32;
 const SEEN_AUTH: u32 = 64;
 /// What a transaction needs.
 pub const TRANSACTION: u32 = CALL_ID | CSEQ | BRANCH;
+/// `want` bits: decide what is wanted from the start line, as ingress
+/// does (`HeaderScan::ingress`); with `KEEP_TRANSACTION`, requests of
+/// other methods are read to their transaction too.
+const BY_START: u32 = 1 << 8;
+const KEEP_TRANSACTION: u32 = 1 << 9;
 
 // States of the scan.
 const START: u32 = 0;
@@ -148,6 +153,20 @@ impl HeaderScan {
         }
     }
 
+    /// The scan ingress runs: a REGISTER or INVITE is read to its
+    /// transaction and nonce, a response to its transaction, any other
+    /// request only to its CSeq (to its transaction too with
+    /// `transaction_always`).
+    #[inline(always)]
+    pub fn ingress(transaction_always: bool) -> Self {
+        let keep = if transaction_always {
+            KEEP_TRANSACTION
+        } else {
+            0
+        };
+        HeaderScan::wanting(BY_START | keep)
+    }
+
     /// Feeds one byte; returns true once nothing after it matters (the
     /// header section ended, or everything wanted was found).
     #[inline(always)]
@@ -162,12 +181,20 @@ impl HeaderScan {
                 self.state = END;
                 return true;
             }
+            if self.state == START || self.state == START_REST {
+                self.want_by_start();
+            }
             self.end_of_line();
             if b == b'\n' {
                 self.resume = self.state;
                 self.state = LINE_START;
             }
             return self.done();
+        }
+        // Most bytes are in values nobody reads: nothing to do but wait
+        // for the line's end.
+        if self.state == SKIP {
+            return false;
         }
         match self.state {
             START => {
@@ -306,7 +333,21 @@ impl HeaderScan {
 
     #[inline(always)]
     fn done(&self) -> bool {
-        self.state == END || (self.want != 0 && self.found & self.want == self.want)
+        let want = self.want & (CALL_ID | CSEQ | BRANCH | NONCE);
+        self.state == END || (want != 0 && self.found & want == want)
+    }
+
+    #[inline(always)]
+    fn want_by_start(&mut self) {
+        if self.want & BY_START == 0 {
+            return;
+        }
+        self.want = match self.start() {
+            Start::Register | Start::Invite => TRANSACTION | NONCE,
+            Start::Response => TRANSACTION,
+            _ if self.want & KEEP_TRANSACTION != 0 => TRANSACTION,
+            _ => CSEQ,
+        };
     }
 
     /// A header's name ended at its colon: what to read in its value. Only
@@ -584,6 +625,39 @@ CSeq: 1 REGISTER\r\nAuthorization: Digest nonce=\"x\"\r\n";
         // letter is not it.
         let s = all("INVITE sip:x SIP/2.0\r\nIn-Reply-To: z\r\nCSeq: 1 INVITE\r\n\r\n");
         assert_eq!(s.transaction(), None);
+    }
+
+    #[test]
+    fn ingress_reads_what_the_start_line_calls_for() {
+        // Call-ID after CSeq: a scan that stops at the CSeq misses it.
+        let options = REGISTER
+            .replacen("REGISTER sip:", "OPTIONS sip:", 1)
+            .replace("Call-ID: 8f3a@203.0.113.2\r\n", "")
+            .replace(
+                "Content-Length",
+                "Call-ID: 8f3a@203.0.113.2\r\nContent-Length",
+            );
+        let s = scan_with(HeaderScan::ingress(false), &options);
+        assert_eq!(s.cseq_method(), CSeqMethod::Register);
+        assert_eq!(s.transaction(), None, "an OPTIONS is read to its CSeq");
+        let s = scan_with(HeaderScan::ingress(true), &options);
+        assert_eq!(s.transaction(), all(&options).transaction());
+        let s = scan_with(HeaderScan::ingress(false), REGISTER);
+        assert_eq!(
+            (s.transaction(), s.nonce()),
+            (all(REGISTER).transaction(), all(REGISTER).nonce())
+        );
+        let s = scan_with(HeaderScan::ingress(false), OK);
+        assert_eq!(s.transaction(), all(OK).transaction());
+    }
+
+    fn scan_with(mut s: HeaderScan, msg: &str) -> HeaderScan {
+        for &b in msg.as_bytes() {
+            if s.step(b) {
+                break;
+            }
+        }
+        s
     }
 
     #[test]

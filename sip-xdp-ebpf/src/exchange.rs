@@ -67,16 +67,18 @@ pub enum Mode {
     Outcome = 4,
 }
 
-/// What each scan needs: the egress modes stop at what they use; ingress
-/// (mode 0) reads the transaction and, for a REGISTER or INVITE, the nonce.
+/// The scan each mode needs: the egress modes stop at what they use;
+/// ingress (mode 0) decides by the start line, and in monitor mode reads
+/// every request to its transaction (a forged one passes there, and the
+/// transaction it names is voided).
 #[inline(always)]
-pub const fn wanted(mode: u32) -> u32 {
+fn scan_for(mode: u32, monitor: bool) -> HeaderScan {
     if mode == Mode::Challenge as u32 {
-        NONCE
+        HeaderScan::wanting(NONCE)
     } else if mode == 0 {
-        TRANSACTION | NONCE
+        HeaderScan::ingress(monitor)
     } else {
-        TRANSACTION
+        HeaderScan::wanting(TRANSACTION)
     }
 }
 
@@ -117,30 +119,40 @@ pub fn scan_scratch(
     if load(off, s.bytes.as_mut_ptr() as *mut c_void, n) != 0 {
         return None;
     }
-    s.scan = HeaderScan::wanting(wanted(s.mode));
+    s.scan = scan_for(s.mode, s.monitor != 0);
     // SAFETY: the callback has the signature bpf_loop calls; it keeps its
     // state in the scratch, not in the context.
     unsafe {
         let step: unsafe extern "C" fn(u32, *mut c_void) -> i64 = scan_step;
-        bpf_loop(n, step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(n.div_ceil(STRIDE), step as *mut c_void, core::ptr::null_mut(), 0);
     }
     Some((s.scan, s.addr, s.mode, s.monitor != 0))
 }
 
-/// The body of the scan, one byte per call: a `bpf_loop` callback, so the
-/// verifier walks it once instead of once per byte.
+/// Bytes per call of the loop body: each call costs an indirect call and a
+/// scratch lookup, shared by this many bytes.
+const STRIDE: u32 = 8;
+
+/// The body of the scan, `STRIDE` bytes per call: a `bpf_loop` callback,
+/// so the verifier walks it once instead of once per byte.
 unsafe extern "C" fn scan_step(i: u32, _: *mut c_void) -> i64 {
     const STOP: i64 = 1;
     let Some(s) = SCAN.get_ptr_mut(0) else {
         return STOP;
     };
     let s = unsafe { &mut *s };
-    let b = s.bytes[i as usize & (SCAN_BUF - 1)];
-    if s.scan.step(b) {
-        STOP
-    } else {
-        0
+    let base = i.wrapping_mul(STRIDE);
+    for k in 0..STRIDE {
+        let at = base.wrapping_add(k);
+        // Past the copy the buffer holds an earlier packet's bytes.
+        if at >= s.len {
+            return STOP;
+        }
+        if s.scan.step(s.bytes[at as usize & (SCAN_BUF - 1)]) {
+            return STOP;
+        }
     }
+    0
 }
 
 /// The generation of `addr`'s watch, if it is in an exchange: its SIP
