@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use sip_xdp_common::{
     classify::classify_payload,
-    exchange::{scan, EXCHANGE_SCAN},
+    exchange::{scan, EXCHANGE_SCAN, NONCE, TRANSACTION},
     SipClass, CLASSIFY_LEN,
 };
 
@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
         let sp = head.iter().position(|&b| b == b' ').expect("a request has its space");
         assert!(head[..sp].iter().all(u8::is_ascii_uppercase));
     }
-    let whole = scan(data);
-    let _ = (whole.transaction(), whole.nonce(), whole.cseq_method());
-    assert_eq!(whole, scan(&data[..data.len().min(EXCHANGE_SCAN)]));
+    let whole = scan(data, 0);
+    let _ = (whole.transaction(), whole.nonce(), whole.cseq_method(), whole.start());
+    assert_eq!(whole, scan(&data[..data.len().min(EXCHANGE_SCAN)], 0));
+    // A scan that stops at what it wants agrees on what it found.
+    let early = scan(data, TRANSACTION | NONCE);
+    assert_eq!(early.transaction(), whole.transaction());
+    assert_eq!(early.nonce(), whole.nonce());
 });

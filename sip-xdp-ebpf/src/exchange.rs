@@ -124,7 +124,12 @@ pub fn scan_scratch(
     // state in the scratch, not in the context.
     unsafe {
         let step: unsafe extern "C" fn(u32, *mut c_void) -> i64 = scan_step;
-        bpf_loop(n.div_ceil(STRIDE), step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(
+            n.div_ceil(STRIDE),
+            step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
     }
     Some((s.scan, s.addr, s.mode, s.monitor != 0))
 }

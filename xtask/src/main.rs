@@ -332,8 +332,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("ipset", "ipset"),
     // The integrations are tested against the real components: CrowdSec's
-    // Local API and Kamailio's `permissions` schema (a path: no command).
+    // Local API, Kamailio as a registrar doing digest authentication, and
+    // its `permissions` schema (a path: no command).
     ("cscli", "crowdsec"),
+    ("kamailio", "kamailio"),
     (
         "/usr/share/kamailio/mysql/permissions-create.sql",
         "kamailio-mysql-modules",
