@@ -84,8 +84,22 @@ pub const MAX_EXCHANGES: u32 = 65_536;
 /// How long a nonce the SBC sent is accepted back: past it, a client asks
 /// again (registrars expire nonces sooner, and answer `stale=true`).
 pub const NONCE_TTL_NS: u64 = 300_000_000_000;
-/// How long a transaction waits for its answer: Timer B/F, 64 × T1.
+/// How long a transaction waits for its answer: Timer F, 64 × T1.
 pub const EXCHANGE_TTL_NS: u64 = 32_000_000_000;
+/// An INVITE's: a call may ring for minutes before its final response (a
+/// proxy's Timer C is more than 3 min), and the 2xx is retransmitted
+/// until the ACK.
+pub const INVITE_TTL_NS: u64 = 300_000_000_000;
+
+/// How long a transaction of `method` waits for its answer.
+#[inline(always)]
+pub const fn exchange_ttl_ns(invite: bool) -> u64 {
+    if invite {
+        INVITE_TTL_NS
+    } else {
+        EXCHANGE_TTL_NS
+    }
+}
 /// Sources that can reach the hot mark in one unit before the controller
 /// falls back to reading every tracked source (counted as `hot_full`).
 pub const MAX_HOT: u32 = 65_536;

@@ -41,7 +41,7 @@ use aya_ebpf::{
 use sip_xdp_common::{
     exchange::{CSeqMethod, HeaderScan, Start, EXCHANGE_SCAN, NONCE, TRANSACTION},
     maps::{
-        Exchange, ExchangeKey, NonceKey, Pending, Trust, Verified, Watch, EXCHANGE_TTL_NS,
+        exchange_ttl_ns, Exchange, ExchangeKey, NonceKey, Pending, Trust, Verified, Watch,
         NONCE_TTL_NS,
     },
     Counter, IpKey,
@@ -212,8 +212,9 @@ pub fn asked(addr: &IpKey, scan: &HeaderScan, now: u64) {
     let Some(txn) = scan.transaction() else {
         return;
     };
-    pend(addr, txn, Pending::Asked, false, now, 0, 0);
-    watch(addr, now, EXCHANGE_TTL_NS);
+    let ttl = exchange_ttl_ns(scan.cseq_method() == CSeqMethod::Invite);
+    pend(addr, txn, Pending::Asked, false, now, ttl, 0, 0);
+    watch(addr, now, ttl);
 }
 
 /// Egress, a 2xx (`success`) or a call's other final outcome to `addr`:
@@ -247,10 +248,19 @@ pub fn answered(addr: &IpKey, scan: &HeaderScan, now: u64, success: bool) -> boo
 }
 
 #[inline(always)]
-fn pend(addr: &IpKey, txn: u64, kind: Pending, proven: bool, now: u64, gen: u64, flags: u64) {
+fn pend(
+    addr: &IpKey,
+    txn: u64,
+    kind: Pending,
+    proven: bool,
+    now: u64,
+    ttl: u64,
+    gen: u64,
+    flags: u64,
+) {
     let e = Exchange {
         gen,
-        expires_ns: now.saturating_add(EXCHANGE_TTL_NS),
+        expires_ns: now.saturating_add(ttl),
         kind: kind as u32,
         proven: u32::from(proven),
     };
@@ -353,8 +363,9 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
         });
         // The first request of a transaction is the one recorded: a
         // retransmission does not refresh it.
-        pend(&src, txn, kind, proven, now, gen, BPF_NOEXIST as u64);
-        watch(&src, now, EXCHANGE_TTL_NS);
+        let ttl = exchange_ttl_ns(kind == Pending::Invite);
+        pend(&src, txn, kind, proven, now, ttl, gen, BPF_NOEXIST as u64);
+        watch(&src, now, ttl);
     }
     pass()
 }

@@ -307,7 +307,7 @@ fn credentials(nonce: &str) -> String {
 /// spoofer can send, alone or in pairs, earns nothing.
 #[test]
 fn trust_comes_only_from_a_real_exchange() {
-    use sip_xdp_common::maps::Trust;
+    use sip_xdp_common::maps::{Pending, Trust};
     const REG: &str = "REGISTER sip:example.com SIP/2.0";
     const INV: &str = "INVITE sip:200@example.com SIP/2.0";
     const OPT: &str = "OPTIONS sip:sbc SIP/2.0";
@@ -479,6 +479,29 @@ fn trust_comes_only_from_a_real_exchange() {
     );
     assert_eq!(to_sbc(trunk, OK, "k3", "1 INVITE", ""), XDP_PASS);
     assert_eq!(to_sbc(trunk, OK, "k4", "1 INVITE", ""), XDP_DROP);
+    // A call may ring for minutes before its 2xx: the SBC's INVITE waits
+    // for its answer longer than other requests do.
+    let waits = {
+        use aya::maps::{HashMap, Map, MapData};
+        use sip_xdp_common::maps::{Exchange, ExchangeKey, MAP_EXCHANGES};
+        let data = MapData::from_pin(p.pins.map(MAP_EXCHANGES)).unwrap();
+        let map: HashMap<MapData, ExchangeKey, Exchange> =
+            HashMap::try_from(Map::LruHashMap(data)).unwrap();
+        let now = sip_xdp::kernel::clock::monotonic_ns();
+        let trunk_key = key_of(trunk.parse().unwrap());
+        let mut waits: Vec<u64> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, e)| k.addr == trunk_key && e.kind == Pending::Asked as u32)
+            .map(|(_, e)| e.expires_ns.saturating_sub(now) / 1_000_000_000)
+            .collect();
+        waits.sort();
+        waits
+    };
+    assert!(
+        matches!(waits[..], [w, v] if w <= 32 && v >= 290),
+        "{waits:?}"
+    );
 
     // The brute-force count: only what answers a REGISTER or INVITE that
     // ingress saw answers a challenge; the keep-alive 2xx answers nothing.
