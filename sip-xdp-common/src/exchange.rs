@@ -68,11 +68,27 @@ const fn name(s: &[u8]) -> u64 {
     h
 }
 
-const N_CALL_ID: u64 = name(b"call-id");
-const N_CALL_ID_SHORT: u64 = name(b"i");
-const N_CSEQ: u64 = name(b"cseq");
-const N_VIA: u64 = name(b"via");
-const N_VIA_SHORT: u64 = name(b"v");
+/// A short header name as `step` packs it: the folded bytes, the first
+/// in the low byte, and the length. Names of up to eight bytes are
+/// compared whole, never by hash: a name that only hashes like `CSeq`
+/// must not be read as one.
+const fn short(s: &[u8]) -> (u64, u32) {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < s.len() {
+        w |= (s[i] as u64) << (8 * i);
+        i += 1;
+    }
+    (w, s.len() as u32)
+}
+
+const N_CALL_ID: (u64, u32) = short(b"call-id");
+const N_CALL_ID_SHORT: (u64, u32) = short(b"i");
+const N_CSEQ: (u64, u32) = short(b"cseq");
+const N_VIA: (u64, u32) = short(b"via");
+const N_VIA_SHORT: (u64, u32) = short(b"v");
+const N_TO: (u64, u32) = short(b"to");
+const N_TO_SHORT: (u64, u32) = short(b"t");
 const N_AUTHORIZATION: u64 = name(b"authorization");
 const N_PROXY_AUTHORIZATION: u64 = name(b"proxy-authorization");
 const N_WWW_AUTHENTICATE: u64 = name(b"www-authenticate");
@@ -86,6 +102,10 @@ pub const NONCE: u32 = 8;
 const STARTED: u32 = 16;
 const SEEN_VIA: u32 = 32;
 const SEEN_AUTH: u32 = 64;
+/// The To header carries a tag: a request inside a dialog.
+const TO_TAG: u32 = 1 << 10;
+/// More than one Via value: a request relayed from someone else.
+const MANY_VIAS: u32 = 1 << 11;
 /// What a transaction needs.
 pub const TRANSACTION: u32 = CALL_ID | CSEQ | BRANCH;
 /// `want` bits: decide what is wanted from the start line, as ingress
@@ -114,6 +134,8 @@ const NONCE_EQ: u32 = 15;
 const NONCE_QUOTE: u32 = 16;
 const VALUE_NONCE: u32 = 17;
 const END: u32 = 18;
+const TO_LINE: u32 = 19;
+const VIA_REST: u32 = 20;
 
 /// The scan's state between bytes, and what it found. `#[repr(C)]`, no
 /// padding: the kernel keeps it in map memory.
@@ -131,6 +153,8 @@ pub struct HeaderScan {
     /// bytes, the first in the low byte.
     method: u64,
     start: u64,
+    /// The header name being read: its first eight folded bytes.
+    name_word: u64,
     cseq: u32,
     method_len: u32,
     start_len: u32,
@@ -140,7 +164,7 @@ pub struct HeaderScan {
     resume: u32,
     /// `found` bits after which nothing else matters (0: read to the end).
     want: u32,
-    _pad: u32,
+    name_len: u32,
 }
 
 impl HeaderScan {
@@ -153,8 +177,8 @@ impl HeaderScan {
         }
     }
 
-    /// The scan ingress runs: a REGISTER or INVITE is read to its
-    /// transaction and nonce, a response to its transaction, any other
+    /// The scan ingress runs: a REGISTER or INVITE is read to the end of
+    /// its headers, a response to its transaction, any other
     /// request only to its CSeq (to its transaction too with
     /// `transaction_always`).
     #[inline(always)]
@@ -214,6 +238,8 @@ impl HeaderScan {
                     self.state = self.resume;
                 } else {
                     self.hash = fnv(FNV_BASIS, fold(b));
+                    self.name_word = u64::from(fold(b));
+                    self.name_len = 1;
                     self.state = NAME;
                 }
             }
@@ -224,6 +250,10 @@ impl HeaderScan {
                     self.state = NAME_GAP;
                 } else {
                     self.hash = fnv(self.hash, fold(b));
+                    if self.name_len < 8 {
+                        self.name_word |= u64::from(fold(b)) << (8 * self.name_len);
+                    }
+                    self.name_len = self.name_len.saturating_add(1);
                 }
             }
             NAME_GAP => {
@@ -280,14 +310,33 @@ impl HeaderScan {
                 }
             }
             VIA_LINE => {
-                if (self.window | 0x2020_2020_2020_2020) == u64::from_be_bytes(*b";branch=") {
+                if b == b',' {
+                    self.found |= MANY_VIAS;
+                } else if (self.window | 0x2020_2020_2020_2020) == u64::from_be_bytes(*b";branch=")
+                {
                     self.hash = FNV_BASIS;
                     self.state = VALUE_BRANCH;
+                }
+            }
+            VIA_REST => {
+                if b == b',' {
+                    self.found |= MANY_VIAS;
+                }
+            }
+            TO_LINE => {
+                if (self.window | 0x2020_2020) & 0xff_ffff_ffff
+                    == u64::from_be_bytes(*b"\0\0\0;tag=")
+                {
+                    self.found |= TO_TAG;
+                    self.state = SKIP;
                 }
             }
             VALUE_BRANCH => {
                 if matches!(b, b';' | b',' | b'>' | b' ' | b'\t') {
                     self.commit_branch();
+                    if b == b',' {
+                        self.found |= MANY_VIAS;
+                    }
                 } else {
                     self.hash = fnv(self.hash, b);
                 }
@@ -343,7 +392,9 @@ impl HeaderScan {
             return;
         }
         self.want = match self.start() {
-            Start::Register | Start::Invite => TRANSACTION | NONCE,
+            // To the end: whether it is inside a dialog (its To tag) may
+            // come last.
+            Start::Register | Start::Invite => 0,
             Start::Response => TRANSACTION,
             _ if self.want & KEEP_TRANSACTION != 0 => TRANSACTION,
             _ => CSEQ,
@@ -354,21 +405,31 @@ impl HeaderScan {
     /// the first of each is read.
     #[inline(always)]
     fn header(&mut self) {
+        let n = (self.name_word, self.name_len);
         let h = self.hash;
         let f = self.found;
-        self.state = if (h == N_CALL_ID || h == N_CALL_ID_SHORT) && f & CALL_ID == 0 {
+        self.state = if (n == N_CALL_ID || n == N_CALL_ID_SHORT) && f & CALL_ID == 0 {
             LEAD_CALL_ID
-        } else if h == N_CSEQ && f & CSEQ == 0 {
+        } else if n == N_CSEQ && f & CSEQ == 0 {
             LEAD_CSEQ
-        } else if (h == N_VIA || h == N_VIA_SHORT) && f & SEEN_VIA == 0 {
-            self.found |= SEEN_VIA;
-            VIA_LINE
+        } else if n == N_VIA || n == N_VIA_SHORT {
+            if f & SEEN_VIA == 0 {
+                self.found |= SEEN_VIA;
+                VIA_LINE
+            } else {
+                self.found |= MANY_VIAS;
+                SKIP
+            }
+        } else if n == N_TO || n == N_TO_SHORT {
+            TO_LINE
         } else if (h == N_AUTHORIZATION
             || h == N_PROXY_AUTHORIZATION
             || h == N_WWW_AUTHENTICATE
             || h == N_PROXY_AUTHENTICATE)
             && f & SEEN_AUTH == 0
         {
+            // Longer names by hash: reading a nonce where there is none
+            // proves nothing, since it must be one the SBC sent.
             self.found |= SEEN_AUTH;
             AUTH_LINE
         } else {
@@ -395,6 +456,7 @@ impl HeaderScan {
                 self.commit_branch();
                 SKIP
             }
+            VIA_REST | TO_LINE => SKIP,
             NONCE_EQ | NONCE_QUOTE | VALUE_NONCE => AUTH_LINE,
             NAME | NAME_GAP => SKIP,
             s => s,
@@ -405,8 +467,9 @@ impl HeaderScan {
     fn commit_branch(&mut self) {
         self.branch = self.hash;
         self.found |= BRANCH;
-        // Only the first Via value's branch.
-        self.state = SKIP;
+        // Only the first Via value's branch; the rest of the line is read
+        // for more values.
+        self.state = VIA_REST;
     }
 
     /// What the start line is. Methods are case-sensitive; the version is
@@ -460,6 +523,21 @@ impl HeaderScan {
             ^ (self.method ^ u64::from(self.method_len)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
         // 0 is never a key: callers may use it for "none".
         Some(if t == 0 { 1 } else { t })
+    }
+
+    /// Whether the To header has a tag: a request inside a dialog, which a
+    /// proxy relays by its Route headers wherever they point.
+    #[inline(always)]
+    pub fn in_dialog(&self) -> bool {
+        self.found & TO_TAG != 0
+    }
+
+    /// Whether the message has more than one Via value: a request the
+    /// sender relays for someone else, not one of its own. Read in full
+    /// only by a scan that reads to the end of the headers.
+    #[inline(always)]
+    pub fn relayed(&self) -> bool {
+        self.found & MANY_VIAS != 0
     }
 
     /// The first authentication header's digest nonce, hashed.
@@ -658,6 +736,39 @@ CSeq: 1 REGISTER\r\nAuthorization: Digest nonce=\"x\"\r\n";
             }
         }
         s
+    }
+
+    #[test]
+    fn names_are_compared_whole_and_dialogs_and_relays_are_seen() {
+        // A name sharing CSeq's first letters, or its hash's neighbours,
+        // is another header.
+        let s = all(
+            "OPTIONS sip:x SIP/2.0\r\nCSeqX: 1 INVITE\r\nCSe: 1 INVITE\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        );
+        assert_eq!(s.cseq_method(), CSeqMethod::Other);
+        assert!(!all(REGISTER).in_dialog());
+        let tagged = REGISTER.replace(
+            "To: <sip:1001@example.com>",
+            "t: <sip:1001@example.com>;TAG=x9",
+        );
+        assert!(all(&tagged).in_dialog());
+        let uri_tag = REGISTER.replace(
+            "From: <sip:1001@example.com>;tag=a1",
+            "From: <sip:1001@example.com>;tag=a1;x",
+        );
+        assert!(!all(&uri_tag).in_dialog(), "a From tag is not a To tag");
+        assert!(all(REGISTER).relayed(), "two Via headers");
+        let one = REGISTER.replace(
+            "Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-inner\r\n",
+            "",
+        );
+        assert!(!all(&one).relayed());
+        let comma = one.replace(
+            ";branch=z9hG4bK-reg2",
+            ";branch=z9hG4bK-reg2, SIP/2.0/UDP 10.0.0.2",
+        );
+        assert!(all(&comma).relayed());
+        assert_eq!(all(&comma).transaction(), all(&one).transaction());
     }
 
     #[test]

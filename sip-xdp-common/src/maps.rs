@@ -24,6 +24,8 @@ pub const MAP_WATCH: &str = "WATCH";
 pub const MAP_NONCES: &str = "NONCES";
 /// Transactions pending an answer, per address.
 pub const MAP_EXCHANGES: &str = "EXCHANGES";
+/// Requests the SBC sent, per address: only egress writes it.
+pub const MAP_ASKED: &str = "ASKED";
 /// Per-CPU scratch of the header scans (both directions).
 pub const MAP_SCAN: &str = "SCAN";
 /// Slot 0: the ingress exchange program, tail-called by the XDP program.
@@ -81,6 +83,7 @@ pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
 pub const MAX_WATCH: u32 = 65_536;
 pub const MAX_NONCES: u32 = 65_536;
 pub const MAX_EXCHANGES: u32 = 65_536;
+pub const MAX_ASKED: u32 = 65_536;
 /// How long a nonce the SBC sent is accepted back: past it, a client asks
 /// again (registrars expire nonces sooner, and answer `stale=true`).
 pub const NONCE_TTL_NS: u64 = 300_000_000_000;
@@ -209,22 +212,27 @@ pub struct ShedWindow {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplyStats {
     pub codes: [u32; REPLY_KINDS],
-    pub _pad: u32,
     pub last_seen_ns: u64,
 }
 
-pub const REPLY_KINDS: usize = 5;
+pub const REPLY_KINDS: usize = 6;
 
 /// The responses the egress program counts.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// 2xx: what tells a legitimate challenge-response apart from guessing.
+    /// A 2xx to a REGISTER that the XDP program saw arrive: what answers a
+    /// 401, and tells a phone's challenge-response apart from guessing.
     Success = 0,
     Unauthorized401 = 1,
     Forbidden403 = 2,
     NotFound404 = 3,
     ProxyAuth407 = 4,
+    /// The end of an INVITE the XDP program saw arrive (a 2xx, busy, no
+    /// answer, declined, redirected): what answers a 407. Kept apart from
+    /// REGISTER's: a call to a route the SBC never authenticates (a public
+    /// number) can end so without any password, and must not answer a 401.
+    InviteAnswered = 5,
 }
 
 impl Reply {
@@ -355,7 +363,8 @@ pub struct Exchange {
     /// A `Pending`.
     pub kind: u32,
     /// 1 when the request carried back a nonce the SBC had sent to this
-    /// address: only its owner could read it.
+    /// address: only its owner could read it. For `Asked`: 1 when the SBC
+    /// sent the request on its own (one Via), not relayed someone else's.
     pub proven: u32,
 }
 

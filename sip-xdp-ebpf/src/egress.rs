@@ -84,7 +84,7 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
         return Ok(());
     };
     count(match reply {
-        Reply::Success => Counter::ReplySuccess,
+        Reply::Success | Reply::InviteAnswered => Counter::ReplySuccess,
         Reply::Unauthorized401 => Counter::Reply401,
         Reply::Forbidden403 => Counter::Reply403,
         Reply::NotFound404 => Counter::Reply404,
@@ -179,8 +179,8 @@ pub fn sip_xdp_trust(ctx: TcContext) -> i32 {
     if mode == Mode::Challenge as u32 {
         exchange::challenged(&dst, &scan, now);
     } else if mode == Mode::Answer as u32 || mode == Mode::Outcome as u32 {
-        if exchange::answered(&dst, &scan, now, mode == Mode::Answer as u32) {
-            count_reply(&dst, Reply::Success, now);
+        if let Some(answers) = exchange::answered(&dst, &scan, now, mode == Mode::Answer as u32) {
+            count_reply(&dst, answers, now);
         }
     } else if mode == Mode::Ask as u32 {
         exchange::asked(&dst, &scan, now);

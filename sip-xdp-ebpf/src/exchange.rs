@@ -41,7 +41,7 @@ use aya_ebpf::{
 use sip_xdp_common::{
     exchange::{CSeqMethod, HeaderScan, Start, EXCHANGE_SCAN, NONCE, TRANSACTION},
     maps::{
-        exchange_ttl_ns, Exchange, ExchangeKey, NonceKey, Pending, Trust, Verified, Watch,
+        exchange_ttl_ns, Exchange, ExchangeKey, NonceKey, Pending, Reply, Trust, Verified, Watch,
         NONCE_TTL_NS,
     },
     Counter, IpKey,
@@ -49,7 +49,7 @@ use sip_xdp_common::{
 
 use crate::{
     count,
-    maps::{CONFIG, EXCHANGES, EXCHANGE_PROG, NONCES, SCAN, SCAN_BUF, VERIFIED, WATCH},
+    maps::{ASKED, CONFIG, EXCHANGES, EXCHANGE_PROG, NONCES, SCAN, SCAN_BUF, VERIFIED, WATCH},
 };
 
 /// What the egress program hands the trust program.
@@ -77,6 +77,9 @@ fn scan_for(mode: u32, monitor: bool) -> HeaderScan {
         HeaderScan::wanting(NONCE)
     } else if mode == 0 {
         HeaderScan::ingress(monitor)
+    } else if mode == Mode::Ask as u32 {
+        // To the end: a Via anywhere makes it a relayed request.
+        HeaderScan::wanting(0)
     } else {
         HeaderScan::wanting(TRANSACTION)
     }
@@ -213,38 +216,49 @@ pub fn asked(addr: &IpKey, scan: &HeaderScan, now: u64) {
         return;
     };
     let ttl = exchange_ttl_ns(scan.cseq_method() == CSeqMethod::Invite);
-    pend(addr, txn, Pending::Asked, false, now, ttl, 0, 0);
+    let e = Exchange {
+        gen: 0,
+        expires_ns: now.saturating_add(ttl),
+        kind: Pending::Asked as u32,
+        // Only a request the SBC sent on its own can make a peer: a proxy
+        // relays a request inside a dialog wherever its Route headers
+        // point, and the sender may point them at itself.
+        proven: u32::from(!scan.relayed()),
+    };
+    let _ = ASKED.insert(ExchangeKey { addr: *addr, txn }, e, 0);
     watch(addr, now, ttl);
 }
 
 /// Egress, a 2xx (`success`) or a call's other final outcome to `addr`:
-/// whether it answers a pending REGISTER or INVITE of `addr` of the method
-/// its CSeq names, recorded under the current generation of the watch;
-/// trusts `addr` for a 2xx to a proven one. An outcome other than a 2xx
-/// counts only for an INVITE: a callee's busy or no-answer comes after
-/// the caller passed the challenge.
+/// which challenge it answers, if it ends a pending REGISTER or INVITE of
+/// `addr` of the method its CSeq names, recorded under the current
+/// generation of the watch. A 2xx to a proven REGISTER verifies `addr`:
+/// a registrar that challenges checks every REGISTER's credentials. An
+/// INVITE's end verifies nothing: an SBC answers some calls (a public
+/// number, an IVR) without checking the credentials they carry.
 #[inline(always)]
-pub fn answered(addr: &IpKey, scan: &HeaderScan, now: u64, success: bool) -> bool {
-    let (kind, how) = match scan.cseq_method() {
-        CSeqMethod::Register if success => (Pending::Register, Trust::Registered),
-        CSeqMethod::Invite => (Pending::Invite, Trust::Invited),
-        _ => return false,
+pub fn answered(addr: &IpKey, scan: &HeaderScan, now: u64, success: bool) -> Option<Reply> {
+    let (kind, answers) = match scan.cseq_method() {
+        CSeqMethod::Register if success => (Pending::Register, Reply::Success),
+        CSeqMethod::Invite => (Pending::Invite, Reply::InviteAnswered),
+        _ => return None,
     };
-    let Some(txn) = scan.transaction() else {
-        return false;
+    let key = ExchangeKey {
+        addr: *addr,
+        txn: scan.transaction()?,
     };
-    let key = ExchangeKey { addr: *addr, txn };
-    let Some(e) = (unsafe { EXCHANGES.get(key) }).copied() else {
-        return false;
-    };
+    let e = (unsafe { EXCHANGES.get(key) }).copied()?;
+    if e.kind != kind as u32 {
+        return None;
+    }
     let _ = EXCHANGES.remove(key);
-    if e.kind != kind as u32 || e.expires_ns <= now || watched(addr, now) != Some(e.gen) {
-        return false;
+    if e.expires_ns <= now || watched(addr, now) != Some(e.gen) {
+        return None;
     }
-    if success && e.proven != 0 {
-        trust(addr, how, now);
+    if kind == Pending::Register && e.proven != 0 {
+        trust(addr, Trust::Registered, now);
     }
-    true
+    Some(answers)
 }
 
 #[inline(always)]
@@ -338,9 +352,10 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
         return pass();
     };
     let forged = match kind {
-        // An INVITE whose CSeq lies past the scan (a trunk's long headers,
-        // in the next fragment) is recorded as nothing, and passes.
-        Some(Pending::Invite) if cseq == CSeqMethod::Missing => false,
+        // A REGISTER or INVITE whose CSeq lies past the scan (a trunk's
+        // long headers, in the next fragment) is recorded as nothing, and
+        // passes: its own answer names its own method.
+        Some(_) if cseq == CSeqMethod::Missing => false,
         Some(_) => cseq != names,
         None => matches!(
             cseq,
@@ -358,6 +373,14 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
         return bad_cseq(monitor);
     }
     if let (Some(kind), Some(txn)) = (kind, scan.transaction()) {
+        if scan.in_dialog() {
+            // Inside a dialog a proxy relays it by its Route headers, and
+            // the sender may route it to itself and answer it: such an
+            // answer must not pass for the SBC's to a request pending in
+            // the same transaction.
+            let _ = EXCHANGES.remove(ExchangeKey { addr: src, txn });
+            return pass();
+        }
         let proven = scan.nonce().is_some_and(|nonce| {
             unsafe { NONCES.get(NonceKey { addr: src, nonce }) }.is_some_and(|exp| *exp > now)
         });
@@ -375,14 +398,17 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
 /// such request is dropped, so the SBC never relays it.
 #[inline(always)]
 fn response(scan: &HeaderScan, src: &IpKey, cseq: CSeqMethod, now: u64, monitor: bool) -> u32 {
-    let asked = scan.transaction().is_some_and(|txn| {
-        unsafe { EXCHANGES.get(ExchangeKey { addr: *src, txn }) }
-            .is_some_and(|e| e.kind == Pending::Asked as u32 && e.expires_ns > now)
-    });
-    if asked {
-        trust(src, Trust::Peer, now);
-    } else if matches!(cseq, CSeqMethod::Register | CSeqMethod::Invite) {
-        return bad_cseq(monitor);
+    let asked = scan
+        .transaction()
+        .and_then(|txn| unsafe { ASKED.get(ExchangeKey { addr: *src, txn }) }.copied())
+        .filter(|e| e.expires_ns > now);
+    match asked {
+        Some(e) if e.proven != 0 => trust(src, Trust::Peer, now),
+        Some(_) => {}
+        None if matches!(cseq, CSeqMethod::Register | CSeqMethod::Invite) => {
+            return bad_cseq(monitor);
+        }
+        None => {}
     }
     pass()
 }

@@ -12,8 +12,8 @@ use sip_xdp_common::{
     banindex::{self, Bucket},
     exchange::{HeaderScan, EXCHANGE_SCAN},
     maps::{
-        Exchange, ExchangeKey, NonceKey, ShedWindow, Verified, Watch, MAX_EXCHANGES, MAX_NONCES,
-        MAX_WATCH,
+        Exchange, ExchangeKey, NonceKey, ShedWindow, Verified, Watch, MAX_ASKED, MAX_EXCHANGES,
+        MAX_NONCES, MAX_WATCH,
     },
     maps::{
         RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS,
@@ -119,9 +119,15 @@ pub static WATCH: LruHashMap<IpKey, Watch> = LruHashMap::pinned(MAX_WATCH, 0);
 #[map]
 pub static NONCES: LruHashMap<NonceKey, u64> = LruHashMap::pinned(MAX_NONCES, 0);
 
-/// Transactions waiting for their answer (`exchange`).
+/// Transactions of addresses in an exchange waiting for the SBC's answer
+/// (`exchange`).
 #[map]
 pub static EXCHANGES: LruHashMap<ExchangeKey, Exchange> = LruHashMap::pinned(MAX_EXCHANGES, 0);
+
+/// The SBC's requests waiting for their answer (`exchange`). Apart from
+/// EXCHANGES, which what arrives fills: no sender can evict them.
+#[map]
+pub static ASKED: LruHashMap<ExchangeKey, Exchange> = LruHashMap::pinned(MAX_ASKED, 0);
 
 /// What a program hands the scan through a tail call (per CPU): the
 /// address, where the payload starts and how much to read, what the

@@ -244,7 +244,7 @@ fn egress_counts_final_responses_per_client_and_never_drops() {
     let v6 = key_of("2001:db8::50".parse().unwrap());
     // The 2xx is counted for the client only when it answers a REGISTER
     // or INVITE ingress saw (`trust_comes_only_from_a_real_exchange`).
-    let mut want = vec![(v4, [0, 2, 1, 1, 1]), (v6, [0, 0, 0, 1, 0])];
+    let mut want = vec![(v4, [0, 2, 1, 1, 1, 0]), (v6, [0, 0, 0, 1, 0, 0])];
     want.sort();
     assert_eq!(r, want);
 }
@@ -274,7 +274,7 @@ fn replies_counted_on_two_cpus_at_once_lose_nothing() {
     });
     let r = p.maps().reply_totals().unwrap();
     let client = key_of("203.0.113.60".parse().unwrap());
-    assert_eq!(r, vec![(client, [0, 2 * u64::from(EACH), 0, 0, 0])]);
+    assert_eq!(r, vec![(client, [0, 2 * u64::from(EACH), 0, 0, 0, 0])]);
 }
 
 /// A message between the SBC and `client` in transaction `call`/`cseq`,
@@ -414,7 +414,9 @@ fn trust_comes_only_from_a_real_exchange() {
         assert_eq!(trusted(ip), None, "{ip}");
     }
 
-    // An INVITE answering a 407.
+    // An INVITE answering a 407 and answered 200 answers the 407, and
+    // verifies nothing: an SBC answers some calls (a public number, an
+    // IVR) without checking the credentials they carry.
     let caller = "2001:db8::70";
     from_sbc(caller, E407, "i1", "1 INVITE", &proxy(challenge("n75")));
     to_sbc(
@@ -425,7 +427,7 @@ fn trust_comes_only_from_a_real_exchange() {
         &proxy_auth(credentials("n75")),
     );
     from_sbc(caller, OK, "i1", "2 INVITE", "");
-    assert_eq!(trusted(caller), Some(Trust::Invited));
+    assert_eq!(trusted(caller), None);
     // A call that passed its challenge and found the callee busy answered
     // the challenge too; a 400 does not.
     let busy = "203.0.113.76";
@@ -464,6 +466,24 @@ fn trust_comes_only_from_a_real_exchange() {
     }
     assert_eq!(to_sbc(trunk, OK, "k1", "1 OPTIONS", ""), XDP_PASS);
     assert_eq!(trusted(trunk), Some(Trust::Peer));
+    // A request the SBC relays (a second Via: someone else's, routed to an
+    // address it chose) makes no peer of who answers it.
+    let routed = "203.0.113.83";
+    let relay = String::from_utf8(sip_msg(
+        "OPTIONS sip:x SIP/2.0",
+        routed,
+        "k5",
+        "5 OPTIONS",
+        "",
+    ))
+    .unwrap();
+    let relay = relay.replace(
+        "\r\nFrom:",
+        "\r\nVia: SIP/2.0/UDP 203.0.113.83:5062;branch=z9hG4bK-a\r\nFrom:",
+    );
+    p.run_egress(&Frame::reply(routed, relay.as_bytes()).build());
+    assert_eq!(to_sbc(routed, OK, "k5", "5 OPTIONS", ""), XDP_PASS);
+    assert_eq!(trusted(routed), None, "an answer to a relayed request");
     // A call the SBC sends the trunk: its answers pass, 180 and 200 alike;
     // a 2xx to an INVITE the SBC never sent it does not.
     from_sbc(
@@ -483,8 +503,8 @@ fn trust_comes_only_from_a_real_exchange() {
     // for its answer longer than other requests do.
     let waits = {
         use aya::maps::{HashMap, Map, MapData};
-        use sip_xdp_common::maps::{Exchange, ExchangeKey, MAP_EXCHANGES};
-        let data = MapData::from_pin(p.pins.map(MAP_EXCHANGES)).unwrap();
+        use sip_xdp_common::maps::{Exchange, ExchangeKey, MAP_ASKED};
+        let data = MapData::from_pin(p.pins.map(MAP_ASKED)).unwrap();
         let map: HashMap<MapData, ExchangeKey, Exchange> =
             HashMap::try_from(Map::LruHashMap(data)).unwrap();
         let now = sip_xdp::kernel::clock::monotonic_ns();
@@ -523,10 +543,31 @@ fn trust_comes_only_from_a_real_exchange() {
     assert_eq!(answered(unseen)[0], 0);
     assert_eq!(
         answered(busy),
-        [1, 0, 0, 0, 2],
+        [0, 0, 0, 0, 2, 1],
         "the busy call answered one 407"
     );
-    assert_eq!(p.maps().list_verified().len(), 3);
+    assert_eq!(answered(caller)[5], 1);
+    assert_eq!(p.maps().list_verified().len(), 2);
+
+    // A REGISTER sent again in its transaction but inside a dialog (a To
+    // tag: a proxy relays it by its Route, maybe back to the sender, who
+    // answers it 200 for the SBC to relay back): the pending REGISTER is
+    // void.
+    let looped = "203.0.113.78";
+    from_sbc(looped, E401, "l1", "1 REGISTER", &challenge("n78"));
+    to_sbc(looped, REG, "l1", "2 REGISTER", &credentials("n78"));
+    let in_dialog = String::from_utf8(sip_msg(REG, looped, "l1", "2 REGISTER", ""))
+        .unwrap()
+        .replace(
+            "To: <sip:1001@example.com>",
+            "To: <sip:1001@example.com>;tag=z1",
+        );
+    assert_eq!(
+        p.run(&Frame::sip(looped, in_dialog.as_bytes()).build()),
+        XDP_PASS
+    );
+    from_sbc(looped, OK, "l1", "2 REGISTER", "");
+    assert_eq!(trusted(looped), None);
 
     // Monitor mode: the trick passes, and the REGISTER it rode on earns
     // nothing when answered.

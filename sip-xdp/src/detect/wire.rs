@@ -110,8 +110,11 @@ impl Wire {
         let since = |d: Duration| now.checked_sub(d).unwrap_or(now);
         if self.brute.enabled && self.brute.wire {
             let s = sum(w, since(self.brute.findtime));
-            let challenges = s[Reply::Unauthorized401 as usize] + s[Reply::ProxyAuth407 as usize];
-            let unanswered = challenges.saturating_sub(s[Reply::Success as usize]);
+            // Each kind of challenge is answered only by its own kind of
+            // request: a call ending well never answers a REGISTER's 401.
+            let unanswered = s[Reply::Unauthorized401 as usize]
+                .saturating_sub(s[Reply::Success as usize])
+                + s[Reply::ProxyAuth407 as usize].saturating_sub(s[Reply::InviteAnswered as usize]);
             let failures = s[Reply::Forbidden403 as usize] + unanswered;
             if failures >= self.brute.maxretry {
                 return Some(Detection {
@@ -166,6 +169,7 @@ fn replies_json(s: &Replies) -> serde_json::Value {
         "403": s[Reply::Forbidden403 as usize],
         "404": s[Reply::NotFound404 as usize],
         "407": s[Reply::ProxyAuth407 as usize],
+        "invite_answered": s[Reply::InviteAnswered as usize],
     })
 }
 
@@ -179,7 +183,7 @@ mod tests {
     }
 
     fn r(ok: u64, c401: u64, c403: u64, c404: u64, c407: u64) -> Replies {
-        [ok, c401, c403, c404, c407]
+        [ok, c401, c403, c404, c407, 0]
     }
 
     fn wire() -> Wire {
@@ -226,6 +230,26 @@ mod tests {
         assert_eq!(d[0].count, 11);
         assert_eq!(d[0].details["replies"]["407"], 2);
         assert_eq!(w.tracked(), 0);
+    }
+
+    /// A guesser answering its REGISTER challenges with calls that end
+    /// well (a public number the SBC answers without a password): the
+    /// calls answer nothing but 407s.
+    #[test]
+    fn a_call_never_answers_a_registers_challenge() {
+        let mut w = wire();
+        let a = key("203.0.113.14");
+        let t = Instant::now();
+        w.pass(t, []);
+        let guessing = [0, 10, 0, 0, 0, 10];
+        let d = w.pass(t + Duration::from_secs(2), [(a, guessing)]);
+        assert_eq!(d.len(), 1, "ten unanswered 401s");
+        assert_eq!(d[0].count, 10);
+        // A call centre: 407s each answered by its call's end.
+        let b = key("203.0.113.15");
+        w.pass(t + Duration::from_secs(3), [(b, [0, 0, 0, 0, 0, 0])]);
+        let calls = [0, 0, 0, 0, 30, 30];
+        assert!(w.pass(t + Duration::from_secs(4), [(b, calls)]).is_empty());
     }
 
     #[test]
