@@ -83,7 +83,7 @@ pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
 pub const MAX_WATCH: u32 = 65_536;
 pub const MAX_NONCES: u32 = 65_536;
 pub const MAX_EXCHANGES: u32 = 65_536;
-pub const MAX_ASKED: u32 = 65_536;
+pub const MAX_ASKED: u32 = 131_072;
 /// How long a nonce the SBC sent is accepted back: past it, a client asks
 /// again (registrars expire nonces sooner, and answer `stale=true`).
 pub const NONCE_TTL_NS: u64 = 300_000_000_000;
@@ -258,7 +258,9 @@ pub enum Trust {
     /// The SBC sent a 2xx to its REGISTER, which carried back a nonce the
     /// SBC had sent to this address: it read the challenge and passed it.
     Registered = 1,
-    /// The same for an INVITE (a 407 answered).
+    /// Earned by no current build (an SBC answers some INVITEs without
+    /// checking their credentials); an older build's entries keep it until
+    /// they expire.
     Invited = 2,
     /// It answered a request the SBC sent it (trunk, carrier, or a
     /// registered contact it calls).

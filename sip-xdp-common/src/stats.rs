@@ -56,10 +56,11 @@ pub enum Counter {
     /// A source reached the hot mark while the unit's hot map was full:
     /// the controller's next pass reads every source (not a verdict).
     HotFull,
-    /// A request from an address in an exchange whose CSeq names REGISTER
-    /// or INVITE under another method, or cannot be found: the one way a
-    /// response could pass for a pending transaction's (dropped; passed
-    /// in monitor mode).
+    /// What could make the SBC send or relay a 2xx it never gave: a
+    /// request from an address in an exchange whose CSeq names REGISTER or
+    /// INVITE under another method (or, for other methods, cannot be
+    /// found), or a response naming REGISTER that answers no REGISTER the
+    /// SBC sent its sender (dropped; passed in monitor mode).
     BadCSeq,
     MonitorBadCSeq,
 }

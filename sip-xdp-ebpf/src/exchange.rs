@@ -24,8 +24,9 @@
 //!   (`drop_bad_cseq`);
 //! - a forged response the SBC relays (a proxy forwards a response that
 //!   matches none of its transactions to the next Via): every response is
-//!   scanned, and one naming REGISTER or INVITE that answers no such
-//!   request the SBC sent its sender is dropped the same way.
+//!   scanned, and one naming REGISTER that answers no REGISTER the SBC
+//!   sent its sender is dropped the same way. (An INVITE's end verifies
+//!   nobody, so calls' answers are never held.)
 
 use core::ffi::c_void;
 
@@ -215,6 +216,14 @@ pub fn asked(addr: &IpKey, scan: &HeaderScan, now: u64) {
     let Some(txn) = scan.transaction() else {
         return;
     };
+    // What an answer is needed for: a REGISTER's, to let it in (below),
+    // and the answer to a request the SBC sent on its own, to make a peer.
+    // A relayed call's or message's answer needs nothing: ASKED keeps
+    // room for the rest.
+    let register = scan.cseq_method() == CSeqMethod::Register;
+    if !register && scan.relayed() {
+        return;
+    }
     let ttl = exchange_ttl_ns(scan.cseq_method() == CSeqMethod::Invite);
     let e = Exchange {
         gen: 0,
@@ -393,9 +402,9 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
     pass()
 }
 
-/// A response: an answer to a request the SBC sent its sender makes the
-/// sender a verified peer; one naming REGISTER or INVITE that answers no
-/// such request is dropped, so the SBC never relays it.
+/// A response: an answer to a request the SBC sent its sender on its own
+/// makes the sender a verified peer; one naming REGISTER that answers no
+/// REGISTER the SBC sent it is dropped, so the SBC never relays it.
 #[inline(always)]
 fn response(scan: &HeaderScan, src: &IpKey, cseq: CSeqMethod, now: u64, monitor: bool) -> u32 {
     let asked = scan
@@ -405,7 +414,9 @@ fn response(scan: &HeaderScan, src: &IpKey, cseq: CSeqMethod, now: u64, monitor:
     match asked {
         Some(e) if e.proven != 0 => trust(src, Trust::Peer, now),
         Some(_) => {}
-        None if matches!(cseq, CSeqMethod::Register | CSeqMethod::Invite) => {
+        // Only REGISTER's answers are held: an INVITE's end verifies
+        // nobody, and a call's answers must never depend on a map's room.
+        None if cseq == CSeqMethod::Register => {
             return bad_cseq(monitor);
         }
         None => {}

@@ -484,8 +484,7 @@ fn trust_comes_only_from_a_real_exchange() {
     p.run_egress(&Frame::reply(routed, relay.as_bytes()).build());
     assert_eq!(to_sbc(routed, OK, "k5", "5 OPTIONS", ""), XDP_PASS);
     assert_eq!(trusted(routed), None, "an answer to a relayed request");
-    // A call the SBC sends the trunk: its answers pass, 180 and 200 alike;
-    // a 2xx to an INVITE the SBC never sent it does not.
+    // A call the SBC sends the trunk: its answers pass, 180 and 200 alike.
     from_sbc(
         trunk,
         "INVITE sip:+15550100@trunk SIP/2.0",
@@ -498,7 +497,12 @@ fn trust_comes_only_from_a_real_exchange() {
         XDP_PASS
     );
     assert_eq!(to_sbc(trunk, OK, "k3", "1 INVITE", ""), XDP_PASS);
-    assert_eq!(to_sbc(trunk, OK, "k4", "1 INVITE", ""), XDP_DROP);
+    // A call's answers are never held, known or not; a REGISTER's answer
+    // the SBC never asked for is.
+    assert_eq!(to_sbc(trunk, OK, "k4", "1 INVITE", ""), XDP_PASS);
+    assert_eq!(to_sbc(trunk, OK, "k4", "1 REGISTER", ""), XDP_DROP);
+    from_sbc(trunk, "REGISTER sip:trunk SIP/2.0", "k6", "1 REGISTER", "");
+    assert_eq!(to_sbc(trunk, E401, "k6", "1 REGISTER", ""), XDP_PASS);
     // A call may ring for minutes before its 2xx: the SBC's INVITE waits
     // for its answer longer than other requests do.
     let waits = {

@@ -1,10 +1,13 @@
 //! Brute force and enumeration from the wire: the egress program counts the
 //! SBC's final responses per client. Every sampling pass the per-client
 //! deltas go into a sliding window; within it,
-//! - failures = 403s + the 401/407 challenges not followed by a 2xx (a
-//!   phone that registers answers its challenge and gets a 200; a password
-//!   guesser does not), and `maxretry` of them within `findtime` ban like
-//!   the database path does;
+//! - failures = 403s + the 401 challenges not answered by a 2xx to the
+//!   REGISTER the XDP program saw arrive + the 407 challenges not answered
+//!   by the end of such an INVITE (a phone that registers answers its
+//!   challenge and gets a 200; a password guesser does not, and a 200 to
+//!   its keep-alive or a call to a number that needs no password answers
+//!   nothing of its 401s), and `maxretry` of them within `findtime` ban
+//!   like the database path does;
 //! - 404s over `scanner.not_found` within `scanner.window` are extension
 //!   enumeration.
 
