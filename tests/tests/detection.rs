@@ -471,7 +471,8 @@ fn a_guesser_pairing_each_guess_with_a_keepalive_is_banned() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        keepalives >= 10,
+        // Until the ban, every guess had its keep-alive answered.
+        keepalives >= 5,
         "only {keepalives} keep-alives were answered"
     );
     assert!(
@@ -579,7 +580,8 @@ fn against_kamailio_only_a_digest_registration_verifies() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        keepalives >= 10,
+        // Until the ban, every guess had its keep-alive answered.
+        keepalives >= 5,
         "only {keepalives} keep-alives were answered"
     );
     assert!(
