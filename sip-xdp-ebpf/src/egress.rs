@@ -170,7 +170,7 @@ fn hand_to_trust(ctx: &TcContext, dst: &IpKey, off: usize, payload_len: usize, m
 #[classifier]
 pub fn sip_xdp_trust(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
-    let Some((scan, dst, mode, _)) = exchange::scan_scratch(|off, buf, n| unsafe {
+    let Some((scan, dst, mode, _)) = exchange::scan_scratch(false, |off, buf, n| unsafe {
         aya_ebpf::helpers::generated::bpf_skb_load_bytes(skb as *const _, off, buf, n)
     }) else {
         return NEXT;

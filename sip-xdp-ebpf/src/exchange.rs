@@ -35,17 +35,21 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS},
         BPF_NOEXIST,
     },
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, generated::bpf_loop},
+    helpers::{
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
+        generated::{bpf_loop, bpf_xdp_load_bytes},
+    },
     macros::xdp,
     programs::XdpContext,
 };
 use sip_xdp_common::{
+    classify::classify_words,
     exchange::{CSeqMethod, HeaderScan, Start, EXCHANGE_SCAN, NONCE, TRANSACTION},
     maps::{
         exchange_ttl_ns, Exchange, ExchangeKey, NonceKey, Pending, Reply, Trust, Verified, Watch,
         NONCE_TTL_NS,
     },
-    Counter, IpKey,
+    Counter, IpKey, SipClass, CLASSIFY_LEN,
 };
 
 use crate::{
@@ -68,16 +72,14 @@ pub enum Mode {
     Outcome = 4,
 }
 
-/// The scan each mode needs: the egress modes stop at what they use;
-/// ingress (mode 0) decides by the start line, and in monitor mode reads
-/// every request to its transaction (a forged one passes there, and the
-/// transaction it names is voided).
+/// The scan each egress mode needs: each stops at what it uses. (Ingress
+/// decides by the start line, and in monitor mode reads every request to
+/// its transaction: a forged one passes there, and the transaction it
+/// names is voided.)
 #[inline(always)]
-fn scan_for(mode: u32, monitor: bool) -> HeaderScan {
+fn scan_for(mode: u32) -> HeaderScan {
     if mode == Mode::Challenge as u32 {
         HeaderScan::wanting(NONCE)
-    } else if mode == 0 {
-        HeaderScan::ingress(monitor)
     } else if mode == Mode::Ask as u32 {
         // To the end: a Via anywhere makes it a relayed request.
         HeaderScan::wanting(0)
@@ -111,6 +113,7 @@ pub fn fill_scratch(addr: &IpKey, off: usize, len: usize, mode: u32, monitor: bo
 /// `load(off, buf, len)` (the packet helper of its type).
 #[inline(always)]
 pub fn scan_scratch(
+    ingress: bool,
     load: impl Fn(u32, *mut c_void, u32) -> i64,
 ) -> Option<(HeaderScan, IpKey, u32, bool)> {
     let s = SCAN.get_ptr_mut(0)?;
@@ -123,7 +126,11 @@ pub fn scan_scratch(
     if load(off, s.bytes.as_mut_ptr() as *mut c_void, n) != 0 {
         return None;
     }
-    s.scan = scan_for(s.mode, s.monitor != 0);
+    s.scan = if ingress {
+        HeaderScan::ingress(s.monitor != 0)
+    } else {
+        scan_for(s.mode)
+    };
     // SAFETY: the callback has the signature bpf_loop calls; it keeps its
     // state in the scratch, not in the context.
     unsafe {
@@ -316,23 +323,71 @@ pub fn trust(addr: &IpKey, how: Trust, now: u64) {
     }
 }
 
-/// Ingress: hands a SIP message to the exchange program, which gives the
-/// verdict. Returns only if the tail call failed (no program in the
-/// slot): the packet then passes as it would have.
+/// Ingress, the packet passing: hands it to the exchange program, which
+/// gives the verdict. Only the source and the UDP header's offset travel
+/// (live anyway at the end of the XDP program): the class, the lengths
+/// and the mode are found again there, so that nothing the verifier
+/// tracks is carried through the sampling code. Returns only if the tail
+/// call failed (no program in the slot): the packet then passes as it
+/// would have.
 #[inline(always)]
-pub fn hand_to_exchange(
-    ctx: &XdpContext,
-    src: &IpKey,
-    off: usize,
-    payload_len: usize,
-    monitor: bool,
-) {
-    let frame = ctx.data_end() - ctx.data();
-    let len = payload_len.min(frame.saturating_sub(off));
-    if fill_scratch(src, off, len, 0, monitor) {
+pub fn hand_over(ctx: &XdpContext, src: &IpKey, l4_off: usize) {
+    if let Some(s) = SCAN.get_ptr_mut(0) {
         unsafe {
-            EXCHANGE_PROG.tail_call(ctx, 0);
+            (*s).addr = *src;
+            (*s).off = l4_off as u32;
         }
+    }
+    unsafe {
+        EXCHANGE_PROG.tail_call(ctx, 0);
+    }
+}
+
+/// What `hand_over` left, completed from the packet: the payload's offset
+/// and length to read, written back to the scratch, with its class.
+#[inline(always)]
+fn ingress_packet(ctx: &XdpContext, now: u64) -> Option<bool> {
+    let s = SCAN.get_ptr_mut(0)?;
+    let s = unsafe { &mut *s };
+    let l4_off = s.off;
+    let mut udp = [0u8; 8];
+    let buf = udp.as_mut_ptr() as *mut c_void;
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, l4_off, buf, 8) } != 0 {
+        return None;
+    }
+    let payload_len = usize::from(u16::from_be_bytes([udp[4], udp[5]])).saturating_sub(8);
+    let off = l4_off as usize + 8;
+    let frame = ctx.data_end() - ctx.data();
+    let n = payload_len
+        .min(frame.saturating_sub(off))
+        .min(EXCHANGE_SCAN);
+    let mut head = [0u64; 2];
+    let m = n.min(CLASSIFY_LEN) as u32;
+    if m > 0 && m <= CLASSIFY_LEN as u32 {
+        let buf = head.as_mut_ptr() as *mut c_void;
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf, m) } != 0 {
+            return None;
+        }
+    }
+    let class = classify_words(head, m as usize) as u32;
+    s.off = off as u32;
+    s.len = n as u32;
+    s.monitor = u32::from(CONFIG.get(0).is_some_and(|c| c.monitor()));
+    Some(wanted(class, payload_len, &s.addr, now))
+}
+
+/// What the exchange reads: every response, every request from an address
+/// in an exchange, and what a SIP server may parse though the classifier
+/// could not (a message after CR/LF), not a keep-alive. Everyone else's
+/// requests cost one lookup that misses.
+#[inline(always)]
+fn wanted(class: u32, payload_len: usize, src: &IpKey, now: u64) -> bool {
+    if class == SipClass::Keepalive as u32 {
+        payload_len > CLASSIFY_LEN
+    } else if class == SipClass::Response as u32 || class == SipClass::Malformed as u32 {
+        true
+    } else {
+        watched(src, now).is_some()
     }
 }
 
@@ -342,12 +397,15 @@ pub fn hand_to_exchange(
 /// still parse it: Kamailio skips CR/LF before the start line).
 #[xdp]
 pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
-    let Some((scan, src, _, monitor)) = scan_scratch(|off, buf, n| unsafe {
-        aya_ebpf::helpers::generated::bpf_xdp_load_bytes(ctx.ctx, off, buf, n)
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if ingress_packet(&ctx, now) != Some(true) {
+        return pass();
+    }
+    let Some((scan, src, _, monitor)) = scan_scratch(true, |off, buf, n| unsafe {
+        bpf_xdp_load_bytes(ctx.ctx, off, buf, n)
     }) else {
         return pass();
     };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let cseq = scan.cseq_method();
     let (kind, names) = match scan.start() {
         Start::Empty => return pass(),

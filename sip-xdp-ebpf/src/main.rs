@@ -155,25 +155,10 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     } else if shed_it {
         drop(Counter::Shed, cfg.monitor())
     } else {
-        if in_exchange(class, udp.payload_len, &src, now) {
-            // Gives the verdict and counts it; returns only if it could not.
-            exchange::hand_to_exchange(ctx, &src, payload_off, udp.payload_len, cfg.monitor());
-        }
+        // The exchange gives the verdict and counts it.
+        exchange::hand_over(ctx, &src, l3.l4_off);
         pass(Counter::Sip)
     })
-}
-
-/// What the exchange reads: every response, every request from an address
-/// in an exchange, and what a SIP server may parse though the classifier
-/// could not (a message after CR/LF), not a keep-alive. Everyone else's
-/// requests cost one lookup that misses.
-#[inline(always)]
-fn in_exchange(class: SipClass, payload_len: usize, src: &IpKey, now: u64) -> bool {
-    match class {
-        SipClass::Keepalive => payload_len > CLASSIFY_LEN,
-        SipClass::Response | SipClass::Malformed => true,
-        _ => exchange::watched(src, now).is_some(),
-    }
 }
 
 /// The L4 offset, written to map memory and read back: the verifier then
