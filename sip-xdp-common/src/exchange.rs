@@ -263,16 +263,12 @@ impl HeaderScan {
                     self.state = SKIP;
                 }
             }
-            LEAD_CALL_ID => {
-                if !blank {
-                    self.hash = fnv(FNV_BASIS, b);
-                    self.state = VALUE_CALL_ID;
-                }
+            LEAD_CALL_ID if !blank => {
+                self.hash = fnv(FNV_BASIS, b);
+                self.state = VALUE_CALL_ID;
             }
-            VALUE_CALL_ID => {
-                if !blank {
-                    self.hash = fnv(self.hash, b);
-                }
+            VALUE_CALL_ID if !blank => {
+                self.hash = fnv(self.hash, b);
             }
             LEAD_CSEQ => {
                 if b.is_ascii_digit() {
@@ -291,12 +287,10 @@ impl HeaderScan {
                     self.state = SKIP;
                 }
             }
-            CSEQ_GAP => {
-                if !blank {
-                    self.method = u64::from(b);
-                    self.method_len = 1;
-                    self.state = CSEQ_METHOD;
-                }
+            CSEQ_GAP if !blank => {
+                self.method = u64::from(b);
+                self.method_len = 1;
+                self.state = CSEQ_METHOD;
             }
             CSEQ_METHOD => {
                 if blank {
@@ -318,18 +312,15 @@ impl HeaderScan {
                     self.state = VALUE_BRANCH;
                 }
             }
-            VIA_REST => {
-                if b == b',' {
-                    self.found |= MANY_VIAS;
-                }
+            VIA_REST if b == b',' => {
+                self.found |= MANY_VIAS;
             }
-            TO_LINE => {
+            TO_LINE
                 if (self.window | 0x2020_2020) & 0xff_ffff_ffff
-                    == u64::from_be_bytes(*b"\0\0\0;tag=")
-                {
-                    self.found |= TO_TAG;
-                    self.state = SKIP;
-                }
+                    == u64::from_be_bytes(*b"\0\0\0;tag=") =>
+            {
+                self.found |= TO_TAG;
+                self.state = SKIP;
             }
             VALUE_BRANCH => {
                 if matches!(b, b';' | b',' | b'>' | b' ' | b'\t') {

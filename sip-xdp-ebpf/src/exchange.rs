@@ -277,24 +277,19 @@ pub fn answered(addr: &IpKey, scan: &HeaderScan, now: u64, success: bool) -> Opt
     Some(answers)
 }
 
+/// Records a REGISTER or INVITE of `addr` as pending under watch
+/// generation `gen`. The first request of a transaction is the one
+/// recorded: a retransmission does not refresh it.
 #[inline(always)]
-fn pend(
-    addr: &IpKey,
-    txn: u64,
-    kind: Pending,
-    proven: bool,
-    now: u64,
-    ttl: u64,
-    gen: u64,
-    flags: u64,
-) {
+fn pend(addr: &IpKey, txn: u64, kind: Pending, proven: bool, now: u64, gen: u64) {
     let e = Exchange {
         gen,
-        expires_ns: now.saturating_add(ttl),
+        expires_ns: now.saturating_add(exchange_ttl_ns(kind == Pending::Invite)),
         kind: kind as u32,
         proven: u32::from(proven),
     };
-    let _ = EXCHANGES.insert(ExchangeKey { addr: *addr, txn }, e, flags);
+    let key = ExchangeKey { addr: *addr, txn };
+    let _ = EXCHANGES.insert(key, e, BPF_NOEXIST as u64);
 }
 
 /// Marks `addr` verified for the configured time, refreshing an entry in
@@ -451,11 +446,8 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
         let proven = scan.nonce().is_some_and(|nonce| {
             unsafe { NONCES.get(NonceKey { addr: src, nonce }) }.is_some_and(|exp| *exp > now)
         });
-        // The first request of a transaction is the one recorded: a
-        // retransmission does not refresh it.
-        let ttl = exchange_ttl_ns(kind == Pending::Invite);
-        pend(&src, txn, kind, proven, now, ttl, gen, BPF_NOEXIST as u64);
-        watch(&src, now, ttl);
+        pend(&src, txn, kind, proven, now, gen);
+        watch(&src, now, exchange_ttl_ns(kind == Pending::Invite));
     }
     pass()
 }
