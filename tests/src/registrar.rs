@@ -1,7 +1,8 @@
 //! A tiny SIP responder for the labs, answering as Kamailio's stock
 //! configuration does: a REGISTER without credentials gets a 401 with a
-//! fresh digest nonce, one with credentials a 200 OK (or, when its digest
-//! response is `bad`, another 401: a wrong password is challenged again),
+//! fresh digest nonce, one with credentials a 200 OK when its digest
+//! response is `GOOD_RESPONSE` (any other is a wrong password, challenged
+//! again with a 401),
 //! INVITE a 404 (unknown extension) and anything else a stateless 200,
 //! echoing the headers a UAC matches a response by (the CSeq included,
 //! whatever method it names). It lets a test make the SBC's egress say
@@ -80,8 +81,8 @@ pub fn answer(request: &[u8], seq: u64) -> Option<Vec<u8>> {
     let credentials = text
         .split("\r\n")
         .find(|l| l.to_ascii_lowercase().starts_with("authorization:"));
-    let challenged =
-        method == "REGISTER" && credentials.is_none_or(|c| c.contains("response=\"bad"));
+    let right = format!("response=\"{GOOD_RESPONSE}\"");
+    let challenged = method == "REGISTER" && credentials.is_none_or(|c| !c.contains(&right));
     let status = match method {
         "INVITE" => "404 Not Found",
         "REGISTER" if challenged => "401 Unauthorized",
@@ -120,6 +121,9 @@ pub fn register_request(
     register_with(user, server, from, seq, seq, None)
 }
 
+/// The digest response the responder above takes for the right password.
+pub const GOOD_RESPONSE: &str = "6629fae49393a05397450978507c4ef1";
+
 /// The digest `nonce` in a 401 or 407.
 pub fn nonce_of(response: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(response).ok()?;
@@ -129,7 +133,8 @@ pub fn nonce_of(response: &[u8]) -> Option<String> {
 
 /// A REGISTER of registration `seq` (its Call-ID) with CSeq `cseq`,
 /// carrying credentials for `nonce` if given (`response` is what the
-/// responder above judges by: `bad` is a wrong password).
+/// responder above judges by: anything but `GOOD_RESPONSE` is a wrong
+/// password).
 pub fn register_with(
     user: &str,
     server: std::net::IpAddr,
@@ -199,7 +204,7 @@ pub fn register(
                 }
                 if buf[..n].starts_with(b"SIP/2.0 401") {
                     let nonce = nonce_of(&buf[..n])?;
-                    let auth = Some((nonce.as_str(), "6629fae49393a05397450978507c4ef1"));
+                    let auth = Some((nonce.as_str(), GOOD_RESPONSE));
                     msg = register_with(user, server.ip(), local, seq, seq + 1, auth);
                     (round, wait) = (0, Duration::from_millis(250));
                     // The challenged send was answered: not a retransmission.

@@ -426,6 +426,51 @@ fn extension_enumeration_is_banned_from_the_servers_404s() {
     assert!(metric(&m, "sipxdp_kernel_events_total{event=\"reply_404\"}") >= 10.0);
 }
 
+/// An OPTIONS keep-alive from `local` in its own transaction (`call`),
+/// with the CSeq given.
+fn keepalive(server: SocketAddr, local: SocketAddr, call: usize, cseq: &str) -> Vec<u8> {
+    use sip_xdp_tests::registrar::register_with;
+    let reg = String::from_utf8(register_with("1001", server.ip(), local, call, 1, None)).unwrap();
+    reg.replacen("REGISTER sip:", "OPTIONS sip:", 1)
+        .replace("CSeq: 1 REGISTER", &format!("CSeq: {cseq}"))
+        .into_bytes()
+}
+
+/// A password guesser on `sock`: a REGISTER in registration `call`, then
+/// up to 20 wrong guesses with the nonce of the last challenge, each
+/// paired with a keep-alive, 50 ms apart; stops when nothing answers (the
+/// ban). Every guess must be challenged again. Returns how many
+/// keep-alives got a 200.
+fn guess_with_keepalives(sock: &UdpSocket, server: SocketAddr, call: usize) -> u64 {
+    use sip_xdp_tests::registrar::{nonce_of, register_with};
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    let mut buf = [0u8; 2048];
+    let mut ask = |msg: &[u8]| -> Option<Vec<u8>> {
+        sock.send_to(msg, server).ok()?;
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
+    };
+    let first = register_with("1001", server.ip(), local, call, 1, None);
+    let mut nonce = nonce_of(&ask(&first).expect("challenged")).expect("a nonce");
+    let mut keepalives = 0;
+    for i in 0..20 {
+        let wrong = Some((nonce.as_str(), "0123456789abcdef0123456789abcdef"));
+        let guess = register_with("1001", server.ip(), local, call, 2 + i, wrong);
+        let Some(reply) = ask(&guess) else { break };
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        assert!(text.starts_with("SIP/2.0 401"), "{text}");
+        nonce = nonce_of(&reply).expect("a nonce");
+        let ping = keepalive(server, local, 100 + i, "1 OPTIONS");
+        if ask(&ping).is_some_and(|r| r.starts_with(b"SIP/2.0 200")) {
+            keepalives += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    keepalives
+}
+
 /// A password guesser that pairs each wrong guess with an OPTIONS
 /// keep-alive, against a registrar that challenges a wrong password again
 /// and answers keep-alives with a 200 (as Kamailio's stock script does):
@@ -433,7 +478,7 @@ fn extension_enumeration_is_banned_from_the_servers_404s() {
 /// brute force from the registrar's challenges alone.
 #[test]
 fn a_guesser_pairing_each_guess_with_a_keepalive_is_banned() {
-    use sip_xdp_tests::registrar::{nonce_of, register_with, Registrar};
+    use sip_xdp_tests::registrar::Registrar;
     let lab = Lab::two_clients("gu");
     let db = TestDb::mariadb();
     let cli = Cli::with_db(&lab.server, db.url());
@@ -442,34 +487,7 @@ fn a_guesser_pairing_each_guess_with_a_keepalive_is_banned() {
     let server = SocketAddr::new(link.server_v4, 5060);
     let _registrar = Registrar::start(&lab.server, server);
     let sock = lab.clients[1].enter(|| UdpSocket::bind((link.client_v4, 5070)).unwrap());
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let local = sock.local_addr().unwrap();
-    let mut buf = [0u8; 2048];
-    let mut answer = |msg: &[u8]| -> Option<Vec<u8>> {
-        sock.send_to(msg, server).ok()?;
-        let (n, _) = sock.recv_from(&mut buf).ok()?;
-        Some(buf[..n].to_vec())
-    };
-    let first = register_with("1001", server.ip(), local, 1, 1, None);
-    let mut nonce = nonce_of(&answer(&first).expect("challenged")).expect("a nonce");
-    // Bounded: 20 guesses, each with its keep-alive, 50 ms apart.
-    let mut keepalives = 0;
-    for i in 0..20 {
-        let guess = register_with("1001", server.ip(), local, 1, 2 + i, Some((&nonce, "bad0")));
-        let Some(reply) = answer(&guess) else { break };
-        assert!(
-            reply.starts_with(b"SIP/2.0 401"),
-            "{}",
-            String::from_utf8_lossy(&reply)
-        );
-        nonce = nonce_of(&reply).expect("a nonce");
-        let ping = request("OPTIONS", "1001", server.ip(), "Yealink SIP-T46S", 100 + i);
-        if answer(&ping).is_some_and(|r| r.starts_with(b"SIP/2.0 200")) {
-            keepalives += 1;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let keepalives = guess_with_keepalives(&sock, server, 1);
     assert!(
         // Until the ban, every guess had its keep-alive answered.
         keepalives >= 5,
@@ -499,7 +517,6 @@ fn against_kamailio_only_a_digest_registration_verifies() {
     use sip_xdp_common::maps::Trust;
     use sip_xdp_tests::{
         kamailio::{Kamailio, PASSWORD},
-        registrar::{nonce_of, register_with},
         sipp,
     };
     let lab = Lab::two_clients("ka");
@@ -537,15 +554,9 @@ fn against_kamailio_only_a_digest_registration_verifies() {
         let (n, _) = sock.recv_from(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     };
-    let keepalive = |call: usize, cseq: &str| {
-        let reg =
-            String::from_utf8(register_with("1001", server.ip(), local, call, 1, None)).unwrap();
-        reg.replacen("REGISTER sip:", "OPTIONS sip:", 1)
-            .replace("CSeq: 1 REGISTER", &format!("CSeq: {cseq}"))
-            .into_bytes()
-    };
     // The CSeq trick: Kamailio echoes the REGISTER CSeq in its 200.
-    let reply = ask(&keepalive(1, "1 REGISTER")).expect("kamailio answers keep-alives");
+    let trick = keepalive(server, local, 1, "1 REGISTER");
+    let reply = ask(&trick).expect("kamailio answers keep-alives");
     assert!(
         reply.starts_with("SIP/2.0 200") && reply.contains("CSeq: 1 REGISTER"),
         "{reply}"
@@ -558,27 +569,8 @@ fn against_kamailio_only_a_digest_registration_verifies() {
     );
 
     // The guesser: each wrong password is challenged again; each paired
-    // keep-alive gets a 200. Bounded: 20 guesses, 50 ms apart.
-    let first = register_with("1001", server.ip(), local, 2, 1, None);
-    let mut nonce = nonce_of(ask(&first).expect("challenged").as_bytes()).expect("a nonce");
-    let mut keepalives = 0;
-    for i in 0..20 {
-        let guess = register_with(
-            "1001",
-            server.ip(),
-            local,
-            2,
-            2 + i,
-            Some((&nonce, "0123456789abcdef0123456789abcdef")),
-        );
-        let Some(reply) = ask(&guess) else { break };
-        assert!(reply.starts_with("SIP/2.0 401"), "{reply}");
-        nonce = nonce_of(reply.as_bytes()).expect("a nonce");
-        if ask(&keepalive(100 + i, "1 OPTIONS")).is_some_and(|r| r.starts_with("SIP/2.0 200")) {
-            keepalives += 1;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // keep-alive gets a 200.
+    let keepalives = guess_with_keepalives(&sock, server, 2);
     assert!(
         // Until the ban, every guess had its keep-alive answered.
         keepalives >= 5,
