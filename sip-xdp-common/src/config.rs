@@ -8,6 +8,9 @@ pub const CONFIG_DROP_MALFORMED: u32 = 1 << 1;
 
 /// Drop everything from a banned or blocked source, not only its SIP.
 pub const CONFIG_BAN_ALL: u32 = 1 << 2;
+/// Judge every request from a source not on the allow-list by the deny
+/// lists (`crate::rules`, the `RULES` map).
+pub const CONFIG_MATCH: u32 = 1 << 3;
 
 /// Longest payload a sample carries.
 pub const SAMPLE_MAX_PAYLOAD: usize = 1024;
@@ -66,6 +69,10 @@ impl KernelConfig {
 
     pub const fn ban_all(&self) -> bool {
         self.flags & CONFIG_BAN_ALL != 0
+    }
+
+    pub const fn matching(&self) -> bool {
+        self.flags & CONFIG_MATCH != 0
     }
 
     pub const fn drop_malformed(&self) -> bool {

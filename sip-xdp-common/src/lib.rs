@@ -13,11 +13,14 @@ pub mod exchange;
 pub mod maps;
 pub mod memory;
 pub mod reason;
+pub mod rules;
 pub mod stats;
 
 pub use addr::IpKey;
 pub use classify::{classify, SipClass, CLASSIFY_LEN};
-pub use config::{KernelConfig, CONFIG_BAN_ALL, CONFIG_DROP_MALFORMED, CONFIG_MONITOR};
+pub use config::{
+    KernelConfig, CONFIG_BAN_ALL, CONFIG_DROP_MALFORMED, CONFIG_MATCH, CONFIG_MONITOR,
+};
 pub use maps::{BanValue, BlockValue, SourceStats};
 pub use reason::{BanReason, Reason};
 pub use stats::Counter;

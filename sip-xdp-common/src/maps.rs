@@ -28,6 +28,8 @@ pub const MAP_EXCHANGES: &str = "EXCHANGES";
 pub const MAP_ASKED: &str = "ASKED";
 /// Per-CPU scratch of the header scans (both directions).
 pub const MAP_SCAN: &str = "SCAN";
+/// The deny lists' automata (`crate::rules`).
+pub const MAP_RULES: &str = "RULES";
 /// Slot 0: the ingress exchange program, tail-called by the XDP program.
 pub const MAP_EXCHANGE_PROG: &str = "EXCHANGE_PROG";
 pub const MAP_SHED: &str = "SHED";
@@ -439,6 +441,34 @@ mod pod {
     unsafe impl aya::Pod for ExchangeKey {}
     unsafe impl aya::Pod for Exchange {}
 }
+
+/// What a program hands the scan through a tail call (per CPU): the
+/// address, where the payload starts and how much to read, what the
+/// message is (an `exchange::Mode`; at ingress, 1 when the deny lists are
+/// on), and room
+/// for the copy the scan reads (too big for the stack). Ingress and egress
+/// share it: TC egress runs with bottom halves off, so XDP never runs on
+/// its CPU between the write and the read.
+#[repr(C)]
+pub struct ScanScratch {
+    pub addr: crate::IpKey,
+    pub off: u32,
+    pub len: u32,
+    pub mode: u32,
+    pub monitor: u32,
+    /// The scan's state, in map memory: the verifier knows nothing of a
+    /// value loaded from it, so it walks the `bpf_loop` body once, where
+    /// the same state on the stack made it follow every state the scan
+    /// can be in.
+    pub scan: crate::exchange::HeaderScan,
+    pub bytes: [u8; SCAN_BUF],
+}
+
+/// The scan's buffer: a power of two past `EXCHANGE_SCAN`, so a byte's
+/// index masked by `SCAN_BUF - 1` is in bounds on the very register the
+/// load uses (a compare on a copy of it the verifier does not carry over).
+pub const SCAN_BUF: usize = 2048;
+const _: () = assert!(crate::exchange::EXCHANGE_SCAN <= SCAN_BUF && SCAN_BUF.is_power_of_two());
 
 #[cfg(test)]
 mod tests {

@@ -63,9 +63,20 @@ pub enum Counter {
     /// SBC sent its sender (dropped; passed in monitor mode).
     BadCSeq,
     MonitorBadCSeq,
+    /// A request from a source not on the allow-list whose User-Agent
+    /// holds a scanner's name (dropped; passed in monitor mode).
+    Scanner,
+    MonitorScanner,
+    /// A request whose method is on the deny list.
+    Method,
+    MonitorMethod,
+    /// A request whose From, To or Contact user or domain is on the deny
+    /// lists.
+    DeniedHeader,
+    MonitorDeniedHeader,
 }
 
-pub const COUNTERS: u32 = Counter::MonitorBadCSeq as u32 + 1;
+pub const COUNTERS: u32 = Counter::MonitorDeniedHeader as u32 + 1;
 
 /// What a counter says about the packets it counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +126,12 @@ impl Counter {
         Counter::HotFull,
         Counter::BadCSeq,
         Counter::MonitorBadCSeq,
+        Counter::Scanner,
+        Counter::MonitorScanner,
+        Counter::Method,
+        Counter::MonitorMethod,
+        Counter::DeniedHeader,
+        Counter::MonitorDeniedHeader,
     ];
 
     /// The counter a drop reason uses in monitor mode.
@@ -127,6 +144,9 @@ impl Counter {
             Counter::RateLimited => Counter::MonitorRateLimited,
             Counter::Shed => Counter::MonitorShed,
             Counter::BadCSeq => Counter::MonitorBadCSeq,
+            Counter::Scanner => Counter::MonitorScanner,
+            Counter::Method => Counter::MonitorMethod,
+            Counter::DeniedHeader => Counter::MonitorDeniedHeader,
             other => other,
         }
     }
@@ -145,13 +165,19 @@ impl Counter {
             | Counter::Malformed
             | Counter::RateLimited
             | Counter::Shed
-            | Counter::BadCSeq => Verdict::Drop,
+            | Counter::BadCSeq
+            | Counter::Scanner
+            | Counter::Method
+            | Counter::DeniedHeader => Verdict::Drop,
             Counter::MonitorBanned
             | Counter::MonitorBlocked
             | Counter::MonitorMalformed
             | Counter::MonitorRateLimited
             | Counter::MonitorShed
-            | Counter::MonitorBadCSeq => Verdict::WouldDrop,
+            | Counter::MonitorBadCSeq
+            | Counter::MonitorScanner
+            | Counter::MonitorMethod
+            | Counter::MonitorDeniedHeader => Verdict::WouldDrop,
             _ => Verdict::None,
         }
     }
@@ -195,6 +221,12 @@ impl Counter {
             Counter::HotFull => "hot_map_full",
             Counter::BadCSeq => "drop_bad_cseq",
             Counter::MonitorBadCSeq => "would_drop_bad_cseq",
+            Counter::Scanner => "drop_scanner",
+            Counter::MonitorScanner => "would_drop_scanner",
+            Counter::Method => "drop_method",
+            Counter::MonitorMethod => "would_drop_method",
+            Counter::DeniedHeader => "drop_denied_header",
+            Counter::MonitorDeniedHeader => "would_drop_denied_header",
         }
     }
 }
@@ -223,6 +255,9 @@ mod tests {
             Counter::RateLimited,
             Counter::Shed,
             Counter::BadCSeq,
+            Counter::Scanner,
+            Counter::Method,
+            Counter::DeniedHeader,
         ] {
             assert_eq!(c.verdict(), Verdict::Drop);
             assert_eq!(c.monitored().verdict(), Verdict::WouldDrop);

@@ -27,6 +27,12 @@
 //!   scanned, and one naming REGISTER that answers no REGISTER the SBC
 //!   sent its sender is dropped the same way. (An INVITE's end verifies
 //!   nobody, so calls' answers are never held.)
+//!
+//! With the deny lists on, the same scan reads every request to the end
+//! of its headers, and one whose User-Agent names a scanner, whose method
+//! is on the list, or whose From, To or Contact user or domain is, is
+//! dropped (`drop_scanner`, `drop_method`, `drop_denied_header`) before
+//! anything is recorded for it.
 
 use core::ffi::c_void;
 
@@ -44,18 +50,32 @@ use aya_ebpf::{
 };
 use sip_xdp_common::{
     classify::classify_words,
-    exchange::{CSeqMethod, HeaderScan, Start, EXCHANGE_SCAN, NONCE, TRANSACTION},
+    exchange::{CSeqMethod, Denial, HeaderScan, Start, EXCHANGE_SCAN, NONCE, TRANSACTION},
     maps::{
         exchange_ttl_ns, Exchange, ExchangeKey, NonceKey, Pending, Reply, Trust, Verified, Watch,
-        NONCE_TTL_NS,
+        NONCE_TTL_NS, SCAN_BUF,
     },
+    rules::{Rules, DEAD},
     Counter, IpKey, SipClass, CLASSIFY_LEN,
 };
 
 use crate::{
     count,
-    maps::{ASKED, CONFIG, EXCHANGES, EXCHANGE_PROG, NONCES, SCAN, SCAN_BUF, VERIFIED, WATCH},
+    maps::{ASKED, CONFIG, EXCHANGES, EXCHANGE_PROG, NONCES, RULES, SCAN, VERIFIED, WATCH},
 };
+
+/// The deny lists' table, one lookup per byte of a value they read.
+struct KernelRules;
+
+impl Rules for KernelRules {
+    #[inline(always)]
+    fn next(&self, state: u16, b: u8) -> u16 {
+        match RULES.get(u32::from(state)) {
+            Some(row) => row.next[usize::from(b)],
+            None => DEAD,
+        }
+    }
+}
 
 /// What the egress program hands the trust program.
 #[repr(u32)]
@@ -127,7 +147,7 @@ pub fn scan_scratch(
         return None;
     }
     s.scan = if ingress {
-        HeaderScan::ingress(s.monitor != 0)
+        HeaderScan::ingress(s.monitor != 0, s.mode != 0)
     } else {
         scan_for(s.mode)
     };
@@ -158,13 +178,24 @@ unsafe extern "C" fn scan_step(i: u32, _: *mut c_void) -> i64 {
     };
     let s = unsafe { &mut *s };
     let base = i.wrapping_mul(STRIDE);
+    if base.wrapping_add(STRIDE) <= s.len {
+        // Eight bytes at once inside a value nobody reads. `base` is a
+        // multiple of eight: the load is aligned and in the buffer.
+        let at = base as usize & (SCAN_BUF - STRIDE as usize);
+        let word = unsafe { (s.bytes.as_ptr().add(at) as *const u64).read_unaligned() };
+        if s.scan.skip_word(u64::from_le(word)) {
+            return 0;
+        }
+    }
     for k in 0..STRIDE {
         let at = base.wrapping_add(k);
         // Past the copy the buffer holds an earlier packet's bytes.
         if at >= s.len {
             return STOP;
         }
-        if s.scan.step(s.bytes[at as usize & (SCAN_BUF - 1)]) {
+        if s.scan
+            .step(s.bytes[at as usize & (SCAN_BUF - 1)], &KernelRules)
+        {
             return STOP;
         }
     }
@@ -367,22 +398,27 @@ fn ingress_packet(ctx: &XdpContext, now: u64) -> Option<bool> {
     let class = classify_words(head, m as usize) as u32;
     s.off = off as u32;
     s.len = n as u32;
-    s.monitor = u32::from(CONFIG.get(0).is_some_and(|c| c.monitor()));
-    Some(wanted(class, payload_len, &s.addr, now))
+    let (monitor, matching) = CONFIG
+        .get(0)
+        .map_or((false, false), |c| (c.monitor(), c.matching()));
+    s.monitor = u32::from(monitor);
+    s.mode = u32::from(matching);
+    Some(wanted(class, payload_len, &s.addr, now, matching))
 }
 
 /// What the exchange reads: every response, every request from an address
-/// in an exchange, and what a SIP server may parse though the classifier
-/// could not (a message after CR/LF), not a keep-alive. Everyone else's
-/// requests cost one lookup that misses.
+/// in an exchange or (with the deny lists on) from anyone, and what a SIP
+/// server may parse though the classifier could not (a message after
+/// CR/LF), not a keep-alive. Without the lists, everyone else's requests
+/// cost one lookup that misses.
 #[inline(always)]
-fn wanted(class: u32, payload_len: usize, src: &IpKey, now: u64) -> bool {
+fn wanted(class: u32, payload_len: usize, src: &IpKey, now: u64, matching: bool) -> bool {
     if class == SipClass::Keepalive as u32 {
         payload_len > CLASSIFY_LEN
     } else if class == SipClass::Response as u32 || class == SipClass::Malformed as u32 {
         true
     } else {
-        watched(src, now).is_some()
+        matching || watched(src, now).is_some()
     }
 }
 
@@ -401,6 +437,12 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
     }) else {
         return pass();
     };
+    if let Some(d) = scan.denied() {
+        // Dropped, it records nothing; in monitor mode it passes counted
+        // as what it would have been dropped for, and records nothing
+        // either.
+        return deny(d, monitor);
+    }
     let cseq = scan.cseq_method();
     let (kind, names) = match scan.start() {
         Start::Empty => return pass(),
@@ -481,12 +523,31 @@ fn pass() -> u32 {
 }
 
 #[inline(always)]
+fn deny(d: Denial, monitor: bool) -> u32 {
+    refuse(
+        match d {
+            Denial::Agent => Counter::Scanner,
+            Denial::Method => Counter::Method,
+            Denial::Header => Counter::DeniedHeader,
+        },
+        monitor,
+    )
+}
+
+#[inline(always)]
 fn bad_cseq(monitor: bool) -> u32 {
+    refuse(Counter::BadCSeq, monitor)
+}
+
+/// Drops, counted as `c`; in monitor mode passes, counted as what it
+/// would have been dropped for.
+#[inline(always)]
+fn refuse(c: Counter, monitor: bool) -> u32 {
     if monitor {
-        count(Counter::MonitorBadCSeq);
+        count(c.monitored());
         XDP_PASS
     } else {
-        count(Counter::BadCSeq);
+        count(c);
         XDP_DROP
     }
 }

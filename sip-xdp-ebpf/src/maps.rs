@@ -10,16 +10,16 @@ use aya_ebpf::{
 };
 use sip_xdp_common::{
     banindex::{self, Bucket},
-    exchange::{HeaderScan, EXCHANGE_SCAN},
     maps::{
-        Exchange, ExchangeKey, NonceKey, ShedWindow, Verified, Watch, MAX_ASKED, MAX_EXCHANGES,
-        MAX_NONCES, MAX_WATCH,
+        Exchange, ExchangeKey, NonceKey, ScanScratch, ShedWindow, Verified, Watch, MAX_ASKED,
+        MAX_EXCHANGES, MAX_NONCES, MAX_WATCH,
     },
     maps::{
         RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS,
         DEFAULT_MAX_BLOCK, DEFAULT_MAX_RATE, DEFAULT_MAX_REPLIES, DEFAULT_MAX_SOURCES,
         DEFAULT_MAX_VERIFIED, MAX_HOT, SAMPLES_RING_BYTES, SIP_PORT_WORDS,
     },
+    rules::{RuleRow, RULE_STATES},
     stats::COUNTERS,
     BanValue, BlockValue, IpKey, KernelConfig, SourceStats,
 };
@@ -129,35 +129,13 @@ pub static EXCHANGES: LruHashMap<ExchangeKey, Exchange> = LruHashMap::pinned(MAX
 #[map]
 pub static ASKED: LruHashMap<ExchangeKey, Exchange> = LruHashMap::pinned(MAX_ASKED, 0);
 
-/// What a program hands the scan through a tail call (per CPU): the
-/// address, where the payload starts and how much to read, what the
-/// message is (an `exchange::Mode`, 0 at ingress), and room
-/// for the copy the scan reads (too big for the stack). Ingress and egress
-/// share it: TC egress runs with bottom halves off, so XDP never runs on
-/// its CPU between the write and the read.
-#[repr(C)]
-pub struct ScanScratch {
-    pub addr: IpKey,
-    pub off: u32,
-    pub len: u32,
-    pub mode: u32,
-    pub monitor: u32,
-    /// The scan's state, in map memory: the verifier knows nothing of a
-    /// value loaded from it, so it walks the `bpf_loop` body once, where
-    /// the same state on the stack made it follow every state the scan
-    /// can be in.
-    pub scan: HeaderScan,
-    pub bytes: [u8; SCAN_BUF],
-}
-
-/// The scan's buffer: a power of two past `EXCHANGE_SCAN`, so a byte's
-/// index masked by `SCAN_BUF - 1` is in bounds on the very register the
-/// load uses (a compare on a copy of it the verifier does not carry over).
-pub const SCAN_BUF: usize = 2048;
-const _: () = assert!(EXCHANGE_SCAN <= SCAN_BUF && SCAN_BUF.is_power_of_two());
-
 #[map]
 pub static SCAN: PerCpuArray<ScanScratch> = PerCpuArray::pinned(1, 0);
+
+/// The deny lists' automata (`sip_xdp_common::rules`), written by the
+/// controller.
+#[map]
+pub static RULES: Array<RuleRow> = Array::pinned(RULE_STATES, 0);
 
 /// Slot 0: the trust program (`sip_xdp_trust`), filled in by the loader.
 /// A tail call gives the header scan a verification of its own: inline, the

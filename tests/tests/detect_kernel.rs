@@ -799,3 +799,88 @@ fn a_source_back_after_silence_is_sampled_again() {
     send();
     assert!(drain(&p).is_empty());
 }
+
+/// The deny lists, from a source's first packet: a scanner's User-Agent,
+/// a method the SBC never serves, a denied From/To/Contact user or domain.
+/// The allow-list is exempt; monitor mode counts and passes; with the
+/// lists off, nothing is judged.
+#[test]
+fn the_deny_lists_drop_from_the_first_packet() {
+    use sip_xdp::detect::settings::Settings;
+    use sip_xdp_common::{rules::compile, CONFIG_MATCH};
+    let p = TestProg::load("deny");
+    let mut s = Settings::default();
+    s.deny.methods = vec!["SUBSCRIBE".into()];
+    s.deny.users = vec!["sipvicious".into()];
+    s.deny.domains = vec!["evil.example".into()];
+    let table = compile(&s.rule_lists()).unwrap();
+    let mut maps = p.maps();
+    sip_xdp::kernel::rules::install(&mut maps, &table, true).unwrap();
+    assert_ne!(maps.config().unwrap().flags & CONFIG_MATCH, 0);
+    let svmap = |src: &str| {
+        let m = String::from_utf8(OPTIONS.to_vec()).unwrap().replace(
+            "Content-Length",
+            "User-Agent: friendly-scanner\r\nContent-Length",
+        );
+        Frame::sip(src, m.as_bytes()).build()
+    };
+    let before = p.stats();
+    // Each from a new source: its first packet.
+    assert_eq!(p.run(&svmap("203.0.113.80")), XDP_DROP);
+    let subscribe = String::from_utf8(OPTIONS.to_vec())
+        .unwrap()
+        .replace("OPTIONS", "SUBSCRIBE");
+    assert_eq!(
+        p.run(&Frame::sip("203.0.113.81", subscribe.as_bytes()).build()),
+        XDP_DROP
+    );
+    let from = String::from_utf8(INVITE.to_vec()).unwrap().replace(
+        "<sip:100@example.com>",
+        "\"x\" <sip:SIPVicious@example.com>",
+    );
+    assert_eq!(
+        p.run(&Frame::sip("203.0.113.82", from.as_bytes()).build()),
+        XDP_DROP
+    );
+    let contact = String::from_utf8(REGISTER.to_vec())
+        .unwrap()
+        .replace("<sip:100@203.0.113.9>", "<sip:100@EVIL.example:5060>");
+    assert_eq!(
+        p.run(&Frame::sip("203.0.113.83", contact.as_bytes()).build()),
+        XDP_DROP
+    );
+    for clean in [OPTIONS, REGISTER, INVITE] {
+        assert_eq!(p.run(&Frame::sip("203.0.113.84", clean).build()), XDP_PASS);
+    }
+    assert_eq!(
+        delta(&before, &p.stats()),
+        [
+            (Sip, 3),
+            (ClassRegister, 2),
+            (ClassInvite, 2),
+            (ClassOptions, 2),
+            (ClassOtherRequest, 1),
+            (Scanner, 1),
+            (Method, 1),
+            (DeniedHeader, 2),
+        ]
+    );
+    // The allow-list is never judged by them.
+    maps.put_allow(&"203.0.113.85/32".parse().unwrap()).unwrap();
+    assert_eq!(p.run(&svmap("203.0.113.85")), XDP_PASS);
+    // Monitor mode counts what it would drop.
+    let mut c = maps.config().unwrap();
+    c.flags |= CONFIG_MONITOR;
+    configure(&p, c);
+    let before = p.stats();
+    assert_eq!(p.run(&svmap("203.0.113.86")), XDP_PASS);
+    assert_eq!(
+        delta(&before, &p.stats()),
+        [(ClassOptions, 1), (MonitorScanner, 1)]
+    );
+    // Lists off: nothing is judged.
+    c.flags &= !CONFIG_MONITOR;
+    configure(&p, c);
+    sip_xdp::kernel::rules::install(&mut maps, &table, false).unwrap();
+    assert_eq!(p.run(&svmap("203.0.113.87")), XDP_PASS);
+}

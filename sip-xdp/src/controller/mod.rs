@@ -1056,7 +1056,14 @@ fn apply_settings(maps: &mut Maps, cfg: &Config, defender: &Defender) -> crate::
             k.flags & !CONFIG_DROP_MALFORMED
         };
     }
-    maps.set_config(defender.kernel_config(k))
+    maps.set_config(defender.kernel_config(k))?;
+    let lists = defender.rule_lists();
+    // Validated with the configuration: a failure here is a bug.
+    let table = sip_xdp_common::rules::compile(&lists).map_err(|e| crate::Error::Io {
+        context: "compiling detect.deny".into(),
+        source: std::io::Error::other(e),
+    })?;
+    crate::kernel::rules::install(maps, &table, !lists.is_empty())
 }
 
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {

@@ -139,6 +139,11 @@ impl Defender {
         self.settings = s;
     }
 
+    /// What the XDP program matches requests against.
+    pub fn rule_lists(&self) -> sip_xdp_common::rules::RuleLists {
+        self.settings.rule_lists()
+    }
+
     /// The kernel's share of the settings: rate limit and sampling.
     pub fn kernel_config(&self, mut k: KernelConfig) -> KernelConfig {
         let s = &self.settings;

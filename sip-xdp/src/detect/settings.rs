@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
-use sip_xdp_common::{classify::SIP_CLASSES, SipClass};
+use sip_xdp_common::{classify::SIP_CLASSES, rules::RuleLists, SipClass};
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
@@ -44,6 +44,7 @@ pub struct Settings {
     pub scanner: Scanner,
     pub brute_force: BruteForce,
     pub escalation: Escalation,
+    pub deny: Deny,
 }
 
 impl Default for Settings {
@@ -63,8 +64,24 @@ impl Default for Settings {
             scanner: Scanner::default(),
             brute_force: BruteForce::default(),
             escalation: Escalation::default(),
+            deny: Deny::default(),
         }
     }
+}
+
+/// What the XDP program drops from sources not on the allow-list by the
+/// request's own text, as Kamailio's `secfilter` and the OpenSIPS security
+/// tutorials do in the script (the scanner User-Agents are
+/// `scanner.user_agents`). All ASCII case-insensitive.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Deny {
+    /// From, To and Contact URI users that start with one of these.
+    pub users: Vec<String>,
+    /// From, To and Contact URI hosts that start with one of these.
+    pub domains: Vec<String>,
+    /// Request methods the SBC never serves (e.g. `PUBLISH`, `SUBSCRIBE`).
+    pub methods: Vec<String>,
 }
 
 /// Pike: `reqs_density_per_unit` requests per `sampling_time_unit`.
@@ -366,7 +383,29 @@ impl Settings {
         if self.samples.every > 1 << 20 {
             return Err(("detect.samples.every", "must be at most 1048576".into()));
         }
+        if let Err(e) = sip_xdp_common::rules::compile(&self.rule_lists()) {
+            return Err(("detect.deny", e.to_string()));
+        }
         Ok(())
+    }
+
+    /// What the XDP program matches requests against: nothing while
+    /// detection is off, the scanner User-Agents while the scanner
+    /// detector is on.
+    pub fn rule_lists(&self) -> RuleLists {
+        if !self.enabled {
+            return RuleLists::default();
+        }
+        RuleLists {
+            agents: if self.scanner.enabled {
+                self.scanner.agents()
+            } else {
+                Vec::new()
+            },
+            users: self.deny.users.clone(),
+            domains: self.deny.domains.clone(),
+            methods: self.deny.methods.clone(),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod hot;
 pub mod loader;
 pub mod pins;
 pub mod ring;
+pub mod rules;
 pub mod upgrade;
 
 pub use guard::Guard;

@@ -86,8 +86,9 @@ pub fn kept_choices(pins: &Pins, caps: &Capacities) -> Vec<Kept> {
 /// what they held: a ban index whose layout is not this object's (a build
 /// from before its spill mark; it is derived from BANS, so the load creates
 /// a fresh one and indexes the kept bans before the new programs take
-/// over), and a counter array of another length (a build with fewer
-/// counters: the counts restart at zero). The old programs keep the old
+/// over), a counter array of another length (a build with fewer
+/// counters: the counts restart at zero), and a scan scratch of another
+/// size (it holds nothing between packets). The old programs keep the old
 /// maps until then.
 pub fn retire_stale_index(pins: &Pins) -> Result<()> {
     let ours = std::mem::size_of::<sip_xdp_common::banindex::Bucket>() as u32;
@@ -103,6 +104,13 @@ pub fn retire_stale_index(pins: &Pins) -> Result<()> {
         MAP_STATS,
         |i| i.max_entries() != counters,
         "the pinned counters are another build's; they restart at zero",
+    )?;
+    let scratch = std::mem::size_of::<sip_xdp_common::maps::ScanScratch>() as u32;
+    retire_if(
+        pins,
+        MAP_SCAN,
+        |i| i.value_size() != scratch,
+        "the pinned scan scratch is another build's; a new one is made",
     )
 }
 

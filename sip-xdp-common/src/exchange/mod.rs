@@ -22,6 +22,14 @@
 //! skipped as Kamailio and OpenSIPS skip them. The scan is a per-byte state
 //! machine (`HeaderScan::step`) with no slices: the kernel calls it as the
 //! body of a `bpf_loop`, which the verifier walks once.
+//!
+//! At ingress it also reads what the deny lists (`crate::rules`) judge a
+//! request by: its method, User-Agent, and the user and host of its From,
+//! To and Contact URIs (`address`).
+
+mod address;
+
+use crate::rules::{feed, Rules, DEAD, START_METHOD};
 
 /// Bytes of a message the scan reads: a whole 1500-byte frame's UDP
 /// payload. A UDP message whose headers do not fit is sent over TCP
@@ -89,6 +97,11 @@ const N_VIA: (u64, u32) = short(b"via");
 const N_VIA_SHORT: (u64, u32) = short(b"v");
 const N_TO: (u64, u32) = short(b"to");
 const N_TO_SHORT: (u64, u32) = short(b"t");
+const N_FROM: (u64, u32) = short(b"from");
+const N_FROM_SHORT: (u64, u32) = short(b"f");
+const N_CONTACT: (u64, u32) = short(b"contact");
+const N_CONTACT_SHORT: (u64, u32) = short(b"m");
+const N_USER_AGENT: u64 = name(b"user-agent");
 const N_AUTHORIZATION: u64 = name(b"authorization");
 const N_PROXY_AUTHORIZATION: u64 = name(b"proxy-authorization");
 const N_WWW_AUTHENTICATE: u64 = name(b"www-authenticate");
@@ -113,6 +126,9 @@ pub const TRANSACTION: u32 = CALL_ID | CSEQ | BRANCH;
 /// other methods are read to their transaction too.
 const BY_START: u32 = 1 << 8;
 const KEEP_TRANSACTION: u32 = 1 << 9;
+/// `want` bit: read a request to the end of its headers for the deny
+/// lists.
+const MATCH: u32 = 1 << 12;
 
 // States of the scan.
 const START: u32 = 0;
@@ -136,6 +152,28 @@ const VALUE_NONCE: u32 = 17;
 const END: u32 = 18;
 const TO_LINE: u32 = 19;
 const VIA_REST: u32 = 20;
+// The deny lists' values (`address`).
+const AGENT_LEAD: u32 = 21;
+const AGENT_VALUE: u32 = 22;
+const ADDR_LEAD: u32 = 23;
+const ADDR_QUOTED: u32 = 24;
+const ADDR_ESCAPE: u32 = 25;
+const ADDR_NAME: u32 = 26;
+const URI_SCHEME: u32 = 27;
+const URI_PART: u32 = 28;
+const URI_HOST: u32 = 29;
+const URI_REST: u32 = 30;
+
+/// What a request was denied for (`HeaderScan::denied`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// A scanner's User-Agent.
+    Agent,
+    /// A method on the list.
+    Method,
+    /// A From, To or Contact user or domain on the lists.
+    Header,
+}
 
 /// The scan's state between bytes, and what it found. `#[repr(C)]`, no
 /// padding: the kernel keeps it in map memory.
@@ -165,6 +203,17 @@ pub struct HeaderScan {
     /// `found` bits after which nothing else matters (0: read to the end).
     want: u32,
     name_len: u32,
+    /// The automaton of the method or the User-Agent being read.
+    matcher: u32,
+    /// The user and domain automata of the URI being read.
+    user: u32,
+    domain: u32,
+    /// `address::ADDR_*` flags of the URI being read.
+    addr: u32,
+    /// `address::DENY_*` bits.
+    denied: u32,
+    /// `address::SEEN_*`: the first From, To and Contact are read.
+    seen: u32,
 }
 
 impl HeaderScan {
@@ -180,21 +229,46 @@ impl HeaderScan {
     /// The scan ingress runs: a REGISTER or INVITE is read to the end of
     /// its headers, a response to its transaction, any other
     /// request only to its CSeq (to its transaction too with
-    /// `transaction_always`).
+    /// `transaction_always`). With `matching`, every request is read to
+    /// the end of its headers for the deny lists.
     #[inline(always)]
-    pub fn ingress(transaction_always: bool) -> Self {
+    pub fn ingress(transaction_always: bool, matching: bool) -> Self {
         let keep = if transaction_always {
             KEEP_TRANSACTION
         } else {
             0
         };
-        HeaderScan::wanting(BY_START | keep)
+        let mut s = HeaderScan::wanting(BY_START | keep);
+        if matching {
+            s.want |= MATCH;
+            s.matcher = u32::from(START_METHOD);
+        }
+        s
+    }
+
+    /// Skips the eight bytes of `word` (as loaded little-endian: the first
+    /// byte lowest) if they are all inside a value nobody reads, and says
+    /// whether it did: what `step` does to them, eight times cheaper.
+    #[inline(always)]
+    pub fn skip_word(&mut self, word: u64) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        if self.state != SKIP {
+            return false;
+        }
+        // Nonzero exactly when some byte of `v` is zero.
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+        if zero(word ^ (ONES * u64::from(b'\n'))) | zero(word ^ (ONES * u64::from(b'\r'))) != 0 {
+            return false;
+        }
+        self.window = word.swap_bytes();
+        true
     }
 
     /// Feeds one byte; returns true once nothing after it matters (the
     /// header section ended, or everything wanted was found).
     #[inline(always)]
-    pub fn step(&mut self, b: u8) -> bool {
+    pub fn step(&mut self, b: u8, rules: &impl Rules) -> bool {
         self.window = (self.window << 8) | u64::from(b);
         let blank = b == b' ' || b == b'\t';
         if b == b'\n' || b == b'\r' {
@@ -204,6 +278,9 @@ impl HeaderScan {
             if b == b'\n' && self.state == LINE_START {
                 self.state = END;
                 return true;
+            }
+            if self.state == START {
+                self.end_method(rules);
             }
             if self.state == START || self.state == START_REST {
                 self.want_by_start();
@@ -224,12 +301,14 @@ impl HeaderScan {
             START => {
                 self.found |= STARTED;
                 if blank {
+                    self.end_method(rules);
                     self.state = START_REST;
                 } else {
                     if self.start_len < 8 {
                         self.start |= u64::from(b) << (8 * self.start_len);
                     }
                     self.start_len += 1;
+                    self.matcher = feed(rules, self.matcher, b).0;
                 }
             }
             LINE_START => {
@@ -366,9 +445,20 @@ impl HeaderScan {
                     self.hash = fnv(self.hash, b);
                 }
             }
+            AGENT_LEAD..=URI_REST => self.value_byte(b, blank, rules),
             _ => {}
         }
         self.done()
+    }
+
+    /// The method's token ended: the method list's automaton takes the
+    /// space that ends its patterns.
+    #[inline(always)]
+    fn end_method(&mut self, rules: &impl Rules) {
+        if feed(rules, self.matcher, b' ').1 {
+            self.denied |= address::DENY_METHOD;
+        }
+        self.matcher = u32::from(DEAD);
     }
 
     #[inline(always)]
@@ -382,11 +472,14 @@ impl HeaderScan {
         if self.want & BY_START == 0 {
             return;
         }
+        let matching = self.want & MATCH;
         self.want = match self.start() {
-            // To the end: whether it is inside a dialog (its To tag) may
-            // come last.
-            Start::Register | Start::Invite => 0,
+            // A response is not judged by the lists.
             Start::Response => TRANSACTION,
+            // To the end: whether it is inside a dialog (its To tag) may
+            // come last, and so may what the lists read.
+            Start::Register | Start::Invite => matching,
+            _ if matching != 0 => matching,
             _ if self.want & KEEP_TRANSACTION != 0 => TRANSACTION,
             _ => CSEQ,
         };
@@ -412,7 +505,15 @@ impl HeaderScan {
                 SKIP
             }
         } else if n == N_TO || n == N_TO_SHORT {
-            TO_LINE
+            // Read whole for its tag; the first one's URI for the lists.
+            if self.seen & address::SEEN_TO == 0 {
+                self.seen |= address::SEEN_TO;
+                self.begin_address(true)
+            } else {
+                TO_LINE
+            }
+        } else if self.want & MATCH != 0 && self.matched_header(n, h) {
+            self.state
         } else if (h == N_AUTHORIZATION
             || h == N_PROXY_AUTHORIZATION
             || h == N_WWW_AUTHENTICATE
@@ -447,8 +548,12 @@ impl HeaderScan {
                 self.commit_branch();
                 SKIP
             }
-            VIA_REST | TO_LINE => SKIP,
             NONCE_EQ | NONCE_QUOTE | VALUE_NONCE => AUTH_LINE,
+            URI_PART | URI_HOST => {
+                self.end_part(b'\r');
+                self.state
+            }
+            URI_SCHEME if self.addr & address::ADDR_ANGLE == 0 => ADDR_NAME,
             NAME | NAME_GAP => SKIP,
             s => s,
         };
@@ -551,244 +656,27 @@ fn fold(b: u8) -> u8 {
 /// Scans `msg` (its first `EXCHANGE_SCAN` bytes) as the kernel does, for
 /// tests, fuzzing and tools.
 pub fn scan(msg: &[u8], want: u32) -> HeaderScan {
-    let mut s = HeaderScan::wanting(want);
-    for &b in msg.iter().take(EXCHANGE_SCAN) {
-        if s.step(b) {
-            break;
+    scan_from(HeaderScan::wanting(want), msg, &crate::rules::NoRules)
+}
+
+/// Runs `s` over `msg` as the kernel does: eight bytes at a time where
+/// `skip_word` may take them whole, byte by byte elsewhere.
+pub fn scan_from(mut s: HeaderScan, msg: &[u8], rules: &impl Rules) -> HeaderScan {
+    let msg = &msg[..msg.len().min(EXCHANGE_SCAN)];
+    for chunk in msg.chunks(8) {
+        if let Ok(word) = <[u8; 8]>::try_from(chunk) {
+            if s.skip_word(u64::from_le_bytes(word)) {
+                continue;
+            }
+        }
+        for &b in chunk {
+            if s.step(b, rules) {
+                return s;
+            }
         }
     }
     s
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const REGISTER: &str = "REGISTER sip:example.com SIP/2.0\r\n\
-Via: SIP/2.0/UDP 203.0.113.2:5060;rport;branch=z9hG4bK-reg2\r\n\
-Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-inner\r\n\
-Max-Forwards: 70\r\n\
-From: <sip:1001@example.com>;tag=a1\r\n\
-To: <sip:1001@example.com>\r\n\
-Call-ID: 8f3a@203.0.113.2\r\n\
-CSeq: 2 REGISTER\r\n\
-Contact: <sip:1001@203.0.113.2:5060>;expires=3600\r\n\
-Authorization: Digest username=\"1001\", realm=\"example.com\", nonce=\"Zk1xYWJj\", uri=\"sip:example.com\", response=\"0123456789abcdef0123456789abcdef\", cnonce=\"c0ffee\", nc=00000001, qop=auth\r\n\
-Content-Length: 0\r\n\r\n";
-
-    /// The registrar's 200 to that REGISTER: Via, From, To, Call-ID and
-    /// CSeq copied, in another order and form where RFC 3261 allows it.
-    const OK: &str = "\r\nsip/2.0 200 OK\r\n\
-v: SIP/2.0/UDP 203.0.113.2:5060;rport=5060;branch=z9hG4bK-reg2;received=203.0.113.2, SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-inner\r\n\
-cseq:\r\n   2   REGISTER\r\n\
-From: <sip:1001@example.com>;tag=a1\r\n\
-To: <sip:1001@example.com>;tag=b2\r\n\
-i : 8f3a@203.0.113.2 \n\
-Content-Length: 0\r\n\r\n";
-
-    const CHALLENGE: &str = "SIP/2.0 401 Unauthorized\r\n\
-Via: SIP/2.0/UDP 203.0.113.2:5060;rport=5060;branch=z9hG4bK-reg1\r\n\
-Call-ID: 8f3a@203.0.113.2\r\n\
-CSeq: 1 REGISTER\r\n\
-WWW-Authenticate: Digest realm=\"example.com\", nonce = \"Zk1xYWJj\", qop=\"auth\"\r\n\
-Content-Length: 0\r\n\r\n";
-
-    fn all(msg: &str) -> HeaderScan {
-        scan(msg.as_bytes(), 0)
-    }
-
-    #[test]
-    fn a_response_names_its_requests_transaction() {
-        let req = all(REGISTER);
-        let ok = all(OK);
-        assert_eq!(req.start(), Start::Register);
-        assert_eq!(ok.start(), Start::Response);
-        assert_eq!(req.cseq_method(), CSeqMethod::Register);
-        assert_eq!(ok.cseq_method(), CSeqMethod::Register);
-        assert!(req.transaction().is_some());
-        assert_eq!(req.transaction(), ok.transaction());
-        // Another CSeq number or method, Call-ID or top branch is another
-        // transaction; the inner Via's branch is not read.
-        for (from, to) in [
-            ("CSeq: 2", "CSeq: 3"),
-            ("2 REGISTER", "2 INVITE"),
-            ("8f3a@", "8f3b@"),
-            ("z9hG4bK-reg2", "z9hG4bK-reg3"),
-        ] {
-            let other = all(&REGISTER.replace(from, to));
-            assert_ne!(other.transaction(), req.transaction(), "{to}");
-        }
-        assert_eq!(
-            all(&REGISTER.replace("z9hG4bK-inner", "z9hG4bK-x")).transaction(),
-            req.transaction()
-        );
-    }
-
-    #[test]
-    fn the_nonce_sent_is_the_nonce_carried_back() {
-        let sent = all(CHALLENGE).nonce();
-        assert!(sent.is_some());
-        assert_eq!(all(REGISTER).nonce(), sent);
-        // cnonce is the client's, never the server's nonce.
-        let only_cnonce = REGISTER.replace(" nonce=\"Zk1xYWJj\",", "");
-        assert_eq!(all(&only_cnonce).nonce(), None);
-        // Parameter names are case-insensitive.
-        assert_eq!(all(&REGISTER.replace(" nonce=", " NONCE=")).nonce(), sent);
-        assert_ne!(all(&REGISTER.replace("Zk1xYWJj", "Zk1xYWJk")).nonce(), sent);
-        // A nonce anywhere but in an authentication header is not one.
-        let elsewhere = CHALLENGE.replace(
-            "Call-ID: 8f3a@203.0.113.2",
-            "To: <sip:1001@example.com>;a=\" nonce=\";b=\"z\"\r\nCall-ID: 8f3a@203.0.113.2",
-        );
-        assert_eq!(all(&elsewhere).nonce(), sent);
-        let only_elsewhere = "REGISTER sip:x SIP/2.0\r\nTo: <sip:1@x>;a=\" nonce=\"z\"\r\nSubject: nonce=\"z\"\r\n\r\n";
-        assert_eq!(all(only_elsewhere).nonce(), None);
-    }
-
-    #[test]
-    fn the_branch_is_the_first_vias() {
-        let in_to = REGISTER.replace(
-            "To: <sip:1001@example.com>",
-            "To: <sip:1001@example.com;branch=evil>",
-        );
-        assert_eq!(all(&in_to).transaction(), all(REGISTER).transaction());
-        let before_via = REGISTER.replace(
-            "Via: SIP/2.0/UDP 203.0.113.2",
-            "Route: <sip:x;branch=evil>\r\nVia: SIP/2.0/UDP 203.0.113.2",
-        );
-        assert_eq!(all(&before_via).transaction(), all(REGISTER).transaction());
-    }
-
-    #[test]
-    fn methods_are_exact_and_case_sensitive() {
-        let m = |cseq: &str| all(&REGISTER.replace("2 REGISTER", cseq)).cseq_method();
-        assert_eq!(m("2 INVITE"), CSeqMethod::Invite);
-        assert_eq!(m("2 OPTIONS"), CSeqMethod::Other);
-        assert_eq!(m("2 register"), CSeqMethod::Other);
-        assert_eq!(m("2 REGISTERX"), CSeqMethod::Other);
-        assert_eq!(m("2 INVITEX"), CSeqMethod::Other);
-        assert_eq!(m("REGISTER"), CSeqMethod::Missing);
-        let s =
-            |line: &str| all(&REGISTER.replace("REGISTER sip:example.com SIP/2.0", line)).start();
-        assert_eq!(s("INVITE sip:x SIP/2.0"), Start::Invite);
-        assert_eq!(s("register sip:x SIP/2.0"), Start::OtherRequest);
-        assert_eq!(s("OPTIONS sip:x SIP/2.0"), Start::OtherRequest);
-        assert_eq!(s("\r\n\r\nREGISTER sip:x SIP/2.0"), Start::Register);
-        assert_eq!(s("SIP/2.0 200 OK"), Start::Response);
-        assert_eq!(all("\r\n\r\n").start(), Start::Empty);
-        assert_eq!(all("").start(), Start::Empty);
-    }
-
-    #[test]
-    fn the_start_line_and_the_body_are_not_headers() {
-        let msg = "OPTIONS sip:x;branch=evil;nonce=\"x\" SIP/2.0\r\n\
-Via: SIP/2.0/UDP 203.0.113.2;branch=z9hG4bK-1\r\n\
-Call-ID: a\r\nCSeq: 1 OPTIONS\r\nContent-Length: 30\r\n\r\n\
-CSeq: 1 REGISTER\r\nAuthorization: Digest nonce=\"x\"\r\n";
-        let s = all(msg);
-        assert_eq!(s.cseq_method(), CSeqMethod::Other);
-        assert_eq!(s.nonce(), None);
-        let plain = msg.replace("sip:x;branch=evil;nonce=\"x\"", "sip:x");
-        assert_eq!(s.transaction(), all(&plain).transaction());
-        // A header named like Call-ID's compact form only by its first
-        // letter is not it.
-        let s = all("INVITE sip:x SIP/2.0\r\nIn-Reply-To: z\r\nCSeq: 1 INVITE\r\n\r\n");
-        assert_eq!(s.transaction(), None);
-    }
-
-    #[test]
-    fn ingress_reads_what_the_start_line_calls_for() {
-        // Call-ID after CSeq: a scan that stops at the CSeq misses it.
-        let options = REGISTER
-            .replacen("REGISTER sip:", "OPTIONS sip:", 1)
-            .replace("Call-ID: 8f3a@203.0.113.2\r\n", "")
-            .replace(
-                "Content-Length",
-                "Call-ID: 8f3a@203.0.113.2\r\nContent-Length",
-            );
-        let s = scan_with(HeaderScan::ingress(false), &options);
-        assert_eq!(s.cseq_method(), CSeqMethod::Register);
-        assert_eq!(s.transaction(), None, "an OPTIONS is read to its CSeq");
-        let s = scan_with(HeaderScan::ingress(true), &options);
-        assert_eq!(s.transaction(), all(&options).transaction());
-        let s = scan_with(HeaderScan::ingress(false), REGISTER);
-        assert_eq!(
-            (s.transaction(), s.nonce()),
-            (all(REGISTER).transaction(), all(REGISTER).nonce())
-        );
-        let s = scan_with(HeaderScan::ingress(false), OK);
-        assert_eq!(s.transaction(), all(OK).transaction());
-    }
-
-    fn scan_with(mut s: HeaderScan, msg: &str) -> HeaderScan {
-        for &b in msg.as_bytes() {
-            if s.step(b) {
-                break;
-            }
-        }
-        s
-    }
-
-    #[test]
-    fn names_are_compared_whole_and_dialogs_and_relays_are_seen() {
-        // A name sharing CSeq's first letters, or its hash's neighbours,
-        // is another header.
-        let s = all(
-            "OPTIONS sip:x SIP/2.0\r\nCSeqX: 1 INVITE\r\nCSe: 1 INVITE\r\nCSeq: 1 OPTIONS\r\n\r\n",
-        );
-        assert_eq!(s.cseq_method(), CSeqMethod::Other);
-        assert!(!all(REGISTER).in_dialog());
-        let tagged = REGISTER.replace(
-            "To: <sip:1001@example.com>",
-            "t: <sip:1001@example.com>;TAG=x9",
-        );
-        assert!(all(&tagged).in_dialog());
-        let uri_tag = REGISTER.replace(
-            "From: <sip:1001@example.com>;tag=a1",
-            "From: <sip:1001@example.com>;tag=a1;x",
-        );
-        assert!(!all(&uri_tag).in_dialog(), "a From tag is not a To tag");
-        assert!(all(REGISTER).relayed(), "two Via headers");
-        let one = REGISTER.replace(
-            "Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-inner\r\n",
-            "",
-        );
-        assert!(!all(&one).relayed());
-        let comma = one.replace(
-            ";branch=z9hG4bK-reg2",
-            ";branch=z9hG4bK-reg2, SIP/2.0/UDP 10.0.0.2",
-        );
-        assert!(all(&comma).relayed());
-        assert_eq!(all(&comma).transaction(), all(&one).transaction());
-    }
-
-    #[test]
-    fn a_scan_stops_at_what_it_wants() {
-        let s = scan(REGISTER.as_bytes(), CSEQ);
-        assert_eq!(s.cseq_method(), CSeqMethod::Register);
-        assert_eq!(s.nonce(), None, "the Authorization comes after the CSeq");
-        let s = scan(REGISTER.as_bytes(), TRANSACTION | NONCE);
-        let whole = all(REGISTER);
-        assert_eq!(s.transaction(), whole.transaction());
-        assert_eq!(s.nonce(), whole.nonce());
-    }
-
-    #[test]
-    fn every_cut_of_a_message_is_safe_and_a_cut_value_is_not_taken() {
-        let end = REGISTER.find("CSeq: 2 REGISTER").unwrap() + "CSeq: 2 REGISTER".len();
-        for n in 0..REGISTER.len() {
-            let s = scan(&REGISTER.as_bytes()[..n], 0);
-            assert_eq!(
-                s.cseq_method() == CSeqMethod::Register,
-                n > end,
-                "cut at {n}"
-            );
-        }
-        let far = format!(
-            "{}X-Pad: {}\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\n\r\n",
-            &REGISTER[..REGISTER.find("Call-ID").unwrap()],
-            "a".repeat(EXCHANGE_SCAN)
-        );
-        assert_eq!(all(&far).cseq_method(), CSeqMethod::Missing);
-    }
-}
+mod tests;

@@ -1,0 +1,247 @@
+//! The values the deny lists judge: the User-Agent, read whole through the
+//! agents' automaton, and the first From, To and Contact, whose URI is
+//! taken apart as a SIP parser does (RFC 3261 §20.10, §25.1):
+//!
+//! - a display name, quoted (with escapes) or not, is skipped up to the
+//!   `<` that opens the URI; without one the value is the URI itself;
+//! - after the scheme's colon the part up to `@` is the user and the rest
+//!   the host; without `@` the part is the host (the number, for `tel:`);
+//! - a password or a port after `:` is not read; the URI ends at `;`,
+//!   `?`, `>`, `,` or a blank.
+//!
+//! The user and domain automata both read the part before `@`, since only
+//! `@` or the URI's end says which it was. A To header goes on to be read
+//! for its tag.
+
+use super::{
+    fnv, fold, name, HeaderScan, ADDR_ESCAPE, ADDR_LEAD, ADDR_NAME, ADDR_QUOTED, AGENT_LEAD,
+    AGENT_VALUE, FNV_BASIS, MATCH, N_CONTACT, N_CONTACT_SHORT, N_FROM, N_FROM_SHORT, N_USER_AGENT,
+    SKIP, TO_LINE, URI_HOST, URI_PART, URI_REST, URI_SCHEME,
+};
+use crate::rules::{feed, Rules, DEAD, START_AGENT, START_DOMAIN, START_USER};
+
+/// `seen` bits.
+pub(super) const SEEN_FROM: u32 = 1;
+pub(super) const SEEN_TO: u32 = 2;
+pub(super) const SEEN_CONTACT: u32 = 4;
+
+/// `addr` bits: the URI being read.
+const ADDR_TO: u32 = 1;
+pub(super) const ADDR_ANGLE: u32 = 2;
+/// After a `:` in the user or host part: a password or a port.
+const ADDR_FROZEN: u32 = 4;
+const ADDR_TEL: u32 = 8;
+const USER_HIT: u32 = 16;
+const DOMAIN_HIT: u32 = 32;
+
+/// `denied` bits.
+pub(super) const DENY_AGENT: u32 = 1;
+pub(super) const DENY_METHOD: u32 = 2;
+const DENY_USER: u32 = 4;
+const DENY_DOMAIN: u32 = 8;
+
+const TEL: u64 = name(b"tel");
+
+impl HeaderScan {
+    /// A header only the lists read, by its name: sets the state its
+    /// value is read in and says whether it was one.
+    #[inline(always)]
+    pub(super) fn matched_header(&mut self, n: (u64, u32), h: u64) -> bool {
+        let seen = if n == N_FROM || n == N_FROM_SHORT {
+            SEEN_FROM
+        } else if n == N_CONTACT || n == N_CONTACT_SHORT {
+            SEEN_CONTACT
+        } else if h == N_USER_AGENT {
+            // Every User-Agent, not only the first: a tool adding its own
+            // after a borrowed one is still seen.
+            self.matcher = u32::from(START_AGENT);
+            self.state = AGENT_LEAD;
+            return true;
+        } else {
+            return false;
+        };
+        if self.seen & seen != 0 {
+            return false;
+        }
+        self.seen |= seen;
+        self.state = self.begin_address(false);
+        true
+    }
+
+    /// A From, To or Contact value begins.
+    #[inline(always)]
+    pub(super) fn begin_address(&mut self, to: bool) -> u32 {
+        self.addr = if to { ADDR_TO } else { 0 };
+        self.user = u32::from(DEAD);
+        self.domain = u32::from(DEAD);
+        ADDR_LEAD
+    }
+
+    /// One byte of a value the lists read.
+    #[inline(always)]
+    pub(super) fn value_byte(&mut self, b: u8, blank: bool, rules: &impl Rules) {
+        match self.state {
+            AGENT_LEAD if blank => {}
+            AGENT_LEAD | AGENT_VALUE => {
+                let (next, hit) = feed(rules, self.matcher, b);
+                self.matcher = next;
+                self.state = if hit {
+                    self.denied |= DENY_AGENT;
+                    SKIP
+                } else if next == u32::from(DEAD) {
+                    SKIP
+                } else {
+                    AGENT_VALUE
+                };
+            }
+            ADDR_LEAD if blank => {}
+            ADDR_LEAD => {
+                self.state = match b {
+                    b'"' => ADDR_QUOTED,
+                    b'<' => self.begin_uri(),
+                    // A URI without brackets, or a display name's first
+                    // word: its colon or its blank will say.
+                    _ => {
+                        self.hash = fnv(FNV_BASIS, fold(b));
+                        URI_SCHEME
+                    }
+                };
+            }
+            ADDR_QUOTED => {
+                self.state = match b {
+                    b'\\' => ADDR_ESCAPE,
+                    b'"' => ADDR_NAME,
+                    _ => ADDR_QUOTED,
+                };
+            }
+            ADDR_ESCAPE => self.state = ADDR_QUOTED,
+            ADDR_NAME => {
+                self.state = match b {
+                    b'<' => self.begin_uri(),
+                    b'"' => ADDR_QUOTED,
+                    _ => ADDR_NAME,
+                };
+            }
+            URI_SCHEME => {
+                self.state = match b {
+                    b':' => self.begin_part(),
+                    b'<' => self.begin_uri(),
+                    b'"' => ADDR_QUOTED,
+                    _ if blank && self.addr & ADDR_ANGLE == 0 => ADDR_NAME,
+                    _ if blank => URI_SCHEME,
+                    _ => {
+                        self.hash = fnv(self.hash, fold(b));
+                        URI_SCHEME
+                    }
+                };
+            }
+            URI_PART | URI_HOST => self.uri_byte(b, blank, rules),
+            URI_REST if b == b'>' => self.state = self.after_address(),
+            _ => {}
+        }
+    }
+
+    #[inline(always)]
+    fn begin_uri(&mut self) -> u32 {
+        self.addr |= ADDR_ANGLE;
+        self.hash = FNV_BASIS;
+        URI_SCHEME
+    }
+
+    /// The scheme's colon: the user or host part begins.
+    #[inline(always)]
+    fn begin_part(&mut self) -> u32 {
+        let tel = self.hash == TEL;
+        self.addr &= ADDR_TO | ADDR_ANGLE;
+        if tel {
+            self.addr |= ADDR_TEL;
+        }
+        if self.want & MATCH != 0 {
+            self.user = u32::from(START_USER);
+            self.domain = if tel { DEAD } else { START_DOMAIN }.into();
+        }
+        URI_PART
+    }
+
+    #[inline(always)]
+    fn uri_byte(&mut self, b: u8, blank: bool, rules: &impl Rules) {
+        match b {
+            b'@' if self.state == URI_PART => {
+                if self.addr & USER_HIT != 0 {
+                    self.denied |= DENY_USER;
+                }
+                self.addr &= !(ADDR_FROZEN | DOMAIN_HIT);
+                self.user = u32::from(DEAD);
+                if self.want & MATCH != 0 {
+                    self.domain = u32::from(START_DOMAIN);
+                }
+                self.state = URI_HOST;
+            }
+            b':' => self.addr |= ADDR_FROZEN,
+            b';' | b'>' | b'?' | b',' => self.end_part(b),
+            _ if blank => self.end_part(b),
+            _ if self.addr & ADDR_FROZEN == 0 => {
+                let (user, user_hit) = feed(rules, self.user, b);
+                let (domain, domain_hit) = feed(rules, self.domain, b);
+                self.user = user;
+                self.domain = domain;
+                if user_hit {
+                    self.addr |= USER_HIT;
+                }
+                if domain_hit {
+                    self.addr |= DOMAIN_HIT;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The user-or-host part or the host ended at `b`: what it was is
+    /// judged, and the rest of the value is read for what follows.
+    #[inline(always)]
+    pub(super) fn end_part(&mut self, b: u8) {
+        let (hit, deny) = if self.state == URI_PART && self.addr & ADDR_TEL != 0 {
+            (USER_HIT, DENY_USER)
+        } else {
+            (DOMAIN_HIT, DENY_DOMAIN)
+        };
+        if self.addr & hit != 0 {
+            self.denied |= deny;
+        }
+        self.user = u32::from(DEAD);
+        self.domain = u32::from(DEAD);
+        self.state = if self.addr & ADDR_ANGLE != 0 && b != b'>' {
+            URI_REST
+        } else {
+            self.after_address()
+        };
+    }
+
+    /// Past the URI: a To header is read on for its tag.
+    #[inline(always)]
+    fn after_address(&self) -> u32 {
+        if self.addr & ADDR_TO != 0 {
+            TO_LINE
+        } else {
+            SKIP
+        }
+    }
+
+    /// What a request is denied for, if anything: a scanner's User-Agent
+    /// first, then its method, then its From, To or Contact.
+    #[inline(always)]
+    pub fn denied(&self) -> Option<super::Denial> {
+        use super::{Denial, Start};
+        if matches!(self.start(), Start::Response | Start::Empty) {
+            None
+        } else if self.denied & DENY_AGENT != 0 {
+            Some(Denial::Agent)
+        } else if self.denied & DENY_METHOD != 0 {
+            Some(Denial::Method)
+        } else if self.denied & (DENY_USER | DENY_DOMAIN) != 0 {
+            Some(Denial::Header)
+        } else {
+            None
+        }
+    }
+}
