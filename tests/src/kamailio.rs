@@ -5,7 +5,8 @@
 //! Via, From, To, Call-ID and CSeq, whatever method the CSeq names), then
 //! `sanity_check`, REGISTER challenged with digest authentication (one
 //! account: any user, password `secret`; a wrong password is challenged
-//! again) and saved in memory, anything else answered 404.
+//! again) and saved in memory, anything else answered 404. Every request
+//! that reaches the script is logged (`requests_from`).
 
 use std::{
     net::IpAddr,
@@ -77,6 +78,15 @@ impl Kamailio {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
     }
+
+    /// Requests from `src` that reached Kamailio's script.
+    pub fn requests_from(&self, src: IpAddr) -> usize {
+        let tail = format!(" from {src}");
+        self.log()
+            .lines()
+            .filter(|l| l.contains("request ") && l.trim_end().ends_with(&tail))
+            .count()
+    }
 }
 
 impl Drop for Kamailio {
@@ -106,12 +116,15 @@ loadmodule "pv.so"
 loadmodule "maxfwd.so"
 loadmodule "siputils.so"
 loadmodule "textops.so"
+loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "auth.so"
 
 request_route {{
+    # What reached the SIP socket, for the tests to count.
+    xlog("L_INFO", "request $rm from $si\n");
     # As the stock route[REQINIT]: keep-alives first, answered statelessly.
     if (is_method("OPTIONS")) {{
         sl_send_reply("200", "Keepalive");

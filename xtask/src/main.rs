@@ -336,6 +336,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // its `permissions` schema (a path: no command).
     ("cscli", "crowdsec"),
     ("kamailio", "kamailio"),
+    // The scanners operators meet, against that Kamailio.
+    ("svmap", "sipvicious"),
     (
         "/usr/share/kamailio/mysql/permissions-create.sql",
         "kamailio-mysql-modules",
