@@ -1,15 +1,36 @@
 //! The first-line classifier and the header scan the kernel runs, on any
-//! bytes: never a panic, a request class only with its method token, and
-//! a scan that stops where the kernel's does (a message cut at the scan's
-//! length reads the same).
+//! bytes: never a panic, a request class only with its method token, a
+//! scan that stops where the kernel's does (a message cut at the scan's
+//! length reads the same), eight bytes skipped at once leaving the scan
+//! where eight steps would, and the deny lists' table agreeing with a
+//! plain substring search.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+
 use sip_xdp_common::{
     classify::classify_payload,
-    exchange::{scan, EXCHANGE_SCAN, NONCE, TRANSACTION},
+    exchange::{scan, scan_from, HeaderScan, EXCHANGE_SCAN, NONCE, TRANSACTION},
+    rules::{compile, RuleLists, RuleTable},
     SipClass, CLASSIFY_LEN,
 };
+
+const AGENTS: [&str; 4] = ["friendly-scanner", "sipvicious", "sip", "vicious-x"];
+
+fn table() -> &'static RuleTable {
+    static T: OnceLock<RuleTable> = OnceLock::new();
+    T.get_or_init(|| {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        compile(&RuleLists {
+            agents: v(&AGENTS),
+            users: v(&["100", "sipvicious"]),
+            domains: v(&["evil.example"]),
+            methods: v(&["PUBLISH", "SUBSCRIBE"]),
+        })
+        .expect("the lists compile")
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     let class = classify_payload(data);
@@ -28,4 +49,19 @@ fuzz_target!(|data: &[u8]| {
     let early = scan(data, TRANSACTION | NONCE);
     assert_eq!(early.transaction(), whole.transaction());
     assert_eq!(early.nonce(), whole.nonce());
+    // The kernel's way (words skipped whole) and byte by byte agree.
+    let words = scan_from(HeaderScan::ingress(false, true), data, table());
+    let mut bytes = HeaderScan::ingress(false, true);
+    for &b in data.iter().take(EXCHANGE_SCAN) {
+        if bytes.step(b, table()) {
+            break;
+        }
+    }
+    assert_eq!(words, bytes);
+    let _ = words.denied();
+    let lower = data.to_ascii_lowercase();
+    let plain = AGENTS
+        .iter()
+        .any(|a| lower.windows(a.len()).any(|w| w == a.as_bytes()));
+    assert_eq!(table().agent_matches(data), plain);
 });

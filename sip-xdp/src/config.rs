@@ -630,6 +630,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `windw`"), "{e}");
+        let c = Config::load(Some(&write(
+            "[detect.deny]\nmethods = [\"PUBLISH\"]\nusers = [\"sipvicious\"]\n",
+        )))
+        .unwrap();
+        let lists = c.detect.rule_lists();
+        assert_eq!(lists.methods, ["PUBLISH"]);
+        assert_eq!(lists.users, ["sipvicious"]);
+        assert!(lists.agents.contains(&"friendly-scanner".to_string()));
+        let e = Config::load(Some(&write("[detect.deny]\nmethods = [\"SUB SCRIBE\"]\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("detect.deny: methods entry \"SUB SCRIBE\""),
+            "{e}"
+        );
+        let e = Config::load(Some(&write("[detect.deny]\ndomains = [\"\"]\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an empty domains entry"), "{e}");
     }
 
     #[test]
