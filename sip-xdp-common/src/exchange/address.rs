@@ -6,8 +6,14 @@
 //!   `<` that opens the URI; without one the value is the URI itself;
 //! - after the scheme's colon the part up to `@` is the user and the rest
 //!   the host; without `@` the part is the host (the number, for `tel:`);
-//! - a password or a port after `:` is not read; the URI ends at `;`,
-//!   `?`, `>`, `,` or a blank.
+//!   inside `<>` the user may hold `;`, `?` and `,` (an `@` after them
+//!   still ends a user, as Kamailio's URI parser reads it);
+//! - a password or a port after `:` is not read (a `:` inside an IPv6
+//!   host's brackets is the host's); the URI ends at `>`, or without `<>`
+//!   at `;`, `?`, `,`;
+//! - without `<>`, a blank after the URI may be followed by `<`: what came
+//!   first was a display name (`a:b <sip:...>`). The verdict on it waits
+//!   for the header's end.
 //!
 //! The user and domain automata both read the part before `@`, since only
 //! `@` or the URI's end says which it was. A To header goes on to be read
@@ -33,6 +39,15 @@ const ADDR_FROZEN: u32 = 4;
 const ADDR_TEL: u32 = 8;
 const USER_HIT: u32 = 16;
 const DOMAIN_HIT: u32 = 32;
+/// Inside `<>`, past a `;`, `?` or `,` in the user-or-host part: a host
+/// has ended, a user goes on.
+const ADDR_PARAMS: u32 = 64;
+/// Inside an IPv6 host's brackets.
+const ADDR_V6: u32 = 128;
+/// A URI without `<>` ended at a blank: its verdict (`DENY_*` bits,
+/// shifted by `PENDING`) waits for the header's end, unless a `<` comes.
+const ADDR_TENTATIVE: u32 = 256;
+const PENDING: u32 = 16;
 
 /// `denied` bits.
 pub(super) const DENY_AGENT: u32 = 1;
@@ -77,6 +92,23 @@ impl HeaderScan {
         ADDR_LEAD
     }
 
+    /// The header ended: a verdict waiting on it is taken.
+    #[inline(always)]
+    pub(super) fn end_header(&mut self) {
+        if self.addr & ADDR_TENTATIVE != 0 {
+            self.denied |= self.addr >> PENDING;
+            self.addr &= ADDR_TO;
+        }
+    }
+
+    /// The state that reads a To header's parameters for the tag, from
+    /// `b` (a `;` there counts).
+    #[inline(always)]
+    pub(super) fn to_line(&mut self, b: u8) -> u32 {
+        self.hash = u64::from(b);
+        TO_LINE
+    }
+
     /// One byte of a value the lists read.
     #[inline(always)]
     pub(super) fn value_byte(&mut self, b: u8, blank: bool, rules: &impl Rules) {
@@ -119,6 +151,12 @@ impl HeaderScan {
                 self.state = match b {
                     b'<' => self.begin_uri(),
                     b'"' => ADDR_QUOTED,
+                    // A bare URI's header parameters (or its next value):
+                    // it was the URI after all.
+                    b';' | b',' if self.addr & ADDR_TENTATIVE != 0 => {
+                        self.end_header();
+                        self.after_address(b)
+                    }
                     _ => ADDR_NAME,
                 };
             }
@@ -136,14 +174,15 @@ impl HeaderScan {
                 };
             }
             URI_PART | URI_HOST => self.uri_byte(b, blank, rules),
-            URI_REST if b == b'>' => self.state = self.after_address(),
+            URI_REST if b == b'>' => self.state = self.after_address(b),
             _ => {}
         }
     }
 
     #[inline(always)]
     fn begin_uri(&mut self) -> u32 {
-        self.addr |= ADDR_ANGLE;
+        // What a bare URI before it said is void: it was a display name.
+        self.addr = (self.addr & ADDR_TO) | ADDR_ANGLE;
         self.hash = FNV_BASIS;
         URI_SCHEME
     }
@@ -165,34 +204,90 @@ impl HeaderScan {
 
     #[inline(always)]
     fn uri_byte(&mut self, b: u8, blank: bool, rules: &impl Rules) {
+        let angle = self.addr & ADDR_ANGLE != 0;
         match b {
             b'@' if self.state == URI_PART => {
                 if self.addr & USER_HIT != 0 {
                     self.denied |= DENY_USER;
                 }
-                self.addr &= !(ADDR_FROZEN | DOMAIN_HIT);
+                self.addr &= !(ADDR_FROZEN | DOMAIN_HIT | ADDR_PARAMS);
                 self.user = u32::from(DEAD);
                 if self.want & MATCH != 0 {
                     self.domain = u32::from(START_DOMAIN);
                 }
                 self.state = URI_HOST;
             }
-            b':' => self.addr |= ADDR_FROZEN,
-            b';' | b'>' | b'?' | b',' => self.end_part(b),
-            _ if blank => self.end_part(b),
+            b':' if self.addr & ADDR_V6 == 0 => self.addr |= ADDR_FROZEN,
+            b';' | b'?' | b',' if angle && self.state == URI_PART => {
+                // A host ends here; a user may go on to an `@`.
+                self.addr |= ADDR_PARAMS;
+                self.domain = u32::from(DEAD);
+                self.feed_part(b, rules);
+            }
+            b'>' => self.end_part(b),
+            b';' | b'?' | b',' if !angle => self.end_part(b),
+            _ if blank && !angle => self.tentative(),
+            _ if blank => {}
             _ if self.addr & ADDR_FROZEN == 0 => {
-                let (user, user_hit) = feed(rules, self.user, b);
-                let (domain, domain_hit) = feed(rules, self.domain, b);
-                self.user = user;
-                self.domain = domain;
-                if user_hit {
-                    self.addr |= USER_HIT;
+                if b == b'[' {
+                    self.addr |= ADDR_V6;
+                } else if b == b']' {
+                    self.addr &= !ADDR_V6;
                 }
-                if domain_hit {
-                    self.addr |= DOMAIN_HIT;
-                }
+                self.feed_part(b, rules);
             }
             _ => {}
+        }
+    }
+
+    /// `b` to the user and domain automata still running.
+    #[inline(always)]
+    fn feed_part(&mut self, b: u8, rules: &impl Rules) {
+        let (user, user_hit) = feed(rules, self.user, b);
+        let (domain, domain_hit) = feed(rules, self.domain, b);
+        self.user = user;
+        self.domain = domain;
+        if user_hit {
+            self.addr |= USER_HIT;
+        }
+        if domain_hit {
+            self.addr |= DOMAIN_HIT;
+        }
+    }
+
+    /// A URI without `<>` ended at a blank or its line's end: the verdict
+    /// waits, in case a `<` shows it was a display name.
+    #[inline(always)]
+    fn tentative(&mut self) {
+        let verdict = self.part_verdict();
+        self.addr = (self.addr & ADDR_TO) | ADDR_TENTATIVE | (verdict << PENDING);
+        self.user = u32::from(DEAD);
+        self.domain = u32::from(DEAD);
+        self.state = ADDR_NAME;
+    }
+
+    /// A line ends inside the user-or-host part or the host.
+    #[inline(always)]
+    pub(super) fn uri_line_end(&mut self) {
+        if self.addr & ADDR_ANGLE != 0 {
+            self.end_part(b'\r');
+        } else {
+            self.tentative();
+        }
+    }
+
+    /// What the part read so far says, as `DENY_*` bits.
+    #[inline(always)]
+    fn part_verdict(&self) -> u32 {
+        let (hit, deny) = if self.state == URI_PART && self.addr & ADDR_TEL != 0 {
+            (USER_HIT, DENY_USER)
+        } else {
+            (DOMAIN_HIT, DENY_DOMAIN)
+        };
+        if self.addr & hit != 0 {
+            deny
+        } else {
+            0
         }
     }
 
@@ -200,28 +295,21 @@ impl HeaderScan {
     /// judged, and the rest of the value is read for what follows.
     #[inline(always)]
     pub(super) fn end_part(&mut self, b: u8) {
-        let (hit, deny) = if self.state == URI_PART && self.addr & ADDR_TEL != 0 {
-            (USER_HIT, DENY_USER)
-        } else {
-            (DOMAIN_HIT, DENY_DOMAIN)
-        };
-        if self.addr & hit != 0 {
-            self.denied |= deny;
-        }
+        self.denied |= self.part_verdict();
         self.user = u32::from(DEAD);
         self.domain = u32::from(DEAD);
         self.state = if self.addr & ADDR_ANGLE != 0 && b != b'>' {
             URI_REST
         } else {
-            self.after_address()
+            self.after_address(b)
         };
     }
 
-    /// Past the URI: a To header is read on for its tag.
+    /// Past the URI, at `b`: a To header is read on for its tag.
     #[inline(always)]
-    fn after_address(&self) -> u32 {
+    fn after_address(&mut self, b: u8) -> u32 {
         if self.addr & ADDR_TO != 0 {
-            TO_LINE
+            self.to_line(b)
         } else {
             SKIP
         }

@@ -276,6 +276,7 @@ impl HeaderScan {
                 return false;
             }
             if b == b'\n' && self.state == LINE_START {
+                self.end_header();
                 self.state = END;
                 return true;
             }
@@ -298,6 +299,9 @@ impl HeaderScan {
             return false;
         }
         match self.state {
+            // Blanks and NULs before the start line are skipped, as
+            // Kamailio's parser skips them (and CR/LF, above).
+            START if self.found & STARTED == 0 && (blank || b == 0) => {}
             START => {
                 self.found |= STARTED;
                 if blank {
@@ -316,6 +320,7 @@ impl HeaderScan {
                     // A folded line: the previous header goes on.
                     self.state = self.resume;
                 } else {
+                    self.end_header();
                     self.hash = fnv(FNV_BASIS, fold(b));
                     self.name_word = u64::from(fold(b));
                     self.name_len = 1;
@@ -394,12 +399,15 @@ impl HeaderScan {
             VIA_REST if b == b',' => {
                 self.found |= MANY_VIAS;
             }
-            TO_LINE
-                if (self.window | 0x2020_2020) & 0xff_ffff_ffff
-                    == u64::from_be_bytes(*b"\0\0\0;tag=") =>
-            {
-                self.found |= TO_TAG;
-                self.state = SKIP;
+            // `;tag=` with blanks (and folds) anywhere around its parts, as
+            // Kamailio reads the parameter: the blanks are left out of the
+            // word the test reads.
+            TO_LINE if !blank => {
+                self.hash = (self.hash << 8) | u64::from(fold(b));
+                if self.hash & 0xff_ffff_ffff == u64::from_be_bytes(*b"\0\0\0;tag=") {
+                    self.found |= TO_TAG;
+                    self.state = SKIP;
+                }
             }
             VALUE_BRANCH => {
                 if matches!(b, b';' | b',' | b'>' | b' ' | b'\t') {
@@ -510,7 +518,7 @@ impl HeaderScan {
                 self.seen |= address::SEEN_TO;
                 self.begin_address(true)
             } else {
-                TO_LINE
+                self.to_line(b':')
             }
         } else if self.want & MATCH != 0 && self.matched_header(n, h) {
             self.state
@@ -550,7 +558,7 @@ impl HeaderScan {
             }
             NONCE_EQ | NONCE_QUOTE | VALUE_NONCE => AUTH_LINE,
             URI_PART | URI_HOST => {
-                self.end_part(b'\r');
+                self.uri_line_end();
                 self.state
             }
             URI_SCHEME if self.addr & address::ADDR_ANGLE == 0 => ADDR_NAME,

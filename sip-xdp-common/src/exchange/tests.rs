@@ -460,3 +460,65 @@ fn a_word_skipped_whole_leaves_the_scan_where_bytes_would() {
         }
     }
 }
+
+/// Forms a SIP parser reads as the attacker means them, found by reading
+/// the scan as an attacker would.
+#[test]
+fn what_a_sip_server_reads_the_lists_read() {
+    let l = lists(
+        &["friendly-scanner"],
+        &["100"],
+        &["evil.example", "[2001:db8::1]"],
+        &["PUBLISH"],
+    );
+    let base = "INVITE sip:200@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.9;branch=z9hG4bK-2\r\n\
+From: \"Bob\" <sip:bob@good.example>;tag=1\r\nTo: <sip:200@good.example>\r\nCall-ID: 9\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:bob@203.0.113.9:5060>\r\nUser-Agent: Yealink SIP-T46S\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(denied_by(&l, base), None);
+    let from = "\"Bob\" <sip:bob@good.example>";
+    for (what, to, want) in [
+        // Blanks and NULs before the start line, as Kamailio skips them.
+        ("INVITE sip:200", " PUBLISH sip:200", Denial::Method),
+        ("INVITE sip:200", "\t\0\r\nPUBLISH sip:200", Denial::Method),
+        // An unquoted display name with a colon, then the URI.
+        (from, "a:b <sip:1001@good.example>", Denial::Header),
+        (from, "a:b <sip:bob@evil.example>", Denial::Header),
+        (from, "a:b\r\n <sip:bob@evil.example>", Denial::Header),
+        // `;`, `?` and `,` in a user inside `<>`.
+        (from, "<sip:1001;x@good.example>", Denial::Header),
+        (from, "<sip:bob;x@evil.example>", Denial::Header),
+        (from, "<sip:1001?x@evil.example>", Denial::Header),
+        (
+            from,
+            "<sip:+1001;npdi@evil.example;user=phone>",
+            Denial::Header,
+        ),
+        // An IPv6 host's colons are the host's.
+        (from, "<sip:bob@[2001:db8::1]:5060>", Denial::Header),
+    ] {
+        let msg = base.replacen(what, to, 1);
+        assert_eq!(denied_by(&l, &msg), Some(want), "{to:?}");
+    }
+    // A host ends at `;` inside `<>` when no `@` follows.
+    for clean in [
+        "<sip:good.example;evil.example>",
+        "sip:bob@good.example ;x=evil.example",
+        "<sip:bob@[2001:db8::2]>",
+    ] {
+        let msg = base.replacen(from, clean, 1);
+        assert_eq!(denied_by(&l, &msg), None, "{clean:?}");
+    }
+    // A bare URI followed by header parameters after a blank is judged.
+    let msg = base.replacen(from, "sip:bob@evil.example ;tag=1", 1);
+    assert_eq!(denied_by(&l, &msg), Some(Denial::Header));
+    // A To tag as Kamailio reads it, blanks and folds around its parts.
+    for to in [
+        "To: <sip:200@good.example>; tag=9",
+        "To: <sip:200@good.example>;tag =9",
+        "To: <sip:200@good.example> ;\r\n tag = 9",
+        "To: sip:200@good.example ;tag=9",
+    ] {
+        let msg = base.replacen("To: <sip:200@good.example>", to, 1);
+        assert!(all(&msg).in_dialog(), "{to:?}");
+    }
+}
