@@ -11,7 +11,10 @@ use std::sync::OnceLock;
 
 use sip_xdp_common::{
     classify::classify_payload,
-    exchange::{scan, scan_from, HeaderScan, EXCHANGE_SCAN, NONCE, TRANSACTION},
+    exchange::{
+        scan, scan_from, HeaderScan, EXCHANGE_SCAN, NONCE, READ_ADDRESSES, READ_AGENTS,
+        READ_METHODS, TRANSACTION,
+    },
     rules::{compile, RuleLists, RuleTable},
     SipClass, CLASSIFY_LEN,
 };
@@ -50,8 +53,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(early.transaction(), whole.transaction());
     assert_eq!(early.nonce(), whole.nonce());
     // The kernel's way (words skipped whole) and byte by byte agree.
-    let words = scan_from(HeaderScan::ingress(false, true), data, table());
-    let mut bytes = HeaderScan::ingress(false, true);
+    let lists = READ_AGENTS | READ_ADDRESSES | READ_METHODS;
+    let exchange = data.first().is_some_and(|b| b & 1 == 0);
+    let words = scan_from(HeaderScan::ingress(false, lists, exchange), data, table());
+    let mut bytes = HeaderScan::ingress(false, lists, exchange);
     for &b in data.iter().take(EXCHANGE_SCAN) {
         if bytes.step(b, table()) {
             break;

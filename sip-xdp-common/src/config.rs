@@ -9,8 +9,10 @@ pub const CONFIG_DROP_MALFORMED: u32 = 1 << 1;
 /// Drop everything from a banned or blocked source, not only its SIP.
 pub const CONFIG_BAN_ALL: u32 = 1 << 2;
 /// Judge every request from a source not on the allow-list by the deny
-/// lists (`crate::rules`, the `RULES` map).
-pub const CONFIG_MATCH: u32 = 1 << 3;
+/// lists that are on (`crate::rules`, the `RULES` map): the bits are the
+/// header scan's `READ_*`.
+pub const CONFIG_MATCH: u32 =
+    crate::exchange::READ_AGENTS | crate::exchange::READ_ADDRESSES | crate::exchange::READ_METHODS;
 
 /// Longest payload a sample carries.
 pub const SAMPLE_MAX_PAYLOAD: usize = 1024;
@@ -71,8 +73,9 @@ impl KernelConfig {
         self.flags & CONFIG_BAN_ALL != 0
     }
 
-    pub const fn matching(&self) -> bool {
-        self.flags & CONFIG_MATCH != 0
+    /// The deny lists that are on, as the header scan's `READ_*` bits.
+    pub const fn lists(&self) -> u32 {
+        self.flags & CONFIG_MATCH
     }
 
     pub const fn drop_malformed(&self) -> bool {

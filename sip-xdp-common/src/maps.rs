@@ -456,12 +456,17 @@ pub struct ScanScratch {
     pub len: u32,
     pub mode: u32,
     pub monitor: u32,
+    /// Where the scan is in `bytes`.
+    pub at: u32,
+    pub _pad: u32,
     /// The scan's state, in map memory: the verifier knows nothing of a
     /// value loaded from it, so it walks the `bpf_loop` body once, where
     /// the same state on the stack made it follow every state the scan
     /// can be in.
     pub scan: crate::exchange::HeaderScan,
-    pub bytes: [u8; SCAN_BUF],
+    /// The copy, and room for an eight-byte load at any index below
+    /// `SCAN_BUF`.
+    pub bytes: [u8; SCAN_BUF + 8],
 }
 
 /// The scan's buffer: a power of two past `EXCHANGE_SCAN`, so a byte's

@@ -102,6 +102,17 @@ mod compile {
     }
 
     impl RuleLists {
+        /// The lists that are on, as the header scan's `READ_*` bits (and
+        /// the kernel's `CONFIG_MATCH` flags).
+        pub fn reads(&self) -> u32 {
+            use crate::exchange::{READ_ADDRESSES, READ_AGENTS, READ_METHODS};
+            let on = |l: &Vec<String>, bit: u32| if l.is_empty() { 0 } else { bit };
+            on(&self.agents, READ_AGENTS)
+                | on(&self.users, READ_ADDRESSES)
+                | on(&self.domains, READ_ADDRESSES)
+                | on(&self.methods, READ_METHODS)
+        }
+
         pub fn is_empty(&self) -> bool {
             self.agents.is_empty()
                 && self.users.is_empty()

@@ -146,8 +146,9 @@ pub fn scan_scratch(
     if load(off, s.bytes.as_mut_ptr() as *mut c_void, n) != 0 {
         return None;
     }
+    s.at = 0;
     s.scan = if ingress {
-        HeaderScan::ingress(s.monitor != 0, s.mode != 0)
+        HeaderScan::ingress(s.monitor != 0, s.mode, s.mode & IN_EXCHANGE != 0)
     } else {
         scan_for(s.mode)
     };
@@ -165,39 +166,43 @@ pub fn scan_scratch(
     Some((s.scan, s.addr, s.mode, s.monitor != 0))
 }
 
-/// Bytes per call of the loop body: each call costs an indirect call and a
-/// scratch lookup, shared by this many bytes.
+/// Steps per call of the loop body: each call costs an indirect call and
+/// a scratch lookup, shared by this many steps. A step takes at least one
+/// byte, so `len / STRIDE` calls (rounded up) read the whole copy.
 const STRIDE: u32 = 8;
 
-/// The body of the scan, `STRIDE` bytes per call: a `bpf_loop` callback,
-/// so the verifier walks it once instead of once per byte.
-unsafe extern "C" fn scan_step(i: u32, _: *mut c_void) -> i64 {
+/// The body of the scan, `STRIDE` steps per call, each the bytes
+/// `HeaderScan::advance` takes at once or one byte through `step`: a
+/// `bpf_loop` callback, so the verifier walks it once instead of once per
+/// byte.
+unsafe extern "C" fn scan_step(_: u32, _: *mut c_void) -> i64 {
     const STOP: i64 = 1;
     let Some(s) = SCAN.get_ptr_mut(0) else {
         return STOP;
     };
     let s = unsafe { &mut *s };
-    let base = i.wrapping_mul(STRIDE);
-    if base.wrapping_add(STRIDE) <= s.len {
-        // Eight bytes at once inside a value nobody reads. `base` is a
-        // multiple of eight: the load is aligned and in the buffer.
-        let at = base as usize & (SCAN_BUF - STRIDE as usize);
-        let word = unsafe { (s.bytes.as_ptr().add(at) as *const u64).read_unaligned() };
-        if s.scan.skip_word(u64::from_le(word)) {
-            return 0;
-        }
-    }
-    for k in 0..STRIDE {
-        let at = base.wrapping_add(k);
+    for _ in 0..STRIDE {
+        // Read back from map memory each step, so the verifier knows only
+        // its bound: the ways the steps before it took then look alike,
+        // and it walks one step's code once, not once per way.
+        let at = unsafe { core::ptr::read_volatile(&s.at) };
         // Past the copy the buffer holds an earlier packet's bytes.
         if at >= s.len {
             return STOP;
         }
-        if s.scan
-            .step(s.bytes[at as usize & (SCAN_BUF - 1)], &KernelRules)
-        {
+        let i = at as usize & (SCAN_BUF - 1);
+        let mut next = at + 1;
+        let mut taken = 0;
+        if at + 8 <= s.len && s.scan.takes_words() {
+            // In bounds: the buffer has eight bytes past SCAN_BUF.
+            let word = unsafe { (s.bytes.as_ptr().add(i) as *const u64).read_unaligned() };
+            taken = s.scan.advance(u64::from_le(word));
+            next = at + taken;
+        }
+        if taken == 0 && s.scan.step(s.bytes[i], &KernelRules) {
             return STOP;
         }
+        unsafe { core::ptr::write_volatile(&mut s.at, next.max(at + 1)) };
     }
     0
 }
@@ -398,13 +403,18 @@ fn ingress_packet(ctx: &XdpContext, now: u64) -> Option<bool> {
     let class = classify_words(head, m as usize) as u32;
     s.off = off as u32;
     s.len = n as u32;
-    let (monitor, matching) = CONFIG
+    let (monitor, lists) = CONFIG
         .get(0)
-        .map_or((false, false), |c| (c.monitor(), c.matching()));
+        .map_or((false, 0), |c| (c.monitor(), c.lists()));
+    let exchange = watched(&s.addr, now).is_some();
     s.monitor = u32::from(monitor);
-    s.mode = u32::from(matching);
-    Some(wanted(class, payload_len, &s.addr, now, matching))
+    s.mode = lists | if exchange { IN_EXCHANGE } else { 0 };
+    Some(wanted(class, payload_len, lists != 0, exchange))
 }
+
+/// The ingress scratch's `mode` bit for a source in an exchange, beside
+/// the lists' `READ_*` bits.
+const IN_EXCHANGE: u32 = 1;
 
 /// What the exchange reads: every response, every request from an address
 /// in an exchange or (with the deny lists on) from anyone, and what a SIP
@@ -412,13 +422,13 @@ fn ingress_packet(ctx: &XdpContext, now: u64) -> Option<bool> {
 /// CR/LF), not a keep-alive. Without the lists, everyone else's requests
 /// cost one lookup that misses.
 #[inline(always)]
-fn wanted(class: u32, payload_len: usize, src: &IpKey, now: u64, matching: bool) -> bool {
+fn wanted(class: u32, payload_len: usize, lists: bool, exchange: bool) -> bool {
     if class == SipClass::Keepalive as u32 {
         payload_len > CLASSIFY_LEN
     } else if class == SipClass::Response as u32 || class == SipClass::Malformed as u32 {
         true
     } else {
-        matching || watched(src, now).is_some()
+        lists || exchange
     }
 }
 

@@ -813,9 +813,10 @@ fn the_deny_lists_drop_from_the_first_packet() {
     s.deny.methods = vec!["SUBSCRIBE".into()];
     s.deny.users = vec!["sipvicious".into()];
     s.deny.domains = vec!["evil.example".into()];
-    let table = compile(&s.rule_lists()).unwrap();
+    let lists = s.rule_lists();
+    let table = compile(&lists).unwrap();
     let mut maps = p.maps();
-    sip_xdp::kernel::rules::install(&mut maps, &table, true).unwrap();
+    sip_xdp::kernel::rules::install(&mut maps, &table, lists.reads()).unwrap();
     assert_ne!(maps.config().unwrap().flags & CONFIG_MATCH, 0);
     let svmap = |src: &str| {
         let m = String::from_utf8(OPTIONS.to_vec()).unwrap().replace(
@@ -881,6 +882,6 @@ fn the_deny_lists_drop_from_the_first_packet() {
     // Lists off: nothing is judged.
     c.flags &= !CONFIG_MONITOR;
     configure(&p, c);
-    sip_xdp::kernel::rules::install(&mut maps, &table, false).unwrap();
+    sip_xdp::kernel::rules::install(&mut maps, &table, 0).unwrap();
     assert_eq!(p.run(&svmap("203.0.113.87")), XDP_PASS);
 }

@@ -21,8 +21,9 @@
 
 use super::{
     fnv, fold, name, HeaderScan, ADDR_ESCAPE, ADDR_LEAD, ADDR_NAME, ADDR_QUOTED, AGENT_LEAD,
-    AGENT_VALUE, FNV_BASIS, MATCH, N_CONTACT, N_CONTACT_SHORT, N_FROM, N_FROM_SHORT, N_USER_AGENT,
-    SKIP, TO_LINE, URI_HOST, URI_PART, URI_REST, URI_SCHEME,
+    AGENT_VALUE, FNV_BASIS, N_CONTACT, N_CONTACT_SHORT, N_FROM, N_FROM_SHORT, N_TO, N_TO_SHORT,
+    N_USER_AGENT, READ_ADDRESSES, READ_AGENTS, SKIP, TO_LINE, URI_HOST, URI_PART, URI_REST,
+    URI_SCHEME,
 };
 use crate::rules::{feed, Rules, DEAD, START_AGENT, START_DOMAIN, START_USER};
 
@@ -61,12 +62,15 @@ impl HeaderScan {
     /// A header only the lists read, by its name: sets the state its
     /// value is read in and says whether it was one.
     #[inline(always)]
-    pub(super) fn matched_header(&mut self, n: (u64, u32), h: u64) -> bool {
-        let seen = if n == N_FROM || n == N_FROM_SHORT {
+    pub(super) fn matched_header(&mut self, n: (u64, u32)) -> bool {
+        let addresses = self.want & READ_ADDRESSES != 0;
+        let seen = if addresses && (n == N_FROM || n == N_FROM_SHORT) {
             SEEN_FROM
-        } else if n == N_CONTACT || n == N_CONTACT_SHORT {
+        } else if addresses && (n == N_TO || n == N_TO_SHORT) {
+            SEEN_TO
+        } else if addresses && (n == N_CONTACT || n == N_CONTACT_SHORT) {
             SEEN_CONTACT
-        } else if h == N_USER_AGENT {
+        } else if self.want & READ_AGENTS != 0 && n == N_USER_AGENT {
             // Every User-Agent, not only the first: a tool adding its own
             // after a borrowed one is still seen.
             self.matcher = u32::from(START_AGENT);
@@ -79,7 +83,7 @@ impl HeaderScan {
             return false;
         }
         self.seen |= seen;
-        self.state = self.begin_address(false);
+        self.state = self.begin_address(seen == SEEN_TO);
         true
     }
 
@@ -104,7 +108,7 @@ impl HeaderScan {
     /// The state that reads a To header's parameters for the tag, from
     /// `b` (a `;` there counts).
     #[inline(always)]
-    pub(super) fn to_line(&mut self, b: u8) -> u32 {
+    pub(super) fn tag_search(&mut self, b: u8) -> u32 {
         self.hash = u64::from(b);
         TO_LINE
     }
@@ -195,7 +199,7 @@ impl HeaderScan {
         if tel {
             self.addr |= ADDR_TEL;
         }
-        if self.want & MATCH != 0 {
+        if self.want & READ_ADDRESSES != 0 {
             self.user = u32::from(START_USER);
             self.domain = if tel { DEAD } else { START_DOMAIN }.into();
         }
@@ -212,7 +216,7 @@ impl HeaderScan {
                 }
                 self.addr &= !(ADDR_FROZEN | DOMAIN_HIT | ADDR_PARAMS);
                 self.user = u32::from(DEAD);
-                if self.want & MATCH != 0 {
+                if self.want & READ_ADDRESSES != 0 {
                     self.domain = u32::from(START_DOMAIN);
                 }
                 self.state = URI_HOST;
@@ -309,7 +313,7 @@ impl HeaderScan {
     #[inline(always)]
     fn after_address(&mut self, b: u8) -> u32 {
         if self.addr & ADDR_TO != 0 {
-            self.to_line(b)
+            self.tag_search(b)
         } else {
             SKIP
         }

@@ -28,6 +28,7 @@
 //! To and Contact URIs (`address`).
 
 mod address;
+mod words;
 
 use crate::rules::{feed, Rules, DEAD, START_METHOD};
 
@@ -65,7 +66,7 @@ const fn fnv(h: u64, b: u8) -> u64 {
     (h ^ b as u64).wrapping_mul(FNV_PRIME)
 }
 
-/// A header name's hash, as `step` computes it from the folded name.
+/// FNV-1a of `s`, as `step` hashes a value.
 const fn name(s: &[u8]) -> u64 {
     let mut h = FNV_BASIS;
     let mut i = 0;
@@ -76,14 +77,16 @@ const fn name(s: &[u8]) -> u64 {
     h
 }
 
-/// A short header name as `step` packs it: the folded bytes, the first
-/// in the low byte, and the length. Names of up to eight bytes are
-/// compared whole, never by hash: a name that only hashes like `CSeq`
-/// must not be read as one.
+/// A header name as `step` packs it: its first eight folded bytes, the
+/// first in the low byte, and its length. Names of up to eight bytes are
+/// compared whole: a name that only looks like `CSeq` is not read as one.
+/// Longer names share their first eight bytes and length with nothing a
+/// parser reads as another header the scan uses; a lookalike is read as
+/// the name it imitates only in its sender's own message.
 const fn short(s: &[u8]) -> (u64, u32) {
     let mut w = 0u64;
     let mut i = 0;
-    while i < s.len() {
+    while i < s.len() && i < 8 {
         w |= (s[i] as u64) << (8 * i);
         i += 1;
     }
@@ -101,11 +104,11 @@ const N_FROM: (u64, u32) = short(b"from");
 const N_FROM_SHORT: (u64, u32) = short(b"f");
 const N_CONTACT: (u64, u32) = short(b"contact");
 const N_CONTACT_SHORT: (u64, u32) = short(b"m");
-const N_USER_AGENT: u64 = name(b"user-agent");
-const N_AUTHORIZATION: u64 = name(b"authorization");
-const N_PROXY_AUTHORIZATION: u64 = name(b"proxy-authorization");
-const N_WWW_AUTHENTICATE: u64 = name(b"www-authenticate");
-const N_PROXY_AUTHENTICATE: u64 = name(b"proxy-authenticate");
+const N_USER_AGENT: (u64, u32) = short(b"user-agent");
+const N_AUTHORIZATION: (u64, u32) = short(b"authorization");
+const N_PROXY_AUTHORIZATION: (u64, u32) = short(b"proxy-authorization");
+const N_WWW_AUTHENTICATE: (u64, u32) = short(b"www-authenticate");
+const N_PROXY_AUTHENTICATE: (u64, u32) = short(b"proxy-authenticate");
 
 /// `found` bits.
 pub const CALL_ID: u32 = 1;
@@ -126,9 +129,15 @@ pub const TRANSACTION: u32 = CALL_ID | CSEQ | BRANCH;
 /// other methods are read to their transaction too.
 const BY_START: u32 = 1 << 8;
 const KEEP_TRANSACTION: u32 = 1 << 9;
-/// `want` bit: read a request to the end of its headers for the deny
-/// lists.
-const MATCH: u32 = 1 << 12;
+/// `want` bits: read a request to the end of its headers for the deny
+/// lists that are on (`HeaderScan::ingress`).
+pub const READ_AGENTS: u32 = 1 << 12;
+pub const READ_ADDRESSES: u32 = 1 << 13;
+pub const READ_METHODS: u32 = 1 << 14;
+const READ_LISTS: u32 = READ_AGENTS | READ_ADDRESSES | READ_METHODS;
+/// `want` bit: a request from an address in no exchange, whose
+/// transaction, nonce and dialog nothing needs.
+const NO_EXCHANGE: u32 = 1 << 15;
 
 // States of the scan.
 const START: u32 = 0;
@@ -229,40 +238,23 @@ impl HeaderScan {
     /// The scan ingress runs: a REGISTER or INVITE is read to the end of
     /// its headers, a response to its transaction, any other
     /// request only to its CSeq (to its transaction too with
-    /// `transaction_always`). With `matching`, every request is read to
-    /// the end of its headers for the deny lists.
+    /// `transaction_always`). With any of `lists` (`READ_*`), every
+    /// request is read to the end of its headers for them. A request
+    /// from an address in no exchange (not `exchange`) is read only for
+    /// the lists: what ties it to an exchange is not read.
     #[inline(always)]
-    pub fn ingress(transaction_always: bool, matching: bool) -> Self {
+    pub fn ingress(transaction_always: bool, lists: u32, exchange: bool) -> Self {
         let keep = if transaction_always {
             KEEP_TRANSACTION
         } else {
             0
         };
-        let mut s = HeaderScan::wanting(BY_START | keep);
-        if matching {
-            s.want |= MATCH;
+        let alone = if exchange { 0 } else { NO_EXCHANGE };
+        let mut s = HeaderScan::wanting(BY_START | keep | alone | (lists & READ_LISTS));
+        if lists & READ_METHODS != 0 {
             s.matcher = u32::from(START_METHOD);
         }
         s
-    }
-
-    /// Skips the eight bytes of `word` (as loaded little-endian: the first
-    /// byte lowest) if they are all inside a value nobody reads, and says
-    /// whether it did: what `step` does to them, eight times cheaper.
-    #[inline(always)]
-    pub fn skip_word(&mut self, word: u64) -> bool {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGHS: u64 = 0x8080_8080_8080_8080;
-        if self.state != SKIP {
-            return false;
-        }
-        // Nonzero exactly when some byte of `v` is zero.
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-        if zero(word ^ (ONES * u64::from(b'\n'))) | zero(word ^ (ONES * u64::from(b'\r'))) != 0 {
-            return false;
-        }
-        self.window = word.swap_bytes();
-        true
     }
 
     /// Feeds one byte; returns true once nothing after it matters (the
@@ -293,9 +285,9 @@ impl HeaderScan {
             }
             return self.done();
         }
-        // Most bytes are in values nobody reads: nothing to do but wait
-        // for the line's end.
-        if self.state == SKIP {
+        // Most bytes are in values nobody reads (and the start line's
+        // rest): nothing to do but wait for the line's end.
+        if self.state == SKIP || self.state == START_REST {
             return false;
         }
         match self.state {
@@ -321,7 +313,6 @@ impl HeaderScan {
                     self.state = self.resume;
                 } else {
                     self.end_header();
-                    self.hash = fnv(FNV_BASIS, fold(b));
                     self.name_word = u64::from(fold(b));
                     self.name_len = 1;
                     self.state = NAME;
@@ -333,7 +324,6 @@ impl HeaderScan {
                 } else if blank {
                     self.state = NAME_GAP;
                 } else {
-                    self.hash = fnv(self.hash, fold(b));
                     if self.name_len < 8 {
                         self.name_word |= u64::from(fold(b)) << (8 * self.name_len);
                     }
@@ -480,14 +470,15 @@ impl HeaderScan {
         if self.want & BY_START == 0 {
             return;
         }
-        let matching = self.want & MATCH;
+        let lists = self.want & (READ_LISTS | NO_EXCHANGE);
         self.want = match self.start() {
-            // A response is not judged by the lists.
+            // A response is not judged by the lists, and is always read
+            // for its transaction.
             Start::Response => TRANSACTION,
             // To the end: whether it is inside a dialog (its To tag) may
             // come last, and so may what the lists read.
-            Start::Register | Start::Invite => matching,
-            _ if matching != 0 => matching,
+            Start::Register | Start::Invite => lists,
+            _ if lists & READ_LISTS != 0 => lists,
             _ if self.want & KEEP_TRANSACTION != 0 => TRANSACTION,
             _ => CSEQ,
         };
@@ -498,9 +489,16 @@ impl HeaderScan {
     #[inline(always)]
     fn header(&mut self) {
         let n = (self.name_word, self.name_len);
-        let h = self.hash;
         let f = self.found;
-        self.state = if (n == N_CALL_ID || n == N_CALL_ID_SHORT) && f & CALL_ID == 0 {
+        let exchange = self.want & NO_EXCHANGE == 0;
+        self.state = if !exchange {
+            // Only the lists read this request.
+            if self.want & READ_LISTS != 0 && self.matched_header(n) {
+                self.state
+            } else {
+                SKIP
+            }
+        } else if (n == N_CALL_ID || n == N_CALL_ID_SHORT) && f & CALL_ID == 0 {
             LEAD_CALL_ID
         } else if n == N_CSEQ && f & CSEQ == 0 {
             LEAD_CSEQ
@@ -518,18 +516,18 @@ impl HeaderScan {
                 self.seen |= address::SEEN_TO;
                 self.begin_address(true)
             } else {
-                self.to_line(b':')
+                self.tag_search(b':')
             }
-        } else if self.want & MATCH != 0 && self.matched_header(n, h) {
+        } else if self.want & READ_LISTS != 0 && self.matched_header(n) {
             self.state
-        } else if (h == N_AUTHORIZATION
-            || h == N_PROXY_AUTHORIZATION
-            || h == N_WWW_AUTHENTICATE
-            || h == N_PROXY_AUTHENTICATE)
+        } else if (n == N_AUTHORIZATION
+            || n == N_PROXY_AUTHORIZATION
+            || n == N_WWW_AUTHENTICATE
+            || n == N_PROXY_AUTHENTICATE)
             && f & SEEN_AUTH == 0
         {
-            // Longer names by hash: reading a nonce where there is none
-            // proves nothing, since it must be one the SBC sent.
+            // Reading a nonce where there is none proves nothing, since
+            // it must be one the SBC sent.
             self.found |= SEEN_AUTH;
             AUTH_LINE
         } else {
@@ -667,21 +665,23 @@ pub fn scan(msg: &[u8], want: u32) -> HeaderScan {
     scan_from(HeaderScan::wanting(want), msg, &crate::rules::NoRules)
 }
 
-/// Runs `s` over `msg` as the kernel does: eight bytes at a time where
-/// `skip_word` may take them whole, byte by byte elsewhere.
+/// Runs `s` over `msg` as the kernel does: the bytes `advance` takes
+/// from the eight at the scan's position, else one byte through `step`.
 pub fn scan_from(mut s: HeaderScan, msg: &[u8], rules: &impl Rules) -> HeaderScan {
     let msg = &msg[..msg.len().min(EXCHANGE_SCAN)];
-    for chunk in msg.chunks(8) {
-        if let Ok(word) = <[u8; 8]>::try_from(chunk) {
-            if s.skip_word(u64::from_le_bytes(word)) {
+    let mut at = 0;
+    while at < msg.len() {
+        if let Some(word) = msg.get(at..at + 8).filter(|_| s.takes_words()) {
+            let taken = s.advance(u64::from_le_bytes(word.try_into().unwrap()));
+            if taken > 0 {
+                at += taken as usize;
                 continue;
             }
         }
-        for &b in chunk {
-            if s.step(b, rules) {
-                return s;
-            }
+        if s.step(msg[at], rules) {
+            break;
         }
+        at += 1;
     }
     s
 }

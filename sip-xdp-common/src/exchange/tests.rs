@@ -143,17 +143,17 @@ fn ingress_reads_what_the_start_line_calls_for() {
             "Content-Length",
             "Call-ID: 8f3a@203.0.113.2\r\nContent-Length",
         );
-    let s = scan_with(HeaderScan::ingress(false, false), &options);
+    let s = scan_with(HeaderScan::ingress(false, 0, true), &options);
     assert_eq!(s.cseq_method(), CSeqMethod::Register);
     assert_eq!(s.transaction(), None, "an OPTIONS is read to its CSeq");
-    let s = scan_with(HeaderScan::ingress(true, false), &options);
+    let s = scan_with(HeaderScan::ingress(true, 0, true), &options);
     assert_eq!(s.transaction(), all(&options).transaction());
-    let s = scan_with(HeaderScan::ingress(false, false), REGISTER);
+    let s = scan_with(HeaderScan::ingress(false, 0, true), REGISTER);
     assert_eq!(
         (s.transaction(), s.nonce()),
         (all(REGISTER).transaction(), all(REGISTER).nonce())
     );
-    let s = scan_with(HeaderScan::ingress(false, false), OK);
+    let s = scan_with(HeaderScan::ingress(false, 0, true), OK);
     assert_eq!(s.transaction(), all(OK).transaction());
 }
 
@@ -225,7 +225,17 @@ fn every_cut_of_a_message_is_safe_and_a_cut_value_is_not_taken() {
 
 fn denied_by(lists: &crate::rules::RuleLists, msg: &str) -> Option<Denial> {
     let table = crate::rules::compile(lists).unwrap();
-    scan_from(HeaderScan::ingress(false, true), msg.as_bytes(), &table).denied()
+    // From an address in an exchange or not, the lists judge alike.
+    let judge = |exchange| {
+        scan_from(
+            HeaderScan::ingress(false, lists.reads(), exchange),
+            msg.as_bytes(),
+            &table,
+        )
+        .denied()
+    };
+    assert_eq!(judge(true), judge(false), "{msg}");
+    judge(false)
 }
 
 fn lists(
@@ -282,7 +292,7 @@ fn a_scanner_is_known_by_its_user_agent_wherever_it_stands() {
     }
     // Without the lists the same scan judges nothing.
     let s = scan_from(
-        HeaderScan::ingress(false, false),
+        HeaderScan::ingress(false, 0, true),
         SVMAP.as_bytes(),
         &crate::rules::compile(&scanners).unwrap(),
     );
@@ -447,14 +457,14 @@ fn a_word_skipped_whole_leaves_the_scan_where_bytes_would() {
     for msg in [SVMAP, REGISTER, OK, CHALLENGE] {
         for cut in 0..msg.len() {
             let m = &msg.as_bytes()[cut..];
-            let mut bytewise = HeaderScan::ingress(false, true);
+            let mut bytewise = HeaderScan::ingress(false, READ_LISTS, true);
             for &b in m {
                 if bytewise.step(b, &table) {
                     break;
                 }
             }
             assert_eq!(
-                scan_from(HeaderScan::ingress(false, true), m, &table),
+                scan_from(HeaderScan::ingress(false, READ_LISTS, true), m, &table),
                 bytewise
             );
         }

@@ -1063,7 +1063,7 @@ fn apply_settings(maps: &mut Maps, cfg: &Config, defender: &Defender) -> crate::
         context: "compiling detect.deny".into(),
         source: std::io::Error::other(e),
     })?;
-    crate::kernel::rules::install(maps, &table, !lists.is_empty())
+    crate::kernel::rules::install(maps, &table, lists.reads())
 }
 
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {

@@ -1,5 +1,5 @@
-//! The deny lists' table in the kernel (`RULES`) and the switch that
-//! makes the program read it (`CONFIG_MATCH`).
+//! The deny lists' table in the kernel (`RULES`) and the switches that
+//! make the program read it (`CONFIG_MATCH`: one per kind of list).
 
 use aya::maps::{Array, Map, MapData};
 use sip_xdp_common::{
@@ -11,17 +11,17 @@ use sip_xdp_common::{
 use super::Maps;
 use crate::{Error, Result};
 
-/// Writes `table` and turns matching on, or turns it off for an empty
-/// one. The switch is off while the rows change, so no request is judged
-/// by half an old table and half a new one.
-pub fn install(maps: &mut Maps, table: &RuleTable, on: bool) -> Result<()> {
+/// Writes `table` and turns on the lists in `reads` (the `RuleLists::reads`
+/// of the lists it was compiled from); none turns matching off. The
+/// switches are off while the rows change, so no request is judged by half
+/// an old table and half a new one.
+pub fn install(maps: &mut Maps, table: &RuleTable, reads: u32) -> Result<()> {
     let mut config = maps.config()?;
-    let was_on = config.flags & CONFIG_MATCH != 0;
-    if was_on {
+    if config.flags & CONFIG_MATCH != 0 {
         config.flags &= !CONFIG_MATCH;
         maps.set_config(config)?;
     }
-    if !on {
+    if reads & CONFIG_MATCH == 0 {
         return Ok(());
     }
     let data = MapData::from_pin(maps.pins().map(MAP_RULES))
@@ -32,6 +32,6 @@ pub fn install(maps: &mut Maps, table: &RuleTable, on: bool) -> Result<()> {
         rows.set(i as u32, row, 0)
             .map_err(Error::map("writing the deny lists' table"))?;
     }
-    config.flags |= CONFIG_MATCH;
+    config.flags |= reads & CONFIG_MATCH;
     maps.set_config(config)
 }

@@ -73,7 +73,7 @@ fn configure_as_run(p: &TestProg) {
     maps.set_config(run_config()).expect("config");
     let lists = sip_xdp::detect::settings::Settings::default().rule_lists();
     let table = sip_xdp_common::rules::compile(&lists).expect("the default lists");
-    sip_xdp::kernel::rules::install(&mut maps, &table, true).expect("the deny lists");
+    sip_xdp::kernel::rules::install(&mut maps, &table, lists.reads()).expect("the deny lists");
 }
 
 fn addr(base: [u8; 4], add: u32) -> Ipv4Addr {
@@ -667,7 +667,7 @@ fn exchange_paths(
         let on = maps.config().expect("config");
         if off {
             let table = sip_xdp_common::rules::RuleTable { rows: Vec::new() };
-            sip_xdp::kernel::rules::install(&mut maps, &table, false).expect("lists off");
+            sip_xdp::kernel::rules::install(&mut maps, &table, 0).expect("lists off");
         }
         let (h, v, c) = three_ways(
             harness,
