@@ -82,19 +82,13 @@ const fn word(s: &[u8]) -> u64 {
     w
 }
 
-const RESPONSE: u64 = word(b"SIP/2.0 ");
+/// `SIP/2.0 `, lowered: the version is case-insensitive (RFC 3261 §7.1).
+const RESPONSE: u64 = word(b"sip/2.0 ");
 const REGISTER: u64 = word(b"REGISTER");
 const INVITE: u64 = word(b"INVITE");
 const OPTIONS: u64 = word(b"OPTIONS");
 /// The STUN magic cookie, bytes 4 to 7 of a STUN header.
 const STUN_MAGIC: u64 = word(&[0x21, 0x12, 0xa4, 0x42]);
-/// Request-URI schemes, lower case, and their lengths.
-const SCHEMES: [(u64, u64); 4] = [
-    (word(b"sip:"), 4),
-    (word(b"sips:"), 5),
-    (word(b"tel:"), 4),
-    (word(b"urn:"), 4),
-];
 
 /// Bits of the first `n` bytes (n ≤ 8).
 #[inline(always)]
@@ -126,6 +120,33 @@ const fn upper_bytes(x: u64) -> u64 {
 #[inline(always)]
 const fn lower(x: u64) -> u64 {
     x | (upper_bytes(x) >> 2)
+}
+
+/// 0x80 in every byte of `x` from `lo` to `hi` (ASCII).
+#[inline(always)]
+const fn range_bytes(x: u64, lo: u8, hi: u8) -> u64 {
+    let low = x & LOW7;
+    let at_least = low.wrapping_add(rep(0x80 - lo));
+    let past = low.wrapping_add(rep(0x80 - hi - 1));
+    at_least & !past & !x & HIGH
+}
+
+/// 0x80 in every byte of `x` that may be in a URI scheme (RFC 3261
+/// §25.1: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`), and in every
+/// letter.
+#[inline(always)]
+const fn scheme_bytes(x: u64) -> (u64, u64) {
+    let alpha = upper_bytes(x & !rep(0x20));
+    let other = range_bytes(x, b'0', b'9')
+        | (zero_bytes(x ^ rep(b'+')) | zero_bytes(x ^ rep(b'-')) | zero_bytes(x ^ rep(b'.')))
+            & HIGH;
+    (alpha | other, alpha)
+}
+
+/// 0x80 in every CR or LF byte of `x`.
+#[inline(always)]
+const fn line_end_bytes(x: u64) -> u64 {
+    (zero_bytes(x ^ rep(b'\r')) | zero_bytes(x ^ rep(b'\n'))) & HIGH
 }
 
 /// Index of the lowest byte flagged 0x80 in `flags` (which is not 0).
@@ -183,10 +204,26 @@ pub fn classify_words(w: [u64; 2], len: usize) -> SipClass {
     if is_keepalive(w[0], len) {
         return SipClass::Keepalive;
     }
-    if len >= 8 && w[0] == RESPONSE {
+    // CR/LF before the start line, as SIP servers skip them (RFC 3261
+    // §7.5), up to seven: what follows is judged on the window's rest.
+    // Shifted without a branch: each one here is a path the verifier walks
+    // through the rest of the program.
+    let not_crlf = !line_end_bytes(w[0]) & HIGH;
+    if not_crlf == 0 {
+        return SipClass::Malformed;
+    }
+    let skip = first_flagged(not_crlf);
+    if skip >= len {
+        return SipClass::Malformed;
+    }
+    let full = len == CLASSIFY_LEN as u64;
+    let bits = 8 * skip;
+    let w = [(w[0] >> bits) | ((w[1] << (63 - bits)) << 1), w[1] >> bits];
+    let len = len - skip;
+    if len >= 8 && lower(w[0]) == RESPONSE {
         return SipClass::Response;
     }
-    request_class(w, len)
+    request_class(w, len, full)
 }
 
 #[inline(always)]
@@ -200,8 +237,9 @@ fn is_keepalive(w0: u64, len: u64) -> bool {
     len >= 8 && w0 & 0xc0 == 0 && w0 >> 32 == STUN_MAGIC
 }
 
+/// `full`: the window was full, so what it cuts off goes on.
 #[inline(always)]
-fn request_class(w: [u64; 2], len: u64) -> SipClass {
+fn request_class(w: [u64; 2], len: u64, full: bool) -> SipClass {
     // Method: upper-case token (methods are case-sensitive), then one space
     // inside the payload.
     let other0 = !upper_bytes(w[0]) & HIGH;
@@ -216,7 +254,7 @@ fn request_class(w: [u64; 2], len: u64) -> SipClass {
     if sp >= len || sp < MIN_METHOD as u64 || byte_at(w, sp) != u64::from(b' ') {
         return SipClass::Malformed;
     }
-    if !uri_scheme_plausible(w, len, sp + 1) {
+    if !uri_scheme_plausible(w, len, sp + 1, full) {
         return SipClass::Malformed;
     }
     // The space is known to follow the token, so the first word decides.
@@ -231,29 +269,33 @@ fn request_class(w: [u64; 2], len: u64) -> SipClass {
     }
 }
 
-/// Request-URI starts with `sip:`, `sips:`, `tel:` or `urn:` (case-insensitive),
-/// judged on the bytes we have: a URI cut off by the buffer end is accepted
-/// as far as it matches.
+/// The Request-URI starts with a scheme and its colon (RFC 3261 §25.1:
+/// `sip:`, `sips:`, `tel:`, and any other, such as `pres:` or `im:`),
+/// judged on the bytes we have: a URI cut off by a full window is accepted
+/// as far as it goes. Eight bytes are read: a longer scheme is judged on
+/// them.
 #[inline(always)]
-fn uri_scheme_plausible(w: [u64; 2], len: u64, start: u64) -> bool {
+fn uri_scheme_plausible(w: [u64; 2], len: u64, start: u64, full: bool) -> bool {
     if start >= len {
         // Nothing after the method's space (or past our window): the start
         // line is cut off, not malformed, only if the window is full.
-        return len == CLASSIFY_LEN as u64;
+        return full;
     }
     let have = len - start;
-    let uri = lower(from_byte(w, start));
-    SCHEMES
-        .iter()
-        .any(|&(scheme, n)| scheme_matches(uri, have, len, scheme, n))
-}
-
-/// `uri` (lowered, `have` bytes of it in the payload) starts with `scheme`,
-/// or with as much of it as the window holds when the window is full.
-#[inline(always)]
-fn scheme_matches(uri: u64, have: u64, len: u64, scheme: u64, n: u64) -> bool {
-    let compared = if have < n { have } else { n };
-    (uri ^ scheme) & bytes_mask(compared) == 0 && (have >= n || len == CLASSIFY_LEN as u64)
+    let seen = if have < 8 { have } else { 8 };
+    let uri = from_byte(w, start) & bytes_mask(seen);
+    let (scheme, alpha) = scheme_bytes(uri);
+    if alpha & 0x80 == 0 {
+        return false;
+    }
+    let colon = zero_bytes(uri ^ rep(b':')) & HIGH & bytes_mask(seen);
+    if colon != 0 {
+        let k = first_flagged(colon);
+        return !scheme & HIGH & bytes_mask(k) == 0;
+    }
+    // No colon in what we see: a scheme of eight or more, or one the
+    // window cut off.
+    (have > 8 || full) && !scheme & HIGH & bytes_mask(seen) == 0
 }
 
 /// Host-side convenience: classify a whole payload slice.
@@ -317,6 +359,34 @@ mod tests {
             SipClass::Invite
         );
         assert_eq!(c(b"FOOBAR sip:x SIP/2.0\r\n"), SipClass::OtherRequest);
+        // Any scheme RFC 3261 allows (RFC 3856's pres:, RFC 3860's im:).
+        assert_eq!(
+            c(b"SUBSCRIBE pres:alice@example.com SIP/2.0\r\n"),
+            SipClass::OtherRequest
+        );
+        assert_eq!(c(b"MESSAGE im:bob@x SIP/2.0\r\n"), SipClass::OtherRequest);
+        assert_eq!(c(b"INVITE x-a.b+c:1 SIP/2.0\r\n"), SipClass::Invite);
+        for bad in [
+            &b"INVITE 1sip:x SIP/2.0\r\n"[..],
+            b"INVITE sip x SIP/2.0\r\n",
+            b"INVITE :x SIP/2.0\r\n",
+            b"INVITE s_p:x SIP/2.0\r\n",
+        ] {
+            assert_eq!(c(bad), SipClass::Malformed, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn what_servers_skip_and_the_version_in_any_case() {
+        assert_eq!(c(b"\r\nREGISTER sip:x SIP/2.0\r\n"), SipClass::Register);
+        assert_eq!(c(b"\r\n\r\nINVITE sip:x SIP/2.0\r\n"), SipClass::Invite);
+        assert_eq!(c(b"\nsip/2.0 200 OK\r\n"), SipClass::Response);
+        assert_eq!(c(b"sip/2.0 200 OK\r\n"), SipClass::Response);
+        assert_eq!(c(b"Sip/2.0 180 Ringing\r\n"), SipClass::Response);
+        // Up to seven: more is nothing a SIP element sends.
+        assert_eq!(c(b"\r\n\r\n\r\nOPTIONS sip:x"), SipClass::Options);
+        assert_eq!(c(b"\r\n\r\n\r\n\r\nOPTIONS sip:x"), SipClass::Malformed);
+        assert_eq!(c(&[b'\n'; 40]), SipClass::Malformed);
     }
 
     #[test]
@@ -441,10 +511,21 @@ mod tests {
             if is_keepalive(buf, len) {
                 return SipClass::Keepalive;
             }
-            if len >= 8 && prefix_eq(buf, b"SIP/2.0 ") {
+            let full = len == CLASSIFY_LEN;
+            let mut skip = 0;
+            while skip < 8 && (buf[skip] == b'\r' || buf[skip] == b'\n') {
+                skip += 1;
+            }
+            if skip == 8 || skip >= len {
+                return SipClass::Malformed;
+            }
+            let mut rest = [0u8; CLASSIFY_LEN];
+            rest[..CLASSIFY_LEN - skip].copy_from_slice(&buf[skip..]);
+            let len = len - skip;
+            if len >= 8 && rest[..8].eq_ignore_ascii_case(b"SIP/2.0 ") {
                 return SipClass::Response;
             }
-            request_class(buf, len)
+            request_class(&rest, len, full)
         }
 
         fn is_keepalive(buf: &[u8; CLASSIFY_LEN], len: usize) -> bool {
@@ -463,7 +544,7 @@ mod tests {
             len >= 8 && buf[0] & 0xc0 == 0 && buf[4..8] == STUN_MAGIC
         }
 
-        fn request_class(buf: &[u8; CLASSIFY_LEN], len: usize) -> SipClass {
+        fn request_class(buf: &[u8; CLASSIFY_LEN], len: usize, full: bool) -> SipClass {
             // Method: upper-case token (methods are case-sensitive), then one space.
             let mut sp = CLASSIFY_LEN;
             let mut i = 0;
@@ -484,7 +565,7 @@ mod tests {
             if !(MIN_METHOD..CLASSIFY_LEN).contains(&sp) {
                 return SipClass::Malformed;
             }
-            if !uri_scheme_plausible(buf, len, sp + 1) {
+            if !uri_scheme_plausible(buf, len, sp + 1, full) {
                 return SipClass::Malformed;
             }
             if sp == 8 && prefix_eq(buf, b"REGISTER") {
@@ -498,40 +579,30 @@ mod tests {
             }
         }
 
-        /// Request-URI starts with `sip:`, `sips:`, `tel:` or `urn:` (case-insensitive),
-        /// judged on the bytes we have: a URI cut off by the buffer end is accepted
-        /// as far as it matches.
-        fn uri_scheme_plausible(buf: &[u8; CLASSIFY_LEN], len: usize, start: usize) -> bool {
-            scheme_matches(buf, len, start, b"sip:")
-                || scheme_matches(buf, len, start, b"sips:")
-                || scheme_matches(buf, len, start, b"tel:")
-                || scheme_matches(buf, len, start, b"urn:")
-        }
-
-        fn scheme_matches<const N: usize>(
+        /// A scheme (a letter, then letters, digits, `+`, `-`, `.`) and its
+        /// colon within the first eight bytes of the URI we have; without
+        /// a colon there, all of them scheme bytes and either eight of
+        /// them or a full window.
+        fn uri_scheme_plausible(
             buf: &[u8; CLASSIFY_LEN],
             len: usize,
             start: usize,
-            scheme: &[u8; N],
+            full: bool,
         ) -> bool {
             if start >= len {
-                // Nothing after the method's space (or past our window): the start
-                // line is cut off, not malformed, only if the window is full.
-                return len == CLASSIFY_LEN;
+                return full;
             }
-            let mut j = 0;
-            while j < N {
-                let i = start + j;
-                if i >= len {
-                    return i == CLASSIFY_LEN;
-                }
-                match buf.get(i) {
-                    Some(b) if b.to_ascii_lowercase() == scheme[j] => {}
-                    _ => return false,
-                }
-                j += 1;
+            let have = len - start;
+            let seen = have.min(8);
+            let uri = &buf[start..start + seen];
+            if !uri[0].is_ascii_alphabetic() {
+                return false;
             }
-            true
+            let scheme_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.');
+            match uri.iter().position(|&b| b == b':') {
+                Some(k) => uri[..k].iter().all(scheme_byte),
+                None => (have > 8 || full) && uri.iter().all(scheme_byte),
+            }
         }
 
         fn prefix_eq<const N: usize>(buf: &[u8; CLASSIFY_LEN], p: &[u8; N]) -> bool {
@@ -559,6 +630,9 @@ mod tests {
             b"ACK ",
             b"AB ",
             b"SIP/2.0 ",
+            b"sip/2.0 ",
+            b"pres:",
+            b"x-1.+",
             b"sip:",
             b"SIPS:",
             b"sIps:",

@@ -114,7 +114,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         Rate::Under
     };
     let payload_off = l3.l4_off + UdpHdr::LEN;
-    let class = classify_payload(ctx, payload_off, udp.payload_len);
+    let class = opaque_class(classify_payload(ctx, payload_off, udp.payload_len))?;
     count(class_counter(class));
     let malformed = !allowed && class == SipClass::Malformed && cfg.drop_malformed();
     let (packets, first_seen, idle) = account(
@@ -182,6 +182,26 @@ pub(crate) fn opaque_offset(off: usize) -> Result<usize, Truncated> {
 }
 
 const MAX_L4_OFFSET: u64 = 16_384;
+
+/// The class, through map memory as the L4 offset is (`opaque_offset`):
+/// the rest of the program is walked once per class, not once per path
+/// through the classifier (whose CR/LF skip and scheme test doubled the
+/// walk without it).
+#[inline(always)]
+fn opaque_class(class: SipClass) -> Result<SipClass, Truncated> {
+    let b = SAMPLE_BUDGET.get_ptr_mut(0).ok_or(Truncated)?;
+    unsafe { core::ptr::write_volatile(&mut (*b).scratch_off, class as u64) };
+    let c = unsafe { core::ptr::read_volatile(&(*b).scratch_off) };
+    Ok(match c {
+        0 => SipClass::Register,
+        1 => SipClass::Invite,
+        2 => SipClass::Options,
+        3 => SipClass::OtherRequest,
+        4 => SipClass::Response,
+        5 => SipClass::Keepalive,
+        _ => SipClass::Malformed,
+    })
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Rate {

@@ -479,6 +479,30 @@ fn malformed_payload_counted_and_dropped_only_when_configured() {
         p.run(&Frame::sip("203.0.113.140", OPTIONS).build()),
         XDP_PASS
     );
+    // As the RFCs write it, not only as most stacks do: the version in
+    // any case (RFC 3261 §7.1), any URI scheme (RFC 3856's pres:), CR/LF
+    // before the start line (§7.5).
+    for (valid, class) in [
+        (
+            &b"sip/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+            ClassResponse,
+        ),
+        (
+            b"SUBSCRIBE pres:alice@example.com SIP/2.0\r\n\r\n",
+            ClassOtherRequest,
+        ),
+        (
+            b"\r\nREGISTER sip:example.com SIP/2.0\r\n\r\n",
+            ClassRegister,
+        ),
+    ] {
+        assert_eq!(
+            run(&p, &Frame::sip("203.0.113.141", valid).build()),
+            (XDP_PASS, vec![(Sip, 1), (class, 1)]),
+            "{}",
+            String::from_utf8_lossy(valid)
+        );
+    }
     p.maps().allow(net("203.0.113.140")).unwrap();
     assert_eq!(run(&p, &junk).0, XDP_PASS);
     let top = p.maps().top(1);
