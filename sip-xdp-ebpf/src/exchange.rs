@@ -60,7 +60,7 @@ use sip_xdp_common::{
 };
 
 use crate::{
-    count,
+    charge_drop, count,
     maps::{ASKED, CONFIG, EXCHANGES, EXCHANGE_PROG, NONCES, RULES, SCAN, VERIFIED, WATCH},
 };
 
@@ -451,7 +451,7 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
         // Dropped, it records nothing; in monitor mode it passes counted
         // as what it would have been dropped for, and records nothing
         // either.
-        return deny(d, monitor);
+        return deny(d, &src, monitor);
     }
     let cseq = scan.cseq_method();
     let (kind, names) = match scan.start() {
@@ -484,7 +484,7 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
                 let _ = EXCHANGES.remove(ExchangeKey { addr: src, txn });
             }
         }
-        return bad_cseq(monitor);
+        return bad_cseq(&src, monitor);
     }
     if let (Some(kind), Some(txn)) = (kind, scan.transaction()) {
         if scan.in_dialog() {
@@ -519,7 +519,7 @@ fn response(scan: &HeaderScan, src: &IpKey, cseq: CSeqMethod, now: u64, monitor:
         // Only REGISTER's answers are held: an INVITE's end verifies
         // nobody, and a call's answers must never depend on a map's room.
         None if cseq == CSeqMethod::Register => {
-            return bad_cseq(monitor);
+            return bad_cseq(src, monitor);
         }
         None => {}
     }
@@ -533,26 +533,31 @@ fn pass() -> u32 {
 }
 
 #[inline(always)]
-fn deny(d: Denial, monitor: bool) -> u32 {
+fn deny(d: Denial, src: &IpKey, monitor: bool) -> u32 {
     refuse(
         match d {
             Denial::Agent => Counter::Scanner,
             Denial::Method => Counter::Method,
             Denial::Header => Counter::DeniedHeader,
         },
+        src,
         monitor,
     )
 }
 
 #[inline(always)]
-fn bad_cseq(monitor: bool) -> u32 {
-    refuse(Counter::BadCSeq, monitor)
+fn bad_cseq(src: &IpKey, monitor: bool) -> u32 {
+    refuse(Counter::BadCSeq, src, monitor)
 }
 
-/// Drops, counted as `c`; in monitor mode passes, counted as what it
-/// would have been dropped for.
+/// Drops, counted as `c` and against `src`'s prefix as the XDP program
+/// counted the packet; in monitor mode passes, counted as what it would
+/// have been dropped for.
 #[inline(always)]
-fn refuse(c: Counter, monitor: bool) -> u32 {
+fn refuse(c: Counter, src: &IpKey, monitor: bool) -> u32 {
+    if let Some(cfg) = CONFIG.get(0) {
+        charge_drop(&cfg.source_key(src));
+    }
     if monitor {
         count(c.monitored());
         XDP_PASS

@@ -153,6 +153,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     } else if malformed {
         drop(Counter::Malformed, cfg.monitor())
     } else if shed_it {
+        charge_drop(&acct);
         drop(Counter::Shed, cfg.monitor())
     } else {
         // The exchange gives the verdict and counts it.
@@ -594,6 +595,17 @@ fn account(
             }
             (1, now, 0)
         }
+    }
+}
+
+/// Charges a drop decided after `account` (shedding, or a verdict of the
+/// exchange program) to the source's count on this CPU, so that `top`
+/// shows every packet the program refused it.
+#[inline(always)]
+pub(crate) fn charge_drop(acct: &IpKey) {
+    if let Some(s) = SOURCES.get_ptr_mut(acct) {
+        let s = unsafe { &mut *s };
+        s.dropped = s.dropped.wrapping_add(1);
     }
 }
 

@@ -30,6 +30,16 @@ fn drain(p: &TestProg) -> Vec<Sampled> {
     out
 }
 
+/// What `top` shows a source was refused.
+fn dropped_of(p: &TestProg, ip: &str) -> u64 {
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    p.maps()
+        .top(100_000)
+        .into_iter()
+        .find(|r| r.src_ip == ip)
+        .map_or(0, |r| r.dropped)
+}
+
 /// Runs `n` copies of a frame one call each (the limit is per packet, and
 /// BPF_PROG_TEST_RUN's repeat would share one clock reading).
 fn run_each(p: &TestProg, frame: &[u8], n: usize) -> Vec<u32> {
@@ -698,6 +708,11 @@ fn overload_sheds_new_unverified_sources_and_lets_retransmissions_through() {
     }
     assert_eq!(run("203.0.113.60"), XDP_PASS);
     assert_eq!(run("203.0.113.61"), XDP_DROP);
+    assert_eq!(
+        dropped_of(&p, "203.0.113.61"),
+        1,
+        "a shed packet is charged to its source"
+    );
     // Its retransmission after the grey period gets through.
     std::thread::sleep(std::time::Duration::from_millis(350));
     assert_eq!(run("203.0.113.61"), XDP_PASS);
@@ -854,6 +869,9 @@ fn the_deny_lists_drop_from_the_first_packet() {
     for clean in [OPTIONS, REGISTER, INVITE] {
         assert_eq!(p.run(&Frame::sip("203.0.113.84", clean).build()), XDP_PASS);
     }
+    // Each drop is charged to its source, as `top` shows it.
+    assert_eq!(dropped_of(&p, "203.0.113.80"), 1);
+    assert_eq!(dropped_of(&p, "203.0.113.84"), 0);
     assert_eq!(
         delta(&before, &p.stats()),
         [
