@@ -454,9 +454,12 @@ fn a_word_skipped_whole_leaves_the_scan_where_bytes_would() {
         &["PUBLISH"],
     ))
     .unwrap();
-    for msg in [SVMAP, REGISTER, OK, CHALLENGE] {
+    // A line that starts with a colon, found by the fuzz target.
+    let colon_first: &[u8] = b"\t\ni:\ni:\n\xff\tI\ni:\n:i\n\ni:i:\n";
+    let msgs = [SVMAP, REGISTER, OK, CHALLENGE].map(str::as_bytes);
+    for msg in msgs.into_iter().chain([colon_first]) {
         for cut in 0..msg.len() {
-            let m = &msg.as_bytes()[cut..];
+            let m = &msg[cut..];
             let mut bytewise = HeaderScan::ingress(false, READ_LISTS, true);
             for &b in m {
                 if bytewise.step(b, &table) {

@@ -73,6 +73,10 @@ impl HeaderScan {
                     return 0;
                 }
                 let n = first(line_end(word) | name_end(word));
+                if n == 0 {
+                    // A colon first: `step` reads it as the name's first byte.
+                    return 0;
+                }
                 // What `step` does with a name's first byte.
                 self.end_header();
                 self.name_word = fold_word(word) & low_bytes(n);
