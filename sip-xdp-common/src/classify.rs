@@ -10,6 +10,20 @@
 /// method, a space and `sips:` (`SUBSCRIBE sips:` is 15 bytes).
 pub const CLASSIFY_LEN: usize = 16;
 
+/// The payload length of a UDP datagram whose length field says
+/// `udp_len`, with `in_frame` bytes after its header in the frame. A length
+/// of 0, which Linux reads over IPv6 as "the rest of the datagram" (RFC
+/// 2675) and delivers so, is the rest of the frame: the payload a socket
+/// gets is never hidden behind it.
+#[inline(always)]
+pub const fn udp_payload_len(udp_len: u16, in_frame: usize) -> usize {
+    if udp_len == 0 {
+        in_frame
+    } else {
+        (udp_len as usize).saturating_sub(8)
+    }
+}
+
 /// What the first payload bytes say the datagram is.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,6 +416,13 @@ mod tests {
         assert_eq!(c(b"SIP/2.0 401 Unauthorized\r\n"), SipClass::Response);
         assert_eq!(c(b"SIP/2.0 100 Trying\r\n"), SipClass::Response);
         assert_eq!(c(b"SIP/2.0 "), SipClass::Response);
+    }
+
+    #[test]
+    fn a_udp_length_of_zero_is_the_rest_of_the_datagram() {
+        assert_eq!(udp_payload_len(0, 137), 137);
+        assert_eq!(udp_payload_len(145, 1000), 137);
+        assert_eq!(udp_payload_len(4, 1000), 0);
     }
 
     #[test]

@@ -49,7 +49,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sip_xdp_common::{
-    classify::classify_words,
+    classify::{classify_words, udp_payload_len},
     exchange::{CSeqMethod, Denial, HeaderScan, Start, EXCHANGE_SCAN, NONCE, TRANSACTION},
     maps::{
         exchange_ttl_ns, Exchange, ExchangeKey, NonceKey, Pending, Reply, Trust, Verified, Watch,
@@ -386,9 +386,12 @@ fn ingress_packet(ctx: &XdpContext, now: u64) -> Option<bool> {
     if unsafe { bpf_xdp_load_bytes(ctx.ctx, l4_off, buf, 8) } != 0 {
         return None;
     }
-    let payload_len = usize::from(u16::from_be_bytes([udp[4], udp[5]])).saturating_sub(8);
     let off = l4_off as usize + 8;
     let frame = ctx.data_end() - ctx.data();
+    let payload_len = udp_payload_len(
+        u16::from_be_bytes([udp[4], udp[5]]),
+        frame.saturating_sub(off),
+    );
     let n = payload_len
         .min(frame.saturating_sub(off))
         .min(EXCHANGE_SCAN);

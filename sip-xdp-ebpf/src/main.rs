@@ -39,7 +39,7 @@ use network_types::udp::UdpHdr;
 use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP};
 use sip_xdp_common::{
     banindex,
-    classify::{classify_words, SIP_CLASSES},
+    classify::{classify_words, udp_payload_len, SIP_CLASSES},
     config::SAMPLE_MAX_PAYLOAD,
     maps::{RateState, Sample, SampleKind},
     Counter, IpKey, KernelConfig, SipClass, SourceStats, CLASSIFY_LEN,
@@ -285,13 +285,15 @@ fn sample(
     if unsafe { bpf_xdp_load_bytes(ctx.ctx, l4_off, udp.as_mut_ptr() as *mut _, 8) } != 0 {
         return;
     }
-    let payload_len = u32::from(u16::from_be_bytes([udp[4], udp[5]])).saturating_sub(8);
+    let frame = (ctx.data_end() - ctx.data()) as u32;
+    let in_frame = frame.saturating_sub(l4_off + 8);
+    let payload_len = udp_payload_len(u16::from_be_bytes([udp[4], udp[5]]), in_frame as usize)
+        .min(u32::MAX as usize) as u32;
     let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
         count(Counter::SampleRingFull);
         return;
     };
     let p = entry.as_mut_ptr();
-    let frame = (ctx.data_end() - ctx.data()) as u32;
     let mut n = payload_len.min(frame.saturating_sub(l4_off + 8));
     if n > SAMPLE_MAX_PAYLOAD as u32 {
         n = SAMPLE_MAX_PAYLOAD as u32;

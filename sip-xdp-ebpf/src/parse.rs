@@ -10,7 +10,7 @@ use network_types::{
     udp::UdpHdr,
     vlan::VlanHdr,
 };
-use sip_xdp_common::{addr::v4_mapped, IpKey};
+use sip_xdp_common::{addr::v4_mapped, classify::udp_payload_len, IpKey};
 
 /// The frame ended inside a header.
 pub struct Truncated;
@@ -196,7 +196,8 @@ pub struct Udp {
     pub src_port: u16,
     pub dst_port: u16,
     /// From the UDP length field, so that Ethernet padding after a short
-    /// datagram is never read as payload.
+    /// datagram is never read as payload (`udp_payload_len`: a length of 0
+    /// is the rest of the frame).
     pub payload_len: usize,
 }
 
@@ -204,9 +205,12 @@ pub struct Udp {
 pub fn udp(ctx: &impl Frame, off: usize) -> Result<Udp, Truncated> {
     let h = ptr_at::<UdpHdr>(ctx, off)?;
     let (src, dst, len) = unsafe { ((*h).src, (*h).dst, (*h).len) };
+    let in_frame = ctx
+        .data_end()
+        .saturating_sub(ctx.data() + off + UdpHdr::LEN);
     Ok(Udp {
         src_port: u16::from_be_bytes(src),
         dst_port: u16::from_be_bytes(dst),
-        payload_len: usize::from(u16::from_be_bytes(len)).saturating_sub(UdpHdr::LEN),
+        payload_len: udp_payload_len(u16::from_be_bytes(len), in_frame),
     })
 }

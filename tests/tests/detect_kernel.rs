@@ -904,3 +904,45 @@ fn the_deny_lists_drop_from_the_first_packet() {
     sip_xdp::kernel::rules::install(&mut maps, &table, 0).unwrap();
     assert_eq!(p.run(&svmap("203.0.113.87")), XDP_PASS);
 }
+
+/// An IPv6 UDP length of 0, which Linux delivers as "the rest of the
+/// datagram": the payload is classified, sampled and matched as the
+/// socket will get it, not taken for empty.
+#[test]
+fn a_udp_length_of_zero_hides_nothing() {
+    use sip_xdp::detect::settings::Settings;
+    use sip_xdp_common::rules::compile;
+    let p = TestProg::load("udp0");
+    configure(
+        &p,
+        Config {
+            sample_first: 1,
+            sample_per_sec: 100,
+            ..Default::default()
+        },
+    );
+    let lists = Settings::default().rule_lists();
+    let table = compile(&lists).unwrap();
+    sip_xdp::kernel::rules::install(&mut p.maps(), &table, lists.reads()).unwrap();
+    let msg = String::from_utf8(REGISTER.to_vec()).unwrap().replace(
+        "Content-Length",
+        "User-Agent: friendly-scanner\r\nContent-Length",
+    );
+    let mut f = Frame::sip("2001:db8:9::1", msg.as_bytes()).build();
+    // Ethernet, the IPv6 header, then the UDP length.
+    let udp_len = 14 + 40 + 4;
+    assert_eq!(
+        usize::from(u16::from_be_bytes([f[udp_len], f[udp_len + 1]])),
+        8 + msg.len()
+    );
+    f[udp_len..udp_len + 2].copy_from_slice(&[0, 0]);
+    let before = p.stats();
+    assert_eq!(p.run(&f), XDP_DROP);
+    assert_eq!(
+        delta(&before, &p.stats()),
+        vec![(Sampled, 1), (ClassRegister, 1), (Scanner, 1)]
+    );
+    let s = drain(&p);
+    let info = s[0].sip.as_ref().expect("the sample holds the message");
+    assert_eq!(info.user_agent.as_deref(), Some("friendly-scanner"));
+}
