@@ -203,7 +203,7 @@ fn pin_to(cpu: usize) {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("sched_setaffinity");
 }
 
-/// Issue 15: the source table's LRU lists, common (the default) against
+/// The source table's LRU lists, common (the default) against
 /// one per CPU (`BPF_F_NO_COMMON_LRU`), on the path that inserts into it
 /// and evicts from it on every packet (a new source each). Each flavour
 /// runs on one CPU, then on two at once, each CPU with its own harness and
@@ -292,7 +292,7 @@ fn print_lru_lists(rows: &[(LruLists, f64, f64)], runs: u32) {
             p1 / c1,
             p2 / c2
         );
-        // Issue 15: the flag where it measures better. The default is the
+        // The flag where it measures better. The default is the
         // common list; this says whether this machine agrees.
         // Two runs of one path differ by a few percent here.
         let better = |per: f64, common: f64| per < common * 0.95;
@@ -306,7 +306,7 @@ fn print_lru_lists(rows: &[(LruLists, f64, f64)], runs: u32) {
         } else {
             "per-CPU lists measure no better here (not 5% faster on one CPU or two): the common list stays the default"
         };
-        println!("Target (issue 15, `BPF_F_NO_COMMON_LRU` where it measures better): {verdict}.");
+        println!("Target (`BPF_F_NO_COMMON_LRU` where it measures better): {verdict}.");
     }
 }
 
@@ -496,7 +496,7 @@ fn main() {
     );
     memory_table(&p.pins, caps, cpus as u32);
     print_lru_lists(&lru_lists(runs), runs);
-    println!("\nTargets (issue 2): banned drop ≤ 3× baseline, full SIP pass ≤ 8× baseline.");
+    println!("\nTargets: banned drop ≤ 3× baseline, full SIP pass ≤ 8× baseline.");
     for (name, limit) in [
         ("banned source, drop", 3.0),
         ("full SIP pass, tracked sources", 8.0),
@@ -512,12 +512,12 @@ fn main() {
             }
         );
     }
-    // Issue 11: prefixes, trust and shedding must not make these paths
+    // Prefixes, trust and shedding must not make these paths
     // dearer. The reference is the run committed before that work
-    // (BENCHMARKS.md at 71025a7), as ratios to its own baseline.
+    // (BENCHMARKS.md of 2026-11-25 12:17 UTC), as ratios to its own baseline.
     println!(
-        "\nTarget (issue 11): banned drop and full SIP pass within 10% of the ratios committed before \
-         prefixes, trust and shedding (BENCHMARKS.md at 71025a7)."
+        "\nTarget: banned drop and full SIP pass within 10% of the ratios committed before \
+         prefixes, trust and shedding (BENCHMARKS.md of 2026-11-25 12:17 UTC)."
     );
     for (name, before) in [
         ("banned source, drop", [2.57, 3.41, 3.02]),
@@ -855,7 +855,7 @@ fn bans_by_count(
     );
 }
 
-/// Issue 14: a country policy's prefixes in the block-list trie, in a
+/// A country policy's prefixes in the block-list trie, in a
 /// program of their own, against the 10k-/24 block-list measured above in
 /// the same run (same baseline, same harness). Every SIP packet pays the
 /// trie lookup: a hit on the drop path, a miss on the pass path.
@@ -977,14 +977,14 @@ fn country(
         c.0 <= l.0 * 1.1 && c.1 <= l.1 * 1.1 && c.2 <= l.2 * 1.1
     };
     println!(
-        "\nTarget (issue 14): a country costs the per-packet path no more than the block-list trie already does \
+        "\nTarget: a country costs the per-packet path no more than the block-list trie already does \
          (every ratio within 10% of the 10,000-/24 trie's): drop {}; full SIP pass {}.",
         if within(rows[1].2, rows[0].2) { "met" } else { "NOT met" },
         if within(rows[3].2, rows[2].2) { "met" } else { "NOT met" },
     );
 }
 
-/// Issue 15: the hash maps' kernel memory at the default sizes, measured
+/// The hash maps' kernel memory at the default sizes, measured
 /// here (fdinfo) and computed for bigger machines with the formula the
 /// kernel charges (checked against fdinfo by the kernel tests), at the
 /// sizes the controller chooses for each CPU count.

@@ -317,7 +317,7 @@ impl Bench {
         (busy.as_secs_f64() * 1e9 / sent.packets.max(1) as f64, sent)
     }
 
-    /// Issue 15: the banned-drop path received on one CPU and on two (the
+    /// The banned-drop path received on one CPU and on two (the
     /// veth's receive runs on the sending CPU), from one banned source,
     /// whose ban entry both CPUs then write, and from 1,000.
     fn cpu_scaling(&self) {
@@ -895,7 +895,7 @@ fn legit_uac(ns: &Netns, calls: u32, rate: u32) -> Uac {
     }
 }
 
-/// Issue 15: the biggest list loaded at least as fast as `ipset restore`
+/// The biggest list loaded at least as fast as `ipset restore`
 /// builds its set; once with the program's load and verification, once
 /// the writes alone (the program loads once per boot, as the ipset module
 /// does).

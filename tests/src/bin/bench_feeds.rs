@@ -282,7 +282,7 @@ fn sync_report(rows: &[Sync]) {
             r.rss.1
         );
     }
-    println!("\n| target (issue 15) | figure | |\n|---|---|---|");
+    println!("\n| target | figure | |\n|---|---|---|");
     for r in rows {
         let first = r.first.map(|(a, b)| a + b);
         let worst_steady = r.steady.iter().copied().max();
@@ -393,7 +393,7 @@ fn blocklist(lab: &Lab) {
         rss.0,
         rss.1,
     );
-    println!("| target (issue 14) | figure | |\n|---|---|---|");
+    println!("| target | figure | |\n|---|---|---|");
     println!(
         "| a {ROWS}-line blocklist applies in under 2 s | {} | {} |",
         applied.map_or("?".into(), ms),
@@ -404,7 +404,7 @@ fn blocklist(lab: &Lab) {
         events.saturating_sub(1),
         met(after_refreshes >= 2 && later_syncs == 0 && events == 1)
     );
-    println!("| target (issue 15) | figure | |\n|---|---|---|");
+    println!("| target | figure | |\n|---|---|---|");
     println!(
         "| controller RSS ≤ 50 MB with {ROWS} active rows (from the list) | {:.1} MB once applied, {:.1} MB at the peak | {} once applied; {} at the peak |\n",
         rss.0,
@@ -473,7 +473,7 @@ fn apiban(lab: &Lab) {
         applied.map_or("?".into(), ms),
         enforced.map_or("never (60 s)".into(), ms),
     );
-    println!("| target (issue 14) | figure | |\n|---|---|---|");
+    println!("| target | figure | |\n|---|---|---|");
     println!(
         "| an APIBAN page of {APIBAN_PAGE} addresses enforced within one refresh interval + 1 s ({} s) | {} | {} |\n",
         refresh.as_secs() + 1,
@@ -519,7 +519,7 @@ fn crowdsec(lab: &Lab) {
         refresh.as_secs()
     );
     let limit = refresh + Duration::from_secs(1);
-    println!("| target (issue 14) | figure | |\n|---|---|---|");
+    println!("| target | figure | |\n|---|---|---|");
     println!(
         "| a CrowdSec decision enforced within one refresh interval + 1 s ({} s) | {} | {} |",
         limit.as_secs(),
@@ -594,7 +594,7 @@ fn country(lab: &Lab, path: &std::path::Path, code: &str) {
             .map_or("?".into(), ms),
         held.map_or("never (60 s)".into(), ms),
     );
-    println!("| target (issue 14) | figure | |\n|---|---|---|");
+    println!("| target | figure | |\n|---|---|---|");
     println!(
         "| a country with thousands of prefixes loads in under 2 s | {} prefixes in {} | {} |\n",
         nets.len(),

@@ -433,7 +433,7 @@ fn storm_report(rows: &[(Filter, StormRow)]) {
         ms(xdp.flooder_banned_after), ms(xdp.row_enforced_after));
     let met = |ok: bool| if ok { "met" } else { "**not met**" };
     let server_ratio = xdp.server_cpu.as_secs_f64() / none.server_cpu.as_secs_f64().max(1e-9);
-    println!("| target (issue 11) | figure | |\n|---|---|---|");
+    println!("| target | figure | |\n|---|---|---|");
     let reach = pct(xdp.reached, xdp.sent_after_1s);
     println!(
         "| storm ≥ 200 kpps | {:.0} pps | {} |",
@@ -540,7 +540,7 @@ fn rotator_report(rows: &[(Filter, Rotation); 2]) {
     }
     if let Some((_, (sent, reached, banned))) = rows.iter().find(|(f, _)| *f == Filter::SipXdp) {
         let met = |ok: bool| if ok { "met" } else { "**not met**" };
-        println!("\n| target (issue 11) | figure | |\n|---|---|---|");
+        println!("\n| target | figure | |\n|---|---|---|");
         println!(
             "| /64 rotator banned within 2 sampling units (4 s) | {} | {} |",
             banned.map_or("never".into(), |d| format!("{} ms", d.as_millis())),
@@ -579,7 +579,7 @@ fn scanner_storm(lab: &Lab, gen: &Generator, target: &Target) {
         "**not met**"
     };
     println!("### Spoofed scanner storm\n\n`User-Agent: friendly-scanner`, a new IPv6 source per packet, {} packets at {:.0} pps.\n", sent.packets, sent.pps());
-    println!("| target (issue 11) | figure | |\n|---|---|---|");
+    println!("| target | figure | |\n|---|---|---|");
     println!(
         "| BANS and the block list grow by no more than the cap (20/s) | {grew} new rules in {secs:.1} s (allowed: {:.0}) | {met} |\n",
         cap * secs.ceil()
