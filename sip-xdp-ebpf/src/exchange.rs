@@ -445,7 +445,7 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
     if ingress_packet(&ctx, now) != Some(true) {
         return pass();
     }
-    let Some((scan, src, _, monitor)) = scan_scratch(true, |off, buf, n| unsafe {
+    let Some((scan, src, mode, monitor)) = scan_scratch(true, |off, buf, n| unsafe {
         bpf_xdp_load_bytes(ctx.ctx, off, buf, n)
     }) else {
         return pass();
@@ -464,7 +464,10 @@ pub fn sip_xdp_exchange(ctx: XdpContext) -> u32 {
         Start::Invite => (Some(Pending::Invite), CSeqMethod::Invite),
         Start::OtherRequest => (None, CSeqMethod::Other),
     };
-    let Some(gen) = watched(&src, now) else {
+    // Looked up once already, to choose the scan: a source that was in no
+    // exchange then costs no second lookup.
+    let exchange = mode & IN_EXCHANGE != 0;
+    let Some(gen) = exchange.then(|| watched(&src, now)).flatten() else {
         // A request from an address in no exchange can pass nothing off.
         return pass();
     };
