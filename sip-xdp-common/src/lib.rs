@@ -10,6 +10,7 @@ pub mod banindex;
 pub mod classify;
 pub mod config;
 pub mod exchange;
+pub mod frame;
 pub mod maps;
 pub mod memory;
 pub mod reason;

@@ -10,10 +10,10 @@ pub enum Counter {
     NonIp = 0,
     NonUdp,
     OtherPort,
-    /// IPv4/IPv6 non-first fragment (or over-long IPv6 extension chain) from
-    /// a source with no ban or block: no port to judge by.
+    /// IPv4/IPv6 non-first fragment from a source with no ban or block:
+    /// no port to judge by (its first fragment was judged).
     Fragment,
-    /// Frame ended inside a header: passed, the stack decides.
+    /// Frame ended inside a header: passed, and dropped by the stack.
     Truncated,
     Allowed,
     Sip,
@@ -74,9 +74,16 @@ pub enum Counter {
     /// lists.
     DeniedHeader,
     MonitorDeniedHeader,
+    /// A frame Linux would drop or no IP stack sends, or that the program
+    /// cannot read to its payload: more VLAN tags or IPv6 extension
+    /// headers than it walks, IP or UDP lengths past what holds them, a
+    /// first fragment too short to classify (dropped; passed in monitor
+    /// mode).
+    Invalid,
+    MonitorInvalid,
 }
 
-pub const COUNTERS: u32 = Counter::MonitorDeniedHeader as u32 + 1;
+pub const COUNTERS: u32 = Counter::MonitorInvalid as u32 + 1;
 
 /// What a counter says about the packets it counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +139,8 @@ impl Counter {
         Counter::MonitorMethod,
         Counter::DeniedHeader,
         Counter::MonitorDeniedHeader,
+        Counter::Invalid,
+        Counter::MonitorInvalid,
     ];
 
     /// The counter a drop reason uses in monitor mode.
@@ -147,6 +156,7 @@ impl Counter {
             Counter::Scanner => Counter::MonitorScanner,
             Counter::Method => Counter::MonitorMethod,
             Counter::DeniedHeader => Counter::MonitorDeniedHeader,
+            Counter::Invalid => Counter::MonitorInvalid,
             other => other,
         }
     }
@@ -168,7 +178,8 @@ impl Counter {
             | Counter::BadCSeq
             | Counter::Scanner
             | Counter::Method
-            | Counter::DeniedHeader => Verdict::Drop,
+            | Counter::DeniedHeader
+            | Counter::Invalid => Verdict::Drop,
             Counter::MonitorBanned
             | Counter::MonitorBlocked
             | Counter::MonitorMalformed
@@ -177,7 +188,8 @@ impl Counter {
             | Counter::MonitorBadCSeq
             | Counter::MonitorScanner
             | Counter::MonitorMethod
-            | Counter::MonitorDeniedHeader => Verdict::WouldDrop,
+            | Counter::MonitorDeniedHeader
+            | Counter::MonitorInvalid => Verdict::WouldDrop,
             _ => Verdict::None,
         }
     }
@@ -227,6 +239,8 @@ impl Counter {
             Counter::MonitorMethod => "would_drop_method",
             Counter::DeniedHeader => "drop_denied_header",
             Counter::MonitorDeniedHeader => "would_drop_denied_header",
+            Counter::Invalid => "drop_invalid",
+            Counter::MonitorInvalid => "would_drop_invalid",
         }
     }
 }
@@ -258,6 +272,7 @@ mod tests {
             Counter::Scanner,
             Counter::Method,
             Counter::DeniedHeader,
+            Counter::Invalid,
         ] {
             assert_eq!(c.verdict(), Verdict::Drop);
             assert_eq!(c.monitored().verdict(), Verdict::WouldDrop);

@@ -11,9 +11,9 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, macros::classifier,
     programs::TcContext,
 };
-use network_types::udp::UdpHdr;
 use sip_xdp_common::{
     classify,
+    frame::{self, Shape, IPPROTO_UDP},
     maps::{Reply, ReplyStats},
     Counter, IpKey, SipClass, CLASSIFY_LEN,
 };
@@ -24,7 +24,7 @@ use crate::{
     is_sip_port,
     maps::{CONFIG, REPLIES, TRUST_PROG},
     opaque_offset,
-    parse::{self, ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP},
+    parse::{ptr_at, Pkt, Truncated},
 };
 
 /// TC_ACT_UNSPEC (TCX_NEXT): let the next program or the default decide.
@@ -40,26 +40,26 @@ pub fn sip_xdp_egress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn replies(ctx: &TcContext) -> Result<(), Truncated> {
-    let (ether_type, l3_off) = parse::ethernet(ctx)?;
-    let l3 = match ether_type {
-        ETH_P_IPV4 => parse::ipv4(ctx, l3_off)?,
-        ETH_P_IPV6 => parse::ipv6(ctx, l3_off)?,
-        _ => return Ok(()),
+    let p = Pkt(ctx);
+    let Ok(net) = frame::network(&p) else {
+        return Ok(());
     };
-    if l3.no_l4 || l3.proto != IPPROTO_UDP {
+    if !matches!(net.shape, Shape::Whole | Shape::FirstFragment) || net.proto != IPPROTO_UDP {
         return Ok(());
     }
     // As on ingress: one walk of what follows, not one per header layout.
-    let l3 = parse::L3 {
-        l4_off: opaque_offset(l3.l4_off)?,
-        ..l3
+    let net = frame::Network {
+        l4_off: opaque_offset(net.l4_off)?,
+        ..net
     };
-    let udp = parse::udp(ctx, l3.l4_off)?;
+    let Ok(udp) = frame::udp(&p, &net) else {
+        return Ok(());
+    };
     // Responses leave from the SIP port the SBC listens on.
-    if !is_sip_port(udp.src_port) || udp.payload_len < 12 {
+    if !udp.valid || !is_sip_port(udp.src_port) || udp.payload_len < 12 {
         return Ok(());
     }
-    let payload_off = l3.l4_off + UdpHdr::LEN;
+    let payload_off = udp.payload_off;
     let line = ptr_at::<[u8; 12]>(ctx, payload_off)?;
     let line = unsafe { *line };
     let prefix = u64::from_le_bytes([
@@ -68,7 +68,7 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
     let payload_len = udp.payload_len;
     if prefix != STATUS_PREFIX || line[11] != b' ' {
         if is_request(ctx, payload_off)? {
-            hand_to_trust(ctx, &l3.dst, payload_off, payload_len, Mode::Ask);
+            hand_to_trust(ctx, &net.dst, payload_off, payload_len, Mode::Ask);
         }
         return Ok(());
     }
@@ -78,8 +78,8 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
         // no answer, declined, redirected) answered the challenge too.
         let outcome =
             code[0] == b'3' || matches!(&code, b"480" | b"486" | b"487" | b"600" | b"603");
-        if outcome && exchange::watched(&l3.dst, unsafe { bpf_ktime_get_coarse_ns() }).is_some() {
-            hand_to_trust(ctx, &l3.dst, payload_off, payload_len, Mode::Outcome);
+        if outcome && exchange::watched(&net.dst, unsafe { bpf_ktime_get_coarse_ns() }).is_some() {
+            hand_to_trust(ctx, &net.dst, payload_off, payload_len, Mode::Outcome);
         }
         return Ok(());
     };
@@ -94,12 +94,12 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
     match reply {
         // Counted for the client by the trust program, if it answers a
         // challenge.
-        Reply::Success => hand_to_trust(ctx, &l3.dst, payload_off, payload_len, Mode::Answer),
+        Reply::Success => hand_to_trust(ctx, &net.dst, payload_off, payload_len, Mode::Answer),
         Reply::Unauthorized401 | Reply::ProxyAuth407 => {
-            count_reply(&l3.dst, reply, unsafe { bpf_ktime_get_coarse_ns() });
-            hand_to_trust(ctx, &l3.dst, payload_off, payload_len, Mode::Challenge);
+            count_reply(&net.dst, reply, unsafe { bpf_ktime_get_coarse_ns() });
+            hand_to_trust(ctx, &net.dst, payload_off, payload_len, Mode::Challenge);
         }
-        _ => count_reply(&l3.dst, reply, unsafe { bpf_ktime_get_coarse_ns() }),
+        _ => count_reply(&net.dst, reply, unsafe { bpf_ktime_get_coarse_ns() }),
     }
     Ok(())
 }

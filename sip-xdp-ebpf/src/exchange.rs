@@ -49,7 +49,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sip_xdp_common::{
-    classify::{classify_words, udp_payload_len},
+    classify::classify_words,
     exchange::{CSeqMethod, Denial, HeaderScan, Start, EXCHANGE_SCAN, NONCE, TRANSACTION},
     maps::{
         exchange_ttl_ns, Exchange, ExchangeKey, NonceKey, Pending, Reply, Trust, Verified, Watch,
@@ -355,18 +355,19 @@ pub fn trust(addr: &IpKey, how: Trust, now: u64) {
 }
 
 /// Ingress, the packet passing: hands it to the exchange program, which
-/// gives the verdict. Only the source and the UDP header's offset travel
-/// (live anyway at the end of the XDP program): the class, the lengths
-/// and the mode are found again there, so that nothing the verifier
-/// tracks is carried through the sampling code. Returns only if the tail
+/// gives the verdict. Only the source and the payload's bounds travel
+/// (live anyway at the end of the XDP program): the class and the mode
+/// are found again there, so that nothing the verifier tracks is carried
+/// through the sampling code. Returns only if the tail
 /// call failed (no program in the slot): the packet then passes as it
 /// would have.
 #[inline(always)]
-pub fn hand_over(ctx: &XdpContext, src: &IpKey, l4_off: usize) {
+pub fn hand_over(ctx: &XdpContext, src: &IpKey, payload_off: usize, payload_len: usize) {
     if let Some(s) = SCAN.get_ptr_mut(0) {
         unsafe {
             (*s).addr = *src;
-            (*s).off = l4_off as u32;
+            (*s).off = payload_off as u32;
+            (*s).len = payload_len as u32;
         }
     }
     unsafe {
@@ -375,23 +376,15 @@ pub fn hand_over(ctx: &XdpContext, src: &IpKey, l4_off: usize) {
 }
 
 /// What `hand_over` left, completed from the packet: the payload's offset
-/// and length to read, written back to the scratch, with its class.
+/// and the length to read (the payload as the parser bounded it, up to
+/// `EXCHANGE_SCAN`), written back to the scratch, with its class.
 #[inline(always)]
 fn ingress_packet(ctx: &XdpContext, now: u64) -> Option<bool> {
     let s = SCAN.get_ptr_mut(0)?;
     let s = unsafe { &mut *s };
-    let l4_off = s.off;
-    let mut udp = [0u8; 8];
-    let buf = udp.as_mut_ptr() as *mut c_void;
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, l4_off, buf, 8) } != 0 {
-        return None;
-    }
-    let off = l4_off as usize + 8;
+    let off = s.off as usize;
+    let payload_len = s.len as usize;
     let frame = ctx.data_end() - ctx.data();
-    let payload_len = udp_payload_len(
-        u16::from_be_bytes([udp[4], udp[5]]),
-        frame.saturating_sub(off),
-    );
     let n = payload_len
         .min(frame.saturating_sub(off))
         .min(EXCHANGE_SCAN);

@@ -32,14 +32,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use maps::{
-    ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SHED,
+    ALLOW, SCAN, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SHED,
     SIP_PORTS, SOURCES, STATS, TCP_PORTS, UNIT, VERIFIED,
 };
-use network_types::udp::UdpHdr;
-use parse::{ptr_at, Truncated, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP};
+use parse::{ptr_at, Pkt, Truncated};
 use sip_xdp_common::{
     banindex,
-    classify::{classify_words, udp_payload_len, SIP_CLASSES},
+    classify::{classify_words, SIP_CLASSES},
+    frame::{self, Refusal, Shape, IPPROTO_TCP, IPPROTO_UDP},
     config::SAMPLE_MAX_PAYLOAD,
     maps::{RateState, Sample, SampleKind},
     Counter, IpKey, KernelConfig, SipClass, SourceStats, CLASSIFY_LEN,
@@ -56,20 +56,22 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
-    let (ether_type, l3_off) = parse::ethernet(ctx)?;
-    let l3 = match ether_type {
-        ETH_P_IPV4 => parse::ipv4(ctx, l3_off)?,
-        ETH_P_IPV6 => parse::ipv6(ctx, l3_off)?,
-        _ => return Ok(pass(Counter::NonIp)),
+    let p = Pkt(ctx);
+    let net = match frame::network(&p) {
+        Ok(n) => n,
+        Err(Refusal::NotIp) => return Ok(pass(Counter::NonIp)),
+        // Linux drops these as well, and counts them in its own statistics.
+        Err(Refusal::Truncated) => return Ok(pass(Counter::Truncated)),
+        Err(Refusal::Invalid) => return Ok(drop(Counter::Invalid, monitor())),
     };
-    let src = l3.src;
-    if l3.no_l4 {
+    let src = opaque_source(&net.src)?;
+    if net.shape == Shape::LaterFragment {
         // No port to look at. Fragments of a banned or blocked source are
-        // dropped so its large INVITEs never reassemble; anyone else's pass.
-        let monitor = CONFIG.get(0).is_some_and(|c| c.monitor());
+        // dropped so its large INVITEs never reassemble; anyone else's pass
+        // (the first fragment, which holds the ports, was judged).
         return Ok(match source_rules(&src) {
-            Source::Banned => drop(Counter::Banned, monitor),
-            Source::Blocked => drop(Counter::Blocked, monitor),
+            Source::Banned => drop(Counter::Banned, monitor()),
+            Source::Blocked => drop(Counter::Blocked, monitor()),
             Source::Allowed | Source::Unknown => pass(Counter::Fragment),
         });
     }
@@ -77,9 +79,10 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let Some(cfg) = CONFIG.get(0) else {
         return Ok(pass(Counter::NonUdp));
     };
-    if l3.proto != IPPROTO_UDP {
-        let sip_tcp =
-            l3.proto == IPPROTO_TCP && in_ports(&TCP_PORTS, parse::tcp_dst_port(ctx, l3.l4_off)?);
+    let long_chain = net.shape == Shape::LongChain;
+    if !long_chain && net.proto != IPPROTO_UDP {
+        let sip_tcp = net.proto == IPPROTO_TCP
+            && frame::tcp_dst_port(&p, &net).is_ok_and(|port| in_ports(&TCP_PORTS, port));
         return Ok(enforce_only(
             &src,
             sip_tcp || cfg.ban_all(),
@@ -87,14 +90,33 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
             Counter::NonUdp,
         ));
     }
-    let l3 = parse::L3 {
-        l4_off: opaque_offset(l3.l4_off)?,
-        ..l3
+    let net = frame::Network {
+        l4_off: opaque_offset(net.l4_off)?,
+        ..net
     };
-    let udp = parse::udp(ctx, l3.l4_off)?;
-    if !is_sip_port(udp.dst_port) {
-        return Ok(enforce_only(&src, cfg.ban_all(), cfg, Counter::OtherPort));
-    }
+    // A chain no stack sends is judged as SIP that cannot be read: its
+    // port lies past the walk.
+    let udp = if long_chain {
+        frame::Udp {
+            src_port: 0,
+            dst_port: 0,
+            payload_off: net.l4_off + 8,
+            payload_len: 0,
+            valid: false,
+        }
+    } else {
+        let udp = match frame::udp(&p, &net) {
+            Ok(u) => u,
+            Err(Refusal::Truncated) => return Ok(pass(Counter::Truncated)),
+            Err(_) => return Ok(drop(Counter::Invalid, cfg.monitor())),
+        };
+        if !is_sip_port(udp.dst_port) {
+            return Ok(enforce_only(&src, cfg.ban_all(), cfg, Counter::OtherPort));
+        }
+        udp
+    };
+    let udp = opaque_payload(&udp)?;
+    let invalid = !udp.valid;
     let allowed = match source_rules(&src) {
         Source::Banned => return Ok(drop(Counter::Banned, cfg.monitor())),
         Source::Blocked => return Ok(drop(Counter::Blocked, cfg.monitor())),
@@ -113,8 +135,10 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     } else {
         Rate::Under
     };
-    let payload_off = l3.l4_off + UdpHdr::LEN;
-    let class = opaque_class(classify_payload(ctx, payload_off, udp.payload_len))?;
+    if invalid {
+        return Ok(unreadable(ctx, &acct, allowed, rate, now, cfg));
+    }
+    let class = opaque_class(classify_payload(ctx, udp.off, udp.len))?;
     count(class_counter(class));
     let malformed = !allowed && class == SipClass::Malformed && cfg.drop_malformed();
     let (packets, first_seen, idle) = account(
@@ -146,7 +170,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         None
     };
     if let Some(kind) = kind {
-        sample(ctx, &src, l3.l4_off, kind, now, cfg);
+        sample(ctx, &src, &udp, kind, now, cfg);
     }
     Ok(if rate != Rate::Under {
         drop(Counter::RateLimited, cfg.monitor())
@@ -157,9 +181,39 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         drop(Counter::Shed, cfg.monitor())
     } else {
         // The exchange gives the verdict and counts it.
-        exchange::hand_over(ctx, &src, l3.l4_off);
+        exchange::hand_over(ctx, &src, udp.off, udp.len);
         pass(Counter::Sip)
     })
+}
+
+/// A frame to a SIP port that cannot be read to its payload, or whose
+/// lengths Linux refuses (`frame::Udp::valid`): never judged more
+/// leniently than SIP. Counted against its source as malformed and under
+/// its rate limit, and dropped, unless the source is on the allow-list.
+/// Not sampled: there is no payload to read.
+#[inline(always)]
+fn unreadable(
+    ctx: &XdpContext,
+    acct: &IpKey,
+    allowed: bool,
+    rate: Rate,
+    now: u64,
+    cfg: &KernelConfig,
+) -> u32 {
+    count(Counter::ClassMalformed);
+    let _ = account(ctx, acct, SipClass::Malformed, !allowed, now, cfg.hot_at);
+    if allowed {
+        pass(Counter::Allowed)
+    } else if rate != Rate::Under {
+        drop(Counter::RateLimited, cfg.monitor())
+    } else {
+        drop(Counter::Invalid, cfg.monitor())
+    }
+}
+
+#[inline(always)]
+fn monitor() -> bool {
+    CONFIG.get(0).is_some_and(|c| c.monitor())
 }
 
 /// The L4 offset, written to map memory and read back: the verifier then
@@ -183,6 +237,61 @@ pub(crate) fn opaque_offset(off: usize) -> Result<usize, Truncated> {
 }
 
 const MAX_L4_OFFSET: u64 = 16_384;
+
+/// The source address, through map memory as the L4 offset is
+/// (`opaque_offset`): an IPv4 source is built with constant bytes and an
+/// IPv6 one read whole, and the verifier would otherwise walk the rest of
+/// the program once for each.
+#[inline(always)]
+fn opaque_source(src: &IpKey) -> Result<IpKey, Truncated> {
+    let s = SCAN.get_ptr_mut(0).ok_or(Truncated)?;
+    let at = unsafe { core::ptr::addr_of_mut!((*s).addr) } as *mut [u64; 2];
+    let words = [
+        u64::from_ne_bytes([src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7]]),
+        u64::from_ne_bytes([
+            src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
+        ]),
+    ];
+    unsafe { core::ptr::write_volatile(at, words) };
+    let words = unsafe { core::ptr::read_volatile(at) };
+    let (a, b) = (words[0].to_ne_bytes(), words[1].to_ne_bytes());
+    Ok([
+        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+        b[7],
+    ])
+}
+
+/// The payload's bounds and validity, through map memory as the L4
+/// offset is (`opaque_offset`): the parser reaches them by as many paths
+/// as it has length rules, and the rest of the program is walked once,
+/// not once per path. The ports are left behind: `sample` reads them
+/// again.
+#[inline(always)]
+fn opaque_payload(udp: &frame::Udp) -> Result<Payload, Truncated> {
+    let b = SAMPLE_BUDGET.get_ptr_mut(0).ok_or(Truncated)?;
+    let word = udp.payload_off as u64 | (udp.payload_len as u64) << 16 | u64::from(udp.valid) << 32;
+    unsafe { core::ptr::write_volatile(&mut (*b).scratch_off, word) };
+    let word = unsafe { core::ptr::read_volatile(&(*b).scratch_off) };
+    let (off, len) = (word & 0xffff, word >> 16 & 0xffff);
+    // Past any frame XDP is given, jumbo ones included.
+    if off > MAX_L4_OFFSET + 8 || len > MAX_L4_OFFSET {
+        return Err(Truncated);
+    }
+    Ok(Payload {
+        off: off as usize,
+        len: len as usize,
+        valid: word >> 32 != 0,
+    })
+}
+
+/// Where a datagram's payload lies in the frame, and whether the parser
+/// could read it (`frame::Udp`).
+#[derive(Clone, Copy)]
+struct Payload {
+    off: usize,
+    len: usize,
+    valid: bool,
+}
 
 /// The class, through map memory as the L4 offset is (`opaque_offset`):
 /// the rest of the program is walked once per class, not once per path
@@ -258,7 +367,7 @@ fn rate_check(src: &IpKey, now: u64, cfg: &KernelConfig) -> Rate {
 fn sample(
     ctx: &XdpContext,
     src: &IpKey,
-    l4_off: usize,
+    udp: &Payload,
     kind: SampleKind,
     now: u64,
     cfg: &KernelConfig,
@@ -280,39 +389,37 @@ fn sample(
         }
         b.taken += 1;
     }
-    let l4_off = l4_off as u32;
-    let mut udp = [0u8; 8];
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, l4_off, udp.as_mut_ptr() as *mut _, 8) } != 0 {
+    let mut ports = [0u8; 4];
+    let at = udp.off.wrapping_sub(8) as u32;
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, at, ports.as_mut_ptr() as *mut _, 4) } != 0 {
         return;
     }
-    let frame = (ctx.data_end() - ctx.data()) as u32;
-    let in_frame = frame.saturating_sub(l4_off + 8);
-    let payload_len = udp_payload_len(u16::from_be_bytes([udp[4], udp[5]]), in_frame as usize)
-        .min(u32::MAX as usize) as u32;
     let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
         count(Counter::SampleRingFull);
         return;
     };
     let p = entry.as_mut_ptr();
-    let mut n = payload_len.min(frame.saturating_sub(l4_off + 8));
-    if n > SAMPLE_MAX_PAYLOAD as u32 {
-        n = SAMPLE_MAX_PAYLOAD as u32;
-    }
-    // Both bounds are checked on the value passed, so the verifier knows the
-    // copy fits the record.
-    let copied = if n > 0 && n <= SAMPLE_MAX_PAYLOAD as u32 {
+    // The parser bounded the payload by the IP datagram, so the sample
+    // never holds bytes past it.
+    let n = udp.len.min(SAMPLE_MAX_PAYLOAD) as u32;
+    // Read back through memory, so that LLVM knows nothing of it and
+    // cannot fold the two bounds into one unsigned compare the verifier
+    // cannot follow: the length passed is masked into 1..=1024, which is
+    // `n` itself for every `n` the min above leaves.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    const _: () = assert!(SAMPLE_MAX_PAYLOAD.is_power_of_two());
+    let copied = n != 0 && {
+        let len = ((n - 1) & (SAMPLE_MAX_PAYLOAD as u32 - 1)) + 1;
         let buf = unsafe { core::ptr::addr_of_mut!((*p).payload) } as *mut core::ffi::c_void;
-        (unsafe { bpf_xdp_load_bytes(ctx.ctx, l4_off + 8, buf, n) }) == 0
-    } else {
-        false
+        (unsafe { bpf_xdp_load_bytes(ctx.ctx, udp.off as u32, buf, len) }) == 0
     };
     unsafe {
         let h = core::ptr::addr_of_mut!((*p).header);
         (*h).ts_ns = now;
         (*h).src = *src;
-        (*h).src_port = u16::from_be_bytes([udp[0], udp[1]]);
-        (*h).dst_port = u16::from_be_bytes([udp[2], udp[3]]);
-        (*h).payload_len = payload_len as u16;
+        (*h).src_port = u16::from_be_bytes([ports[0], ports[1]]);
+        (*h).dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+        (*h).payload_len = udp.len as u16;
         (*h).cap_len = if copied { n as u16 } else { 0 };
         (*h).kind = kind as u8;
         (*h)._pad = [0; 7];

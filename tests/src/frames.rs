@@ -199,3 +199,69 @@ pub fn arp() -> Vec<u8> {
     out.extend_from_slice(&[198, 51, 100, 1]);
     out
 }
+
+/// `frame` with VLAN tags `ids` pushed in front of its own (802.1Q each),
+/// for stacks deeper than etherparse builds.
+pub fn with_vlan_stack(frame: &[u8], ids: &[u16]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for id in ids {
+        out.extend_from_slice(&[0x81, 0x00]);
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+/// An untagged IPv6 `frame` with `n` empty Destination Options headers
+/// (8 bytes of PadN each) between its IPv6 header and what followed it.
+/// The UDP checksum holds: its pseudo-header does not cover them.
+pub fn with_dest_opts(frame: &[u8], n: usize) -> Vec<u8> {
+    assert_eq!(&frame[12..14], &[0x86, 0xdd], "an untagged IPv6 frame");
+    let (head, rest) = frame.split_at(14 + 40);
+    let mut out = head.to_vec();
+    let upper = out[14 + 6];
+    out[14 + 6] = 60;
+    for i in 0..n {
+        let next = if i + 1 == n { upper } else { 60 };
+        out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    out.extend_from_slice(rest);
+    let len = u16::from_be_bytes([out[18], out[19]]) + 8 * n as u16;
+    out[18..20].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// An untagged `frame` cut at byte `at`, its IP length set to match (and
+/// the IPv4 header checksum recomputed): a first fragment that carries
+/// only part of its datagram, as a fragmenting attacker sends it.
+pub fn cut_datagram(frame: &[u8], at: usize) -> Vec<u8> {
+    let mut out = frame[..at].to_vec();
+    match u16::from_be_bytes([out[12], out[13]]) {
+        0x0800 => {
+            out[16..18].copy_from_slice(&((at - 14) as u16).to_be_bytes());
+            set_ipv4_checksum(&mut out);
+        }
+        0x86dd => out[18..20].copy_from_slice(&((at - 54) as u16).to_be_bytes()),
+        t => panic!("not IP: {t:#x}"),
+    }
+    out
+}
+
+/// Sets the UDP length field of an untagged `frame` whose UDP header is at
+/// `l4` (the checksum is left as it was).
+pub fn set_udp_len(frame: &mut [u8], l4: usize, len: u16) {
+    frame[l4 + 4..l4 + 6].copy_from_slice(&len.to_be_bytes());
+}
+
+fn set_ipv4_checksum(frame: &mut [u8]) {
+    let ihl = usize::from(frame[14] & 15) * 4;
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let mut sum: u32 = frame[14..14 + ihl]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}

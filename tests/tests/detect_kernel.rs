@@ -7,15 +7,27 @@ use sip_xdp::{
     kernel::ring::open_ring,
 };
 use sip_xdp_common::{
-    addr::key_of, maps::SampleKind, Counter, KernelConfig as Config, CONFIG_MONITOR,
+    addr::key_of,
+    maps::{SampleHeader, SampleKind},
+    Counter, KernelConfig as Config, CONFIG_MONITOR,
 };
 use sip_xdp_tests::{
     flood::pin_to_cpu,
-    frames::{Frame, INVITE, OPTIONS, REGISTER},
+    frames::{
+        cut_datagram, set_udp_len, with_dest_opts, with_vlan_stack, Frame, INVITE, OPTIONS,
+        REGISTER,
+    },
     prog::{delta, TestProg, XDP_DROP, XDP_PASS},
 };
 
 use Counter::*;
+
+/// Runs a frame and returns its action and the counters that moved.
+fn run(p: &TestProg, frame: &[u8]) -> (u32, Vec<(Counter, u64)>) {
+    let before = p.stats();
+    let action = p.run(frame);
+    (action, delta(&before, &p.stats()))
+}
 
 fn configure(p: &TestProg, c: Config) {
     p.maps().set_config(c).unwrap();
@@ -945,4 +957,142 @@ fn a_udp_length_of_zero_hides_nothing() {
     let s = drain(&p);
     let info = s[0].sip.as_ref().expect("the sample holds the message");
     assert_eq!(info.user_agent.as_deref(), Some("friendly-scanner"));
+}
+
+/// What the program cannot read to its payload is never judged more
+/// leniently than SIP: a header chain past the walk, a first fragment too
+/// short to classify, a UDP length Linux refuses. Each is counted against
+/// its source as malformed, under its rate limit, and dropped.
+#[test]
+fn what_cannot_be_read_is_counted_and_dropped() {
+    let p = TestProg::load("unread");
+    configure(
+        &p,
+        Config {
+            rate_limit: 3,
+            rate_window_ns: 60_000_000_000,
+            ..Default::default()
+        },
+    );
+    let reg = Frame::sip("2001:db8:2::140", REGISTER).build();
+    // Six extension headers are walked, as RFC 8200 orders at most.
+    let six = with_dest_opts(&reg, 6);
+    assert_eq!(
+        run(&p, &six),
+        (XDP_PASS, vec![(Sip, 1), (ClassRegister, 1)])
+    );
+    // A seventh put the rest past the walk, and it passed unjudged.
+    let seven = with_dest_opts(&reg, 7);
+    assert_eq!(
+        run(&p, &seven),
+        (XDP_DROP, vec![(ClassMalformed, 1), (Invalid, 1)])
+    );
+    // They count against the source's limit: its third packet reaches it,
+    // and the fourth crosses it (sampled, for the ban).
+    assert_eq!(run(&p, &seven).0, XDP_DROP);
+    assert_eq!(
+        run(&p, &six),
+        (XDP_DROP, vec![(RateLimited, 1), (Sampled, 1), (ClassRegister, 1)])
+    );
+    assert_eq!(dropped_of(&p, "2001:db8:2::140"), 3);
+    // A first fragment holding the UDP header and nothing more, or too
+    // little to classify; the rest would reassemble into the REGISTER.
+    for (src, l4) in [("203.0.113.141", 14 + 20), ("2001:db8:2:1::141", 14 + 40 + 8)] {
+        let first = Frame::sip(src, REGISTER).fragment(0, true).build();
+        for keep in [8, 16] {
+            let cut = cut_datagram(&first, l4 + keep);
+            assert_eq!(
+                run(&p, &cut),
+                (XDP_DROP, vec![(ClassMalformed, 1), (Invalid, 1)]),
+                "{src}: {keep} bytes of UDP"
+            );
+        }
+        // Enough to classify: judged as any first fragment.
+        let cut = cut_datagram(&first, l4 + 8 + 16);
+        assert_eq!(
+            run(&p, &cut),
+            (XDP_PASS, vec![(Sip, 1), (ClassRegister, 1)]),
+            "{src}"
+        );
+    }
+    // A UDP length past the IP length: Linux drops it, and so does the
+    // filter; a UDP length of 0 over IPv4 likewise.
+    for len in [8 + REGISTER.len() as u16 + 1, 0] {
+        let mut f = Frame::sip("203.0.113.142", REGISTER).build();
+        set_udp_len(&mut f, 14 + 20, len);
+        assert_eq!(
+            run(&p, &f),
+            (XDP_DROP, vec![(ClassMalformed, 1), (Invalid, 1)]),
+            "UDP length {len}"
+        );
+    }
+    // The allow-list still passes its own.
+    p.maps().allow("203.0.113.142/32".parse().unwrap()).unwrap();
+    let mut f = Frame::sip("203.0.113.142", REGISTER).build();
+    set_udp_len(&mut f, 14 + 20, 0);
+    assert_eq!(
+        run(&p, &f),
+        (XDP_PASS, vec![(Allowed, 1), (ClassMalformed, 1)])
+    );
+}
+
+/// The payload ends where the IP datagram does: bytes after it (Ethernet
+/// padding, a trailer) are neither classified nor sampled, an IPv6 UDP
+/// length of 0 included.
+#[test]
+fn samples_hold_nothing_past_the_datagram() {
+    let p = TestProg::load("padsample");
+    configure(
+        &p,
+        Config {
+            sample_first: 1,
+            sample_per_sec: 100,
+            ..Default::default()
+        },
+    );
+    let mut f = Frame::sip("2001:db8:2::143", OPTIONS).build();
+    set_udp_len(&mut f, 14 + 40, 0);
+    f.extend_from_slice(&[0xab; 40]);
+    assert_eq!(run(&p, &f).0, XDP_PASS);
+    let mut ring = open_ring(&p.pins).unwrap();
+    let item = ring.next().expect("a sample");
+    assert!(item.len() >= std::mem::size_of::<SampleHeader>());
+    // SAFETY: the ring holds `Sample` records, header first.
+    let h = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SampleHeader) };
+    assert_eq!(
+        (usize::from(h.payload_len), usize::from(h.cap_len)),
+        (OPTIONS.len(), OPTIONS.len())
+    );
+    assert_eq!(&item[std::mem::size_of::<SampleHeader>()..][..OPTIONS.len()], OPTIONS);
+}
+
+/// VLAN stacks deeper than two tags are read (stacked VLAN devices deliver
+/// them), so a ban holds on them; past eight tags the frame is dropped.
+#[test]
+fn deep_vlan_stacks_are_judged() {
+    let p = TestProg::load("qinqinq");
+    p.maps()
+        .block(
+            &sip_xdp::kernel::Guard::with_addresses(vec![]),
+            "203.0.113.144/32".parse().unwrap(),
+            None,
+            sip_xdp_common::maps::BanReason::Manual,
+        )
+        .unwrap();
+    let banned = Frame::sip("203.0.113.144", OPTIONS).vlan(10).vlan(20).build();
+    let other = Frame::sip("203.0.113.145", OPTIONS).vlan(10).vlan(20).build();
+    for extra in [vec![30], vec![30, 40, 50, 60, 70, 80]] {
+        assert_eq!(
+            run(&p, &with_vlan_stack(&banned, &extra)),
+            (XDP_DROP, vec![(Banned, 1)]),
+            "{} tags",
+            extra.len() + 2
+        );
+        assert_eq!(
+            run(&p, &with_vlan_stack(&other, &extra)),
+            (XDP_PASS, vec![(Sip, 1), (ClassOptions, 1)])
+        );
+    }
+    let nine = with_vlan_stack(&other, &[1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(run(&p, &nine), (XDP_DROP, vec![(Invalid, 1)]));
 }
