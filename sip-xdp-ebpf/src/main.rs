@@ -32,15 +32,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use maps::{
-    ALLOW, SCAN, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SHED,
+    ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SCAN, SHED,
     SIP_PORTS, SOURCES, STATS, TCP_PORTS, UNIT, VERIFIED,
 };
 use parse::{ptr_at, Pkt, Truncated};
 use sip_xdp_common::{
     banindex,
     classify::{classify_words, SIP_CLASSES},
-    frame::{self, Refusal, Shape, IPPROTO_TCP, IPPROTO_UDP},
     config::SAMPLE_MAX_PAYLOAD,
+    frame::{self, Refusal, Shape, IPPROTO_TCP, IPPROTO_UDP},
     maps::{RateState, Sample, SampleKind},
     Counter, IpKey, KernelConfig, SipClass, SourceStats, CLASSIFY_LEN,
 };
@@ -247,7 +247,9 @@ fn opaque_source(src: &IpKey) -> Result<IpKey, Truncated> {
     let s = SCAN.get_ptr_mut(0).ok_or(Truncated)?;
     let at = unsafe { core::ptr::addr_of_mut!((*s).addr) } as *mut [u64; 2];
     let words = [
-        u64::from_ne_bytes([src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7]]),
+        u64::from_ne_bytes([
+            src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+        ]),
         u64::from_ne_bytes([
             src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
         ]),

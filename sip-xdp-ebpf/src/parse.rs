@@ -68,7 +68,7 @@ pub struct Pkt<'a, F: Frame>(pub &'a F);
 
 impl<F: Frame> Packet for Pkt<'_, F> {
     #[inline(always)]
-    fn len(&self) -> usize {
+    fn frame_len(&self) -> usize {
         self.0.len()
     }
     #[inline(always)]

@@ -324,7 +324,7 @@ fn send_loop(
 
 /// A raw `AF_PACKET` socket bound to `iface` that sends without queueing
 /// discipline and receives nothing.
-fn packet_socket(iface: &str) -> OwnedFd {
+pub fn packet_socket(iface: &str) -> OwnedFd {
     // Protocol 0: the socket receives no frames, it only sends.
     // SAFETY: plain socket(2).
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };

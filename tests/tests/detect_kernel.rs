@@ -992,12 +992,18 @@ fn what_cannot_be_read_is_counted_and_dropped() {
     assert_eq!(run(&p, &seven).0, XDP_DROP);
     assert_eq!(
         run(&p, &six),
-        (XDP_DROP, vec![(RateLimited, 1), (Sampled, 1), (ClassRegister, 1)])
+        (
+            XDP_DROP,
+            vec![(RateLimited, 1), (Sampled, 1), (ClassRegister, 1)]
+        )
     );
     assert_eq!(dropped_of(&p, "2001:db8:2::140"), 3);
     // A first fragment holding the UDP header and nothing more, or too
     // little to classify; the rest would reassemble into the REGISTER.
-    for (src, l4) in [("203.0.113.141", 14 + 20), ("2001:db8:2:1::141", 14 + 40 + 8)] {
+    for (src, l4) in [
+        ("203.0.113.141", 14 + 20),
+        ("2001:db8:2:1::141", 14 + 40 + 8),
+    ] {
         let first = Frame::sip(src, REGISTER).fragment(0, true).build();
         for keep in [8, 16] {
             let cut = cut_datagram(&first, l4 + keep);
@@ -1063,7 +1069,10 @@ fn samples_hold_nothing_past_the_datagram() {
         (usize::from(h.payload_len), usize::from(h.cap_len)),
         (OPTIONS.len(), OPTIONS.len())
     );
-    assert_eq!(&item[std::mem::size_of::<SampleHeader>()..][..OPTIONS.len()], OPTIONS);
+    assert_eq!(
+        &item[std::mem::size_of::<SampleHeader>()..][..OPTIONS.len()],
+        OPTIONS
+    );
 }
 
 /// VLAN stacks deeper than two tags are read (stacked VLAN devices deliver
@@ -1079,8 +1088,14 @@ fn deep_vlan_stacks_are_judged() {
             sip_xdp_common::maps::BanReason::Manual,
         )
         .unwrap();
-    let banned = Frame::sip("203.0.113.144", OPTIONS).vlan(10).vlan(20).build();
-    let other = Frame::sip("203.0.113.145", OPTIONS).vlan(10).vlan(20).build();
+    let banned = Frame::sip("203.0.113.144", OPTIONS)
+        .vlan(10)
+        .vlan(20)
+        .build();
+    let other = Frame::sip("203.0.113.145", OPTIONS)
+        .vlan(10)
+        .vlan(20)
+        .build();
     for extra in [vec![30], vec![30, 40, 50, 60, 70, 80]] {
         assert_eq!(
             run(&p, &with_vlan_stack(&banned, &extra)),

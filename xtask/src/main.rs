@@ -61,7 +61,7 @@ enum Cmd {
 }
 
 /// The cargo-fuzz targets in fuzz/Cargo.toml.
-const FUZZ_TARGETS: &[&str] = &["classify", "sip_sample", "config", "target_parse"];
+const FUZZ_TARGETS: &[&str] = &["classify", "sip_sample", "config", "target_parse", "frame"];
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -338,6 +338,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("kamailio", "kamailio"),
     // The scanners operators meet, against that Kamailio.
     ("svmap", "sipvicious"),
+    // Builds the mutated frames of the parser's end-to-end invariant.
+    ("scapy", "python3-scapy"),
     (
         "/usr/share/kamailio/mysql/permissions-create.sql",
         "kamailio-mysql-modules",

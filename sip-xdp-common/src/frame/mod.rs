@@ -20,7 +20,7 @@ use crate::{addr::v4_mapped, IpKey, CLASSIFY_LEN};
 /// A frame's bytes, bounds-checked.
 pub trait Packet {
     /// The frame's length.
-    fn len(&self) -> usize;
+    fn frame_len(&self) -> usize;
     /// The `N` bytes at `off`, or `None` where the frame ends first.
     fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
     /// `v`, in a form the BPF verifier knows only by the bound checked
@@ -33,8 +33,8 @@ pub trait Packet {
 }
 
 impl Packet for [u8] {
-    fn len(&self) -> usize {
-        <[u8]>::len(self)
+    fn frame_len(&self) -> usize {
+        self.len()
     }
     fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
         self.get(off..off.checked_add(N)?)?.try_into().ok()
@@ -155,7 +155,7 @@ fn ipv4(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
     // IHL counts 32-bit words, options included.
     let ihl = usize::from(h[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    if h[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > p.len() {
+    if h[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > p.frame_len() {
         return Err(Refusal::Invalid);
     }
     let frags = u16::from_be_bytes([h[6], h[7]]);
@@ -183,7 +183,7 @@ fn ipv6(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
     let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
     // A payload length of 0 is a jumbogram's, which needs a link with
     // frames past 64 KiB; Linux drops one anywhere else.
-    if h[0] >> 4 != 6 || len == 0 || off + 40 + len > p.len() {
+    if h[0] >> 4 != 6 || len == 0 || off + 40 + len > p.frame_len() {
         return Err(Refusal::Invalid);
     }
     let mut n = Network {
@@ -317,7 +317,11 @@ pub fn udp(p: &(impl Packet + ?Sized), n: &Network) -> Result<Udp, Refusal> {
     } else {
         let want = ulen - UDP_HLEN;
         let head = if want < room { want } else { room };
-        let least = if want < CLASSIFY_LEN { want } else { CLASSIFY_LEN };
+        let least = if want < CLASSIFY_LEN {
+            want
+        } else {
+            CLASSIFY_LEN
+        };
         (head, head >= least)
     };
     Ok(Udp {

@@ -19,7 +19,10 @@ pub struct Delivered {
 }
 
 fn be16(f: &[u8], at: usize) -> Option<usize> {
-    Some(usize::from(u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?])))
+    Some(usize::from(u16::from_be_bytes([
+        *f.get(at)?,
+        *f.get(at + 1)?,
+    ])))
 }
 
 /// The datagram Linux would give a UDP socket for `frame`, if any.

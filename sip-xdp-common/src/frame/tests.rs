@@ -55,7 +55,7 @@ impl Build {
             for (i, (_, units)) in self.ext.iter().enumerate() {
                 chain.push(kinds[i + 1]);
                 chain.push(*units);
-                chain.extend(std::iter::repeat(1).take(6 + 8 * usize::from(*units)));
+                chain.extend(std::iter::repeat_n(1, 6 + 8 * usize::from(*units)));
             }
             if let Some(off) = self.frag {
                 chain.extend_from_slice(&[17, 0]);
@@ -82,7 +82,7 @@ impl Build {
             f.extend_from_slice(&[64, 17, 0, 0, 203, 0, 113, 9, 198, 51, 100, 1]);
             f.extend_from_slice(l4);
         }
-        f.extend(std::iter::repeat(0).take(self.pad));
+        f.extend(std::iter::repeat_n(0, self.pad));
         f
     }
 }
@@ -155,7 +155,10 @@ fn a_shorter_udp_length_is_what_linux_trims_to() {
         let f = b.frame();
         let (_, u) = read(&f);
         assert!(u.valid);
-        assert_eq!(&f[u.payload_off..u.payload_off + u.payload_len], b"REGISTER");
+        assert_eq!(
+            &f[u.payload_off..u.payload_off + u.payload_len],
+            b"REGISTER"
+        );
         model::check(&f).unwrap();
     }
 }
@@ -196,7 +199,10 @@ fn fragments() {
         assert!(!read(&b.frame()).1.valid);
         let mut b = Build::new(v6);
         b.frag = Some(later);
-        assert_eq!(network(b.frame().as_slice()).unwrap().shape, Shape::LaterFragment);
+        assert_eq!(
+            network(b.frame().as_slice()).unwrap().shape,
+            Shape::LaterFragment
+        );
     }
 }
 
@@ -233,10 +239,19 @@ fn mutated_frames_keep_the_promise() {
         b.tags = (r >> 1) as usize % 4 * usize::from(r >> 3 & 7 == 0) * 3;
         if b.v6 {
             let n = (r >> 6) as usize % 9;
-            b.ext = (0..n).map(|k| ([0, 43, 60, 51][(r >> (10 + k)) as usize % 4], (r >> (20 + k)) as u8 % 2)).collect();
+            b.ext = (0..n)
+                .map(|k| {
+                    (
+                        [0, 43, 60, 51][(r >> (10 + k)) as usize % 4],
+                        (r >> (20 + k)) as u8 % 2,
+                    )
+                })
+                .collect();
         }
         if r >> 30 & 3 == 0 {
-            b.frag = Some((next() % 4) as u16 * if b.v6 { 8 } else { 1 } | (r >> 32 & 1) as u16 * if b.v6 { 1 } else { 0x2000 });
+            // The offset (IPv6 keeps it above its flag bits), then "more".
+            let (unit, more) = if b.v6 { (8, 1) } else { (1, 0x2000) };
+            b.frag = Some(((next() % 4) as u16 * unit) | ((r >> 32 & 1) as u16 * more));
         }
         if r >> 34 & 7 == 0 {
             b.udp_len = Some((next() % 200) as u16);
