@@ -23,7 +23,6 @@ use crate::{
     exchange::{self, Mode},
     is_sip_port,
     maps::{CONFIG, REPLIES, TRUST_PROG},
-    opaque_offset,
     parse::{ptr_at, Pkt, Truncated},
 };
 
@@ -40,7 +39,7 @@ pub fn sip_xdp_egress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn replies(ctx: &TcContext) -> Result<(), Truncated> {
-    let p = Pkt(ctx);
+    let p = Pkt::new(ctx)?;
     let Ok(net) = frame::network(&p) else {
         return Ok(());
     };
@@ -49,7 +48,7 @@ fn replies(ctx: &TcContext) -> Result<(), Truncated> {
     }
     // As on ingress: one walk of what follows, not one per header layout.
     let net = frame::Network {
-        l4_off: opaque_offset(net.l4_off)?,
+        l4_off: p.offset(net.l4_off)?,
         ..net
     };
     let Ok(udp) = frame::udp(&p, &net) else {

@@ -35,7 +35,7 @@ use maps::{
     ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SCAN, SHED,
     SIP_PORTS, SOURCES, STATS, TCP_PORTS, UNIT, VERIFIED,
 };
-use parse::{ptr_at, Pkt, Truncated};
+use parse::{ptr_at, Pkt, Truncated, MAX_OFFSET};
 use sip_xdp_common::{
     banindex,
     classify::{classify_words, SIP_CLASSES},
@@ -56,7 +56,7 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
-    let p = Pkt(ctx);
+    let p = Pkt::new(ctx)?;
     let net = match frame::network(&p) {
         Ok(n) => n,
         Err(Refusal::NotIp) => return Ok(pass(Counter::NonIp)),
@@ -91,7 +91,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         ));
     }
     let net = frame::Network {
-        l4_off: opaque_offset(net.l4_off)?,
+        l4_off: p.offset(net.l4_off)?,
         ..net
     };
     // A chain no stack sends is judged as SIP that cannot be read: its
@@ -115,7 +115,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         }
         udp
     };
-    let udp = opaque_payload(&udp)?;
+    let udp = opaque_payload(&p, &udp)?;
     let invalid = !udp.valid;
     let allowed = match source_rules(&src) {
         Source::Banned => return Ok(drop(Counter::Banned, cfg.monitor())),
@@ -138,7 +138,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     if invalid {
         return Ok(unreadable(ctx, &acct, allowed, rate, now, cfg));
     }
-    let class = opaque_class(classify_payload(ctx, udp.off, udp.len))?;
+    let class = opaque_class(&p, classify_payload(ctx, udp.off, udp.len));
     count(class_counter(class));
     let malformed = !allowed && class == SipClass::Malformed && cfg.drop_malformed();
     let (packets, first_seen, idle) = account(
@@ -216,67 +216,30 @@ fn monitor() -> bool {
     CONFIG.get(0).is_some_and(|c| c.monitor())
 }
 
-/// The L4 offset, written to map memory and read back: the verifier then
-/// knows only its bound, and walks the rest of the program once instead of
-/// once for every header layout the parsers allowed (VLAN tags, IPv4
-/// options, IPv6 extension headers): 239,874 instructions verified before,
-/// 47,242 with it, and the attach 0.7 s instead of 1.2 s here. Measured
-/// per packet, it costs nothing visible. The egress program uses the same
-/// scratch: TC egress runs with bottom halves off, so XDP never runs on its
-/// CPU between the write and the read.
-#[inline(always)]
-pub(crate) fn opaque_offset(off: usize) -> Result<usize, Truncated> {
-    let b = SAMPLE_BUDGET.get_ptr_mut(0).ok_or(Truncated)?;
-    unsafe { core::ptr::write_volatile(&mut (*b).scratch_off, off as u64) };
-    let off = unsafe { core::ptr::read_volatile(&(*b).scratch_off) };
-    // Past any frame XDP is given, jumbo ones included.
-    if off >= MAX_L4_OFFSET {
-        return Err(Truncated);
-    }
-    Ok(off as usize)
-}
-
-const MAX_L4_OFFSET: u64 = 16_384;
-
 /// The source address, through map memory as the L4 offset is
-/// (`opaque_offset`): an IPv4 source is built with constant bytes and an
+/// (`Pkt::offset`): an IPv4 source is built with constant bytes and an
 /// IPv6 one read whole, and the verifier would otherwise walk the rest of
 /// the program once for each.
 #[inline(always)]
 fn opaque_source(src: &IpKey) -> Result<IpKey, Truncated> {
     let s = SCAN.get_ptr_mut(0).ok_or(Truncated)?;
-    let at = unsafe { core::ptr::addr_of_mut!((*s).addr) } as *mut [u64; 2];
-    let words = [
-        u64::from_ne_bytes([
-            src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
-        ]),
-        u64::from_ne_bytes([
-            src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
-        ]),
-    ];
-    unsafe { core::ptr::write_volatile(at, words) };
-    let words = unsafe { core::ptr::read_volatile(at) };
-    let (a, b) = (words[0].to_ne_bytes(), words[1].to_ne_bytes());
-    Ok([
-        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
-        b[7],
-    ])
+    let at = unsafe { core::ptr::addr_of_mut!((*s).addr) };
+    unsafe { core::ptr::write_volatile(at, *src) };
+    Ok(unsafe { core::ptr::read_volatile(at) })
 }
 
 /// The payload's bounds and validity, through map memory as the L4
-/// offset is (`opaque_offset`): the parser reaches them by as many paths
+/// offset is (`Pkt::offset`): the parser reaches them by as many paths
 /// as it has length rules, and the rest of the program is walked once,
 /// not once per path. The ports are left behind: `sample` reads them
 /// again.
 #[inline(always)]
-fn opaque_payload(udp: &frame::Udp) -> Result<Payload, Truncated> {
-    let b = SAMPLE_BUDGET.get_ptr_mut(0).ok_or(Truncated)?;
+fn opaque_payload(p: &Pkt<XdpContext>, udp: &frame::Udp) -> Result<Payload, Truncated> {
     let word = udp.payload_off as u64 | (udp.payload_len as u64) << 16 | u64::from(udp.valid) << 32;
-    unsafe { core::ptr::write_volatile(&mut (*b).scratch_off, word) };
-    let word = unsafe { core::ptr::read_volatile(&(*b).scratch_off) };
+    let word = p.launder(word);
     let (off, len) = (word & 0xffff, word >> 16 & 0xffff);
     // Past any frame XDP is given, jumbo ones included.
-    if off > MAX_L4_OFFSET + 8 || len > MAX_L4_OFFSET {
+    if off > MAX_OFFSET + 8 || len > MAX_OFFSET {
         return Err(Truncated);
     }
     Ok(Payload {
@@ -295,16 +258,13 @@ struct Payload {
     valid: bool,
 }
 
-/// The class, through map memory as the L4 offset is (`opaque_offset`):
+/// The class, through map memory as the L4 offset is (`Pkt::offset`):
 /// the rest of the program is walked once per class, not once per path
 /// through the classifier (whose CR/LF skip and scheme test doubled the
 /// walk without it).
 #[inline(always)]
-fn opaque_class(class: SipClass) -> Result<SipClass, Truncated> {
-    let b = SAMPLE_BUDGET.get_ptr_mut(0).ok_or(Truncated)?;
-    unsafe { core::ptr::write_volatile(&mut (*b).scratch_off, class as u64) };
-    let c = unsafe { core::ptr::read_volatile(&(*b).scratch_off) };
-    Ok(match c {
+fn opaque_class(p: &Pkt<XdpContext>, class: SipClass) -> SipClass {
+    match p.launder(class as u64) {
         0 => SipClass::Register,
         1 => SipClass::Invite,
         2 => SipClass::Options,
@@ -312,7 +272,7 @@ fn opaque_class(class: SipClass) -> Result<SipClass, Truncated> {
         4 => SipClass::Response,
         5 => SipClass::Keepalive,
         _ => SipClass::Malformed,
-    })
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -363,7 +323,7 @@ fn rate_check(src: &IpKey, now: u64, cfg: &KernelConfig) -> Rate {
 /// or a spent per-CPU budget loses the sample, never the packet.
 ///
 /// Everything here goes through `bpf_xdp_load_bytes` at the offset
-/// `opaque_offset` read back from map memory, whose value the verifier
+/// `Pkt::offset` read back from map memory, whose value the verifier
 /// knows only by its bound, so it walks this code once.
 #[inline(always)]
 fn sample(

@@ -8,6 +8,8 @@ use core::mem;
 use aya_ebpf::programs::{TcContext, XdpContext};
 use sip_xdp_common::frame::Packet;
 
+use crate::maps::SAMPLE_BUDGET;
+
 /// The frame ended inside a header.
 pub struct Truncated;
 
@@ -63,23 +65,67 @@ pub fn ptr_at<T>(ctx: &impl Frame, offset: usize) -> Result<*const T, Truncated>
 }
 
 /// A frame as the shared parser reads it (`sip_xdp_common::frame`): every
-/// read is checked against `data_end` by `ptr_at`.
-pub struct Pkt<'a, F: Frame>(pub &'a F);
+/// read is checked against `data_end` by `ptr_at`. It carries the scratch
+/// word in map memory through which values are laundered (`launder`),
+/// looked up once per packet.
+pub struct Pkt<'a, F: Frame> {
+    pub ctx: &'a F,
+    scratch: *mut u64,
+}
+
+impl<'a, F: Frame> Pkt<'a, F> {
+    #[inline(always)]
+    pub fn new(ctx: &'a F) -> Result<Self, Truncated> {
+        let b = SAMPLE_BUDGET.get_ptr_mut(0).ok_or(Truncated)?;
+        Ok(Self {
+            ctx,
+            scratch: unsafe { core::ptr::addr_of_mut!((*b).scratch_off) },
+        })
+    }
+
+    /// `v`, written to map memory and read back: the verifier then knows
+    /// nothing of it but the bounds checked after, and walks what follows
+    /// once instead of once per path that produced it. The egress program
+    /// uses the same scratch: TC egress runs with bottom halves off, so
+    /// XDP never runs on its CPU between the write and the read.
+    #[inline(always)]
+    pub fn launder(&self, v: u64) -> u64 {
+        unsafe {
+            core::ptr::write_volatile(self.scratch, v);
+            core::ptr::read_volatile(self.scratch)
+        }
+    }
+
+    /// An L4 offset, laundered: every header layout the parser accepts
+    /// (VLAN tags, IPv4 options, IPv6 extension headers) leaves it with
+    /// its own range.
+    #[inline(always)]
+    pub fn offset(&self, off: usize) -> Result<usize, Truncated> {
+        let off = self.launder(off as u64);
+        // Past any frame XDP is given, jumbo ones included.
+        if off >= MAX_OFFSET {
+            return Err(Truncated);
+        }
+        Ok(off as usize)
+    }
+}
+
+pub const MAX_OFFSET: u64 = 16_384;
 
 impl<F: Frame> Packet for Pkt<'_, F> {
     #[inline(always)]
     fn frame_len(&self) -> usize {
-        self.0.len()
+        self.ctx.len()
     }
     #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        match ptr_at::<[u8; N]>(self.0, off) {
-            Ok(p) => Some(unsafe { *p }),
+    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        match ptr_at::<[u8; N]>(self.ctx, off) {
+            Ok(p) => Some(unsafe { &*p }),
             Err(Truncated) => None,
         }
     }
     #[inline(always)]
     fn opaque(&self, v: usize) -> usize {
-        crate::opaque_offset(v).unwrap_or(usize::MAX)
+        self.offset(v).unwrap_or(usize::MAX)
     }
 }

@@ -22,7 +22,7 @@ pub trait Packet {
     /// The frame's length.
     fn frame_len(&self) -> usize;
     /// The `N` bytes at `off`, or `None` where the frame ends first.
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
+    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]>;
     /// `v`, in a form the BPF verifier knows only by the bound checked
     /// after it: the code after the call is then walked once, not once per
     /// header layout. Elsewhere `v` itself.
@@ -36,7 +36,7 @@ impl Packet for [u8] {
     fn frame_len(&self) -> usize {
         self.len()
     }
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
         self.get(off..off.checked_add(N)?)?.try_into().ok()
     }
 }
@@ -113,15 +113,15 @@ pub struct Network {
 /// 802.1Q/802.1ad tags.
 #[inline(always)]
 pub fn ethernet(p: &(impl Packet + ?Sized)) -> Result<(u16, usize), Refusal> {
-    let t: [u8; 2] = p.bytes(12).ok_or(Refusal::Truncated)?;
-    let mut proto = u16::from_be_bytes(t);
+    let t: &[u8; 2] = p.bytes(12).ok_or(Refusal::Truncated)?;
+    let mut proto = u16::from_be_bytes(*t);
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
             return Ok((proto, off));
         }
-        let t: [u8; 2] = p.bytes(off + 2).ok_or(Refusal::Truncated)?;
-        proto = u16::from_be_bytes(t);
+        let t: &[u8; 2] = p.bytes(off + 2).ok_or(Refusal::Truncated)?;
+        proto = u16::from_be_bytes(*t);
         off += VLAN_HLEN;
     }
     if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
@@ -151,7 +151,7 @@ pub fn network(p: &(impl Packet + ?Sized)) -> Result<Network, Refusal> {
 
 #[inline(always)]
 fn ipv4(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
-    let h: [u8; 20] = p.bytes(off).ok_or(Refusal::Truncated)?;
+    let h: &[u8; 20] = p.bytes(off).ok_or(Refusal::Truncated)?;
     // IHL counts 32-bit words, options included.
     let ihl = usize::from(h[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
@@ -179,7 +179,7 @@ fn ipv4(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
 
 #[inline(always)]
 fn ipv6(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
-    let h: [u8; 40] = p.bytes(off).ok_or(Refusal::Truncated)?;
+    let h: &[u8; 40] = p.bytes(off).ok_or(Refusal::Truncated)?;
     let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
     // A payload length of 0 is a jumbogram's, which needs a link with
     // frames past 64 KiB; Linux drops one anywhere else.
@@ -187,8 +187,8 @@ fn ipv6(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
         return Err(Refusal::Invalid);
     }
     let mut n = Network {
-        src: addr16(&h, 8),
-        dst: addr16(&h, 24),
+        src: addr16(h, 8),
+        dst: addr16(h, 24),
         v6: true,
         proto: h[6],
         l4_off: off + 40,
@@ -199,17 +199,17 @@ fn ipv6(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
         let at = n.l4_off;
         let step = match n.proto {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                let e: [u8; 2] = p.bytes(at).ok_or(Refusal::Truncated)?;
+                let e: &[u8; 2] = p.bytes(at).ok_or(Refusal::Truncated)?;
                 n.proto = e[0];
                 (usize::from(e[1]) + 1) * 8
             }
             IPPROTO_AH => {
-                let e: [u8; 2] = p.bytes(at).ok_or(Refusal::Truncated)?;
+                let e: &[u8; 2] = p.bytes(at).ok_or(Refusal::Truncated)?;
                 n.proto = e[0];
                 (usize::from(e[1]) + 2) * 4
             }
             IPPROTO_FRAGMENT => {
-                let e: [u8; 4] = p.bytes(at).ok_or(Refusal::Truncated)?;
+                let e: &[u8; 4] = p.bytes(at).ok_or(Refusal::Truncated)?;
                 n.proto = e[0];
                 let frag = u16::from_be_bytes([e[2], e[3]]);
                 if frag & 0xfff8 != 0 {
@@ -298,7 +298,7 @@ pub fn udp(p: &(impl Packet + ?Sized), n: &Network) -> Result<Udp, Refusal> {
     if l4 + UDP_HLEN > n.end {
         return Err(Refusal::Invalid);
     }
-    let h: [u8; 8] = p.bytes(l4).ok_or(Refusal::Truncated)?;
+    let h: &[u8; 8] = p.bytes(l4).ok_or(Refusal::Truncated)?;
     let ulen = usize::from(u16::from_be_bytes([h[4], h[5]]));
     let room = n.end - l4 - UDP_HLEN;
     let (payload_len, valid) = if n.v6 && ulen == 0 {
@@ -336,6 +336,6 @@ pub fn udp(p: &(impl Packet + ?Sized), n: &Network) -> Result<Udp, Refusal> {
 /// The destination port of a TCP segment: all a ban needs.
 #[inline(always)]
 pub fn tcp_dst_port(p: &(impl Packet + ?Sized), n: &Network) -> Result<u16, Refusal> {
-    let h: [u8; 4] = p.bytes(n.l4_off).ok_or(Refusal::Truncated)?;
+    let h: &[u8; 4] = p.bytes(n.l4_off).ok_or(Refusal::Truncated)?;
     Ok(u16::from_be_bytes([h[2], h[3]]))
 }
