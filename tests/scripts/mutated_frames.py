@@ -119,21 +119,25 @@ def from_source(family, src, ident):
     return raw, l4
 
 
+def pieces(length, first):
+    """The (start, end) of each fragment of `length` fragmentable bytes: the
+    first `first`, then the rest in two at an eight-byte boundary."""
+    cuts = [0, first]
+    rest = length - first
+    if rest > 16:
+        cuts.append(first + (rest // 2) // 8 * 8)
+    cuts.append(length)
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
 def v4_fragments(raw, first):
     """The datagram `raw` (checksums set) cut after `first` bytes of L4 and
     again in the middle of the rest: IPv4 fragments, offsets in 8-byte
     units, each header's checksum recomputed."""
     hlen = (raw[0] & 15) * 4
     head, body = raw[:hlen], raw[hlen:]
-    cuts = [0, first]
-    rest = len(body) - first
-    if rest > 16:
-        cuts.append(first + (rest // 2) // 8 * 8)
-    cuts.append(len(body))
     frames = []
-    for a, b in zip(cuts, cuts[1:]):
-        if b <= a:
-            continue
+    for a, b in pieces(len(body), first):
         h = bytearray(head)
         more = 0x2000 if b < len(body) else 0
         h[2:4] = struct.pack("!H", hlen + b - a)
@@ -151,15 +155,8 @@ def v6_fragments(raw, first, ident):
     head, body = bytearray(raw[:40]), raw[40:]
     nh = head[6]
     head[6] = 44
-    cuts = [0, first]
-    rest = len(body) - first
-    if rest > 16:
-        cuts.append(first + (rest // 2) // 8 * 8)
-    cuts.append(len(body))
     frames = []
-    for a, b in zip(cuts, cuts[1:]):
-        if b <= a:
-            continue
+    for a, b in pieces(len(body), first):
         more = 1 if b < len(body) else 0
         h = bytearray(head)
         h[4:6] = struct.pack("!H", 8 + b - a)
