@@ -4,9 +4,10 @@
 Writes frames to OUT as a stream of (u16 big-endian length, frame bytes),
 each source's frames together: IPv4 and IPv6 SIP datagrams with IPv4
 options, IPv6 extension-header chains past any walk, fragments in either
-order (a first fragment of only the UDP header among them), UDP and IP
-lengths that disagree, trailers past the datagram, v4-mapped IPv6 sources
-and VLAN stacks up to three deep. Every source (IPv4 address, or IPv6 /64)
+order (first fragments of only the UDP header, or ending inside the IPv6
+extension chain, among them), UDP and IP lengths that disagree, trailers
+past the datagram, v4-mapped IPv6 sources and VLAN stacks up to three
+deep. Every source (IPv4 address, or IPv6 /64)
 appears under one index only, so what a socket receives from it can be
 compared with what the XDP program counted for it.
 
@@ -182,6 +183,10 @@ def datagrams(src, family):
         # header and nothing more, or too little to classify.
         ip = (raw[0] & 15) * 4 if family == 4 else 40
         first = (l4 - ip + rng.choice([8, 16, 24, 64, 256]) + 7) // 8 * 8
+        if family != 4 and l4 - ip >= 16 and rng.random() < 0.3:
+            # A first fragment that ends inside the extension chain: Linux
+            # queues it, and the datagram that reassembles is delivered.
+            first = 8
         if family == 4:
             frames = v4_fragments(bytes(raw), first)
         else:

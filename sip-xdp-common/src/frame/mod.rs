@@ -103,8 +103,9 @@ pub struct Network {
     /// The upper-layer protocol, as far as the walk got.
     pub proto: u8,
     pub l4_off: usize,
-    /// Where the IP datagram (or fragment) ends in the frame: Ethernet
-    /// padding after it is never read as payload.
+    /// Where the IP datagram (or fragment, trimmed as Linux trims it)
+    /// ends in the frame: Ethernet padding after it is never read as
+    /// payload.
     pub end: usize,
     pub shape: Shape,
 }
@@ -159,12 +160,14 @@ fn ipv4(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
         return Err(Refusal::Invalid);
     }
     let frags = u16::from_be_bytes([h[6], h[7]]);
-    let shape = if frags & 0x1fff != 0 {
-        Shape::LaterFragment
+    let (shape, data) = if frags & 0x1fff != 0 {
+        (Shape::LaterFragment, total - ihl)
     } else if frags & 0x2000 != 0 {
-        Shape::FirstFragment
+        // Linux trims a fragment with more to come to whole eight-byte
+        // units (`ip_frag_queue`): the rest never reaches the socket.
+        (Shape::FirstFragment, (total - ihl) & !7)
     } else {
-        Shape::Whole
+        (Shape::Whole, total - ihl)
     };
     Ok(Network {
         src: v4_mapped([h[12], h[13], h[14], h[15]]),
@@ -172,7 +175,7 @@ fn ipv4(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
         v6: false,
         proto: h[9],
         l4_off: off + ihl,
-        end: off + total,
+        end: off + ihl + data,
         shape,
     })
 }
@@ -199,17 +202,17 @@ fn ipv6(p: &(impl Packet + ?Sized), off: usize) -> Result<Network, Refusal> {
         let at = n.l4_off;
         let step = match n.proto {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                let e: &[u8; 2] = p.bytes(at).ok_or(Refusal::Truncated)?;
+                let e: &[u8; 2] = p.bytes(at).ok_or(Refusal::Invalid)?;
                 n.proto = e[0];
                 (usize::from(e[1]) + 1) * 8
             }
             IPPROTO_AH => {
-                let e: &[u8; 2] = p.bytes(at).ok_or(Refusal::Truncated)?;
+                let e: &[u8; 2] = p.bytes(at).ok_or(Refusal::Invalid)?;
                 n.proto = e[0];
                 (usize::from(e[1]) + 2) * 4
             }
             IPPROTO_FRAGMENT => {
-                let e: &[u8; 4] = p.bytes(at).ok_or(Refusal::Truncated)?;
+                let e: &[u8; 4] = p.bytes(at).ok_or(Refusal::Invalid)?;
                 n.proto = e[0];
                 let frag = u16::from_be_bytes([e[2], e[3]]);
                 if frag & 0xfff8 != 0 {

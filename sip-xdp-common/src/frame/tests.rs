@@ -279,3 +279,46 @@ fn mutated_frames_keep_the_promise() {
     // skipped.
     assert!(delivered > 70_000, "{delivered}");
 }
+
+/// A first fragment whose extension chain runs off its end: Linux queues
+/// it (RFC 7112's check lets through what it cannot walk), and the datagram
+/// that reassembles may reach the socket, so it is refused, never passed
+/// as cut short.
+#[test]
+fn a_chain_cut_by_a_first_fragment_is_refused() {
+    let mut b = Build::new(true);
+    b.ext = vec![(60, 0), (60, 0)];
+    b.frag = Some(1);
+    let whole = b.frame();
+    // Ethernet, IPv6, then the Fragment header the builder puts last: cut
+    // the chain inside the second header (8 + 8 + 2 bytes of the body).
+    for keep in [8, 9, 10, 15] {
+        let mut f = whole[..14 + 40 + keep].to_vec();
+        f[18..20].copy_from_slice(&(keep as u16).to_be_bytes());
+        assert_ne!(network(f.as_slice()), Err(Refusal::Truncated), "{keep}");
+    }
+    // The same, the fragment header first: the builder's order reversed.
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 16, 44, 64]);
+    f.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    f.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&[60, 0, 0, 1, 0, 0, 0, 7]);
+    f.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
+    assert_eq!(network(f.as_slice()), Err(Refusal::Invalid));
+    assert!(model::deliver(&f).is_some_and(|d| d.unknown));
+    model::check(&f).unwrap();
+}
+
+/// Linux trims an IPv4 fragment with more to come to whole eight-byte
+/// units: what is read of its head is what reassembles.
+#[test]
+fn an_ipv4_first_fragment_is_read_as_linux_trims_it() {
+    let mut b = Build::new(false);
+    b.frag = Some(0x2000);
+    b.cut = Some(8 + 20);
+    let f = b.frame();
+    let (n, u) = read(&f);
+    assert_eq!(n.shape, Shape::FirstFragment);
+    assert_eq!(u.payload_len, 16);
+    model::check(&f).unwrap();
+}
