@@ -1,5 +1,6 @@
 //! The first-line classifier and the header scan the kernel runs, on any
-//! bytes: never a panic, a request class only with its method token, a
+//! bytes: never a panic, a request class only with its method token,
+//! SigComp exactly when the first byte says so, a
 //! scan that stops where the kernel's does (a message cut at the scan's
 //! length reads the same), eight bytes skipped at once leaving the scan
 //! where eight steps would, and the deny lists' table agreeing with a
@@ -37,6 +38,8 @@ fn table() -> &'static RuleTable {
 
 fuzz_target!(|data: &[u8]| {
     let class = classify_payload(data);
+    // SigComp is known by its first byte (RFC 3320 §7), and only by it.
+    assert_eq!(class == SipClass::SigComp, data.first().is_some_and(|&b| b >= 0xf8));
     if matches!(
         class,
         SipClass::Register | SipClass::Invite | SipClass::Options | SipClass::OtherRequest

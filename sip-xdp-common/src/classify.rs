@@ -40,10 +40,13 @@ pub enum SipClass {
     Keepalive = 5,
     /// Nothing a SIP element sends.
     Malformed = 6,
+    /// A SigComp message (RFC 3320 §7: the first byte's top five bits
+    /// set), compressed SIP: not read, and never taken for malformed.
+    SigComp = 7,
 }
 
 /// Number of `SipClass` values (length of per-class counter arrays).
-pub const SIP_CLASSES: usize = 7;
+pub const SIP_CLASSES: usize = 8;
 
 impl SipClass {
     pub const ALL: [SipClass; SIP_CLASSES] = [
@@ -54,6 +57,7 @@ impl SipClass {
         SipClass::Response,
         SipClass::Keepalive,
         SipClass::Malformed,
+        SipClass::SigComp,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -65,6 +69,7 @@ impl SipClass {
             SipClass::Response => "response",
             SipClass::Keepalive => "keepalive",
             SipClass::Malformed => "malformed",
+            SipClass::SigComp => "sigcomp",
         }
     }
 }
@@ -101,6 +106,9 @@ const RESPONSE: u64 = word(b"sip/2.0 ");
 const REGISTER: u64 = word(b"REGISTER");
 const INVITE: u64 = word(b"INVITE");
 const OPTIONS: u64 = word(b"OPTIONS");
+/// The top five bits of a SigComp message's first byte (RFC 3320 §7); no
+/// SIP start line, keep-alive or STUN message begins so.
+const SIGCOMP: u64 = 0xf8;
 /// The STUN magic cookie, bytes 4 to 7 of a STUN header.
 const STUN_MAGIC: u64 = word(&[0x21, 0x12, 0xa4, 0x42]);
 
@@ -214,6 +222,9 @@ pub fn classify_words(w: [u64; 2], len: usize) -> SipClass {
     };
     if len == 0 {
         return SipClass::Malformed;
+    }
+    if w[0] & SIGCOMP == SIGCOMP {
+        return SipClass::SigComp;
     }
     if is_keepalive(w[0], len) {
         return SipClass::Keepalive;
@@ -425,6 +436,18 @@ mod tests {
         assert_eq!(udp_payload_len(4, 1000), 0);
     }
 
+    /// SigComp (RFC 3320 §7, RFC 3486): compressed SIP on the SIP port,
+    /// recognised by its first byte alone, whatever follows.
+    #[test]
+    fn sigcomp_is_its_own_class() {
+        for first in 0xf8..=0xff {
+            assert_eq!(c(&[first]), SipClass::SigComp, "{first:#x}");
+            assert_eq!(c(&[first, 0x12, 0x34, 0x56, 0, 0, 0, 9]), SipClass::SigComp);
+        }
+        assert_eq!(c(&[0xf7, 0x12, 0x34]), SipClass::Malformed);
+        assert_eq!(c(b"\r\n\xf8\x12\x34"), SipClass::Malformed);
+    }
+
     #[test]
     fn keepalives() {
         assert_eq!(c(b"\r\n\r\n"), SipClass::Keepalive);
@@ -449,7 +472,7 @@ mod tests {
         assert_eq!(c(b"INVITEsip:bob@example.com"), SipClass::Malformed);
         assert_eq!(c(b"AB sip:x SIP/2.0"), SipClass::Malformed);
         assert_eq!(c(b"SIP/2.1 200 OK"), SipClass::Malformed);
-        assert_eq!(c(&[0xffu8; 64]), SipClass::Malformed);
+        assert_eq!(c(&[0xf7u8; 64]), SipClass::Malformed);
         assert_eq!(c(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ sip:x"), SipClass::Malformed);
         // Random bytes never panic and never claim to be a request without a
         // space: whatever is classified as a request starts with an
@@ -528,6 +551,9 @@ mod tests {
         pub(super) fn classify(buf: &[u8; CLASSIFY_LEN], len: usize) -> SipClass {
             if len == 0 {
                 return SipClass::Malformed;
+            }
+            if buf[0] >= 0xf8 {
+                return SipClass::SigComp;
             }
             if is_keepalive(buf, len) {
                 return SipClass::Keepalive;
@@ -680,6 +706,8 @@ mod tests {
             b"\xda",
             b"\x80",
             b"\xff",
+            b"\xf8",
+            b"\xf7",
             b"\x00",
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

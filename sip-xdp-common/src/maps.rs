@@ -173,6 +173,7 @@ pub struct SourceStats {
     /// Packets on this CPU in `unit`. Reaching `KernelConfig::hot_at`
     /// files the source for the next sampling pass.
     pub unit_packets: u32,
+    pub _pad: u32,
 }
 
 /// A source's kernel rate-limit window, shared by all CPUs.
@@ -483,7 +484,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<BanValue>(), 24);
         assert_eq!(core::mem::size_of::<BlockValue>(), 16);
-        assert_eq!(core::mem::size_of::<SourceStats>(), 72);
+        assert_eq!(core::mem::size_of::<SourceStats>(), 80);
         assert_eq!(core::mem::size_of::<RateState>(), 16);
         assert_eq!(core::mem::size_of::<ReplyStats>(), 32);
         assert_eq!(core::mem::size_of::<SampleHeader>(), 40);

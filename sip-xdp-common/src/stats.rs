@@ -81,9 +81,11 @@ pub enum Counter {
     /// mode).
     Invalid,
     MonitorInvalid,
+    /// SigComp messages (a SIP class, not a verdict).
+    ClassSigComp,
 }
 
-pub const COUNTERS: u32 = Counter::MonitorInvalid as u32 + 1;
+pub const COUNTERS: u32 = Counter::ClassSigComp as u32 + 1;
 
 /// What a counter says about the packets it counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +143,7 @@ impl Counter {
         Counter::MonitorDeniedHeader,
         Counter::Invalid,
         Counter::MonitorInvalid,
+        Counter::ClassSigComp,
     ];
 
     /// The counter a drop reason uses in monitor mode.
@@ -241,6 +244,7 @@ impl Counter {
             Counter::MonitorDeniedHeader => "would_drop_denied_header",
             Counter::Invalid => "drop_invalid",
             Counter::MonitorInvalid => "would_drop_invalid",
+            Counter::ClassSigComp => "sip_sigcomp",
         }
     }
 }

@@ -271,6 +271,7 @@ fn opaque_class(p: &Pkt<XdpContext>, class: SipClass) -> SipClass {
         3 => SipClass::OtherRequest,
         4 => SipClass::Response,
         5 => SipClass::Keepalive,
+        7 => SipClass::SigComp,
         _ => SipClass::Malformed,
     }
 }
@@ -659,6 +660,7 @@ fn account(
                 (*p).dropped = u32::from(dropped);
                 (*p).unit = unit;
                 (*p).unit_packets = 1;
+                (*p)._pad = 0;
             }
             let _ = SOURCES.insert(src, unsafe { s.assume_init_ref() }, 0);
             if hot_at == 1 {
@@ -703,6 +705,7 @@ fn class_counter(class: SipClass) -> Counter {
         SipClass::OtherRequest => Counter::ClassOtherRequest,
         SipClass::Response => Counter::ClassResponse,
         SipClass::Keepalive => Counter::ClassKeepalive,
+        SipClass::SigComp => Counter::ClassSigComp,
         SipClass::Malformed => Counter::ClassMalformed,
     }
 }

@@ -318,6 +318,21 @@ fn a_new_version_replaces_the_pinned_program_without_a_gap() {
         .expect("an index of the older layout")
         .pin(&index_pin)
         .expect("pinning it");
+    // And a build with seven SIP classes pinned 72-byte source counts: they
+    // restart at zero in the new layout, never read as this build's.
+    let sources_pin = cli.pins.join("maps/SOURCES");
+    std::fs::remove_file(&sources_pin).expect("unpinning SOURCES");
+    let old_sources = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_PERCPU_HASH as u32,
+        16,
+        72,
+        4096,
+        0,
+    );
+    MapData::create(old_sources, "SOURCES", None)
+        .expect("source counts of the older layout")
+        .pin(&sources_pin)
+        .expect("pinning them");
 
     let listener = SipListener::start(&lab.server, 5060);
     let to = SocketAddr::new(lab.links[0].server_v4, 5060);
@@ -340,6 +355,13 @@ fn a_new_version_replaces_the_pinned_program_without_a_gap() {
     assert_eq!(stamp(None), ours);
     let listed = cli.ok(&["list", "blocked", "--kernel", "--json"]);
     assert!(listed.contains(&c1), "the ban was lost: {listed}");
+    let sources = MapData::from_pin(&sources_pin)
+        .and_then(|d| d.info())
+        .expect("a new SOURCES");
+    assert_eq!(
+        sources.value_size() as usize,
+        std::mem::size_of::<sip_xdp_common::maps::SourceStats>()
+    );
     // The new build's index was created empty and filled from the kept BANS.
     let index: Array<MapData, sip_xdp_common::banindex::Bucket> = Array::try_from(Map::Array(
         MapData::from_pin(&index_pin).expect("a new BAN_INDEX"),

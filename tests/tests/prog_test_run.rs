@@ -485,7 +485,8 @@ fn malformed_payload_counted_and_dropped_only_when_configured() {
     );
     // As the RFCs write it, not only as most stacks do: the version in
     // any case (RFC 3261 §7.1), any URI scheme (RFC 3856's pres:), CR/LF
-    // before the start line (§7.5).
+    // before the start line (§7.5), and SigComp (RFC 3320 §7: compressed
+    // SIP, a first byte of 0xf8 to 0xff).
     for (valid, class) in [
         (
             &b"sip/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
@@ -498,6 +499,10 @@ fn malformed_payload_counted_and_dropped_only_when_configured() {
         (
             b"\r\nREGISTER sip:example.com SIP/2.0\r\n\r\n",
             ClassRegister,
+        ),
+        (
+            b"\xf9\x1c\x52\x8e\x07\x3a\x11\x90\xc4\x2b\x00\x65\xfd\x83\x20\x4e\x9a",
+            ClassSigComp,
         ),
     ] {
         assert_eq!(

@@ -219,7 +219,7 @@ pub fn top(ctx: &Ctx, n: usize, json: bool) -> anyhow::Result<()> {
             c("register"),
             c("invite"),
             c("options"),
-            c("other_request") + c("response") + c("keepalive"),
+            c("other_request") + c("response") + c("keepalive") + c("sigcomp"),
             c("malformed"),
             country(r.src_ip).unwrap_or_else(|| "-".into()),
             r.verified.unwrap_or("-")

@@ -118,6 +118,7 @@ pub struct ClassLimits {
     pub other_request: Option<u64>,
     pub response: Option<u64>,
     pub keepalive: Option<u64>,
+    pub sigcomp: Option<u64>,
     /// Non-SIP payloads; over it the event is `malformed_flood`.
     pub malformed: Option<u64>,
 }
@@ -133,6 +134,7 @@ impl Default for ClassLimits {
             other_request: None,
             response: None,
             keepalive: None,
+            sigcomp: None,
             malformed: Some(10),
         }
     }
@@ -147,6 +149,7 @@ impl ClassLimits {
         out[SipClass::OtherRequest as usize] = self.other_request;
         out[SipClass::Response as usize] = self.response;
         out[SipClass::Keepalive as usize] = self.keepalive;
+        out[SipClass::SigComp as usize] = self.sigcomp;
         out[SipClass::Malformed as usize] = self.malformed;
         out
     }

@@ -65,10 +65,10 @@ pub struct SampleStats {
 pub fn decode(record: &[u8]) -> Option<Sampled> {
     let (h, payload) = ring::split(record)?;
     let kind = SampleKind::from_u8(h.kind)?;
-    let sip = if classify_payload(payload) == SipClass::Malformed {
-        Err("not SIP (kernel classifier)".to_string())
-    } else {
-        parse_sip(payload, payload.len() < usize::from(h.payload_len))
+    let sip = match classify_payload(payload) {
+        SipClass::Malformed => Err("not SIP (kernel classifier)".to_string()),
+        SipClass::SigComp => Err("SigComp: compressed, not read".to_string()),
+        _ => parse_sip(payload, payload.len() < usize::from(h.payload_len)),
     };
     Some(Sampled {
         src: ip_of(&h.src),

@@ -87,7 +87,9 @@ pub fn kept_choices(pins: &Pins, caps: &Capacities) -> Vec<Kept> {
 /// from before its spill mark; it is derived from BANS, so the load creates
 /// a fresh one and indexes the kept bans before the new programs take
 /// over), a counter array of another length (a build with fewer
-/// counters: the counts restart at zero), and a scan scratch of another
+/// counters: the counts restart at zero), a source table whose counts are
+/// laid out otherwise (a build with fewer SIP classes: the counts restart,
+/// as they do when the controller restarts), and a scan scratch of another
 /// size (it holds nothing between packets). The old programs keep the old
 /// maps until then.
 pub fn retire_stale_index(pins: &Pins) -> Result<()> {
@@ -104,6 +106,13 @@ pub fn retire_stale_index(pins: &Pins) -> Result<()> {
         MAP_STATS,
         |i| i.max_entries() != counters,
         "the pinned counters are another build's; they restart at zero",
+    )?;
+    let sources = std::mem::size_of::<SourceStats>() as u32;
+    retire_if(
+        pins,
+        MAP_SOURCES,
+        |i| i.value_size() != sources,
+        "the pinned source counts are another build's; they restart at zero",
     )?;
     let scratch = std::mem::size_of::<sip_xdp_common::maps::ScanScratch>() as u32;
     retire_if(

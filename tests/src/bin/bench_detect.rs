@@ -99,7 +99,7 @@ fn sampling_pass() {
         bytes: 1200,
         first_seen_ns: 1,
         last_seen_ns: 1,
-        class: [1, 1, 1, 0, 0, 0, 0],
+        class: [1, 1, 1, 0, 0, 0, 0, 0],
         ..Default::default()
     };
     let mut maps = p.maps();
