@@ -32,7 +32,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use maps::{
-    ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SCAN, SHED,
+    ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SHED,
     SIP_PORTS, SOURCES, STATS, TCP_PORTS, UNIT, VERIFIED,
 };
 use parse::{ptr_at, Pkt, Truncated, MAX_OFFSET};

@@ -18,7 +18,8 @@
 //! - At the root: the daemon's loop ([`controller`]) and its database
 //!   rounds, run off the loop ([`round`]), the file configuration
 //!   ([`config`]), errors, metrics, and the text forms of addresses and
-//!   durations ([`parse`]), and giving freed memory back ([`heap`]).
+//!   durations ([`parse`]), giving freed memory back ([`heap`]), and the
+//!   log's one-record-one-line writer ([`logline`]).
 //!
 //! # Adding things
 //! - A detector: a state machine in `detect/` returning `Detection`s with a
@@ -44,6 +45,7 @@ pub mod error;
 pub mod feed;
 pub mod heap;
 pub mod kernel;
+pub mod logline;
 pub mod metrics;
 pub mod parse;
 pub mod round;

@@ -21,9 +21,12 @@ fn limit_malloc_arenas() {
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    let default = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+    // The controller's lifecycle lines (running, synced, reloaded) are
+    // info; a command prints its own result and logs only what went wrong.
+    let daemon = matches!(cli.command, sip_xdp::cli::Command::Run { .. });
+    let default = match (cli.verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -36,7 +39,7 @@ fn main() -> ExitCode {
     };
     let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(sip_xdp::logline::OneLine::new(std::io::stderr, ansi))
         .with_ansi(ansi);
     match cli.log_format {
         LogFormat::Text => log.init(),

@@ -114,7 +114,7 @@ async fn trusted(
         {
             Ok((rows, bad)) => {
                 for b in bad {
-                    tracing::warn!(table = %t.table, id = b.id, reason = %b.why, "skipping address row");
+                    tracing::warn!(table = %t.table, id = b.id, reason = ?b.why, "skipping address row");
                 }
                 Ok(rows)
             }

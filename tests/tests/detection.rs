@@ -107,6 +107,32 @@ fn send_each(ns: &Netns, to: SocketAddr, n: usize, gap: Duration, make: impl Fn(
     }
 }
 
+/// The lines of the log at `log` that the shipped fail2ban filter
+/// (dist/fail2ban/filter.d/sip-xdp.conf) matches, as the real
+/// `fail2ban-regex` reports them.
+fn fail2ban_matched(log: &std::path::Path) -> Vec<String> {
+    let filter = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/fail2ban/filter.d/sip-xdp.conf"
+    );
+    let out = std::process::Command::new("fail2ban-regex")
+        .args(["--print-all-matched", log.to_str().unwrap(), filter])
+        .output()
+        .expect("fail2ban-regex (installed by `cargo xtask test`)");
+    assert!(out.status.success(), "fail2ban-regex: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split("|- Matched line(s):")
+        .nth(1)
+        .map(|rest| {
+            rest.lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("|  "))
+                .map(|l| l[3..].to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn scrape(ns: &Netns) -> String {
     sip_xdp_tests::http::scrape(ns, METRICS)
 }
@@ -687,6 +713,15 @@ fn failed_registrations_rows_lead_to_a_ban() {
         ))
     };
     admin("INSERT INTO failed_registrations (username, domain, source_ip, source_port, user_agent, response_code, response_reason, attempt_time, expires_header) VALUES ('1001', 'example.com', 'not-an-ip', 5060, 'x', 403, 'Forbidden', UTC_TIMESTAMP(3), 3600)");
+    // Text written to aim fail2ban's jail on sip-xdp's log at someone
+    // else: a ban line's words in the field, and a forged line after a
+    // newline.
+    for forged in [
+        "x banned src_ip=198.51.100.66 reason=",
+        "x\n  WARN sip_xdp::ban: banned src_ip=198.51.100.67",
+    ] {
+        admin(&format!("INSERT INTO failed_registrations (username, domain, source_ip, source_port, user_agent, response_code, response_reason, attempt_time, expires_header) VALUES ('1001', 'example.com', '{forged}', 5060, 'x', 403, 'Forbidden', UTC_TIMESTAMP(3), 3600)"));
+    }
     for i in 0..9 {
         let at = now - chrono::Duration::seconds(60 - i);
         rt.block_on(store.insert_failure(
@@ -725,6 +760,18 @@ fn failed_registrations_rows_lead_to_a_ban() {
         Duration::from_secs(2),
     );
     daemon.wait_log("source_ip is not an IP address", Duration::from_secs(1));
+    daemon.wait_log("198.51.100.67", Duration::from_secs(1));
+    let log = daemon.log_text();
+    assert!(
+        !log.lines().any(|l| l.trim_start().starts_with("WARN sip_xdp::ban")
+            && l.contains("198.51.100.67")),
+        "a newline from the database started a line of its own: {log}"
+    );
+    // fail2ban with the shipped filter sees the one real ban, and nothing
+    // the database's text says.
+    let matched = fail2ban_matched(&daemon.log);
+    assert_eq!(matched.len(), 1, "{matched:#?}");
+    assert!(matched[0].contains("src_ip=203.0.113.2 "), "{matched:#?}");
     assert!(eventually(Duration::from_secs(5), || {
         !rt.block_on(events(&store, "brute_force_detected"))
             .is_empty()
@@ -856,6 +903,14 @@ fn a_verified_client_is_never_banned_on_forgeable_evidence() {
     assert!(
         out.contains("203.0.113.2") && out.contains("registered"),
         "{out}"
+    );
+    // A jail on sip-xdp's log bans whom sip-xdp banned, never the phone it
+    // spared on forged evidence.
+    let matched = fail2ban_matched(&daemon.log);
+    assert!(!matched.is_empty(), "the scanner's ban line: {matched:#?}");
+    assert!(
+        matched.iter().all(|l| l.contains("src_ip=198.51.100.2 ")),
+        "{matched:#?}"
     );
 }
 

@@ -71,7 +71,9 @@ fn block_and_unblock_between_two_clients() {
 
     let c1 = lab.links[0].client_v4.to_string();
     let c2v6 = lab.links[1].client_v6.to_string();
-    cli.ok(&["block", &c1]);
+    // A reason as a script might pass it on, with a terminal's escape
+    // codes and a line break in it.
+    cli.ok(&["block", &c1, "--reason", "storm\x1b[2J\r\nforged row"]);
     cli.ok(&["block", &c2v6, "--for", "10m"]);
     assert_eq!(
         exchange(&lab, &listener, &both, N),
@@ -85,6 +87,14 @@ fn block_and_unblock_between_two_clients() {
         serde_json::from_str(&cli.ok(&["list", "blocked", "--json"])).unwrap();
     let rows = listed.as_array().unwrap();
     assert_eq!(rows.len(), 2);
+    // The table shows the reason escaped: one line per row, nothing a
+    // terminal would obey.
+    let table = cli.ok(&["list", "blocked"]);
+    assert_eq!(table.lines().count(), 3, "{table:?}");
+    assert!(
+        !table.contains('\x1b') && table.contains(r"storm\u{1b}[2J\r\nforged row"),
+        "{table:?}"
+    );
     assert!(rows.iter().all(|r| r["hits"] == N as u64), "{listed}");
     let top = cli.ok(&["top", "--json"]);
     assert!(top.contains(&lab.links[1].client_v4.to_string()), "{top}");

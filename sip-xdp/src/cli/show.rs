@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{edit, Ctx, ListWhat};
-use crate::{config::redact, db::store, kernel::Maps};
+use crate::{config::redact, db::store, kernel::Maps, logline::printable};
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
@@ -44,11 +44,11 @@ pub fn events(
         println!(
             "{}  {:<20} {:<8} {:<40} {} {}",
             r.event_time.format("%Y-%m-%d %H:%M:%S%.3f"),
-            r.event_type,
-            r.severity,
-            r.source_ip.unwrap_or_default(),
-            r.node.unwrap_or_default(),
-            r.details.unwrap_or_default()
+            printable(&r.event_type),
+            printable(&r.severity),
+            printable(&r.source_ip.unwrap_or_default()),
+            printable(&r.node.unwrap_or_default()),
+            printable(&r.details.unwrap_or_default())
         );
     }
     Ok(())
@@ -72,13 +72,13 @@ pub fn list_blocked(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
         println!(
             "{:>6} {:<43} {:<10} {:<19} {:<19} {:>8} {:>10}  {}",
             r.id,
-            r.ip_address,
-            r.source,
+            printable(&r.ip_address),
+            printable(&r.source),
             time(r.blocked_at),
             r.expires_at.map_or("never".into(), time),
             if enforced { "yes" } else { "no" },
             hits,
-            r.reason
+            printable(&r.reason)
         );
     }
     Ok(())
@@ -93,9 +93,9 @@ pub fn list_allowed(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
         println!(
             "{:>6} {:<43} {:>8}  {}",
             r.id,
-            r.ip_address,
+            printable(&r.ip_address),
             if r.enforced { "enforced" } else { "pending" },
-            r.comment
+            printable(&r.comment)
         );
     }
     Ok(())

@@ -509,7 +509,7 @@ impl Controller {
         }
         // Their `ip_unblocked` events were written by the round itself.
         for row in out.lifted {
-            tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = %row.source, "unblocked");
+            tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = ?row.source, "unblocked");
         }
         let peers_before = self.trusted.clone();
         let peers = self.trusted_peers(out.trusted);
@@ -790,7 +790,7 @@ impl Controller {
         // reported once and skipped, and the database stays "reachable".
         skips.extend(self.reconciler.first_reports(undecoded));
         for s in skips {
-            tracing::warn!(table = s.table, id = s.id, reason = %s.why, "skipping database row");
+            tracing::warn!(table = s.table, id = s.id, reason = ?s.why, "skipping database row");
         }
         self.defender
             .forget_unlisted(&desired.blocks.keys().copied().collect::<Vec<_>>());

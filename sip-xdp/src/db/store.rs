@@ -598,7 +598,7 @@ impl Store {
     pub async fn active_blocks(&self, at: NaiveDateTime) -> Result<Vec<BlockRow>> {
         let (rows, bad) = self.active_blocks_checked(at).await?;
         for b in bad {
-            tracing::warn!(table = b.table, id = b.id, reason = %b.why, "skipping database row");
+            tracing::warn!(table = b.table, id = b.id, reason = ?b.why, "skipping database row");
         }
         Ok(rows)
     }
@@ -812,7 +812,7 @@ impl Store {
             decode_stream(rows, "blocked_ips", |r| BlockRow::from_row(r).map(|b| self.block_ours(b)), |r| row_id!(r)).await?
         });
         for b in bad {
-            tracing::warn!(table = b.table, id = b.id, reason = %b.why, "skipping database row");
+            tracing::warn!(table = b.table, id = b.id, reason = ?b.why, "skipping database row");
         }
         Ok(rows)
     }
@@ -933,7 +933,7 @@ impl Store {
             ((good, last_id, fetched), bad)
         });
         for b in bad {
-            tracing::warn!(table = b.table, id = b.id, reason = %b.why, "skipping failure row");
+            tracing::warn!(table = b.table, id = b.id, reason = ?b.why, "skipping failure row");
         }
         Ok(FailureBatch {
             rows,
@@ -983,7 +983,7 @@ impl Store {
     pub async fn allows(&self) -> Result<Vec<AllowRow>> {
         let (rows, bad) = self.allows_checked().await?;
         for b in bad {
-            tracing::warn!(table = b.table, id = b.id, reason = %b.why, "skipping database row");
+            tracing::warn!(table = b.table, id = b.id, reason = ?b.why, "skipping database row");
         }
         Ok(rows)
     }

@@ -4,9 +4,12 @@
 //! Sources on the ignore list, the allow-list, loopback or this host's own
 //! addresses are never banned; repeat offenders get longer bans.
 //!
-//! The log line is stable for fail2ban and log shippers:
-//! `banned src_ip=203.0.113.7 reason=flood count=412 limit=30 window_s=2 ban_s=120 offence=1`
-//! (tracing's key=value form, with the usual timestamp and level first).
+//! The log line is stable for fail2ban and log shippers, and only a ban
+//! writes it (target `sip_xdp::ban`, whatever module bans):
+//! `WARN sip_xdp::ban: banned src_ip=203.0.113.7 reason=flood count=412 limit=30 window_s=2 ban_s=120 offence=1`
+//! (tracing's key=value form, after the timestamp). The shipped fail2ban
+//! filter matches it from the level on, so no other line (`detected, not
+//! banned`, a row the store skipped) can stand for it.
 
 use std::{
     collections::HashMap,
@@ -249,7 +252,7 @@ impl Defender {
                 {
                     Ok(ip) => ip,
                     Err(_) => {
-                        tracing::warn!(table, id = row.id, source_ip = %row.source_ip, "skipping failure row: source_ip is not an IP address");
+                        tracing::warn!(table, id = row.id, source_ip = ?row.source_ip, "skipping failure row: source_ip is not an IP address");
                         continue;
                     }
                 };
@@ -538,6 +541,7 @@ fn record_ban(
     let (ip, reason) = (spelling(&net), d.reason);
     let ban_s = ban.as_secs();
     tracing::warn!(
+        target: "sip_xdp::ban",
         src_ip = %ip,
         reason = %reason.name(),
         count = d.count,
