@@ -421,10 +421,13 @@ const IN_EXCHANGE: u32 = 1;
 fn wanted(class: u32, payload_len: usize, lists: bool, exchange: bool) -> bool {
     if class == SipClass::Keepalive as u32 {
         payload_len > CLASSIFY_LEN
-    } else if class == SipClass::SigComp as u32 {
-        // Compressed: nothing in it can be read.
-        false
-    } else if class == SipClass::Response as u32 || class == SipClass::Malformed as u32 {
+    } else if class == SipClass::Response as u32
+        || class == SipClass::Malformed as u32
+        // SigComp is known by its first byte alone, and SIP servers read a
+        // request behind such a byte as a method of their own: read as any
+        // request a server may parse.
+        || class == SipClass::SigComp as u32
+    {
         true
     } else {
         lists || exchange

@@ -113,7 +113,17 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         if !is_sip_port(udp.dst_port) {
             return Ok(enforce_only(&src, cfg.ban_all(), cfg, Counter::OtherPort));
         }
-        udp
+        // A payload past the bound (a jumbo frame in generic mode) cannot
+        // be laundered whole: unreadable, never passed unjudged.
+        if udp.payload_len > MAX_OFFSET as usize {
+            frame::Udp {
+                payload_len: 0,
+                valid: false,
+                ..udp
+            }
+        } else {
+            udp
+        }
     };
     let allowed = match source_rules(&src) {
         Source::Banned => return Ok(drop(Counter::Banned, cfg.monitor())),

@@ -182,7 +182,7 @@ def datagrams(src, family):
         # Fragments, in either order; some first fragments carry the UDP
         # header and nothing more, or too little to classify.
         ip = (raw[0] & 15) * 4 if family == 4 else 40
-        first = (l4 - ip + rng.choice([8, 16, 24, 64, 256]) + 7) // 8 * 8
+        first = (l4 - ip + rng.choice([8, 16, 24, 64, 256, 512, 1024]) + 7) // 8 * 8
         if family != 4 and l4 - ip >= 16 and rng.random() < 0.3:
             # A first fragment that ends inside the extension chain: Linux
             # queues it, and the datagram that reassembles is delivered.

@@ -247,6 +247,20 @@ pub fn cut_datagram(frame: &[u8], at: usize) -> Vec<u8> {
     out
 }
 
+/// The first fragment of an untagged datagram from `src` (IPv4, or IPv6
+/// with a Fragment header) carrying `payload`, with `head` bytes of the
+/// payload in it: the UDP length says the whole payload, the IP length
+/// this fragment.
+pub fn first_fragment(src: &str, payload: &[u8], head: usize) -> Vec<u8> {
+    let whole = Frame::sip(src, payload).fragment(0, true).build();
+    let l4 = if src.contains(':') {
+        14 + 40 + 8
+    } else {
+        14 + 20
+    };
+    cut_datagram(&whole, l4 + 8 + head)
+}
+
 /// Sets the UDP length field of an untagged `frame` whose UDP header is at
 /// `l4` (the checksum is left as it was).
 pub fn set_udp_len(frame: &mut [u8], l4: usize, len: u16) {

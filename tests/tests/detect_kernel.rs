@@ -14,8 +14,8 @@ use sip_xdp_common::{
 use sip_xdp_tests::{
     flood::pin_to_cpu,
     frames::{
-        cut_datagram, set_udp_len, with_dest_opts, with_vlan_stack, Frame, INVITE, OPTIONS,
-        REGISTER,
+        cut_datagram, first_fragment, set_udp_len, with_dest_opts, with_vlan_stack, Frame, INVITE,
+        OPTIONS, REGISTER,
     },
     prog::{delta, TestProg, XDP_DROP, XDP_PASS},
 };
@@ -897,6 +897,25 @@ fn the_deny_lists_drop_from_the_first_packet() {
             (DeniedHeader, 2),
         ]
     );
+    // Behind a first byte that SigComp begins with, Kamailio still reads a
+    // request (its method is "\xffPTIONS"): the lists read it too.
+    let mut hidden = String::from_utf8(OPTIONS.to_vec())
+        .unwrap()
+        .replace(
+            "Content-Length",
+            "User-Agent: friendly-scanner\r\nContent-Length",
+        )
+        .into_bytes();
+    hidden[0] = 0xff;
+    let before = p.stats();
+    assert_eq!(
+        p.run(&Frame::sip("203.0.113.88", &hidden).build()),
+        XDP_DROP
+    );
+    assert_eq!(
+        delta(&before, &p.stats()),
+        [(Scanner, 1), (ClassSigComp, 1)]
+    );
     // The allow-list is never judged by them.
     maps.put_allow(&"203.0.113.85/32".parse().unwrap()).unwrap();
     assert_eq!(p.run(&svmap("203.0.113.85")), XDP_PASS);
@@ -998,25 +1017,37 @@ fn what_cannot_be_read_is_counted_and_dropped() {
         )
     );
     assert_eq!(dropped_of(&p, "2001:db8:2::140"), 3);
-    // A first fragment holding the UDP header and nothing more, or too
-    // little to classify; the rest would reassemble into the REGISTER.
-    for (src, l4) in [
-        ("203.0.113.141", 14 + 20),
-        ("2001:db8:2:1::141", 14 + 40 + 8),
-    ] {
-        let first = Frame::sip(src, REGISTER).fragment(0, true).build();
-        for keep in [8, 16] {
-            let cut = cut_datagram(&first, l4 + keep);
+    // A first fragment holding the UDP header and nothing more, or less
+    // of the payload than any stack fragments at; the rest would
+    // reassemble into a scanner's REGISTER whose User-Agent nobody read.
+    let scanner = [
+        REGISTER,
+        b"X-Pad: 0123456789\r\n".repeat(40).as_slice(),
+        b"User-Agent: friendly-scanner\r\n\r\n",
+    ]
+    .concat();
+    for v6 in [false, true] {
+        // A source each, under the rate limit.
+        let src = |i: usize| {
+            if v6 {
+                format!("2001:db8:2:{}::141", i + 1)
+            } else {
+                format!("100.64.9.{}", i + 1)
+            }
+        };
+        for (i, head) in [0, 8, 16, 64, 504].into_iter().enumerate() {
+            let src = src(i);
             assert_eq!(
-                run(&p, &cut),
+                run(&p, &first_fragment(&src, &scanner, head)),
                 (XDP_DROP, vec![(ClassMalformed, 1), (Invalid, 1)]),
-                "{src}: {keep} bytes of UDP"
+                "{src}: {head} bytes of payload"
             );
         }
-        // Enough to classify: judged as any first fragment.
-        let cut = cut_datagram(&first, l4 + 8 + 16);
+        // As much as a 552-byte path MTU leaves: judged as any first
+        // fragment.
+        let src = src(9);
         assert_eq!(
-            run(&p, &cut),
+            run(&p, &first_fragment(&src, &scanner, 520)),
             (XDP_PASS, vec![(Sip, 1), (ClassRegister, 1)]),
             "{src}"
         );

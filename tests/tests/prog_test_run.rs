@@ -10,7 +10,7 @@ use sip_xdp_common::{
     CONFIG_MONITOR,
 };
 use sip_xdp_tests::{
-    frames::{arp, Frame, INVITE, OPTIONS, REGISTER},
+    frames::{arp, first_fragment, Frame, INVITE, OPTIONS, REGISTER},
     prog::{delta, TestProg, XDP_DROP, XDP_PASS},
 };
 
@@ -375,9 +375,9 @@ fn fragments_follow_the_source_rules() {
     let p = TestProg::load("frag");
     ban(&p, "203.0.113.100", None);
     // First fragment (offset 0, more fragments) carries UDP: judged fully.
-    let first = Frame::sip("203.0.113.101", INVITE)
-        .fragment(0, true)
-        .build();
+    // A large INVITE, cut where a 552-byte path MTU would.
+    let big = [INVITE, &b"a=x\r\n".repeat(300)].concat();
+    let first = first_fragment("203.0.113.101", &big, 512);
     assert_eq!(run(&p, &first).1, vec![(Sip, 1), (ClassInvite, 1)]);
     // Later fragments have no port: passed for unknown sources...
     let later = Frame::sip("203.0.113.101", b"a=rtpmap:0 PCMU/8000\r\n")
@@ -390,9 +390,7 @@ fn fragments_follow_the_source_rules() {
         .build();
     assert_eq!(run(&p, &banned), (XDP_DROP, vec![(Banned, 1)]));
     // IPv6 fragment header, first and later.
-    let first6 = Frame::sip("2001:db8:2::101", INVITE)
-        .fragment(0, true)
-        .build();
+    let first6 = first_fragment("2001:db8:2::101", &big, 1224);
     assert_eq!(run(&p, &first6).1, vec![(Sip, 1), (ClassInvite, 1)]);
     let later6 = Frame::sip("2001:db8:2::101", b"tail")
         .fragment(100, false)

@@ -15,7 +15,7 @@ pub mod model;
 #[cfg(test)]
 mod tests;
 
-use crate::{addr::v4_mapped, IpKey, CLASSIFY_LEN};
+use crate::{addr::v4_mapped, IpKey};
 
 /// A frame's bytes, bounds-checked.
 pub trait Packet {
@@ -273,6 +273,14 @@ pub fn is_extension(proto: u8) -> bool {
     )
 }
 
+/// UDP payload bytes a first fragment must hold (or all of the payload, if
+/// less): the classifier, the deny lists and the samples read the head of
+/// a fragmented datagram only, and no stack fragments earlier. Linux's
+/// smallest path MTU (`min_pmtu`, 552) leaves a first fragment 520 bytes
+/// of payload, Windows' 576 more, and IPv6's 1,280-byte minimum MTU more
+/// than twice that; a fragment of a few bytes only hides what follows.
+pub const FIRST_FRAGMENT_HEAD: usize = 512;
+
 /// A UDP header and the payload a socket is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Udp {
@@ -285,9 +293,9 @@ pub struct Udp {
     /// in this frame.
     pub payload_len: usize,
     /// False for a length Linux refuses (shorter than the header, past the
-    /// IP length, an IPv4 length of 0) and for a first fragment too short
-    /// to classify: its head is not what the socket will be given, and no
-    /// stack fragments so early.
+    /// IP length, an IPv4 length of 0) and for a first fragment shorter
+    /// than `FIRST_FRAGMENT_HEAD`: its head is not what the socket will be
+    /// given, and no stack fragments so early.
     pub valid: bool,
 }
 
@@ -306,7 +314,7 @@ pub fn udp(p: &(impl Packet + ?Sized), n: &Network) -> Result<Udp, Refusal> {
     let room = n.end - l4 - UDP_HLEN;
     let (payload_len, valid) = if n.v6 && ulen == 0 {
         // RFC 2675's reading, which Linux applies to any IPv6 datagram.
-        (room, n.shape == Shape::Whole || room >= CLASSIFY_LEN)
+        (room, n.shape == Shape::Whole || room >= FIRST_FRAGMENT_HEAD)
     } else if ulen < UDP_HLEN {
         (0, false)
     } else if n.shape == Shape::Whole {
@@ -320,10 +328,10 @@ pub fn udp(p: &(impl Packet + ?Sized), n: &Network) -> Result<Udp, Refusal> {
     } else {
         let want = ulen - UDP_HLEN;
         let head = if want < room { want } else { room };
-        let least = if want < CLASSIFY_LEN {
+        let least = if want < FIRST_FRAGMENT_HEAD {
             want
         } else {
-            CLASSIFY_LEN
+            FIRST_FRAGMENT_HEAD
         };
         (head, head >= least)
     };

@@ -187,7 +187,7 @@ pub fn check(frame: &[u8]) -> Result<(), String> {
         return Err(format!("port {}, Linux's {}", u.dst_port, d.dst_port));
     }
     if !u.valid {
-        return if d.first_fragment && d.payload.len() < crate::CLASSIFY_LEN {
+        return if d.first_fragment && d.payload.len() < super::FIRST_FRAGMENT_HEAD {
             Ok(())
         } else {
             Err(format!("refused {u:?}, which Linux delivers as {d:?}"))

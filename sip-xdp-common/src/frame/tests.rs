@@ -183,6 +183,8 @@ fn fragments() {
         let (first, later) = if v6 { (1, 8 << 3) } else { (0x2000, 8) };
         let mut b = Build::new(v6);
         b.frag = Some(first);
+        b.payload = REGISTER.repeat(20);
+        b.cut = Some(if v6 { 8 + 8 + 1024 } else { 8 + 1024 });
         let f = b.frame();
         let (n, u) = read(&f);
         assert_eq!(n.shape, Shape::FirstFragment);
@@ -192,7 +194,7 @@ fn fragments() {
         b.cut = Some(if v6 { 8 + 16 } else { 16 });
         let f = b.frame();
         let (_, u) = read(&f);
-        assert!(!u.valid, "v6 {v6}: too short to classify");
+        assert!(!u.valid, "v6 {v6}: too short to read");
         model::check(&f).unwrap();
         // Only the UDP header.
         b.cut = Some(if v6 { 8 + 8 } else { 8 });
@@ -278,6 +280,35 @@ fn mutated_frames_keep_the_promise() {
     // Most frames are ones Linux delivers: the promise is tested, not
     // skipped.
     assert!(delivered > 70_000, "{delivered}");
+}
+
+/// A first fragment must carry at least `FIRST_FRAGMENT_HEAD` bytes of
+/// payload (or all of it): a scanner's REGISTER cut after its first line
+/// would otherwise reach the socket with its User-Agent never read.
+#[test]
+fn a_first_fragment_short_of_the_head_is_unreadable() {
+    let long = [REGISTER, b"X-Pad: 0123456789\r\n"[..].repeat(60).as_slice()].concat();
+    for v6 in [false, true] {
+        let mut b = Build::new(v6);
+        b.payload = long.clone();
+        b.frag = Some(if v6 { 1 } else { 0x2000 });
+        let hdrs = if v6 { 8 + 8 } else { 8 };
+        for (head, valid) in [
+            (16, false),
+            (64, false),
+            (504, false),
+            (512, true),
+            (1024, true),
+        ] {
+            b.cut = Some(hdrs + head);
+            let f = b.frame();
+            let (n, u) = read(&f);
+            assert_eq!(n.shape, Shape::FirstFragment);
+            assert_eq!(u.payload_len, head, "v6 {v6}");
+            assert_eq!(u.valid, valid, "v6 {v6}, {head} bytes of payload");
+            model::check(&f).unwrap();
+        }
+    }
 }
 
 /// A first fragment whose extension chain runs off its end: Linux queues

@@ -124,8 +124,9 @@ pub struct ClassLimits {
 }
 
 impl Default for ClassLimits {
-    /// Only non-SIP payloads have their own limit by default: a client that
-    /// sends garbage to a SIP port is never legitimate.
+    /// Only non-SIP payloads and SigComp have their own limit by default: a
+    /// client that sends garbage to a SIP port is never legitimate, and a
+    /// first byte is all it takes to be counted as SigComp.
     fn default() -> Self {
         Self {
             register: None,
@@ -134,7 +135,7 @@ impl Default for ClassLimits {
             other_request: None,
             response: None,
             keepalive: None,
-            sigcomp: None,
+            sigcomp: Some(10),
             malformed: Some(10),
         }
     }

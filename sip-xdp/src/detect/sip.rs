@@ -65,9 +65,10 @@ pub struct SampleStats {
 pub fn decode(record: &[u8]) -> Option<Sampled> {
     let (h, payload) = ring::split(record)?;
     let kind = SampleKind::from_u8(h.kind)?;
+    // SigComp is parsed like the rest: a SIP server reads what follows its
+    // first byte as a request if it can, and so does the scanner detector.
     let sip = match classify_payload(payload) {
         SipClass::Malformed => Err("not SIP (kernel classifier)".to_string()),
-        SipClass::SigComp => Err("SigComp: compressed, not read".to_string()),
         _ => parse_sip(payload, payload.len() < usize::from(h.payload_len)),
     };
     Some(Sampled {
