@@ -14,8 +14,8 @@ use sip_xdp_common::{
 use sip_xdp_tests::{
     flood::pin_to_cpu,
     frames::{
-        cut_datagram, first_fragment, set_udp_len, with_dest_opts, with_vlan_stack, Frame, INVITE,
-        OPTIONS, REGISTER,
+        first_fragment, set_udp_len, with_dest_opts, with_vlan_stack, Frame, INVITE, OPTIONS,
+        REGISTER,
     },
     prog::{delta, TestProg, XDP_DROP, XDP_PASS},
 };
