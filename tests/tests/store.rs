@@ -122,6 +122,35 @@ async fn check(store: &Store) {
         .iter()
         .any(|r| r.ip_address == "203.0.113.7"));
 
+    // The SIP server's own query, as an OpenSIPS or Kamailio script runs
+    // it (no `unblocked_at` in it), agrees: a lift by address, by id (a
+    // feed's removal) or at expiry leaves no row it reads as blocked.
+    let timed = store
+        .insert_block(
+            "198.51.100.79",
+            "",
+            "feed",
+            t0,
+            Some(t0 + Duration::hours(1)),
+            None,
+        )
+        .await
+        .unwrap();
+    store.lift_ids(&[timed], t0).await.unwrap();
+    let classic = |ip: &'static str| -> &'static str {
+        match (store.kind(), ip) {
+            ("mysql", "203.0.113.7") => "SELECT COUNT(*) FROM blocked_ips WHERE ip_address = '203.0.113.7' AND (expires_at IS NULL OR expires_at > NOW())",
+            ("mysql", _) => "SELECT COUNT(*) FROM blocked_ips WHERE ip_address = '198.51.100.79' AND (expires_at IS NULL OR expires_at > NOW())",
+            (_, "203.0.113.7") => "SELECT COUNT(*) FROM blocked_ips WHERE ip_address = '203.0.113.7' AND (expires_at IS NULL OR expires_at > datetime('now'))",
+            _ => "SELECT COUNT(*) FROM blocked_ips WHERE ip_address = '198.51.100.79' AND (expires_at IS NULL OR expires_at > datetime('now'))",
+        }
+    };
+    // Those queries compare whole seconds: the lift shows from the next.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for ip in ["203.0.113.7", "198.51.100.79"] {
+        assert_eq!(store.count_literal(classic(ip)).await.unwrap(), 0, "{ip}");
+    }
+
     // CIDRs round-trip for both families.
     for cidr in ["198.51.100.0/24", "2001:db8:1::/48", "2001:db8::7"] {
         store

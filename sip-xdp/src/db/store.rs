@@ -578,6 +578,12 @@ impl Store {
         Ok(with_pool!(self, p => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()))?)
     }
 
+    /// Runs one constant `SELECT COUNT(*)`, as an operator's script would
+    /// (tests, and `db` maintenance).
+    pub async fn count_literal(&self, sql: &'static str) -> Result<i64> {
+        Ok(with_pool!(self, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await)?)
+    }
+
     /// Time comparison that also copes with hand-written SQLite values such
     /// as '2026-11-25T10:00:00' (text comparison would not).
     fn later(&self, col: &str) -> String {
@@ -710,19 +716,37 @@ impl Store {
         Ok(rows.into_iter().map(|r| self.block_ours(r)).collect())
     }
 
+    /// What a lift sets, three binds of the lift time: `unblocked_at`, and
+    /// an `expires_at` no later than the lift, so that a SIP server's own
+    /// query (`expires_at IS NULL OR expires_at > NOW()`, with no
+    /// `unblocked_at` in it) stops seeing the row as blocked too.
+    fn lift_set(&self) -> String {
+        format!(
+            "unblocked_at = ?, expires_at = CASE WHEN expires_at IS NULL OR {} THEN ? ELSE expires_at END",
+            self.later("expires_at")
+        )
+    }
+
     /// Marks one block lifted (only if still unlifted). True if it was.
     pub async fn mark_lifted(&self, id: i64, at: NaiveDateTime) -> Result<bool> {
-        let sql = "UPDATE blocked_ips SET unblocked_at = ? WHERE id = ? AND unblocked_at IS NULL";
-        let n = with_pool!(self, p => sqlx::query(sql).bind(self.theirs(at)).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        let sql = format!(
+            "UPDATE blocked_ips SET {} WHERE id = ? AND unblocked_at IS NULL",
+            self.lift_set()
+        );
+        let at = self.theirs(at);
+        let n = with_pool!(self, p => sqlx::query(safe(&sql)).bind(at).bind(at).bind(at).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n > 0)
     }
 
     /// Lifts every unlifted block of exactly `ip_address`. Returns how many.
     pub async fn lift(&self, ip_address: &str, at: NaiveDateTime) -> Result<u64> {
-        let sql =
-            "UPDATE blocked_ips SET unblocked_at = ? WHERE ip_address = ? AND unblocked_at IS NULL";
+        let sql = format!(
+            "UPDATE blocked_ips SET {} WHERE ip_address = ? AND unblocked_at IS NULL",
+            self.lift_set()
+        );
+        let at = self.theirs(at);
         Ok(
-            with_pool!(self, p => sqlx::query(sql).bind(self.theirs(at)).bind(ip_address).execute(p).await.map(|r| r.rows_affected()))?,
+            with_pool!(self, p => sqlx::query(safe(&sql)).bind(at).bind(at).bind(at).bind(ip_address).execute(p).await.map(|r| r.rows_affected()))?,
         )
     }
 
@@ -859,27 +883,46 @@ impl Store {
 
     /// Marks these rows lifted at `at` (those not lifted yet).
     pub async fn lift_ids(&self, ids: &[i64], at: NaiveDateTime) -> Result<()> {
-        self.set_on_ids("unblocked_at", self.theirs(at), ids).await
+        self.set_on_ids(None, self.theirs(at), ids).await
     }
 
     /// Moves these rows' expiry to `expires_at`.
     pub async fn extend_ids(&self, ids: &[i64], expires_at: NaiveDateTime) -> Result<()> {
-        self.set_on_ids("expires_at", self.theirs(expires_at), ids)
+        self.set_on_ids(Some("expires_at"), self.theirs(expires_at), ids)
             .await
     }
 
-    /// `UPDATE blocked_ips SET col = t` on the unlifted rows of `ids`, in
-    /// one transaction, INSERT_ROWS ids per statement. `col` is one of this
-    /// module's constants.
-    async fn set_on_ids(&self, col: &'static str, t: NaiveDateTime, ids: &[i64]) -> Result<()> {
+    /// `UPDATE blocked_ips SET col = t` (with no `col`, the lift of
+    /// `lift_set` at `t`) on the unlifted rows of `ids`, in one transaction,
+    /// INSERT_ROWS ids per statement. `col` is one of this module's
+    /// constants.
+    async fn set_on_ids(
+        &self,
+        col: Option<&'static str>,
+        t: NaiveDateTime,
+        ids: &[i64],
+    ) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             for chunk in ids.chunks(INSERT_ROWS) {
-                let mut qb = sqlx::QueryBuilder::new(format!("UPDATE blocked_ips SET {col} = "));
-                qb.push_bind(t).push(" WHERE unblocked_at IS NULL AND id IN (");
+                let mut qb = sqlx::QueryBuilder::new("UPDATE blocked_ips SET ");
+                match col {
+                    Some(col) => {
+                        qb.push(col).push(" = ").push_bind(t);
+                    }
+                    None => {
+                        let set = self.lift_set();
+                        let mut parts = set.split('?');
+                        qb.push(parts.next().unwrap_or_default());
+                        for part in parts {
+                            qb.push_bind(t).push(part);
+                        }
+                    }
+                }
+                qb.push(" WHERE unblocked_at IS NULL AND id IN (");
                 let mut sep = qb.separated(", ");
                 for id in chunk {
                     sep.push_bind(*id);
