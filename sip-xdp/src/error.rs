@@ -62,6 +62,13 @@ pub enum Error {
     )]
     Incompatible { pins: PathBuf, why: String },
 
+    #[error(
+        "another sip-xdp controller{} already runs on {pins}; stop it first \
+         (`systemctl stop sip-xdp`), or give this one its own SIP_XDP_PIN_DIR",
+        pid.map(|p| format!(" (PID {p})")).unwrap_or_default()
+    )]
+    AnotherController { pins: PathBuf, pid: Option<u32> },
+
     #[error("loading the XDP program failed: {0}")]
     Load(#[from] aya::EbpfError),
 

@@ -615,3 +615,36 @@ async fn changes_made_during_an_outage_stick() {
     );
     assert!(daemon.stop().success());
 }
+
+/// A second controller on the same pin directory refuses to start and
+/// names the first; once the first is gone, a new one starts.
+#[test]
+fn one_controller_per_pin_directory() {
+    let lab = Lab::two_clients("lk");
+    let cli = Cli::new(&lab.server);
+    no_detection(&cli);
+    let mut first = cli.start_controller(&["s1"], "node-lk", INTERVAL);
+    first.wait_log("database connected", Duration::from_secs(20));
+    let mut refused = cli.start_controller(&["s1"], "node-lk2", INTERVAL);
+    let status = (0..200).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        refused.child.try_wait().unwrap()
+    });
+    let err = refused.log_text();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a second controller ran beside the first:\n{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "another sip-xdp controller (PID {}) already runs on {}",
+            first.child.id(),
+            cli.pins.display()
+        )),
+        "{err}"
+    );
+    assert!(first.stop().success());
+    let mut second = cli.start_controller(&["s1"], "node-lk", INTERVAL);
+    second.wait_log("database connected", Duration::from_secs(20));
+    assert!(second.stop().success());
+}

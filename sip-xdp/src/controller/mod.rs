@@ -43,7 +43,9 @@ use crate::{
         sip::{self, SampleStats, Sampled},
         Detection,
     },
-    kernel::{clock, hot::Read, loader, ring, Guard, Maps, Pins, Sampler},
+    kernel::{
+        clock, hot::Read, loader, one_controller::ControllerLock, ring, Guard, Maps, Pins, Sampler,
+    },
     metrics::Metrics,
     round::{self, RoundError, RoundInput, RoundOutput},
     Error,
@@ -52,6 +54,7 @@ use crate::{
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct Controller {
+    _lock: ControllerLock,
     cfg: Config,
     overrides: Overrides,
     pins: Pins,
@@ -113,6 +116,7 @@ impl Controller {
                 "no interface to protect: give --iface IFACE or `interfaces` in the config file"
             );
         }
+        let lock = ControllerLock::take(&pins)?;
         if pins.prog().exists() {
             // Programs pinned by another build are replaced in place here,
             // also when every interface is already attached.
@@ -152,6 +156,7 @@ impl Controller {
         apply_settings(&mut maps, &cfg, &defender)?;
         let events = EventBuffer::new(cfg.event_buffer, Some(cfg.node.clone()));
         Ok(Self {
+            _lock: lock,
             cfg,
             overrides,
             pins,

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod handles;
 pub mod hot;
 pub mod loader;
+pub mod one_controller;
 pub mod pins;
 pub mod ring;
 pub mod rules;
