@@ -48,15 +48,16 @@ pub const DEFAULT_STATUS_FILE: &str = "/run/sip-xdp/status.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
+    // Neither error is a `#[source]`: the message already holds it, and
+    // the one-line report of an error and its causes would print it twice.
+    #[error("reading {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path}: line {line}, column {column}: {message}")]
     Parse {
         path: String,
-        source: Box<toml::de::Error>,
+        line: usize,
+        column: usize,
+        message: String,
     },
     #[error("{path}: {field}: {why}")]
     Invalid {
@@ -148,7 +149,7 @@ impl Config {
             Err(source) => {
                 return Err(ConfigError::Read {
                     path: path.display().to_string(),
-                    source,
+                    error: source,
                 })
             }
         };
@@ -159,9 +160,15 @@ impl Config {
 
     /// The configuration a file's text gives; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
-            source: Box::new(e),
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start).min(text.len());
+            let before = &text[..at];
+            ConfigError::Parse {
+                path: origin.to_string(),
+                line: before.matches('\n').count() + 1,
+                column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+                message: e.message().trim().replace('\n', "; "),
+            }
         })?;
         Self::from_raw(raw).map_err(|(field, why)| ConfigError::Invalid {
             path: origin.to_string(),
@@ -183,6 +190,34 @@ impl Config {
             None => Duration::from_secs(2),
             Some(s) => crate::parse::parse_duration(s).map_err(|e| ("sync_interval", e))?,
         };
+        if sync_interval < MIN_SYNC_INTERVAL {
+            return Err((
+                "sync_interval",
+                format!(
+                    "{} is shorter than {}: every round reads the database",
+                    humantime::format_duration(sync_interval),
+                    humantime::format_duration(MIN_SYNC_INTERVAL)
+                ),
+            ));
+        }
+        if let Some(db) = &raw.db {
+            check_db_url(db)?;
+        }
+        for (field, path) in [
+            ("outbox", &raw.outbox),
+            ("status_file", &raw.status_file),
+            ("state_dir", &raw.state_dir),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err((field, "needs a path".into()));
+            }
+        }
+        if let Some(node) = &raw.node {
+            crate::db::schema::fits("node", node).map_err(|e| ("node", e.to_string()))?;
+            if node.is_empty() {
+                return Err(("node", "needs a name (the host name is the default)".into()));
+            }
+        }
         let ban_scope = ports_and_scope(&raw)?;
         let metrics = match &raw.metrics {
             None => None,
@@ -231,6 +266,30 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(crate::db::outbox::DEFAULT_OUTBOX)),
             path: None,
         })
+    }
+}
+
+/// The shortest sync interval `run` takes: every round reads the database.
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Refuses a database URL of a kind sip-xdp does not speak, naming only
+/// its scheme (the rest may hold a password).
+pub fn check_db_url(db: &str) -> Result<(), (&'static str, String)> {
+    let scheme = db.split_once(':').map_or("", |(s, _)| s);
+    match scheme {
+        "sqlite" | "mysql" | "mariadb" => Ok(()),
+        _ => Err((
+            "db",
+            format!(
+                "{:?} is not a database sip-xdp uses: give sqlite:///path/file.db or \
+                 mysql://user:password@host/db",
+                if scheme.is_empty() {
+                    "(no scheme)".to_string()
+                } else {
+                    format!("{scheme}:")
+                }
+            ),
+        )),
     }
 }
 
@@ -564,6 +623,46 @@ mod tests {
         let e = Config::parse("source_lru = \"percpu\"\n", "t").unwrap_err();
         assert!(e.to_string().contains("source_lru"), "{e}");
         assert!(e.to_string().contains("per-cpu"), "{e}");
+    }
+
+    #[test]
+    fn what_run_refuses_check_refuses_once_on_one_line() {
+        let report = |text: &str| {
+            let e = Config::load(Some(&write(text))).unwrap_err();
+            // As main prints it: the error and its causes.
+            format!("{:#}", anyhow::Error::from(e))
+        };
+        for (text, want) in [
+            (
+                "db = \"postgres://u:secret@h/x\"\n",
+                "db: \"postgres:\" is not a database",
+            ),
+            (
+                "sync_interval = \"1ns\"\n",
+                "sync_interval: 1ns is shorter than 100ms",
+            ),
+            ("outbox = \"\"\n", "outbox: needs a path"),
+            ("status_file = \"\"\n", "status_file: needs a path"),
+            (
+                &format!("node = \"{}\"\n", "n".repeat(65)),
+                "node: the node is 65 characters long",
+            ),
+            (
+                "mode = 5\n",
+                "line 1, column 8: invalid type: integer `5`, expected a string",
+            ),
+        ] {
+            let e = report(text);
+            assert!(e.contains(want), "{text}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert_eq!(e.matches(want).count(), 1, "{e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+        let e = format!(
+            "{:#}",
+            anyhow::Error::from(Config::load(Some(Path::new("/nonexistent/x.toml"))).unwrap_err())
+        );
+        assert_eq!(e.matches("No such file").count(), 1, "{e}");
     }
 
     #[test]

@@ -18,12 +18,27 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// A command whose reader goes away (`sip-xdp list blocked | head`) ends
+/// the way `cat` and `ls` end there: quietly, by SIGPIPE. Rust ignores
+/// SIGPIPE, which turns the next print into a panic. The controller keeps
+/// ignoring it: a client that hangs up on the metrics port is an error on
+/// that socket, not a reason to stop filtering.
+fn quiet_broken_pipe() {
+    // SAFETY: called in main before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
     // The controller's lifecycle lines (running, synced, reloaded) are
     // info; a command prints its own result and logs only what went wrong.
     let daemon = matches!(cli.command, sip_xdp::cli::Command::Run { .. });
+    if !daemon {
+        quiet_broken_pipe();
+    }
     let default = match (cli.verbose, daemon) {
         (0, false) => "warn",
         (0, true) | (1, _) => "info",

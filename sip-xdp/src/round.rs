@@ -140,24 +140,50 @@ async fn write_first(
     feeds: &[FeedRows],
     node: &str,
 ) -> Result<(), StoreError> {
-    let queued = outbox
-        .drain(|changes| async move {
-            for c in changes {
-                c.apply(store, true).await?;
-            }
-            Ok(())
-        })
+    let drained = outbox
+        .drain(|c| async move { c.apply(store, true).await.map(drop) })
         .await?;
-    if queued > 0 {
-        tracing::info!(changes = queued, path = %outbox.path().display(), "wrote the changes queued while the database was unreachable");
+    if drained.written > 0 {
+        tracing::info!(changes = drained.written, path = %outbox.path().display(), "wrote the changes queued while the database was unreachable");
+    }
+    for (c, why) in &drained.failed {
+        tracing::error!(target_ip = %c.target, node = ?c.node, error = %why, moved_to = %outbox.failed_path().display(), "the database refused a queued change; it was moved aside and is not applied");
+        let event = Event {
+            event_type: "change_refused".into(),
+            source_ip: Some(c.target.clone()),
+            severity: "error".into(),
+            details: serde_json::json!({"change": c, "error": why, "moved_to": outbox.failed_path()}),
+            event_time: crate::db::store::now(),
+            node: Some(node.to_string()),
+        };
+        tolerated(
+            store.insert_events(&[event]).await,
+            "the refused change's event",
+        )?;
     }
     for f in feeds {
-        let w = crate::db::feeds::write(store, f, node).await?;
+        let Some(w) = tolerated(crate::db::feeds::write(store, f, node).await, "feed rows")? else {
+            continue;
+        };
         if w.added + w.lifted + w.extended > 0 {
             tracing::info!(feed = %f.feed, added = w.added, lifted = w.lifted, extended = w.extended, "feed rows written");
         }
     }
     Ok(())
+}
+
+/// A write that failed because of what it wrote is logged and given up:
+/// it would fail again every round, and must not keep the round from
+/// reading the lists. Any other failure is the round's.
+fn tolerated<T>(r: Result<T, StoreError>, what: &str) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_data_error() => {
+            tracing::error!(error = %e, what, "the database refused a write; it is given up");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError> {
@@ -185,7 +211,7 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
         }
     }
     for p in pending {
-        write_block(store, p, node).await?;
+        tolerated(write_block(store, p, node).await, "a ban's row")?;
     }
     // A 100k-row table read in full costs the database, the network and
     // our memory every round; a fingerprint that has not moved says the
@@ -201,10 +227,20 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
         undecoded.extend(bad_allows);
         Some((blocks, allows))
     };
-    for chunk in events.chunks(500) {
-        store.insert_events(chunk).await?;
+    for chunk in events.chunks(500).chain([unblocked.as_slice()]) {
+        if let Err(e) = store.insert_events(chunk).await {
+            if !e.is_data_error() {
+                return Err(e);
+            }
+            // One event the database refuses costs itself, not its chunk.
+            for ev in chunk {
+                tolerated(
+                    store.insert_events(std::slice::from_ref(ev)).await,
+                    "an event",
+                )?;
+            }
+        }
     }
-    store.insert_events(&unblocked).await?;
     let mut batches = Vec::new();
     if let Some(req) = failures {
         for (i, table) in FAILURE_TABLES.iter().enumerate() {

@@ -648,3 +648,110 @@ fn one_controller_per_pin_directory() {
     second.wait_log("database connected", Duration::from_secs(20));
     assert!(second.stop().success());
 }
+
+/// A change the database refuses for what it holds (too long for its
+/// column, a character its charset lacks) is an error before the kernel is
+/// touched, never "queued"; a queued change the database refuses, and a
+/// line of the outbox that is not a change, are moved aside while every
+/// other change is written; and none of it keeps the controller from
+/// reading the lists: a row inserted by hand afterwards is enforced.
+#[tokio::test(flavor = "current_thread")]
+async fn data_errors_are_refused_and_never_stop_the_sync() {
+    use sip_xdp::db::outbox::{Change, Op};
+    let lab = Lab::two_clients("de");
+    let db = TestDb::mariadb();
+    let name = db.mariadb_name().unwrap().to_string();
+    let cli = Cli::with_db(&lab.server, db.url());
+    no_detection(&cli);
+    let mut daemon = cli.start_controller(&["s1", "s2"], "node-de", INTERVAL);
+    daemon.wait_log("database connected", Duration::from_secs(20));
+    let outbox = cli.dir.join("outbox.jsonl");
+
+    let long = "x".repeat(300);
+    let e = cli.fails(&["block", "198.51.100.2", "--reason", &long]);
+    assert!(
+        e.contains("the reason is 300 characters long; the column holds 255")
+            && e.contains("nothing was changed"),
+        "{e}"
+    );
+    // A database made in latin1, as older OpenSIPS set-ups are.
+    sip_xdp_tests::db::admin(&format!(
+        "ALTER TABLE `{name}`.blocked_ips MODIFY reason VARCHAR(255) CHARACTER SET latin1 NOT NULL DEFAULT ''"
+    ));
+    let e = cli.fails(&["block", "198.51.100.2", "--reason", "scanner \u{1f6ab}"]);
+    assert!(e.contains("nothing was changed"), "{e}");
+    assert!(!in_kernel(&cli, "198.51.100.2"));
+    assert!(
+        std::fs::read_to_string(&outbox)
+            .unwrap_or_default()
+            .is_empty(),
+        "a refused change was queued"
+    );
+
+    // An outbox as a crash and an older version could leave it: a line cut
+    // off mid-write, bytes that are not text, a change the database will
+    // never take, and a good change after them.
+    let at = sip_xdp::db::store::now();
+    let block = |ip: &str, reason: &str| {
+        let op = Op::Block {
+            reason: reason.into(),
+            expires_at: None,
+            source: "manual".into(),
+        };
+        serde_json::to_string(&Change::new(
+            op,
+            &format!("{ip}/32").parse().unwrap(),
+            at,
+            "node-de",
+        ))
+        .unwrap()
+    };
+    let mut text = b"{\"op\":\"unblock\",\"tar".to_vec();
+    text.extend_from_slice(b"\n\xff\xfe\n");
+    text.extend_from_slice(block("198.51.100.3", "scanner \u{1f6ab}").as_bytes());
+    text.push(b'\n');
+    text.extend_from_slice(block("198.51.100.4", "queued").as_bytes());
+    text.push(b'\n');
+    std::fs::write(&outbox, text).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || enforced(&cli, "198.51.100.4")),
+        "the good change after the bad ones was never written:\n{}",
+        daemon.log_text()
+    );
+    assert!(!enforced(&cli, "198.51.100.3"));
+    let failed = std::fs::read_to_string(cli.dir.join("outbox.jsonl.failed")).unwrap();
+    assert!(failed.contains("198.51.100.3"), "{failed}");
+    let unreadable = std::fs::read(cli.dir.join("outbox.jsonl.unreadable")).unwrap();
+    assert_eq!(
+        unreadable
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        2
+    );
+    daemon.wait_log(
+        "the database refused a queued change",
+        Duration::from_secs(5),
+    );
+
+    // The controller still reads the lists, and says the database is up.
+    let s = store(&db).await;
+    s.insert_block("198.51.100.5", "by hand", "manual", now(), None, None)
+        .await
+        .unwrap();
+    assert!(
+        eventually(ONE_SYNC * 2, || enforced(&cli, "198.51.100.5")),
+        "a row inserted by hand was never enforced:\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        cli.json(&["status", "--json"])["controller"]["db_reachable"],
+        true
+    );
+    let refused = s
+        .events(at - ChronoDuration::seconds(5), Some("change_refused"), 10)
+        .await
+        .unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(daemon.stop().success());
+}

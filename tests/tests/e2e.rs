@@ -431,3 +431,47 @@ fn incompatible_pinned_maps_are_refused_with_the_command_to_run() {
     assert!(err.contains("detach --purge"), "{err}");
     assert!(!lab.server.xdp_attached("s1"));
 }
+
+/// A change that cannot last (the database unreachable and the outbox not
+/// writable: the controller's next sync would undo it) fails with its
+/// reason, so that fail2ban, which trusts exit codes, knows; and a reader
+/// that goes away (`sip-xdp list blocked | head`) ends the command quietly.
+#[test]
+fn a_change_that_will_not_last_fails_and_a_closed_pipe_is_quiet() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let lab = Lab::two_clients("u");
+    let cli = Cli::new(&lab.server);
+    cli.ok(&["attach", "--iface", "s1"]);
+    cli.ok(&["block", "198.51.100.9", "--reason", "listed"]);
+
+    // /proc takes no new directories: the outbox cannot be written.
+    let cfg = cli.dir.join("unwritable.toml");
+    std::fs::write(&cfg, "outbox = \"/proc/sip-xdp/outbox.jsonl\"\n").unwrap();
+    let out = cli
+        .command()
+        .args(["block", "198.51.100.2"])
+        .env("SIP_XDP_DB", "mysql://nobody:x@127.0.0.1:1/none")
+        .env("SIP_XDP_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("applied to the kernel only"), "{err}");
+
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = cli
+        .command()
+        .args(["list", "blocked"])
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}

@@ -58,10 +58,10 @@ pub enum Command {
         #[arg(long, short)]
         iface: Vec<String>,
         /// Node name recorded with every event and block (default: hostname).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_node)]
         node: Option<String>,
         /// How often to sync with the database (default 2s).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_sync_interval)]
         sync_interval: Option<Duration>,
         #[arg(long, value_enum)]
         mode: Option<AttachMode>,
@@ -276,4 +276,25 @@ pub enum MalformedAction {
     Drop,
     /// Count and pass (default).
     Pass,
+}
+
+/// `--sync-interval`, held to what the configuration file allows.
+fn parse_sync_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < crate::config::MIN_SYNC_INTERVAL {
+        return Err(format!(
+            "shorter than {}: every round reads the database",
+            humantime::format_duration(crate::config::MIN_SYNC_INTERVAL)
+        ));
+    }
+    Ok(d)
+}
+
+/// `--node`, held to what `blocked_ips.node` holds.
+fn parse_node(s: &str) -> Result<String, String> {
+    crate::db::schema::fits("node", s).map_err(|e| e.to_string())?;
+    if s.is_empty() {
+        return Err("needs a name".into());
+    }
+    Ok(s.to_string())
 }

@@ -47,48 +47,68 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Notes for stderr about a half-applied change.
+    /// Notes for stderr about a change the database has not taken yet.
     pub fn notes(&self) -> Vec<String> {
         let mut out = Vec::new();
-        match (&self.db, &self.queued) {
-            (Err(e), Some(path)) => out.push(format!(
+        if let (Err(e), Some(path)) = (&self.db, &self.queued) {
+            out.push(format!(
                 "warning: the database is unreachable ({e}); the change holds in the kernel and is \
                  queued in {path}: the controller writes it to the database when it is back"
-            )),
-            (Err(e), None) => out.push(format!(
-                "warning: applied to the kernel only: {e}, and it could not be queued. A running \
-                 controller will undo it at its first sync after the database is back; repeat the \
-                 command then"
-            )),
-            (Ok(()), _) => {}
+            ));
         }
         if !self.kernel {
             out.push("note: the filter is not loaded; this takes effect when `sip-xdp run` or `attach` starts".into());
         }
         out
     }
+
+    /// Why the change will not last, if it will not: it is in the kernel
+    /// only, and a running controller puts the kernel back in line with
+    /// the database. The command then fails, so a caller that trusts exit
+    /// codes (fail2ban) knows.
+    pub fn undone(&self) -> Option<String> {
+        match (&self.db, &self.queued) {
+            (Err(e), None) => Some(format!(
+                "applied to the kernel only: {e}, and it could not be queued. A running \
+                 controller will undo it at its first sync after the database is back; repeat the \
+                 command then"
+            )),
+            _ => None,
+        }
+    }
 }
 
-/// Writes `change` to the database; when that fails, queues it in the
-/// outbox. Returns what it did, or why not and where it waits.
-async fn record(cfg: &Config, change: &Change) -> (Result<Applied, String>, Option<String>) {
-    let r = async {
-        let store = open_store(cfg).await?;
-        anyhow::Ok(change.apply(&store, false).await?)
-    }
-    .await
-    .map_err(|e| format!("{e:#}"));
+/// Writes `change` to the database; when the database cannot be reached,
+/// queues it in the outbox. Returns what it did, or why not and where it
+/// waits. A change the database refuses for what it holds is an error
+/// here, before the kernel is touched: queued, it would fail for ever.
+async fn record(
+    cfg: &Config,
+    change: &Change,
+) -> anyhow::Result<(Result<Applied, String>, Option<String>)> {
+    change.check().map_err(refused)?;
+    let r = match open_store(cfg).await {
+        Ok(store) => match change.apply(&store, false).await {
+            Err(e) if e.is_data_error() => return Err(refused(e)),
+            r => r.map_err(|e| e.to_string()),
+        },
+        Err(e) => Err(format!("{e:#}")),
+    };
     if r.is_ok() {
-        return (r, None);
+        return Ok((r, None));
     }
     let ob = Outbox::new(&cfg.outbox);
-    match ob.push(change) {
+    Ok(match ob.push(change) {
         Ok(()) => (r, Some(ob.path().display().to_string())),
         Err(e) => {
             tracing::error!(path = %ob.path().display(), error = %e, "could not queue the change");
             (r, None)
         }
-    }
+    })
+}
+
+fn refused(e: store::StoreError) -> anyhow::Error {
+    anyhow::anyhow!("the database would refuse this change ({e}); nothing was changed")
 }
 
 fn outcome<T>(db: &Result<T, String>, queued: Option<String>, kernel: bool) -> Outcome {
@@ -129,9 +149,10 @@ pub async fn block(
     };
     let change = Change::new(op, &net, now, &cfg.node);
     let (db, queued) = if maps.is_some() {
-        record(cfg, &change).await
+        record(cfg, &change).await?
     } else {
         // Nothing to hold it meanwhile: not queued.
+        change.check().map_err(refused)?;
         let r = async { anyhow::Ok(change.apply(&open_store(cfg).await?, false).await?) }
             .await
             .map_err(|e| format!("{e:#}"));
@@ -161,7 +182,7 @@ pub async fn unblock(
         cfg,
         &Change::new(Op::Unblock, &net, store::now(), &cfg.node),
     )
-    .await;
+    .await?;
     let maps = kernel(pins)?;
     let kernel = maps.is_some();
     let in_kernel = match maps {
@@ -182,7 +203,7 @@ pub async fn allow(
     let op = Op::Allow {
         comment: comment.to_string(),
     };
-    let (db, queued) = record(cfg, &Change::new(op, &net, store::now(), &cfg.node)).await;
+    let (db, queued) = record(cfg, &Change::new(op, &net, store::now(), &cfg.node)).await?;
     let mut lifted = db.as_ref().map(|a| a.lifted.clone()).unwrap_or_default();
     let maps = kernel(pins)?;
     let in_kernel = maps.is_some();
@@ -205,7 +226,7 @@ pub async fn disallow(cfg: &Config, pins: &Pins, net: IpNet) -> anyhow::Result<(
         cfg,
         &Change::new(Op::Disallow, &net, store::now(), &cfg.node),
     )
-    .await;
+    .await?;
     let maps = kernel(pins)?;
     let in_kernel = maps.is_some();
     let mut removed = false;
@@ -272,9 +293,14 @@ pub async fn list_allowed(cfg: &Config, pins: &Pins) -> anyhow::Result<Vec<Liste
         .collect())
 }
 
-fn notes(out: &Outcome) {
+/// Prints the notes; fails when the change will not last.
+fn finish(out: &Outcome) -> anyhow::Result<()> {
     for n in out.notes() {
         eprintln!("{n}");
+    }
+    match out.undone() {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
     }
 }
 
@@ -302,8 +328,7 @@ pub fn block_cmd(
             );
         }
     }
-    notes(&out);
-    Ok(())
+    finish(&out)
 }
 
 pub fn unblock_cmd(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
@@ -314,8 +339,7 @@ pub fn unblock_cmd(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
     } else {
         println!("{net} was not blocked (see `sip-xdp list blocked`)");
     }
-    notes(&out);
-    Ok(())
+    finish(&out)
 }
 
 pub fn allow_cmd(ctx: &Ctx, target: &str, comment: &str) -> anyhow::Result<()> {
@@ -325,8 +349,7 @@ pub fn allow_cmd(ctx: &Ctx, target: &str, comment: &str) -> anyhow::Result<()> {
     for ip in lifted {
         println!("lifted ban on {ip}");
     }
-    notes(&out);
-    Ok(())
+    finish(&out)
 }
 
 pub fn disallow_cmd(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
@@ -337,6 +360,5 @@ pub fn disallow_cmd(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
     } else {
         println!("{net} was not on the allow-list (see `sip-xdp list allowed`)");
     }
-    notes(&out);
-    Ok(())
+    finish(&out)
 }

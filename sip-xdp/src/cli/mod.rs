@@ -38,6 +38,8 @@ impl Ctx {
     fn new(cli: &Cli) -> anyhow::Result<Self> {
         let mut cfg = Config::load(cli.config.as_deref())?;
         if let Some(db) = &cli.db {
+            crate::config::check_db_url(db)
+                .map_err(|(_, why)| anyhow::anyhow!("--db / SIP_XDP_DB: {why}"))?;
             cfg.db = db.clone();
         }
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -11,6 +11,7 @@ pub mod buffer;
 pub mod feeds;
 pub mod outbox;
 pub mod rows;
+pub mod schema;
 pub mod store;
 pub mod sync;
 

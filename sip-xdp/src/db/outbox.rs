@@ -12,7 +12,8 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::{self, BufRead, Write},
+    io::{self, Read as _, Write},
+    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
 };
 
@@ -23,7 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sip_xdp_common::Reason;
 
-use super::store::{Event, Store, StoreError};
+use super::{
+    schema::fits,
+    store::{Event, Store, StoreError},
+};
 use crate::parse::{is_host, parse_net, spelling};
 
 pub const DEFAULT_OUTBOX: &str = "/var/lib/sip-xdp/outbox.jsonl";
@@ -80,7 +84,26 @@ impl Change {
     }
 
     fn net(&self) -> Result<IpNet, StoreError> {
-        parse_net(&self.target).map_err(|e| StoreError::Sql(sqlx::Error::Protocol(e.to_string())))
+        parse_net(&self.target).map_err(|e| StoreError::Data(e.to_string()))
+    }
+
+    /// Refuses text the tables cannot hold, before anything is written
+    /// anywhere: the same answer whether the database is up or the change
+    /// waits in the outbox.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.net()?;
+        let mut fields = vec![("node", self.node.as_str())];
+        match &self.op {
+            Op::Block { reason, source, .. } => {
+                fields.extend([("reason", reason.as_str()), ("source", source.as_str())])
+            }
+            Op::Allow { comment } => fields.push(("comment", comment.as_str())),
+            Op::Unblock | Op::Disallow => {}
+        }
+        for (field, text) in fields {
+            fits(field, text)?;
+        }
+        Ok(())
     }
 
     fn event(
@@ -107,6 +130,7 @@ impl Change {
     /// Writes the change and its events. `replay`: it comes from the
     /// outbox, and may already have been written by an interrupted round.
     pub async fn apply(&self, store: &Store, replay: bool) -> Result<Applied, StoreError> {
+        self.check()?;
         let net = self.net()?;
         let mut events = Vec::new();
         let out = match &self.op {
@@ -253,10 +277,32 @@ impl Change {
 
 /// The outbox file: one JSON change per line. Writers and the reader hold
 /// an exclusive lock on it, so a line is never half-read or lost between
-/// the reader's read and its truncation.
+/// the reader's read and its rewrite. Beside it: `<outbox>.failed`, the
+/// changes the database refused (with why), and `<outbox>.unreadable`,
+/// lines that were not a change; neither is ever read back.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     path: PathBuf,
+}
+
+/// What a drain did.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Changes written to the database.
+    pub written: usize,
+    /// Changes the database refused for good, each with why; moved to the
+    /// `.failed` file.
+    pub failed: Vec<(Change, String)>,
+    /// Lines that were not a change, moved to the `.unreadable` file.
+    pub unreadable: usize,
+    /// Changes left for the next round (the database went away meanwhile).
+    pub left: usize,
+}
+
+/// One line of the file: a change, or the bytes that were not one.
+enum Line {
+    Change(Change),
+    Unreadable(Vec<u8>, String),
 }
 
 impl Outbox {
@@ -266,6 +312,16 @@ impl Outbox {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the changes the database refused go.
+    pub fn failed_path(&self) -> PathBuf {
+        beside(&self.path, "failed")
+    }
+
+    /// Where lines that were not a change go.
+    pub fn unreadable_path(&self) -> PathBuf {
+        beside(&self.path, "unreadable")
     }
 
     fn locked(&self) -> io::Result<Flock<File>> {
@@ -280,11 +336,15 @@ impl Outbox {
         Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))
     }
 
-    /// Queues a change, durably.
+    /// Queues a change, durably, on a line of its own even if the last
+    /// writer was cut off mid-line.
     pub fn push(&self, c: &Change) -> io::Result<()> {
         let mut f = self.locked()?;
         let mut line = serde_json::to_string(c).map_err(io::Error::other)?;
         line.push('\n');
+        if !ends_a_line(&mut f)? {
+            line.insert(0, '\n');
+        }
         f.write_all(line.as_bytes())?;
         f.sync_data()
     }
@@ -296,50 +356,144 @@ impl Outbox {
             return Ok(Vec::new());
         }
         let f = self.locked()?;
-        Ok(read_changes(&f, &self.path))
+        Ok(read_lines(&f)?
+            .into_iter()
+            .filter_map(|l| match l {
+                Line::Change(c) => Some(c),
+                Line::Unreadable(..) => None,
+            })
+            .collect())
     }
 
-    /// Runs `apply` on the queued changes and empties the outbox if it
-    /// succeeds, all under the lock: a change queued meanwhile waits for
-    /// the next round. Nothing queued: no lock, no file.
-    pub async fn drain<F, Fut>(&self, apply: F) -> Result<usize, StoreError>
+    /// Writes the queued changes one at a time with `apply`, oldest first,
+    /// all under the lock (a change queued meanwhile waits for the next
+    /// round). A change the database refuses for good goes to the `.failed`
+    /// file and the next one is tried; any other failure stops the drain,
+    /// and that change and every later one stay queued, in order. Lines
+    /// that are not changes go to the `.unreadable` file. Nothing queued:
+    /// no lock, no file.
+    pub async fn drain<F, Fut>(&self, mut apply: F) -> Result<Drained, StoreError>
     where
-        F: FnOnce(Vec<Change>) -> Fut,
+        F: FnMut(Change) -> Fut,
         Fut: std::future::Future<Output = Result<(), StoreError>>,
     {
         if !self.path.exists() {
-            return Ok(0);
+            return Ok(Drained::default());
         }
-        let lock = |e: io::Error| StoreError::Dir {
-            path: self.path.display().to_string(),
-            source: e,
+        let io_err = |path: &Path| {
+            let path = path.display().to_string();
+            move |source: io::Error| StoreError::Dir { path, source }
         };
-        let f = self.locked().map_err(lock)?;
-        let changes = read_changes(&f, &self.path);
-        let n = changes.len();
-        if n > 0 {
-            apply(changes).await?;
+        let mut f = self.locked().map_err(io_err(&self.path))?;
+        let lines = read_lines(&f).map_err(io_err(&self.path))?;
+        if lines.is_empty() {
+            return Ok(Drained::default());
         }
-        f.set_len(0).map_err(lock)?;
-        Ok(n)
+        let mut out = Drained::default();
+        let mut keep: Vec<Change> = Vec::new();
+        let mut stopped: Option<StoreError> = None;
+        for line in lines {
+            let c = match line {
+                Line::Unreadable(bytes, why) => {
+                    self.set_aside(&self.unreadable_path(), &bytes)
+                        .map_err(io_err(&self.unreadable_path()))?;
+                    tracing::warn!(path = %self.path.display(), moved_to = %self.unreadable_path().display(), error = %why, "outbox line is not a change; moved aside");
+                    out.unreadable += 1;
+                    continue;
+                }
+                Line::Change(c) => c,
+            };
+            if stopped.is_some() {
+                keep.push(c);
+                continue;
+            }
+            match apply(c.clone()).await {
+                Ok(()) => out.written += 1,
+                Err(e) if e.is_data_error() => {
+                    let record = json!({"change": &c, "error": e.to_string()}).to_string();
+                    self.set_aside(&self.failed_path(), record.as_bytes())
+                        .map_err(io_err(&self.failed_path()))?;
+                    out.failed.push((c, e.to_string()));
+                }
+                Err(e) => {
+                    stopped = Some(e);
+                    keep.push(c);
+                }
+            }
+        }
+        out.left = keep.len();
+        let mut text = String::new();
+        for c in &keep {
+            text.push_str(
+                &serde_json::to_string(c).map_err(|e| io_err(&self.path)(io::Error::other(e)))?,
+            );
+            text.push('\n');
+        }
+        f.set_len(0).map_err(io_err(&self.path))?;
+        f.write_all(text.as_bytes()).map_err(io_err(&self.path))?;
+        f.sync_data().map_err(io_err(&self.path))?;
+        match stopped {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Appends a record to a side file, durably, before the outbox forgets
+    /// it.
+    fn set_aside(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
+        let mut rec = Vec::with_capacity(bytes.len() + 2);
+        if !ends_a_line(&mut f)? {
+            rec.push(b'\n');
+        }
+        rec.extend_from_slice(bytes);
+        rec.push(b'\n');
+        f.write_all(&rec)?;
+        f.sync_data()
     }
 }
 
-fn read_changes(f: &File, path: &Path) -> Vec<Change> {
+fn beside(path: &Path, ext: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
+}
+
+/// Whether the file is empty or its last byte ends a line.
+fn ends_a_line(f: &mut File) -> io::Result<bool> {
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8];
+    f.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
+}
+
+/// Every line, as bytes: a line that is not UTF-8 or not a change is kept
+/// as it was, so it can be set aside instead of lost.
+fn read_lines(f: &File) -> io::Result<Vec<Line>> {
+    let mut bytes = Vec::new();
+    (&*f).read_to_end(&mut bytes)?;
     let mut out = Vec::new();
-    for (i, line) in io::BufReader::new(f).lines().enumerate() {
-        let Ok(line) = line else { break };
-        if line.trim().is_empty() {
+    for raw in bytes.split(|b| *b == b'\n') {
+        if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_str(&line) {
-            Ok(c) => out.push(c),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), line = i + 1, error = %e, "skipping outbox line")
-            }
+        match std::str::from_utf8(raw)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Change>(t).map_err(|e| e.to_string()))
+        {
+            Ok(c) => out.push(Line::Change(c)),
+            Err(why) => out.push(Line::Unreadable(raw.to_vec(), why)),
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -396,19 +550,16 @@ mod tests {
         for c in ob.peek().unwrap() {
             c.apply(&store, true).await.unwrap();
         }
-        let n = ob
-            .drain(|cs| {
+        let d = ob
+            .drain(|c| {
                 let store = store.clone();
-                async move {
-                    for c in cs {
-                        c.apply(&store, true).await?;
-                    }
-                    Ok(())
-                }
+                async move { c.apply(&store, true).await.map(drop) }
             })
             .await
             .unwrap();
-        assert_eq!(n, 2);
+        // The line that was not a change went aside at the first drain.
+        assert_eq!((d.written, d.unreadable, d.left), (2, 0, 0));
+        assert_eq!(std::fs::read(ob.unreadable_path()).unwrap(), b"not json\n");
         assert!(ob.peek().unwrap().is_empty());
         let now = super::super::store::now();
         assert!(store.active_blocks(now).await.unwrap().is_empty());
@@ -416,6 +567,88 @@ mod tests {
         let lifted = store.blocks_of("198.51.100.7").await.unwrap();
         assert_eq!(lifted.len(), 1);
         assert_eq!(lifted[0].unblocked_at, Some(ob_time(&store).await));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn scratch(name: &str) -> (PathBuf, Outbox) {
+        let dir = std::env::temp_dir().join(format!("sip-xdp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ob = Outbox::new(dir.join("outbox.jsonl"));
+        (dir, ob)
+    }
+
+    fn block(target: &str, reason: &str) -> Change {
+        change(
+            Op::Block {
+                reason: reason.into(),
+                expires_at: None,
+                source: "manual".into(),
+            },
+            target,
+        )
+    }
+
+    /// A line that is not a change (cut off, not UTF-8) costs itself: the
+    /// changes after it are written, and its bytes are kept aside.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_corrupt_line_loses_nothing_after_it() {
+        let (dir, ob) = scratch("corrupt");
+        ob.push(&block("198.51.100.1", "a")).unwrap();
+        let mut f = OpenOptions::new().append(true).open(ob.path()).unwrap();
+        f.write_all(b"{\"op\":\"unbl\xff\xfe\n").unwrap();
+        // A writer cut off mid-line: the next record still starts a line.
+        f.write_all(b"{\"op\":\"block\"").unwrap();
+        ob.push(&change(Op::Unblock, "198.51.100.1")).unwrap();
+        ob.push(&block("198.51.100.2", "b")).unwrap();
+        let mut seen = Vec::new();
+        let d = ob
+            .drain(|c| {
+                seen.push(c.target.clone());
+                async { Ok(()) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, ["198.51.100.1", "198.51.100.1", "198.51.100.2"]);
+        assert_eq!((d.written, d.unreadable), (3, 2));
+        let aside = std::fs::read(ob.unreadable_path()).unwrap();
+        assert!(aside.starts_with(b"{\"op\":\"unbl\xff\xfe\n"), "{aside:?}");
+        assert!(ob.peek().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A change the database refuses for what it holds is moved to the
+    /// `.failed` file and the next is written; a change that meets an
+    /// outage stays, with every later one, in order.
+    #[tokio::test(flavor = "current_thread")]
+    async fn refused_changes_move_aside_and_an_outage_keeps_the_rest() {
+        let (dir, ob) = scratch("refused");
+        for t in [
+            "198.51.100.1",
+            "198.51.100.2",
+            "198.51.100.3",
+            "198.51.100.4",
+        ] {
+            ob.push(&block(t, t)).unwrap();
+        }
+        let d = ob
+            .drain(|c| async move {
+                match c.target.as_str() {
+                    "198.51.100.2" => Err(StoreError::Data("too long".into())),
+                    "198.51.100.3" => Err(StoreError::Sql(sqlx::Error::PoolTimedOut)),
+                    _ => Ok(()),
+                }
+            })
+            .await;
+        assert!(d.is_err());
+        let left: Vec<String> = ob.peek().unwrap().into_iter().map(|c| c.target).collect();
+        assert_eq!(left, ["198.51.100.3", "198.51.100.4"]);
+        let failed = std::fs::read_to_string(ob.failed_path()).unwrap();
+        assert_eq!(failed.lines().count(), 1);
+        assert!(
+            failed.contains("198.51.100.2") && failed.contains("too long"),
+            "{failed}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -32,16 +32,68 @@ pub enum StoreError {
         "unsupported database URL (use sqlite:///path/file.db or mysql://user:password@host/db)"
     )]
     BadUrl,
+    // Not `#[source]`: the message holds the cause already, and the
+    // one-line report of an error and its causes would print it twice.
     #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
     #[error("applying database migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("creating {path}: {source}")]
     Dir {
         path: String,
         source: std::io::Error,
     },
+    /// A change the database will never take as it is (too long for its
+    /// column, a character the column's charset cannot hold, an address
+    /// that is not one): retrying cannot help.
+    #[error("{0}")]
+    Data(String),
 }
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Sql(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
+}
+
+impl StoreError {
+    /// Whether the change itself is at fault, so that writing it again
+    /// later cannot succeed. Everything else (no connection, a lock, a
+    /// missing column, a missing grant) is the database's state, and a
+    /// queued change is written once that is mended.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            StoreError::Data(_) => true,
+            StoreError::Sql(sqlx::Error::Database(db)) => {
+                if let Some(m) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                    MYSQL_DATA_ERRORS.contains(&m.number())
+                } else {
+                    // SQLite's extended codes keep the primary one in the
+                    // low byte: TOOBIG, CONSTRAINT, MISMATCH.
+                    db.code()
+                        .and_then(|c| c.parse::<i64>().ok())
+                        .is_some_and(|c| matches!(c & 0xff, 18..=20))
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// MySQL and MariaDB errors caused by the values written: data too long
+/// (1406), truncated (1265), out of range (1264), an incorrect string for
+/// the charset (1366), an incorrect time (1292), NULL where none may be
+/// (1048), a duplicate key (1062), foreign keys (1451, 1452) and check
+/// constraints (3819, MariaDB 4025).
+const MYSQL_DATA_ERRORS: [u16; 11] = [
+    1048, 1062, 1264, 1265, 1292, 1366, 1406, 1451, 1452, 3819, 4025,
+];
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
