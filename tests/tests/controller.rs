@@ -755,3 +755,209 @@ async fn data_errors_are_refused_and_never_stop_the_sync() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(daemon.stop().success());
 }
+
+/// Runs SQL on a test database as another program would (its own
+/// connection, no sip-xdp in between); returns the first column of the
+/// last statement's rows.
+async fn raw_sql(db: &TestDb, sql: &str) -> Vec<String> {
+    use sqlx::Row as _;
+    match db.mariadb_name() {
+        Some(name) => sip_xdp_tests::db::admin_query(&format!("USE `{name}`; {sql}"))
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        None => {
+            let opts: sqlx::sqlite::SqliteConnectOptions = db
+                .url()
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .unwrap()
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+            let mut last = Vec::new();
+            for st in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                last = sqlx::query(sqlx::AssertSqlSafe(st.to_string()))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{st}: {e}"))
+                    .iter()
+                    .map(|r| {
+                        r.try_get::<i64, _>(0)
+                            .map(|v| v.to_string())
+                            .or_else(|_| r.try_get::<String, _>(0))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+            }
+            pool.close().await;
+            last
+        }
+    }
+}
+
+/// The tables an operator's SIP server scripts made before sip-xdp came:
+/// fewer columns, narrower ones, another name for the comment, and a view
+/// of their own under one of the names sip-xdp's migrations use.
+const OPERATOR_TABLES_MYSQL: &str = "\
+    CREATE TABLE blocked_ips (id INT AUTO_INCREMENT PRIMARY KEY, ip_address VARCHAR(45) NOT NULL, \
+      reason VARCHAR(255), blocked_at DATETIME DEFAULT CURRENT_TIMESTAMP, expires_at DATETIME NULL); \
+    CREATE TABLE whitelisted_ips (id INT AUTO_INCREMENT PRIMARY KEY, ip_address VARCHAR(45) NOT NULL, \
+      description VARCHAR(255)); \
+    CREATE VIEW top_attacking_ips AS SELECT ip_address, 'theirs' AS owner FROM blocked_ips; \
+    INSERT INTO blocked_ips (ip_address, reason) VALUES ('198.51.100.2', 'from before')";
+const OPERATOR_TABLES_SQLITE: &str = "\
+    CREATE TABLE blocked_ips (id INTEGER PRIMARY KEY AUTOINCREMENT, ip_address TEXT NOT NULL, \
+      reason TEXT, blocked_at TEXT DEFAULT CURRENT_TIMESTAMP, expires_at TEXT NULL); \
+    CREATE TABLE whitelisted_ips (id INTEGER PRIMARY KEY AUTOINCREMENT, ip_address TEXT NOT NULL, \
+      description TEXT); \
+    CREATE VIEW top_attacking_ips AS SELECT ip_address, 'theirs' AS owner FROM blocked_ips; \
+    INSERT INTO blocked_ips (ip_address, reason) VALUES ('198.51.100.2', 'from before')";
+
+/// sip-xdp takes over the operator's tables: their rows are enforced, a
+/// block inserted by plain SQL is enforced within a sync, `doctor` finds
+/// the schema sound, their view stays theirs, no migration is left
+/// half-way, and their SIP server's own query agrees with `list blocked`
+/// after an unblock and an expiry.
+async fn operator_tables_are_adopted(db: TestDb, tables: &str, now_sql: &str) {
+    let lab = Lab::two_clients(if db.mariadb_name().is_some() {
+        "am"
+    } else {
+        "as"
+    });
+    raw_sql(&db, tables).await;
+    let cli = Cli::with_db(&lab.server, db.url());
+    no_detection(&cli);
+    let out = cli.run(&["doctor", "--json"]);
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: Vec<_> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"].as_str().unwrap().starts_with("database"))
+        .collect();
+    assert!(
+        !schema.is_empty() && schema.iter().all(|c| c["level"] == "ok"),
+        "{schema:?}"
+    );
+    let mut daemon = cli.start_controller(&["s1", "s2"], "node-a", INTERVAL);
+    daemon.wait_log("database connected", Duration::from_secs(20));
+    assert!(
+        eventually(ONE_SYNC, || enforced(&cli, "198.51.100.2")),
+        "the operator's own row was never enforced:\n{}",
+        daemon.log_text()
+    );
+    raw_sql(
+        &db,
+        "INSERT INTO blocked_ips (ip_address, reason) VALUES ('198.51.100.3', 'by hand')",
+    )
+    .await;
+    assert!(eventually(ONE_SYNC, || enforced(&cli, "198.51.100.3")));
+    let classic = |ip: &str| {
+        format!(
+            "SELECT COUNT(*) FROM blocked_ips WHERE ip_address = '{ip}' \
+             AND (expires_at IS NULL OR expires_at > {now_sql})"
+        )
+    };
+    assert_eq!(raw_sql(&db, &classic("198.51.100.3")).await, ["1"]);
+    cli.ok(&["unblock", "198.51.100.3"]);
+    assert!(!enforced(&cli, "198.51.100.3"));
+    assert_eq!(raw_sql(&db, &classic("198.51.100.3")).await, ["0"]);
+    cli.ok(&["block", "198.51.100.4", "--for", "2s"]);
+    assert_eq!(raw_sql(&db, &classic("198.51.100.4")).await, ["1"]);
+    assert!(eventually(Duration::from_secs(6), || !enforced(
+        &cli,
+        "198.51.100.4"
+    )));
+    // Once the controller has recorded the expiry, the classic query
+    // agrees at once.
+    let lifted = "SELECT COUNT(*) FROM blocked_ips WHERE ip_address = '198.51.100.4' AND unblocked_at IS NOT NULL";
+    for _ in 0..50 {
+        if raw_sql(&db, lifted).await == ["1"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(raw_sql(&db, lifted).await, ["1"], "{}", daemon.log_text());
+    assert_eq!(raw_sql(&db, &classic("198.51.100.4")).await, ["0"]);
+    cli.ok(&["allow", "203.0.113.0/24", "--comment", "trunk"]);
+    assert_eq!(
+        raw_sql(
+            &db,
+            "SELECT comment FROM whitelisted_ips WHERE ip_address = '203.0.113.0/24'"
+        )
+        .await,
+        ["trunk"]
+    );
+    assert_eq!(
+        raw_sql(
+            &db,
+            "SELECT owner FROM top_attacking_ips WHERE ip_address = '198.51.100.2'"
+        )
+        .await,
+        ["theirs"],
+        "the operator's view was replaced"
+    );
+    assert_eq!(
+        raw_sql(
+            &db,
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE NOT success"
+        )
+        .await,
+        ["0"]
+    );
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn operator_tables_are_adopted_on_mariadb() {
+    operator_tables_are_adopted(TestDb::mariadb(), OPERATOR_TABLES_MYSQL, "NOW()").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn operator_tables_are_adopted_on_sqlite() {
+    operator_tables_are_adopted(TestDb::sqlite(), OPERATOR_TABLES_SQLITE, "datetime('now')").await;
+}
+
+/// A table sip-xdp cannot take over safely (addresses kept as numbers) is
+/// refused before any migration runs, naming the statement to run; the
+/// controller says "schema mismatch", not "unreachable", and keeps going.
+#[tokio::test(flavor = "current_thread")]
+async fn a_table_that_cannot_be_adopted_is_named_not_half_migrated() {
+    let lab = Lab::two_clients("sm");
+    let db = TestDb::mariadb();
+    raw_sql(
+        &db,
+        "CREATE TABLE blocked_ips (id INT AUTO_INCREMENT PRIMARY KEY, ip_address INT UNSIGNED NOT NULL, \
+         reason VARCHAR(255), blocked_at DATETIME DEFAULT CURRENT_TIMESTAMP, expires_at DATETIME NULL)",
+    )
+    .await;
+    let cli = Cli::with_db(&lab.server, db.url());
+    no_detection(&cli);
+    let e = cli.fails(&["db", "migrate"]);
+    assert!(
+        e.contains("schema mismatch: blocked_ips.ip_address is int")
+            && e.contains("ALTER TABLE blocked_ips MODIFY ip_address VARCHAR(64)"),
+        "{e}"
+    );
+    let name = db.mariadb_name().unwrap();
+    assert_eq!(
+        sip_xdp_tests::db::admin_query(&format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{name}' AND TABLE_NAME = '_sqlx_migrations'"
+        )),
+        "0",
+        "a migration ran before the schema was checked"
+    );
+    let mut daemon = cli.start_controller(&["s1"], "node-sm", INTERVAL);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            cli.json(&["status", "--json"])["controller"]["db_state"] == "schema mismatch"
+        }),
+        "{}",
+        daemon.log_text()
+    );
+    let human = cli.ok(&["status"]);
+    assert!(
+        human.contains("SCHEMA MISMATCH") && !human.contains("UNREACHABLE"),
+        "{human}"
+    );
+    assert!(daemon.stop().success());
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Cli;
 use crate::{
     config::{redact, Config},
-    db::Store,
+    db::{Store, StoreError},
     kernel::{features, loader, upgrade, Pins},
 };
 
@@ -306,6 +306,15 @@ async fn database(r: &mut Report, cfg: &Config) {
     let url = redact(&cfg.db);
     let store = match tokio::time::timeout(Duration::from_secs(10), Store::connect(&cfg.db)).await {
         Ok(Ok(s)) => s,
+        Ok(Err(e @ StoreError::Schema(_))) => {
+            r.ok("database", format!("{url} reachable"));
+            r.fail(
+                "database schema",
+                e.to_string(),
+                "run the statements named (sip-xdp never changes or drops a column of yours), then `sip-xdp db migrate`",
+            );
+            return;
+        }
         Ok(Err(e)) => {
             r.fail("database", format!("{url}: {e}"), "check `db` in the configuration, that the server runs, and the account's password and grants (GRANT ALL ON db.* TO user)");
             return;
@@ -320,6 +329,18 @@ async fn database(r: &mut Report, cfg: &Config) {
         }
     };
     r.ok("database", format!("{url} reachable ({})", store.kind()));
+    match crate::db::schema::inspect(&store).await {
+        Ok(f) => {
+            for n in f.notes {
+                r.warn(
+                    "database schema",
+                    n,
+                    "widen the column if such text can come",
+                );
+            }
+        }
+        Err(e) => r.fail("database schema", e.to_string(), "`sip-xdp db migrate`"),
+    }
     match store.schema_versions().await {
         Ok((applied, known)) if applied >= known => {
             r.ok("database schema", format!("migration {applied}, current"))

@@ -179,13 +179,16 @@ fn print_controller(c: &Value, ctx: &Ctx) {
         c["pid"],
         c["node"].as_str().unwrap_or(""),
         c["db"].as_str().unwrap_or(""),
-        if c["db_reachable"].as_bool() == Some(true) {
-            "reachable".to_string()
-        } else {
-            format!(
+        match (c["db_reachable"].as_bool(), c["db_state"].as_str()) {
+            (Some(true), _) => "reachable".to_string(),
+            (_, Some("schema mismatch")) => format!(
+                "reachable, SCHEMA MISMATCH (`sip-xdp doctor` names the statements to run): {}",
+                c["db_error"].as_str().unwrap_or("")
+            ),
+            _ => format!(
                 "UNREACHABLE: {}",
                 c["db_error"].as_str().unwrap_or("not connected yet")
-            )
+            ),
         }
     );
     let lag = c["last_sync_at"]

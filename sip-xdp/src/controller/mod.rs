@@ -737,16 +737,34 @@ impl Controller {
             );
         }
         if self.db_error.as_deref() != Some(msg.as_str()) {
-            tracing::warn!(
-                error = %msg,
-                retry_in_s = self.backoff.as_secs(),
-                "database unreachable: the kernel keeps enforcing the last known lists"
-            );
+            if msg.starts_with(store::SCHEMA_MISMATCH) {
+                tracing::error!(
+                    error = %msg,
+                    retry_in_s = self.backoff.as_secs(),
+                    "the database's tables lack what sip-xdp needs: the kernel keeps enforcing the last known lists"
+                );
+            } else {
+                tracing::warn!(
+                    error = %msg,
+                    retry_in_s = self.backoff.as_secs(),
+                    "database unreachable: the kernel keeps enforcing the last known lists"
+                );
+            }
         }
         self.db_error = Some(msg);
         self.db_retry_at = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         self.notify.state(self.service_status());
+    }
+
+    /// The database as `status` names it: reachable, unreachable, or
+    /// reachable with tables that lack what sip-xdp needs.
+    fn db_state(&self) -> &'static str {
+        match &self.db_error {
+            None if self.store.is_some() => "reachable",
+            Some(e) if e.starts_with(store::SCHEMA_MISMATCH) => "schema mismatch",
+            _ => "unreachable",
+        }
     }
 
     /// One line for `systemctl status`.
@@ -764,10 +782,10 @@ impl Controller {
             } else {
                 ifaces.join(", ")
             },
-            if self.db_error.is_none() {
-                "reachable"
-            } else {
-                "UNREACHABLE, kernel keeps enforcing"
+            match self.db_state() {
+                "reachable" => "reachable",
+                "schema mismatch" => "SCHEMA MISMATCH, kernel keeps enforcing",
+                _ => "UNREACHABLE, kernel keeps enforcing",
             },
             self.events.len()
         )
@@ -960,6 +978,7 @@ impl Controller {
             "node": self.cfg.node,
             "db": redact(&self.cfg.db),
             "db_reachable": self.store.is_some() && self.db_error.is_none(),
+            "db_state": self.db_state(),
             "db_error": self.db_error,
             "last_sync_at": self.last_sync.map(|(t, _)| t.to_rfc3339()),
             "last_sync_ms": self.last_sync.map(|(_, d)| d.as_millis() as u64),

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::{NaiveDateTime, Utc};
+use chrono::{NaiveDateTime, Timelike as _, Utc};
 use serde::Serialize;
 
 use super::rows::{rule_of, RuleColumns, RuleOrBad};
@@ -48,7 +48,14 @@ pub enum StoreError {
     /// that is not one): retrying cannot help.
     #[error("{0}")]
     Data(String),
+    /// The operator's tables lack what sip-xdp needs and it cannot add it
+    /// safely (see `schema`).
+    #[error("{SCHEMA_MISMATCH}: {0}")]
+    Schema(String),
 }
+
+/// How a schema error starts, for those who tell it from an outage.
+pub const SCHEMA_MISMATCH: &str = "schema mismatch";
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
@@ -349,6 +356,45 @@ impl InsertedId for sqlx::mysql::MySqlQueryResult {
 
 /// SQL assembled in this module from constant fragments only (a column list,
 /// a dialect's date comparison); every value goes through `bind`.
+/// Whether a migration only makes views (and so may run again).
+fn only_views(sql: &str) -> bool {
+    let statements = statements(sql);
+    !statements.is_empty()
+        && statements.iter().all(|st| {
+            let st = st.to_ascii_uppercase();
+            st.starts_with("CREATE OR REPLACE VIEW ") || st.starts_with("CREATE VIEW ")
+        })
+}
+
+/// A migration's statements, comments and blank lines left out.
+fn statements(sql: &str) -> Vec<String> {
+    let text: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.split(';')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The migration without the statements that make the views `taken`.
+fn without_views(sql: &str, taken: &[&str]) -> String {
+    statements(sql)
+        .into_iter()
+        .filter(|st| {
+            let upper = st.to_ascii_uppercase();
+            !taken.iter().any(|v| {
+                let v = v.to_ascii_uppercase();
+                upper.starts_with(&format!("CREATE OR REPLACE VIEW {v} "))
+                    || upper.starts_with(&format!("CREATE VIEW IF NOT EXISTS {v} "))
+            })
+        })
+        .map(|st| format!("{st};\n"))
+        .collect()
+}
+
 fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql.to_string())
 }
@@ -434,6 +480,7 @@ impl Store {
             pool,
             skew_ms: Arc::new(AtomicI64::new(0)),
         };
+        super::schema::adopt(&store).await?;
         store.migrate().await?;
         store.sync_clock().await?;
         Ok(store)
@@ -495,13 +542,15 @@ impl Store {
     /// new database race here: sqlx's MySQL lock (`GET_LOCK(name, -1)`) does
     /// not hold on MariaDB, so a node can see another's migration half-way
     /// (`Dirty`). That node waits for the other to finish instead of
-    /// failing; a migration that stays dirty is a real error after 10 s.
+    /// failing; a migration that stays dirty is a real error after 10 s,
+    /// unless it only makes views, which is safe to run again.
     pub async fn migrate(&self) -> Result<()> {
         let mut waited = std::time::Duration::ZERO;
         loop {
+            let migrator = self.migrator().await?;
             let r = match &self.pool {
-                Pool::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await,
-                Pool::Mysql(p) => sqlx::migrate!("migrations/mysql").run(p).await,
+                Pool::Sqlite(p) => migrator.run(p).await,
+                Pool::Mysql(p) => migrator.run(p).await,
             };
             match r {
                 Err(sqlx::migrate::MigrateError::Dirty(v))
@@ -512,9 +561,63 @@ impl Store {
                     tokio::time::sleep(step).await;
                     waited += step;
                 }
+                Err(sqlx::migrate::MigrateError::Dirty(v))
+                    if migrator
+                        .iter()
+                        .any(|m| m.version == v && only_views(m.sql.as_str())) =>
+                {
+                    tracing::warn!(
+                        version = v,
+                        "a migration that only makes views was left half-way; running it again"
+                    );
+                    let sql = "DELETE FROM _sqlx_migrations WHERE version = ? AND NOT success";
+                    with_pool!(self, p => sqlx::query(sql).bind(v).execute(p).await.map(drop))?;
+                }
                 other => return Ok(other?),
             }
         }
+    }
+
+    /// The embedded migrations, less the views whose names the operator's
+    /// own views or tables already hold (MySQL's `CREATE OR REPLACE VIEW`
+    /// would replace them). The checksum stays the file's, so every node
+    /// records the same migration.
+    async fn migrator(&self) -> Result<sqlx::migrate::Migrator> {
+        use sqlx::SqlSafeStr as _;
+        let embedded = match self.pool {
+            Pool::Sqlite(_) => sqlx::migrate!("migrations/sqlite"),
+            Pool::Mysql(_) => sqlx::migrate!("migrations/mysql"),
+        };
+        // No table yet (a new database): nothing applied.
+        let sql = "SELECT version FROM _sqlx_migrations WHERE success";
+        let applied: Vec<i64> =
+            with_pool!(self, p => sqlx::query_scalar(sql).fetch_all(p).await).unwrap_or_default();
+        let mut taken = Vec::new();
+        let mut migrations = Vec::new();
+        for m in embedded.iter() {
+            let mut m = m.clone();
+            if !applied.contains(&m.version) && only_views(m.sql.as_str()) {
+                if taken.is_empty() {
+                    taken = super::schema::taken_views(self).await?;
+                }
+                if !taken.is_empty() {
+                    let kept = without_views(m.sql.as_str(), &taken);
+                    for v in &taken {
+                        tracing::warn!(view = v, "a view of this name exists already and is left as it is; sip-xdp's own commands do not need it");
+                    }
+                    m.sql = sqlx::AssertSqlSafe(kept).into_sql_str();
+                }
+            }
+            migrations.push(m);
+        }
+        Ok(sqlx::migrate::Migrator::with_migrations(migrations))
+    }
+
+    /// Runs one DDL statement built from `schema::TABLES` (never from
+    /// input).
+    pub(super) async fn execute_ddl(&self, sql: &str) -> Result<()> {
+        with_pool!(self, p => sqlx::query(safe(sql)).execute(p).await.map(drop))?;
+        Ok(())
     }
 
     /// Migrations applied in the database, and the newest this build knows.
@@ -772,6 +875,16 @@ impl Store {
     /// an `expires_at` no later than the lift, so that a SIP server's own
     /// query (`expires_at IS NULL OR expires_at > NOW()`, with no
     /// `unblocked_at` in it) stops seeing the row as blocked too.
+    /// The values `lift_set` binds for a lift at `at` (the database's
+    /// clock): the lift time, and the whole second at or before it for
+    /// `expires_at`. `NOW()` and `datetime('now')` are whole seconds, and
+    /// `…:01.123 > …:01` would keep the row active to the classic query
+    /// until the second ends.
+    fn lift_binds(at: NaiveDateTime) -> [NaiveDateTime; 3] {
+        let second = at.with_nanosecond(0).unwrap_or(at);
+        [at, second, second]
+    }
+
     fn lift_set(&self) -> String {
         format!(
             "unblocked_at = ?, expires_at = CASE WHEN expires_at IS NULL OR {} THEN ? ELSE expires_at END",
@@ -785,8 +898,8 @@ impl Store {
             "UPDATE blocked_ips SET {} WHERE id = ? AND unblocked_at IS NULL",
             self.lift_set()
         );
-        let at = self.theirs(at);
-        let n = with_pool!(self, p => sqlx::query(safe(&sql)).bind(at).bind(at).bind(at).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        let [at, a, b] = Self::lift_binds(self.theirs(at));
+        let n = with_pool!(self, p => sqlx::query(safe(&sql)).bind(at).bind(a).bind(b).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n > 0)
     }
 
@@ -796,9 +909,9 @@ impl Store {
             "UPDATE blocked_ips SET {} WHERE ip_address = ? AND unblocked_at IS NULL",
             self.lift_set()
         );
-        let at = self.theirs(at);
+        let [at, a, b] = Self::lift_binds(self.theirs(at));
         Ok(
-            with_pool!(self, p => sqlx::query(safe(&sql)).bind(at).bind(at).bind(at).bind(ip_address).execute(p).await.map(|r| r.rows_affected()))?,
+            with_pool!(self, p => sqlx::query(safe(&sql)).bind(at).bind(a).bind(b).bind(ip_address).execute(p).await.map(|r| r.rows_affected()))?,
         )
     }
 
@@ -969,8 +1082,8 @@ impl Store {
                         let set = self.lift_set();
                         let mut parts = set.split('?');
                         qb.push(parts.next().unwrap_or_default());
-                        for part in parts {
-                            qb.push_bind(t).push(part);
+                        for (part, v) in parts.zip(Self::lift_binds(t)) {
+                            qb.push_bind(v).push(part);
                         }
                     }
                 }
