@@ -242,6 +242,16 @@ async fn sql_rows_expiry_and_restart_without_gap() {
         == false));
     assert_eq!(delivered(&lab, &listener, 0), 0);
     assert!(daemon.log_text().contains("configuration reloaded"));
+    // A setting only a start applies is named, and the rest still applies.
+    hup(format!("{base}monitor = true\nevent_buffer = 5\n"));
+    daemon.wait_log("needs_restart=event_buffer", Duration::from_secs(3));
+    assert!(eventually(Duration::from_secs(3), || cli
+        .json(&["status", "--json"])["monitor"]
+        == true));
+    hup(format!("{base}monitor = false\n"));
+    assert!(eventually(Duration::from_secs(3), || cli
+        .json(&["status", "--json"])["monitor"]
+        == false));
 
     // SIGTERM: clean exit, filter stays attached.
     assert!(daemon.stop().success());

@@ -317,18 +317,45 @@ impl Controller {
             return Ok(());
         };
         let mut new = Config::load(Some(&path))?;
-        self.lists_read = None;
         // The command line and environment still win over the file.
         self.overrides.apply(&mut new);
+        let restart = needs_restart(&self.cfg, &new);
+        // The kernel first: if it refuses a setting, the old detection
+        // settings and kernel settings are put back and nothing else moves.
+        let old_detect = self.cfg.detect.clone();
         self.defender.reconfigure(new.detect.clone());
-        apply_settings(&mut self.maps, &new, &self.defender)?;
+        if let Err(e) = apply_settings(&mut self.maps, &new, &self.defender) {
+            self.defender.reconfigure(old_detect);
+            if let Err(back) = apply_settings(&mut self.maps, &self.cfg, &self.defender) {
+                tracing::error!(error = %back, "could not put the old kernel settings back");
+            }
+            return Err(e.into());
+        }
+        self.lists_read = None;
         let alerts_changed = new.alerts != self.cfg.alerts;
-        self.feeds_changed = new.feeds != self.cfg.feeds;
+        self.feeds_changed = new.feeds != self.cfg.feeds || new.geo_db != self.cfg.geo_db;
         if new.db != self.cfg.db {
             self.store = None;
             self.db_retry_at = Instant::now();
         }
-        tracing::info!(path = %path.display(), db = %redact(&new.db), "configuration reloaded");
+        // What only a start can apply keeps its running value, so the
+        // status and the next reload compare against what really runs.
+        new.interfaces = self.cfg.interfaces.clone();
+        new.mode = self.cfg.mode;
+        new.metrics = self.cfg.metrics;
+        new.event_buffer = self.cfg.event_buffer;
+        new.capacities = self.cfg.capacities;
+        new.state_dir = self.cfg.state_dir.clone();
+        if restart.is_empty() {
+            tracing::info!(path = %path.display(), db = %redact(&new.db), "configuration reloaded");
+        } else {
+            tracing::warn!(
+                path = %path.display(),
+                db = %redact(&new.db),
+                needs_restart = %restart.join(", "),
+                "configuration reloaded except settings only a restart applies (`systemctl restart sip-xdp`)"
+            );
+        }
         self.cfg = new;
         if alerts_changed {
             self.start_alerts();
@@ -1052,6 +1079,25 @@ fn new_interval(every: Duration) -> tokio::time::Interval {
 
 /// Ports, monitor mode and malformed handling from the configuration, where
 /// it sets them; the rest of the kernel state is left as it is.
+/// The settings that differ between `old` and `new` and that only a start
+/// applies: the attachments, the metrics listener, the event buffer's
+/// size, the map sizes and where the feeds keep their state.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut differs = |name, d: bool| {
+        if d {
+            out.push(name);
+        }
+    };
+    differs("interfaces", old.interfaces != new.interfaces);
+    differs("mode", old.mode != new.mode);
+    differs("metrics", old.metrics != new.metrics);
+    differs("event_buffer", old.event_buffer != new.event_buffer);
+    differs("max_* and source_lru", old.capacities != new.capacities);
+    differs("state_dir", old.state_dir != new.state_dir);
+    out
+}
+
 fn apply_settings(maps: &mut Maps, cfg: &Config, defender: &Defender) -> crate::Result<()> {
     if let Some(ports) = &cfg.ports {
         maps.set_ports(ports)?;

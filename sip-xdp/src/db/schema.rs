@@ -588,12 +588,18 @@ mod tests {
         // VARCHAR(45) holds every address sip-xdp writes; a reason of 45
         // characters is short, and said so.
         assert_eq!(f.notes.len(), 1, "{f:?}");
-        assert!(f.notes[0].starts_with("blocked_ips.reason holds 45 characters"), "{f:?}");
+        assert!(
+            f.notes[0].starts_with("blocked_ips.reason holds 45 characters"),
+            "{f:?}"
+        );
         let mut narrow = table.to_vec();
         narrow[1].width = Some(39);
         let mut f = Findings::default();
         compare(&TABLES[0], &narrow, true, &mut f);
-        assert!(f.notes[0].starts_with("blocked_ips.ip_address holds 39 characters"), "{f:?}");
+        assert!(
+            f.notes[0].starts_with("blocked_ips.ip_address holds 39 characters"),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Attached {
 }
 
 /// Program capacities chosen at first load.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
     pub bans: u32,
     pub allow: u32,
