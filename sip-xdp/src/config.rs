@@ -97,6 +97,7 @@ struct Raw {
     state_dir: Option<PathBuf>,
     trusted: Option<Trusted>,
     geo: Option<crate::feed::GeoSettings>,
+    retention: Option<crate::db::retention::Settings>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +132,8 @@ pub struct Config {
     pub trusted: Option<Trusted>,
     /// The `[geo]` country database, for naming sources by country.
     pub geo_db: Option<PathBuf>,
+    /// How long events and lifted blocks are kept.
+    pub retention: crate::db::retention::Settings,
     /// Where it was read from, for SIGHUP.
     pub path: Option<PathBuf>,
 }
@@ -236,6 +239,7 @@ impl Config {
         let feeds = feeds(raw.feeds.take().unwrap_or_default(), raw.geo.take())?;
         let trusted = raw.trusted.take().map(Trusted::checked).transpose()?;
         Ok(Self {
+            retention: raw.retention.take().unwrap_or_default(),
             capacities: capacities(&raw)?,
             metrics,
             detect,

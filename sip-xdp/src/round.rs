@@ -39,6 +39,8 @@ pub struct RoundInput {
     /// The lists' fingerprint when they were last read in full; `None`
     /// reads them whatever it is now.
     pub known: Option<Vec<i64>>,
+    /// Old rows to delete this round, if it is time.
+    pub prune: Option<crate::db::retention::Settings>,
 }
 
 /// What a round did and read.
@@ -55,6 +57,8 @@ pub struct RoundOutput {
     pub failures: Vec<(usize, FailureBatch)>,
     /// The trusted peers read, or why not (the last good ones then stay).
     pub trusted: Option<Result<Vec<AllowRow>, String>>,
+    /// What retention deleted, when it ran and did not fail.
+    pub pruned: Option<crate::db::retention::Pruned>,
     pub took: Duration,
 }
 
@@ -83,6 +87,7 @@ pub async fn run(mut input: RoundInput) -> Result<RoundOutput, RoundError> {
             failures,
         }) => Ok(RoundOutput {
             trusted: trusted(&store, input.trusted.as_ref()).await,
+            pruned: prune(&store, input.prune.as_ref(), input.wall).await,
             store,
             connected,
             lifted,
@@ -121,6 +126,32 @@ async fn trusted(
             Err(e) => Err(e.to_string()),
         },
     )
+}
+
+/// Deletes a batch of old rows, last in the round: what was read and
+/// written matters more. A failure is logged and waits for the next time.
+async fn prune(
+    store: &Store,
+    s: Option<&crate::db::retention::Settings>,
+    wall: NaiveDateTime,
+) -> Option<crate::db::retention::Pruned> {
+    match crate::db::retention::prune_batch(store, s?, wall).await {
+        Ok(p) => {
+            if p.events + p.lifted_blocks > 0 {
+                tracing::info!(
+                    events = p.events,
+                    lifted_blocks = p.lifted_blocks,
+                    more = p.more,
+                    "deleted rows past their retention"
+                );
+            }
+            Some(p)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "deleting rows past their retention failed; trying again later");
+            None
+        }
+    }
 }
 
 struct Work {

@@ -971,3 +971,40 @@ async fn a_table_that_cannot_be_adopted_is_named_not_half_migrated() {
     );
     assert!(daemon.stop().success());
 }
+
+/// The controller deletes events past `[retention]` by itself, and
+/// `sip-xdp db prune` does it at once.
+#[tokio::test(flavor = "current_thread")]
+async fn old_events_are_deleted_by_the_controller_and_by_db_prune() {
+    use sip_xdp::db::store::Event;
+    let lab = Lab::two_clients("rt");
+    let db = TestDb::sqlite();
+    let cli = Cli::with_db(&lab.server, db.url());
+    no_detection(&cli);
+    cli.add_config("[retention]\nevents = \"1h\"");
+    let s = store(&db).await;
+    let old = |t| Event {
+        event_type: "retention_probe".into(),
+        source_ip: None,
+        severity: "info".into(),
+        details: serde_json::json!({}),
+        event_time: t,
+        node: None,
+    };
+    let probes = "SELECT COUNT(*) FROM security_events WHERE event_type = 'retention_probe'";
+    s.insert_events(&[old(now() - ChronoDuration::hours(2)), old(now())])
+        .await
+        .unwrap();
+    let mut daemon = cli.start_controller(&["s1"], "node-rt", INTERVAL);
+    daemon.wait_log("database connected", Duration::from_secs(20));
+    daemon.wait_log("deleted rows past their retention", Duration::from_secs(5));
+    assert_eq!(s.count_literal(probes).await.unwrap(), 1);
+    assert!(daemon.stop().success());
+
+    s.insert_events(&[old(now() - ChronoDuration::hours(3))])
+        .await
+        .unwrap();
+    let out = cli.ok(&["db", "prune"]);
+    assert!(out.starts_with("deleted 1 events (older than 1h"), "{out}");
+    assert_eq!(s.count_literal(probes).await.unwrap(), 1);
+}

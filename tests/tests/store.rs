@@ -435,6 +435,79 @@ async fn check_fingerprint(store: &Store) {
     moved("an expiry passing", fp().await, &mut last);
 }
 
+/// Retention deletes events and lifted blocks past their age, in batches,
+/// and the oldest events beyond the cap; never an active block, however
+/// old, nor a block expired but not yet recorded as lifted.
+async fn check_retention(store: &Store) {
+    use sip_xdp::db::retention::{prune_all, prune_batch, Settings, BATCH};
+    let t = now();
+    let day = Duration::days(1);
+    let event = |at: NaiveDateTime| Event {
+        event_type: "retention_probe".into(),
+        source_ip: Some("198.51.100.1".into()),
+        severity: "info".into(),
+        details: json!({}),
+        event_time: at,
+        node: None,
+    };
+    let old: Vec<Event> = (0..BATCH + 500).map(|_| event(t - day * 100)).collect();
+    store.insert_events(&old).await.unwrap();
+    store
+        .insert_events(&[event(t - day), event(t)])
+        .await
+        .unwrap();
+    let block = |ip: &'static str, at: NaiveDateTime, exp: Option<NaiveDateTime>| async move {
+        store
+            .insert_block(ip, "r", "manual", at, exp, None)
+            .await
+            .unwrap()
+    };
+    block("100.64.9.1", t - day * 400, None).await; // active for ever
+    let lifted_long_ago = block("100.64.9.2", t - day * 60, None).await;
+    let lifted_lately = block("100.64.9.3", t - day * 3, None).await;
+    block("100.64.9.4", t - day * 60, Some(t - day * 50)).await; // expired, unrecorded
+    store
+        .mark_lifted(lifted_long_ago, t - day * 40)
+        .await
+        .unwrap();
+    store.mark_lifted(lifted_lately, t - day).await.unwrap();
+    let probes = "SELECT COUNT(*) FROM security_events WHERE event_type = 'retention_probe'";
+    let s = Settings::default();
+    let first = prune_batch(store, &s, t).await.unwrap();
+    assert_eq!(
+        (first.events, first.lifted_blocks, first.more),
+        (BATCH as u64, 1, true)
+    );
+    let rest = prune_all(store, &s, t).await.unwrap();
+    assert_eq!((rest.events, rest.lifted_blocks), (500, 0));
+    assert_eq!(store.count_literal(probes).await.unwrap(), 2);
+    let left: Vec<String> = store
+        .count_literal("SELECT COUNT(*) FROM blocked_ips WHERE ip_address IN ('100.64.9.1', '100.64.9.3', '100.64.9.4')")
+        .await
+        .map(|n| vec![n.to_string()])
+        .unwrap();
+    assert_eq!(left, ["3"]);
+    assert!(store.blocks_of("100.64.9.2").await.unwrap().is_empty());
+    // The cap: the newest `max_events` stay.
+    let capped = Settings {
+        events: None,
+        lifted_blocks: None,
+        max_events: 1,
+    };
+    let before = store
+        .count_literal("SELECT COUNT(*) FROM security_events")
+        .await
+        .unwrap();
+    let p = prune_all(store, &capped, t).await.unwrap();
+    assert_eq!(p.events as i64, before - 1);
+    let kept = store
+        .events(t - Duration::minutes(1), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].event_time, t, "the newest is the one kept");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn sqlite_store() {
     // SQLite's clock is the process's: put it five hours behind UTC. This
@@ -446,6 +519,7 @@ async fn sqlite_store() {
     check(&store).await;
     check_report(&store).await;
     check_fingerprint(&store).await;
+    check_retention(&store).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -457,6 +531,7 @@ async fn mariadb_store() {
     check(&store).await;
     check_report(&store).await;
     check_fingerprint(&store).await;
+    check_retention(&store).await;
 }
 
 /// Rows another program writes in its own session, in the server's default

@@ -253,6 +253,9 @@ pub enum ConfigAction {
 pub enum DbAction {
     /// Create or upgrade the tables (also done by every command on connect).
     Migrate,
+    /// Delete events and lifted blocks past `[retention]` now, in batches
+    /// (the controller does it too, a batch at a time).
+    Prune,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

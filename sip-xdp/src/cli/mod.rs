@@ -82,6 +82,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Db {
             action: DbAction::Migrate,
         } => show::migrate(&ctx),
+        Command::Db {
+            action: DbAction::Prune,
+        } => show::prune(&ctx),
         // Answered above, before the configuration was needed.
         Command::Doctor { .. } | Command::Completions { .. } | Command::Man => Ok(()),
         Command::Config { .. } => {

@@ -27,6 +27,32 @@ pub fn migrate(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn prune(ctx: &Ctx) -> anyhow::Result<()> {
+    let store = ctx.rt.block_on(edit::open_store(&ctx.cfg))?;
+    let r = &ctx.cfg.retention;
+    let p = ctx
+        .rt
+        .block_on(crate::db::retention::prune_all(&store, r, store::now()))?;
+    let age = |d: Option<std::time::Duration>| {
+        d.map_or("kept for ever".to_string(), |d| {
+            format!("older than {}", humantime::format_duration(d))
+        })
+    };
+    println!(
+        "deleted {} events ({}; at most {} kept) and {} lifted blocks ({})",
+        p.events,
+        age(r.events),
+        if r.max_events == 0 {
+            "all".to_string()
+        } else {
+            r.max_events.to_string()
+        },
+        p.lifted_blocks,
+        age(r.lifted_blocks)
+    );
+    Ok(())
+}
+
 pub fn events(
     ctx: &Ctx,
     since: Duration,

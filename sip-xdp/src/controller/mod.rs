@@ -55,6 +55,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct Controller {
     _lock: ControllerLock,
+    /// When retention next deletes old rows.
+    prune_at: Instant,
     cfg: Config,
     overrides: Overrides,
     pins: Pins,
@@ -104,6 +106,10 @@ type RoundResult = Result<RoundOutput, RoundError>;
 /// How often the controller checks that every IPv4 ban in BANS is visible
 /// through the index: a few batch reads (BANS and 2 MiB of index).
 const HEAL_EVERY: Duration = Duration::from_secs(30);
+
+/// How often retention looks for old rows when the last look found none
+/// waiting.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Controller {
     /// Attaches to the configured interfaces (an existing attachment, for
@@ -157,6 +163,7 @@ impl Controller {
         let events = EventBuffer::new(cfg.event_buffer, Some(cfg.node.clone()));
         Ok(Self {
             _lock: lock,
+            prune_at: Instant::now(),
             cfg,
             overrides,
             pins,
@@ -478,6 +485,10 @@ impl Controller {
                 .as_ref()
                 .filter(|(_, at)| at.elapsed() < FULL_READ_EVERY)
                 .map(|(fp, _)| fp.clone()),
+            prune: (Instant::now() >= self.prune_at).then(|| {
+                self.prune_at = Instant::now() + PRUNE_EVERY;
+                self.cfg.retention.clone()
+            }),
         };
         let feeds = input.feeds.clone();
         let tx = report.clone();
@@ -577,6 +588,10 @@ impl Controller {
             crate::heap::release_free_pages();
         }
         self.backoff = Duration::from_secs(1);
+        if out.pruned.is_some_and(|p| p.more) {
+            // More waiting: the next round goes on.
+            self.prune_at = Instant::now();
+        }
         self.last_sync = Some((Utc::now(), took));
         let found = self.defender.take_failures(out.failures);
         self.act_all(found);

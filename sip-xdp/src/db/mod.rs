@@ -10,6 +10,7 @@
 pub mod buffer;
 pub mod feeds;
 pub mod outbox;
+pub mod retention;
 pub mod rows;
 pub mod schema;
 pub mod store;

@@ -278,10 +278,9 @@ fn compare(table: &Table, found: &[Found], mysql: bool, out: &mut Findings) {
             if def.is_empty() {
                 let add = match (c.kind, mysql) {
                     (Kind::Id, true) => "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY".to_string(),
-                    (Kind::Time, false) => format!(
-                        "TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')) (SQLite adds no column with such a default: \
+                    (Kind::Time, false) => "TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')) (SQLite adds no column with such a default: \
                          make the table anew with it and copy the rows over)"
-                    ),
+                        .to_string(),
                     (Kind::Id, false) => "INTEGER PRIMARY KEY AUTOINCREMENT (SQLite: make the table anew with it and copy the rows over)".into(),
                     (_, true) => "VARCHAR(64) NOT NULL, then fill it".into(),
                     (_, false) => "TEXT NOT NULL, then fill it".into(),

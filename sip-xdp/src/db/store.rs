@@ -126,6 +126,24 @@ pub enum Pool {
     Mysql(MySqlPool),
 }
 
+/// A value `delete_batch` binds.
+enum BindValue {
+    Time(NaiveDateTime),
+    Id(i64),
+}
+
+impl From<NaiveDateTime> for BindValue {
+    fn from(t: NaiveDateTime) -> Self {
+        BindValue::Time(t)
+    }
+}
+
+impl From<i64> for BindValue {
+    fn from(id: i64) -> Self {
+        BindValue::Id(id)
+    }
+}
+
 /// Runs `$body` with `$pool` bound to whichever pool the store holds. The
 /// SQL is the same text for both (`?` placeholders), only the types differ.
 /// Rows per multi-row INSERT.
@@ -731,6 +749,69 @@ impl Store {
     /// and `db` maintenance). Returns the rows affected.
     pub async fn execute_literal(&self, sql: &'static str) -> Result<u64> {
         Ok(with_pool!(self, p => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()))?)
+    }
+
+    /// Deletes at most `limit` rows of `table` matching `cond` (a constant
+    /// of this module with one `?`), oldest id first. MySQL deletes with a
+    /// LIMIT of its own; SQLite, through a subquery.
+    async fn delete_batch(
+        &self,
+        table: &'static str,
+        cond: &'static str,
+        value: impl Into<BindValue>,
+        limit: i64,
+    ) -> Result<u64> {
+        let sql = match self.pool {
+            Pool::Mysql(_) => format!("DELETE FROM {table} WHERE {cond} ORDER BY id LIMIT ?"),
+            Pool::Sqlite(_) => format!(
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {cond} ORDER BY id LIMIT ?)"
+            ),
+        };
+        let n = match value.into() {
+            BindValue::Time(t) => {
+                with_pool!(self, p => sqlx::query(safe(&sql)).bind(t).bind(limit).execute(p).await.map(|r| r.rows_affected()))?
+            }
+            BindValue::Id(id) => {
+                with_pool!(self, p => sqlx::query(safe(&sql)).bind(id).bind(limit).execute(p).await.map(|r| r.rows_affected()))?
+            }
+        };
+        Ok(n)
+    }
+
+    /// Deletes up to `limit` events older than `before`.
+    pub async fn delete_events_before(&self, before: NaiveDateTime, limit: i64) -> Result<u64> {
+        // Compared as stored (no julianday) so the time index serves: the
+        // text times both engines write sort as times.
+        self.delete_batch(
+            "security_events",
+            "event_time < ?",
+            self.theirs(before),
+            limit,
+        )
+        .await
+    }
+
+    /// Deletes up to `limit` of the oldest events beyond the newest `keep`.
+    pub async fn delete_events_beyond(&self, keep: u64, limit: i64) -> Result<u64> {
+        let sql = "SELECT id FROM security_events ORDER BY id DESC LIMIT 1 OFFSET ?";
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let cut: Option<i64> =
+            with_pool!(self, p => sqlx::query_scalar(sql).bind(keep - 1).fetch_optional(p).await)?;
+        match cut {
+            Some(cut) => {
+                self.delete_batch("security_events", "id < ?", cut, limit)
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Deletes up to `limit` blocks lifted before `before`; an active block
+    /// is never deleted.
+    pub async fn delete_lifted_before(&self, before: NaiveDateTime, limit: i64) -> Result<u64> {
+        let cond = "unblocked_at IS NOT NULL AND unblocked_at < ?";
+        self.delete_batch("blocked_ips", cond, self.theirs(before), limit)
+            .await
     }
 
     /// Runs one constant `SELECT COUNT(*)`, as an operator's script would
