@@ -493,6 +493,7 @@ async fn check_retention(store: &Store) {
         events: None,
         lifted_blocks: None,
         max_events: 1,
+        max_lifted_blocks: 0,
     };
     let before = store
         .count_literal("SELECT COUNT(*) FROM security_events")
@@ -506,6 +507,24 @@ async fn check_retention(store: &Store) {
         .unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].event_time, t, "the newest is the one kept");
+    // The lifted blocks' cap counts lifted rows only: the newest lifted
+    // stays, and the active and unrecorded ones are untouched.
+    let later = block("100.64.9.5", t - day, None).await;
+    store.mark_lifted(later, t).await.unwrap();
+    let capped = Settings {
+        events: None,
+        lifted_blocks: None,
+        max_events: 0,
+        max_lifted_blocks: 1,
+    };
+    let p = prune_all(store, &capped, t).await.unwrap();
+    assert!(p.lifted_blocks >= 1);
+    let lifted = "SELECT COUNT(*) FROM blocked_ips WHERE unblocked_at IS NOT NULL";
+    assert_eq!(store.count_literal(lifted).await.unwrap(), 1);
+    assert!(store.blocks_of("100.64.9.3").await.unwrap().is_empty());
+    assert_eq!(store.blocks_of("100.64.9.5").await.unwrap().len(), 1);
+    assert_eq!(store.blocks_of("100.64.9.1").await.unwrap().len(), 1);
+    assert_eq!(store.blocks_of("100.64.9.4").await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -41,6 +41,9 @@ pub struct Settings {
     /// At most this many events are kept, the oldest going first; 0 for no
     /// limit.
     pub max_events: u64,
+    /// At most this many lifted blocks are kept, the oldest going first;
+    /// 0 for no limit. Active blocks do not count.
+    pub max_lifted_blocks: u64,
 }
 
 impl Default for Settings {
@@ -49,6 +52,7 @@ impl Default for Settings {
             events: Some(Duration::from_secs(90 * 86_400)),
             lifted_blocks: Some(Duration::from_secs(30 * 86_400)),
             max_events: 5_000_000,
+            max_lifted_blocks: 1_000_000,
         }
     }
 }
@@ -78,6 +82,11 @@ pub async fn prune_batch(
     }
     if let Some(d) = s.lifted_blocks {
         out.lifted_blocks += store.delete_lifted_before(before(d), BATCH).await?;
+    }
+    if s.max_lifted_blocks > 0 {
+        out.lifted_blocks += store
+            .delete_lifted_beyond(s.max_lifted_blocks, BATCH)
+            .await?;
     }
     out.more = out.events >= BATCH as u64 || out.lifted_blocks >= BATCH as u64;
     Ok(out)

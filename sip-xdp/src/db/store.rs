@@ -806,6 +806,22 @@ impl Store {
         }
     }
 
+    /// Deletes up to `limit` of the oldest lifted blocks beyond the newest
+    /// `keep` lifted ones.
+    pub async fn delete_lifted_beyond(&self, keep: u64, limit: i64) -> Result<u64> {
+        let sql = "SELECT id FROM blocked_ips WHERE unblocked_at IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?";
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let cut: Option<i64> =
+            with_pool!(self, p => sqlx::query_scalar(sql).bind(keep - 1).fetch_optional(p).await)?;
+        match cut {
+            Some(cut) => {
+                let cond = "unblocked_at IS NOT NULL AND id < ?";
+                self.delete_batch("blocked_ips", cond, cut, limit).await
+            }
+            None => Ok(0),
+        }
+    }
+
     /// Deletes up to `limit` blocks lifted before `before`; an active block
     /// is never deleted.
     pub async fn delete_lifted_before(&self, before: NaiveDateTime, limit: i64) -> Result<u64> {

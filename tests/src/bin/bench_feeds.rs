@@ -603,6 +603,145 @@ fn country(lab: &Lab, path: &std::path::Path, code: &str) {
     );
 }
 
+/// The database's size in bytes, tables and indexes, as the engine counts
+/// them (SQLite's pages, InnoDB's statistics after ANALYZE).
+async fn db_bytes(db: &TestDb, store: &sip_xdp::db::Store) -> u64 {
+    match db.mariadb_name() {
+        Some(name) => {
+            sip_xdp_tests::db::admin(&format!(
+                "ANALYZE TABLE `{name}`.blocked_ips, `{name}`.security_events"
+            ));
+            sip_xdp_tests::db::admin_query(&format!(
+                "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = '{name}'"
+            ))
+            .parse()
+            .unwrap_or(0)
+        }
+        None => {
+            let pages = store
+                .count_literal("SELECT page_count FROM pragma_page_count")
+                .await
+                .unwrap();
+            let free = store
+                .count_literal("SELECT freelist_count FROM pragma_freelist_count")
+                .await
+                .unwrap();
+            let size = store
+                .count_literal("SELECT page_size FROM pragma_page_size")
+                .await
+                .unwrap();
+            ((pages - free) * size) as u64
+        }
+    }
+}
+
+/// One hour at the ban cap written as the controller writes it: per ban a
+/// `blocked_ips` row, the detection's event and `ip_blocked`, and at its
+/// expiry the lift and `ip_unblocked`; with `retention`, one batch of it
+/// per 2-s round, as the controller runs it. Returns the bytes after each
+/// simulated ten minutes.
+async fn one_hour_at_the_cap(
+    db: &TestDb,
+    retention: Option<&sip_xdp::db::retention::Settings>,
+) -> Vec<u64> {
+    use serde_json::json;
+    use sip_xdp::db::store::{now, Event};
+    let store = db.connect().await;
+    let cap = sip_xdp::detect::Settings::default().max_bans_per_sec as i64;
+    let start = now();
+    let mut sizes = Vec::new();
+    let mut n = 0u32;
+    for round in 0..1800i64 {
+        let at = start + chrono::Duration::seconds(round * 2);
+        let mut events = Vec::new();
+        for _ in 0..cap * 2 {
+            n += 1;
+            let ip = format!("100.{}.{}.{}", 64 + (n >> 16) % 64, (n >> 8) & 255, n & 255);
+            let note = "flood: 61 over limit 30 in 2s";
+            let expires = at + chrono::Duration::minutes(10);
+            let id = store
+                .insert_block(&ip, note, "flood", at, Some(expires), Some("sbc-1"))
+                .await
+                .unwrap();
+            let ev = |t: &str, sev: &str, details| Event {
+                event_type: t.into(),
+                source_ip: Some(ip.clone()),
+                severity: sev.into(),
+                details,
+                event_time: at,
+                node: Some("sbc-1".into()),
+            };
+            events.push(ev("flood_detected", "warning", json!({"count": 61, "limit": 30, "window_s": 2.0, "class": "register", "action": "banned", "ban_s": 600, "offence": 1, "expires_at": expires.to_string()})));
+            events.push(ev("ip_blocked", "info", json!({"reason": note, "source": "flood", "ban_s": 600, "expires_at": expires.to_string(), "offence": 1})));
+            events.push(ev("ip_unblocked", "info", json!({"reason": "expired", "id": id, "source": "flood", "expires_at": expires.to_string()})));
+            store.mark_lifted(id, expires).await.unwrap();
+        }
+        for chunk in events.chunks(500) {
+            store.insert_events(chunk).await.unwrap();
+        }
+        if let Some(r) = retention {
+            sip_xdp::db::retention::prune_batch(&store, r, at)
+                .await
+                .unwrap();
+        }
+        if (round + 1) % 300 == 0 {
+            sizes.push(db_bytes(db, &store).await);
+        }
+    }
+    sizes
+}
+
+/// The database's growth at the ban cap, with no retention and with caps
+/// small enough to be reached within the hour.
+fn growth(rt: &tokio::runtime::Runtime) {
+    use sip_xdp::db::retention::Settings;
+    let cap = sip_xdp::detect::Settings::default().max_bans_per_sec;
+    let small = Settings {
+        events: None,
+        lifted_blocks: None,
+        max_events: 100_000,
+        max_lifted_blocks: 30_000,
+    };
+    println!(
+        "## The database at the ban cap
+"
+    );
+    println!(
+        "One hour at the ban cap ({cap} bans/s) written through the store as the controller writes it: per ban a \
+         `blocked_ips` row, the detection's event and `ip_blocked`, then the lift and `ip_unblocked` (3 events). \
+         Without retention, and with caps of {} events and {} lifted blocks pruned one batch per 2-s round as \
+         the controller does (the defaults are 5,000,000 and 1,000,000, reached later). Size: tables and \
+         indexes as the engine counts them.\n",
+        small.max_events, small.max_lifted_blocks
+    );
+    println!("| database | retention | after 10 min | 20 | 30 | 40 | 50 | 60 | per hour, last 30 min | bytes per ban (rows + events) |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, with) in [("none", None), ("capped", Some(&small))] {
+        for (name, db) in [("SQLite", TestDb::sqlite()), ("MariaDB", TestDb::mariadb())] {
+            let sizes = rt.block_on(one_hour_at_the_cap(&db, with));
+            let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+            let late = sizes[5].saturating_sub(sizes[2]) * 2;
+            let per_ban = match with {
+                None => format!("{:.0}", sizes[5] as f64 / (f64::from(cap) * 3600.0)),
+                Some(_) => "-".into(),
+            };
+            println!(
+                "| {name} | {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                mb(sizes[0]),
+                mb(sizes[1]),
+                mb(sizes[2]),
+                mb(sizes[3]),
+                mb(sizes[4]),
+                mb(sizes[5]),
+                mb(late),
+                per_ban
+            );
+        }
+    }
+    println!();
+}
+
 fn main() {
     sip_xdp_tests::require_root();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -627,6 +766,9 @@ fn main() {
     }
     if want("crowdsec") {
         crowdsec(&lab);
+    }
+    if want("growth") {
+        growth(&rt);
     }
     if want("geo") {
         match std::env::var_os("SIP_XDP_GEO_DB") {
