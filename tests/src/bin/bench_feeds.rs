@@ -8,7 +8,9 @@
 //! - an APIBAN page of 10,000 addresses (a local server speaking APIBAN's
 //!   format, since apiban.org cannot be reached from here);
 //! - one CrowdSec decision added and deleted (Debian's CrowdSec Local API);
-//! - a country policy (a GeoLite2 country database, $SIP_XDP_GEO_DB).
+//! - a country policy (a GeoLite2 country database, $SIP_XDP_GEO_DB);
+//! - the database's growth over an hour at the ban cap, with and without
+//!   retention.
 //!
 //! Times come from the controller's own log (`feed refreshed`, `kernel
 //! synced`, each stamped by its clock) and from polling the pinned maps.
