@@ -217,8 +217,11 @@ impl Config {
         }
         if let Some(node) = &raw.node {
             crate::db::schema::fits("node", node).map_err(|e| ("node", e.to_string()))?;
-            if node.is_empty() {
-                return Err(("node", "needs a name (the host name is the default)".into()));
+            if node.is_empty() || node.chars().any(char::is_control) {
+                return Err((
+                    "node",
+                    "needs a name on one line (the host name is the default)".into(),
+                ));
             }
         }
         let ban_scope = ports_and_scope(&raw)?;

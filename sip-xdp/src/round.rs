@@ -39,8 +39,6 @@ pub struct RoundInput {
     /// The lists' fingerprint when they were last read in full; `None`
     /// reads them whatever it is now.
     pub known: Option<Vec<i64>>,
-    /// Old rows to delete this round, if it is time.
-    pub prune: Option<crate::db::retention::Settings>,
 }
 
 /// What a round did and read.
@@ -57,8 +55,8 @@ pub struct RoundOutput {
     pub failures: Vec<(usize, FailureBatch)>,
     /// The trusted peers read, or why not (the last good ones then stay).
     pub trusted: Option<Result<Vec<AllowRow>, String>>,
-    /// What retention deleted, when it ran and did not fail.
-    pub pruned: Option<crate::db::retention::Pruned>,
+    /// The pending bans (by index) whose rows the database refused.
+    pub refused_pending: Vec<usize>,
     pub took: Duration,
 }
 
@@ -80,14 +78,15 @@ pub async fn run(mut input: RoundInput) -> Result<RoundOutput, RoundError> {
     };
     match work(&store, &mut input).await {
         Ok(Work {
+            refused,
             lifted,
             lists,
             fingerprint,
             undecoded,
             failures,
         }) => Ok(RoundOutput {
+            refused_pending: refused,
             trusted: trusted(&store, input.trusted.as_ref()).await,
-            pruned: prune(&store, input.prune.as_ref(), input.wall).await,
             store,
             connected,
             lifted,
@@ -128,33 +127,8 @@ async fn trusted(
     )
 }
 
-/// Deletes a batch of old rows, last in the round: what was read and
-/// written matters more. A failure is logged and waits for the next time.
-async fn prune(
-    store: &Store,
-    s: Option<&crate::db::retention::Settings>,
-    wall: NaiveDateTime,
-) -> Option<crate::db::retention::Pruned> {
-    match crate::db::retention::prune_batch(store, s?, wall).await {
-        Ok(p) => {
-            if p.events + p.lifted_blocks > 0 {
-                tracing::info!(
-                    events = p.events,
-                    lifted_blocks = p.lifted_blocks,
-                    more = p.more,
-                    "deleted rows past their retention"
-                );
-            }
-            Some(p)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "deleting rows past their retention failed; trying again later");
-            None
-        }
-    }
-}
-
 struct Work {
+    refused: Vec<usize>,
     lifted: Vec<BlockRow>,
     lists: Option<(Vec<RuleOrBad>, Vec<AllowRow>)>,
     fingerprint: Vec<i64>,
@@ -171,9 +145,7 @@ async fn write_first(
     feeds: &[FeedRows],
     node: &str,
 ) -> Result<(), StoreError> {
-    let drained = outbox
-        .drain(|c| async move { c.apply(store, true).await.map(drop) })
-        .await?;
+    let drained = outbox.drain(|c| c.apply_queued(store)).await?;
     if drained.written > 0 {
         tracing::info!(changes = drained.written, path = %outbox.path().display(), "wrote the changes queued while the database was unreachable");
     }
@@ -241,8 +213,11 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
             lifted.push(row);
         }
     }
-    for p in pending {
-        tolerated(write_block(store, p, node).await, "a ban's row")?;
+    let mut refused = Vec::new();
+    for (i, p) in pending.iter().enumerate() {
+        if tolerated(write_block(store, p, node).await, "a ban's row")?.is_none() {
+            refused.push(i);
+        }
     }
     // A 100k-row table read in full costs the database, the network and
     // our memory every round; a fingerprint that has not moved says the
@@ -277,9 +252,17 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
         for (i, table) in FAILURE_TABLES.iter().enumerate() {
             let mut after = req.cursors[i].unwrap_or(0);
             loop {
-                let batch = store
-                    .failures(table, after, req.since, FAILURE_BATCH)
-                    .await?;
+                // The SIP server's own table, in whatever shape it made it:
+                // one that cannot be read costs brute-force detection, not
+                // the sync.
+                let batch = match store.failures(table, after, req.since, FAILURE_BATCH).await {
+                    Ok(b) => b,
+                    Err(e) if matches!(e, StoreError::Sql(sqlx::Error::Database(_))) => {
+                        tracing::debug!(table, error = %e, "cannot read the failure table");
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let full = batch.fetched as i64 >= FAILURE_BATCH;
                 after = batch.last_id.unwrap_or(after).max(after);
                 batches.push((i, batch));
@@ -290,6 +273,7 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
         }
     }
     Ok(Work {
+        refused,
         lifted,
         lists,
         fingerprint,

@@ -653,6 +653,11 @@ fn one_controller_per_pin_directory() {
         )),
         "{err}"
     );
+    // Purging the pins under a running controller would let a second one
+    // start on a fresh directory beside it.
+    let e = cli.fails(&["detach", "--iface", "s1", "--purge"]);
+    assert!(e.contains("stop it first"), "{e}");
+    assert!(lab.server.xdp_attached("s1"));
     assert!(first.stop().success());
     let mut second = cli.start_controller(&["s1"], "node-lk", INTERVAL);
     second.wait_log("database connected", Duration::from_secs(20));

@@ -475,3 +475,38 @@ fn a_change_that_will_not_last_fails_and_a_closed_pipe_is_quiet() {
         out.status
     );
 }
+
+/// A block queued during an outage is not overtaken by an unblock given
+/// once the database is back: the command writes the queued changes first,
+/// so the unblock lifts the block instead of finding nothing, and nothing
+/// is left to bring the ban back later.
+#[test]
+fn a_queued_change_is_not_overtaken_by_a_later_one() {
+    use sip_xdp::db::outbox::{Change, Op, Outbox};
+    let lab = Lab::two_clients("q");
+    let cli = Cli::new(&lab.server);
+    cli.ok(&["attach", "--iface", "s1"]);
+    let outbox = Outbox::new(cli.dir.join("outbox.jsonl"));
+    let op = Op::Block {
+        reason: "queued in the outage".into(),
+        expires_at: None,
+        source: "manual".into(),
+    };
+    let at = sip_xdp::db::store::now() - chrono::Duration::minutes(5);
+    outbox
+        .push(&Change::new(
+            op,
+            &"198.51.100.2/32".parse().unwrap(),
+            at,
+            "n",
+        ))
+        .unwrap();
+    let out = cli.ok(&["unblock", "198.51.100.2"]);
+    assert!(out.contains("unblocked 198.51.100.2"), "{out}");
+    assert!(
+        outbox.peek().unwrap().is_empty(),
+        "the queued block is still waiting"
+    );
+    let listed = cli.json(&["list", "blocked", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+}

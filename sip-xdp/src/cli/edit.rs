@@ -87,17 +87,14 @@ async fn record(
     change: &Change,
 ) -> anyhow::Result<(Result<Applied, String>, Option<String>)> {
     change.check().map_err(refused)?;
+    let ob = Outbox::new(&cfg.outbox);
     let r = match open_store(cfg).await {
-        Ok(store) => match change.apply(&store, false).await {
-            Err(e) if e.is_data_error() => return Err(refused(e)),
-            r => r.map_err(|e| e.to_string()),
-        },
+        Ok(store) => write_after_queued(&store, &ob, change).await?,
         Err(e) => Err(format!("{e:#}")),
     };
     if r.is_ok() {
         return Ok((r, None));
     }
-    let ob = Outbox::new(&cfg.outbox);
     Ok(match ob.push(change) {
         Ok(()) => (r, Some(ob.path().display().to_string())),
         Err(e) => {
@@ -105,6 +102,27 @@ async fn record(
             (r, None)
         }
     })
+}
+
+/// Writes the changes queued earlier, then `change`: otherwise it would be
+/// overtaken by them (an unblock now, then the block queued an hour ago).
+/// A change the database refuses for what it holds is an error.
+async fn write_after_queued(
+    store: &Store,
+    ob: &Outbox,
+    change: &Change,
+) -> anyhow::Result<Result<Applied, String>> {
+    let drained = match ob.drain(|c| c.apply_queued(store)).await {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(format!("{e} (writing the changes queued before it)"))),
+    };
+    for (c, why) in &drained.failed {
+        tracing::error!(target_ip = %c.target, error = %why, moved_to = %ob.failed_path().display(), "the database refused a queued change; it was moved aside and is not applied");
+    }
+    match change.apply(store, false).await {
+        Err(e) if e.is_data_error() => Err(refused(e)),
+        r => Ok(r.map_err(|e| e.to_string())),
+    }
 }
 
 fn refused(e: store::StoreError) -> anyhow::Error {

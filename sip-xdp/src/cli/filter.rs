@@ -28,6 +28,21 @@ pub fn detach(ctx: &Ctx, ifaces: &[String], all: bool, purge: bool) -> anyhow::R
     if all && ifaces.is_empty() {
         println!("not attached anywhere");
     }
+    // A purge removes the pin directory: a controller running on it would
+    // keep its maps while a new one started on a fresh directory beside it.
+    let _held = if purge && !ifaces.is_empty() {
+        Some(
+            crate::kernel::one_controller::ControllerLock::take(&ctx.pins).map_err(|e| match e {
+                crate::Error::AnotherController { pid, .. } => anyhow::anyhow!(
+                    "a controller{} runs on these pins: stop it first (`systemctl stop sip-xdp`), then purge",
+                    pid.map(|p| format!(" (PID {p})")).unwrap_or_default()
+                ),
+                e => e.into(),
+            })?,
+        )
+    } else {
+        None
+    };
     for i in &ifaces {
         loader::detach(&ctx.pins, i, purge)?;
         println!("detached from {i}");

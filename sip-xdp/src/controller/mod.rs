@@ -55,8 +55,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct Controller {
     _lock: ControllerLock,
-    /// When retention next deletes old rows.
+    /// When retention next deletes old rows, and the batch under way.
     prune_at: Instant,
+    prune: Option<tokio::task::JoinHandle<bool>>,
     cfg: Config,
     overrides: Overrides,
     pins: Pins,
@@ -164,6 +165,7 @@ impl Controller {
         Ok(Self {
             _lock: lock,
             prune_at: Instant::now(),
+            prune: None,
             cfg,
             overrides,
             pins,
@@ -438,7 +440,37 @@ impl Controller {
     /// One sync interval's work: starts a database round unless one is
     /// under way (abandoning one that has not answered in time), and
     /// writes the status file. Never waits on the database.
+    /// Starts a retention batch when one is due and none is under way; a
+    /// batch that found more to delete brings the next one forward.
+    fn prune_old_rows(&mut self) {
+        if let Some(task) = &self.prune {
+            if !task.is_finished() {
+                return;
+            }
+            let more = self
+                .prune
+                .take()
+                .and_then(futures_util::FutureExt::now_or_never)
+                .and_then(Result::ok);
+            if more == Some(true) {
+                self.prune_at = Instant::now();
+            }
+        }
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if self.db_error.is_some() || Instant::now() < self.prune_at {
+            return;
+        }
+        self.prune_at = Instant::now() + PRUNE_EVERY;
+        let settings = self.cfg.retention.clone();
+        self.prune = Some(tokio::spawn(crate::db::retention::prune_in_background(
+            store, settings,
+        )));
+    }
+
     pub fn cycle(&mut self, report: &mpsc::Sender<RoundResult>) {
+        self.prune_old_rows();
         match &self.round {
             Some(r) if r.started.elapsed() > self.round_timeout() => {
                 r.abort.abort();
@@ -485,10 +517,6 @@ impl Controller {
                 .as_ref()
                 .filter(|(_, at)| at.elapsed() < FULL_READ_EVERY)
                 .map(|(fp, _)| fp.clone()),
-            prune: (Instant::now() >= self.prune_at).then(|| {
-                self.prune_at = Instant::now() + PRUNE_EVERY;
-                self.cfg.retention.clone()
-            }),
         };
         let feeds = input.feeds.clone();
         let tx = report.clone();
@@ -532,7 +560,8 @@ impl Controller {
         self.store = Some(out.store);
         self.events.confirm(round.events_mark);
         self.feeds.confirm(&round.feeds);
-        self.defender.confirm_pending(round.pending_n);
+        self.defender
+            .confirm_pending(round.pending_n, &out.refused_pending);
         self.db_error = None;
         if let Some(since) = self.db_down_since.take() {
             let secs = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
@@ -588,10 +617,6 @@ impl Controller {
             crate::heap::release_free_pages();
         }
         self.backoff = Duration::from_secs(1);
-        if out.pruned.is_some_and(|p| p.more) {
-            // More waiting: the next round goes on.
-            self.prune_at = Instant::now();
-        }
         self.last_sync = Some((Utc::now(), took));
         let found = self.defender.take_failures(out.failures);
         self.act_all(found);

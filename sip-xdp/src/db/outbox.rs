@@ -127,6 +127,11 @@ impl Change {
         }
     }
 
+    /// A queued change written as the drain writes it: its events too.
+    pub async fn apply_queued(self, store: &Store) -> Result<(), StoreError> {
+        self.apply(store, true).await.map(drop)
+    }
+
     /// Writes the change and its events. `replay`: it comes from the
     /// outbox, and may already have been written by an interrupted round.
     pub async fn apply(&self, store: &Store, replay: bool) -> Result<Applied, StoreError> {
@@ -159,7 +164,14 @@ impl Change {
                 out
             }
         };
-        store.insert_events(&events).await?;
+        match store.insert_events(&events).await {
+            // The change itself is written; only its record is refused
+            // (text a column's charset cannot hold).
+            Err(e) if e.is_data_error() => {
+                tracing::warn!(error = %e, target_ip = %self.target, "the database refused the change's event; the change itself is written")
+            }
+            r => r?,
+        }
         Ok(out)
     }
 
@@ -214,7 +226,11 @@ impl Change {
             .active_blocks(self.at.max(super::store::now()))
             .await?
         {
+            // A queued unblock lifts what was blocked when the operator
+            // gave it, not a ban made since (by another node meanwhile).
+            let made_since = replay && (row.blocked_at - self.at).num_milliseconds() > 2000;
             if parse_net(&row.ip_address).is_ok_and(|n| n == *net)
+                && !made_since
                 && store.mark_lifted(row.id, self.at).await?
             {
                 out.rows += 1;

@@ -1,9 +1,9 @@
 //! How long the record is kept. Every ban writes a `blocked_ips` row and
 //! events, and nothing else ever deletes them: left alone, a long attack
 //! fills the disk, and a full disk stops every round. The controller
-//! deletes what is past its age in small batches inside its database
-//! round (never on the path that enforces), and `sip-xdp db prune` does
-//! the same at once. Active blocks are never deleted, whatever their age;
+//! deletes what is past its age in small batches on a task of its own
+//! (neither the path that enforces nor the database round waits for it),
+//! and `sip-xdp db prune` does the same at once. Active blocks are never deleted, whatever their age;
 //! nor are the SIP server's own failure tables.
 
 use std::time::Duration;
@@ -90,6 +90,28 @@ pub async fn prune_batch(
     }
     out.more = out.events >= BATCH as u64 || out.lifted_blocks >= BATCH as u64;
     Ok(out)
+}
+
+/// One batch, as the controller runs it on a task of its own: logged,
+/// a failure left for the next time. Returns whether more is waiting.
+pub async fn prune_in_background(store: Store, s: Settings) -> bool {
+    match prune_batch(&store, &s, super::store::now()).await {
+        Ok(p) => {
+            if p.events + p.lifted_blocks > 0 {
+                tracing::info!(
+                    events = p.events,
+                    lifted_blocks = p.lifted_blocks,
+                    more = p.more,
+                    "deleted rows past their retention"
+                );
+            }
+            p.more
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "deleting rows past their retention failed; trying again later");
+            false
+        }
+    }
 }
 
 /// Batches until nothing is left to delete.

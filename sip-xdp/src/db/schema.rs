@@ -29,9 +29,9 @@ pub const WIDTHS: [(&str, usize); 4] = [
 /// The longest address text sip-xdp writes: an IPv6 prefix with its length.
 const LONGEST_ADDRESS: u64 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128".len() as u64;
 
-/// Refuses `text` for `field` when its column cannot hold it, or when it
-/// holds characters no reader should get: control characters (a line
-/// break would forge a second line in every log that prints it).
+/// Refuses `text` for `field` when its column cannot hold it. Control
+/// characters are kept (a reason is the operator's or a script's text);
+/// every reader escapes them when it prints.
 pub fn fits(field: &str, text: &str) -> Result<(), StoreError> {
     let width = WIDTHS
         .iter()
@@ -41,11 +41,6 @@ pub fn fits(field: &str, text: &str) -> Result<(), StoreError> {
     if n > width {
         return Err(StoreError::Data(format!(
             "the {field} is {n} characters long; the column holds {width}"
-        )));
-    }
-    if text.chars().any(char::is_control) {
-        return Err(StoreError::Data(format!(
-            "the {field} holds a control character (a line break, a tab, ...); write it on one line"
         )));
     }
     Ok(())
@@ -249,6 +244,8 @@ struct Found {
     has_default: bool,
     /// Filled by the database itself (auto-increment, generated).
     automatic: bool,
+    /// An unsigned integer (MySQL).
+    unsigned: bool,
 }
 
 /// What the comparison found: statements that mend the table safely, and
@@ -272,6 +269,29 @@ impl Findings {
 /// Compares one existing table with what sip-xdp needs of it.
 fn compare(table: &Table, found: &[Found], mysql: bool, out: &mut Findings) {
     let t = table.name;
+    let writes = matches!(t, "blocked_ips" | "whitelisted_ips" | "security_events");
+    if !writes {
+        // The SIP server writes the failure tables, often with positional
+        // INSERTs that a new column would break: never altered. What is
+        // missing only keeps brute-force detection from reading them.
+        for c in table.columns {
+            match found.iter().find(|f| f.name.eq_ignore_ascii_case(c.name)) {
+                None => out.notes.push(format!(
+                    "{t}.{} is missing: brute-force detection does not read {t}",
+                    c.name
+                )),
+                Some(f) => {
+                    if let Some(why) = wrong_kind(c.kind, &f.data_type, mysql) {
+                        out.notes.push(format!(
+                            "{t}.{} is {} and sip-xdp {why}: brute-force detection does not read {t}",
+                            c.name, f.data_type
+                        ));
+                    }
+                }
+            }
+        }
+        return;
+    }
     for c in table.columns {
         let Some(f) = found.iter().find(|f| f.name.eq_ignore_ascii_case(c.name)) else {
             let def = if mysql { c.mysql } else { c.sqlite };
@@ -310,19 +330,39 @@ fn compare(table: &Table, found: &[Found], mysql: bool, out: &mut Findings) {
                 c.name, f.data_type, c.name
             ));
         }
-        if c.name == "ip_address" || c.name == "source_ip" {
-            if let Some(w) = f.width.filter(|w| *w < LONGEST_ADDRESS) {
-                out.notes.push(format!(
-                    "{t}.{} holds {w} characters: an address longer than that (an IPv6 prefix is up to {LONGEST_ADDRESS}) is refused",
+        // Text sip-xdp writes must fit: a row refused for its length would
+        // be a ban the database never records. An address is at most
+        // LONGEST_ADDRESS characters; the other columns as `WIDTHS`.
+        let need = match c.name {
+            "ip_address" | "source_ip" => Some(LONGEST_ADDRESS),
+            n => WIDTHS.iter().find(|(w, _)| *w == n).map(|(_, w)| *w as u64),
+        };
+        if let (Some(need), Some(have)) = (need, f.width) {
+            if have < need {
+                let msg = format!(
+                    "{t}.{} holds {have} characters and sip-xdp writes up to {need}",
                     c.name
-                ));
+                );
+                if writes {
+                    out.problems.push(format!(
+                        "{msg}: ALTER TABLE {t} MODIFY {} VARCHAR({need})",
+                        c.name
+                    ));
+                } else {
+                    out.notes.push(msg);
+                }
             }
         }
-        if let Some((_, w)) = WIDTHS.iter().find(|(n, _)| *n == c.name) {
-            if let Some(have) = f.width.filter(|have| *have < *w as u64) {
-                out.notes.push(format!(
-                    "{t}.{} holds {have} characters: longer text (sip-xdp allows {w}) is refused",
-                    c.name
+        if writes && c.kind == Kind::Id {
+            if f.unsigned {
+                out.problems.push(format!(
+                    "{t}.id is unsigned and sip-xdp reads ids as signed: ALTER TABLE {t} MODIFY id BIGINT NOT NULL AUTO_INCREMENT"
+                ));
+            }
+            if !f.automatic {
+                out.problems.push(format!(
+                    "{t}.id is not filled by the database and sip-xdp's inserts leave it out: \
+                     ALTER TABLE {t} MODIFY id BIGINT NOT NULL AUTO_INCREMENT"
                 ));
             }
         }
@@ -388,8 +428,10 @@ fn wrong_kind(kind: Kind, data_type: &str, mysql: bool) -> Option<&'static str> 
 async fn columns(store: &Store, table: &str) -> Result<Option<Vec<Found>>, StoreError> {
     match store.pool() {
         Pool::Mysql(p) => {
+            // MySQL 8 gives information_schema's text as binary strings:
+            // cast, so both servers answer in text.
             let kind: Option<String> = sqlx::query_scalar(
-                "SELECT TABLE_TYPE FROM information_schema.TABLES \
+                "SELECT CAST(TABLE_TYPE AS CHAR) FROM information_schema.TABLES \
                  WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
             )
             .bind(table)
@@ -405,8 +447,9 @@ async fn columns(store: &Store, table: &str) -> Result<Option<Vec<Found>>, Store
                 Some(_) => {}
             }
             let rows = sqlx::query(
-                "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE, \
-                        COLUMN_DEFAULT, EXTRA \
+                "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), \
+                        CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED), CAST(IS_NULLABLE AS CHAR), \
+                        CAST(COLUMN_DEFAULT AS CHAR), CAST(EXTRA AS CHAR), CAST(COLUMN_TYPE AS CHAR) \
                  FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
             )
@@ -417,13 +460,15 @@ async fn columns(store: &Store, table: &str) -> Result<Option<Vec<Found>>, Store
             for r in rows {
                 let extra: String = r.try_get::<Option<String>, _>(5)?.unwrap_or_default();
                 let extra = extra.to_ascii_lowercase();
+                let column_type: String = r.try_get::<Option<String>, _>(6)?.unwrap_or_default();
                 out.push(Found {
                     name: r.try_get(0)?,
                     data_type: r.try_get::<String, _>(1)?.to_ascii_lowercase(),
-                    width: r.try_get::<Option<u64>, _>(2)?,
+                    width: r.try_get::<Option<i64>, _>(2)?.map(|w| w.max(0) as u64),
                     not_null: r.try_get::<String, _>(3)? == "NO",
                     has_default: r.try_get::<Option<String>, _>(4)?.is_some(),
                     automatic: extra.contains("auto_increment") || extra.contains("generated"),
+                    unsigned: column_type.to_ascii_lowercase().contains("unsigned"),
                 });
             }
             Ok(Some(out))
@@ -460,11 +505,37 @@ async fn columns(store: &Store, table: &str) -> Result<Option<Vec<Found>>, Store
                     width: None,
                     not_null: r.try_get::<i64, _>(2)? != 0,
                     has_default: r.try_get::<Option<String>, _>(3)?.is_some(),
+                    unsigned: false,
                 });
             }
             Ok(Some(out))
         }
     }
+}
+
+/// Whether `blocked_ips` has a unique index on `ip_address` alone: a
+/// source banned again would then be refused, its ban never recorded.
+async fn unique_address(store: &Store) -> Result<bool, StoreError> {
+    let n: i64 = match store.pool() {
+        Pool::Mysql(p) => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT INDEX_NAME FROM information_schema.STATISTICS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'blocked_ips' AND NON_UNIQUE = 0 \
+                 GROUP BY INDEX_NAME \
+                 HAVING COUNT(*) = 1 AND MAX(CAST(COLUMN_NAME AS CHAR)) = 'ip_address') AS u",
+            )
+            .fetch_one(p)
+            .await?
+        }
+        Pool::Sqlite(p) => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_index_list('blocked_ips') AS l WHERE l.\"unique\" = 1 \
+                 AND (SELECT COUNT(*) FROM pragma_index_info(l.name)) = 1 \
+                 AND (SELECT name FROM pragma_index_info(l.name)) = 'ip_address'",
+        )
+        .fetch_one(p)
+        .await?,
+    };
+    Ok(n > 0)
 }
 
 /// Compares every existing table with what sip-xdp needs.
@@ -474,6 +545,14 @@ pub async fn inspect(store: &Store) -> Result<Findings, StoreError> {
     for t in &TABLES {
         if let Some(found) = columns(store, t.name).await? {
             compare(t, &found, mysql, &mut out);
+            if t.name == "blocked_ips" && unique_address(store).await? {
+                out.problems.push(
+                    "blocked_ips has a unique index on ip_address alone, and an address banned again \
+                     needs a second row: drop that index (ALTER TABLE blocked_ips DROP INDEX name) \
+                     and keep a plain one (CREATE INDEX blocked_ips_ip ON blocked_ips (ip_address))"
+                        .into(),
+                );
+            }
         }
     }
     Ok(out)
@@ -501,10 +580,20 @@ pub async fn adopt(store: &Store) -> Result<Vec<String>, StoreError> {
     Ok(found.additions)
 }
 
-/// Views of the migrations' names that exist and were not made by a
-/// migration: the operator's own, never replaced.
+/// Views the migrations must not make: names that exist already (the
+/// operator's own, never replaced), and the failures view when the SIP
+/// server's table lacks a column it reads (it would fail half-way).
 pub async fn taken_views(store: &Store) -> Result<Vec<&'static str>, StoreError> {
     let mut out = Vec::new();
+    if let Some(found) = columns(store, "failed_registrations").await? {
+        let has = |c: &str| found.iter().any(|f| f.name.eq_ignore_ascii_case(c));
+        if !["username", "domain", "source_ip", "attempt_time"]
+            .iter()
+            .all(|c| has(c))
+        {
+            out.push("registration_failure_stats");
+        }
+    }
     for v in VIEWS {
         let n: i64 = match store.pool() {
             Pool::Mysql(p) => {
@@ -548,7 +637,6 @@ mod tests {
         );
         assert!(e.is_data_error());
         assert!(fits("node", &"n".repeat(65)).is_err());
-        assert!(fits("reason", "two\nlines").is_err());
     }
 
     fn found(name: &str, ty: &str, not_null: bool, has_default: bool) -> Found {
@@ -559,6 +647,7 @@ mod tests {
             not_null,
             has_default,
             automatic: name == "id",
+            unsigned: false,
         }
     }
 
@@ -575,7 +664,6 @@ mod tests {
         ];
         let mut f = Findings::default();
         compare(&TABLES[0], &table, true, &mut f);
-        assert!(f.problems.is_empty(), "{f:?}");
         assert_eq!(
             f.additions,
             [
@@ -585,18 +673,41 @@ mod tests {
             ]
         );
         // VARCHAR(45) holds every address sip-xdp writes; a reason of 45
-        // characters is short, and said so.
-        assert_eq!(f.notes.len(), 1, "{f:?}");
+        // characters does not hold every reason it writes.
+        assert_eq!(f.problems.len(), 1, "{f:?}");
         assert!(
-            f.notes[0].starts_with("blocked_ips.reason holds 45 characters"),
+            f.problems[0].starts_with("blocked_ips.reason holds 45 characters and sip-xdp writes up to 255: ALTER TABLE blocked_ips MODIFY reason VARCHAR(255)"),
             "{f:?}"
         );
-        let mut narrow = table.to_vec();
-        narrow[1].width = Some(39);
+        let mut wide = table.to_vec();
+        wide[2].width = Some(255);
         let mut f = Findings::default();
-        compare(&TABLES[0], &narrow, true, &mut f);
+        compare(&TABLES[0], &wide, true, &mut f);
+        assert!(f.problems.is_empty(), "{f:?}");
+        // An unsigned id, read as signed, would skip every row.
+        wide[0].unsigned = true;
+        let mut f = Findings::default();
+        compare(&TABLES[0], &wide, true, &mut f);
         assert!(
-            f.notes[0].starts_with("blocked_ips.ip_address holds 39 characters"),
+            f.problems[0].starts_with("blocked_ips.id is unsigned"),
+            "{f:?}"
+        );
+        // The SIP server's failure table is never altered.
+        let mut f = Findings::default();
+        compare(
+            &TABLES[3],
+            &[
+                found("id", "int", true, false),
+                found("source_ip", "varchar", true, false),
+            ],
+            true,
+            &mut f,
+        );
+        assert!(f.additions.is_empty() && f.problems.is_empty(), "{f:?}");
+        assert!(
+            f.notes
+                .iter()
+                .any(|n| n.contains("failed_registrations.attempt_time is missing")),
             "{f:?}"
         );
     }

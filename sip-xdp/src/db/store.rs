@@ -621,7 +621,7 @@ impl Store {
                 if !taken.is_empty() {
                     let kept = without_views(m.sql.as_str(), &taken);
                     for v in &taken {
-                        tracing::warn!(view = v, "a view of this name exists already and is left as it is; sip-xdp's own commands do not need it");
+                        tracing::warn!(view = v, "report view not made: the name is taken, or a table it reads lacks a column; sip-xdp's own commands do not need it");
                     }
                     m.sql = sqlx::AssertSqlSafe(kept).into_sql_str();
                 }

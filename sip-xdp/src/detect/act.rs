@@ -101,6 +101,9 @@ pub struct Defender {
     /// ignore list is reported once per ban length, not every unit.
     quiet_until: HashMap<IpAddr, Instant>,
     pending: Vec<PendingBlock>,
+    /// Bans whose rows the database refused for good: enforced until they
+    /// end, never offered to the database again.
+    unwritten: Vec<PendingBlock>,
     cursors: [Option<i64>; 2],
 }
 
@@ -123,6 +126,7 @@ impl Defender {
             would_until: HashMap::new(),
             quiet_until: HashMap::new(),
             pending: Vec::new(),
+            unwritten: Vec::new(),
             cursors: [None, None],
         }
     }
@@ -430,6 +434,7 @@ impl Defender {
     /// hand (`sip-xdp unblock`) before their row was written, they must
     /// not come back with it.
     pub fn drop_lifted_pending(&mut self, in_kernel: impl Fn(&IpNet) -> bool) {
+        self.unwritten.retain(|p| in_kernel(&p.net));
         let (keep, gone): (Vec<_>, Vec<_>) =
             self.pending.drain(..).partition(|p| in_kernel(&p.net));
         for p in gone {
@@ -439,14 +444,24 @@ impl Defender {
         self.pending = keep;
     }
 
-    /// The first `n` pending rows were written.
-    pub fn confirm_pending(&mut self, n: usize) {
-        self.pending.drain(..n.min(self.pending.len()));
+    /// The first `n` pending rows were written, but for those at the
+    /// indexes in `refused`: the database refused their rows for good.
+    /// Those bans stay in the kernel until they end, as if written; they
+    /// are not offered to the database again.
+    pub fn confirm_pending(&mut self, n: usize, refused: &[usize]) {
+        let done: Vec<PendingBlock> = self.pending.drain(..n.min(self.pending.len())).collect();
+        for (i, p) in done.into_iter().enumerate() {
+            if refused.contains(&i) {
+                self.unwritten.push(p);
+            }
+        }
+        let now = store::now();
+        self.unwritten.retain(|p| p.expires_at > now);
     }
 
     /// Pending bans as rows, for the reconciler.
     pub fn pending_rules(&self) -> impl Iterator<Item = RuleOrBad> + '_ {
-        self.pending.iter().map(|p| {
+        self.pending.iter().chain(&self.unwritten).map(|p| {
             Ok(BlockRule {
                 id: 0,
                 net: p.net,
@@ -506,7 +521,12 @@ impl Defender {
     /// source is banned again when it comes back, not reported "already
     /// banned" until the old term would have ended.
     pub fn forget_unlisted(&mut self, active: &[IpNet]) {
-        let pending: Vec<IpNet> = self.pending.iter().map(|p| p.net).collect();
+        let pending: Vec<IpNet> = self
+            .pending
+            .iter()
+            .chain(&self.unwritten)
+            .map(|p| p.net)
+            .collect();
         self.banned_until
             .retain(|ip, _| active.iter().chain(&pending).any(|n| n.contains(ip)));
     }
@@ -613,4 +633,39 @@ fn record_would_ban(d: Detection, net: IpNet, env: &mut Env<'_>) {
     details["ban_s"] = json!(d.base_ban.as_secs());
     env.events
         .record("would_ban", Some(spelled), "warning", details);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(ip: &str, ends_in: chrono::Duration) -> PendingBlock {
+        let now = store::now();
+        PendingBlock {
+            net: ip.parse().unwrap(),
+            reason: Reason::Flood,
+            note: "flood".into(),
+            blocked_at: now,
+            expires_at: now + ends_in,
+        }
+    }
+
+    /// A ban whose row the database refused stays with the reconciler
+    /// until it ends, and is not offered to the database again.
+    #[test]
+    fn a_ban_the_database_refused_stays_enforced_until_it_ends() {
+        let mut d = Defender::new(crate::detect::Settings::default());
+        d.pending
+            .push(ban("198.51.100.7/32", chrono::Duration::minutes(10)));
+        d.pending
+            .push(ban("198.51.100.8/32", chrono::Duration::minutes(10)));
+        d.pending
+            .push(ban("198.51.100.9/32", chrono::Duration::milliseconds(-1)));
+        d.confirm_pending(3, &[0, 2]);
+        assert!(d.pending_snapshot().is_empty(), "offered again");
+        let kept: Vec<IpNet> = d.pending_rules().map(|r| r.unwrap().net).collect();
+        assert_eq!(kept, ["198.51.100.7/32".parse::<IpNet>().unwrap()]);
+        d.drop_lifted_pending(|_| false);
+        assert_eq!(d.pending_rules().count(), 0, "lifted by hand: gone");
+    }
 }
