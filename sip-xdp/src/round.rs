@@ -71,7 +71,7 @@ pub async fn run(mut input: RoundInput) -> Result<RoundOutput, RoundError> {
     let started = Instant::now();
     let (store, connected) = match input.store.take() {
         Some(s) => (s, false),
-        None => match Store::connect(&input.url).await {
+        None => match crate::db::connect(&input.url).await {
             Ok(s) => (s, true),
             Err(error) => return Err(RoundError { store: None, error }),
         },

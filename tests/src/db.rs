@@ -64,7 +64,7 @@ impl TestDb {
     }
 
     pub async fn connect(&self) -> Store {
-        Store::connect(self.url())
+        sip_xdp::db::connect(self.url())
             .await
             .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.url()))
     }

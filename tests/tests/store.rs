@@ -15,7 +15,7 @@ use sip_xdp_tests::db::{admin, admin_query, ServerTimeZone, TestDb};
 
 async fn check(store: &Store) {
     // Migrations are idempotent.
-    store.migrate().await.unwrap();
+    sip_xdp::db::migrate::migrate(store).await.unwrap();
 
     // A minimal INSERT is a complete, permanent block. Its column default
     // stamps it in the database's zone (UTC-5: the callers set it so); the

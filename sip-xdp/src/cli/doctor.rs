@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Cli;
 use crate::{
     config::{redact, Config},
-    db::{Store, StoreError},
+    db::StoreError,
     kernel::{features, loader, upgrade, Pins},
 };
 
@@ -304,7 +304,9 @@ fn interface(r: &mut Report, pins: &Pins, iface: &str) {
 
 async fn database(r: &mut Report, cfg: &Config) {
     let url = redact(&cfg.db);
-    let store = match tokio::time::timeout(Duration::from_secs(10), Store::connect(&cfg.db)).await {
+    let store = match tokio::time::timeout(Duration::from_secs(10), crate::db::connect(&cfg.db))
+        .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e @ StoreError::Schema(_))) => {
             r.ok("database", format!("{url} reachable"));

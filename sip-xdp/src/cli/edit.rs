@@ -24,7 +24,7 @@ use crate::{
 };
 
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    Store::connect(&cfg.db)
+    crate::db::connect(&cfg.db)
         .await
         .with_context(|| format!("database {}", redact(&cfg.db)))
 }

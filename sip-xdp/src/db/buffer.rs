@@ -191,7 +191,7 @@ mod tests {
     async fn flush_writes_all_and_keeps_them_on_failure() {
         let dir = std::env::temp_dir().join(format!("sip-xdp-ev-{}", std::process::id()));
         let url = format!("sqlite://{}/e.db", dir.display());
-        let store = Store::connect(&url).await.unwrap();
+        let store = crate::db::connect(&url).await.unwrap();
         let mut b = EventBuffer::new(10_000, None);
         for _ in 0..1203 {
             b.record("flood_detected", None, "warning", json!({"packets": 1}));

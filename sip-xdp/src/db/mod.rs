@@ -1,14 +1,17 @@
 //! The database, the source of truth for block and allow lists and the
-//! record of what was done: the store (sqlx, SQLite or MySQL/MariaDB, with
-//! embedded migrations), row validation, the reconciler that turns rows into
-//! kernel entries, the buffer that keeps events through an outage, and the
-//! outbox that keeps an operator's changes through one.
+//! record of what was done: the store (sqlx, SQLite or MySQL/MariaDB),
+//! how a database is brought to what this build needs (`schema` adopts the
+//! operator's tables, `migrate` runs the embedded migrations; `connect`
+//! does both), row validation, the reconciler that turns rows into kernel
+//! entries, the buffer that keeps events through an outage, the outbox
+//! that keeps an operator's changes through one, and retention.
 //!
 //! May import `kernel` (the reconciler writes maps) and the crate root;
 //! never `detect` or `cli`.
 
 pub mod buffer;
 pub mod feeds;
+pub mod migrate;
 pub mod outbox;
 pub mod retention;
 pub mod rows;
@@ -17,4 +20,5 @@ pub mod store;
 pub mod sync;
 
 pub use buffer::EventBuffer;
+pub use migrate::connect;
 pub use store::{Store, StoreError};

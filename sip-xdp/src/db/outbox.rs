@@ -529,7 +529,7 @@ mod tests {
     async fn queued_changes_are_written_once_in_order() {
         let dir = std::env::temp_dir().join(format!("sip-xdp-outbox-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::connect(&format!("sqlite://{}/o.db", dir.display()))
+        let store = crate::db::connect(&format!("sqlite://{}/o.db", dir.display()))
             .await
             .unwrap();
         let ob = Outbox::new(dir.join("outbox.jsonl"));

@@ -16,10 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_xdp::{
-    db::Store,
-    kernel::{Maps, Pins},
-};
+use sip_xdp::kernel::{Maps, Pins};
 use sip_xdp_tests::{
     cli::{Cli, Daemon},
     cpu,
@@ -278,7 +275,7 @@ fn storm_row(lab: &Lab, gen: &Generator, target: &Target, f: Filter, i: usize) -
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(async { (Store::connect(&url).await.unwrap(), url) })
+                .block_on(async { (sip_xdp::db::connect(&url).await.unwrap(), url) })
         });
         while started.elapsed() < Duration::from_secs(STORM_SECS - 1)
             && !STOP.load(Ordering::Relaxed)
