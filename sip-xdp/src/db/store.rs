@@ -635,13 +635,13 @@ impl Store {
         Ok(with_pool!(self, p => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()))?)
     }
 
-    /// Deletes at most `limit` rows of `table` matching `cond` (a constant
-    /// of this module with one `?`), oldest id first. MySQL deletes with a
+    /// Deletes at most `limit` rows of `table` matching `cond` (built from
+    /// this module's constants, with one `?`), oldest id first. MySQL deletes with a
     /// LIMIT of its own; SQLite, through a subquery.
     async fn delete_batch(
         &self,
         table: &'static str,
-        cond: &'static str,
+        cond: &str,
         value: impl Into<BindValue>,
         limit: i64,
     ) -> Result<u64> {
@@ -677,30 +677,33 @@ impl Store {
 
     /// Deletes up to `limit` of the oldest events beyond the newest `keep`.
     pub async fn delete_events_beyond(&self, keep: u64, limit: i64) -> Result<u64> {
-        let sql = "SELECT id FROM security_events ORDER BY id DESC LIMIT 1 OFFSET ?";
-        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let cut: Option<i64> =
-            with_pool!(self, p => sqlx::query_scalar(sql).bind(keep - 1).fetch_optional(p).await)?;
-        match cut {
-            Some(cut) => {
-                self.delete_batch("security_events", "id < ?", cut, limit)
-                    .await
-            }
-            None => Ok(0),
-        }
+        self.delete_beyond("security_events", "1 = 1", keep, limit)
+            .await
     }
 
     /// Deletes up to `limit` of the oldest lifted blocks beyond the newest
     /// `keep` lifted ones.
     pub async fn delete_lifted_beyond(&self, keep: u64, limit: i64) -> Result<u64> {
-        let sql = "SELECT id FROM blocked_ips WHERE unblocked_at IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?";
+        self.delete_beyond("blocked_ips", "unblocked_at IS NOT NULL", keep, limit)
+            .await
+    }
+
+    /// Deletes up to `limit` of the oldest rows of `table` matching `cond`
+    /// (constants of this module) beyond the newest `keep` that match.
+    async fn delete_beyond(
+        &self,
+        table: &'static str,
+        cond: &'static str,
+        keep: u64,
+        limit: i64,
+    ) -> Result<u64> {
+        let sql = format!("SELECT id FROM {table} WHERE {cond} ORDER BY id DESC LIMIT 1 OFFSET ?");
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let cut: Option<i64> =
-            with_pool!(self, p => sqlx::query_scalar(sql).bind(keep - 1).fetch_optional(p).await)?;
+        let cut: Option<i64> = with_pool!(self, p => sqlx::query_scalar(safe(&sql)).bind(keep - 1).fetch_optional(p).await)?;
         match cut {
             Some(cut) => {
-                let cond = "unblocked_at IS NOT NULL AND id < ?";
-                self.delete_batch("blocked_ips", cond, cut, limit).await
+                let older = format!("{cond} AND id < ?");
+                self.delete_batch(table, &older, cut, limit).await
             }
             None => Ok(0),
         }
