@@ -31,6 +31,12 @@ pub const HIT: u16 = 0x8000;
 const STATE: u16 = !HIT;
 const _: () = assert!(RULE_STATES <= STATE as u32 + 1);
 
+/// Bits of the exchange's `want`: read a request to the end of its headers
+/// for the deny lists that are on. The exchange's own bits sit below them.
+pub const READ_AGENTS: u32 = 1 << 12;
+pub const READ_ADDRESSES: u32 = 1 << 13;
+pub const READ_METHODS: u32 = 1 << 14;
+
 /// One state's transitions, by input byte.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +111,6 @@ mod compile {
         /// The lists that are on, as the header scan's `READ_*` bits (and
         /// the kernel's `CONFIG_MATCH` flags).
         pub fn reads(&self) -> u32 {
-            use crate::exchange::{READ_ADDRESSES, READ_AGENTS, READ_METHODS};
             let on = |l: &Vec<String>, bit: u32| if l.is_empty() { 0 } else { bit };
             on(&self.agents, READ_AGENTS)
                 | on(&self.users, READ_ADDRESSES)

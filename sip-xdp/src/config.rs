@@ -92,7 +92,7 @@ struct Raw {
     source_lru: Option<String>,
     metrics: Option<String>,
     detect: Option<crate::detect::Settings>,
-    alerts: Option<crate::controller::alerts::Settings>,
+    alerts: Option<crate::alerts::Settings>,
     feeds: Option<crate::feed::FeedsSettings>,
     state_dir: Option<PathBuf>,
     trusted: Option<Trusted>,
@@ -122,7 +122,7 @@ pub struct Config {
     /// Prometheus endpoint, off by default.
     pub metrics: Option<std::net::SocketAddr>,
     pub detect: crate::detect::Settings,
-    pub alerts: crate::controller::alerts::Settings,
+    pub alerts: crate::alerts::Settings,
     /// Threat feeds (`[feeds.NAME]`), checked.
     pub feeds: Vec<crate::feed::Feed>,
     /// Where the controller keeps what must survive a restart (APIBAN's

@@ -36,6 +36,7 @@
 //!   static in `sip-xdp-ebpf/src/maps.rs`, typed access in
 //!   `kernel/handles.rs`.
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod controller;
@@ -43,6 +44,7 @@ pub mod db;
 pub mod detect;
 pub mod error;
 pub mod feed;
+pub mod guard;
 pub mod heap;
 pub mod kernel;
 pub mod logline;

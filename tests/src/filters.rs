@@ -14,7 +14,10 @@ use std::{
 };
 
 use ipnet::IpNet;
-use sip_xdp::kernel::{Guard, Maps, Pins};
+use sip_xdp::{
+    guard::Guard,
+    kernel::{Maps, Pins},
+};
 use sip_xdp_common::{maps::BanReason, Counter};
 
 use crate::lab::Netns;

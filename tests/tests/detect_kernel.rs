@@ -1113,7 +1113,7 @@ fn deep_vlan_stacks_are_judged() {
     let p = TestProg::load("qinqinq");
     p.maps()
         .block(
-            &sip_xdp::kernel::Guard::with_addresses(vec![]),
+            &sip_xdp::guard::Guard::with_addresses(vec![]),
             "203.0.113.144/32".parse().unwrap(),
             None,
             sip_xdp_common::maps::BanReason::Manual,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sip_xdp::kernel::Guard;
+use sip_xdp::guard::Guard;
 use sip_xdp_common::{
     maps::BanReason, Counter, KernelConfig as Config, CONFIG_BAN_ALL, CONFIG_DROP_MALFORMED,
     CONFIG_MONITOR,

@@ -158,7 +158,7 @@ async fn check(store: &Store) {
             .await
             .unwrap();
         let row = store.blocks_of(cidr).await.unwrap().pop().unwrap();
-        let rule = lists::block_rule(&row).unwrap();
+        let rule = row.rule().unwrap();
         assert_eq!(rule.net, parse_net(cidr).unwrap());
     }
     // A bad row comes back as it is and is rejected with its id.
@@ -172,7 +172,7 @@ async fn check(store: &Store) {
         .unwrap()
         .pop()
         .unwrap();
-    assert_eq!(lists::block_rule(&row).unwrap_err().id, bad);
+    assert_eq!(row.rule().unwrap_err().id, bad);
 
     // Allow-list.
     store.insert_allow("203.0.113.0/28", "trunk").await.unwrap();

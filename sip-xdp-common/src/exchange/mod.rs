@@ -130,10 +130,8 @@ pub const TRANSACTION: u32 = CALL_ID | CSEQ | BRANCH;
 const BY_START: u32 = 1 << 8;
 const KEEP_TRANSACTION: u32 = 1 << 9;
 /// `want` bits: read a request to the end of its headers for the deny
-/// lists that are on (`HeaderScan::ingress`).
-pub const READ_AGENTS: u32 = 1 << 12;
-pub const READ_ADDRESSES: u32 = 1 << 13;
-pub const READ_METHODS: u32 = 1 << 14;
+/// lists that are on (`HeaderScan::ingress`). Defined with the lists.
+pub use crate::rules::{READ_ADDRESSES, READ_AGENTS, READ_METHODS};
 const READ_LISTS: u32 = READ_AGENTS | READ_ADDRESSES | READ_METHODS;
 /// `want` bit: a request from an address in no exchange, whose
 /// transaction, nonce and dialog nothing needs.

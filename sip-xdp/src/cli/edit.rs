@@ -18,7 +18,8 @@ use crate::{
         outbox::{Applied, Change, Op, Outbox},
         store::{self, BlockRow, Store},
     },
-    kernel::{Guard, Maps, Pins},
+    guard::Guard,
+    kernel::{Maps, Pins},
     parse::{is_host, parse_net},
     Error,
 };

@@ -16,7 +16,7 @@ use crate::{
         store,
     },
     feed::{self, Feed, Outcome, Report, State},
-    kernel::Guard,
+    guard::Guard,
 };
 
 #[derive(Default)]

@@ -22,13 +22,13 @@ use tokio::{
     sync::mpsc,
 };
 
-pub mod alerts;
 mod feeds;
 mod notify;
 
 use notify::Notifier;
 
 use crate::{
+    alerts,
     config::{redact, Config, Overrides},
     db::{
         rows::RuleOrBad,
@@ -43,9 +43,8 @@ use crate::{
         sip::{self, SampleStats, Sampled},
         Detection,
     },
-    kernel::{
-        clock, hot::Read, loader, one_controller::ControllerLock, ring, Guard, Maps, Pins, Sampler,
-    },
+    guard::Guard,
+    kernel::{clock, hot::Read, loader, one_controller::ControllerLock, ring, Maps, Pins, Sampler},
     metrics::Metrics,
     round::{self, RoundError, RoundInput, RoundOutput},
     Error,

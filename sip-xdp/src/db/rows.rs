@@ -5,8 +5,6 @@ use chrono::NaiveDateTime;
 use ipnet::IpNet;
 use sip_xdp_common::{BanReason, Reason};
 
-use super::store::{AllowRow, BlockRow};
-
 /// A block the kernel should enforce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockRule {
@@ -34,16 +32,6 @@ pub struct BadRow {
 /// `Reason` names (what sip-xdp writes), or a name other tools use.
 pub fn reason_of(source: &str) -> BanReason {
     Reason::from_source(source).ban_reason()
-}
-
-pub fn block_rule(row: &BlockRow) -> Result<BlockRule, BadRow> {
-    rule_of(&RuleColumns {
-        id: row.id,
-        ip_address: row.ip_address.clone(),
-        source: row.source.clone(),
-        blocked_at: row.blocked_at,
-        expires_at: row.expires_at,
-    })
 }
 
 /// The columns of a `blocked_ips` row that make its rule: what the sync
@@ -80,9 +68,10 @@ pub fn rule_of(row: &RuleColumns) -> Result<BlockRule, BadRow> {
     })
 }
 
-pub fn allow_net(row: &AllowRow) -> Result<IpNet, BadRow> {
-    crate::parse::parse_net(&row.ip_address).map_err(|e| BadRow {
-        id: row.id,
+/// A `whitelisted_ips` row's address or prefix.
+pub fn allow_net(id: i64, ip_address: &str) -> Result<IpNet, BadRow> {
+    crate::parse::parse_net(ip_address).map_err(|e| BadRow {
+        id,
         table: "whitelisted_ips",
         why: e.to_string(),
     })
@@ -96,39 +85,36 @@ mod tests {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
     }
 
-    fn row(ip: &str, expires: Option<&str>) -> BlockRow {
-        BlockRow {
+    fn row(ip: &str, expires: Option<&str>) -> RuleColumns {
+        RuleColumns {
             id: 7,
             ip_address: ip.into(),
-            reason: "test".into(),
             source: "flood".into(),
             blocked_at: t("2026-11-25 10:00:00"),
             expires_at: expires.map(t),
-            unblocked_at: None,
-            node: None,
         }
     }
 
     #[test]
     fn good_rows_become_rules() {
-        let r = block_rule(&row("203.0.113.7", None)).unwrap();
+        let r = rule_of(&row("203.0.113.7", None)).unwrap();
         assert_eq!(r.net.to_string(), "203.0.113.7/32");
         assert_eq!(r.reason, BanReason::Flood);
-        let r = block_rule(&row(" 2001:db8::/32 ", Some("2026-11-25 11:00:00"))).unwrap();
+        let r = rule_of(&row(" 2001:db8::/32 ", Some("2026-11-25 11:00:00"))).unwrap();
         assert_eq!(r.net.to_string(), "2001:db8::/32");
         assert_eq!(r.expires_at, Some(t("2026-11-25 11:00:00")));
     }
 
     #[test]
     fn bad_rows_say_why() {
-        let e = block_rule(&row("203.0.113.300", None)).unwrap_err();
+        let e = rule_of(&row("203.0.113.300", None)).unwrap_err();
         assert_eq!((e.id, e.table), (7, "blocked_ips"));
         assert!(e.to_string().contains("not an IPv4 or IPv6 address"), "{e}");
-        let e = block_rule(&row("198.51.100.0/33", None)).unwrap_err();
+        let e = rule_of(&row("198.51.100.0/33", None)).unwrap_err();
         assert!(e.to_string().contains("prefix length"), "{e}");
-        let e = block_rule(&row("203.0.113.7", Some("2026-11-25 09:00:00"))).unwrap_err();
+        let e = rule_of(&row("203.0.113.7", Some("2026-11-25 09:00:00"))).unwrap_err();
         assert!(e.to_string().contains("is not after blocked_at"), "{e}");
-        let e = block_rule(&row("", None)).unwrap_err();
+        let e = rule_of(&row("", None)).unwrap_err();
         assert!(e.to_string().starts_with("row 7 (blocked_ips)"), "{e}");
     }
 

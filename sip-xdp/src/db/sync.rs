@@ -14,11 +14,11 @@ use ipnet::IpNet;
 use sip_xdp_common::maps::BanReason;
 
 use super::{
-    rows::{self, BadRow, RuleOrBad},
+    rows::{BadRow, RuleOrBad},
     store::AllowRow,
 };
 use crate::{
-    kernel::guard::{overlaps, Guard},
+    guard::{overlaps, Guard},
     parse::is_host,
 };
 
@@ -96,7 +96,7 @@ impl Reconciler {
         let mut d = Desired::default();
         let mut skips = Vec::new();
         for row in allows {
-            match rows::allow_net(row) {
+            match row.net() {
                 Ok(net) => {
                     d.allows.insert(net);
                 }
@@ -255,7 +255,7 @@ mod tests {
     const MONO: u64 = 1_000_000_000_000;
 
     fn rules(rows: &[BlockRow]) -> Vec<RuleOrBad> {
-        rows.iter().map(rows::block_rule).collect()
+        rows.iter().map(BlockRow::rule).collect()
     }
 
     fn block(id: i64, ip: &str, expires_min: Option<i64>) -> BlockRow {

@@ -42,7 +42,8 @@ use crate::{
         store::{self, FailureBatch, FAILURE_TABLES},
         EventBuffer, Store, StoreError,
     },
-    kernel::{clock, guard::overlaps, Guard, Maps},
+    guard::{overlaps, Guard},
+    kernel::{clock, Maps},
     metrics::Metrics,
     parse::spelling,
 };

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::kernel::Guard;
+use crate::guard::Guard;
 pub use list::Format;
 
 /// One `[feeds.NAME]` section. `NAME = "apiban"` is APIBAN's protocol

@@ -21,7 +21,8 @@ use sip_xdp_common::{
     BanValue, BlockValue, Counter, IpKey, KernelConfig, SourceStats,
 };
 
-use super::{ban_index::BanIndex, batch, clock, guard::Guard, pins::Pins};
+use super::{ban_index::BanIndex, batch, clock, pins::Pins};
+use crate::guard::Guard;
 use crate::{parse::is_host, Error, Result};
 
 /// One source's counters, summed over CPUs: what the flood detector reads.
@@ -354,7 +355,7 @@ impl Maps {
     pub fn allow_overlapping(&self, net: &IpNet) -> Vec<IpNet> {
         self.list_allowed()
             .into_iter()
-            .filter(|a| super::guard::overlaps(a, net))
+            .filter(|a| crate::guard::overlaps(a, net))
             .collect()
     }
 

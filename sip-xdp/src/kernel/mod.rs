@@ -8,9 +8,9 @@
 
 pub mod ban_index;
 pub mod batch;
+pub mod capacities;
 pub mod clock;
 pub mod features;
-pub mod guard;
 pub mod handles;
 pub mod hot;
 pub mod loader;
@@ -20,7 +20,6 @@ pub mod ring;
 pub mod rules;
 pub mod upgrade;
 
-pub use guard::Guard;
 pub use handles::{Maps, Replies, Totals};
 pub use hot::Sampler;
 pub use pins::Pins;

@@ -12,7 +12,7 @@ use std::path::Path;
 use aya::maps::{Array, Map, MapData};
 use sip_xdp_common::maps::*;
 
-use super::{loader::Capacities, pins::Pins};
+use super::{capacities::Capacities, pins::Pins};
 use crate::{Error, Result, EBPF_OBJECT};
 
 /// The identity of the embedded object: FNV-1a over its bytes.
@@ -50,7 +50,7 @@ pub struct Kept {
 
 /// What the pinned maps keep that `caps` would choose otherwise.
 pub fn kept_choices(pins: &Pins, caps: &Capacities) -> Vec<Kept> {
-    use super::loader::{LruLists, BPF_F_NO_COMMON_LRU};
+    use super::capacities::{LruLists, BPF_F_NO_COMMON_LRU};
     let lists = |per_cpu: bool| if per_cpu { "per-cpu" } else { "common" };
     // Per-CPU lists round the size up to a multiple of the CPU count.
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
@@ -186,7 +186,7 @@ pub fn check_compatible(pins: &Pins) -> Result<()> {
         }
         // The LRU list flavour is chosen at creation (`LruLists`); the
         // program is the same for both.
-        let same_but_lru = |f: u32| f & !super::loader::BPF_F_NO_COMMON_LRU;
+        let same_but_lru = |f: u32| f & !super::capacities::BPF_F_NO_COMMON_LRU;
         if same_but_lru(info.map_flags()) != same_but_lru(def.map_flags()) {
             diff.push(format!(
                 "flags {:#x} pinned, {:#x} now",

@@ -21,10 +21,8 @@ use aya::{
     Ebpf,
 };
 use ipnet::IpNet;
-use sip_xdp::kernel::{
-    loader::{Capacities, LruLists, BPF_F_NO_COMMON_LRU},
-    Guard,
-};
+use sip_xdp::guard::Guard;
+use sip_xdp::kernel::loader::{Capacities, LruLists, BPF_F_NO_COMMON_LRU};
 use sip_xdp_common::{
     maps::{BanReason, MAP_BANS, MAP_BLOCK, MAP_SOURCES},
     Counter, KernelConfig,
