@@ -5,10 +5,7 @@
 use chrono::{Duration, NaiveDateTime};
 use serde_json::json;
 use sip_xdp::{
-    db::{
-        rows as lists,
-        store::{now, Event, Pool, Store},
-    },
+    db::store::{now, Event, Pool, Store},
     parse::parse_net,
 };
 use sip_xdp_tests::db::{admin, admin_query, ServerTimeZone, TestDb};
