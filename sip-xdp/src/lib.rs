@@ -51,6 +51,7 @@ pub mod logline;
 pub mod metrics;
 pub mod parse;
 pub mod round;
+pub mod sync;
 
 pub use error::{Error, Result};
 

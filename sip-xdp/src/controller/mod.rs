@@ -30,12 +30,7 @@ use notify::Notifier;
 use crate::{
     alerts,
     config::{redact, Config, Overrides},
-    db::{
-        rows::RuleOrBad,
-        store,
-        sync::{Current, Reconciler},
-        EventBuffer, Store,
-    },
+    db::{rows::RuleOrBad, store, EventBuffer, Store},
     detect::{
         act::{write_block, Defender, Env},
         flood::Now,
@@ -47,6 +42,7 @@ use crate::{
     kernel::{clock, hot::Read, loader, one_controller::ControllerLock, ring, Maps, Pins, Sampler},
     metrics::Metrics,
     round::{self, RoundError, RoundInput, RoundOutput},
+    sync::{Applier, Clocks, Synced},
     Error,
 };
 
@@ -66,7 +62,7 @@ pub struct Controller {
     db_down_since: Option<chrono::DateTime<Utc>>,
     db_retry_at: Instant,
     backoff: Duration,
-    reconciler: Reconciler,
+    applier: Applier,
     events: EventBuffer,
     last_sync: Option<(chrono::DateTime<Utc>, Duration)>,
     /// The lists' fingerprint at their last full read, and when.
@@ -174,7 +170,7 @@ impl Controller {
             db_down_since: None,
             db_retry_at: Instant::now(),
             backoff: Duration::from_secs(1),
-            reconciler: Reconciler::default(),
+            applier: Applier::default(),
             events,
             last_sync: None,
             lists_read: None,
@@ -586,11 +582,22 @@ impl Controller {
         let peers = self.trusted_peers(out.trusted);
         let applying = Instant::now();
         let synced = match out.lists {
-            Some((blocks, mut allows)) => {
+            Some((mut blocks, mut allows)) => {
                 self.lists_read = Some((out.fingerprint, Instant::now()));
                 allows.extend(peers);
-                let synced = self.reconcile(blocks, &allows, out.undecoded);
-                if self.reconciler.waiting() {
+                blocks.extend(self.defender.pending_rules());
+                blocks.extend(self.feeds.pending_rules());
+                let defender = &mut self.defender;
+                let synced = self.applier.apply(
+                    &mut self.maps,
+                    &self.guard,
+                    blocks,
+                    &allows,
+                    out.undecoded,
+                    clocks(),
+                    |listed| defender.forget_unlisted(listed),
+                );
+                if self.applier.waiting() {
                     // Removals in their cycle of grace need the next look.
                     self.lists_read = None;
                 }
@@ -857,118 +864,6 @@ impl Controller {
         )
     }
 
-    /// The kernel brought in line with the rows a round read.
-    fn reconcile(
-        &mut self,
-        mut blocks: Vec<RuleOrBad>,
-        allows: &[crate::db::store::AllowRow],
-        undecoded: Vec<crate::db::store::Undecoded>,
-    ) -> Synced {
-        blocks.extend(self.defender.pending_rules());
-        blocks.extend(self.feeds.pending_rules());
-        let wall = store::now();
-        let (desired, mut skips) =
-            self.reconciler
-                .desired(&blocks, allows, &self.guard, wall, clock::monotonic_ns());
-        // The rows are not needed past here: with 100k of them, holding
-        // them beside the kernel's lists and the plan is the controller's
-        // peak memory.
-        let rows = blocks.len();
-        drop(blocks);
-        // Rows are decoded one at a time: a row that does not decode is
-        // reported once and skipped, and the database stays "reachable".
-        skips.extend(self.reconciler.first_reports(undecoded));
-        for s in skips {
-            tracing::warn!(table = s.table, id = s.id, reason = ?s.why, "skipping database row");
-        }
-        self.defender
-            .forget_unlisted(&desired.blocks.keys().copied().collect::<Vec<_>>());
-        let current = self.kernel_now();
-        let plan = self.reconciler.plan(&desired, &current);
-        let (installed, removed) = self.write_plan(&plan, &current);
-        Synced {
-            rows,
-            installed,
-            removed,
-        }
-    }
-
-    /// The lists as the kernel holds them.
-    fn kernel_now(&self) -> Current {
-        Current {
-            allows: self.maps.list_allowed().into_iter().collect(),
-            blocks: self
-                .maps
-                .bans_raw()
-                .into_iter()
-                .map(|(ip, v)| (ip.into(), (v.expires_ns, BanReason::from_u32(v.reason))))
-                .chain(
-                    self.maps
-                        .blocks_raw()
-                        .into_iter()
-                        .map(|(n, v)| (n, (v.expires_ns, None))),
-                )
-                .collect(),
-        }
-    }
-
-    /// Carries a sync's plan out in the kernel; (entries installed or
-    /// changed, entries removed).
-    fn write_plan(&mut self, plan: &crate::db::sync::Plan, current: &Current) -> (usize, usize) {
-        for net in &plan.allow_add {
-            log_kernel(self.maps.put_allow(net), net, "allow entry installed");
-        }
-        // New exact bans go in batches (a feed can bring thousands); a
-        // changed one keeps its hit count through `put`.
-        let (new, changed): (Vec<_>, Vec<_>) = plan
-            .put
-            .iter()
-            .partition(|(net, _)| !current.blocks.contains_key(net));
-        let batch: Vec<_> = new
-            .iter()
-            .map(|(net, w)| (*net, w.expires_ns, w.reason))
-            .collect();
-        match self.maps.put_new(&batch) {
-            Ok(()) if batch.len() <= 20 => {
-                for (net, _, _) in &batch {
-                    tracing::info!(src_ip = %net, "block installed");
-                }
-            }
-            Ok(()) => tracing::info!(
-                count = batch.len(),
-                "blocks installed (block installed for each)"
-            ),
-            Err(e) => tracing::error!(count = batch.len(), error = %e, "block installed: failed"),
-        }
-        for (net, want) in &changed {
-            let r = self.maps.put(net, want.expires_ns, want.reason);
-            log_kernel(r, net, "block installed");
-        }
-        if plan.remove.len() <= 20 {
-            for net in &plan.remove {
-                log_kernel(self.maps.unblock(net).map(|_| ()), net, "block removed");
-            }
-        } else {
-            match self.maps.remove_many(&plan.remove) {
-                Ok(n) => tracing::info!(count = n, "blocks removed (block removed for each)"),
-                Err(e) => {
-                    tracing::error!(count = plan.remove.len(), error = %e, "block removed: failed")
-                }
-            }
-        }
-        for net in &plan.allow_remove {
-            log_kernel(
-                self.maps.disallow(net).map(|_| ()),
-                net,
-                "allow entry removed",
-            );
-        }
-        (
-            batch.len() + changed.len() + plan.allow_add.len(),
-            plan.remove.len() + plan.allow_remove.len(),
-        )
-    }
-
     /// A feed's news goes to the kernel and the database now, not at the
     /// next tick.
     fn on_feed_report(&mut self, r: crate::feed::Report, round_tx: &mpsc::Sender<RoundResult>) {
@@ -981,53 +876,13 @@ impl Controller {
     }
 
     /// Puts a feed refresh's new entries in the kernel before their rows
-    /// are written (a 100k-entry list takes the database seconds): the
-    /// safety rails and the kernel's allow-list still win, and nothing is
-    /// removed here; the next sync does that by difference.
+    /// are written (a 100k-entry list takes the database seconds).
     fn enforce_feeds_now(&mut self) {
         let rows: Vec<RuleOrBad> = self.feeds.pending_rules().collect();
-        let allows: Vec<crate::db::store::AllowRow> = self
-            .maps
-            .list_allowed()
-            .iter()
-            .map(|net| crate::db::store::AllowRow {
-                id: 0,
-                ip_address: crate::parse::spelling(net),
-                comment: String::new(),
-                created_at: store::now(),
-            })
-            .collect();
-        let (desired, _) = self.reconciler.desired(
-            &rows,
-            &allows,
-            &self.guard,
-            store::now(),
-            clock::monotonic_ns(),
-        );
-        // With a 100k-entry list the rows, the desired set and the kernel's
-        // view at once were the controller's peak: the rows go first, and
-        // of the kernel only the keys are read.
-        drop(rows);
-        let held = self.maps.held_nets();
-        let new: Vec<_> = desired
-            .blocks
-            .iter()
-            .filter(|(net, _)| !held.contains(net))
-            .map(|(net, w)| (*net, w.expires_ns, w.reason))
-            .collect();
-        if new.is_empty() {
-            return;
-        }
-        match self.maps.put_new(&new) {
-            Ok(()) => tracing::info!(
-                count = new.len(),
-                "feed entries installed ahead of their rows"
-            ),
-            Err(e) => {
-                tracing::error!(count = new.len(), error = %e, "feed entries installed ahead of their rows: failed")
-            }
-        }
-        if new.len() >= crate::heap::BIG_JOB {
+        let n = self
+            .applier
+            .install_ahead(&mut self.maps, &self.guard, rows, clocks());
+        if n >= crate::heap::BIG_JOB {
             crate::heap::release_free_pages();
         }
     }
@@ -1074,39 +929,11 @@ impl Controller {
 /// reads them in full again.
 const FULL_READ_EVERY: Duration = Duration::from_secs(30);
 
-/// What one sync changed in the kernel.
-#[derive(Default)]
-struct Synced {
-    /// Block rows read (and pending bans).
-    rows: usize,
-    installed: usize,
-    removed: usize,
-}
-
-impl Synced {
-    /// One line per sync that changed the kernel (debug otherwise), with
-    /// the database's and the kernel's share of its time.
-    fn log(&self, db: Duration, kernel: Duration) {
-        let (db_ms, kernel_ms) = (db.as_millis() as u64, kernel.as_millis() as u64);
-        if self.installed + self.removed > 0 {
-            tracing::info!(
-                rows = self.rows,
-                installed = self.installed,
-                removed = self.removed,
-                db_ms,
-                kernel_ms,
-                "kernel synced"
-            );
-        } else {
-            tracing::debug!(rows = self.rows, db_ms, kernel_ms, "kernel in step");
-        }
-    }
-}
-
-fn log_kernel(r: crate::Result<()>, net: &ipnet::IpNet, what: &str) {
-    match r {
-        Ok(()) => tracing::info!(src_ip = %net, "{what}"),
-        Err(e) => tracing::error!(src_ip = %net, error = %e, "{what}: failed"),
+/// The wall clock and the kernel's, read together.
+fn clocks() -> Clocks {
+    Clocks {
+        wall: store::now(),
+        mono_ns: clock::monotonic_ns(),
     }
 }
 

@@ -17,7 +17,6 @@ pub mod retention;
 pub mod rows;
 pub mod schema;
 pub mod store;
-pub mod sync;
 
 pub use buffer::EventBuffer;
 pub use migrate::connect;

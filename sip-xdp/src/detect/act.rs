@@ -43,7 +43,7 @@ use crate::{
         EventBuffer, Store, StoreError,
     },
     guard::{overlaps, Guard},
-    kernel::{clock, Maps},
+    kernel::{clock, KernelLists},
     metrics::Metrics,
     parse::spelling,
 };
@@ -75,7 +75,7 @@ pub struct FailureRequest {
 
 /// What acting needs from the controller.
 pub struct Env<'a> {
-    pub maps: &'a mut Maps,
+    pub maps: &'a mut dyn KernelLists,
     pub events: &'a mut EventBuffer,
     pub guard: &'a Guard,
     /// The kernel's allow-list, read once per batch of detections.
@@ -306,7 +306,7 @@ impl Defender {
         }
         // Monitor mode is a dry run: what would be banned is recorded, and
         // nothing reaches the kernel, `blocked_ips` or the other nodes.
-        if env.maps.config().is_ok_and(|c| c.monitor()) {
+        if env.maps.monitor() {
             if self.would_until.get(&ip).is_none_or(|t| *t <= now) {
                 self.would_until.insert(ip, now + d.base_ban);
                 record_would_ban(d, net, env);
@@ -390,7 +390,7 @@ impl Defender {
     /// looked up; a prefix is checked against the verified sources, read
     /// at most once a second (a storm of prefix detections must not walk
     /// the map for each).
-    fn trust_within(&mut self, net: &IpNet, now: Instant, maps: &Maps) -> Option<Trust> {
+    fn trust_within(&mut self, net: &IpNet, now: Instant, maps: &dyn KernelLists) -> Option<Trust> {
         if net.prefix_len() == net.max_prefix_len() {
             return maps.trust_of(net.addr());
         }
@@ -399,7 +399,7 @@ impl Defender {
             .as_ref()
             .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= Duration::from_secs(1));
         if stale {
-            self.verified = Some((now, maps.verified_now()));
+            self.verified = Some((now, maps.trusted_now()));
         }
         let (_, list) = self.verified.as_ref()?;
         list.iter()
@@ -668,5 +668,170 @@ mod tests {
         assert_eq!(kept, ["198.51.100.7/32".parse::<IpNet>().unwrap()]);
         d.drop_lifted_pending(|_| false);
         assert_eq!(d.pending_rules().count(), 0, "lifted by hand: gone");
+    }
+
+    use crate::{guard::Guard, kernel::lists::Fake};
+    use sip_xdp_common::maps::BanReason;
+
+    fn detection(ip: &str) -> Detection {
+        Detection {
+            ip: ip.parse().unwrap(),
+            reason: Reason::Flood,
+            base_ban: Duration::from_secs(600),
+            count: 900,
+            limit: 500,
+            window: Duration::from_secs(2),
+            details: json!({"packets": 900}),
+        }
+    }
+
+    struct Bench {
+        kernel: Fake,
+        events: EventBuffer,
+        guard: Guard,
+        allowed: Vec<IpNet>,
+    }
+
+    impl Bench {
+        fn new() -> Self {
+            Self {
+                kernel: Fake::default(),
+                events: EventBuffer::new(100, None),
+                guard: Guard::with_addresses(vec!["198.51.100.1".parse().unwrap()]),
+                allowed: Vec::new(),
+            }
+        }
+
+        fn act(&mut self, d: &mut Defender, det: Detection) -> bool {
+            let mut env = Env {
+                maps: &mut self.kernel,
+                events: &mut self.events,
+                guard: &self.guard,
+                allowed: &self.allowed,
+                metrics: None,
+            };
+            d.act(det, &mut env)
+        }
+
+        fn event_types(&self) -> Vec<String> {
+            self.events
+                .snapshot()
+                .0
+                .into_iter()
+                .map(|e| e.event_type)
+                .collect()
+        }
+    }
+
+    fn net(s: &str) -> IpNet {
+        crate::parse::parse_net(s).unwrap()
+    }
+
+    #[test]
+    fn a_detection_is_banned_in_the_kernel_once_with_its_row_and_events_queued() {
+        let (mut b, mut d) = (Bench::new(), Defender::new(Settings::default()));
+        assert!(b.act(&mut d, detection("203.0.113.9")));
+        let (expires_ns, reason) = b.kernel.rules[&net("203.0.113.9")];
+        assert_eq!(reason, Some(BanReason::Flood));
+        let left = expires_ns.saturating_sub(clock::monotonic_ns());
+        assert!((595..=600).contains(&(left / 1_000_000_000)), "{left} ns");
+        let rows = d.pending_snapshot();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].net, net("203.0.113.9"));
+        assert_eq!(
+            rows[0].expires_at - rows[0].blocked_at,
+            chrono::Duration::seconds(600)
+        );
+        assert_eq!(b.event_types(), ["flood_detected", "ip_blocked"]);
+        // The same attack seen again is neither banned nor recorded twice.
+        assert!(!b.act(&mut d, detection("203.0.113.9")));
+        assert_eq!(b.kernel.writes.len(), 1);
+        assert_eq!(d.pending_snapshot().len(), 1);
+    }
+
+    #[test]
+    fn a_v6_detection_bans_its_prefix() {
+        let (mut b, mut d) = (Bench::new(), Defender::new(Settings::default()));
+        assert!(b.act(&mut d, detection("2001:db8:7:7::99")));
+        assert_eq!(
+            b.kernel.rules.keys().collect::<Vec<_>>(),
+            [&net("2001:db8:7:7::/64")]
+        );
+    }
+
+    #[test]
+    fn verified_allow_listed_ignored_and_own_sources_are_spared_and_reported_once() {
+        let mut settings = Settings::default();
+        settings.ignore = vec![net("203.0.113.64/26")];
+        let (mut b, mut d) = (Bench::new(), Defender::new(settings));
+        b.kernel
+            .trusted
+            .push(("203.0.113.5".parse().unwrap(), Trust::Registered));
+        b.allowed.push(net("203.0.113.16/28"));
+        for ip in [
+            "203.0.113.5",
+            "203.0.113.20",
+            "203.0.113.70",
+            "198.51.100.1",
+        ] {
+            assert!(!b.act(&mut d, detection(ip)), "{ip} banned");
+            assert!(!b.act(&mut d, detection(ip)), "{ip} banned");
+        }
+        assert!(b.kernel.writes.is_empty(), "{:?}", b.kernel.writes);
+        assert!(d.pending_snapshot().is_empty());
+        let events = b.events.snapshot().0;
+        let actions: Vec<String> = events
+            .iter()
+            .map(|e| e.details["action"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(actions.len(), 4, "{actions:?}");
+        assert!(actions[0].contains("verified"), "{actions:?}");
+        assert!(actions[1].contains("allow-list"), "{actions:?}");
+        assert!(actions[2].contains("ignore list"), "{actions:?}");
+        assert_eq!(events[0].details["verified"], "registered");
+    }
+
+    #[test]
+    fn a_v6_prefix_holding_a_verified_source_is_spared() {
+        let (mut b, mut d) = (Bench::new(), Defender::new(Settings::default()));
+        b.kernel
+            .trusted
+            .push(("2001:db8:7:7::5".parse().unwrap(), Trust::Invited));
+        assert!(!b.act(&mut d, detection("2001:db8:7:7::99")));
+        assert!(b.kernel.rules.is_empty());
+    }
+
+    #[test]
+    fn monitor_mode_records_would_ban_and_writes_nothing() {
+        let (mut b, mut d) = (Bench::new(), Defender::new(Settings::default()));
+        b.kernel.monitor = true;
+        assert!(!b.act(&mut d, detection("203.0.113.9")));
+        assert!(!b.act(&mut d, detection("203.0.113.9")));
+        assert!(b.kernel.writes.is_empty());
+        assert!(d.pending_snapshot().is_empty());
+        assert_eq!(b.event_types(), ["would_ban"]);
+    }
+
+    #[test]
+    fn a_ban_the_kernel_refuses_is_not_recorded_and_is_tried_again() {
+        let (mut b, mut d) = (Bench::new(), Defender::new(Settings::default()));
+        b.kernel.refuse.insert(net("203.0.113.9"));
+        assert!(!b.act(&mut d, detection("203.0.113.9")));
+        assert!(d.pending_snapshot().is_empty());
+        assert!(b.event_types().is_empty());
+        b.kernel.refuse.clear();
+        assert!(b.act(&mut d, detection("203.0.113.9")), "not tried again");
+    }
+
+    #[test]
+    fn the_ban_cap_holds_bans_to_its_rate() {
+        let mut settings = Settings::default();
+        settings.max_bans_per_sec = 3;
+        let (mut b, mut d) = (Bench::new(), Defender::new(settings));
+        let banned = (1..=10)
+            .filter(|i| b.act(&mut d, detection(&format!("203.0.113.{i}"))))
+            .count();
+        assert_eq!(banned, 3);
+        assert_eq!(b.kernel.rules.len(), 3);
     }
 }

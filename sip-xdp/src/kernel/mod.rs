@@ -13,6 +13,7 @@ pub mod clock;
 pub mod features;
 pub mod handles;
 pub mod hot;
+pub mod lists;
 pub mod loader;
 pub mod one_controller;
 pub mod pins;
@@ -22,4 +23,5 @@ pub mod upgrade;
 
 pub use handles::{Maps, Replies, Totals};
 pub use hot::Sampler;
+pub use lists::KernelLists;
 pub use pins::Pins;

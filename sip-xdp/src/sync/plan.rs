@@ -1,6 +1,7 @@
-//! Reconciles the database with the kernel maps by difference: adds what is
-//! missing, updates changed expiries, removes what the database no longer
-//! wants. It never wipes and refills, so filtering has no gap.
+//! The plan: what the kernel should hold (`desired`, from the rows) against
+//! what it holds (`Current`), as a difference: what is missing is added,
+//! changed expiries updated, and what the database no longer wants
+//! removed. Never a wipe and refill, so filtering has no gap.
 //!
 //! A kernel entry the database does not know is removed only when the next
 //! cycle still does not know it: `block` and `allow` write the database and
@@ -13,11 +14,11 @@ use chrono::NaiveDateTime;
 use ipnet::IpNet;
 use sip_xdp_common::maps::BanReason;
 
-use super::{
-    rows::{BadRow, RuleOrBad},
-    store::AllowRow,
-};
 use crate::{
+    db::{
+        rows::{BadRow, RuleOrBad},
+        store::{AllowRow, Undecoded},
+    },
     guard::{overlaps, Guard},
     parse::is_host,
 };
@@ -76,13 +77,13 @@ pub struct Skip {
 const EXPIRY_SLACK_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Default)]
-pub struct Reconciler {
+pub struct Planner {
     grace_blocks: HashSet<IpNet>,
     grace_allows: HashSet<IpNet>,
     reported: HashSet<(&'static str, i64)>,
 }
 
-impl Reconciler {
+impl Planner {
     /// The kernel state the rows ask for. Rows that cannot be used come back
     /// in the second list, each only the first time it is seen.
     pub fn desired(
@@ -161,10 +162,7 @@ impl Reconciler {
     }
 
     /// Rows that did not decode, each only the first time it is seen.
-    pub fn first_reports(
-        &mut self,
-        bad: impl IntoIterator<Item = super::store::Undecoded>,
-    ) -> Vec<Skip> {
+    pub fn first_reports(&mut self, bad: impl IntoIterator<Item = Undecoded>) -> Vec<Skip> {
         bad.into_iter()
             .filter(|b| self.reported.insert((b.table, b.id)))
             .map(|b| Skip {
@@ -287,7 +285,7 @@ mod tests {
 
     #[test]
     fn rows_become_kernel_entries_with_monotonic_expiry() {
-        let mut r = Reconciler::default();
+        let mut r = Planner::default();
         let rows = [
             block(1, "203.0.113.7", None),
             block(2, "198.51.100.0/25", Some(10)),
@@ -309,7 +307,7 @@ mod tests {
 
     #[test]
     fn bad_and_refused_rows_are_reported_once_and_skipped() {
-        let mut r = Reconciler::default();
+        let mut r = Planner::default();
         let rows = [
             block(1, "203.0.113.300", None),
             block(2, "127.0.0.1", None),
@@ -346,7 +344,7 @@ mod tests {
 
     #[test]
     fn duplicates_keep_the_longest_lasting() {
-        let mut r = Reconciler::default();
+        let mut r = Planner::default();
         let rows = [
             block(1, "203.0.113.7", Some(5)),
             block(2, "203.0.113.7", Some(50)),
@@ -360,7 +358,7 @@ mod tests {
 
     #[test]
     fn plan_adds_updates_and_removes_after_one_cycle_of_grace() {
-        let mut r = Reconciler::default();
+        let mut r = Planner::default();
         let want = |exp| Want {
             expires_ns: exp,
             reason: BanReason::Manual,
@@ -402,7 +400,7 @@ mod tests {
         assert_eq!(p.allow_remove, vec![net("2001:db8::/32")]);
 
         // A net that came back into the database in between is not removed.
-        let mut r = Reconciler::default();
+        let mut r = Planner::default();
         r.plan(&desired, &current);
         desired.blocks.insert(net("203.0.113.99"), want(0));
         let p = r.plan(&desired, &current);
@@ -411,7 +409,7 @@ mod tests {
 
     #[test]
     fn a_reason_the_kernel_does_not_keep_is_not_compared() {
-        let mut r = Reconciler::default();
+        let mut r = Planner::default();
         let mut desired = Desired::default();
         let want = |reason| Want {
             expires_ns: 0,
@@ -438,7 +436,7 @@ mod tests {
 
     #[test]
     fn bans_covered_by_the_allow_list_go_at_once() {
-        let mut r = Reconciler::default();
+        let mut r = Planner::default();
         let mut desired = Desired::default();
         desired.allows.insert(net("203.0.113.0/28"));
         let mut current = Current::default();
