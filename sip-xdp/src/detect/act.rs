@@ -761,8 +761,10 @@ mod tests {
 
     #[test]
     fn verified_allow_listed_ignored_and_own_sources_are_spared_and_reported_once() {
-        let mut settings = Settings::default();
-        settings.ignore = vec![net("203.0.113.64/26")];
+        let settings = Settings {
+            ignore: vec![net("203.0.113.64/26")],
+            ..Settings::default()
+        };
         let (mut b, mut d) = (Bench::new(), Defender::new(settings));
         b.kernel
             .trusted
@@ -825,8 +827,10 @@ mod tests {
 
     #[test]
     fn the_ban_cap_holds_bans_to_its_rate() {
-        let mut settings = Settings::default();
-        settings.max_bans_per_sec = 3;
+        let settings = Settings {
+            max_bans_per_sec: 3,
+            ..Settings::default()
+        };
         let (mut b, mut d) = (Bench::new(), Defender::new(settings));
         let banned = (1..=10)
             .filter(|i| b.act(&mut d, detection(&format!("203.0.113.{i}"))))

@@ -33,6 +33,14 @@ pub struct Synced {
     pub removed: usize,
 }
 
+/// What a round read: the block rows (with the bans and feed entries not
+/// yet written), the allow-list, and the rows that did not decode.
+pub struct Rows<'a> {
+    pub blocks: Vec<RuleOrBad>,
+    pub allows: &'a [AllowRow],
+    pub undecoded: Vec<Undecoded>,
+}
+
 /// The clocks a sync converts expiries with.
 #[derive(Clone, Copy, Debug)]
 pub struct Clocks {
@@ -47,19 +55,22 @@ impl Applier {
         self.planner.waiting()
     }
 
-    /// Brings the kernel in line with `blocks` and `allows`. `listed`
+    /// Brings the kernel in line with the rows. `listed`
     /// is told every net the rows want blocked (before the kernel is
     /// touched), so the caller can forget what is no longer listed.
     pub fn apply(
         &mut self,
         kernel: &mut impl KernelLists,
         guard: &Guard,
-        blocks: Vec<RuleOrBad>,
-        allows: &[AllowRow],
-        undecoded: Vec<Undecoded>,
+        rows: Rows<'_>,
         clocks: Clocks,
         listed: impl FnOnce(&[IpNet]),
     ) -> Synced {
+        let Rows {
+            blocks,
+            allows,
+            undecoded,
+        } = rows;
         let (desired, mut skips) =
             self.planner
                 .desired(&blocks, allows, guard, clocks.wall, clocks.mono_ns);
@@ -266,7 +277,12 @@ mod tests {
     }
 
     fn sync(a: &mut Applier, k: &mut Fake, blocks: Vec<RuleOrBad>, allows: &[AllowRow]) -> Synced {
-        a.apply(k, &guard(), blocks, allows, Vec::new(), clocks(), |_| {})
+        let rows = Rows {
+            blocks,
+            allows,
+            undecoded: Vec::new(),
+        };
+        a.apply(k, &guard(), rows, clocks(), |_| {})
     }
 
     #[test]
@@ -316,14 +332,16 @@ mod tests {
         a.apply(
             &mut k,
             &guard(),
-            vec![
-                row(1, "127.0.0.1", None),
-                row(2, "198.51.100.0/24", None),
-                row(3, "203.0.113.9", None),
-                row(4, "203.0.113.10", None),
-            ],
-            &[allow("203.0.113.8/31")],
-            Vec::new(),
+            Rows {
+                blocks: vec![
+                    row(1, "127.0.0.1", None),
+                    row(2, "198.51.100.0/24", None),
+                    row(3, "203.0.113.9", None),
+                    row(4, "203.0.113.10", None),
+                ],
+                allows: &[allow("203.0.113.8/31")],
+                undecoded: Vec::new(),
+            },
             clocks(),
             |nets| listed = nets.to_vec(),
         );

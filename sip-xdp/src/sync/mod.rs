@@ -8,5 +8,5 @@
 pub mod apply;
 pub mod plan;
 
-pub use apply::{Applier, Clocks, Synced};
+pub use apply::{Applier, Clocks, Rows, Synced};
 pub use plan::{Current, Desired, Plan, Planner, Want};

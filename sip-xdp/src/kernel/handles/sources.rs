@@ -40,7 +40,6 @@ impl Totals {
 
 /// Final responses the SBC sent to one client, summed over CPUs, indexed
 /// by `Reply`.
-
 pub type Replies = [u64; REPLY_KINDS];
 
 /// One verified source as `list verified` shows it.

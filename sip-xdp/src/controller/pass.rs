@@ -1,0 +1,123 @@
+//! The controller's detection side: one sampling pass over the kernel's
+//! counters, samples from the ring, and acting on what the detectors find.
+
+use super::*;
+
+impl Controller {
+    /// Indexes bans written to BANS behind the index (see
+    /// `Maps::heal_ban_index`): without it the program would not see them
+    /// until the next start.
+    pub(super) fn heal_ban_index(&mut self) {
+        match self.maps.heal_ban_index() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                bans = n,
+                "bans the ban index did not show were indexed (a command killed between its two writes, or a binary of another build)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "checking the ban index against BANS failed"),
+        }
+    }
+
+    /// One sampling unit: per-source counters for floods, the SBC's replies
+    /// for brute force and enumeration, then metrics.
+    pub async fn detect_pass(&mut self) {
+        let started = Instant::now();
+        let now = Instant::now();
+        let mut found = Vec::new();
+        let mut read = None;
+        if self.defender.settings().enabled {
+            let flood = &mut self.defender.flood;
+            flood.begin(Now {
+                at: now,
+                kernel_ns: clock::coarse_ns(),
+            });
+            let r = self.sampler.pass(&self.maps, |k, t, filed| {
+                if let Some(d) = flood.observe(k, t, filed) {
+                    found.push(d);
+                }
+            });
+            match r {
+                Ok(r) => {
+                    read = Some(r);
+                    flood.end();
+                }
+                Err(e) => tracing::error!(error = %e, "reading per-source counters"),
+            }
+            match self.maps.reply_totals() {
+                Ok(replies) => found.extend(self.defender.wire.pass(now, replies)),
+                Err(e) => tracing::error!(error = %e, "reading reply counters"),
+            }
+        }
+        let took = started.elapsed();
+        self.last_pass = read.map(|r| (r, took));
+        self.act_all(found);
+        self.defender.prune_and_report(now, &mut self.events);
+        self.follow_overload(now);
+        self.update_metrics();
+    }
+
+    pub(super) fn sample(&mut self, s: Sampled) {
+        let found = self.defender.on_sample(Instant::now(), &s);
+        self.act_all(found);
+    }
+
+    pub(super) fn act_all(&mut self, found: Vec<Detection>) {
+        if found.is_empty() {
+            return;
+        }
+        let allowed = self.maps.list_allowed();
+        let mut env = Env {
+            maps: &mut self.maps,
+            events: &mut self.events,
+            guard: &self.guard,
+            allowed: &allowed,
+            metrics: self.metrics.as_ref(),
+        };
+        for d in found {
+            self.defender.act(d, &mut env);
+        }
+    }
+
+    /// One event and one log line when the kernel starts or stops shedding.
+    pub(super) fn follow_overload(&mut self, now: Instant) {
+        let Ok(stats) = self.maps.stats() else {
+            return;
+        };
+        let get = |c: Counter| stats.iter().find(|(k, _)| *k == c).map_or(0, |(_, n)| *n);
+        let shed = get(Counter::Shed) + get(Counter::MonitorShed);
+        let switch = self.overload.observe(now, shed, get(Counter::Sip));
+        if let Some(m) = &self.metrics {
+            m.overload(self.overload.shedding());
+        }
+        match switch {
+            Some(Switch::Started {
+                shed_pps,
+                passed_pps,
+            }) => {
+                let budget = self.defender.settings().shedding.budget;
+                tracing::warn!(
+                    shed_pps,
+                    passed_pps,
+                    budget,
+                    "overload: shedding unverified new sources"
+                );
+                self.events.record(
+                    "overload_started",
+                    None,
+                    "critical",
+                    json!({"shed_pps": shed_pps.round(), "passed_pps": passed_pps.round(), "budget_pps": budget}),
+                );
+            }
+            Some(Switch::Ended { seconds, shed }) => {
+                tracing::warn!(seconds, shed, "overload over: shedding stopped");
+                self.events.record(
+                    "overload_ended",
+                    None,
+                    "info",
+                    json!({"seconds": seconds, "shed": shed}),
+                );
+            }
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The controller's database rounds: starting one off the loop, applying
+//! what it read and wrote (the kernel through the sync, the buffers, the
+//! detectors), and what an outage does (back-off, events, status).
+
+use super::*;
+
+/// A database round under way: when it started, and what to confirm when
+/// it succeeds.
+pub(super) struct Round {
+    started: Instant,
+    events_mark: u64,
+    pending_n: usize,
+    feeds: Vec<crate::db::feeds::FeedRows>,
+    abort: tokio::task::AbortHandle,
+}
+
+pub(super) type RoundResult = Result<RoundOutput, RoundError>;
+
+/// The longest the controller trusts the lists' fingerprint before it
+/// reads them in full again.
+pub(super) const FULL_READ_EVERY: Duration = Duration::from_secs(30);
+
+/// The wall clock and the kernel's, read together.
+fn clocks() -> Clocks {
+    Clocks {
+        wall: store::now(),
+        mono_ns: clock::monotonic_ns(),
+    }
+}
+
+impl Controller {
+    /// One sync interval's work: starts a database round unless one is
+    /// under way (abandoning one that has not answered in time), and
+    /// writes the status file. Never waits on the database.
+    /// Starts a retention batch when one is due and none is under way; a
+    /// batch that found more to delete brings the next one forward.
+    pub(super) fn prune_old_rows(&mut self) {
+        if let Some(task) = &self.prune {
+            if !task.is_finished() {
+                return;
+            }
+            let more = self
+                .prune
+                .take()
+                .and_then(futures_util::FutureExt::now_or_never)
+                .and_then(Result::ok);
+            if more == Some(true) {
+                self.prune_at = Instant::now();
+            }
+        }
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if self.db_error.is_some() || Instant::now() < self.prune_at {
+            return;
+        }
+        self.prune_at = Instant::now() + PRUNE_EVERY;
+        let settings = self.cfg.retention.clone();
+        self.prune = Some(tokio::spawn(crate::db::retention::prune_in_background(
+            store, settings,
+        )));
+    }
+
+    pub fn cycle(&mut self, report: &mpsc::Sender<RoundResult>) {
+        self.prune_old_rows();
+        match &self.round {
+            Some(r) if r.started.elapsed() > self.round_timeout() => {
+                r.abort.abort();
+                self.round = None;
+                // A connection that hangs is not trusted again.
+                self.store = None;
+                let msg = format!(
+                    "the database did not answer within {} s",
+                    self.round_timeout().as_secs()
+                );
+                self.db_failed(&msg);
+            }
+            Some(_) => {}
+            None if Instant::now() >= self.db_retry_at => self.start_round(report),
+            None => {}
+        }
+        self.write_status();
+    }
+
+    pub(super) fn round_timeout(&self) -> Duration {
+        (self.cfg.sync_interval * 3).max(Duration::from_secs(10))
+    }
+
+    pub(super) fn start_round(&mut self, report: &mpsc::Sender<RoundResult>) {
+        let maps = &self.maps;
+        self.defender.drop_lifted_pending(|net| maps.holds(net));
+        let (events, events_mark) = self.events.snapshot();
+        let pending = self.defender.pending_snapshot();
+        let pending_n = pending.len();
+        let input = RoundInput {
+            store: self.store.clone(),
+            url: self.cfg.db.clone(),
+            node: self.cfg.node.clone(),
+            wall: store::now(),
+            pending,
+            events,
+            failures: self.defender.failure_request(),
+            outbox: crate::db::outbox::Outbox::new(&self.cfg.outbox),
+            feeds: self.feeds.snapshot(),
+            trusted: self.cfg.trusted.clone(),
+            // Read in full now and then whatever the fingerprint says.
+            known: self
+                .lists_read
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < FULL_READ_EVERY)
+                .map(|(fp, _)| fp.clone()),
+        };
+        let feeds = input.feeds.clone();
+        let tx = report.clone();
+        let task = tokio::spawn(async move {
+            let _ = tx.send(round::run(input).await).await;
+        });
+        self.round = Some(Round {
+            started: Instant::now(),
+            events_mark,
+            pending_n,
+            feeds,
+            abort: task.abort_handle(),
+        });
+    }
+
+    /// Applies what a database round read and wrote.
+    pub(super) fn finish_round(&mut self, result: RoundResult) {
+        // The answer of a round given up on is not trusted.
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                self.store = e.store;
+                self.db_failed(&e.error.to_string());
+                return;
+            }
+        };
+        if out.connected {
+            tracing::info!(
+                db = %redact(&self.cfg.db),
+                kind = out.store.kind(),
+                clock_offset_s = out.store.skew().num_milliseconds() as f64 / 1000.0,
+                "database connected"
+            );
+        }
+        if let Some(m) = &self.metrics {
+            m.db_clock(out.store.skew().num_milliseconds() as f64 / 1000.0);
+        }
+        self.store = Some(out.store);
+        self.events.confirm(round.events_mark);
+        self.feeds.confirm(&round.feeds);
+        self.defender
+            .confirm_pending(round.pending_n, &out.refused_pending);
+        self.db_error = None;
+        if let Some(since) = self.db_down_since.take() {
+            let secs = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
+            tracing::info!(
+                down_s = secs,
+                buffered = self.events.len(),
+                "database reachable again"
+            );
+            // Written by the next round, after everything buffered during
+            // the outage.
+            self.events.record(
+                "db_reachable",
+                None,
+                "info",
+                json!({"down_since": since.to_rfc3339(), "down_s": secs}),
+            );
+        }
+        // Their `ip_unblocked` events were written by the round itself.
+        for row in out.lifted {
+            tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = ?row.source, "unblocked");
+        }
+        let peers_before = self.trusted.clone();
+        let peers = self.trusted_peers(out.trusted);
+        let applying = Instant::now();
+        let synced = match out.lists {
+            Some((mut blocks, mut allows)) => {
+                self.lists_read = Some((out.fingerprint, Instant::now()));
+                allows.extend(peers);
+                blocks.extend(self.defender.pending_rules());
+                blocks.extend(self.feeds.pending_rules());
+                let defender = &mut self.defender;
+                let synced = self.applier.apply(
+                    &mut self.maps,
+                    &self.guard,
+                    Rows {
+                        blocks,
+                        allows: &allows,
+                        undecoded: out.undecoded,
+                    },
+                    clocks(),
+                    |listed| defender.forget_unlisted(listed),
+                );
+                if self.applier.waiting() {
+                    // Removals in their cycle of grace need the next look.
+                    self.lists_read = None;
+                }
+                synced
+            }
+            None => {
+                // The tables are as the last full read found them, and the
+                // kernel as that sync left it (bans made since are in it
+                // already). New trusted peers need the lists: next round.
+                if peers != peers_before {
+                    self.lists_read = None;
+                }
+                Synced::default()
+            }
+        };
+        let kernel = applying.elapsed();
+        let took = out.took + kernel;
+        synced.log(out.took, kernel);
+        let feed_rows: usize = round.feeds.iter().map(|f| f.nets.len()).sum();
+        if synced.installed + synced.removed >= crate::heap::BIG_JOB
+            || feed_rows >= crate::heap::BIG_JOB
+        {
+            crate::heap::release_free_pages();
+        }
+        self.backoff = Duration::from_secs(1);
+        self.last_sync = Some((Utc::now(), took));
+        let found = self.defender.take_failures(out.failures);
+        self.act_all(found);
+        self.notify.state(self.service_status());
+    }
+
+    pub(super) fn db_failed(&mut self, msg: &str) {
+        let msg = msg.to_string();
+        if self.db_down_since.is_none() {
+            let since = Utc::now();
+            self.db_down_since = Some(since);
+            // Buffered: it reaches the database when the database is back.
+            self.events.record(
+                "db_unreachable",
+                None,
+                "warning",
+                json!({"error": msg, "since": since.to_rfc3339()}),
+            );
+        }
+        if self.db_error.as_deref() != Some(msg.as_str()) {
+            if msg.starts_with(store::SCHEMA_MISMATCH) {
+                tracing::error!(
+                    error = %msg,
+                    retry_in_s = self.backoff.as_secs(),
+                    "the database's tables lack what sip-xdp needs: the kernel keeps enforcing the last known lists"
+                );
+            } else {
+                tracing::warn!(
+                    error = %msg,
+                    retry_in_s = self.backoff.as_secs(),
+                    "database unreachable: the kernel keeps enforcing the last known lists"
+                );
+            }
+        }
+        self.db_error = Some(msg);
+        self.db_retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.notify.state(self.service_status());
+    }
+
+    /// The database as `status` names it: reachable, unreachable, or
+    /// reachable with tables that lack what sip-xdp needs.
+    pub(super) fn db_state(&self) -> &'static str {
+        match &self.db_error {
+            None if self.store.is_some() => "reachable",
+            Some(e) if e.starts_with(store::SCHEMA_MISMATCH) => "schema mismatch",
+            _ => "unreachable",
+        }
+    }
+
+    /// A feed's news goes to the kernel and the database now, not at the
+    /// next tick.
+    pub(super) fn on_feed_report(
+        &mut self,
+        r: crate::feed::Report,
+        round_tx: &mpsc::Sender<RoundResult>,
+    ) {
+        if self.feeds.on_report(r) {
+            self.enforce_feeds_now();
+            if self.round.is_none() && Instant::now() >= self.db_retry_at {
+                self.start_round(round_tx);
+            }
+        }
+    }
+
+    /// Puts a feed refresh's new entries in the kernel before their rows
+    /// are written (a 100k-entry list takes the database seconds).
+    pub(super) fn enforce_feeds_now(&mut self) {
+        let rows: Vec<RuleOrBad> = self.feeds.pending_rules().collect();
+        let n = self
+            .applier
+            .install_ahead(&mut self.maps, &self.guard, rows, clocks());
+        if n >= crate::heap::BIG_JOB {
+            crate::heap::release_free_pages();
+        }
+    }
+}
