@@ -2,39 +2,69 @@
 //! operates them for the CLI and the controller.
 //!
 //! # Where things live
-//! The folders are layers; each imports only the ones below it:
+//! The folders are layers; each imports only the ones below it (its
+//! `mod.rs` says which):
 //! - [`kernel`]: everything that talks to bpf(2) (loader, pins, map handles,
-//!   batch reads, the sample ring, the clock). Knows nothing above it.
-//! - [`db`]: the store, row validation, the reconciler (rows → kernel
-//!   entries), the event buffer, the outbox of operators' changes and the
-//!   feed rows. Uses `kernel`.
+//!   batch reads, the sample ring, the clock), and [`kernel::KernelLists`],
+//!   the lists as the layers above write them. Knows nothing above it.
+//! - [`db`]: the store (one file per table), adopting the operator's
+//!   tables and migrating them, row validation, the event buffer, the
+//!   outbox of operators' changes, feed rows and retention. Never touches
+//!   the kernel.
+//! - [`sync`]: rows to kernel: the plan (what the rows ask for against what
+//!   the kernel holds) and its application. Uses `db` and `kernel`.
 //! - [`feed`]: threat feeds (blocklists, APIBAN, CrowdSec, the country
-//!   policy), each a task that fetches and checks its entries. Uses
-//!   `kernel` (the safety rails).
+//!   policy), each a task that fetches and checks its entries.
 //! - [`detect`]: the detectors (pure state machines), the SIP sample parser
-//!   and `act`, which turns a detection into a kernel ban, a `blocked_ips`
-//!   row, an event and a log line. Uses `kernel` and `db`.
+//!   and `act`, which turns a detection into a kernel ban, a pending
+//!   `blocked_ips` row, events and a log line.
 //! - [`cli`]: argument definitions and one function per command. Uses all.
-//! - At the root: the daemon's loop ([`controller`]) and its database
-//!   rounds, run off the loop ([`round`]), the file configuration
-//!   ([`config`]), errors, metrics, and the text forms of addresses and
-//!   durations ([`parse`]), giving freed memory back ([`heap`]), and the
-//!   log's one-record-one-line writer ([`logline`]).
+//! - [`controller`]: the daemon: its loop, its database rounds (each run off
+//!   the loop by [`round`]), its detection pass, its status.
+//! - At the root, below the folders that use them: the safety rails
+//!   ([`guard`]), the file configuration ([`config`]), alerts, errors,
+//!   metrics, the text forms of addresses and durations ([`parse`]), giving
+//!   freed memory back ([`heap`]), and the log's one-record-one-line writer
+//!   ([`logline`]).
+//!
+//! # Words
+//! - **ban**: an exact address in the kernel's BANS map (with, for IPv4,
+//!   its slot in the ban index). **block rule**: a prefix in the BLOCK trie.
+//!   **rule**: either, as the sync plans them. **row**: a `blocked_ips` row,
+//!   the record both come from; **pending row**: a ban made in the kernel
+//!   whose row waits for the next database round.
+//! - The verbs per layer: the kernel *puts* and *removes* entries; the sync
+//!   *plans* and *applies*; the defender *acts* (bans or spares); the
+//!   store *inserts*, *lifts* (sets `unblocked_at`) and *deletes* (retention
+//!   only); the CLI *blocks*, *unblocks*, *allows* and *disallows*.
+//! - Never banned, each for its own reason: the **allow-list**
+//!   (`whitelisted_ips` and the ALLOW trie: passes everything, the
+//!   operator's word); **trusted peers** (the SIP server's `address` table,
+//!   added to the allow-list); **verified** sources (the kernel's VERIFIED
+//!   map: proved their address by a round trip, `Trust`; still rate
+//!   limited, never banned on forgeable evidence); the **ignore** list
+//!   (`detect.ignore`: detections on it are not acted on, the kernel still
+//!   filters it); and the **guard** (loopback and this host's own
+//!   addresses: refused whatever asks).
+//! - **source**: a packet's sender, except `blocked_ips.source` (what made
+//!   the row: a `Reason` name or another tool's) and a feed's URL.
 //!
 //! # Adding things
 //! - A detector: a state machine in `detect/` returning `Detection`s with a
 //!   new `sip_xdp_common::Reason`; its settings section in
-//!   `detect/settings.rs`; feed it from `Controller::detect_pass`.
+//!   `detect/settings.rs`; feed it from the controller's pass
+//!   (`controller/pass.rs`).
 //! - A CLI command: a variant in `cli/args.rs`, one function in the `cli/`
 //!   module for its kind (`edit`, `show`, `filter`, `status`), one arm in
 //!   `cli::run`.
 //! - A feed: an `Origin` in `feed/mod.rs` with its fetch in a module of
 //!   its own; its rows are written by `db::feeds`.
-//! - A database table: a migration in `migrations/{sqlite,mysql}/`, its row
-//!   type and queries in `db/store.rs`, validation in `db/rows.rs`.
+//! - A database table: a migration in `migrations/{sqlite,mysql}/`, its
+//!   spec in `db/schema.rs`, its row type and queries in a file of
+//!   `db/store/`, validation in `db/rows.rs`.
 //! - A kernel map: its name, key and value in `sip_xdp_common::maps`, the
-//!   static in `sip-xdp-ebpf/src/maps.rs`, typed access in
-//!   `kernel/handles.rs`.
+//!   static in `sip-xdp-ebpf/src/maps.rs`, typed access in the
+//!   `kernel/handles/` file of its family.
 
 pub mod alerts;
 pub mod cli;

@@ -36,6 +36,17 @@ fn l(k: &str, v: &str) -> Labels {
     vec![(k.to_string(), v.to_string())]
 }
 
+/// One feed's figures as the metrics show them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FeedFigures {
+    /// Entries in its last good list.
+    pub entries: usize,
+    /// When it was last refreshed successfully (Unix time).
+    pub refreshed_at: Option<i64>,
+    /// Failed refreshes since the start.
+    pub failures: u64,
+}
+
 #[derive(Clone, Default)]
 pub struct Metrics {
     packets: Family<Labels, Counter>,
@@ -271,14 +282,14 @@ impl Metrics {
     }
 
     /// Each feed's state.
-    pub fn feeds(&mut self, states: &std::collections::BTreeMap<String, crate::feed::State>) {
-        for (name, s) in states {
+    pub fn feeds<'a>(&mut self, feeds: impl IntoIterator<Item = (&'a String, FeedFigures)>) {
+        for (name, s) in feeds {
             let label = l("feed", name);
             self.feed_entries
                 .get_or_create(&label)
                 .set(s.entries as i64);
-            if let Some(t) = s.last_ok {
-                self.feed_refreshed.get_or_create(&label).set(t.timestamp());
+            if let Some(t) = s.refreshed_at {
+                self.feed_refreshed.get_or_create(&label).set(t);
             }
             let last = self
                 .last_feed_failures
@@ -465,17 +476,13 @@ mod tests {
         m.active_bans(&[("flood", 1)]);
         m.samples([1, 1, 1]);
         m.alerts([1, 1, 1]);
-        let mut feeds = std::collections::BTreeMap::new();
-        feeds.insert(
-            "drop".to_string(),
-            crate::feed::State {
-                entries: 3,
-                last_ok: Some(chrono::Utc::now()),
-                last_error: None,
-                failures: 1,
-            },
-        );
-        m.feeds(&feeds);
+        let name = "drop".to_string();
+        let figures = FeedFigures {
+            entries: 3,
+            refreshed_at: Some(chrono::Utc::now().timestamp()),
+            failures: 1,
+        };
+        m.feeds([(&name, figures)]);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
         let served: Vec<&str> = text

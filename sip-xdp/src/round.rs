@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 
 use crate::{
+    db::pending::{write_block, PendingBlock},
     db::{
         feeds::FeedRows,
         outbox::Outbox,
@@ -17,7 +18,7 @@ use crate::{
         store::{AllowRow, BlockRow, Event, FailureBatch, Undecoded, FAILURE_TABLES},
         Store, StoreError,
     },
-    detect::act::{write_block, FailureRequest, PendingBlock, FAILURE_BATCH},
+    detect::act::{FailureRequest, FAILURE_BATCH},
 };
 
 /// What a round starts from.

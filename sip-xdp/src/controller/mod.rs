@@ -33,9 +33,9 @@ use notify::Notifier;
 use crate::{
     alerts,
     config::{redact, Config, Overrides},
-    db::{rows::RuleOrBad, store, EventBuffer, Store},
+    db::{pending::write_block, rows::RuleOrBad, store, EventBuffer, Store},
     detect::{
-        act::{write_block, Defender, Env},
+        act::{Defender, Env},
         flood::Now,
         overload::{Overload, Switch},
         sip::{self, SampleStats, Sampled},
@@ -366,6 +366,7 @@ impl Controller {
             crate::feed::geo::Db::open(p)
                 .map_err(|e| tracing::warn!(error = %e, "events will not name countries"))
                 .ok()
+                .map(|db| Box::new(move |ip| db.country(ip)) as crate::db::buffer::CountryOf)
         });
         self.events.set_geo(geo);
         self.feeds.start(

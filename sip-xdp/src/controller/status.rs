@@ -52,7 +52,14 @@ impl Controller {
             self.events.len(),
             self.events.dropped(),
         );
-        m.feeds(&self.feeds.states);
+        m.feeds(self.feeds.states.iter().map(|(name, s)| {
+            let figures = crate::metrics::FeedFigures {
+                entries: s.entries,
+                refreshed_at: s.last_ok.map(|t| t.timestamp()),
+                failures: s.failures,
+            };
+            (name, figures)
+        }));
         if let Some(a) = &self.alerts {
             use std::sync::atomic::Ordering::Relaxed;
             m.alerts([

@@ -8,6 +8,9 @@ use serde_json::Value;
 
 use super::store::{now, Event, Store, StoreError};
 
+/// What names an address's country (the `[geo]` database's lookup).
+pub type CountryOf = Box<dyn Fn(std::net::IpAddr) -> Option<String> + Send + Sync>;
+
 /// Events written per transaction when catching up.
 const BATCH: usize = 500;
 
@@ -24,7 +27,7 @@ pub struct EventBuffer {
     /// Sees every event as it is recorded (alerts).
     tap: Option<Tap>,
     /// Names the country of an event's source (`[geo]`).
-    geo: Option<crate::feed::geo::Db>,
+    geo: Option<CountryOf>,
 }
 
 impl EventBuffer {
@@ -47,7 +50,7 @@ impl EventBuffer {
 
     /// Records a decision now, from this node.
     /// The country database that names events' sources, or none.
-    pub fn set_geo(&mut self, geo: Option<crate::feed::geo::Db>) {
+    pub fn set_geo(&mut self, geo: Option<CountryOf>) {
         self.geo = geo;
     }
 
@@ -65,7 +68,7 @@ impl EventBuffer {
             .and_then(|(g, ip)| {
                 // A source may be a prefix (a /64 ban): its address names it.
                 let ip = ip.split('/').next()?.parse().ok()?;
-                g.country(ip)
+                g(ip)
             });
         if let (Some(c), Some(d)) = (country, details.as_object_mut()) {
             d.insert("country".into(), Value::String(c));

@@ -1,18 +1,19 @@
 //! The database, the source of truth for block and allow lists and the
-//! record of what was done: the store (sqlx, SQLite or MySQL/MariaDB),
-//! how a database is brought to what this build needs (`schema` adopts the
-//! operator's tables, `migrate` runs the embedded migrations; `connect`
-//! does both), row validation, the reconciler that turns rows into kernel
-//! entries, the buffer that keeps events through an outage, the outbox
-//! that keeps an operator's changes through one, and retention.
+//! record of what was done: the store (sqlx, SQLite or MySQL/MariaDB; one
+//! file per table under `store/`), how a database is brought to what this
+//! build needs (`schema` adopts the operator's tables, `migrate` runs the
+//! embedded migrations; `connect` does both), row validation, the buffer
+//! that keeps events through an outage, the outbox that keeps an
+//! operator's changes through one, feed rows, and retention.
 //!
-//! May import `kernel` (the reconciler writes maps) and the crate root;
-//! never `detect` or `cli`.
+//! May import the crate root only; never `kernel` (the sync writes the
+//! maps), `feed`, `detect`, `cli` or `controller`.
 
 pub mod buffer;
 pub mod feeds;
 pub mod migrate;
 pub mod outbox;
+pub mod pending;
 pub mod retention;
 pub mod rows;
 pub mod schema;

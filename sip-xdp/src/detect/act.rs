@@ -38,9 +38,10 @@ use super::{
 };
 use crate::{
     db::{
+        pending::PendingBlock,
         rows::{reason_of, BlockRule, RuleOrBad},
         store::{self, FailureBatch, FAILURE_TABLES},
-        EventBuffer, Store, StoreError,
+        EventBuffer,
     },
     guard::{overlaps, Guard},
     kernel::{clock, KernelLists},
@@ -48,20 +49,6 @@ use crate::{
     parse::spelling,
 };
 use sip_xdp_common::addr::{ip_of, key_of, prefix_key};
-
-/// A detector ban whose `blocked_ips` row is not written yet (the database
-/// was down). The reconciler treats it as a row, so the kernel keeps it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PendingBlock {
-    /// An address, or the prefix of a source counted by prefix.
-    pub net: IpNet,
-    /// Written to `blocked_ips.source`.
-    pub reason: Reason,
-    /// Written to `blocked_ips.reason`: the figures, for a human.
-    pub note: String,
-    pub blocked_at: NaiveDateTime,
-    pub expires_at: NaiveDateTime,
-}
 
 /// Failure rows read per table per query.
 pub const FAILURE_BATCH: i64 = 5000;
@@ -535,19 +522,6 @@ impl Defender {
     pub fn interval(&self) -> Duration {
         self.settings.interval
     }
-}
-
-pub async fn write_block(store: &Store, p: &PendingBlock, node: &str) -> Result<i64, StoreError> {
-    store
-        .insert_block(
-            &spelling(&p.net),
-            &p.note,
-            p.reason.name(),
-            p.blocked_at,
-            Some(p.expires_at),
-            Some(node),
-        )
-        .await
 }
 
 /// The log line, the metric and the two events of a ban just enforced;

@@ -1,10 +1,14 @@
 //! Detectors: pure state machines fed with counters, samples and database
-//! rows, returning what to ban and why. They never touch the kernel, the
-//! database or the clock themselves, so every threshold and window has a
-//! unit test with synthetic input. `act` is the one place that acts on what
-//! they say; `sip` turns ring-buffer samples into what the scanner reads.
+//! rows, returning what to ban and why. The detectors never touch the
+//! kernel, the database or the clock themselves, so every threshold and
+//! window has a unit test with synthetic input. `act` is the one place
+//! that acts on what they say: it writes the kernel through `KernelLists`
+//! (host-tested against a fake), queues events and pending rows for the
+//! database round, and reads the clock. `sip` turns ring-buffer samples
+//! into what the scanner reads.
 //!
-//! May import `kernel`, `db` and the crate root; never `cli` or `controller`.
+//! May import `kernel`, `db` (row and event types, the event buffer) and
+//! the crate root; never `sync`, `feed`, `cli` or `controller`.
 
 pub mod act;
 pub mod brute;
