@@ -97,12 +97,25 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         &dashboard,
         0o644,
     )?;
+    // The README links into docs/: the package keeps the same layout.
     put(
         &stage,
         "usr/share/doc/sip-xdp/README.md",
         &fs::read(root.join("README.md"))?,
         0o644,
     )?;
+    for doc in fs::read_dir(root.join("docs"))? {
+        let path = doc?.path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            put(
+                &stage,
+                &format!("usr/share/doc/sip-xdp/docs/{name}"),
+                &fs::read(&path)?,
+                0o644,
+            )?;
+        }
+    }
     generated(&bin, &stage)?;
     fs::create_dir_all(stage.join("var/lib/sip-xdp"))?;
     fs::set_permissions(

@@ -325,7 +325,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
     ("sipp", "sip-tester"),
-    // The README's fail2ban filter is tested against the real log.
+    // The packaged fail2ban filters are tested against the real log.
     ("fail2ban-regex", "fail2ban"),
     // The comparison benchmark's competitors.
     ("ip6tables", "iptables"),
