@@ -500,9 +500,9 @@ fn indexed_ban(src: &IpKey) -> Indexed {
 
 /// Atomically adds one to a hit counter living in a map value shared by all
 /// CPUs. Exact: counting one hit in 16 past the first thousand (to spare
-/// the shared line a write from every CPU) measured +25 ns per hot drop
-/// with a per-CPU tick and +48 ns with `bpf_get_prandom_u32`, and nothing
-/// gained on two CPUs (BENCHMARKS.md, "Scaling with CPUs").
+/// the shared line a write from every CPU) cost more per hot drop, with a
+/// per-CPU tick or with `bpf_get_prandom_u32`, than it saved on two CPUs
+/// (BENCHMARKS.md, "Scaling with CPUs").
 #[inline(always)]
 fn bump(hits: &u64) {
     unsafe {

@@ -26,7 +26,7 @@ use sip_xdp_common::{
 
 /// Exact-match bans with kernel-checked expiry. A plain hash, value inline:
 /// under a flood from many banned sources every lookup misses the cache, and
-/// a per-CPU value would add one more dependent access (measured: +50 ns).
+/// a per-CPU value would add one more dependent access.
 #[map]
 pub static BANS: HashMap<IpKey, BanValue> = HashMap::pinned(DEFAULT_MAX_BANS, 0);
 
@@ -99,8 +99,8 @@ pub static SAMPLE_BUDGET: PerCpuArray<SampleBudget> = PerCpuArray::pinned(1, 0);
 /// Final responses sent by the SBC, per client address (egress program).
 /// One value for all CPUs, counted with atomic adds: replies come at the
 /// SBC's own pace, not a flood's, so the shared line costs little, while a
-/// per-CPU value cost a kernel allocation per entry and CPU at load (80 ms
-/// here) and 133.5 MiB on a 64-CPU machine.
+/// per-CPU value costs a kernel allocation per entry and CPU at load, and
+/// 133.5 MiB on a 64-CPU machine.
 #[map]
 pub static REPLIES: LruHashMap<IpKey, ReplyStats> = LruHashMap::pinned(DEFAULT_MAX_REPLIES, 0);
 

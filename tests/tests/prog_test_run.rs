@@ -866,7 +866,7 @@ fn hits_of(p: &TestProg, a: std::net::Ipv4Addr) -> u64 {
         .unwrap_or_else(|| panic!("{a} listed"))
 }
 
-/// Issue 15: IPv4 bans are found in the index (one cache line) before
+/// IPv4 bans are found in the index (one cache line) before
 /// BANS. A full bucket leaves the ban to BANS; every hit is counted once
 /// either way; an unban or allow takes the address out of the index first,
 /// so the index never drops what BANS does not ban.

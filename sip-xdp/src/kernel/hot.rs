@@ -42,7 +42,7 @@ pub const FULL_EVERY: Duration = Duration::from_secs(300);
 const FULL_SHARE: u32 = 100;
 
 /// Value slots (sources × possible CPUs) a pass sweeps: 131,072 sources on
-/// 2 CPUs, about 130 ms here (BENCHMARKS.md, "One sampling pass").
+/// 2 CPUs (its cost: BENCHMARKS.md, "One sampling pass").
 pub const SWEEP_SLOTS: usize = 1 << 18;
 
 /// A sweep under way.
@@ -131,10 +131,9 @@ impl Sampler {
 
     /// The sweep's part in a pass that also reads `filed` hot sources: one
     /// source less per hot one, down to half a part. A hot source is read
-    /// by a lookup of its own, about 2.5 times a swept source's cost here,
-    /// and a full hot map beside a whole part took up to 535 ms at a
-    /// million tracked sources; a sweep still ends while the hot map stays
-    /// full.
+    /// by a lookup of its own, dearer than a swept source, and a full hot
+    /// map beside a whole part made a pass too long at a million tracked
+    /// sources; a sweep still ends while the hot map stays full.
     pub fn part_beside(&self, filed: usize) -> usize {
         self.part.saturating_sub(filed).max(self.part.div_ceil(2))
     }

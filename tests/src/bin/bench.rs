@@ -510,50 +510,6 @@ fn main() {
             }
         );
     }
-    // Prefixes, trust and shedding must not make these paths
-    // dearer. The reference is the run committed before that work
-    // (BENCHMARKS.md of 2026-11-25 12:17 UTC), as ratios to its own baseline.
-    println!(
-        "\nTarget: banned drop and full SIP pass within 10% of the ratios committed before \
-         prefixes, trust and shedding (BENCHMARKS.md of 2026-11-25 12:17 UTC)."
-    );
-    for (name, before) in [
-        ("banned source, drop", [2.57, 3.41, 3.02]),
-        ("full SIP pass, tracked sources", [6.71, 14.07, 7.15]),
-    ] {
-        within_10_percent(&ratios, name, before);
-    }
-    // The exchange's tail call on every passing SIP packet: against the
-    // ratios committed before it (BENCHMARKS.md of 2026-12-01 00:21 UTC).
-    println!(
-        "\nTarget (trust from a real exchange): full SIP pass, with the exchange and the scanner \
-         User-Agent match in place, within 10% of the ratios committed before the exchange \
-         (BENCHMARKS.md of 2026-12-01 00:21 UTC)."
-    );
-    within_10_percent(
-        &ratios,
-        "full SIP pass, tracked sources",
-        [9.32, 15.19, 8.93],
-    );
-}
-
-/// Prints path `name`'s hot, varied and per-call ratios against `before`,
-/// each met when no more than 10% over.
-fn within_10_percent(ratios: &Ratios, name: &str, before: [f64; 3]) {
-    let (_, h, v, c) = ratios.iter().find(|(n, ..)| *n == name).unwrap();
-    let parts: Vec<String> = ["hot", "varied", "per call"]
-        .iter()
-        .zip([h, v, c])
-        .zip(before)
-        .map(|((mode, now), was)| {
-            let change = 100.0 * (now / was - 1.0);
-            format!(
-                "{mode} {now:.2}× (was {was:.2}×, {change:+.0}%: {})",
-                if change <= 10.0 { "met" } else { "NOT met" }
-            )
-        })
-        .collect();
-    println!("- {name}: {}", parts.join("; "));
 }
 
 /// A 200 to an OPTIONS, as a peer or a phone sends it to the SBC.

@@ -20,8 +20,8 @@ const BLOCK_COLS: &str =
 const RULE_COLS: &str = "id, ip_address, source, blocked_at, expires_at";
 /// `RULE_COLS` with SQLite's text times turned into milliseconds since the
 /// epoch by SQLite itself. sqlx decodes a text time by trying up to a
-/// dozen formats in turn (about 2 µs a value here, a fifth of a read of
-/// 100,000 rows); `julianday` reads the text once, as the `WHERE`
+/// dozen formats in turn (a good share of a read of 100,000 rows);
+/// `julianday` reads the text once, as the `WHERE`
 /// clause's comparisons already read it. A text it cannot read becomes
 /// NULL: for `expires_at` such a row is not active (the comparison fails),
 /// for `blocked_at` `sqlite_rule_columns` reports the row.
