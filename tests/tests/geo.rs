@@ -39,7 +39,8 @@ const PRIVATE: &[&str] = &[
 #[test]
 fn events_name_the_country_of_their_source() {
     let mut events = sip_xdp::db::buffer::EventBuffer::new(10, None);
-    events.set_geo(Some(Db::open(&database()).unwrap()));
+    let db = Db::open(&database()).unwrap();
+    events.set_geo(Some(Box::new(move |ip| db.country(ip))));
     let details = || serde_json::json!({"reason": "flood"});
     events.record("ip_blocked", Some("8.8.8.8".into()), "warning", details());
     events.record(
