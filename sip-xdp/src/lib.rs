@@ -8,7 +8,8 @@
 //!   batch reads, the sample ring, the clock), and [`kernel::KernelLists`],
 //!   the lists as the layers above write them. Knows nothing above it.
 //! - [`db`]: the store (one file per table), adopting the operator's
-//!   tables and migrating them, row validation, the event buffer, the
+//!   tables and migrating them, row validation, the journal of writes
+//!   waiting for the database (events, ban rows, feed rows), the
 //!   outbox of operators' changes, feed rows and retention. Never touches
 //!   the kernel.
 //! - [`sync`]: rows to kernel: the plan (what the rows ask for against what

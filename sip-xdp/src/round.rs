@@ -1,18 +1,18 @@
 //! One database round of the controller, run as a task of its own so that
-//! nothing on the detection path waits on the database: expire old blocks,
-//! write the bans and events made since the last round, read the lists and
-//! the new failure rows. It works on copies; the controller applies what
-//! comes back (kernel, buffers, detectors) on its loop, and a round that
-//! does not come back in time is abandoned with nothing lost.
+//! nothing on the detection path waits on the database: write the
+//! operators' queued changes and the journal's copy (feed rows, ban rows,
+//! events), expire old blocks, read the lists and the new failure rows. It
+//! works on copies; the controller applies what comes back (kernel,
+//! journal, detectors) on its loop, and a round that does not come back in
+//! time is abandoned with nothing lost.
 
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 
 use crate::{
-    db::pending::{write_block, PendingBlock},
     db::{
-        feeds::FeedRows,
+        journal::{self, tolerated, Batch},
         outbox::Outbox,
         rows::RuleOrBad,
         store::{AllowRow, BlockRow, Event, FailureBatch, Undecoded, FAILURE_TABLES},
@@ -28,13 +28,11 @@ pub struct RoundInput {
     pub url: String,
     pub node: String,
     pub wall: NaiveDateTime,
-    pub pending: Vec<PendingBlock>,
-    pub events: Vec<Event>,
+    /// The journal's copy: ban rows, feed refreshes, events.
+    pub batch: Batch,
     pub failures: Option<FailureRequest>,
     /// Operators' changes made while the database was away.
     pub outbox: Outbox,
-    /// Feed refreshes to write.
-    pub feeds: Vec<FeedRows>,
     /// Where trusted peers are read from, if anywhere.
     pub trusted: Option<crate::config::Trusted>,
     /// The lists' fingerprint when they were last read in full; `None`
@@ -56,7 +54,7 @@ pub struct RoundOutput {
     pub failures: Vec<(usize, FailureBatch)>,
     /// The trusted peers read, or why not (the last good ones then stay).
     pub trusted: Option<Result<Vec<AllowRow>, String>>,
-    /// The pending bans (by index) whose rows the database refused.
+    /// The batch's bans (by index) whose rows the database refused.
     pub refused_pending: Vec<usize>,
     pub took: Duration,
 }
@@ -137,15 +135,10 @@ struct Work {
     failures: Vec<(usize, FailureBatch)>,
 }
 
-/// What must be written before the lists are read: the operators' queued
-/// changes (otherwise this round would undo in the kernel what an operator
-/// did during the outage) and the feeds' refreshes.
-async fn write_first(
-    store: &Store,
-    outbox: &Outbox,
-    feeds: &[FeedRows],
-    node: &str,
-) -> Result<(), StoreError> {
+/// The operators' changes queued during an outage, written before the
+/// lists are read: otherwise this round would undo in the kernel what an
+/// operator did meanwhile.
+async fn write_queued(store: &Store, outbox: &Outbox, node: &str) -> Result<(), StoreError> {
     let drained = outbox.drain(|c| c.apply_queued(store)).await?;
     if drained.written > 0 {
         tracing::info!(changes = drained.written, path = %outbox.path().display(), "wrote the changes queued while the database was unreachable");
@@ -165,37 +158,18 @@ async fn write_first(
             "the refused change's event",
         )?;
     }
-    for f in feeds {
-        let Some(w) = tolerated(crate::db::feeds::write(store, f, node).await, "feed rows")? else {
-            continue;
-        };
-        if w.added + w.lifted + w.extended > 0 {
-            tracing::info!(feed = %f.feed, added = w.added, lifted = w.lifted, extended = w.extended, "feed rows written");
-        }
-    }
     Ok(())
-}
-
-/// A write that failed because of what it wrote is logged and given up:
-/// it would fail again every round, and must not keep the round from
-/// reading the lists. Any other failure is the round's.
-fn tolerated<T>(r: Result<T, StoreError>, what: &str) -> Result<Option<T>, StoreError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_data_error() => {
-            tracing::error!(error = %e, what, "the database refused a write; it is given up");
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError> {
     // Every time below is converted by the skew measured here.
     store.sync_clock().await?;
     let (wall, node) = (input.wall, input.node.as_str());
-    write_first(store, &input.outbox, &input.feeds, node).await?;
-    let (pending, events, failures) = (&input.pending, &input.events, input.failures.take());
+    write_queued(store, &input.outbox, node).await?;
+    // Feed rows and ban rows before the lists are read: they must hold
+    // them. The events with them.
+    let refused = journal::write(store, &input.batch, node).await?;
+    let failures = input.failures.take();
     let mut lifted = Vec::new();
     let mut unblocked = Vec::new();
     for row in store.expired_unlifted(wall).await? {
@@ -214,12 +188,6 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
             lifted.push(row);
         }
     }
-    let mut refused = Vec::new();
-    for (i, p) in pending.iter().enumerate() {
-        if tolerated(write_block(store, p, node).await, "a ban's row")?.is_none() {
-            refused.push(i);
-        }
-    }
     // A 100k-row table read in full costs the database, the network and
     // our memory every round; a fingerprint that has not moved says the
     // read would bring nothing new.
@@ -234,20 +202,7 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
         undecoded.extend(bad_allows);
         Some((blocks, allows))
     };
-    for chunk in events.chunks(500).chain([unblocked.as_slice()]) {
-        if let Err(e) = store.insert_events(chunk).await {
-            if !e.is_data_error() {
-                return Err(e);
-            }
-            // One event the database refuses costs itself, not its chunk.
-            for ev in chunk {
-                tolerated(
-                    store.insert_events(std::slice::from_ref(ev)).await,
-                    "an event",
-                )?;
-            }
-        }
-    }
+    journal::write_events(store, &unblocked).await?;
     let mut batches = Vec::new();
     if let Some(req) = failures {
         for (i, table) in FAILURE_TABLES.iter().enumerate() {

@@ -38,7 +38,7 @@ const PRIVATE: &[&str] = &[
 /// with the configured database); a source without one is left as it is.
 #[test]
 fn events_name_the_country_of_their_source() {
-    let mut events = sip_xdp::db::buffer::EventBuffer::new(10, None);
+    let mut events = sip_xdp::db::journal::Journal::new(10, None);
     let db = Db::open(&database()).unwrap();
     events.set_geo(Some(Box::new(move |ip| db.country(ip))));
     let details = || serde_json::json!({"reason": "flood"});
@@ -56,7 +56,7 @@ fn events_name_the_country_of_their_source() {
         details(),
     );
     events.record("db_reachable", None, "info", details());
-    let (got, _) = events.snapshot();
+    let got = events.snapshot().0.events;
     let countries: Vec<_> = got
         .iter()
         .map(|e| e.details.get("country").cloned())

@@ -33,7 +33,7 @@ use notify::Notifier;
 use crate::{
     alerts,
     config::{redact, Config, Overrides},
-    db::{pending::write_block, rows::RuleOrBad, store, EventBuffer, Store},
+    db::{journal::Mark, rows::RuleOrBad, store, Journal, Store},
     detect::{
         act::{Defender, Env},
         flood::Now,
@@ -66,7 +66,8 @@ pub struct Controller {
     db_retry_at: Instant,
     backoff: Duration,
     applier: Applier,
-    events: EventBuffer,
+    /// Writes waiting for the database: events, ban rows, feed rows.
+    journal: Journal,
     last_sync: Option<(chrono::DateTime<Utc>, Duration)>,
     /// The lists' fingerprint at their last full read, and when.
     lists_read: Option<(Vec<i64>, Instant)>,
@@ -149,7 +150,7 @@ impl Controller {
         }
         let defender = Defender::new(cfg.detect.clone());
         apply_settings(&mut maps, &cfg, &defender)?;
-        let events = EventBuffer::new(cfg.event_buffer, Some(cfg.node.clone()));
+        let journal = Journal::new(cfg.event_buffer, Some(cfg.node.clone()));
         Ok(Self {
             _lock: lock,
             prune_at: Instant::now(),
@@ -164,7 +165,7 @@ impl Controller {
             db_retry_at: Instant::now(),
             backoff: Duration::from_secs(1),
             applier: Applier::default(),
-            events,
+            journal,
             last_sync: None,
             lists_read: None,
             guard: Guard::for_this_host(),
@@ -283,24 +284,16 @@ impl Controller {
     /// at most 5 s: a hung database must not keep the controller alive.
     async fn flush_on_exit(&mut self) {
         if let Some(store) = self.store.clone() {
-            let pending = self.defender.pending_snapshot();
-            let node = self.cfg.node.clone();
-            let events = &mut self.events;
-            let last = tokio::time::timeout(Duration::from_secs(5), async {
-                for p in &pending {
-                    write_block(&store, p, &node).await?;
-                }
-                events.flush(&store).await
-            })
-            .await;
+            let journal = &mut self.journal;
+            let last = tokio::time::timeout(Duration::from_secs(5), journal.flush(&store)).await;
             match last {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, lost = self.events.len(), "could not write buffered events on exit")
+                    tracing::warn!(error = %e, lost = self.journal.len(), "could not write buffered events on exit")
                 }
                 Err(_) => {
                     tracing::warn!(
-                        lost = self.events.len(),
+                        lost = self.journal.len(),
                         "the database did not answer on exit: buffered events lost"
                     )
                 }
@@ -366,14 +359,17 @@ impl Controller {
             crate::feed::geo::Db::open(p)
                 .map_err(|e| tracing::warn!(error = %e, "events will not name countries"))
                 .ok()
-                .map(|db| Box::new(move |ip| db.country(ip)) as crate::db::buffer::CountryOf)
+                .map(|db| Box::new(move |ip| db.country(ip)) as crate::db::journal::CountryOf)
         });
-        self.events.set_geo(geo);
-        self.feeds.start(
+        self.journal.set_geo(geo);
+        let rx = self.feeds.start(
             self.cfg.feeds.clone(),
             self.cfg.state_dir.clone(),
             self.guard.clone(),
-        )
+        );
+        let feeds = &self.feeds;
+        self.journal.keep_feeds(|name| feeds.has(name));
+        rx
     }
 
     /// The trusted peers a round read, or the last good ones if it could
@@ -417,11 +413,11 @@ impl Controller {
                     window_s = self.cfg.alerts.window.as_secs(),
                     "alerts on"
                 );
-                self.events.set_tap(Some(Box::new(move |e| a.offer(e))));
+                self.journal.set_tap(Some(Box::new(move |e| a.offer(e))));
             }
             None => {
                 self.alerts = None;
-                self.events.set_tap(None);
+                self.journal.set_tap(None);
             }
         }
     }
@@ -434,7 +430,7 @@ fn new_interval(every: Duration) -> tokio::time::Interval {
 }
 
 /// The settings that differ between `old` and `new` and that only a start
-/// applies: the attachments, the metrics listener, the event buffer's
+/// applies: the attachments, the metrics listener, the journal's event
 /// size, the map sizes and where the feeds keep their state.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();

@@ -51,7 +51,7 @@ impl Controller {
         let took = started.elapsed();
         self.last_pass = read.map(|r| (r, took));
         self.act_all(found);
-        self.defender.prune_and_report(now, &mut self.events);
+        self.defender.prune_and_report(now, &mut self.journal);
         self.follow_overload(now);
         self.update_metrics();
     }
@@ -68,7 +68,7 @@ impl Controller {
         let allowed = self.maps.list_allowed();
         let mut env = Env {
             maps: &mut self.maps,
-            events: &mut self.events,
+            journal: &mut self.journal,
             guard: &self.guard,
             allowed: &allowed,
             metrics: self.metrics.as_ref(),
@@ -101,7 +101,7 @@ impl Controller {
                     budget,
                     "overload: shedding unverified new sources"
                 );
-                self.events.record(
+                self.journal.record(
                     "overload_started",
                     None,
                     "critical",
@@ -110,7 +110,7 @@ impl Controller {
             }
             Some(Switch::Ended { seconds, shed }) => {
                 tracing::warn!(seconds, shed, "overload over: shedding stopped");
-                self.events.record(
+                self.journal.record(
                     "overload_ended",
                     None,
                     "info",

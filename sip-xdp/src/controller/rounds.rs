@@ -8,9 +8,9 @@ use super::*;
 /// it succeeds.
 pub(super) struct Round {
     started: Instant,
-    events_mark: u64,
-    pending_n: usize,
-    feeds: Vec<crate::db::feeds::FeedRows>,
+    mark: Mark,
+    /// Feed entries the round writes.
+    feed_rows: usize,
     abort: tokio::task::AbortHandle,
 }
 
@@ -88,20 +88,18 @@ impl Controller {
 
     pub(super) fn start_round(&mut self, report: &mpsc::Sender<RoundResult>) {
         let maps = &self.maps;
-        self.defender.drop_lifted_pending(|net| maps.holds(net));
-        let (events, events_mark) = self.events.snapshot();
-        let pending = self.defender.pending_snapshot();
-        let pending_n = pending.len();
+        let lifted = self.journal.drop_lifted(|net| maps.holds(net));
+        self.defender.forget_bans(&lifted);
+        let (batch, mark) = self.journal.snapshot();
+        let feed_rows = batch.feed_entries();
         let input = RoundInput {
             store: self.store.clone(),
             url: self.cfg.db.clone(),
             node: self.cfg.node.clone(),
             wall: store::now(),
-            pending,
-            events,
+            batch,
             failures: self.defender.failure_request(),
             outbox: crate::db::outbox::Outbox::new(&self.cfg.outbox),
-            feeds: self.feeds.snapshot(),
             trusted: self.cfg.trusted.clone(),
             // Read in full now and then whatever the fingerprint says.
             known: self
@@ -110,16 +108,14 @@ impl Controller {
                 .filter(|(_, at)| at.elapsed() < FULL_READ_EVERY)
                 .map(|(fp, _)| fp.clone()),
         };
-        let feeds = input.feeds.clone();
         let tx = report.clone();
         let task = tokio::spawn(async move {
             let _ = tx.send(round::run(input).await).await;
         });
         self.round = Some(Round {
             started: Instant::now(),
-            events_mark,
-            pending_n,
-            feeds,
+            mark,
+            feed_rows,
             abort: task.abort_handle(),
         });
     }
@@ -150,21 +146,18 @@ impl Controller {
             m.db_clock(out.store.skew().num_milliseconds() as f64 / 1000.0);
         }
         self.store = Some(out.store);
-        self.events.confirm(round.events_mark);
-        self.feeds.confirm(&round.feeds);
-        self.defender
-            .confirm_pending(round.pending_n, &out.refused_pending);
+        self.journal.confirm(&round.mark, &out.refused_pending);
         self.db_error = None;
         if let Some(since) = self.db_down_since.take() {
             let secs = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
             tracing::info!(
                 down_s = secs,
-                buffered = self.events.len(),
+                buffered = self.journal.len(),
                 "database reachable again"
             );
             // Written by the next round, after everything buffered during
             // the outage.
-            self.events.record(
+            self.journal.record(
                 "db_reachable",
                 None,
                 "info",
@@ -182,8 +175,7 @@ impl Controller {
             Some((mut blocks, mut allows)) => {
                 self.lists_read = Some((out.fingerprint, Instant::now()));
                 allows.extend(peers);
-                blocks.extend(self.defender.pending_rules());
-                blocks.extend(self.feeds.pending_rules());
+                blocks.extend(self.journal.pending_rules());
                 let defender = &mut self.defender;
                 let synced = self.applier.apply(
                     &mut self.maps,
@@ -215,7 +207,7 @@ impl Controller {
         let kernel = applying.elapsed();
         let took = out.took + kernel;
         synced.log(out.took, kernel);
-        let feed_rows: usize = round.feeds.iter().map(|f| f.nets.len()).sum();
+        let feed_rows = round.feed_rows;
         if synced.installed + synced.removed >= crate::heap::BIG_JOB
             || feed_rows >= crate::heap::BIG_JOB
         {
@@ -234,7 +226,7 @@ impl Controller {
             let since = Utc::now();
             self.db_down_since = Some(since);
             // Buffered: it reaches the database when the database is back.
-            self.events.record(
+            self.journal.record(
                 "db_unreachable",
                 None,
                 "warning",
@@ -279,7 +271,11 @@ impl Controller {
         r: crate::feed::Report,
         round_tx: &mpsc::Sender<RoundResult>,
     ) {
-        if self.feeds.on_report(r) {
+        let news = self
+            .feeds
+            .on_report(r)
+            .is_some_and(|rows| self.journal.feed(rows));
+        if news {
             self.enforce_feeds_now();
             if self.round.is_none() && Instant::now() >= self.db_retry_at {
                 self.start_round(round_tx);
@@ -290,7 +286,7 @@ impl Controller {
     /// Puts a feed refresh's new entries in the kernel before their rows
     /// are written (a 100k-entry list takes the database seconds).
     pub(super) fn enforce_feeds_now(&mut self) {
-        let rows: Vec<RuleOrBad> = self.feeds.pending_rules().collect();
+        let rows: Vec<RuleOrBad> = self.journal.feed_rules().collect();
         let n = self
             .applier
             .install_ahead(&mut self.maps, &self.guard, rows, clocks());

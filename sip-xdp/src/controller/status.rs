@@ -49,8 +49,8 @@ impl Controller {
             up,
             lag,
             self.last_sync.map(|(_, d)| d.as_secs_f64()),
-            self.events.len(),
-            self.events.dropped(),
+            self.journal.len(),
+            self.journal.dropped(),
         );
         m.feeds(self.feeds.states.iter().map(|(name, s)| {
             let figures = crate::metrics::FeedFigures {
@@ -90,7 +90,7 @@ impl Controller {
                 "schema mismatch" => "SCHEMA MISMATCH, kernel keeps enforcing",
                 _ => "UNREACHABLE, kernel keeps enforcing",
             },
-            self.events.len()
+            self.journal.len()
         )
     }
 
@@ -111,9 +111,9 @@ impl Controller {
             "last_sync_at": self.last_sync.map(|(t, _)| t.to_rfc3339()),
             "last_sync_ms": self.last_sync.map(|(_, d)| d.as_millis() as u64),
             "sync_interval_ms": self.cfg.sync_interval.as_millis() as u64,
-            "events_buffered": self.events.len(),
-            "events_dropped": self.events.dropped(),
-            "bans_pending_db": self.defender.pending(),
+            "events_buffered": self.journal.len(),
+            "events_dropped": self.journal.dropped(),
+            "bans_pending_db": self.journal.bans_waiting(),
             "shedding": self.overload.shedding(),
             "verified_sources": self.maps.verified_now().len(),
             "tracked_sources": self.sampler.tracked(),

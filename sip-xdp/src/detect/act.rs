@@ -38,10 +38,8 @@ use super::{
 };
 use crate::{
     db::{
-        pending::PendingBlock,
-        rows::{reason_of, BlockRule, RuleOrBad},
+        journal::{Journal, PendingBlock},
         store::{self, FailureBatch, FAILURE_TABLES},
-        EventBuffer,
     },
     guard::{overlaps, Guard},
     kernel::{clock, KernelLists},
@@ -63,7 +61,7 @@ pub struct FailureRequest {
 /// What acting needs from the controller.
 pub struct Env<'a> {
     pub maps: &'a mut dyn KernelLists,
-    pub events: &'a mut EventBuffer,
+    pub journal: &'a mut Journal,
     pub guard: &'a Guard,
     /// The kernel's allow-list, read once per batch of detections.
     pub allowed: &'a [IpNet],
@@ -88,10 +86,6 @@ pub struct Defender {
     /// Detections not acted on (ignored), remembered so a busy trunk on the
     /// ignore list is reported once per ban length, not every unit.
     quiet_until: HashMap<IpAddr, Instant>,
-    pending: Vec<PendingBlock>,
-    /// Bans whose rows the database refused for good: enforced until they
-    /// end, never offered to the database again.
-    unwritten: Vec<PendingBlock>,
     cursors: [Option<i64>; 2],
 }
 
@@ -113,8 +107,6 @@ impl Defender {
             banned_until: HashMap::new(),
             would_until: HashMap::new(),
             quiet_until: HashMap::new(),
-            pending: Vec::new(),
-            unwritten: Vec::new(),
             cursors: [None, None],
         }
     }
@@ -302,7 +294,7 @@ impl Defender {
         }
         let (allowed, report) = self.cap.take(now);
         if let Some(refused) = report {
-            self.report_cap(refused, env.events);
+            self.report_cap(refused, env.journal);
         }
         if !allowed {
             if let Some(m) = env.metrics {
@@ -322,7 +314,8 @@ impl Defender {
         // The row is written by the controller's next database round,
         // off the detection path: a slow or hung database never delays a
         // ban, nor the detections after it.
-        self.pending.push(record_ban(d, net, ban, offence, env));
+        let row = record_ban(d, net, ban, offence, env);
+        env.journal.ban(row);
         true
     }
 
@@ -349,7 +342,7 @@ impl Defender {
         if let Some(how) = verified {
             details["verified"] = json!(how);
         }
-        env.events.record(
+        env.journal.record(
             d.reason.event_type(),
             Some(d.ip.to_string()),
             "info",
@@ -413,59 +406,17 @@ impl Defender {
         IpNet::new(ip, len).map_or(IpNet::from(ip), |n| n.trunc())
     }
 
-    /// The bans whose rows are not written yet, for a database round.
-    pub fn pending_snapshot(&self) -> Vec<PendingBlock> {
-        self.pending.clone()
-    }
-
-    /// Drops the pending rows of bans no longer in the kernel: lifted by
-    /// hand (`sip-xdp unblock`) before their row was written, they must
-    /// not come back with it.
-    pub fn drop_lifted_pending(&mut self, in_kernel: impl Fn(&IpNet) -> bool) {
-        self.unwritten.retain(|p| in_kernel(&p.net));
-        let (keep, gone): (Vec<_>, Vec<_>) =
-            self.pending.drain(..).partition(|p| in_kernel(&p.net));
-        for p in gone {
-            tracing::info!(src_ip = %spelling(&p.net), reason = p.reason.name(), "ban lifted before its row was written: row dropped");
+    /// Lets a detector ban again the sources of bans lifted by hand
+    /// before their rows were written.
+    pub fn forget_bans(&mut self, lifted: &[PendingBlock]) {
+        for p in lifted {
             self.banned_until.remove(&p.net.addr());
         }
-        self.pending = keep;
-    }
-
-    /// The first `n` pending rows were written, but for those at the
-    /// indexes in `refused`: the database refused their rows for good.
-    /// Those bans stay in the kernel until they end, as if written; they
-    /// are not offered to the database again.
-    pub fn confirm_pending(&mut self, n: usize, refused: &[usize]) {
-        let done: Vec<PendingBlock> = self.pending.drain(..n.min(self.pending.len())).collect();
-        for (i, p) in done.into_iter().enumerate() {
-            if refused.contains(&i) {
-                self.unwritten.push(p);
-            }
-        }
-        let now = store::now();
-        self.unwritten.retain(|p| p.expires_at > now);
-    }
-
-    /// Pending bans as rows, for the reconciler.
-    pub fn pending_rules(&self) -> impl Iterator<Item = RuleOrBad> + '_ {
-        self.pending.iter().chain(&self.unwritten).map(|p| {
-            Ok(BlockRule {
-                id: 0,
-                net: p.net,
-                expires_at: Some(p.expires_at),
-                reason: reason_of(p.reason.name()),
-            })
-        })
-    }
-
-    pub fn pending(&self) -> usize {
-        self.pending.len()
     }
 
     /// One warning and one event for a second in which the ban cap refused
     /// detections.
-    fn report_cap(&self, refused: u64, events: &mut EventBuffer) {
+    fn report_cap(&self, refused: u64, events: &mut Journal) {
         let cap = self.cap.per_sec();
         tracing::warn!(
             refused,
@@ -482,7 +433,7 @@ impl Defender {
 
     /// Forgets expired bans and quiet periods, stale probe windows and old
     /// offenders; reports a second the ban cap refused detections in.
-    pub fn prune_and_report(&mut self, now: Instant, events: &mut EventBuffer) {
+    pub fn prune_and_report(&mut self, now: Instant, events: &mut Journal) {
         if let Some(refused) = self.cap.roll(now) {
             self.report_cap(refused, events);
         }
@@ -507,16 +458,12 @@ impl Defender {
     /// Forgets the detector bans no active row holds any more (lifted by
     /// `sip-xdp unblock`, by hand in SQL, or by another node), so that the
     /// source is banned again when it comes back, not reported "already
-    /// banned" until the old term would have ended.
+    /// banned" until the old term would have ended. `active` holds the
+    /// bans whose rows are not written yet too (the sync plans them as
+    /// rows).
     pub fn forget_unlisted(&mut self, active: &[IpNet]) {
-        let pending: Vec<IpNet> = self
-            .pending
-            .iter()
-            .chain(&self.unwritten)
-            .map(|p| p.net)
-            .collect();
         self.banned_until
-            .retain(|ip, _| active.iter().chain(&pending).any(|n| n.contains(ip)));
+            .retain(|ip, _| active.iter().any(|n| n.contains(ip)));
     }
 
     pub fn interval(&self) -> Duration {
@@ -568,9 +515,9 @@ fn record_ban(
         Reason::Flood | Reason::RateLimit | Reason::MalformedFlood => "warning",
         _ => "critical",
     };
-    env.events
+    env.journal
         .record(reason.event_type(), Some(ip.to_string()), severity, details);
-    env.events.record(
+    env.journal.record(
         "ip_blocked",
         Some(ip.to_string()),
         "info",
@@ -606,43 +553,13 @@ fn record_would_ban(d: Detection, net: IpNet, env: &mut Env<'_>) {
     details["reason"] = json!(d.reason.name());
     details["detected_as"] = json!(d.reason.event_type());
     details["ban_s"] = json!(d.base_ban.as_secs());
-    env.events
+    env.journal
         .record("would_ban", Some(spelled), "warning", details);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ban(ip: &str, ends_in: chrono::Duration) -> PendingBlock {
-        let now = store::now();
-        PendingBlock {
-            net: ip.parse().unwrap(),
-            reason: Reason::Flood,
-            note: "flood".into(),
-            blocked_at: now,
-            expires_at: now + ends_in,
-        }
-    }
-
-    /// A ban whose row the database refused stays with the reconciler
-    /// until it ends, and is not offered to the database again.
-    #[test]
-    fn a_ban_the_database_refused_stays_enforced_until_it_ends() {
-        let mut d = Defender::new(crate::detect::Settings::default());
-        d.pending
-            .push(ban("198.51.100.7/32", chrono::Duration::minutes(10)));
-        d.pending
-            .push(ban("198.51.100.8/32", chrono::Duration::minutes(10)));
-        d.pending
-            .push(ban("198.51.100.9/32", chrono::Duration::milliseconds(-1)));
-        d.confirm_pending(3, &[0, 2]);
-        assert!(d.pending_snapshot().is_empty(), "offered again");
-        let kept: Vec<IpNet> = d.pending_rules().map(|r| r.unwrap().net).collect();
-        assert_eq!(kept, ["198.51.100.7/32".parse::<IpNet>().unwrap()]);
-        d.drop_lifted_pending(|_| false);
-        assert_eq!(d.pending_rules().count(), 0, "lifted by hand: gone");
-    }
 
     use crate::{guard::Guard, kernel::lists::Fake};
     use sip_xdp_common::maps::BanReason;
@@ -661,7 +578,7 @@ mod tests {
 
     struct Bench {
         kernel: Fake,
-        events: EventBuffer,
+        journal: Journal,
         guard: Guard,
         allowed: Vec<IpNet>,
     }
@@ -670,7 +587,7 @@ mod tests {
         fn new() -> Self {
             Self {
                 kernel: Fake::default(),
-                events: EventBuffer::new(100, None),
+                journal: Journal::new(100, None),
                 guard: Guard::with_addresses(vec!["198.51.100.1".parse().unwrap()]),
                 allowed: Vec::new(),
             }
@@ -679,7 +596,7 @@ mod tests {
         fn act(&mut self, d: &mut Defender, det: Detection) -> bool {
             let mut env = Env {
                 maps: &mut self.kernel,
-                events: &mut self.events,
+                journal: &mut self.journal,
                 guard: &self.guard,
                 allowed: &self.allowed,
                 metrics: None,
@@ -688,9 +605,10 @@ mod tests {
         }
 
         fn event_types(&self) -> Vec<String> {
-            self.events
+            self.journal
                 .snapshot()
                 .0
+                .events
                 .into_iter()
                 .map(|e| e.event_type)
                 .collect()
@@ -709,7 +627,7 @@ mod tests {
         assert_eq!(reason, Some(BanReason::Flood));
         let left = expires_ns.saturating_sub(clock::monotonic_ns());
         assert!((595..=600).contains(&(left / 1_000_000_000)), "{left} ns");
-        let rows = d.pending_snapshot();
+        let rows = b.journal.snapshot().0.bans;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].net, net("203.0.113.9"));
         assert_eq!(
@@ -720,7 +638,7 @@ mod tests {
         // The same attack seen again is neither banned nor recorded twice.
         assert!(!b.act(&mut d, detection("203.0.113.9")));
         assert_eq!(b.kernel.writes.len(), 1);
-        assert_eq!(d.pending_snapshot().len(), 1);
+        assert_eq!(b.journal.snapshot().0.bans.len(), 1);
     }
 
     #[test]
@@ -754,8 +672,8 @@ mod tests {
             assert!(!b.act(&mut d, detection(ip)), "{ip} banned");
         }
         assert!(b.kernel.writes.is_empty(), "{:?}", b.kernel.writes);
-        assert!(d.pending_snapshot().is_empty());
-        let events = b.events.snapshot().0;
+        assert!(b.journal.snapshot().0.bans.is_empty());
+        let events = b.journal.snapshot().0.events;
         let actions: Vec<String> = events
             .iter()
             .map(|e| e.details["action"].as_str().unwrap().to_string())
@@ -784,7 +702,7 @@ mod tests {
         assert!(!b.act(&mut d, detection("203.0.113.9")));
         assert!(!b.act(&mut d, detection("203.0.113.9")));
         assert!(b.kernel.writes.is_empty());
-        assert!(d.pending_snapshot().is_empty());
+        assert!(b.journal.snapshot().0.bans.is_empty());
         assert_eq!(b.event_types(), ["would_ban"]);
     }
 
@@ -793,7 +711,7 @@ mod tests {
         let (mut b, mut d) = (Bench::new(), Defender::new(Settings::default()));
         b.kernel.refuse.insert(net("203.0.113.9"));
         assert!(!b.act(&mut d, detection("203.0.113.9")));
-        assert!(d.pending_snapshot().is_empty());
+        assert!(b.journal.snapshot().0.bans.is_empty());
         assert!(b.event_types().is_empty());
         b.kernel.refuse.clear();
         assert!(b.act(&mut d, detection("203.0.113.9")), "not tried again");

@@ -3,11 +3,11 @@
 //! kernel, the database or the clock themselves, so every threshold and
 //! window has a unit test with synthetic input. `act` is the one place
 //! that acts on what they say: it writes the kernel through `KernelLists`
-//! (host-tested against a fake), queues events and pending rows for the
+//! (host-tested against a fake), queues events and ban rows in the journal for the
 //! database round, and reads the clock. `sip` turns ring-buffer samples
 //! into what the scanner reads.
 //!
-//! May import `kernel`, `db` (row and event types, the event buffer) and
+//! May import `kernel`, `db` (row and event types, the journal) and
 //! the crate root; never `sync`, `feed`, `cli` or `controller`.
 
 pub mod act;
