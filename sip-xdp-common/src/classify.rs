@@ -79,10 +79,9 @@ const MIN_METHOD: usize = 3;
 
 // The classifier works on the window as two little-endian 64-bit words,
 // eight bytes at a time (SWAR), without loops or indexing, so the verifier
-// follows few paths through it. The byte loops it replaced, with an exit
-// at every byte and indices the verifier had to track, made it walk the
-// program 472,727 instructions deep (239,874 with this classifier, for
-// about 2,900; the XDP program's opaque L4 offset then took it to 47,242).
+// follows few paths through it. Byte loops, with an exit at every byte
+// and indices the verifier has to track, multiply the paths it walks
+// through the whole program.
 
 const fn rep(b: u8) -> u64 {
     0x0101_0101_0101_0101 * b as u64
@@ -539,8 +538,8 @@ mod tests {
         assert_eq!(c(b"\r\n\r\n\r"), SipClass::Malformed);
     }
 
-    /// The byte-loop classifier this word-at-a-time one replaced, kept as
-    /// the specification it must match on every input.
+    /// A byte-loop classifier, plain to read: the specification the
+    /// word-at-a-time one must match on every input.
     mod reference {
         use super::super::{SipClass, CLASSIFY_LEN, MIN_METHOD};
 

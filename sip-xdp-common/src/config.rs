@@ -37,8 +37,9 @@ pub struct KernelConfig {
     /// whole address): IPv6 customers own a /64.
     pub prefix_v4: u16,
     pub prefix_v6: u16,
-    /// How long a 2xx to REGISTER/INVITE or a request sent by the SBC makes
-    /// its destination verified (egress program); 0 = learn nothing.
+    /// How long a source stays verified once it proved its address (a
+    /// challenged REGISTER answered with a 2xx, or an answer to the SBC's
+    /// own request); 0 = learn nothing.
     pub trust_ttl_ns: u64,
     /// Overload: SIP packets per second per CPU from sources not on the
     /// allow-list above which the unproven ones are shed; 0 = never.

@@ -261,9 +261,9 @@ pub enum Trust {
     /// The SBC sent a 2xx to its REGISTER, which carried back a nonce the
     /// SBC had sent to this address: it read the challenge and passed it.
     Registered = 1,
-    /// Earned by no current build (an SBC answers some INVITEs without
-    /// checking their credentials); an older build's entries keep it until
-    /// they expire.
+    /// Earned by nothing (an SBC answers some INVITEs without checking
+    /// their credentials, so a 2xx to one proves nothing); kept so that a
+    /// pinned entry holding it still reads as trust until it expires.
     Invited = 2,
     /// It answered a request the SBC sent it (trunk, carrier, or a
     /// registered contact it calls).

@@ -502,7 +502,7 @@ fn indexed_ban(src: &IpKey) -> Indexed {
 /// CPUs. Exact: counting one hit in 16 past the first thousand (to spare
 /// the shared line a write from every CPU) cost more per hot drop, with a
 /// per-CPU tick or with `bpf_get_prandom_u32`, than it saved on two CPUs
-/// (BENCHMARKS.md, "Scaling with CPUs").
+/// (docs/benchmarks.md, "Design choices the measurements settled").
 #[inline(always)]
 fn bump(hits: &u64) {
     unsafe {

@@ -100,7 +100,8 @@ pub static SAMPLE_BUDGET: PerCpuArray<SampleBudget> = PerCpuArray::pinned(1, 0);
 /// One value for all CPUs, counted with atomic adds: replies come at the
 /// SBC's own pace, not a flood's, so the shared line costs little, while a
 /// per-CPU value costs a kernel allocation per entry and CPU at load, and
-/// 133.5 MiB on a 64-CPU machine.
+/// memory that grows with the CPUs (docs/configuration.md, "Map sizes and
+/// kernel memory").
 #[map]
 pub static REPLIES: LruHashMap<IpKey, ReplyStats> = LruHashMap::pinned(DEFAULT_MAX_REPLIES, 0);
 

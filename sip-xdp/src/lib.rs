@@ -22,11 +22,12 @@
 //! - [`cli`]: argument definitions and one function per command. Uses all.
 //! - [`controller`]: the daemon: its loop, its database rounds (each run off
 //!   the loop by [`round`]), its detection pass, its status.
-//! - At the root, below the folders that use them: the safety rails
-//!   ([`guard`]), the file configuration ([`config`]), alerts, errors,
-//!   metrics, the text forms of addresses and durations ([`parse`]), giving
-//!   freed memory back ([`heap`]), and the log's one-record-one-line writer
-//!   ([`logline`]).
+//! - At the root, at the bottom: the safety rails ([`guard`]), errors, the
+//!   text forms of addresses and durations ([`parse`]), giving freed memory
+//!   back ([`heap`]) and the log's one-record-one-line writer ([`logline`]).
+//!   Above `kernel`, `db`, `detect` and `feed`, used only by the controller
+//!   and the CLI: the file configuration ([`config`]), one database round
+//!   ([`round`]), alerts and metrics.
 //!
 //! # Words
 //! - **ban**: an exact address in the kernel's BANS map (with, for IPv4,
@@ -51,21 +52,8 @@
 //!   the row: a `Reason` name or another tool's) and a feed's URL.
 //!
 //! # Adding things
-//! - A detector: a state machine in `detect/` returning `Detection`s with a
-//!   new `sip_xdp_common::Reason`; its settings section in
-//!   `detect/settings.rs`; feed it from the controller's pass
-//!   (`controller/pass.rs`).
-//! - A CLI command: a variant in `cli/args.rs`, one function in the `cli/`
-//!   module for its kind (`edit`, `show`, `filter`, `status`), one arm in
-//!   `cli::run`.
-//! - A feed: an `Origin` in `feed/mod.rs` with its fetch in a module of
-//!   its own; its rows are written by `db::feeds`.
-//! - A database table: a migration in `migrations/{sqlite,mysql}/`, its
-//!   spec in `db/schema.rs`, its row type and queries in a file of
-//!   `db/store/`, validation in `db/rows.rs`.
-//! - A kernel map: its name, key and value in `sip_xdp_common::maps`, the
-//!   static in `sip-xdp-ebpf/src/maps.rs`, typed access in the
-//!   `kernel/handles/` file of its family.
+//! Where a new detector, command, feed, table, map or test goes, step by
+//! step: `docs/architecture.md`, "Where new things go".
 
 pub mod alerts;
 pub mod cli;

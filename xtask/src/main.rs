@@ -28,7 +28,9 @@ enum Cmd {
     /// Install the pinned nightly with rust-src, bpf-linker and the system
     /// packages the tests use (idempotent; installs only what is missing).
     Setup,
-    /// Set up, then build target/release/sip-xdp with the XDP object inside.
+    /// Install the build tools (the pinned nightly, bpf-linker; no test
+    /// packages), then build target/release/sip-xdp with the XDP object
+    /// inside.
     Build,
     /// Set up, build, and run every test: host unit tests, then the
     /// privileged kernel and namespace tests (needs root).
@@ -46,7 +48,8 @@ enum Cmd {
     },
     /// rustfmt check and clippy (host crates, then the eBPF crate for BPF).
     Lint,
-    /// Set up, build, and package: target/debian/sip-xdp_<version>_<arch>.deb
+    /// Install the build tools, build, and package:
+    /// target/debian/sip-xdp_<version>_<arch>.deb
     /// (binary, systemd unit, /etc/sip-xdp/sip-xdp.toml as a conffile,
     /// sip-xdp(8), bash/zsh/fish completions).
     Deb,
@@ -70,7 +73,7 @@ fn main() -> Result<()> {
     match args.cmd {
         Cmd::Setup => setup(&root),
         Cmd::Build => {
-            setup(&root)?;
+            build_tools(&root)?;
             build()
         }
         Cmd::Test => {
@@ -126,16 +129,16 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Deb => {
-            setup(&root)?;
+            build_tools(&root)?;
             build()?;
             deb::build(&root).map(|_| ())
         }
         Cmd::Lint => {
-            setup(&root)?;
+            build_tools(&root)?;
             lint(&root)
         }
         Cmd::Fuzz { secs } => {
-            setup(&root)?;
+            build_tools(&root)?;
             fuzz(&root, secs)
         }
     }
@@ -187,7 +190,8 @@ fn capture(cmd: &mut Command) -> Result<String> {
 /// and the spoofing benchmarks (followed by the database and feed ones),
 /// each a section of its own.
 fn benchmarks_md(date: &str, compare: &str, per_packet: &str, detect: &str, spoof: &str) -> String {
-    // The two older benchmarks print top-level headings of their own.
+    // The per-packet and detection benchmarks print top-level headings of
+    // their own.
     let demote = |text: &str| {
         text.lines()
             // Their own title lines would repeat the section's.
@@ -204,8 +208,8 @@ fn benchmarks_md(date: &str, compare: &str, per_packet: &str, detect: &str, spoo
     format!(
         "# sip-xdp benchmarks\n\n\
          Written by `cargo xtask bench --compare`, run as root, on {date}. Every figure below was measured in that \
-         run, on the machine described under \"The lab\"; rerun the same command to reproduce them (about thirteen \
-         minutes, root, nothing leaves the machine: all traffic stays in network namespaces the run creates and \
+         run, on the machine described under \"The lab\"; rerun the same command to reproduce them (root; \
+         nothing leaves the machine: all traffic stays in network namespaces the run creates and \
          removes).\n\n\
          {compare}\n\
          ## Per-packet cost in the kernel\n\n{}\n\
@@ -238,11 +242,19 @@ fn ebpf_toolchain(root: &Path) -> Result<String> {
         .to_string())
 }
 
+/// Everything the tests and benchmarks drive: the build tools and the
+/// Debian packages of the components they run against.
 fn setup(root: &Path) -> Result<()> {
+    build_tools(root)?;
+    packages()
+}
+
+/// What building needs, and nothing more: a build host or an SBC that
+/// builds from source gets no test components installed.
+fn build_tools(root: &Path) -> Result<()> {
     let tc = ebpf_toolchain(root)?;
     toolchain(&tc)?;
-    bpf_linker(&tc)?;
-    packages()
+    bpf_linker(&tc)
 }
 
 /// The pinned nightly and its rust-src (for -Z build-std=core).

@@ -262,8 +262,9 @@ pub enum DbAction {
 pub enum ListWhat {
     Blocked,
     Allowed,
-    /// Sources that proved their address by a round trip (kernel only):
-    /// the SBC sent them a 2xx to REGISTER or INVITE, or a request.
+    /// Sources that proved their address by a round trip (kernel only): a
+    /// REGISTER that answered the SBC's digest challenge and got a 2xx, or
+    /// an answer to a request the SBC itself sent.
     Verified,
 }
 

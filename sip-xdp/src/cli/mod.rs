@@ -1,7 +1,8 @@
 //! The command line: argument definitions (`args`), and one function per
 //! command, grouped by what it touches: `edit` changes the lists (database
 //! and kernel), `show` reads them, `filter` drives the attached program,
-//! `status` reports on everything.
+//! `status` reports on everything, `doctor` checks the machine, `report`
+//! sums up a period.
 //!
 //! May import every other room; nothing imports `cli` but `main`.
 

@@ -4,6 +4,8 @@
 //! buffered events. A database outage never clears anything in the kernel:
 //! the last known lists stay enforced, events wait in memory, and reconnects
 //! back off.
+//!
+//! May import every layer but `cli`; only `cli` imports it.
 
 use std::{
     path::Path,

@@ -23,9 +23,11 @@ pub struct Settings {
     /// Sources no detector ever bans (besides the allow-list, loopback and
     /// the host's own addresses, which are never banned anyway).
     pub ignore: Vec<IpNet>,
-    /// How long a source stays verified after the SBC sent it a 2xx to
-    /// REGISTER or INVITE, or a request: longer than a registration
-    /// interval, so a registered phone's re-REGISTERs keep it verified.
+    /// How long a source stays verified once it proved its address (a
+    /// REGISTER that answered the SBC's digest challenge and got a 2xx, or
+    /// an answer to a request the SBC itself sent): longer than a
+    /// registration interval, so a registered phone's re-REGISTERs keep it
+    /// verified.
     #[serde(deserialize_with = "duration")]
     pub trust_ttl: Duration,
     /// New detector bans per second on this node; past it detections are

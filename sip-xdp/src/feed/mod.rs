@@ -8,7 +8,8 @@
 //! (`db::feeds`). A feed that fails keeps its last good list: nothing is
 //! lifted because a server was down.
 //!
-//! May import `kernel` (the safety rails) and the crate root.
+//! May import the crate root (`guard`, the safety rails; `parse`); never
+//! `kernel`, `db`, `detect`, `cli` or `controller`.
 
 pub mod apiban;
 pub mod crowdsec;

@@ -17,7 +17,7 @@
 //! one sweep, and no pass reads more than the hot map and one part (half a
 //! part beside a full hot map). An overflow means tens of thousands of
 //! sources over the hot mark at once, which the ban cap could not ban in
-//! one unit anyway; reading them all in one pass took 1 s at a million.
+//! one unit anyway, and reading them all in one pass made it too long.
 //! With flood detection off the program files nothing, and only the
 //! sweeps remain.
 

@@ -2,8 +2,9 @@
 //! pins under bpffs, typed access to the maps, batch reads, the sample ring
 //! and the kernel's clock.
 //!
-//! May import only the crate root (`error`, `parse`) and `sip-xdp-common`:
-//! nothing here knows about detectors, SQL or the command line. What it
+//! May import only the crate root (`error`, `parse`, `guard`, the objects
+//! and names in `lib.rs`) and `sip-xdp-common`: nothing here knows about
+//! detectors, SQL or the command line. What it
 //! reads it hands out as plain data (`Totals`, `Replies`, raw samples).
 
 pub mod ban_index;

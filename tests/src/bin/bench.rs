@@ -351,7 +351,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     // What `sip-xdp run` configures besides sampling and the rate limit
-    // (off here, as before, so the figures compare with earlier runs):
+    // (off here, so that every path below is the program's own cost):
     // sources by prefix, trust learning, and the shedding window counted
     // on every SIP packet (with a budget no run reaches, so every path
     // keeps its verdict).

@@ -36,7 +36,8 @@ fn stopped() -> bool {
 
 /// Flood sizes and bounds; `--quick` shrinks them for a smoke run.
 struct Plan {
-    /// Packets per measured row (the issue asks for at least 2M).
+    /// Packets per measured row: at least 2M, so that a filter's start-up
+    /// and the sender's ramp are a small part of each row.
     count: u64,
     /// Deadline per measured row: slow filters stop here.
     max_time: Duration,

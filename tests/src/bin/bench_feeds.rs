@@ -367,7 +367,7 @@ fn blocklist(lab: &Lab) {
         "Each feed through `sip-xdp run` on MariaDB, detection off. *Applied*: from the controller's `feed refreshed` \
          line (the list read and checked) to the line saying its entries are in the kernel (`feed entries installed \
          ahead of their rows`), both stamped by the controller; *rows written*: from the same line to `feed rows \
-         written` (the database's share, which no longer delays enforcement); *enforced after*: from the outside \
+         written` (the database's share, which does not delay enforcement); *enforced after*: from the outside \
          event (the file replaced, the page published, the decision added) until the pinned map holds it, polled \
          every 10 ms.\n"
     );
