@@ -54,6 +54,9 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Judges one frame, in the order docs/detection.md gives ("How a packet
+/// is judged"). Long on purpose: the steps read top to bottom as that
+/// list does, each one short and calling out for its work.
 #[inline(always)]
 fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let p = Pkt::new(ctx)?;

@@ -181,7 +181,8 @@ impl Config {
     }
 
     /// Checks every field and fills in the defaults; an error names the
-    /// field.
+    /// field. Long on purpose: one field after another, as the file lists
+    /// them.
     fn from_raw(mut raw: Raw) -> Result<Self, (&'static str, String)> {
         let mode = match raw.mode.as_deref().unwrap_or("auto") {
             "auto" => AttachMode::Auto,

@@ -26,17 +26,18 @@ pub fn bin() -> PathBuf {
 
 /// One sip-xdp node: a namespace, its pins, its database URL and a scratch
 /// directory (config file, status file, logs). Detached and unpinned on drop.
-pub struct Cli<'a> {
-    pub ns: &'a Netns,
+pub struct Cli {
+    /// The namespace it runs in (`/run/netns/NAME`).
+    pub netns: PathBuf,
     pub pins: PathBuf,
     pub db_url: String,
     pub dir: PathBuf,
     _db: Option<TestDb>,
 }
 
-impl<'a> Cli<'a> {
+impl Cli {
     /// A node with a SQLite database of its own.
-    pub fn new(ns: &'a Netns) -> Self {
+    pub fn new(ns: &Netns) -> Self {
         let db = TestDb::sqlite();
         let url = db.url().to_string();
         let mut c = Self::with_db(ns, &url);
@@ -45,7 +46,7 @@ impl<'a> Cli<'a> {
     }
 
     /// A node on a database shared with others.
-    pub fn with_db(ns: &'a Netns, db_url: &str) -> Self {
+    pub fn with_db(ns: &Netns, db_url: &str) -> Self {
         let pins = private_pins("cli").root().to_path_buf();
         let dir = std::env::temp_dir().join(pins.file_name().unwrap());
         std::fs::create_dir_all(&dir).unwrap();
@@ -59,7 +60,7 @@ impl<'a> Cli<'a> {
         )
         .unwrap();
         Self {
-            ns,
+            netns: ns.path(),
             pins,
             db_url: db_url.to_string(),
             dir,
@@ -68,7 +69,7 @@ impl<'a> Cli<'a> {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = self.ns.command(bin().to_str().unwrap());
+        let mut c = crate::lab::command_in(&self.netns, bin().to_str().unwrap());
         c.env("SIP_XDP_PIN_DIR", &self.pins)
             .env("SIP_XDP_DB", &self.db_url)
             .env("SIP_XDP_CONFIG", self.dir.join("sip-xdp.toml"));
@@ -167,7 +168,7 @@ impl<'a> Cli<'a> {
     }
 }
 
-impl Drop for Cli<'_> {
+impl Drop for Cli {
     fn drop(&mut self) {
         for (iface, _, _) in sip_xdp::kernel::Pins::new(&self.pins).links() {
             let _ = self.run(&["detach", "--iface", &iface]);

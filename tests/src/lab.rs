@@ -79,11 +79,16 @@ impl Netns {
     /// A command run inside the namespace with `nsenter --net`, which keeps
     /// the host's /sys/fs/bpf (unlike `ip netns exec`).
     pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path().display()))
-            .arg(program);
-        c
+        command_in(&self.path(), program)
     }
+}
+
+/// `program` run in the network namespace at `netns` (`nsenter --net`,
+/// which keeps the host's /sys/fs/bpf, unlike `ip netns exec`).
+pub fn command_in(netns: &std::path::Path, program: &str) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", netns.display())).arg(program);
+    c
 }
 
 impl Drop for Netns {

@@ -15,6 +15,7 @@ pub mod kamailio;
 pub mod lab;
 pub mod prog;
 pub mod registrar;
+pub mod sbc;
 pub mod sipp;
 
 /// Fails loudly instead of skipping: these tests are run on purpose.

@@ -15,6 +15,7 @@ use std::{
 
 use chrono::Duration as ChronoDuration;
 use sip_xdp::db::store::{now, Store};
+use sip_xdp_tests::sbc::Sbc;
 use sip_xdp_tests::{
     cli::{eventually, Cli},
     db::TestDb,
@@ -71,20 +72,19 @@ async fn store(db: &TestDb) -> Store {
 
 #[tokio::test(flavor = "current_thread")]
 async fn sql_rows_expiry_and_restart_without_gap() {
-    let lab = Lab::two_clients("r");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    no_detection(&cli);
+    let sbc = Sbc::mariadb("r");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
+    no_detection(cli);
     let mut daemon = cli.start_controller(&["s1", "s2"], "node-a", INTERVAL);
     daemon.wait_log("database connected", Duration::from_secs(20));
     let listener = SipListener::start(&lab.server, 5060);
     assert_eq!(
-        (delivered(&lab, &listener, 0), delivered(&lab, &listener, 1)),
+        (delivered(lab, &listener, 0), delivered(lab, &listener, 1)),
         (N, N)
     );
 
     // A row written by another tool, with the operators' minimal INSERT.
-    let s = store(&db).await;
+    let s = store(db).await;
     s.execute_literal(
         "INSERT INTO blocked_ips (ip_address, reason) VALUES ('198.51.100.2', 'manual')",
     )
@@ -99,12 +99,12 @@ async fn sql_rows_expiry_and_restart_without_gap() {
     .unwrap();
     let t = Instant::now();
     assert!(
-        eventually(ONE_SYNC, || enforced(&cli, "198.51.100.2")),
+        eventually(ONE_SYNC, || enforced(cli, "198.51.100.2")),
         "not enforced within one sync"
     );
     eprintln!("SQL row enforced after {:?}", t.elapsed());
-    assert_eq!(delivered(&lab, &listener, 0), 0);
-    assert_eq!(delivered(&lab, &listener, 1), N);
+    assert_eq!(delivered(lab, &listener, 0), 0);
+    assert_eq!(delivered(lab, &listener, 1), N);
     daemon.wait_log("block installed", ONE_SYNC);
     std::thread::sleep(Duration::from_secs(1));
     let log = daemon.log_text();
@@ -138,8 +138,8 @@ async fn sql_rows_expiry_and_restart_without_gap() {
     )
     .await
     .unwrap();
-    assert!(eventually(ONE_SYNC, || enforced(&cli, "203.0.113.2")));
-    assert_eq!(delivered(&lab, &listener, 1), 0);
+    assert!(eventually(ONE_SYNC, || enforced(cli, "203.0.113.2")));
+    assert_eq!(delivered(lab, &listener, 1), 0);
     let lifted = async {
         for _ in 0..100 {
             let rows = s.blocks_of("203.0.113.2").await.unwrap();
@@ -156,7 +156,7 @@ async fn sql_rows_expiry_and_restart_without_gap() {
         daemon.log_text()
     );
     assert_eq!(
-        delivered(&lab, &listener, 1),
+        delivered(lab, &listener, 1),
         N,
         "expired block still enforced"
     );
@@ -176,7 +176,7 @@ async fn sql_rows_expiry_and_restart_without_gap() {
     let sent = std::thread::scope(|sc| {
         let stop2 = stop.clone();
         let client = &lab.clients[0];
-        let dest = to(&lab, 0);
+        let dest = to(lab, 0);
         let h = sc.spawn(move || {
             let mut n = 0;
             // Bounded: at most 3000 packets, 10 s.
@@ -231,7 +231,7 @@ async fn sql_rows_expiry_and_restart_without_gap() {
         .json(&["status", "--json"])["monitor"]
         == true));
     assert_eq!(
-        delivered(&lab, &listener, 0),
+        delivered(lab, &listener, 0),
         N,
         "monitor mode drops nothing"
     );
@@ -240,7 +240,7 @@ async fn sql_rows_expiry_and_restart_without_gap() {
     assert!(eventually(Duration::from_secs(3), || cli
         .json(&["status", "--json"])["monitor"]
         == false));
-    assert_eq!(delivered(&lab, &listener, 0), 0);
+    assert_eq!(delivered(lab, &listener, 0), 0);
     assert!(daemon.log_text().contains("configuration reloaded"));
     // A setting only a start applies is named, and the rest still applies.
     hup(format!("{base}monitor = true\nevent_buffer = 5\n"));
@@ -256,20 +256,19 @@ async fn sql_rows_expiry_and_restart_without_gap() {
     // SIGTERM: clean exit, filter stays attached.
     assert!(daemon.stop().success());
     assert!(lab.server.xdp_attached("s1") && lab.server.xdp_attached("s2"));
-    assert_eq!(delivered(&lab, &listener, 0), 0);
+    assert_eq!(delivered(lab, &listener, 0), 0);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn database_outage_changes_nothing_in_the_kernel() {
-    let lab = Lab::two_clients("o");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    no_detection(&cli);
+    let sbc = Sbc::mariadb("o");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
+    no_detection(cli);
     let mut daemon = cli.start_controller(&["s1", "s2"], "node-o", INTERVAL);
     daemon.wait_log("database connected", Duration::from_secs(20));
     let listener = SipListener::start(&lab.server, 5060);
     cli.ok(&["block", "198.51.100.2", "--reason", "outage test"]);
-    assert_eq!(delivered(&lab, &listener, 0), 0);
+    assert_eq!(delivered(lab, &listener, 0), 0);
 
     let outage_start = now();
     let server = MariadbStopped::stop();
@@ -285,11 +284,11 @@ async fn database_outage_changes_nothing_in_the_kernel() {
     // Several sync intervals without a database: the ban holds.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        delivered(&lab, &listener, 0),
+        delivered(lab, &listener, 0),
         0,
         "ban lost during the outage"
     );
-    assert_eq!(delivered(&lab, &listener, 1), N);
+    assert_eq!(delivered(lab, &listener, 1), N);
     daemon.wait_log(
         "database unreachable: the kernel keeps enforcing",
         Duration::from_secs(5),
@@ -329,11 +328,7 @@ async fn database_outage_changes_nothing_in_the_kernel() {
         "{types:?}"
     );
     assert!(types.iter().any(|(t, _)| t == "db_reachable"), "{types:?}");
-    assert_eq!(
-        delivered(&lab, &listener, 0),
-        0,
-        "ban lost after the outage"
-    );
+    assert_eq!(delivered(lab, &listener, 0), 0, "ban lost after the outage");
     assert!(daemon.stop().success());
 }
 
@@ -426,26 +421,25 @@ impl Drop for MariadbStopped {
 /// every cycle, never removed and re-added.
 #[tokio::test(flavor = "current_thread")]
 async fn ipv4_mapped_rows_stay_enforced() {
-    let lab = Lab::two_clients("map");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    no_detection(&cli);
+    let sbc = Sbc::mariadb("map");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
+    no_detection(cli);
     let daemon = cli.start_controller(&["s1", "s2"], "node-a", INTERVAL);
     daemon.wait_log("database connected", Duration::from_secs(20));
     let listener = SipListener::start(&lab.server, 5060);
-    let s = store(&db).await;
+    let s = store(db).await;
     s.execute_literal(
         "INSERT INTO blocked_ips (ip_address, reason) VALUES ('::ffff:198.51.100.2', 'mapped')",
     )
     .await
     .unwrap();
-    assert!(eventually(ONE_SYNC, || in_kernel(&cli, "198.51.100.2")));
+    assert!(eventually(ONE_SYNC, || in_kernel(cli, "198.51.100.2")));
     // Six rounds across a dozen sync cycles: never a packet through.
     for round in 0..6 {
-        assert_eq!(delivered(&lab, &listener, 0), 0, "round {round}");
+        assert_eq!(delivered(lab, &listener, 0), 0, "round {round}");
         std::thread::sleep(Duration::from_millis(700));
     }
-    assert_eq!(delivered(&lab, &listener, 1), N);
+    assert_eq!(delivered(lab, &listener, 1), N);
     let removed = daemon
         .log_text()
         .lines()
@@ -459,13 +453,12 @@ async fn ipv4_mapped_rows_stay_enforced() {
 /// database stays reachable and a block written after it is enforced.
 #[tokio::test(flavor = "current_thread")]
 async fn a_bad_row_among_good_ones_stops_nothing() {
-    let lab = Lab::two_clients("bad");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    no_detection(&cli);
+    let sbc = Sbc::mariadb("bad");
+    let (db, cli) = (&sbc.db, &sbc.cli);
+    no_detection(cli);
     let daemon = cli.start_controller(&["s1", "s2"], "node-a", INTERVAL);
     daemon.wait_log("database connected", Duration::from_secs(20));
-    let s = store(&db).await;
+    let s = store(db).await;
     s.execute_literal(
         "INSERT INTO blocked_ips (ip_address, reason, blocked_at) \
          VALUES ('203.0.113.99', 'zero date', '0000-00-00 00:00:00')",
@@ -479,7 +472,7 @@ async fn a_bad_row_among_good_ones_stops_nothing() {
     .await
     .unwrap();
     assert!(
-        eventually(ONE_SYNC, || in_kernel(&cli, "198.51.100.2")),
+        eventually(ONE_SYNC, || in_kernel(cli, "198.51.100.2")),
         "{}",
         daemon.log_text()
     );
@@ -538,20 +531,19 @@ fn a_hung_database_delays_no_ban() {
         .enable_all()
         .build()
         .unwrap();
-    let lab = Lab::two_clients("hung");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
+    let sbc = Sbc::mariadb("hung");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
     cli.add_config("[detect]\ninterval = \"500ms\"\n");
     let daemon = cli.start_controller(&["s1", "s2"], "node-a", INTERVAL);
     daemon.wait_log("database connected", Duration::from_secs(20));
-    let s = rt.block_on(store(&db));
+    let s = rt.block_on(store(db));
     let hung = HungDatabase::stop();
     // Let the controller's next round start and hang.
     std::thread::sleep(Duration::from_millis(800));
     let t = Instant::now();
-    send_sip(&lab.clients[1], to(&lab, 1), OPTIONS, 200);
+    send_sip(&lab.clients[1], to(lab, 1), OPTIONS, 200);
     assert!(
-        eventually(Duration::from_secs(2), || in_kernel(&cli, "203.0.113.2")),
+        eventually(Duration::from_secs(2), || in_kernel(cli, "203.0.113.2")),
         "no ban with the database hung:\n{}",
         daemon.log_text()
     );
@@ -575,10 +567,9 @@ fn a_hung_database_delays_no_ban() {
 /// in the outbox and are written before the lists are read again.
 #[tokio::test(flavor = "current_thread")]
 async fn changes_made_during_an_outage_stick() {
-    let lab = Lab::two_clients("ob");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    no_detection(&cli);
+    let sbc = Sbc::mariadb("ob");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
+    no_detection(cli);
     let mut daemon = cli.start_controller(&["s1", "s2"], "node-ob", INTERVAL);
     daemon.wait_log("database connected", Duration::from_secs(20));
     let listener = SipListener::start(&lab.server, 5060);
@@ -588,7 +579,7 @@ async fn changes_made_during_an_outage_stick() {
     );
     cli.ok(&["block", &c1, "--for", "1h"]);
     cli.ok(&["allow", &c2]);
-    assert_eq!(delivered(&lab, &listener, 0), 0);
+    assert_eq!(delivered(lab, &listener, 0), 0);
 
     let server = MariadbStopped::stop();
     for args in [
@@ -601,8 +592,8 @@ async fn changes_made_during_an_outage_stick() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("queued in"), "{args:?}: {err}");
     }
-    assert_eq!(delivered(&lab, &listener, 0), N, "unblocked at once");
-    assert_eq!(delivered(&lab, &listener, 1), 0, "blocked at once");
+    assert_eq!(delivered(lab, &listener, 0), N, "unblocked at once");
+    assert_eq!(delivered(lab, &listener, 1), 0, "blocked at once");
     drop(server);
 
     daemon.wait_log(
@@ -611,13 +602,13 @@ async fn changes_made_during_an_outage_stick() {
     );
     // Several syncs later, the kernel still agrees with the operator.
     std::thread::sleep(4 * ONE_SYNC);
-    assert_eq!(delivered(&lab, &listener, 0), N, "the unblock was undone");
-    assert_eq!(delivered(&lab, &listener, 1), 0, "the block was lost");
-    assert!(!in_kernel(&cli, &c1) && in_kernel(&cli, &c2));
-    assert!(enforced(&cli, &c2) && !enforced(&cli, &c1));
+    assert_eq!(delivered(lab, &listener, 0), N, "the unblock was undone");
+    assert_eq!(delivered(lab, &listener, 1), 0, "the block was lost");
+    assert!(!in_kernel(cli, &c1) && in_kernel(cli, &c2));
+    assert!(enforced(cli, &c2) && !enforced(cli, &c1));
     let allowed = cli.json(&["list", "allowed", "--json"]);
     assert_eq!(allowed.as_array().unwrap().len(), 0, "{allowed}");
-    let s = store(&db).await;
+    let s = store(db).await;
     let lifted = s.blocks_of(&c1).await.unwrap();
     assert!(
         lifted.iter().all(|r| r.unblocked_at.is_some()),
@@ -673,11 +664,10 @@ fn one_controller_per_pin_directory() {
 #[tokio::test(flavor = "current_thread")]
 async fn data_errors_are_refused_and_never_stop_the_sync() {
     use sip_xdp::db::outbox::{Change, Op};
-    let lab = Lab::two_clients("de");
-    let db = TestDb::mariadb();
+    let sbc = Sbc::mariadb("de");
+    let (db, cli) = (&sbc.db, &sbc.cli);
     let name = db.mariadb_name().unwrap().to_string();
-    let cli = Cli::with_db(&lab.server, db.url());
-    no_detection(&cli);
+    no_detection(cli);
     let mut daemon = cli.start_controller(&["s1", "s2"], "node-de", INTERVAL);
     daemon.wait_log("database connected", Duration::from_secs(20));
     let outbox = cli.dir.join("outbox.jsonl");
@@ -695,7 +685,7 @@ async fn data_errors_are_refused_and_never_stop_the_sync() {
     ));
     let e = cli.fails(&["block", "198.51.100.2", "--reason", "scanner \u{1f6ab}"]);
     assert!(e.contains("nothing was changed"), "{e}");
-    assert!(!in_kernel(&cli, "198.51.100.2"));
+    assert!(!in_kernel(cli, "198.51.100.2"));
     assert!(
         std::fs::read_to_string(&outbox)
             .unwrap_or_default()
@@ -729,11 +719,11 @@ async fn data_errors_are_refused_and_never_stop_the_sync() {
     text.push(b'\n');
     std::fs::write(&outbox, text).unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || enforced(&cli, "198.51.100.4")),
+        eventually(Duration::from_secs(10), || enforced(cli, "198.51.100.4")),
         "the good change after the bad ones was never written:\n{}",
         daemon.log_text()
     );
-    assert!(!enforced(&cli, "198.51.100.3"));
+    assert!(!enforced(cli, "198.51.100.3"));
     let failed = std::fs::read_to_string(cli.dir.join("outbox.jsonl.failed")).unwrap();
     assert!(failed.contains("198.51.100.3"), "{failed}");
     let unreadable = std::fs::read(cli.dir.join("outbox.jsonl.unreadable")).unwrap();
@@ -750,12 +740,12 @@ async fn data_errors_are_refused_and_never_stop_the_sync() {
     );
 
     // The controller still reads the lists, and says the database is up.
-    let s = store(&db).await;
+    let s = store(db).await;
     s.insert_block("198.51.100.5", "by hand", "manual", now(), None, None)
         .await
         .unwrap();
     assert!(
-        eventually(ONE_SYNC * 2, || enforced(&cli, "198.51.100.5")),
+        eventually(ONE_SYNC * 2, || enforced(cli, "198.51.100.5")),
         "a row inserted by hand was never enforced:\n{}",
         daemon.log_text()
     );
@@ -833,14 +823,15 @@ const OPERATOR_TABLES_SQLITE: &str = "\
 /// half-way, and their SIP server's own query agrees with `list blocked`
 /// after an unblock and an expiry.
 async fn operator_tables_are_adopted(db: TestDb, tables: &str, now_sql: &str) {
-    let lab = Lab::two_clients(if db.mariadb_name().is_some() {
+    let tag = if db.mariadb_name().is_some() {
         "am"
     } else {
         "as"
-    });
-    raw_sql(&db, tables).await;
-    let cli = Cli::with_db(&lab.server, db.url());
-    no_detection(&cli);
+    };
+    let sbc = Sbc::on(Lab::two_clients(tag), db);
+    let (db, cli) = (&sbc.db, &sbc.cli);
+    raw_sql(db, tables).await;
+    no_detection(cli);
     let out = cli.run(&["doctor", "--json"]);
     let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let schema: Vec<_> = checks
@@ -856,47 +847,47 @@ async fn operator_tables_are_adopted(db: TestDb, tables: &str, now_sql: &str) {
     let mut daemon = cli.start_controller(&["s1", "s2"], "node-a", INTERVAL);
     daemon.wait_log("database connected", Duration::from_secs(20));
     assert!(
-        eventually(ONE_SYNC, || enforced(&cli, "198.51.100.2")),
+        eventually(ONE_SYNC, || enforced(cli, "198.51.100.2")),
         "the operator's own row was never enforced:\n{}",
         daemon.log_text()
     );
     raw_sql(
-        &db,
+        db,
         "INSERT INTO blocked_ips (ip_address, reason) VALUES ('198.51.100.3', 'by hand')",
     )
     .await;
-    assert!(eventually(ONE_SYNC, || enforced(&cli, "198.51.100.3")));
+    assert!(eventually(ONE_SYNC, || enforced(cli, "198.51.100.3")));
     let classic = |ip: &str| {
         format!(
             "SELECT COUNT(*) FROM blocked_ips WHERE ip_address = '{ip}' \
              AND (expires_at IS NULL OR expires_at > {now_sql})"
         )
     };
-    assert_eq!(raw_sql(&db, &classic("198.51.100.3")).await, ["1"]);
+    assert_eq!(raw_sql(db, &classic("198.51.100.3")).await, ["1"]);
     cli.ok(&["unblock", "198.51.100.3"]);
-    assert!(!enforced(&cli, "198.51.100.3"));
-    assert_eq!(raw_sql(&db, &classic("198.51.100.3")).await, ["0"]);
+    assert!(!enforced(cli, "198.51.100.3"));
+    assert_eq!(raw_sql(db, &classic("198.51.100.3")).await, ["0"]);
     cli.ok(&["block", "198.51.100.4", "--for", "2s"]);
-    assert_eq!(raw_sql(&db, &classic("198.51.100.4")).await, ["1"]);
+    assert_eq!(raw_sql(db, &classic("198.51.100.4")).await, ["1"]);
     assert!(eventually(Duration::from_secs(6), || !enforced(
-        &cli,
+        cli,
         "198.51.100.4"
     )));
     // Once the controller has recorded the expiry, the classic query
     // agrees at once.
     let lifted = "SELECT COUNT(*) FROM blocked_ips WHERE ip_address = '198.51.100.4' AND unblocked_at IS NOT NULL";
     for _ in 0..50 {
-        if raw_sql(&db, lifted).await == ["1"] {
+        if raw_sql(db, lifted).await == ["1"] {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(raw_sql(&db, lifted).await, ["1"], "{}", daemon.log_text());
-    assert_eq!(raw_sql(&db, &classic("198.51.100.4")).await, ["0"]);
+    assert_eq!(raw_sql(db, lifted).await, ["1"], "{}", daemon.log_text());
+    assert_eq!(raw_sql(db, &classic("198.51.100.4")).await, ["0"]);
     cli.ok(&["allow", "203.0.113.0/24", "--comment", "trunk"]);
     assert_eq!(
         raw_sql(
-            &db,
+            db,
             "SELECT comment FROM whitelisted_ips WHERE ip_address = '203.0.113.0/24'"
         )
         .await,
@@ -904,7 +895,7 @@ async fn operator_tables_are_adopted(db: TestDb, tables: &str, now_sql: &str) {
     );
     assert_eq!(
         raw_sql(
-            &db,
+            db,
             "SELECT owner FROM top_attacking_ips WHERE ip_address = '198.51.100.2'"
         )
         .await,
@@ -913,7 +904,7 @@ async fn operator_tables_are_adopted(db: TestDb, tables: &str, now_sql: &str) {
     );
     assert_eq!(
         raw_sql(
-            &db,
+            db,
             "SELECT COUNT(*) FROM _sqlx_migrations WHERE NOT success"
         )
         .await,
@@ -937,16 +928,15 @@ async fn operator_tables_are_adopted_on_sqlite() {
 /// controller says "schema mismatch", not "unreachable", and keeps going.
 #[tokio::test(flavor = "current_thread")]
 async fn a_table_that_cannot_be_adopted_is_named_not_half_migrated() {
-    let lab = Lab::two_clients("sm");
-    let db = TestDb::mariadb();
+    let sbc = Sbc::mariadb("sm");
+    let (db, cli) = (&sbc.db, &sbc.cli);
     raw_sql(
-        &db,
+        db,
         "CREATE TABLE blocked_ips (id INT AUTO_INCREMENT PRIMARY KEY, ip_address INT UNSIGNED NOT NULL, \
          reason VARCHAR(255), blocked_at DATETIME DEFAULT CURRENT_TIMESTAMP, expires_at DATETIME NULL)",
     )
     .await;
-    let cli = Cli::with_db(&lab.server, db.url());
-    no_detection(&cli);
+    no_detection(cli);
     let e = cli.fails(&["db", "migrate"]);
     assert!(
         e.contains("schema mismatch: blocked_ips.ip_address is int")
@@ -982,12 +972,11 @@ async fn a_table_that_cannot_be_adopted_is_named_not_half_migrated() {
 #[tokio::test(flavor = "current_thread")]
 async fn old_events_are_deleted_by_the_controller_and_by_db_prune() {
     use sip_xdp::db::store::Event;
-    let lab = Lab::two_clients("rt");
-    let db = TestDb::sqlite();
-    let cli = Cli::with_db(&lab.server, db.url());
-    no_detection(&cli);
+    let sbc = Sbc::sqlite("rt");
+    let (db, cli) = (&sbc.db, &sbc.cli);
+    no_detection(cli);
     cli.add_config("[retention]\nevents = \"1h\"");
-    let s = store(&db).await;
+    let s = store(db).await;
     let old = |t| Event {
         event_type: "retention_probe".into(),
         source_ip: None,

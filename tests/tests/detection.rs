@@ -13,9 +13,9 @@ use sip_xdp::{
     db::Store,
     kernel::{Maps, Pins},
 };
+use sip_xdp_tests::sbc::Sbc;
 use sip_xdp_tests::{
     cli::{eventually, Cli, Daemon},
-    db::TestDb,
     lab::{Lab, Netns},
     sipp::{self, Uas, UAS_404},
 };
@@ -181,14 +181,13 @@ fn controller(cli: &Cli, lab: &Lab, detect: &str) -> Daemon {
 
 #[test]
 fn flood_is_banned_within_two_units_and_the_kernel_limit_holds_without_the_controller() {
-    let lab = Lab::two_clients("fl");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
+    let sbc = Sbc::mariadb("fl");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
     // Kernel limit 100/s, reported but not banned on: the flood detector
     // must be what bans here.
     let mut daemon = controller(
-        &cli,
-        &lab,
+        cli,
+        lab,
         "[detect.rate_limit]\npackets = 100\nwindow = \"1s\"\nban = \"0s\"\n",
     );
     let legit = &lab.links[0];
@@ -210,7 +209,7 @@ fn flood_is_banned_within_two_units_and_the_kernel_limit_holds_without_the_contr
             })
         });
         assert!(
-            eventually(Duration::from_secs(5), || banned(&cli, attack.client_v4)
+            eventually(Duration::from_secs(5), || banned(cli, attack.client_v4)
                 .is_some()),
             "flood never banned:\n{}",
             daemon.log_text()
@@ -221,7 +220,7 @@ fn flood_is_banned_within_two_units_and_the_kernel_limit_holds_without_the_contr
             took <= 2 * UNIT + Duration::from_millis(700),
             "banned after {took:?}, more than two sampling units"
         );
-        assert_eq!(banned(&cli, attack.client_v4), Some("flood"));
+        assert_eq!(banned(cli, attack.client_v4), Some("flood"));
         flood.join().unwrap();
         uac.join().unwrap()
     });
@@ -264,7 +263,7 @@ fn flood_is_banned_within_two_units_and_the_kernel_limit_holds_without_the_contr
     // fast flood gets through at 100 per one-second window, no more.
     assert!(daemon.stop().success());
     cli.ok(&["unblock", "203.0.113.2"]);
-    assert_eq!(banned(&cli, attack.client_v4), None);
+    assert_eq!(banned(cli, attack.client_v4), None);
     let before = cli.stats()["drop_rate_limited"].as_u64().unwrap_or(0);
     let start = Instant::now();
     send_each(
@@ -292,12 +291,11 @@ fn flood_is_banned_within_two_units_and_the_kernel_limit_holds_without_the_contr
 
 #[test]
 fn scanner_user_agent_is_banned_at_its_first_packets() {
-    let lab = Lab::two_clients("sc");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
+    let sbc = Sbc::mariadb("sc");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
     let daemon = controller(
-        &cli,
-        &lab,
+        cli,
+        lab,
         // The flood detector's pike default (30 per unit) would also catch
         // the burst below, and whichever pass ran first would name the ban:
         // lifted here so that the burst is the kernel rate limit's alone.
@@ -331,7 +329,7 @@ fn scanner_user_agent_is_banned_at_its_first_packets() {
     assert_eq!(through, 0, "scanner packets reached the server");
     // Dropped by the kernel's match from the first, then by the ban.
     assert!(cli.stats()["drop_scanner"].as_u64().unwrap_or(0) >= 1);
-    assert_eq!(banned(&cli, attack.client_v4), Some("scanner"));
+    assert_eq!(banned(cli, attack.client_v4), Some("scanner"));
     daemon.wait_log(
         "banned src_ip=203.0.113.2 reason=scanner_user_agent",
         Duration::from_secs(2),
@@ -380,7 +378,7 @@ fn scanner_user_agent_is_banned_at_its_first_packets() {
         request("REGISTER", "200", to.ip(), "Yealink SIP-T46S", i)
     });
     assert!(eventually(Duration::from_secs(3), || {
-        banned(&cli, other.client_v4) == Some("ratelimit")
+        banned(cli, other.client_v4) == Some("ratelimit")
     }));
     daemon.wait_log(
         "banned src_ip=198.51.100.2 reason=rate_limit",
@@ -397,14 +395,13 @@ fn scanner_user_agent_is_banned_at_its_first_packets() {
 
 #[test]
 fn extension_enumeration_is_banned_from_the_servers_404s() {
-    let lab = Lab::two_clients("en");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
+    let sbc = Sbc::mariadb("en");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
     // Sample-based enumeration and floods out of the way: the egress path
     // alone must find it.
     let daemon = controller(
-        &cli,
-        &lab,
+        cli,
+        lab,
         "[detect.flood]\nlimit = 10000\n[detect.scanner]\ndistinct_users = 500\nnot_found = 10\n",
     );
     let attack = &lab.links[1];
@@ -426,7 +423,7 @@ fn extension_enumeration_is_banned_from_the_servers_404s() {
         },
     );
     assert!(
-        eventually(Duration::from_secs(5), || banned(&cli, attack.client_v4)
+        eventually(Duration::from_secs(5), || banned(cli, attack.client_v4)
             == Some("scanner")),
         "no ban from 404s:\n{}",
         daemon.log_text()
@@ -507,10 +504,9 @@ fn guess_with_keepalives(sock: &UdpSocket, server: SocketAddr, call: usize) -> u
 #[test]
 fn a_guesser_pairing_each_guess_with_a_keepalive_is_banned() {
     use sip_xdp_tests::registrar::Registrar;
-    let lab = Lab::two_clients("gu");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    let daemon = controller(&cli, &lab, "[detect.flood]\nlimit = 10000\n");
+    let sbc = Sbc::mariadb("gu");
+    let (lab, cli) = (&sbc.lab, &sbc.cli);
+    let daemon = controller(cli, lab, "[detect.flood]\nlimit = 10000\n");
     let link = &lab.links[1];
     let server = SocketAddr::new(link.server_v4, 5060);
     let _registrar = Registrar::start(&lab.server, server);
@@ -522,7 +518,7 @@ fn a_guesser_pairing_each_guess_with_a_keepalive_is_banned() {
         "only {keepalives} keep-alives were answered"
     );
     assert!(
-        eventually(Duration::from_secs(5), || banned(&cli, link.client_v4)
+        eventually(Duration::from_secs(5), || banned(cli, link.client_v4)
             == Some("bruteforce")),
         "{}",
         daemon.log_text()
@@ -547,10 +543,9 @@ fn against_kamailio_only_a_digest_registration_verifies() {
         kamailio::{Kamailio, PASSWORD},
         sipp,
     };
-    let lab = Lab::two_clients("ka");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    let daemon = controller(&cli, &lab, "[detect.flood]\nlimit = 10000\n");
+    let sbc = Sbc::mariadb("ka");
+    let (lab, cli) = (&sbc.lab, &sbc.cli);
+    let daemon = controller(cli, lab, "[detect.flood]\nlimit = 10000\n");
     let (attack, phone) = (&lab.links[0], &lab.links[1]);
     let kamailio = Kamailio::start(&lab.server, &[attack.server_v4, phone.server_v4]);
     let maps = || Maps::open(&Pins::new(&cli.pins)).unwrap();
@@ -605,7 +600,7 @@ fn against_kamailio_only_a_digest_registration_verifies() {
         "only {keepalives} keep-alives were answered"
     );
     assert!(
-        eventually(Duration::from_secs(5), || banned(&cli, attack.client_v4)
+        eventually(Duration::from_secs(5), || banned(cli, attack.client_v4)
             == Some("bruteforce")),
         "{}",
         daemon.log_text()
@@ -619,10 +614,9 @@ fn against_kamailio_only_a_digest_registration_verifies() {
 #[test]
 fn sipvicious_finds_nothing_behind_sip_xdp() {
     use sip_xdp_tests::kamailio::Kamailio;
-    let lab = Lab::two_clients("sv");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    let daemon = controller(&cli, &lab, "");
+    let sbc = Sbc::mariadb("sv");
+    let (lab, cli) = (&sbc.lab, &sbc.cli);
+    let daemon = controller(cli, lab, "");
     let (first, second) = (&lab.links[0], &lab.links[1]);
     let kamailio = Kamailio::start(&lab.server, &[first.server_v4, second.server_v4]);
     // Each tool bounded in time; each gets its answer or its timeout.
@@ -679,7 +673,7 @@ fn sipvicious_finds_nothing_behind_sip_xdp() {
             kamailio.log()
         );
         assert!(
-            eventually(Duration::from_secs(3), || banned(&cli, link.client_v4)
+            eventually(Duration::from_secs(3), || banned(cli, link.client_v4)
                 == Some("scanner")),
             "{}",
             daemon.log_text()
@@ -690,10 +684,9 @@ fn sipvicious_finds_nothing_behind_sip_xdp() {
 
 #[test]
 fn failed_registrations_rows_lead_to_a_ban() {
-    let lab = Lab::two_clients("bf");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    let daemon = controller(&cli, &lab, "");
+    let sbc = Sbc::mariadb("bf");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
+    let daemon = controller(cli, lab, "");
     let rt = rt();
     let store = rt.block_on(db.connect());
     let attacker = lab.links[1].client_v4;
@@ -736,7 +729,7 @@ fn failed_registrations_rows_lead_to_a_ban() {
     }
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(
-        banned(&cli, attacker),
+        banned(cli, attacker),
         None,
         "nine failures are under maxretry"
     );
@@ -750,7 +743,7 @@ fn failed_registrations_rows_lead_to_a_ban() {
     ))
     .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || banned(&cli, attacker)
+        eventually(Duration::from_secs(5), || banned(cli, attacker)
             == Some("bruteforce")),
         "{}",
         daemon.log_text()
@@ -800,12 +793,11 @@ fn failed_registrations_rows_lead_to_a_ban() {
 fn a_verified_client_is_never_banned_on_forgeable_evidence() {
     use sip_xdp_common::maps::Trust;
     use sip_xdp_tests::registrar::Registrar;
-    let lab = Lab::two_clients("tr");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
+    let sbc = Sbc::mariadb("tr");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
     let daemon = controller(
-        &cli,
-        &lab,
+        cli,
+        lab,
         "[detect.rate_limit]\npackets = 50\nwindow = \"10s\"\nban = \"60s\"\n\
          [detect.scanner]\nnot_found = 10\n",
     );
@@ -847,7 +839,7 @@ fn a_verified_client_is_never_banned_on_forgeable_evidence() {
     );
     // Two more units: every detector has had its say.
     std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(banned(&cli, phone.client_v4), None, "{}", daemon.log_text());
+    assert_eq!(banned(cli, phone.client_v4), None, "{}", daemon.log_text());
     assert_eq!(
         maps().trust_of(phone.client_v4),
         Some(Trust::Registered),
@@ -868,7 +860,7 @@ fn a_verified_client_is_never_banned_on_forgeable_evidence() {
         request("OPTIONS", "100", target.ip(), "friendly-scanner", i)
     });
     assert!(
-        eventually(Duration::from_secs(3), || banned(&cli, other.client_v4)
+        eventually(Duration::from_secs(3), || banned(cli, other.client_v4)
             == Some("scanner")),
         "{}",
         daemon.log_text()
@@ -928,12 +920,11 @@ fn the_ban_cap_holds_under_a_spoofed_scanner_storm() {
         registrar::Registrar,
     };
     const CAP: usize = 5;
-    let lab = Lab::two_clients("cap");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
+    let sbc = Sbc::mariadb("cap");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
     let daemon = controller(
-        &cli,
-        &lab,
+        cli,
+        lab,
         &format!("max_bans_per_sec = {CAP}\n[detect.samples]\nper_sec = 1000\n"),
     );
     let link = &lab.links[1];
@@ -988,7 +979,7 @@ fn the_ban_cap_holds_under_a_spoofed_scanner_storm() {
         new_bans <= CAP * seconds,
         "{new_bans} bans in {seconds} s over a cap of {CAP}/s"
     );
-    assert_eq!(banned(&cli, link.client_v6), None, "the phone was banned");
+    assert_eq!(banned(cli, link.client_v6), None, "the phone was banned");
     let covering: Vec<_> = maps()
         .blocks_raw()
         .into_iter()
@@ -1039,10 +1030,9 @@ fn an_ipv6_rotator_is_banned_as_its_64() {
         flood::{frames_as, random_sources, Generator, Target},
         lab::mac,
     };
-    let lab = Lab::two_clients("rot");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    let daemon = controller(&cli, &lab, "");
+    let sbc = Sbc::mariadb("rot");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
+    let daemon = controller(cli, lab, "");
     let link = &lab.links[1];
     let IpAddr::V6(server_v6) = link.server_v6 else {
         unreachable!()
@@ -1083,7 +1073,7 @@ fn an_ipv6_rotator_is_banned_as_its_64() {
     // One prefix rule, no per-address bans.
     let kernel = cli.ok(&["list", "blocked", "--kernel"]);
     assert!(kernel.contains("2001:db8:2:77::/64"), "{kernel}");
-    assert!(kernel_bans(&cli).is_empty(), "{:?}", kernel_bans(&cli));
+    assert!(kernel_bans(cli).is_empty(), "{:?}", kernel_bans(cli));
     let rt = rt();
     let store = rt.block_on(db.connect());
     let rows = rt
@@ -1123,10 +1113,9 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
         lab::mac,
         registrar::{register, Registrar},
     };
-    let lab = Lab::two_clients("shd");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    let daemon = controller(&cli, &lab, "[detect.shedding]\nbudget = 2000\n");
+    let sbc = Sbc::mariadb("shd");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
+    let daemon = controller(cli, lab, "[detect.shedding]\nbudget = 2000\n");
     // The storm comes over link 2; the phones use link 1, so that a full
     // wire is not what drops them.
     let link = &lab.links[1];
@@ -1237,10 +1226,9 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
 /// kernel, `blocked_ips` or the other nodes.
 #[test]
 fn monitor_mode_records_would_ban_and_bans_nothing() {
-    let lab = Lab::two_clients("mon");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    let daemon = controller(&cli, &lab, "");
+    let sbc = Sbc::mariadb("mon");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
+    let daemon = controller(cli, lab, "");
     cli.ok(&["monitor", "on"]);
     let attack = &lab.links[1];
     let hits = listener(&lab.server, attack.server_v4);
@@ -1261,7 +1249,7 @@ fn monitor_mode_records_would_ban_and_bans_nothing() {
         Duration::from_secs(3),
     );
     std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(banned(&cli, attack.client_v4), None);
+    assert_eq!(banned(cli, attack.client_v4), None);
     assert!(
         !daemon.log_text().contains("banned src_ip="),
         "{}",
@@ -1285,17 +1273,16 @@ fn monitor_mode_records_would_ban_and_bans_nothing() {
     // Switching monitor mode off enforces nothing that was only reported.
     cli.ok(&["monitor", "off"]);
     std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(banned(&cli, attack.client_v4), None);
+    assert_eq!(banned(cli, attack.client_v4), None);
 }
 
 /// After `sip-xdp unblock`, a returning attacker is banned again at once,
 /// not reported "already banned" until the lifted term would have ended.
 #[test]
 fn an_unblocked_attacker_is_banned_again_when_it_returns() {
-    let lab = Lab::two_clients("ret");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    let daemon = controller(&cli, &lab, "");
+    let sbc = Sbc::mariadb("ret");
+    let (lab, cli) = (&sbc.lab, &sbc.cli);
+    let daemon = controller(cli, lab, "");
     let attack = &lab.links[1];
     let target = SocketAddr::new(attack.server_v4, 5060);
     let scan = |n: usize| {
@@ -1305,16 +1292,16 @@ fn an_unblocked_attacker_is_banned_again_when_it_returns() {
     };
     scan(3);
     assert!(eventually(Duration::from_secs(3), || banned(
-        &cli,
+        cli,
         attack.client_v4
     )
     .is_some()));
     cli.ok(&["unblock", "203.0.113.2"]);
-    assert_eq!(banned(&cli, attack.client_v4), None);
+    assert_eq!(banned(cli, attack.client_v4), None);
     // One sync for the controller to see the row lifted.
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(
-        banned(&cli, attack.client_v4),
+        banned(cli, attack.client_v4),
         None,
         "the unblock must stick"
     );
@@ -1322,7 +1309,7 @@ fn an_unblocked_attacker_is_banned_again_when_it_returns() {
     // of samples sees it.
     scan(40);
     assert!(
-        eventually(Duration::from_secs(5), || banned(&cli, attack.client_v4)
+        eventually(Duration::from_secs(5), || banned(cli, attack.client_v4)
             .is_some()),
         "{}",
         daemon.log_text()
@@ -1340,10 +1327,9 @@ fn an_unblocked_attacker_is_banned_again_when_it_returns() {
 /// banned at its first packets, like a new one.
 #[test]
 fn a_known_source_turning_scanner_is_seen() {
-    let lab = Lab::two_clients("tsc");
-    let db = TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
-    let daemon = controller(&cli, &lab, "[detect.samples]\nburst_idle = \"1s\"\n");
+    let sbc = Sbc::mariadb("tsc");
+    let (lab, cli) = (&sbc.lab, &sbc.cli);
+    let daemon = controller(cli, lab, "[detect.samples]\nburst_idle = \"1s\"\n");
     // Sampling counts per CPU: send everything from one, as one flow does.
     sip_xdp_tests::flood::pin_to_cpu(0);
     let attack = &lab.links[1];
@@ -1357,12 +1343,12 @@ fn a_known_source_turning_scanner_is_seen() {
         |i| request("OPTIONS", "100", target.ip(), "Yealink SIP-T46S", i),
     );
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(banned(&cli, attack.client_v4), None);
+    assert_eq!(banned(cli, attack.client_v4), None);
     send_each(&lab.clients[1], target, 3, Duration::from_millis(20), |i| {
         request("OPTIONS", "100", target.ip(), "friendly-scanner", 100 + i)
     });
     assert!(
-        eventually(Duration::from_secs(2), || banned(&cli, attack.client_v4)
+        eventually(Duration::from_secs(2), || banned(cli, attack.client_v4)
             == Some("scanner")),
         "{}",
         daemon.log_text()

@@ -144,9 +144,8 @@ fn the_controller_speaks_the_notify_protocol() {
 /// with their fix, and a non-zero exit.
 #[test]
 fn doctor_names_what_must_be_fixed() {
-    let lab = Lab::two_clients("d");
-    let db = sip_xdp_tests::db::TestDb::mariadb();
-    let cli = Cli::with_db(&lab.server, db.url());
+    let sbc = sip_xdp_tests::sbc::Sbc::mariadb("d");
+    let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
     let mut daemon = cli.start_controller(&["s1"], "node-d", "500ms");
     daemon.wait_log("database connected", Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(1));

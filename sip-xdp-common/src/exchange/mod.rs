@@ -257,6 +257,10 @@ impl HeaderScan {
 
     /// Feeds one byte; returns true once nothing after it matters (the
     /// header section ended, or everything wanted was found).
+    ///
+    /// Long on purpose: one match over the scan's states, each arm a few
+    /// lines, so that the kernel program runs one inlined state machine per
+    /// byte and a reader sees every transition in one place.
     #[inline(always)]
     pub fn step(&mut self, b: u8, rules: &impl Rules) -> bool {
         self.window = (self.window << 8) | u64::from(b);

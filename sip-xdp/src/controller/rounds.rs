@@ -1,8 +1,9 @@
 //! The controller's database rounds: starting one off the loop, applying
-//! what it read and wrote (the kernel through the sync, the buffers, the
+//! what it read and wrote (the kernel through the sync, the journal, the
 //! detectors), and what an outage does (back-off, events, status).
 
 use super::*;
+use crate::db::store::{AllowRow, Undecoded};
 
 /// A database round under way: when it started, and what to confirm when
 /// it succeeds.
@@ -148,6 +149,32 @@ impl Controller {
         self.store = Some(out.store);
         self.journal.confirm(&round.mark, &out.refused_pending);
         self.db_error = None;
+        self.reachable_again();
+        // Their `ip_unblocked` events were written by the round itself.
+        for row in out.lifted {
+            tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = ?row.source, "unblocked");
+        }
+        let applying = Instant::now();
+        let synced = self.sync_kernel(out.lists, out.fingerprint, out.undecoded, out.trusted);
+        let kernel = applying.elapsed();
+        let took = out.took + kernel;
+        synced.log(out.took, kernel);
+        let feed_rows = round.feed_rows;
+        if synced.installed + synced.removed >= crate::heap::BIG_JOB
+            || feed_rows >= crate::heap::BIG_JOB
+        {
+            crate::heap::release_free_pages();
+        }
+        self.backoff = Duration::from_secs(1);
+        self.last_sync = Some((Utc::now(), took));
+        let found = self.defender.take_failures(out.failures);
+        self.act_all(found);
+        self.notify.state(self.service_status());
+    }
+
+    /// Ends an outage: one log line, and one event written by the next
+    /// round after everything buffered during it.
+    fn reachable_again(&mut self) {
         if let Some(since) = self.db_down_since.take() {
             let secs = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
             tracing::info!(
@@ -164,16 +191,23 @@ impl Controller {
                 json!({"down_since": since.to_rfc3339(), "down_s": secs}),
             );
         }
-        // Their `ip_unblocked` events were written by the round itself.
-        for row in out.lifted {
-            tracing::info!(src_ip = %row.ip_address, reason = "expired", id = row.id, source = ?row.source, "unblocked");
-        }
+    }
+
+    /// The kernel brought in line with the lists a round read (with the
+    /// trusted peers and what the journal has not written yet); nothing
+    /// when the lists' fingerprint said they had not moved.
+    fn sync_kernel(
+        &mut self,
+        lists: Option<(Vec<RuleOrBad>, Vec<AllowRow>)>,
+        fingerprint: Vec<i64>,
+        undecoded: Vec<Undecoded>,
+        trusted: Option<Result<Vec<AllowRow>, String>>,
+    ) -> Synced {
         let peers_before = self.trusted.clone();
-        let peers = self.trusted_peers(out.trusted);
-        let applying = Instant::now();
-        let synced = match out.lists {
+        let peers = self.trusted_peers(trusted);
+        match lists {
             Some((mut blocks, mut allows)) => {
-                self.lists_read = Some((out.fingerprint, Instant::now()));
+                self.lists_read = Some((fingerprint, Instant::now()));
                 allows.extend(peers);
                 blocks.extend(self.journal.pending_rules());
                 let defender = &mut self.defender;
@@ -183,7 +217,7 @@ impl Controller {
                     Rows {
                         blocks,
                         allows: &allows,
-                        undecoded: out.undecoded,
+                        undecoded,
                     },
                     clocks(),
                     |listed| defender.forget_unlisted(listed),
@@ -203,21 +237,7 @@ impl Controller {
                 }
                 Synced::default()
             }
-        };
-        let kernel = applying.elapsed();
-        let took = out.took + kernel;
-        synced.log(out.took, kernel);
-        let feed_rows = round.feed_rows;
-        if synced.installed + synced.removed >= crate::heap::BIG_JOB
-            || feed_rows >= crate::heap::BIG_JOB
-        {
-            crate::heap::release_free_pages();
         }
-        self.backoff = Duration::from_secs(1);
-        self.last_sync = Some((Utc::now(), took));
-        let found = self.defender.take_failures(out.failures);
-        self.act_all(found);
-        self.notify.state(self.service_status());
     }
 
     pub(super) fn db_failed(&mut self, msg: &str) {

@@ -266,7 +266,9 @@ impl Findings {
     }
 }
 
-/// Compares one existing table with what sip-xdp needs of it.
+/// Compares one existing table with what sip-xdp needs of it. Long on
+/// purpose: each check is a few lines with its message for the operator,
+/// in the order a reader of the table's definition meets them.
 fn compare(table: &Table, found: &[Found], mysql: bool, out: &mut Findings) {
     let t = table.name;
     let writes = matches!(t, "blocked_ips" | "whitelisted_ips" | "security_events");
@@ -424,7 +426,8 @@ fn wrong_kind(kind: Kind, data_type: &str, mysql: bool) -> Option<&'static str> 
 
 /// The columns of `table` as the database describes them; empty when the
 /// table does not exist. A view of that name is an error: sip-xdp writes
-/// these tables.
+/// these tables. Long because the two engines describe columns in two
+/// ways (information_schema, PRAGMA), each read here side by side.
 async fn columns(store: &Store, table: &str) -> Result<Option<Vec<Found>>, StoreError> {
     match store.pool() {
         Pool::Mysql(p) => {

@@ -168,7 +168,7 @@ fn remove_nft(lab: &Lab) {
         .output();
 }
 
-fn start_controller<'a>(lab: &'a Lab, detect: &str) -> (Cli<'a>, Daemon) {
+fn start_controller(lab: &Lab, detect: &str) -> (Cli, Daemon) {
     let cli = Cli::new(&lab.server);
     if !detect.is_empty() {
         cli.add_config(detect);
