@@ -166,9 +166,9 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
     store.sync_clock().await?;
     let (wall, node) = (input.wall, input.node.as_str());
     write_queued(store, &input.outbox, node).await?;
-    // Feed rows and ban rows before the lists are read: they must hold
-    // them. The events with them.
-    let refused = journal::write(store, &input.batch, node).await?;
+    // Feed rows (written by difference: a round given up on and run again
+    // writes nothing twice) before anything else.
+    journal::write_feeds(store, &input.batch.feeds, node).await?;
     let failures = input.failures.take();
     let mut lifted = Vec::new();
     let mut unblocked = Vec::new();
@@ -188,6 +188,10 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
             lifted.push(row);
         }
     }
+    // Ban rows before the lists are read (the read must hold them), and as
+    // late as that allows: a round that fails before here wrote none of
+    // them, so the next one does not write them twice.
+    let refused = journal::write_bans(store, &input.batch.bans, node).await?;
     // A 100k-row table read in full costs the database, the network and
     // our memory every round; a fingerprint that has not moved says the
     // read would bring nothing new.
@@ -202,6 +206,8 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
         undecoded.extend(bad_allows);
         Some((blocks, allows))
     };
+    // The events last: a round that fails earlier wrote none of them.
+    journal::write_events(store, &input.batch.events).await?;
     journal::write_events(store, &unblocked).await?;
     let mut batches = Vec::new();
     if let Some(req) = failures {
@@ -236,4 +242,61 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
         undecoded,
         failures: batches,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sip_xdp_common::Reason;
+
+    use super::*;
+    use crate::db::{journal::PendingBlock, Journal};
+
+    /// A round that fails after it wrote the ban rows (here the allow-list
+    /// cannot be read) wrote none of the events: the next round, which
+    /// writes the same copy of the journal again, writes each event once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_round_that_fails_before_the_end_has_written_no_event() {
+        let dir = std::env::temp_dir().join(format!("sip-xdp-round-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}/r.db", dir.display());
+        let store = crate::db::connect(&url).await.unwrap();
+        let mut journal = Journal::new(10, Some("n1".into()));
+        journal.record("flood_detected", None, "warning", json!({}));
+        let now = crate::db::store::now();
+        journal.ban(PendingBlock {
+            net: "203.0.113.9/32".parse().unwrap(),
+            reason: Reason::Flood,
+            note: "flood".into(),
+            blocked_at: now,
+            expires_at: now + chrono::Duration::minutes(10),
+        });
+        let input = |store: Store, batch| RoundInput {
+            store: Some(store),
+            url: url.clone(),
+            node: "n1".into(),
+            wall: crate::db::store::now(),
+            batch,
+            failures: None,
+            outbox: Outbox::new(dir.join("outbox.jsonl")),
+            trusted: None,
+            known: None,
+        };
+        store
+            .execute_literal("ALTER TABLE whitelisted_ips RENAME TO gone")
+            .await
+            .unwrap();
+        let failed = run(input(store.clone(), journal.snapshot().0)).await;
+        assert!(failed.is_err());
+        let events = "SELECT COUNT(*) FROM security_events";
+        assert_eq!(store.count_literal(events).await.unwrap(), 0);
+        store
+            .execute_literal("ALTER TABLE gone RENAME TO whitelisted_ips")
+            .await
+            .unwrap();
+        let out = run(input(store.clone(), journal.snapshot().0)).await;
+        assert!(out.is_ok());
+        assert_eq!(store.count_literal(events).await.unwrap(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

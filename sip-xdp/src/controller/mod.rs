@@ -286,8 +286,9 @@ impl Controller {
     /// at most 5 s: a hung database must not keep the controller alive.
     async fn flush_on_exit(&mut self) {
         if let Some(store) = self.store.clone() {
-            let journal = &mut self.journal;
-            let last = tokio::time::timeout(Duration::from_secs(5), journal.flush(&store)).await;
+            let (journal, node) = (&mut self.journal, self.cfg.node.as_str());
+            let last =
+                tokio::time::timeout(Duration::from_secs(5), journal.flush(&store, node)).await;
             match last {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {

@@ -8,6 +8,7 @@ use crate::db::store::{AllowRow, Undecoded};
 /// A database round under way: when it started, and what to confirm when
 /// it succeeds.
 pub(super) struct Round {
+    id: u64,
     started: Instant,
     mark: Mark,
     /// Feed entries the round writes.
@@ -15,7 +16,12 @@ pub(super) struct Round {
     abort: tokio::task::AbortHandle,
 }
 
-pub(super) type RoundResult = Result<RoundOutput, RoundError>;
+/// A round's answer, with the number of the round that gives it.
+pub(super) type RoundResult = (u64, Result<RoundOutput, RoundError>);
+
+/// Numbers the rounds, so that the answer of a round given up on is never
+/// taken for the answer of the one that followed it.
+static ROUNDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The longest the controller trusts the lists' fingerprint before it
 /// reads them in full again.
@@ -110,10 +116,12 @@ impl Controller {
                 .map(|(fp, _)| fp.clone()),
         };
         let tx = report.clone();
+        let id = ROUNDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let task = tokio::spawn(async move {
-            let _ = tx.send(round::run(input).await).await;
+            let _ = tx.send((id, round::run(input).await)).await;
         });
         self.round = Some(Round {
+            id,
             started: Instant::now(),
             mark,
             feed_rows,
@@ -122,8 +130,12 @@ impl Controller {
     }
 
     /// Applies what a database round read and wrote.
-    pub(super) fn finish_round(&mut self, result: RoundResult) {
-        // The answer of a round given up on is not trusted.
+    pub(super) fn finish_round(&mut self, (id, result): RoundResult) {
+        // The answer of a round given up on is not trusted: its copy of the
+        // journal is not the one the round under way will confirm.
+        if self.round.as_ref().is_none_or(|r| r.id != id) {
+            return;
+        }
         let Some(round) = self.round.take() else {
             return;
         };

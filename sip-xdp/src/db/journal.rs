@@ -6,7 +6,9 @@
 //! rules for the sync (`pending_rules`), so an outage never loosens the
 //! kernel. An outage loses nothing until the events reach their cap; past
 //! it the oldest events go first, counted and logged. Ban rows and feed
-//! refreshes are never dropped.
+//! refreshes wait however long the outage lasts; only one the database
+//! refuses for what it holds is given up (a refused ban stays enforced
+//! until it ends).
 //!
 //! The operators' changes made while the database was away wait in a file
 //! instead (`outbox`): they must survive the process.
@@ -332,12 +334,12 @@ impl Journal {
         self.dropped
     }
 
-    /// Writes the waiting ban rows and events, oldest first, for a last
-    /// chance at exit. On failure what was not written stays. Returns how
-    /// many events were written.
-    pub async fn flush(&mut self, store: &Store) -> Result<usize, StoreError> {
+    /// Writes the waiting ban rows (as `node`) and events, oldest first,
+    /// for a last chance at exit. On failure what was not written stays.
+    /// Returns how many events were written.
+    pub async fn flush(&mut self, store: &Store, node: &str) -> Result<usize, StoreError> {
         while let Some((_, p)) = self.bans.first() {
-            write_block(store, p, self.node.as_deref().unwrap_or_default()).await?;
+            write_block(store, p, node).await?;
             self.bans.remove(0);
         }
         let mut written = 0;
@@ -352,12 +354,11 @@ impl Journal {
     }
 }
 
-/// Writes a round's batch: the feed refreshes and the ban rows first (the
-/// lists read next must hold them), then the events. Returns the indexes
-/// of the bans whose rows the database refused. A write refused for what
-/// it holds is given up (`tolerated`); any other failure is the round's.
-pub async fn write(store: &Store, batch: &Batch, node: &str) -> Result<Vec<usize>, StoreError> {
-    for f in &batch.feeds {
+/// Writes a batch's feed refreshes, each by difference. A write refused for
+/// what it holds is given up (`tolerated`); any other failure is the
+/// round's.
+pub async fn write_feeds(store: &Store, feeds: &[FeedRows], node: &str) -> Result<(), StoreError> {
+    for f in feeds {
         let Some(w) = tolerated(super::feeds::write(store, f, node).await, "feed rows")? else {
             continue;
         };
@@ -365,13 +366,22 @@ pub async fn write(store: &Store, batch: &Batch, node: &str) -> Result<Vec<usize
             tracing::info!(feed = %f.feed, added = w.added, lifted = w.lifted, extended = w.extended, "feed rows written");
         }
     }
+    Ok(())
+}
+
+/// Writes a batch's ban rows; returns the indexes of those the database
+/// refused for what they hold.
+pub async fn write_bans(
+    store: &Store,
+    bans: &[PendingBlock],
+    node: &str,
+) -> Result<Vec<usize>, StoreError> {
     let mut refused = Vec::new();
-    for (i, p) in batch.bans.iter().enumerate() {
+    for (i, p) in bans.iter().enumerate() {
         if tolerated(write_block(store, p, node).await, "a ban's row")?.is_none() {
             refused.push(i);
         }
     }
-    write_events(store, &batch.events).await?;
     Ok(refused)
 }
 
@@ -571,7 +581,7 @@ mod tests {
         for _ in 0..1203 {
             b.record("flood_detected", None, "warning", json!({"packets": 1}));
         }
-        assert_eq!(b.flush(&store).await.unwrap(), 1203);
+        assert_eq!(b.flush(&store, "n1").await.unwrap(), 1203);
         assert!(b.is_empty());
         let since = now() - chrono::Duration::minutes(5);
         assert_eq!(store.events(since, None, 5000).await.unwrap().len(), 1203);
@@ -580,7 +590,7 @@ mod tests {
         if let crate::db::store::Pool::Sqlite(p) = store.pool() {
             p.close().await;
         }
-        assert!(b.flush(&store).await.is_err());
+        assert!(b.flush(&store, "n1").await.is_err());
         assert_eq!(b.len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -407,11 +407,14 @@ impl Defender {
     }
 
     /// Lets a detector ban again the sources of bans lifted by hand
-    /// before their rows were written.
+    /// before their rows were written. A ban covers the detected address's
+    /// prefix: every address detected inside it is forgotten.
     pub fn forget_bans(&mut self, lifted: &[PendingBlock]) {
-        for p in lifted {
-            self.banned_until.remove(&p.net.addr());
+        if lifted.is_empty() {
+            return;
         }
+        self.banned_until
+            .retain(|ip, _| !lifted.iter().any(|p| p.net.contains(ip)));
     }
 
     /// One warning and one event for a second in which the ban cap refused
@@ -729,5 +732,21 @@ mod tests {
             .count();
         assert_eq!(banned, 3);
         assert_eq!(b.kernel.rules.len(), 3);
+    }
+
+    /// A prefix ban lifted by hand before its row was written: the source
+    /// detected inside it is banned again when it comes back.
+    #[test]
+    fn a_prefix_ban_lifted_before_its_row_lets_its_source_be_banned_again() {
+        let (mut b, mut d) = (Bench::new(), Defender::new(Settings::default()));
+        assert!(b.act(&mut d, detection("2001:db8:7:7::99")));
+        b.kernel.rules.clear();
+        let lifted = b.journal.drop_lifted(|_| false);
+        assert_eq!(lifted.len(), 1);
+        d.forget_bans(&lifted);
+        assert!(
+            b.act(&mut d, detection("2001:db8:7:7::99")),
+            "still 'already banned'"
+        );
     }
 }
