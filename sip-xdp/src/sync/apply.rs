@@ -246,9 +246,13 @@ mod tests {
         parse_net(s).unwrap()
     }
 
+    /// One fixed instant, so rows made in a test and the sync that reads them
+    /// agree on "now" to the nanosecond.
     fn clocks() -> Clocks {
         Clocks {
-            wall: crate::db::store::now(),
+            wall: chrono::DateTime::from_timestamp(1_800_000_000, 0)
+                .unwrap()
+                .naive_utc(),
             mono_ns: 1_000_000_000_000,
         }
     }
