@@ -41,13 +41,14 @@ pub struct KernelConfig {
     /// challenged REGISTER answered with a 2xx, or an answer to the SBC's
     /// own request); 0 = learn nothing.
     pub trust_ttl_ns: u64,
-    /// Overload: SIP packets per second per CPU from sources not on the
-    /// allow-list above which the unproven ones are shed; 0 = never.
+    /// The load mark: SIP packets per second per CPU from sources not on
+    /// the allow-list past which this CPU is in overload, and admits only
+    /// proven sources and the strangers' share (`crate::admission`);
+    /// 0 = never.
     pub shed_per_cpu: u32,
-    /// During overload a source passes once it was first seen this long
-    /// ago (a real client retransmits after T1 = 500 ms; a spoofed source
-    /// is seen once).
-    pub shed_grey_ms: u32,
+    /// In overload, strangers (neither verified nor remembered) admitted
+    /// per second per CPU, all buckets together.
+    pub strangers_per_cpu: u32,
     /// A source silent for longer than this starts a new burst, whose first
     /// packet is sampled like a new source's (a returning scanner, a source
     /// after its ban, traffic after a restart); 0 = never.
@@ -58,6 +59,14 @@ pub struct KernelConfig {
     /// its lowest flood limit divided by the CPU count, so a source never
     /// filed cannot be over any limit.
     pub hot_at: u32,
+    /// In overload, strangers admitted per second per CPU from one bucket
+    /// of source prefixes.
+    pub bucket_cap: u32,
+    /// The prefix lengths strangers are bucketed by.
+    pub bucket_prefix_v4: u16,
+    pub bucket_prefix_v6: u16,
+    /// The buckets' hash key, drawn by the controller at start.
+    pub bucket_seed: u64,
 }
 
 impl KernelConfig {
@@ -132,6 +141,6 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<KernelConfig>(), 56);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 72);
     }
 }

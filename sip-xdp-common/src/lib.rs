@@ -6,6 +6,7 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 
 pub mod addr;
+pub mod admission;
 pub mod banindex;
 pub mod classify;
 pub mod config;

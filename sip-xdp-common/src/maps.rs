@@ -39,6 +39,10 @@ pub const MAP_UNIT: &str = "UNIT";
 /// sampling pass reads instead of every tracked source.
 pub const MAP_HOT0: &str = "HOT0";
 pub const MAP_HOT1: &str = "HOT1";
+/// Addresses proven within the memory the controller keeps (`crate::admission`).
+pub const MAP_REMEMBERED: &str = "REMEMBERED";
+/// Per CPU, one word per bucket of stranger prefixes (`crate::admission`).
+pub const MAP_STRANGERS: &str = "STRANGERS";
 /// One u64: the stamp of the object the pinned programs came from.
 pub const MAP_META: &str = "META";
 
@@ -78,6 +82,10 @@ pub const DEFAULT_MAX_REPLIES: u32 = 65_536;
 /// a flood of verifications (the SBC answering many spoofed requests) can
 /// only evict the least recently refreshed, never fail.
 pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
+/// Remembered clients: addresses proven in the last days, written by the
+/// controller from the database. As many as a mid-size commercial SBC's
+/// dynamic-trusted table; grown only as entries come (no preallocation).
+pub const MAX_REMEMBERED: u32 = 262_144;
 /// Addresses in an exchange, nonces sent, and transactions pending. LRUs:
 /// a storm of challenges to spoofed addresses evicts the oldest, never
 /// fails (a phone whose entry went loses trust for that exchange, and
@@ -203,8 +211,7 @@ pub struct SampleBudget {
 pub struct ShedWindow {
     pub start_ns: u64,
     pub packets: u64,
-    /// Unverified packets let through during overload (sources past their
-    /// grey period), held to the same budget.
+    /// Strangers admitted during overload, held to the strangers' share.
     pub admitted: u64,
 }
 

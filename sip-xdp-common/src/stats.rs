@@ -49,8 +49,9 @@ pub enum Counter {
     ClassResponse,
     ClassKeepalive,
     ClassMalformed,
-    /// Overload: SIP from a source neither verified nor seen for the grey
-    /// period, past the per-CPU budget (dropped; passed in monitor mode).
+    /// Overload: a packet to a SIP port from a source neither verified nor
+    /// remembered, past the strangers' share or its bucket's (dropped;
+    /// passed in monitor mode).
     Shed,
     MonitorShed,
     /// A source reached the hot mark while the unit's hot map was full:
@@ -83,9 +84,15 @@ pub enum Counter {
     MonitorInvalid,
     /// SigComp messages (a SIP class, not a verdict).
     ClassSigComp,
+    /// In overload, packets admitted because their source is verified,
+    /// remembered, or a stranger within the shares (not verdicts: each
+    /// is also counted as what it goes on to be).
+    AdmitVerified,
+    AdmitRemembered,
+    AdmitStranger,
 }
 
-pub const COUNTERS: u32 = Counter::ClassSigComp as u32 + 1;
+pub const COUNTERS: u32 = Counter::AdmitStranger as u32 + 1;
 
 /// What a counter says about the packets it counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +151,9 @@ impl Counter {
         Counter::Invalid,
         Counter::MonitorInvalid,
         Counter::ClassSigComp,
+        Counter::AdmitVerified,
+        Counter::AdmitRemembered,
+        Counter::AdmitStranger,
     ];
 
     /// The counter a drop reason uses in monitor mode.
@@ -245,6 +255,9 @@ impl Counter {
             Counter::Invalid => "drop_invalid",
             Counter::MonitorInvalid => "would_drop_invalid",
             Counter::ClassSigComp => "sip_sigcomp",
+            Counter::AdmitVerified => "overload_verified",
+            Counter::AdmitRemembered => "overload_remembered",
+            Counter::AdmitStranger => "overload_stranger",
         }
     }
 }

@@ -32,12 +32,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use maps::{
-    ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, SAMPLES, SAMPLE_BUDGET, SHED,
-    SIP_PORTS, SOURCES, STATS, TCP_PORTS, UNIT, VERIFIED,
+    ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, REMEMBERED, SAMPLES, SAMPLE_BUDGET,
+    SHED, SIP_PORTS, SOURCES, STATS, STRANGERS, TCP_PORTS, UNIT, VERIFIED,
 };
 use parse::{ptr_at, Pkt, Truncated, MAX_OFFSET};
 use sip_xdp_common::{
-    banindex,
+    admission, banindex,
     classify::{classify_words, SIP_CLASSES},
     config::SAMPLE_MAX_PAYLOAD,
     frame::{self, Refusal, Shape, IPPROTO_TCP, IPPROTO_UDP},
@@ -137,6 +137,16 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let udp = opaque_payload(&p, &udp)?;
     let invalid = !udp.valid;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // Overload is judged before anything is written for the source: a
+    // shed packet inserts nothing, so a storm of new sources costs its
+    // lookups and evicts no one.
+    if !allowed && !admit(&src, now, cfg) {
+        if !cfg.monitor() {
+            count(Counter::Shed);
+            return Ok(XDP_DROP);
+        }
+        count(Counter::MonitorShed);
+    }
     // Counted, limited and sampled by prefix (an IPv6 host owns its /64);
     // bans and the lists above match the address itself.
     let acct = cfg.source_key(&src);
@@ -154,7 +164,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let class = opaque_class(&p, classify_payload(ctx, udp.off, udp.len));
     count(class_counter(class));
     let malformed = !allowed && class == SipClass::Malformed && cfg.drop_malformed();
-    let (packets, first_seen, idle) = account(
+    let (packets, idle) = account(
         ctx,
         &acct,
         class,
@@ -166,12 +176,9 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         // Trusted: no limit, no samples, but still visible in `top`.
         return Ok(pass(Counter::Allowed));
     }
-    // Shed packets are not sampled: in a storm of new sources the sample
-    // budget would go to packets that never reach the SIP server.
-    let shed_it = rate == Rate::Under && !malformed && shed(&src, first_seen, now, cfg);
     let kind = if rate == Rate::Crossed {
         Some(SampleKind::RateLimit)
-    } else if !shed_it && (cfg.wants_sample(packets) || cfg.starts_burst(idle)) {
+    } else if cfg.wants_sample(packets) || cfg.starts_burst(idle) {
         Some(
             if packets <= u64::from(cfg.sample_first) || cfg.starts_burst(idle) {
                 SampleKind::First
@@ -189,9 +196,6 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         drop(Counter::RateLimited, cfg.monitor())
     } else if malformed {
         drop(Counter::Malformed, cfg.monitor())
-    } else if shed_it {
-        charge_drop(&acct);
-        drop(Counter::Shed, cfg.monitor())
     } else {
         // The exchange gives the verdict and counts it.
         exchange::hand_over(ctx, &src, udp.off, udp.len);
@@ -583,51 +587,73 @@ fn short_payload(ctx: &XdpContext, off: usize) -> ([u64; 2], usize) {
     (words, n as usize)
 }
 
-/// Overload shedding. Every SIP packet from a source not on the allow-list
-/// counts against this CPU's budget for the current second; past it the
-/// CPU is overloaded, and a packet passes only from a verified source, or
-/// from one first seen at least the grey period ago while a second budget
-/// of the same size lasts: a real client's retransmission (T1 = 500 ms)
-/// gets through, a spoofed source that sends once does not, and an
-/// attacker cycling through a set of sources gets no more than the budget.
-/// It ends by itself with the second in which the load falls under the
-/// budget. The verified lookup happens only in overload.
+/// Overload admission (`sip_xdp_common::admission`): whether a packet to
+/// a SIP port from a source off the allow-list goes on. Under this CPU's
+/// load mark for the current second everyone does; past it, a verified
+/// source, a remembered one, or a stranger while the strangers' share and
+/// its bucket's share last. Overload ends by itself with the window (about
+/// a second) in which the load falls under the mark. The lookups happen only in
+/// overload, and none of them writes per source.
 #[inline(always)]
-fn shed(src: &IpKey, first_seen: u64, now: u64, cfg: &KernelConfig) -> bool {
+fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> bool {
     if cfg.shed_per_cpu == 0 {
-        return false;
+        return true;
     }
     let Some(w) = SHED.get_ptr_mut(0) else {
-        return false;
+        return true;
     };
     let w = unsafe { &mut *w };
-    if now.wrapping_sub(w.start_ns) >= 1_000_000_000 {
+    // The buckets' window: a phone's REGISTER and its answer to the
+    // challenge fall in one window of both or in the next of both.
+    if admission::window_of(now) != admission::window_of(w.start_ns) {
         w.start_ns = now;
         w.packets = 0;
         w.admitted = 0;
     }
     w.packets += 1;
-    let budget = u64::from(cfg.shed_per_cpu);
-    if w.packets <= budget {
-        return false;
+    if w.packets <= u64::from(cfg.shed_per_cpu) {
+        return true;
     }
     if VERIFIED
         .get_ptr(src)
         .is_some_and(|v| unsafe { (*v).active_at(now) })
     {
+        count(Counter::AdmitVerified);
+        return true;
+    }
+    if REMEMBERED
+        .get_ptr(src)
+        .is_some_and(|until| unsafe { *until } > now)
+    {
+        count(Counter::AdmitRemembered);
+        return true;
+    }
+    if w.admitted >= u64::from(cfg.strangers_per_cpu) {
         return false;
     }
-    let proven = now.saturating_sub(first_seen) >= u64::from(cfg.shed_grey_ms) * 1_000_000;
-    if proven && w.admitted < budget {
-        w.admitted += 1;
+    let b = admission::bucket_of(
+        src,
+        u32::from(cfg.bucket_prefix_v4),
+        u32::from(cfg.bucket_prefix_v6),
+        cfg.bucket_seed,
+    );
+    let Some(word) = STRANGERS.get_ptr_mut(b) else {
         return false;
+    };
+    match admission::take(unsafe { *word }, now, cfg.bucket_cap) {
+        Some(next) => {
+            unsafe { *word = next };
+            w.admitted += 1;
+            count(Counter::AdmitStranger);
+            true
+        }
+        None => false,
     }
-    true
 }
 
 /// Counts the packet against its source; returns the source's packet count
-/// on this CPU, this one included, when this CPU first saw it, and how long
-/// the source had been silent on it (0 for a new one).
+/// on this CPU, this one included, and how long the source had been silent
+/// on it (0 for a new one).
 #[inline(always)]
 fn account(
     ctx: &XdpContext,
@@ -636,7 +662,7 @@ fn account(
     dropped: bool,
     now: u64,
     hot_at: u32,
-) -> (u64, u64, u64) {
+) -> (u64, u64) {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let c = class as usize;
     let unit = UNIT.get(0).copied().unwrap_or(0);
@@ -659,7 +685,7 @@ fn account(
             if s.unit_packets == hot_at {
                 file_hot(src, unit);
             }
-            (s.packets, s.first_seen_ns, idle)
+            (s.packets, idle)
         }
         None => {
             // Field by field into uninitialised memory: a struct literal
@@ -685,7 +711,7 @@ fn account(
             if hot_at == 1 {
                 file_hot(src, unit);
             }
-            (1, now, 0)
+            (1, 0)
         }
     }
 }

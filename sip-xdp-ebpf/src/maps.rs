@@ -9,13 +9,14 @@ use aya_ebpf::{
     },
 };
 use sip_xdp_common::{
+    admission::{BucketWord, BUCKETS},
     banindex::{self, Bucket},
     maps::{
         Exchange, ExchangeKey, NonceKey, ScanScratch, ShedWindow, Verified, Watch, MAX_ASKED,
         MAX_EXCHANGES, MAX_NONCES, MAX_WATCH,
     },
     maps::{
-        RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS,
+        RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, MAX_REMEMBERED, DEFAULT_MAX_BANS,
         DEFAULT_MAX_BLOCK, DEFAULT_MAX_RATE, DEFAULT_MAX_REPLIES, DEFAULT_MAX_SOURCES,
         DEFAULT_MAX_VERIFIED, MAX_HOT, SAMPLES_RING_BYTES, SIP_PORT_WORDS,
     },
@@ -152,3 +153,14 @@ pub static EXCHANGE_PROG: ProgramArray = ProgramArray::pinned(1, 0);
 /// Per-CPU overload window (see `shed` in the program).
 #[map]
 pub static SHED: PerCpuArray<ShedWindow> = PerCpuArray::pinned(1, 0);
+
+/// Addresses proven within the controller's memory of good clients, with
+/// the monotonic time their memory lapses (`admit`). Only the controller
+/// writes it: what arrives never allocates here.
+#[map]
+pub static REMEMBERED: HashMap<IpKey, u64> = HashMap::pinned(MAX_REMEMBERED, BPF_F_NO_PREALLOC);
+
+/// Per CPU, the strangers each bucket of source prefixes sent through in
+/// this window (`sip_xdp_common::admission`).
+#[map]
+pub static STRANGERS: PerCpuArray<BucketWord> = PerCpuArray::pinned(BUCKETS, 0);

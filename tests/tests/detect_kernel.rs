@@ -652,22 +652,38 @@ fn ipv6_sources_are_counted_and_limited_per_prefix() {
         .any(|r| r.src_ip.to_string() == "203.0.113.91" && r.prefix_len == 32));
 }
 
+/// Overload admission with a load mark of 5 per second, strangers' share
+/// `strangers`, two per bucket, buckets by /16 and /32.
+fn overload(strangers: u32) -> Config {
+    Config {
+        shed_per_cpu: 5,
+        strangers_per_cpu: strangers,
+        bucket_cap: 2,
+        bucket_prefix_v4: 16,
+        bucket_prefix_v6: 32,
+        bucket_seed: 0x5eed,
+        trust_ttl_ns: 3_600_000_000_000,
+        ..Default::default()
+    }
+}
+
+/// Waits for the start of a new second of the clock the program reads, so
+/// the overload window and the buckets' window both start empty and no
+/// run of a test straddles them.
+fn next_window() {
+    let ns = sip_xdp::kernel::clock::coarse_ns();
+    let to_window = (1u64 << 30) - (ns & ((1 << 30) - 1));
+    std::thread::sleep(std::time::Duration::from_nanos(to_window + 20_000_000));
+}
+
 #[test]
-fn overload_sheds_new_unverified_sources_and_lets_retransmissions_through() {
-    // The budget is per CPU: keep every run on one.
+fn overload_admits_proven_and_remembered_sources_and_strangers_by_bucket() {
+    // The windows are per CPU: keep every run on one.
     sip_xdp_tests::flood::pin_to_cpu(0);
     let p = TestProg::load("shed");
-    configure(
-        &p,
-        Config {
-            shed_per_cpu: 5,
-            shed_grey_ms: 300,
-            trust_ttl_ns: 3_600_000_000_000,
-            ..Default::default()
-        },
-    );
+    configure(&p, overload(100));
     // A registered phone: the SBC answered its authenticated REGISTER
-    // with a 200. Then a new second, so the shed window starts empty.
+    // with a 200.
     let phone = "203.0.113.60";
     p.run_egress(
         &Frame::reply(
@@ -703,90 +719,97 @@ fn overload_sheds_new_unverified_sources_and_lets_retransmissions_through() {
         .build(),
     );
     assert!(p.maps().trust_of(phone.parse().unwrap()).is_some());
-    std::thread::sleep(std::time::Duration::from_millis(1050));
+    // A phone that proved itself yesterday, remembered; and one whose
+    // memory lapsed.
+    let now = sip_xdp::kernel::clock::monotonic_ns();
+    let mut maps = p.maps();
+    maps.remember("198.51.100.20".parse().unwrap(), now + 3_600_000_000_000)
+        .unwrap();
+    maps.remember("198.51.100.21".parse().unwrap(), now - 1).unwrap();
+    next_window();
     let run = |src: &str| p.run(&Frame::sip(src, REGISTER).build());
     let before = p.stats();
-    // Within the budget everyone passes, the first sighting of the phone
-    // and of a new client among them.
-    for i in 0..3 {
+    // Under the mark everyone passes.
+    for i in 0..5 {
         assert_eq!(run(&format!("2001:db8:7::{i}")), XDP_PASS);
     }
-    assert_eq!(run("203.0.113.61"), XDP_PASS);
-    assert_eq!(run("203.0.113.60"), XDP_PASS);
-    // Overloaded: new sources are shed, the verified phone is not, and a
-    // source seen too recently is still unproven.
-    for i in 10..20 {
-        assert_eq!(run(&format!("2001:db8:7::{i}")), XDP_DROP);
+    // Overloaded: a storm from one /32 spends its bucket's two, and no
+    // more of it passes.
+    let storm: Vec<u32> = (10..30).map(|i| run(&format!("2001:db8:7::{i}"))).collect();
+    assert_eq!(storm.iter().filter(|v| **v == XDP_PASS).count(), 2, "{storm:?}");
+    // The verified and the remembered phone pass, every time; the lapsed
+    // one is a stranger, in a bucket of its own.
+    for _ in 0..3 {
+        assert_eq!(run(phone), XDP_PASS);
+        assert_eq!(run("198.51.100.20"), XDP_PASS);
     }
-    assert_eq!(run("203.0.113.60"), XDP_PASS);
-    assert_eq!(run("203.0.113.61"), XDP_DROP);
+    assert_eq!(run("198.51.100.21"), XDP_PASS);
+    // A new phone in another prefix: its REGISTER and its answer to the
+    // challenge pass, a third packet in the same second does not.
+    assert_eq!(run("100.64.1.9"), XDP_PASS);
+    assert_eq!(run("100.64.1.9"), XDP_PASS);
+    assert_eq!(run("100.64.1.9"), XDP_DROP);
+    // A shed packet writes nothing for its source: no entry for a storm
+    // to evict known clients with.
+    let top = p.maps().top(1000);
+    let tracked = |ip: &str| top.iter().any(|r| r.src_ip.to_string() == ip);
+    assert!(!tracked("2001:db8:7::29"), "{top:?}");
+    assert!(tracked("2001:db8:7::4") && tracked("100.64.1.9"), "{top:?}");
+    assert_eq!(dropped_of(&p, "100.64.1.9"), 0);
+    let d = delta(&before, &p.stats());
+    let n = |c| d.iter().find(|(k, _)| *k == c).map_or(0, |(_, n)| *n);
     assert_eq!(
-        dropped_of(&p, "203.0.113.61"),
-        1,
-        "a shed packet is charged to its source"
-    );
-    // Its retransmission after the grey period gets through.
-    std::thread::sleep(std::time::Duration::from_millis(350));
-    assert_eq!(run("203.0.113.61"), XDP_PASS);
-    assert_eq!(
-        delta(&before, &p.stats()),
-        vec![(Sip, 7), (ClassRegister, 18), (Shed, 11)]
+        (n(Sip), n(Shed), n(AdmitVerified), n(AdmitRemembered), n(AdmitStranger)),
+        (5 + 2 + 6 + 1 + 2, 18 + 1, 3, 3, 2 + 1 + 2),
+        "{d:?}"
     );
     // Monitor mode counts what it would shed and drops nothing.
     configure(
         &p,
         Config {
             flags: CONFIG_MONITOR,
-            shed_per_cpu: 5,
-            shed_grey_ms: 300,
-            ..Default::default()
+            ..overload(100)
         },
     );
     let before = p.stats();
     assert_eq!(run("2001:db8:7::99"), XDP_PASS);
     assert_eq!(
         delta(&before, &p.stats()),
-        vec![(ClassRegister, 1), (MonitorShed, 1)]
+        vec![(Sip, 1), (ClassRegister, 1), (MonitorShed, 1)]
     );
-    // The load falls: with the next second, shedding ends by itself.
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    configure(
-        &p,
-        Config {
-            shed_per_cpu: 5,
-            shed_grey_ms: 300,
-            ..Default::default()
-        },
-    );
+    // With the next second under the mark, everyone passes again.
+    next_window();
+    configure(&p, overload(100));
     assert_eq!(run("2001:db8:7::100"), XDP_PASS);
 }
 
 #[test]
-fn overload_holds_sources_past_their_grey_period_to_the_budget() {
+fn overload_holds_strangers_to_their_share_however_often_they_come_back() {
     sip_xdp_tests::flood::pin_to_cpu(0);
     let p = TestProg::load("cycle");
     configure(
         &p,
         Config {
-            shed_per_cpu: 100,
-            shed_grey_ms: 1,
             prefix_v6: 64,
-            ..Default::default()
+            ..overload(50)
         },
     );
+    // A pool of sources, each from a /32 of its own, sent through twice
+    // within a second: coming back proves nothing.
     let frames: Vec<Vec<u8>> = (0..300)
-        .map(|i| Frame::sip(&format!("2001:db8:{i:x}::1"), OPTIONS).build())
+        .map(|i| Frame::sip(&format!("2001:{i:x}::1"), OPTIONS).build())
         .collect();
+    next_window();
     let before = p.stats();
     let first: usize = frames.iter().filter(|f| p.run(f) == XDP_PASS).count();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let again: usize = frames.iter().filter(|f| p.run(f) == XDP_PASS).count();
-    // New sources: the budget. Known ones in overload: the second budget.
-    assert_eq!((first, again), (100, 100));
-    assert_eq!(
-        delta(&before, &p.stats()),
-        vec![(Sip, 200), (ClassOptions, 600), (Shed, 400)]
-    );
+    assert_eq!((first, again), (5 + 50, 0));
+    let d = delta(&before, &p.stats());
+    let n = |c| d.iter().find(|(k, _)| *k == c).map_or(0, |(_, n)| *n);
+    assert_eq!((n(Sip), n(Shed), n(AdmitStranger)), (55, 545, 50), "{d:?}");
+    // Shed sources left no trace in the source table.
+    assert_eq!(p.maps().top(1000).len(), 55);
 }
 
 #[test]

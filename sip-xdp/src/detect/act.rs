@@ -28,6 +28,7 @@ use sip_xdp_common::{
 
 use super::{
     brute::{BruteForce, Failure},
+    admission::Admission,
     cap::BanCap,
     escalate::Escalation,
     flood::Flood,
@@ -76,6 +77,8 @@ pub struct Defender {
     pub wire: Wire,
     escalation: Escalation,
     cap: BanCap,
+    /// What the kernel admits in overload.
+    pub admission: Admission,
     /// Verified sources as last read, for prefix bans.
     verified: Option<(Instant, Vec<(IpAddr, Trust)>)>,
     /// Detector bans in force, so one attack is banned (and recorded) once.
@@ -102,6 +105,7 @@ impl Defender {
             wire: Wire::new(settings.brute_force.clone(), settings.scanner.clone()),
             escalation: Escalation::new(settings.escalation.clone()),
             cap: BanCap::new(settings.max_bans_per_sec),
+            admission: Admission::new(settings.shedding.clone(), bucket_seed()),
             verified: None,
             settings,
             banned_until: HashMap::new(),
@@ -123,6 +127,12 @@ impl Defender {
         self.wire.set(s.brute_force.clone(), s.scanner.clone());
         self.escalation.set(s.escalation.clone());
         self.cap.set(s.max_bans_per_sec);
+        self.admission.set(s.shedding.clone());
+        if s.shedding.grey.is_some() {
+            tracing::warn!(
+                "detect.shedding.grey is no longer used: overload admits proven sources and a share of strangers per prefix bucket"
+            );
+        }
         self.settings = s;
     }
 
@@ -150,13 +160,7 @@ impl Defender {
             0
         };
         k.trust_ttl_ns = s.trust_ttl.as_nanos() as u64;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        k.shed_per_cpu = if on && s.shedding.budget > 0 {
-            (s.shedding.budget / cpus).max(1)
-        } else {
-            0
-        };
-        k.shed_grey_ms = s.shedding.grey.as_millis().min(u128::from(u32::MAX)) as u32;
+        self.admission.fill(&mut k, on);
         k.prefix_v4 = u16::from(s.prefix_v4);
         k.prefix_v6 = u16::from(s.prefix_v6);
         k.hot_at = if on { self.flood.hot_at() } else { 0 };
@@ -748,5 +752,23 @@ mod tests {
             b.act(&mut d, detection("2001:db8:7:7::99")),
             "still 'already banned'"
         );
+    }
+}
+
+/// The key strangers' buckets are hashed with, drawn at each start, so
+/// that no one outside can choose sources sharing a phone's bucket.
+fn bucket_seed() -> u64 {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(e) => {
+            // Still a different key per start and host, if a guessable one.
+            tracing::warn!(error = %e, "reading /dev/urandom failed; bucket key from the clock");
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
+        }
     }
 }

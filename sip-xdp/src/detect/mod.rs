@@ -11,6 +11,7 @@
 //! the crate root; never `sync`, `feed`, `cli` or `controller`.
 
 pub mod act;
+pub mod admission;
 pub mod brute;
 pub mod cap;
 pub mod escalate;

@@ -181,25 +181,48 @@ fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Erro
     crate::parse::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
-/// Overload shedding, done by the XDP program itself.
+/// Overload admission, done by the XDP program itself
+/// (`sip_xdp_common::admission`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Shedding {
-    /// SIP packets per second, for the whole node, from sources not on the
-    /// allow-list, above which unproven sources are shed (split evenly
-    /// over the CPUs); 0 = never shed.
+    /// The load mark: SIP packets per second, for the whole node, from
+    /// sources not on the allow-list, past which only proven sources and
+    /// the strangers' share pass (split over the CPUs the program runs
+    /// on); 0 = never shed.
     pub budget: u32,
-    /// During overload a source passes once first seen this long ago: a
-    /// real client retransmits after 500 ms, a spoofed source is seen once.
-    #[serde(deserialize_with = "duration")]
-    pub grey: Duration,
+    /// In overload, strangers (neither verified nor remembered) admitted
+    /// per second for the whole node, at most: what the SIP server pays
+    /// for unproven requests while it is under attack.
+    pub strangers: u32,
+    /// In overload, strangers admitted per second from one bucket of
+    /// source prefixes, per CPU: enough for a new phone's REGISTER and its
+    /// answer to the challenge.
+    pub per_bucket: u32,
+    /// The prefix lengths strangers are bucketed by: a storm drawn from a
+    /// few prefixes spends only their buckets.
+    pub bucket_v4: u8,
+    pub bucket_v6: u8,
+    /// How long an address that proved itself (`trust_ttl`'s round trip)
+    /// is remembered, in the database every node shares, and admitted
+    /// first in overload ("0s" = remember nothing).
+    #[serde(deserialize_with = "duration_or_zero")]
+    pub remember: Duration,
+    /// Accepted from older configurations and ignored: admission no
+    /// longer waits for a source to be seen twice.
+    pub grey: Option<String>,
 }
 
 impl Default for Shedding {
     fn default() -> Self {
         Self {
             budget: 4_000,
-            grey: Duration::from_millis(400),
+            strangers: 1_000,
+            per_bucket: 2,
+            bucket_v4: 16,
+            bucket_v6: 32,
+            remember: Duration::from_secs(7 * 86_400),
+            grey: None,
         }
     }
 }
@@ -385,6 +408,15 @@ impl Settings {
         }
         if self.scanner.distinct_users < 2 {
             return Err(("detect.scanner.distinct_users", "must be at least 2".into()));
+        }
+        if !(1..=32).contains(&self.shedding.bucket_v4) {
+            return Err(("detect.shedding.bucket_v4", "must be between 1 and 32".into()));
+        }
+        if !(1..=128).contains(&self.shedding.bucket_v6) {
+            return Err((
+                "detect.shedding.bucket_v6",
+                "must be between 1 and 128".into(),
+            ));
         }
         if self.samples.every > 1 << 20 {
             return Err(("detect.samples.every", "must be at most 1048576".into()));

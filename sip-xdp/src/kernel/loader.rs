@@ -66,7 +66,7 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
     if !pinned || upgrade::pinned_stamp(pins) != Some(upgrade::object_stamp()) {
         // Maps kept from an earlier load (detach without --purge) are
         // shared by the new programs too: their layouts must match.
-        upgrade::retire_stale_index(pins)?;
+        let carried = upgrade::retire_stale_index(pins)?;
         upgrade::check_compatible(pins)?;
         super::features::check()?;
         raise_memlock();
@@ -74,7 +74,11 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
         // The new program trusts its index for IPv4: a fresh one (a first
         // load on kept maps, an upgrade) must hold the kept bans before
         // the program runs anywhere.
-        let (indexed, left_to_bans) = super::Maps::open(pins)?.rebuild_ban_index()?;
+        let mut maps = super::Maps::open(pins)?;
+        if let Some(c) = carried {
+            maps.set_config(c)?;
+        }
+        let (indexed, left_to_bans) = maps.rebuild_ban_index()?;
         if indexed + left_to_bans > 0 {
             tracing::info!(
                 indexed,

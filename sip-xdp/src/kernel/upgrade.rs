@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use aya::maps::{Array, Map, MapData};
-use sip_xdp_common::maps::*;
+use sip_xdp_common::{maps::*, KernelConfig};
 
 use super::{capacities::Capacities, pins::Pins};
 use crate::{Error, Result, EBPF_OBJECT};
@@ -92,7 +92,8 @@ pub fn kept_choices(pins: &Pins, caps: &Capacities) -> Vec<Kept> {
 /// as they do when the controller restarts), and a scan scratch of another
 /// size (it holds nothing between packets). The old programs keep the old
 /// maps until then.
-pub fn retire_stale_index(pins: &Pins) -> Result<()> {
+pub fn retire_stale_index(pins: &Pins) -> Result<Option<KernelConfig>> {
+    let carried = carry_config(pins)?;
     let ours = std::mem::size_of::<sip_xdp_common::banindex::Bucket>() as u32;
     retire_if(
         pins,
@@ -120,7 +121,62 @@ pub fn retire_stale_index(pins: &Pins) -> Result<()> {
         MAP_SCAN,
         |i| i.value_size() != scratch,
         "the pinned scan scratch is another build's; a new one is made",
-    )
+    )?;
+    Ok(carried)
+}
+
+/// The layout of `KernelConfig` before the admission fields: the same
+/// fields up to `hot_at`, with the grey period where the strangers' share
+/// is now.
+const CONFIG_BEFORE_ADMISSION: usize = 56;
+
+/// A pinned configuration of the layout before the admission fields,
+/// read and unpinned, so the new program starts from the operator's flags
+/// (monitor mode above all) and limits, not from zeros. The controller
+/// writes the admission fields; until then nothing is shed.
+fn carry_config(pins: &Pins) -> Result<Option<KernelConfig>> {
+    let path = pins.map(MAP_CONFIG);
+    let Ok(data) = MapData::from_pin(&path) else {
+        return Ok(None);
+    };
+    let Ok(info) = data.info() else {
+        return Ok(None);
+    };
+    if info.value_size() as usize == std::mem::size_of::<KernelConfig>() {
+        return Ok(None);
+    }
+    let carried = if info.value_size() as usize == CONFIG_BEFORE_ADMISSION {
+        Array::<_, [u8; CONFIG_BEFORE_ADMISSION]>::try_from(Map::Array(data))
+            .ok()
+            .and_then(|a| a.get(&0, 0).ok())
+            .map(|old| {
+                let mut c = KernelConfig::default();
+                // SAFETY: KernelConfig is plain old data with no padding,
+                // and the old layout is its prefix.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        &mut c as *mut KernelConfig as *mut u8,
+                        CONFIG_BEFORE_ADMISSION,
+                    )
+                };
+                bytes.copy_from_slice(&old);
+                c.shed_per_cpu = 0;
+                c.strangers_per_cpu = 0;
+                c
+            })
+    } else {
+        None
+    };
+    tracing::info!(
+        map = MAP_CONFIG,
+        carried = carried.is_some(),
+        "the pinned configuration has another layout; a new one is made"
+    );
+    std::fs::remove_file(&path).map_err(|source| Error::Io {
+        context: format!("unpinning {}", path.display()),
+        source,
+    })?;
+    Ok(carried)
 }
 
 fn retire_if(

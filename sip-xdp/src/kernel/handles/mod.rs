@@ -40,6 +40,8 @@ pub struct Maps {
     index: Option<BanIndex>,
     /// Absent when the pinned program predates earned trust.
     verified: Option<HashMap<MapData, IpKey, Verified>>,
+    /// Absent when the pinned program predates the memory of clients.
+    remembered: Option<HashMap<MapData, IpKey, u64>>,
     allow: LpmTrie<MapData, IpKey, u32>,
     block: LpmTrie<MapData, IpKey, BlockValue>,
     sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
@@ -102,6 +104,7 @@ fn is_missing(e: &MapError) -> bool {
 
 mod allow;
 mod bans;
+mod remembered;
 mod settings;
 mod sources;
 
@@ -129,6 +132,9 @@ impl Maps {
             verified: open(pins, MAP_VERIFIED)
                 .ok()
                 .and_then(|d| HashMap::try_from(Map::LruHashMap(d)).ok()),
+            remembered: open(pins, MAP_REMEMBERED)
+                .ok()
+                .and_then(|d| HashMap::try_from(Map::HashMap(d)).ok()),
             allow: LpmTrie::try_from(Map::LpmTrie(allow_d)).map_err(e(MAP_ALLOW))?,
             block: LpmTrie::try_from(Map::LpmTrie(block_d)).map_err(e(MAP_BLOCK))?,
             sources: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(sources_d))

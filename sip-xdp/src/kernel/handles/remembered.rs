@@ -1,0 +1,44 @@
+//! The memory of good clients in the kernel (`REMEMBERED`): addresses
+//! proven within `detect.shedding.remember`, admitted first in overload.
+//! Only the controller writes it, from the database every node shares.
+
+use super::*;
+
+impl Maps {
+    /// Every remembered address, with the monotonic time its memory lapses.
+    /// Empty when the pinned program predates the memory.
+    pub fn remembered(&self) -> Result<Vec<(IpAddr, u64)>> {
+        let Some(m) = &self.remembered else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for r in m.iter() {
+            let (k, until) = r.map_err(Error::map("reading remembered clients"))?;
+            out.push((ip_of(&k), until));
+        }
+        Ok(out)
+    }
+
+    /// Remembers `ip` until the monotonic time `until_ns`.
+    pub fn remember(&mut self, ip: IpAddr, until_ns: u64) -> Result<()> {
+        let Some(m) = &mut self.remembered else {
+            return Ok(());
+        };
+        m.insert(key_of(ip), until_ns, 0).map_err(write_error(
+            MAP_REMEMBERED,
+            MAX_REMEMBERED,
+            "remembering a client",
+        ))
+    }
+
+    /// Forgets `ip`; forgetting what is not there is not an error.
+    pub fn forget_remembered(&mut self, ip: IpAddr) -> Result<()> {
+        let Some(m) = &mut self.remembered else {
+            return Ok(());
+        };
+        match m.remove(&key_of(ip)) {
+            Err(e) if !is_missing(&e) => Err(Error::map("forgetting a client")(e)),
+            _ => Ok(()),
+        }
+    }
+}
