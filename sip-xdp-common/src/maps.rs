@@ -82,9 +82,11 @@ pub const DEFAULT_MAX_REPLIES: u32 = 65_536;
 /// a flood of verifications (the SBC answering many spoofed requests) can
 /// only evict the least recently refreshed, never fail.
 pub const DEFAULT_MAX_VERIFIED: u32 = 65_536;
-/// Remembered clients: addresses proven in the last days, written by the
-/// controller from the database. As many as a mid-size commercial SBC's
-/// dynamic-trusted table; grown only as entries come (no preallocation).
+/// Remembered clients: addresses proven lately (written by the trust
+/// program as it verifies) or in the last days (written by the controller
+/// from the database). As many as a mid-size commercial SBC's
+/// dynamic-trusted table; an LRU, so that a verification never fails for
+/// want of room.
 pub const MAX_REMEMBERED: u32 = 262_144;
 /// Addresses in an exchange, nonces sent, and transactions pending. LRUs:
 /// a storm of challenges to spoofed addresses evicts the oldest, never

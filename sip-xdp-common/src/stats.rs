@@ -84,11 +84,11 @@ pub enum Counter {
     MonitorInvalid,
     /// SigComp messages (a SIP class, not a verdict).
     ClassSigComp,
-    /// In overload, packets admitted because their source is verified,
-    /// remembered, or a stranger within the shares (not verdicts: each
-    /// is also counted as what it goes on to be).
-    AdmitVerified,
-    AdmitRemembered,
+    /// In overload, packets admitted because their source proved its
+    /// address (lately or within the memory of good clients), or as a
+    /// stranger within the shares (not verdicts: each is also counted as
+    /// what it goes on to be).
+    AdmitProven,
     AdmitStranger,
 }
 
@@ -151,8 +151,7 @@ impl Counter {
         Counter::Invalid,
         Counter::MonitorInvalid,
         Counter::ClassSigComp,
-        Counter::AdmitVerified,
-        Counter::AdmitRemembered,
+        Counter::AdmitProven,
         Counter::AdmitStranger,
     ];
 
@@ -255,8 +254,7 @@ impl Counter {
             Counter::Invalid => "drop_invalid",
             Counter::MonitorInvalid => "would_drop_invalid",
             Counter::ClassSigComp => "sip_sigcomp",
-            Counter::AdmitVerified => "overload_verified",
-            Counter::AdmitRemembered => "overload_remembered",
+            Counter::AdmitProven => "overload_proven",
             Counter::AdmitStranger => "overload_stranger",
         }
     }

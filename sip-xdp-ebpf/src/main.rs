@@ -33,7 +33,7 @@ use aya_ebpf::{
 };
 use maps::{
     ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, REMEMBERED, SAMPLES, SAMPLE_BUDGET,
-    SHED, SIP_PORTS, SOURCES, STATS, STRANGERS, TCP_PORTS, UNIT, VERIFIED,
+    SHED, SIP_PORTS, SOURCES, STATS, STRANGERS, TCP_PORTS, UNIT,
 };
 use parse::{ptr_at, Pkt, Truncated, MAX_OFFSET};
 use sip_xdp_common::{
@@ -128,24 +128,27 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
             udp
         }
     };
-    let allowed = match source_rules(&src) {
+    let allowed = match banned_or_allowed(&src) {
         Source::Banned => return Ok(drop(Counter::Banned, cfg.monitor())),
-        Source::Blocked => return Ok(drop(Counter::Blocked, cfg.monitor())),
         Source::Allowed => true,
-        Source::Unknown => false,
+        Source::Blocked | Source::Unknown => false,
     };
     let udp = opaque_payload(&p, &udp)?;
     let invalid = !udp.valid;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // Overload is judged before anything is written for the source: a
-    // shed packet inserts nothing, so a storm of new sources costs its
-    // lookups and evicts no one.
+    // Overload is judged before anything is written for the source (a
+    // shed packet inserts nothing, so a storm of new sources evicts no
+    // one) and before the block-list, whose walk would cost a storm's
+    // every packet what a drop needs no walk for.
     if !allowed && !admit(&src, now, cfg) {
         if !cfg.monitor() {
             count(Counter::Shed);
             return Ok(XDP_DROP);
         }
         count(Counter::MonitorShed);
+    }
+    if !allowed && blocked(&src) {
+        return Ok(drop(Counter::Blocked, cfg.monitor()));
     }
     // Counted, limited and sampled by prefix (an IPv6 host owns its /64);
     // bans and the lists above match the address itself.
@@ -426,6 +429,16 @@ enum Source {
 /// every block CIDR.
 #[inline(always)]
 fn source_rules(src: &IpKey) -> Source {
+    match banned_or_allowed(src) {
+        Source::Unknown if blocked(src) => Source::Blocked,
+        other => other,
+    }
+}
+
+/// The exact ban and the allow-list (`source_rules` without the
+/// block-list).
+#[inline(always)]
+fn banned_or_allowed(src: &IpKey) -> Source {
     match indexed_ban(src) {
         Indexed::Banned => return Source::Banned,
         // The index answers for BANS: a legitimate IPv4 source skips the
@@ -446,17 +459,24 @@ fn source_rules(src: &IpKey) -> Source {
             }
         }
     }
-    let key = Key::new(128, *src);
-    if ALLOW.get(&key).is_some() {
+    if ALLOW.get(&Key::new(128, *src)).is_some() {
         return Source::Allowed;
     }
-    if let Some(rule) = BLOCK.get(&key) {
-        if rule.expires_ns == 0 || rule.active_at(unsafe { bpf_ktime_get_coarse_ns() }) {
-            bump(&rule.hits);
-            return Source::Blocked;
-        }
-    }
     Source::Unknown
+}
+
+/// Whether an active block-list CIDR holds `src` (counted on the rule).
+#[inline(always)]
+fn blocked(src: &IpKey) -> bool {
+    match BLOCK.get(&Key::new(128, *src)) {
+        Some(rule)
+            if rule.expires_ns == 0 || rule.active_at(unsafe { bpf_ktime_get_coarse_ns() }) =>
+        {
+            bump(&rule.hits);
+            true
+        }
+        _ => false,
+    }
 }
 
 enum Indexed {
@@ -589,8 +609,9 @@ fn short_payload(ctx: &XdpContext, off: usize) -> ([u64; 2], usize) {
 
 /// Overload admission (`sip_xdp_common::admission`): whether a packet to
 /// a SIP port from a source off the allow-list goes on. Under this CPU's
-/// load mark for the current second everyone does; past it, a verified
-/// source, a remembered one, or a stranger while the strangers' share and
+/// load mark for the current window everyone does; past it, a source that
+/// proved its address (`REMEMBERED`: verified lately or remembered), or a
+/// stranger while the strangers' share and
 /// its bucket's share last. Overload ends by itself with the window (about
 /// a second) in which the load falls under the mark. The lookups happen only in
 /// overload, and none of them writes per source.
@@ -614,18 +635,11 @@ fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> bool {
     if w.packets <= u64::from(cfg.shed_per_cpu) {
         return true;
     }
-    if VERIFIED
-        .get_ptr(src)
-        .is_some_and(|v| unsafe { (*v).active_at(now) })
-    {
-        count(Counter::AdmitVerified);
-        return true;
-    }
     if REMEMBERED
         .get_ptr(src)
         .is_some_and(|until| unsafe { *until } > now)
     {
-        count(Counter::AdmitRemembered);
+        count(Counter::AdmitProven);
         return true;
     }
     if w.admitted >= u64::from(cfg.strangers_per_cpu) {

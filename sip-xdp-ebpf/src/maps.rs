@@ -16,9 +16,9 @@ use sip_xdp_common::{
         MAX_EXCHANGES, MAX_NONCES, MAX_WATCH,
     },
     maps::{
-        RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, MAX_REMEMBERED, DEFAULT_MAX_BANS,
+        RateState, ReplyStats, SampleBudget, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS,
         DEFAULT_MAX_BLOCK, DEFAULT_MAX_RATE, DEFAULT_MAX_REPLIES, DEFAULT_MAX_SOURCES,
-        DEFAULT_MAX_VERIFIED, MAX_HOT, SAMPLES_RING_BYTES, SIP_PORT_WORDS,
+        DEFAULT_MAX_VERIFIED, MAX_HOT, MAX_REMEMBERED, SAMPLES_RING_BYTES, SIP_PORT_WORDS,
     },
     rules::{RuleRow, RULE_STATES},
     stats::COUNTERS,
@@ -154,11 +154,12 @@ pub static EXCHANGE_PROG: ProgramArray = ProgramArray::pinned(1, 0);
 #[map]
 pub static SHED: PerCpuArray<ShedWindow> = PerCpuArray::pinned(1, 0);
 
-/// Addresses proven within the controller's memory of good clients, with
-/// the monotonic time their memory lapses (`admit`). Only the controller
-/// writes it: what arrives never allocates here.
+/// Addresses that proved themselves, with the monotonic time their memory
+/// lapses: what overload admits first (`admit`). The trust program writes
+/// each verification here too, the controller what the database
+/// remembers; one lookup answers for both.
 #[map]
-pub static REMEMBERED: HashMap<IpKey, u64> = HashMap::pinned(MAX_REMEMBERED, BPF_F_NO_PREALLOC);
+pub static REMEMBERED: LruHashMap<IpKey, u64> = LruHashMap::pinned(MAX_REMEMBERED, 0);
 
 /// Per CPU, the strangers each bucket of source prefixes sent through in
 /// this window (`sip_xdp_common::admission`).

@@ -27,8 +27,8 @@ use sip_xdp_common::{
 };
 
 use super::{
-    brute::{BruteForce, Failure},
     admission::Admission,
+    brute::{BruteForce, Failure},
     cap::BanCap,
     escalate::Escalation,
     flood::Flood,

@@ -86,6 +86,7 @@ impl Admission {
         k.bucket_prefix_v4 = u16::from(s.bucket_v4);
         k.bucket_prefix_v6 = u16::from(s.bucket_v6);
         k.bucket_seed = self.seed;
+        k.remember_ns = u64::try_from(s.remember.as_nanos()).unwrap_or(u64::MAX);
     }
 
     /// Feeds one unit's readings: every CPU's packet total (`per_cpu`,
@@ -160,6 +161,7 @@ mod tests {
         assert_eq!((k.shed_per_cpu, k.strangers_per_cpu), (4000, 1000));
         assert_eq!((k.bucket_cap, k.bucket_seed), (2, 7));
         assert_eq!((k.bucket_prefix_v4, k.bucket_prefix_v6), (16, 32));
+        assert_eq!(k.remember_ns, 7 * 86_400 * 1_000_000_000);
         let mut off = KernelConfig::default();
         a.fill(&mut off, false);
         assert_eq!(off.shed_per_cpu, 0, "detection off sheds nothing");

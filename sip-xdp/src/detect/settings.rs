@@ -410,7 +410,10 @@ impl Settings {
             return Err(("detect.scanner.distinct_users", "must be at least 2".into()));
         }
         if !(1..=32).contains(&self.shedding.bucket_v4) {
-            return Err(("detect.shedding.bucket_v4", "must be between 1 and 32".into()));
+            return Err((
+                "detect.shedding.bucket_v4",
+                "must be between 1 and 32".into(),
+            ));
         }
         if !(1..=128).contains(&self.shedding.bucket_v6) {
             return Err((

@@ -134,7 +134,7 @@ impl Maps {
                 .and_then(|d| HashMap::try_from(Map::LruHashMap(d)).ok()),
             remembered: open(pins, MAP_REMEMBERED)
                 .ok()
-                .and_then(|d| HashMap::try_from(Map::HashMap(d)).ok()),
+                .and_then(|d| HashMap::try_from(Map::LruHashMap(d)).ok()),
             allow: LpmTrie::try_from(Map::LpmTrie(allow_d)).map_err(e(MAP_ALLOW))?,
             block: LpmTrie::try_from(Map::LpmTrie(block_d)).map_err(e(MAP_BLOCK))?,
             sources: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(sources_d))

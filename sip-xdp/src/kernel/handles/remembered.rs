@@ -1,6 +1,7 @@
 //! The memory of good clients in the kernel (`REMEMBERED`): addresses
 //! proven within `detect.shedding.remember`, admitted first in overload.
-//! Only the controller writes it, from the database every node shares.
+//! The trust program adds each verification; the controller what the
+//! database every node shares remembers.
 
 use super::*;
 
