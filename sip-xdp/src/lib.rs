@@ -24,7 +24,8 @@
 //!   the loop by [`round`]), its detection pass, its status.
 //! - At the root, at the bottom: the safety rails ([`guard`]), errors, the
 //!   text forms of addresses and durations ([`parse`]), giving freed memory
-//!   back ([`heap`]) and the log's one-record-one-line writer ([`logline`]).
+//!   back ([`heap`]), the log's one-record-one-line writer ([`logline`])
+//!   and what Linux says of the SIP server's sockets ([`sockets`]).
 //!   Above `kernel`, `db`, `detect` and `feed`, used only by the controller
 //!   and the CLI: the file configuration ([`config`]), one database round
 //!   ([`round`]), alerts and metrics.
@@ -48,6 +49,10 @@
 //!   (`detect.ignore`: detections on it are not acted on, the kernel still
 //!   filters it); and the **guard** (loopback and this host's own
 //!   addresses: refused whatever asks).
+//! - In overload, admitted first: **proven** sources (the kernel's
+//!   REMEMBERED map: verified lately, or within the memory of good clients,
+//!   `remembered_clients`); then **strangers**, within their share and
+//!   their prefix bucket's.
 //! - **source**: a packet's sender, except `blocked_ips.source` (what made
 //!   the row: a `Reason` name or another tool's) and a feed's URL.
 //!
@@ -70,6 +75,7 @@ pub mod logline;
 pub mod metrics;
 pub mod parse;
 pub mod round;
+pub mod sockets;
 pub mod sync;
 
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@ use crate::{
         journal::{self, tolerated, Batch},
         outbox::Outbox,
         rows::RuleOrBad,
-        store::{AllowRow, BlockRow, Event, FailureBatch, Undecoded, FAILURE_TABLES},
+        store::{AllowRow, BlockRow, Event, FailureBatch, Proven, Undecoded, FAILURE_TABLES},
         Store, StoreError,
     },
     detect::act::{FailureRequest, FAILURE_BATCH},
@@ -38,6 +38,15 @@ pub struct RoundInput {
     /// The lists' fingerprint when they were last read in full; `None`
     /// reads them whatever it is now.
     pub known: Option<Vec<i64>>,
+    /// What to read of the memory of good clients, if it is on.
+    pub memory: Option<MemoryRead>,
+}
+
+/// What a round reads and ages out of `remembered_clients`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRead {
+    pub since: NaiveDateTime,
+    pub forget_before: NaiveDateTime,
 }
 
 /// What a round did and read.
@@ -56,6 +65,8 @@ pub struct RoundOutput {
     pub trusted: Option<Result<Vec<AllowRow>, String>>,
     /// The batch's bans (by index) whose rows the database refused.
     pub refused_pending: Vec<usize>,
+    /// The memory of good clients read (`RoundInput::memory`).
+    pub remembered: Vec<Proven>,
     pub took: Duration,
 }
 
@@ -83,8 +94,10 @@ pub async fn run(mut input: RoundInput) -> Result<RoundOutput, RoundError> {
             fingerprint,
             undecoded,
             failures,
+            remembered,
         }) => Ok(RoundOutput {
             refused_pending: refused,
+            remembered,
             trusted: trusted(&store, input.trusted.as_ref()).await,
             store,
             connected,
@@ -133,6 +146,7 @@ struct Work {
     fingerprint: Vec<i64>,
     undecoded: Vec<Undecoded>,
     failures: Vec<(usize, FailureBatch)>,
+    remembered: Vec<Proven>,
 }
 
 /// The operators' changes queued during an outage, written before the
@@ -209,6 +223,17 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
     // The events last: a round that fails earlier wrote none of them.
     journal::write_events(store, &input.batch.events).await?;
     journal::write_events(store, &unblocked).await?;
+    // After this node's proofs, so the read holds them.
+    journal::write_proven(store, &input.batch.proven, node).await?;
+    let remembered = match input.memory {
+        Some(m) => {
+            store
+                .forget_clients_before(m.forget_before, crate::db::retention::BATCH)
+                .await?;
+            store.remembered_since(m.since).await?
+        }
+        None => Vec::new(),
+    };
     let mut batches = Vec::new();
     if let Some(req) = failures {
         for (i, table) in FAILURE_TABLES.iter().enumerate() {
@@ -241,6 +266,7 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
         fingerprint,
         undecoded,
         failures: batches,
+        remembered,
     })
 }
 
@@ -281,6 +307,7 @@ mod tests {
             outbox: Outbox::new(dir.join("outbox.jsonl")),
             trusted: None,
             known: None,
+            memory: None,
         };
         store
             .execute_literal("ALTER TABLE whitelisted_ips RENAME TO gone")

@@ -25,6 +25,7 @@ use tokio::{
 };
 
 mod feeds;
+mod memory;
 mod notify;
 mod pass;
 mod rounds;
@@ -81,6 +82,8 @@ pub struct Controller {
     last_pass: Option<(Read, Duration)>,
     sampler: Sampler,
     overload: Overload,
+    /// The memory of good clients: proofs to record, rows to load.
+    memory: memory::Memory,
     /// The database round under way, if any.
     round: Option<Round>,
     notify: Notifier,
@@ -175,6 +178,7 @@ impl Controller {
             metrics: None,
             sample_stats: Arc::new(SampleStats::default()),
             overload: Overload::default(),
+            memory: memory::Memory::default(),
             round: None,
             last_pass: None,
             sampler: Sampler::default(),

@@ -53,7 +53,62 @@ impl Controller {
         self.act_all(found);
         self.defender.prune_and_report(now, &mut self.journal);
         self.follow_overload(now);
+        self.follow_admission();
+        self.record_proofs(now);
         self.update_metrics();
+    }
+
+    /// New proofs of address among the verified sources, to the journal
+    /// for the memory of good clients.
+    fn record_proofs(&mut self, now: Instant) {
+        if self.remember().is_none()
+            || self
+                .memory
+                .harvested_at
+                .is_some_and(|at| now.saturating_duration_since(at) < memory::HARVEST_EVERY)
+        {
+            return;
+        }
+        let verified = self.maps.verified_until();
+        for p in self.memory.harvest(verified, now, store::now()) {
+            self.journal.prove(p);
+        }
+    }
+
+    /// The admission the kernel applies in overload, following the CPUs
+    /// that run the program and the SIP server's health: written when it
+    /// moves.
+    fn follow_admission(&mut self) {
+        let per_cpu = match self.maps.packets_per_cpu() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading counters per CPU");
+                return;
+            }
+        };
+        let ports = self.maps.ports().unwrap_or_default();
+        let drops = crate::sockets::udp_drops(&ports);
+        let changed = self.defender.admission.observe(&per_cpu, drops);
+        if !changed.cpus && changed.share.is_none() {
+            return;
+        }
+        let a = &self.defender.admission;
+        match changed.share {
+            Some(share) if share < 1.0 => tracing::warn!(
+                share,
+                cpus = a.cpus(),
+                "the SIP server is falling behind (its sockets drop datagrams): the strangers' share in overload shrinks"
+            ),
+            Some(share) => tracing::info!(share, cpus = a.cpus(), "strangers' share in overload back in full"),
+            None => tracing::info!(cpus = a.cpus(), "the load mark is split over the CPUs that run the program"),
+        }
+        let written = self
+            .maps
+            .config()
+            .and_then(|k| self.maps.set_config(self.defender.kernel_config(k)));
+        if let Err(e) = written {
+            tracing::error!(error = %e, "writing the admission settings");
+        }
     }
 
     pub(super) fn sample(&mut self, s: Sampled) {

@@ -114,6 +114,7 @@ impl Controller {
                 .as_ref()
                 .filter(|(_, at)| at.elapsed() < FULL_READ_EVERY)
                 .map(|(fp, _)| fp.clone()),
+            memory: self.remember().map(|r| self.memory.read(r, store::now())),
         };
         let tx = report.clone();
         let id = ROUNDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -181,7 +182,39 @@ impl Controller {
         self.last_sync = Some((Utc::now(), took));
         let found = self.defender.take_failures(out.failures);
         self.act_all(found);
+        self.load_memory(&out.remembered);
         self.notify.state(self.service_status());
+    }
+
+    /// How long proofs of address are remembered, when they are.
+    pub(super) fn remember(&self) -> Option<Duration> {
+        let r = self.defender.settings().shedding.remember;
+        (!r.is_zero()).then_some(r)
+    }
+
+    /// What a round read of the memory of good clients, into the kernel.
+    fn load_memory(&mut self, rows: &[store::Proven]) {
+        let Some(remember) = self.remember() else {
+            return;
+        };
+        let c = clocks();
+        let entries = self.memory.apply(rows, remember, c.wall, c.mono_ns);
+        let mut loaded = 0;
+        for (ip, until) in entries {
+            match self.maps.remember(ip, until) {
+                Ok(()) => loaded += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "remembering clients in the kernel failed");
+                    break;
+                }
+            }
+        }
+        if loaded >= 100 {
+            tracing::info!(
+                clients = loaded,
+                "remembered clients loaded into the kernel"
+            );
+        }
     }
 
     /// Ends an outage: one log line, and one event written by the next

@@ -23,7 +23,7 @@ use sip_xdp_common::Reason;
 use super::{
     feeds::FeedRows,
     rows::{reason_of, BlockRule, RuleOrBad},
-    store::{now, Event, Store, StoreError},
+    store::{now, Event, Proven, Store, StoreError},
 };
 use crate::parse::spelling;
 
@@ -74,6 +74,9 @@ pub struct Journal {
     unwritten: Vec<PendingBlock>,
     /// Each feed's refresh not written yet.
     feeds: BTreeMap<String, FeedRows>,
+    /// Proofs of address for the memory of good clients, the latest per
+    /// address, with their sequence numbers.
+    proven: BTreeMap<std::net::IpAddr, (u64, Proven)>,
     next: u64,
     cap: usize,
     dropped: u64,
@@ -90,6 +93,7 @@ pub struct Batch {
     pub events: Vec<Event>,
     pub bans: Vec<PendingBlock>,
     pub feeds: Vec<FeedRows>,
+    pub proven: Vec<Proven>,
 }
 
 /// Which entries a `Batch` copied, to confirm once it is written.
@@ -116,6 +120,7 @@ impl Journal {
             bans: Vec::new(),
             unwritten: Vec::new(),
             feeds: BTreeMap::new(),
+            proven: BTreeMap::new(),
             next: 0,
             cap: cap.max(1),
             dropped: 0,
@@ -223,6 +228,7 @@ impl Journal {
             events: self.events.iter().map(|(_, e)| e.clone()).collect(),
             bans: self.bans.iter().map(|(_, p)| p.clone()).collect(),
             feeds: self.feeds.values().cloned().collect(),
+            proven: self.proven.values().map(|(_, p)| p.clone()).collect(),
         };
         let mark = Mark {
             seq: self.next,
@@ -264,6 +270,29 @@ impl Journal {
                 self.feeds.remove(feed);
             }
         }
+        self.proven.retain(|_, (seq, _)| *seq >= mark.seq);
+    }
+
+    /// Records that an address proved itself, for `remembered_clients`.
+    /// Only the latest proof per address waits: a phone re-registering
+    /// through an outage is one row, not one per registration.
+    pub fn prove(&mut self, p: Proven) {
+        let seq = self.seq();
+        match self.proven.get_mut(&p.ip) {
+            Some((s, old)) if old.at <= p.at => {
+                *s = seq;
+                *old = p;
+            }
+            Some(_) => {}
+            None => {
+                self.proven.insert(p.ip, (seq, p));
+            }
+        }
+    }
+
+    /// Proofs waiting for the database.
+    pub fn proofs_pending(&self) -> usize {
+        self.proven.len()
     }
 
     /// Drops the rows of bans no longer in the kernel: lifted by hand
@@ -342,6 +371,9 @@ impl Journal {
             write_block(store, p, node).await?;
             self.bans.remove(0);
         }
+        let proven: Vec<Proven> = self.proven.values().map(|(_, p)| p.clone()).collect();
+        write_proven(store, &proven, node).await?;
+        self.proven.clear();
         let mut written = 0;
         while !self.events.is_empty() {
             let n = self.events.len().min(BATCH);
@@ -400,6 +432,18 @@ pub async fn write_events(store: &Store, events: &[Event]) -> Result<(), StoreEr
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes a batch's proofs of address to `remembered_clients`. Idempotent
+/// (the latest proof per address wins), so a round run again is harmless.
+pub async fn write_proven(store: &Store, proven: &[Proven], node: &str) -> Result<(), StoreError> {
+    for chunk in proven.chunks(BATCH) {
+        tolerated(
+            store.remember_clients(chunk, node).await,
+            "proofs of address",
+        )?;
     }
     Ok(())
 }
@@ -570,6 +614,29 @@ mod tests {
         assert!(j.feed(feed("drop", &[], true, 0)));
         j.keep_feeds(|name| name == "apiban");
         assert_eq!(j.snapshot().0.feeds.len(), 1);
+    }
+
+    #[test]
+    fn the_latest_proof_per_address_waits_until_written() {
+        let mut j = Journal::new(10, None);
+        let at = now();
+        let proof = |ip: &str, how: &str, secs: i64| Proven {
+            ip: ip.parse().unwrap(),
+            how: how.into(),
+            at: at + chrono::Duration::seconds(secs),
+        };
+        j.prove(proof("203.0.113.60", "registered", 0));
+        j.prove(proof("203.0.113.60", "invited", 10));
+        j.prove(proof("203.0.113.60", "peer", 5));
+        j.prove(proof("198.51.100.2", "peer", 0));
+        let (batch, mark) = j.snapshot();
+        assert_eq!(batch.proven.len(), 2);
+        assert_eq!(batch.proven[1].how, "invited");
+        // Proven again while the round writes: the newer proof waits.
+        j.prove(proof("198.51.100.2", "peer", 20));
+        j.confirm(&mark, &[]);
+        let (batch, _) = j.snapshot();
+        assert_eq!(batch.proven, vec![proof("198.51.100.2", "peer", 20)]);
     }
 
     #[tokio::test(flavor = "current_thread")]

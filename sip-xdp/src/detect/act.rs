@@ -105,7 +105,11 @@ impl Defender {
             wire: Wire::new(settings.brute_force.clone(), settings.scanner.clone()),
             escalation: Escalation::new(settings.escalation.clone()),
             cap: BanCap::new(settings.max_bans_per_sec),
-            admission: Admission::new(settings.shedding.clone(), bucket_seed()),
+            admission: Admission::new(
+                settings.shedding.clone(),
+                bucket_seed(),
+                aya::util::nr_cpus().map_or(1, |n| n as u32),
+            ),
             verified: None,
             settings,
             banned_until: HashMap::new(),

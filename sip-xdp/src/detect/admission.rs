@@ -39,11 +39,13 @@ pub struct Changed {
 }
 
 impl Admission {
-    pub fn new(settings: Shedding, seed: u64) -> Self {
+    /// For a machine of `cpus` possible CPUs, every one counted as running
+    /// the program until the counters show it idle.
+    pub fn new(settings: Shedding, seed: u64, cpus: u32) -> Self {
         Self {
             settings,
             seed,
-            cpus: Vec::new(),
+            cpus: vec![(0, 0); cpus.max(1) as usize],
             share: 1.0,
             drops: None,
         }
@@ -53,7 +55,7 @@ impl Admission {
         self.settings = settings;
     }
 
-    /// CPUs that ran the program lately; before any reading, every CPU.
+    /// CPUs that ran the program lately (at least one).
     pub fn cpus(&self) -> u32 {
         let active = self.cpus.iter().filter(|c| c.1 < CPU_MEMORY).count() as u32;
         if active == 0 {
@@ -135,6 +137,7 @@ mod tests {
                 ..Shedding::default()
             },
             7,
+            16,
         )
     }
 
@@ -147,7 +150,6 @@ mod tests {
     #[test]
     fn the_mark_is_split_over_the_cpus_that_run_the_program() {
         let mut a = admission();
-        a.observe(&[0; 16], None);
         // Before any CPU shows idle, all sixteen share the mark.
         assert_eq!(config(&a).shed_per_cpu, 250);
         // One receive queue: one CPU moves, the rest stay idle.
@@ -170,25 +172,25 @@ mod tests {
     #[test]
     fn the_strangers_share_halves_while_the_server_drops_and_grows_back() {
         let mut a = admission();
-        let cpus = [0u64; 2];
+        let cpus = [0u64; 16];
         assert_eq!(a.observe(&cpus, Some(10)).share, None);
         assert_eq!(a.observe(&cpus, Some(10)).share, None, "full already");
         assert_eq!(a.observe(&cpus, Some(500)).share, Some(0.5));
         assert_eq!(a.observe(&cpus, Some(900)).share, Some(0.25));
-        assert_eq!(config(&a).strangers_per_cpu, 125);
+        assert_eq!(config(&a).strangers_per_cpu, 15);
         let mut drops = 900;
         for _ in 0..10 {
             drops += 100;
             a.observe(&cpus, Some(drops));
         }
         assert_eq!(a.share(), FLOOR);
-        assert_eq!(config(&a).strangers_per_cpu, 7, "never nothing");
+        assert_eq!(config(&a).strangers_per_cpu, 1, "never nothing");
         for _ in 0..7 {
             a.observe(&cpus, Some(drops));
         }
         assert!(a.share() < 1.0);
         assert_eq!(a.observe(&cpus, Some(drops)).share, Some(1.0));
-        assert_eq!(config(&a).strangers_per_cpu, 500);
+        assert_eq!(config(&a).strangers_per_cpu, 62);
         // An unreadable count changes nothing.
         assert_eq!(a.observe(&cpus, None).share, None);
     }

@@ -549,10 +549,73 @@ pub async fn retention_deletes_only_what_has_ended(store: &Store) {
 }
 
 /// One test per check, on a fresh store made by `$fresh`.
+pub async fn remembered_clients_keep_the_latest_proof_and_age_out(store: &Store) {
+    use sip_xdp::db::store::Proven;
+    let t0 = now();
+    let proof = |ip: &str, how: &str, hours: i64| Proven {
+        ip: ip.parse().unwrap(),
+        how: how.into(),
+        at: t0 - Duration::hours(hours),
+    };
+    store
+        .remember_clients(
+            &[
+                proof("203.0.113.60", "registered", 30),
+                proof("2001:db8:5::9", "peer", 200),
+            ],
+            "n1",
+        )
+        .await
+        .unwrap();
+    // Another node's later proof wins; an older one written after it (a
+    // round run again, a node whose queue drained late) changes nothing.
+    store
+        .remember_clients(&[proof("203.0.113.60", "invited", 2)], "n2")
+        .await
+        .unwrap();
+    store
+        .remember_clients(&[proof("203.0.113.60", "peer", 10)], "n3")
+        .await
+        .unwrap();
+    let mut seen = store
+        .remembered_since(t0 - Duration::days(7))
+        .await
+        .unwrap();
+    seen.sort_by_key(|p| p.ip);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].how, "invited");
+    assert!(
+        (seen[0].at - (t0 - Duration::hours(2))).num_seconds().abs() <= 1,
+        "{seen:?}: the time on our clock"
+    );
+    assert_eq!(
+        store
+            .remembered_since(t0 - Duration::days(30))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // Proofs older than the memory go.
+    assert_eq!(
+        store
+            .forget_clients_before(t0 - Duration::days(7), 1000)
+            .await
+            .unwrap(),
+        1
+    );
+    let left = store
+        .remembered_since(t0 - Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].ip.to_string(), "203.0.113.60");
+}
+
 #[macro_export]
 macro_rules! store_tests {
     ($fresh:expr) => {
-        store_tests!($fresh; minimal_insert_is_a_permanent_block_on_our_clock, expired_rows_are_listed_until_lifted_once, a_hand_written_expiry_with_a_t_compares_as_a_time, lifts_agree_with_the_sip_servers_own_query, cidrs_round_trip_and_a_bad_row_names_its_id, allow_list_rows_are_written_read_and_deleted, events_are_filtered_by_time_and_type, a_row_that_does_not_decode_costs_itself, report_and_views, the_lists_fingerprint_moves_with_every_change, retention_deletes_only_what_has_ended);
+        store_tests!($fresh; minimal_insert_is_a_permanent_block_on_our_clock, expired_rows_are_listed_until_lifted_once, a_hand_written_expiry_with_a_t_compares_as_a_time, lifts_agree_with_the_sip_servers_own_query, cidrs_round_trip_and_a_bad_row_names_its_id, allow_list_rows_are_written_read_and_deleted, events_are_filtered_by_time_and_type, a_row_that_does_not_decode_costs_itself, report_and_views, the_lists_fingerprint_moves_with_every_change, retention_deletes_only_what_has_ended, remembered_clients_keep_the_latest_proof_and_age_out);
     };
     ($fresh:expr; $($check:ident),*) => {
         $(

@@ -285,11 +285,13 @@ mod allows;
 mod blocks;
 mod events;
 mod failures;
+mod remembered;
 
 pub use allows::{AddressTable, AllowRow};
 pub use blocks::BlockRow;
 pub use events::{Event, EventRow, Report};
 pub use failures::{FailureBatch, FailureRow, FAILURE_TABLES};
+pub use remembered::Proven;
 
 impl Store {
     /// Connects, creating a SQLite file and its directory if needed, and

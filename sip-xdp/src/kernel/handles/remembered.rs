@@ -20,12 +20,18 @@ impl Maps {
         Ok(out)
     }
 
-    /// Remembers `ip` until the monotonic time `until_ns`.
+    /// Remembers `ip` until the monotonic time `until_ns`, or longer if
+    /// it is remembered longer already (the trust program extends an
+    /// entry as a phone proves itself again).
     pub fn remember(&mut self, ip: IpAddr, until_ns: u64) -> Result<()> {
         let Some(m) = &mut self.remembered else {
             return Ok(());
         };
-        m.insert(key_of(ip), until_ns, 0).map_err(write_error(
+        let key = key_of(ip);
+        if m.get(&key, 0).is_ok_and(|held| held >= until_ns) {
+            return Ok(());
+        }
+        m.insert(key, until_ns, 0).map_err(write_error(
             MAP_REMEMBERED,
             MAX_REMEMBERED,
             "remembering a client",

@@ -82,6 +82,26 @@ impl Maps {
         Ok(out)
     }
 
+    /// Per CPU, the packets the program gave a verdict (the CPUs that run
+    /// it, and how busy each is), cumulative.
+    pub fn packets_per_cpu(&self) -> Result<Vec<u64>> {
+        let mut out: Vec<u64> = Vec::new();
+        for c in Counter::ALL {
+            if c.verdict() == Verdict::None {
+                continue;
+            }
+            let v = self
+                .stats
+                .get(&(c as u32), 0)
+                .map_err(Error::map("reading counters"))?;
+            out.resize(out.len().max(v.len()), 0);
+            for (o, n) in out.iter_mut().zip(v.iter()) {
+                *o += n;
+            }
+        }
+        Ok(out)
+    }
+
     pub fn config(&self) -> Result<KernelConfig> {
         self.config.get(&0, 0).map_err(Error::map("reading config"))
     }

@@ -134,12 +134,21 @@ impl Maps {
 
     /// Every verified source holding trust now, read in batches.
     pub fn verified_now(&self) -> Vec<(IpAddr, Trust)> {
+        self.verified_until()
+            .into_iter()
+            .map(|(ip, t, _)| (ip, t))
+            .collect()
+    }
+
+    /// Every verified source holding trust now, with the monotonic time its
+    /// trust ends (a later one than last read: proven again), in batches.
+    pub fn verified_until(&self) -> Vec<(IpAddr, Trust, u64)> {
         let now = clock::monotonic_ns();
         let mut out = Vec::new();
         let read = open(&self.pins, MAP_VERIFIED).and_then(|data| {
             batch::for_each::<IpKey, Verified>(&data, |k, v| {
                 if let Some(t) = Trust::from_u32(v.how).filter(|_| v.active_at(now)) {
-                    out.push((ip_of(k), t));
+                    out.push((ip_of(k), t, v.expires_ns));
                 }
             })
             .map_err(Error::io("reading verified sources"))
