@@ -16,8 +16,9 @@ use sip_xdp_common::maps::Trust;
 
 use crate::{db::store::Proven, round::MemoryRead};
 
-/// How often the verified sources are read for new proofs.
-pub(super) const HARVEST_EVERY: Duration = Duration::from_secs(30);
+/// The verified sources are read for new proofs once per sync interval,
+/// at most this often: one batch read of the map.
+pub(super) const HARVEST_AT_MOST: Duration = Duration::from_secs(1);
 /// A phone proving itself again (every re-REGISTER) is recorded once per
 /// this long: the memory is counted in days.
 const RECORD_EVERY: Duration = Duration::from_secs(3600);

@@ -59,13 +59,15 @@ impl Controller {
     }
 
     /// New proofs of address among the verified sources, to the journal
-    /// for the memory of good clients.
+    /// for the memory of good clients, once per sync interval: written by
+    /// the round that follows.
     fn record_proofs(&mut self, now: Instant) {
+        let every = self.cfg.sync_interval.max(memory::HARVEST_AT_MOST);
         if self.remember().is_none()
             || self
                 .memory
                 .harvested_at
-                .is_some_and(|at| now.saturating_duration_since(at) < memory::HARVEST_EVERY)
+                .is_some_and(|at| now.saturating_duration_since(at) < every)
         {
             return;
         }
