@@ -420,6 +420,8 @@ impl Store {
             "DELETE FROM whitelisted_ips WHERE id < 0",
             "SELECT COUNT(*) FROM failed_registrations WHERE id < 0",
             "SELECT COUNT(*) FROM door_knock_attempts WHERE id < 0",
+            "UPDATE remembered_clients SET node = node WHERE ip_address = ''",
+            "DELETE FROM remembered_clients WHERE ip_address = ''",
         ];
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
