@@ -459,7 +459,8 @@ fn banned_or_allowed(src: &IpKey) -> Source {
             }
         }
     }
-    if ALLOW.get(&Key::new(128, *src)).is_some() {
+    let key = Key::new(128, *src);
+    if ALLOW.get(&key).is_some() {
         return Source::Allowed;
     }
     Source::Unknown
@@ -468,7 +469,8 @@ fn banned_or_allowed(src: &IpKey) -> Source {
 /// Whether an active block-list CIDR holds `src` (counted on the rule).
 #[inline(always)]
 fn blocked(src: &IpKey) -> bool {
-    match BLOCK.get(&Key::new(128, *src)) {
+    let key = Key::new(128, *src);
+    match BLOCK.get(&key) {
         Some(rule)
             if rule.expires_ns == 0 || rule.active_at(unsafe { bpf_ktime_get_coarse_ns() }) =>
         {

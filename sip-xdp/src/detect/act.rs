@@ -568,6 +568,24 @@ fn record_would_ban(d: Detection, net: IpNet, env: &mut Env<'_>) {
         .record("would_ban", Some(spelled), "warning", details);
 }
 
+/// The key strangers' buckets are hashed with, drawn at each start, so
+/// that no one outside can choose sources sharing a phone's bucket.
+fn bucket_seed() -> u64 {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(e) => {
+            // Still a different key per start and host, if a guessable one.
+            tracing::warn!(error = %e, "reading /dev/urandom failed; bucket key from the clock");
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,23 +774,5 @@ mod tests {
             b.act(&mut d, detection("2001:db8:7:7::99")),
             "still 'already banned'"
         );
-    }
-}
-
-/// The key strangers' buckets are hashed with, drawn at each start, so
-/// that no one outside can choose sources sharing a phone's bucket.
-fn bucket_seed() -> u64 {
-    use std::io::Read as _;
-    let mut b = [0u8; 8];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        Ok(()) => u64::from_ne_bytes(b),
-        Err(e) => {
-            // Still a different key per start and host, if a guessable one.
-            tracing::warn!(error = %e, "reading /dev/urandom failed; bucket key from the clock");
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
-        }
     }
 }
