@@ -41,6 +41,33 @@ pub fn process(pid: u32) -> Option<Duration> {
     Some(ticks(utime + stime))
 }
 
+/// `process` of `pid` plus its children's (a server that forks its
+/// workers, as Kamailio does).
+pub fn with_children(pid: u32) -> Option<Duration> {
+    let mut total = process(pid)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The parent is the second field after the command name.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|at| stat[at + 2..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            total += process(child).unwrap_or_default();
+        }
+    }
+    Some(total)
+}
+
 /// CPU time spent by the machine between `start` and now.
 pub struct Meter {
     busy: Duration,

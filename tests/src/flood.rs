@@ -50,6 +50,42 @@ pub fn options_payload_as(src: Ipv6Addr, dst: Ipv6Addr, n: usize, user_agent: &s
     .into_bytes()
 }
 
+/// A REGISTER without credentials from `src`, as a registration storm
+/// (or a phone's first try) sends it: a registrar challenges each.
+pub fn register_payload(src: Ipv6Addr, dst: Ipv6Addr, n: usize) -> Vec<u8> {
+    format!(
+        "REGISTER sip:[{dst}] SIP/2.0\r\n\
+         Via: SIP/2.0/UDP [{src}]:5060;branch=z9hG4bK-{n:08x}-reg;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1{n:03}@[{dst}]>;tag={n:08x}r\r\n\
+         To: <sip:1{n:03}@[{dst}]>\r\n\
+         Call-ID: {n:08x}-reg@[{src}]\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:1{n:03}@[{src}]:5060>\r\n\
+         Expires: 3600\r\n\
+         User-Agent: Grandstream GXP2170\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// One REGISTER frame per source (`register_payload`).
+pub fn register_frames(target: &Target, sources: &[Ipv6Addr]) -> Vec<Vec<u8>> {
+    sources
+        .iter()
+        .enumerate()
+        .map(|(n, src)| {
+            let payload = register_payload(*src, target.dst, n % 1000);
+            let b = PacketBuilder::ethernet2(target.src_mac, target.dst_mac)
+                .ipv6(src.octets(), target.dst.octets(), 64)
+                .udp(5060, target.dport);
+            let mut f = Vec::with_capacity(b.size(payload.len()));
+            b.write(&mut f, &payload).expect("building a flood frame");
+            f
+        })
+        .collect()
+}
+
 /// `n` pseudo-random IPv6 sources (xorshift from `seed`, so a run can be
 /// repeated): `prefix`, then random bytes to the end of the address.
 pub fn random_sources(prefix: &[u8], n: usize, seed: u64) -> Vec<Ipv6Addr> {
@@ -138,7 +174,7 @@ impl Generator {
         max_time: Duration,
         stop: &AtomicBool,
     ) -> Sent {
-        self.run(frames, count, max_time, stop, false)
+        self.run(frames, count, max_time, stop, None)
     }
 
     /// Like `send`, but every packet comes from a source address of its
@@ -152,7 +188,20 @@ impl Generator {
         max_time: Duration,
         stop: &AtomicBool,
     ) -> Sent {
-        self.run(frames, count, max_time, stop, true)
+        self.run(frames, count, max_time, stop, Some(Spoof::V6Random))
+    }
+
+    /// Like `send_unique`, with the sources drawn as `spoof` says (IPv4
+    /// frames without VLAN tags for the IPv4 kinds).
+    pub fn send_spoofed(
+        &self,
+        frames: &[Vec<u8>],
+        count: u64,
+        max_time: Duration,
+        stop: &AtomicBool,
+        spoof: Spoof,
+    ) -> Sent {
+        self.run(frames, count, max_time, stop, Some(spoof))
     }
 
     fn run(
@@ -161,7 +210,7 @@ impl Generator {
         count: u64,
         max_time: Duration,
         stop: &AtomicBool,
-        unique: bool,
+        unique: Option<Spoof>,
     ) -> Sent {
         let threads = self.socks.len() as u64;
         let start = Instant::now();
@@ -178,14 +227,14 @@ impl Generator {
                     let offset = t * frames.len() / self.socks.len();
                     s.spawn(move || {
                         pin_to_cpu(t);
-                        if unique {
+                        if let Some(spoof) = unique {
                             // A private, rewritable copy of one batch.
                             let own: Vec<Vec<u8>> =
                                 frames.iter().cycle().take(BATCH).cloned().collect();
                             let mut seq = (t as u64) << 48;
                             let mut patch = |f: &mut [u8]| {
                                 seq += 1;
-                                new_source(f, seq);
+                                spoof.rewrite(f, seq);
                             };
                             send_loop(
                                 sock.as_raw_fd(),
@@ -220,6 +269,97 @@ impl Generator {
     }
 }
 
+/// How a spoofed storm draws its sources.
+#[derive(Clone, Copy, Debug)]
+pub enum Spoof {
+    /// The 96 bits after 2001:db8::/32, new for every packet.
+    V6Random,
+    /// A random IPv4 address inside `base/len` for every packet.
+    V4Random { base: [u8; 4], len: u8 },
+    /// `size` (a power of two) IPv4 addresses from `base`, each back every
+    /// `size` packets of a thread, in a shuffled order: a pool an attacker
+    /// recycles on purpose.
+    V4Pool { base: [u8; 4], size: u32 },
+}
+
+impl Spoof {
+    fn rewrite(self, frame: &mut [u8], seq: u64) {
+        let base = |b: [u8; 4]| u32::from_be_bytes(b);
+        match self {
+            Spoof::V6Random => new_source(frame, seq),
+            Spoof::V4Random { base: b, len } => {
+                let host = (mix(seq) as u32) & (u32::MAX >> len);
+                new_source_v4(frame, base(b) | host);
+            }
+            Spoof::V4Pool { base: b, size } => {
+                // An odd multiplier permutes the residues of a power of
+                // two: every address once per round, in a shuffled order.
+                let i = (seq % u64::from(size)).wrapping_mul(0x9e37_79b1) % u64::from(size);
+                new_source_v4(frame, base(b).wrapping_add(i as u32));
+            }
+        }
+    }
+}
+
+/// splitmix64: neighbouring sequence numbers land far apart.
+fn mix(seq: u64) -> u64 {
+    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Gives an untagged IPv4/UDP frame the source `src`, and its header
+/// checksum to match (its UDP checksum is 0: none, as IPv4 allows).
+pub fn new_source_v4(frame: &mut [u8], src: u32) {
+    frame[26..30].copy_from_slice(&src.to_be_bytes());
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let mut sum: u32 = frame[14..34]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// REGISTER frames over IPv4 toward `dst:5060`, from `src` (rewritten
+/// per packet by `Spoof`'s IPv4 kinds), with no UDP checksum.
+pub fn register_frames_v4(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+) -> Vec<Vec<u8>> {
+    (0..64)
+        .map(|n| {
+            let payload = format!(
+                "REGISTER sip:{dst} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {src}:5060;branch=z9hG4bK-{n:08x}-reg;rport\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:1{n:03}@{dst}>;tag={n:08x}r\r\n\
+                 To: <sip:1{n:03}@{dst}>\r\n\
+                 Call-ID: {n:08x}-reg@{src}\r\n\
+                 CSeq: 1 REGISTER\r\n\
+                 Contact: <sip:1{n:03}@{src}:5060>\r\n\
+                 Expires: 3600\r\n\
+                 User-Agent: Grandstream GXP2170\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )
+            .into_bytes();
+            let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+                .ipv4(src.octets(), dst.octets(), 64)
+                .udp(5060, 5060);
+            let mut f = Vec::with_capacity(b.size(payload.len()));
+            b.write(&mut f, &payload).expect("building a flood frame");
+            // No checksum: the generator rewrites the source per packet.
+            f[40..42].copy_from_slice(&[0, 0]);
+            f
+        })
+        .collect()
+}
+
 /// Offsets in an untagged IPv6/UDP frame: the source bytes rewritten per
 /// packet (after 2001:db8::/32), and the UDP checksum.
 const SRC_TAIL: std::ops::Range<usize> = 26..38;
@@ -229,11 +369,7 @@ const UDP_CSUM: usize = 14 + 40 + 6;
 /// value, one address), and fixes the UDP checksum incrementally (RFC
 /// 1624) for the words that changed.
 pub fn new_source(frame: &mut [u8], seq: u64) {
-    // splitmix64: neighbouring sequence numbers land far apart.
-    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
+    let z = mix(seq);
     let mut new = [0u8; 12];
     new[..8].copy_from_slice(&z.to_be_bytes());
     new[8..].copy_from_slice(&(seq as u32).to_be_bytes());

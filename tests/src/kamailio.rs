@@ -28,6 +28,22 @@ pub struct Kamailio {
 
 impl Kamailio {
     pub fn start(ns: &Netns, ips: &[IpAddr]) -> Self {
+        Self::start_with(ns, ips, true)
+    }
+
+    /// Kamailio without the line per request: as an operator runs it, for
+    /// measuring what a request costs it (`requests_from` then counts
+    /// nothing).
+    pub fn start_quiet(ns: &Netns, ips: &[IpAddr]) -> Self {
+        Self::start_with(ns, ips, false)
+    }
+
+    /// The main process, whose children are the workers.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn start_with(ns: &Netns, ips: &[IpAddr], log_requests: bool) -> Self {
         let ip = ips[0];
         let dir = std::env::temp_dir().join(format!("kamailio-{}-{}", std::process::id(), ns.name));
         let _ = std::fs::remove_dir_all(&dir);
@@ -42,7 +58,12 @@ impl Kamailio {
             .iter()
             .map(|i| format!("listen=udp:{}:5060", host(i)))
             .collect();
-        std::fs::write(&cfg, config(&listens.join("\n"))).unwrap();
+        let mut text = config(&listens.join("\n"));
+        if !log_requests {
+            text = text.replace("    xlog(\"L_INFO\", \"request $rm from $si\\n\");\n", "");
+            assert!(!text.contains("request $rm"), "the request log line stayed");
+        }
+        std::fs::write(&cfg, text).unwrap();
         let child = ns
             .command("kamailio")
             .args(["-f", cfg.to_str().unwrap()])

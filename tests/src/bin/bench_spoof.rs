@@ -26,6 +26,9 @@ use sip_xdp_tests::{
     sipp::{Uas, UAS_OPTIONS},
 };
 
+#[path = "spoof/registrar.rs"]
+mod registrar_storm;
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -106,6 +109,14 @@ fn run() -> i32 {
          OPTIONS is the SIP server under attack, a small registrar answers the phones. Machine: {} CPUs.\n",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    // `--registrar`: only the registrar's storms (the others take minutes).
+    if std::env::args().any(|a| a == "--registrar") {
+        return if registrar_storm::storms(&lab, &gen, &target) {
+            0
+        } else {
+            130
+        };
+    }
     let mut rows = Vec::new();
     for (i, f) in [Filter::None, Filter::NftLimit, Filter::SipXdp]
         .into_iter()
@@ -119,6 +130,10 @@ fn run() -> i32 {
         }
     }
     storm_report(&rows);
+    if !registrar_storm::storms(&lab, &gen, &target) {
+        eprintln!("interrupted: removing the lab, no report");
+        return 130;
+    }
     eprintln!("/64 rotator");
     let rot = [Filter::None, Filter::SipXdp].map(|f| (f, rotator_row(&lab, &gen, &target, f)));
     rotator_report(&rot);
@@ -144,7 +159,7 @@ fn udp6_reached(lab: &Lab) -> u64 {
 
 fn install_nft(lab: &Lab) {
     let script = format!(
-        "table ip6 sxspoof {{\n chain pre {{ type filter hook prerouting priority raw; \
+        "table inet sxspoof {{\n chain pre {{ type filter hook prerouting priority raw; \
          udp dport 5060 limit rate over {BUDGET}/second drop; }}\n}}\n"
     );
     let mut c = lab.server.command("nft");
@@ -164,7 +179,7 @@ fn remove_nft(lab: &Lab) {
     let _ = lab
         .server
         .command("nft")
-        .args(["delete", "table", "ip6", "sxspoof"])
+        .args(["delete", "table", "inet", "sxspoof"])
         .output();
 }
 
