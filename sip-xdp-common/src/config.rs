@@ -67,9 +67,6 @@ pub struct KernelConfig {
     pub bucket_prefix_v6: u16,
     /// The buckets' hash key, drawn by the controller at start.
     pub bucket_seed: u64,
-    /// How long an address that proved itself stays admitted in overload
-    /// (`REMEMBERED`); never shorter than `trust_ttl_ns`.
-    pub remember_ns: u64,
 }
 
 impl KernelConfig {
@@ -144,6 +141,6 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<KernelConfig>(), 80);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 72);
     }
 }

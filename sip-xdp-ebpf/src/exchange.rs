@@ -61,9 +61,7 @@ use sip_xdp_common::{
 
 use crate::{
     charge_drop, count,
-    maps::{
-        ASKED, CONFIG, EXCHANGES, EXCHANGE_PROG, NONCES, REMEMBERED, RULES, SCAN, VERIFIED, WATCH,
-    },
+    maps::{ASKED, CONFIG, EXCHANGES, EXCHANGE_PROG, NONCES, RULES, SCAN, VERIFIED, WATCH},
 };
 
 /// The deny lists' table, one lookup per byte of a value they read.
@@ -331,25 +329,13 @@ fn pend(addr: &IpKey, txn: u64, kind: Pending, proven: bool, now: u64, gen: u64)
 }
 
 /// Marks `addr` verified for the configured time, refreshing an entry in
-/// place: a registered phone's re-REGISTERs keep it verified. It is
-/// remembered as long at least, for overload's admission.
+/// place: a registered phone's re-REGISTERs keep it verified.
 #[inline(always)]
 pub fn trust(addr: &IpKey, how: Trust, now: u64) {
-    let (ttl, remember) = match CONFIG.get(0) {
-        Some(c) if c.trust_ttl_ns != 0 => (c.trust_ttl_ns, c.remember_ns),
+    let ttl = match CONFIG.get(0) {
+        Some(c) if c.trust_ttl_ns != 0 => c.trust_ttl_ns,
         _ => return,
     };
-    let until = now.saturating_add(if remember > ttl { remember } else { ttl });
-    match REMEMBERED.get_ptr_mut(addr) {
-        Some(r) => unsafe {
-            if *r < until {
-                *r = until;
-            }
-        },
-        None => {
-            let _ = REMEMBERED.insert(addr, until, 0);
-        }
-    }
     let expires_ns = now.saturating_add(ttl);
     match VERIFIED.get_ptr_mut(addr) {
         Some(v) => {

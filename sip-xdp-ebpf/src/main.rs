@@ -33,7 +33,7 @@ use aya_ebpf::{
 };
 use maps::{
     ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, REMEMBERED, SAMPLES, SAMPLE_BUDGET,
-    SHED, SIP_PORTS, SOURCES, STATS, STRANGERS, TCP_PORTS, UNIT,
+    SHED, SIP_PORTS, SOURCES, STATS, STRANGERS, TCP_PORTS, UNIT, VERIFIED,
 };
 use parse::{ptr_at, Pkt, Truncated, MAX_OFFSET};
 use sip_xdp_common::{
@@ -136,19 +136,24 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
     let udp = opaque_payload(&p, &udp)?;
     let invalid = !udp.valid;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // Overload is judged before anything is written for the source (a
+    // Overload is judged before anything is written for the source: a
     // shed packet inserts nothing, so a storm of new sources evicts no
-    // one) and before the block-list, whose walk would cost a storm's
-    // every packet what a drop needs no walk for.
-    if !allowed && !admit(&src, now, cfg) {
-        if !cfg.monitor() {
-            count(Counter::Shed);
-            return Ok(XDP_DROP);
+    // one.
+    if !allowed {
+        match admit(&src, now, cfg) {
+            Admit::Blocked => return Ok(drop(Counter::Blocked, cfg.monitor())),
+            Admit::Shed if !cfg.monitor() => {
+                count(Counter::Shed);
+                return Ok(XDP_DROP);
+            }
+            Admit::Shed => {
+                count(Counter::MonitorShed);
+                if blocked(&src) {
+                    return Ok(drop(Counter::Blocked, true));
+                }
+            }
+            Admit::Go => {}
         }
-        count(Counter::MonitorShed);
-    }
-    if !allowed && blocked(&src) {
-        return Ok(drop(Counter::Blocked, cfg.monitor()));
     }
     // Counted, limited and sampled by prefix (an IPv6 host owns its /64);
     // bans and the lists above match the address itself.
@@ -609,23 +614,32 @@ fn short_payload(ctx: &XdpContext, off: usize) -> ([u64; 2], usize) {
     (words, n as usize)
 }
 
-/// Overload admission (`sip_xdp_common::admission`): whether a packet to
-/// a SIP port from a source off the allow-list goes on. Under this CPU's
-/// load mark for the current window everyone does; past it, a source that
-/// proved its address (`REMEMBERED`: verified lately or remembered), or a
-/// stranger while the strangers' share and
-/// its bucket's share last. Overload ends by itself with the window (about
-/// a second) in which the load falls under the mark. The lookups happen only in
-/// overload, and none of them writes per source.
+/// What overload admission says of a packet from a source off the
+/// allow-list.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Not blocked, and admitted.
+    Go,
+    /// On the block-list: dropped as such, and never counted against the
+    /// load mark or the strangers' share.
+    Blocked,
+    Shed,
+}
+
+/// Overload admission (`sip_xdp_common::admission`). Under this CPU's load
+/// mark for the current window everyone goes on; past it, a source that
+/// proved its address (`VERIFIED` now, or `REMEMBERED`), or a stranger
+/// while the strangers' share and its bucket's share last. The block-list
+/// is walked here, before a packet counts toward the mark or takes a
+/// share, except for a stranger past the spent share, whose drop needs
+/// no walk. Overload ends by itself with the window (about a second) in
+/// which the load falls under the mark. None of it writes per source.
 #[inline(always)]
-fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> bool {
-    if cfg.shed_per_cpu == 0 {
-        return true;
-    }
-    let Some(w) = SHED.get_ptr_mut(0) else {
-        return true;
+fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> Admit {
+    let w = match SHED.get_ptr_mut(0) {
+        Some(w) if cfg.shed_per_cpu != 0 => unsafe { &mut *w },
+        _ => return checked(src),
     };
-    let w = unsafe { &mut *w };
     // The buckets' window: a phone's REGISTER and its answer to the
     // challenge fall in one window of both or in the next of both.
     if admission::window_of(now) != admission::window_of(w.start_ns) {
@@ -633,19 +647,31 @@ fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> bool {
         w.packets = 0;
         w.admitted = 0;
     }
-    w.packets += 1;
-    if w.packets <= u64::from(cfg.shed_per_cpu) {
-        return true;
+    if w.packets < u64::from(cfg.shed_per_cpu) {
+        let a = checked(src);
+        if a == Admit::Go {
+            w.packets += 1;
+        }
+        return a;
     }
-    if REMEMBERED
+    let proven = VERIFIED
         .get_ptr(src)
-        .is_some_and(|until| unsafe { *until } > now)
-    {
-        count(Counter::AdmitProven);
-        return true;
+        .is_some_and(|v| unsafe { (*v).active_at(now) })
+        || REMEMBERED
+            .get_ptr(src)
+            .is_some_and(|until| unsafe { *until } > now);
+    if proven {
+        let a = checked(src);
+        if a == Admit::Go {
+            count(Counter::AdmitProven);
+        }
+        return a;
     }
     if w.admitted >= u64::from(cfg.strangers_per_cpu) {
-        return false;
+        return Admit::Shed;
+    }
+    if blocked(src) {
+        return Admit::Blocked;
     }
     let b = admission::bucket_of(
         src,
@@ -654,16 +680,26 @@ fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> bool {
         cfg.bucket_seed,
     );
     let Some(word) = STRANGERS.get_ptr_mut(b) else {
-        return false;
+        return Admit::Shed;
     };
     match admission::take(unsafe { *word }, now, cfg.bucket_cap) {
         Some(next) => {
             unsafe { *word = next };
             w.admitted += 1;
             count(Counter::AdmitStranger);
-            true
+            Admit::Go
         }
-        None => false,
+        None => Admit::Shed,
+    }
+}
+
+/// `Admit::Blocked` if the block-list holds `src`, else `Admit::Go`.
+#[inline(always)]
+fn checked(src: &IpKey) -> Admit {
+    if blocked(src) {
+        Admit::Blocked
+    } else {
+        Admit::Go
     }
 }
 

@@ -154,10 +154,11 @@ pub static EXCHANGE_PROG: ProgramArray = ProgramArray::pinned(1, 0);
 #[map]
 pub static SHED: PerCpuArray<ShedWindow> = PerCpuArray::pinned(1, 0);
 
-/// Addresses that proved themselves, with the monotonic time their memory
-/// lapses: what overload admits first (`admit`). The trust program writes
-/// each verification here too, the controller what the database
-/// remembers; one lookup answers for both.
+/// Addresses that proved themselves within the memory of good clients,
+/// with the monotonic time their memory lapses: what overload admits
+/// first after the verified (`admit`). Only the controller writes it,
+/// from the database, at a bounded number per prefix: what arrives never
+/// writes here, so no sender can push a remembered phone out.
 #[map]
 pub static REMEMBERED: LruHashMap<IpKey, u64> = LruHashMap::pinned(MAX_REMEMBERED, 0);
 

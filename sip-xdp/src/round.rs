@@ -47,6 +47,8 @@ pub struct RoundInput {
 pub struct MemoryRead {
     pub since: NaiveDateTime,
     pub forget_before: NaiveDateTime,
+    /// The most rows read: the kernel's room, newest first.
+    pub limit: i64,
 }
 
 /// What a round did and read.
@@ -67,6 +69,8 @@ pub struct RoundOutput {
     pub refused_pending: Vec<usize>,
     /// The memory of good clients read (`RoundInput::memory`).
     pub remembered: Vec<Proven>,
+    /// Whether the batch's proofs of address were written.
+    pub proofs_written: bool,
     pub took: Duration,
 }
 
@@ -95,9 +99,11 @@ pub async fn run(mut input: RoundInput) -> Result<RoundOutput, RoundError> {
             undecoded,
             failures,
             remembered,
+            proofs_written,
         }) => Ok(RoundOutput {
             refused_pending: refused,
             remembered,
+            proofs_written,
             trusted: trusted(&store, input.trusted.as_ref()).await,
             store,
             connected,
@@ -147,6 +153,38 @@ struct Work {
     undecoded: Vec<Undecoded>,
     failures: Vec<(usize, FailureBatch)>,
     remembered: Vec<Proven>,
+    proofs_written: bool,
+}
+
+/// The memory of good clients' part of a round: this node's proofs
+/// written, old rows aged out, the rows since the cursor read. A failure
+/// here (the table renamed, a grant taken away) is logged and costs the
+/// memory only, never the round: the lists still reach the kernel. Returns
+/// whether the proofs were written, and what was read.
+async fn memory(store: &Store, input: &RoundInput, node: &str) -> (bool, Vec<Proven>) {
+    let written = match journal::write_proven(store, &input.batch.proven, node).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "writing proofs of address to remembered_clients failed; they wait for the next round");
+            false
+        }
+    };
+    let Some(m) = input.memory else {
+        return (written, Vec::new());
+    };
+    if let Err(e) = store
+        .forget_clients_before(m.forget_before, crate::db::retention::BATCH)
+        .await
+    {
+        tracing::warn!(error = %e, "ageing out remembered_clients failed");
+    }
+    match store.remembered_since(m.since, m.limit).await {
+        Ok(rows) => (written, rows),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading remembered_clients failed; the kernel keeps what it remembers");
+            (written, Vec::new())
+        }
+    }
 }
 
 /// The operators' changes queued during an outage, written before the
@@ -223,17 +261,7 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
     // The events last: a round that fails earlier wrote none of them.
     journal::write_events(store, &input.batch.events).await?;
     journal::write_events(store, &unblocked).await?;
-    // After this node's proofs, so the read holds them.
-    journal::write_proven(store, &input.batch.proven, node).await?;
-    let remembered = match input.memory {
-        Some(m) => {
-            store
-                .forget_clients_before(m.forget_before, crate::db::retention::BATCH)
-                .await?;
-            store.remembered_since(m.since).await?
-        }
-        None => Vec::new(),
-    };
+    let (proofs_written, remembered) = memory(store, input, node).await;
     let mut batches = Vec::new();
     if let Some(req) = failures {
         for (i, table) in FAILURE_TABLES.iter().enumerate() {
@@ -267,6 +295,7 @@ async fn work(store: &Store, input: &mut RoundInput) -> Result<Work, StoreError>
         undecoded,
         failures: batches,
         remembered,
+        proofs_written,
     })
 }
 

@@ -1,37 +1,45 @@
-//! The SIP server's UDP sockets as Linux reports them for this network
-//! namespace (`/proc/net/udp`, `/proc/net/udp6`): how many datagrams they
-//! dropped because the server did not read them in time. A rising count
-//! is the server falling behind, whatever its software.
+//! What Linux says of the SIP server's sockets, for this network
+//! namespace: datagrams dropped because a socket's receive buffer was
+//! full (`RcvbufErrors` in `/proc/net/snmp`, `Udp6RcvbufErrors` in
+//! `/proc/net/snmp6`). A rising count is a server falling behind, whatever
+//! its software. Checksum failures, which anyone can send, are counted
+//! apart and never read here.
 
-/// The drops of every UDP socket bound to one of `ports`, summed over
-/// both families; `None` when neither file can be read.
-pub fn udp_drops(ports: &[u16]) -> Option<u64> {
-    let mut total = None;
-    for path in ["/proc/net/udp", "/proc/net/udp6"] {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            *total.get_or_insert(0) += drops_in(&text, ports);
-        }
+/// Receive-buffer drops of the namespace's UDP sockets, both families;
+/// `None` when neither file can be read.
+pub fn rcvbuf_errors() -> Option<u64> {
+    let v4 = std::fs::read_to_string("/proc/net/snmp").ok();
+    let v6 = std::fs::read_to_string("/proc/net/snmp6").ok();
+    if v4.is_none() && v6.is_none() {
+        return None;
     }
-    total
+    Some(v4.as_deref().map_or(0, udp_rcvbuf_errors) + v6.as_deref().map_or(0, udp6_rcvbuf_errors))
 }
 
-/// The `drops` column of the rows whose local port is one of `ports`.
-/// Rows read: `sl local_address rem_address st tx_queue:rx_queue tr
-/// tm->when retrnsmt uid timeout inode ref pointer drops`, the port in hex
-/// after the local address's colon.
-pub fn drops_in(text: &str, ports: &[u16]) -> u64 {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut cols = line.split_whitespace();
-            let local = cols.nth(1)?;
-            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
-            if !ports.contains(&port) {
-                return None;
-            }
-            line.split_whitespace().last()?.parse::<u64>().ok()
+/// `RcvbufErrors` of the `Udp:` table in `/proc/net/snmp` (a line of
+/// names, then a line of values).
+pub fn udp_rcvbuf_errors(snmp: &str) -> u64 {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .position(|n| n == "RcvbufErrors")
+        .and_then(|i| values.split_whitespace().nth(i))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `Udp6RcvbufErrors` in `/proc/net/snmp6` (a name and a value a line).
+pub fn udp6_rcvbuf_errors(snmp6: &str) -> u64 {
+    snmp6
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("Udp6RcvbufErrors")).then(|| f.next()?.parse().ok())?
         })
-        .sum()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -39,20 +47,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn drops_of_the_sip_ports_only() {
-        let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
-  1: 00000000:13C4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 24417 2 0000000000000000 1234\n\
-  2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 24418 2 0000000000000000 99\n\
-  3: 0164A8C0:13C5 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 24419 2 0000000000000000 6\n\
-garbage\n";
-        assert_eq!(drops_in(text, &[5060, 5061]), 1240);
-        assert_eq!(drops_in(text, &[53]), 99);
-        assert_eq!(drops_in(text, &[]), 0);
+    fn the_receive_buffer_drops_and_nothing_else() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+Udp: 1000 5 70 900 64 0 6 0 0\n\
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+UdpLite: 0 0 0 0 9 0 0 0 0\n";
+        assert_eq!(
+            udp_rcvbuf_errors(snmp),
+            64,
+            "not the checksum errors, not UDP-Lite's"
+        );
+        let snmp6 = "Udp6InDatagrams                 	52\nUdp6RcvbufErrors                	7\nUdp6InCsumErrors                	3\n";
+        assert_eq!(udp6_rcvbuf_errors(snmp6), 7);
+        assert_eq!(udp_rcvbuf_errors("garbage"), 0);
     }
 
     #[test]
     fn this_machines_files_read() {
-        // Whatever is bound here, the files parse.
-        assert!(udp_drops(&[5060]).is_some());
+        assert!(rcvbuf_errors().is_some());
     }
 }

@@ -788,6 +788,49 @@ fn overload_admits_proven_and_remembered_sources_and_strangers_by_bucket() {
     assert_eq!(run("2001:db8:7::100"), XDP_PASS);
 }
 
+/// Blocked sources are dropped as blocked in overload too, and never
+/// count toward the load mark or take a stranger's place: an attacker
+/// spoofing from a blocked range cannot spend the share new phones need.
+#[test]
+fn overload_spends_nothing_on_blocked_sources() {
+    sip_xdp_tests::flood::pin_to_cpu(0);
+    let p = TestProg::load("shblk");
+    configure(&p, overload(2));
+    p.maps()
+        .block(
+            &sip_xdp::guard::Guard::with_addresses(vec![]),
+            "100.0.0.0/8".parse().unwrap(),
+            None,
+            sip_xdp_common::BanReason::Manual,
+        )
+        .unwrap();
+    next_window();
+    let run = |src: &str| p.run(&Frame::sip(src, REGISTER).build());
+    let before = p.stats();
+    // The blocked range first: none of it counts toward the mark.
+    for i in 0..40 {
+        assert_eq!(run(&format!("100.{i}.0.1")), XDP_DROP);
+    }
+    for i in 0..5 {
+        assert_eq!(run(&format!("2001:db8:7::{i}")), XDP_PASS);
+    }
+    // Overloaded: more of the blocked range, from 40 prefixes, then two
+    // strangers from prefixes of their own: the share of two is theirs.
+    for i in 40..80 {
+        assert_eq!(run(&format!("100.{i}.0.1")), XDP_DROP);
+    }
+    assert_eq!(run("198.51.100.9"), XDP_PASS);
+    assert_eq!(run("203.0.113.9"), XDP_PASS);
+    assert_eq!(run("2001:db8:99::1"), XDP_DROP, "the share is spent");
+    let d = delta(&before, &p.stats());
+    let n = |c| d.iter().find(|(k, _)| *k == c).map_or(0, |(_, n)| *n);
+    assert_eq!(
+        (n(Blocked), n(Sip), n(AdmitStranger), n(Shed)),
+        (80, 7, 2, 1),
+        "{d:?}"
+    );
+}
+
 #[test]
 fn overload_holds_strangers_to_their_share_however_often_they_come_back() {
     sip_xdp_tests::flood::pin_to_cpu(0);

@@ -405,6 +405,45 @@ fn send_sip_for(ns: &sip_xdp_tests::lab::Netns, to: SocketAddr, d: Duration) -> 
     n
 }
 
+/// A configuration pinned by a build from before overload admission (56
+/// bytes) is carried into the new layout: monitor mode and the limits the
+/// operator set stay, and nothing of the old map is left behind.
+#[test]
+fn a_configuration_of_the_layout_before_admission_is_carried_over() {
+    use aya::maps::{Array, Map, MapData};
+    let lab = Lab::two_clients("cf");
+    let cli = Cli::new(&lab.server);
+    cli.ok(&["attach", "--iface", "s1", "--mode", "native"]);
+    cli.ok(&["detach", "--iface", "s1"]);
+    let maps = cli.pins.join("maps");
+    std::fs::remove_file(maps.join("CONFIG")).unwrap();
+    let old = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
+        4,
+        56,
+        1,
+        0,
+    );
+    let data = MapData::create(old, "CONFIG", None).expect("a configuration of the older layout");
+    data.pin(maps.join("CONFIG")).expect("pinning it");
+    let mut old: Array<MapData, [u8; 56]> =
+        Array::try_from(Map::Array(MapData::from_pin(maps.join("CONFIG")).unwrap())).unwrap();
+    let mut bytes = [0u8; 56];
+    bytes[..4].copy_from_slice(&sip_xdp_common::CONFIG_MONITOR.to_ne_bytes());
+    bytes[4..8].copy_from_slice(&77u32.to_ne_bytes());
+    old.set(0, bytes, 0).unwrap();
+    drop(old);
+    cli.ok(&["attach", "--iface", "s1", "--mode", "native"]);
+    let c = sip_xdp::kernel::Maps::open(&sip_xdp::kernel::Pins::new(&cli.pins))
+        .unwrap()
+        .config()
+        .unwrap();
+    assert!(c.monitor(), "monitor mode was lost: {c:?}");
+    assert_eq!(c.rate_limit, 77);
+    assert_eq!((c.shed_per_cpu, c.strangers_per_cpu), (0, 0));
+    assert!(!maps.join("CONFIG_PREVIOUS").exists());
+}
+
 /// Maps left pinned with another layout are never shared with programs
 /// that would read them wrong: one line says which map differs and what
 /// to run, and nothing is attached.
@@ -425,7 +464,7 @@ fn incompatible_pinned_maps_are_refused_with_the_command_to_run() {
     let err = cli.fails(&["attach", "--iface", "s1", "--mode", "native"]);
     assert!(err.contains("incompatible"), "{err}");
     assert!(
-        err.contains("TCP_PORTS: value 56 B pinned, 8 B now"),
+        err.contains("TCP_PORTS: value 72 B pinned, 8 B now"),
         "{err}"
     );
     assert!(err.contains("detach --purge"), "{err}");

@@ -25,6 +25,17 @@ const RECORD_EVERY: Duration = Duration::from_secs(3600);
 /// Rows read again from before the last read's newest: a node whose
 /// write landed late is not missed.
 const OVERLAP: chrono::Duration = chrono::Duration::minutes(10);
+/// The whole memory is read again this often: a node's proofs written
+/// after an outage longer than the overlap come back with it.
+const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
+/// Rows are deleted once older than the memory and this: one node
+/// configured with a short memory does not empty the others'.
+const KEEP_AT_LEAST: Duration = Duration::from_secs(30 * 86_400);
+/// Addresses recorded per prefix (an IPv4 /24, an IPv6 /48) per
+/// `RECORD_EVERY`: a customer proving a new address for every
+/// registration from a large prefix cannot fill the memory, and push the
+/// others' phones out of it.
+const PER_PREFIX: usize = 64;
 
 #[derive(Debug, Default)]
 pub(super) struct Memory {
@@ -32,9 +43,12 @@ pub(super) struct Memory {
     /// was last recorded.
     recorded: HashMap<IpAddr, (u64, Instant)>,
     pub(super) harvested_at: Option<Instant>,
-    /// Where the next read of the database starts; `None`: the whole
-    /// memory.
-    cursor: Option<NaiveDateTime>,
+    /// Per prefix, the addresses recorded since `counted_at`.
+    per_prefix: HashMap<ipnet::IpNet, usize>,
+    counted_at: Option<Instant>,
+    /// Where the next read of the database starts, and when the whole
+    /// memory was last read; `None`: read it whole.
+    cursor: Option<(NaiveDateTime, Instant)>,
 }
 
 impl Memory {
@@ -48,7 +62,15 @@ impl Memory {
         wall: NaiveDateTime,
     ) -> Vec<Proven> {
         self.harvested_at = Some(now);
+        if self
+            .counted_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= RECORD_EVERY)
+        {
+            self.per_prefix.clear();
+            self.counted_at = Some(now);
+        }
         let mut out = Vec::new();
+        let mut capped = 0usize;
         for (ip, how, until) in verified {
             let record = match self.recorded.get(&ip) {
                 None => true,
@@ -56,16 +78,31 @@ impl Memory {
                     until > seen && now.saturating_duration_since(at) >= RECORD_EVERY
                 }
             };
-            if record {
-                self.recorded.insert(ip, (until, now));
-                out.push(Proven {
-                    ip,
-                    how: how.as_str().to_string(),
-                    at: wall,
-                });
-            } else if let Some(r) = self.recorded.get_mut(&ip) {
-                r.0 = r.0.max(until);
+            if !record {
+                if let Some(r) = self.recorded.get_mut(&ip) {
+                    r.0 = r.0.max(until);
+                }
+                continue;
             }
+            let n = self.per_prefix.entry(prefix_of(ip)).or_default();
+            if *n >= PER_PREFIX {
+                capped += 1;
+                continue;
+            }
+            *n += 1;
+            self.recorded.insert(ip, (until, now));
+            out.push(Proven {
+                ip,
+                how: how.as_str().to_string(),
+                at: wall,
+            });
+        }
+        if capped > 0 {
+            tracing::warn!(
+                addresses = capped,
+                per_prefix = PER_PREFIX,
+                "proofs of address not remembered: their prefix has proved enough addresses this hour"
+            );
         }
         // What is no longer verified is remembered by the database and the
         // kernel; this table only throttles.
@@ -75,40 +112,65 @@ impl Memory {
     }
 
     /// What the next round reads, for a memory of `remember`.
-    pub(super) fn read(&self, remember: Duration, wall: NaiveDateTime) -> MemoryRead {
-        let forget_before =
-            wall - chrono::Duration::from_std(remember).unwrap_or(chrono::Duration::MAX);
+    pub(super) fn read(&self, remember: Duration, wall: NaiveDateTime, now: Instant) -> MemoryRead {
+        let memory = chrono::Duration::from_std(remember).unwrap_or(chrono::Duration::MAX);
+        let oldest = wall - memory;
+        let kept = chrono::Duration::from_std(remember.max(KEEP_AT_LEAST)).unwrap_or(memory);
+        let since = match self.cursor {
+            Some((c, full)) if now.saturating_duration_since(full) < FULL_READ_EVERY => {
+                c.max(oldest)
+            }
+            _ => oldest,
+        };
         MemoryRead {
-            since: self.cursor.unwrap_or(forget_before).max(forget_before),
-            forget_before,
+            since,
+            forget_before: wall - kept,
+            limit: i64::from(sip_xdp_common::maps::MAX_REMEMBERED),
         }
     }
 
-    /// The rows a round read, as `(address, monotonic end of its memory)`
+    /// The rows a round read (from `read`, whose `since` says whether it
+    /// was the whole memory), as `(address, monotonic end of its memory)`
     /// for the kernel: each is remembered for `remember` from its latest
-    /// proof. Moves the cursor.
+    /// proof, a proof dated in the future counting as now. Moves the
+    /// cursor.
     pub(super) fn apply(
         &mut self,
+        read: &MemoryRead,
         rows: &[Proven],
         remember: Duration,
-        wall: NaiveDateTime,
-        mono_ns: u64,
+        (wall, mono_ns): (NaiveDateTime, u64),
+        now: Instant,
     ) -> Vec<(IpAddr, u64)> {
-        if let Some(newest) = rows.iter().map(|r| r.at).max() {
-            let next = newest - OVERLAP;
-            self.cursor = Some(self.cursor.map_or(next, |c| c.max(next)));
-        } else if self.cursor.is_none() {
-            self.cursor = Some(wall - OVERLAP);
-        }
-        let remember = chrono::Duration::from_std(remember).unwrap_or(chrono::Duration::MAX);
+        let memory = chrono::Duration::from_std(remember).unwrap_or(chrono::Duration::MAX);
+        let whole = read.since <= wall - memory;
+        let newest = rows
+            .iter()
+            .map(|r| r.at.min(wall))
+            .max()
+            .unwrap_or(read.since);
+        let full_at = match self.cursor {
+            Some((_, at)) if !whole => at,
+            _ => now,
+        };
+        let next = (newest - OVERLAP).max(read.since);
+        self.cursor = Some((next, full_at));
         rows.iter()
             .filter_map(|r| {
-                let left = (r.at + remember - wall).to_std().ok()?;
+                let left = (r.at.min(wall) + memory - wall).to_std().ok()?;
                 let left = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
                 Some((r.ip, mono_ns.saturating_add(left)))
             })
             .collect()
     }
+}
+
+/// The prefix proofs are counted by: an IPv4 /24, an IPv6 /48.
+fn prefix_of(ip: IpAddr) -> ipnet::IpNet {
+    let len = if ip.is_ipv4() { 24 } else { 48 };
+    ipnet::IpNet::new(ip, len)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| ip.into())
 }
 
 #[cfg(test)]
@@ -145,8 +207,14 @@ mod tests {
     #[test]
     fn rows_become_kernel_entries_for_what_is_left_of_their_memory() {
         let mut m = Memory::default();
-        let read = m.read(7 * DAY, wall());
-        assert_eq!(read.since, read.forget_before, "the whole memory at start");
+        let t0 = Instant::now();
+        let read = m.read(7 * DAY, wall(), t0);
+        assert_eq!(
+            read.since,
+            wall() - chrono::Duration::days(7),
+            "the whole memory at start"
+        );
+        assert_eq!(read.forget_before, wall() - chrono::Duration::days(30));
         let rows = [
             Proven {
                 ip: "203.0.113.60".parse().unwrap(),
@@ -158,16 +226,54 @@ mod tests {
                 how: "registered".into(),
                 at: wall() - chrono::Duration::days(8),
             },
+            // Dated in the future (a clock, a hand-written row): as now,
+            // and it does not carry the cursor away.
+            Proven {
+                ip: "203.0.113.62".parse().unwrap(),
+                how: "peer".into(),
+                at: wall() + chrono::Duration::days(3000),
+            },
         ];
         let mono = 1_000_000_000_000u64;
-        let k = m.apply(&rows, 7 * DAY, wall(), mono);
-        assert_eq!(k.len(), 1, "a proof past the memory is not loaded");
+        let k = m.apply(&read, &rows, 7 * DAY, (wall(), mono), t0);
+        assert_eq!(k.len(), 2, "a proof past the memory is not loaded");
         assert_eq!(k[0].1, mono + 5 * 86_400 * 1_000_000_000);
+        assert_eq!(k[1].1, mono + 7 * 86_400 * 1_000_000_000);
         // The next read starts a little before the newest row read.
-        let next = m.read(7 * DAY, wall());
-        assert_eq!(next.since, rows[0].at - OVERLAP);
-        // Nothing new: the cursor stays.
-        m.apply(&[], 7 * DAY, wall(), mono);
-        assert_eq!(m.read(7 * DAY, wall()).since, next.since);
+        let later = t0 + Duration::from_secs(60);
+        let next = m.read(7 * DAY, wall(), later);
+        assert_eq!(next.since, wall() - OVERLAP);
+        // Nothing new: the cursor stays; an hour on, the whole memory again.
+        m.apply(&next, &[], 7 * DAY, (wall(), mono), later);
+        assert_eq!(m.read(7 * DAY, wall(), later).since, next.since);
+        let hour = t0 + FULL_READ_EVERY;
+        assert_eq!(m.read(7 * DAY, wall(), hour).since, read.since);
+    }
+
+    #[test]
+    fn a_prefix_proves_a_bounded_number_of_addresses_per_hour() {
+        let mut m = Memory::default();
+        let t0 = Instant::now();
+        let many: Vec<(IpAddr, Trust, u64)> = (0..200u32)
+            .map(|i| {
+                let ip: IpAddr = format!("2001:db8:5:{:x}::1", i).parse().unwrap();
+                (ip, Trust::Registered, 100)
+            })
+            .chain(std::iter::once((
+                "198.51.100.9".parse().unwrap(),
+                Trust::Registered,
+                100,
+            )))
+            .collect();
+        let p = m.harvest(many.clone(), t0, wall());
+        assert_eq!(
+            p.len(),
+            PER_PREFIX + 1,
+            "the /48's share, and the other phone"
+        );
+        assert!(p.iter().any(|p| p.ip.to_string() == "198.51.100.9"));
+        // An hour on, the prefix may prove more.
+        let p = m.harvest(many, t0 + RECORD_EVERY, wall());
+        assert_eq!(p.len(), PER_PREFIX);
     }
 }

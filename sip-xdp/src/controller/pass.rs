@@ -88,8 +88,7 @@ impl Controller {
                 return;
             }
         };
-        let ports = self.maps.ports().unwrap_or_default();
-        let drops = crate::sockets::udp_drops(&ports);
+        let drops = crate::sockets::rcvbuf_errors();
         let changed = self.defender.admission.observe(&per_cpu, drops);
         if !changed.cpus && changed.share.is_none() {
             return;
@@ -99,7 +98,7 @@ impl Controller {
             Some(share) if share < 1.0 => tracing::warn!(
                 share,
                 cpus = a.cpus(),
-                "the SIP server is falling behind (its sockets drop datagrams): the strangers' share in overload shrinks"
+                "the SIP server is falling behind (its sockets' receive buffers overflow): the strangers' share in overload shrinks"
             ),
             Some(share) => tracing::info!(share, cpus = a.cpus(), "strangers' share in overload back in full"),
             None => tracing::info!(cpus = a.cpus(), "the load mark is split over the CPUs that run the program"),

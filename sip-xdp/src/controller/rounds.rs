@@ -11,6 +11,8 @@ pub(super) struct Round {
     id: u64,
     started: Instant,
     mark: Mark,
+    /// What it reads of the memory of good clients.
+    memory: Option<crate::round::MemoryRead>,
     /// Feed entries the round writes.
     feed_rows: usize,
     abort: tokio::task::AbortHandle,
@@ -114,8 +116,11 @@ impl Controller {
                 .as_ref()
                 .filter(|(_, at)| at.elapsed() < FULL_READ_EVERY)
                 .map(|(fp, _)| fp.clone()),
-            memory: self.remember().map(|r| self.memory.read(r, store::now())),
+            memory: self
+                .remember()
+                .map(|r| self.memory.read(r, store::now(), Instant::now())),
         };
+        let memory = input.memory;
         let tx = report.clone();
         let id = ROUNDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let task = tokio::spawn(async move {
@@ -125,6 +130,7 @@ impl Controller {
             id,
             started: Instant::now(),
             mark,
+            memory,
             feed_rows,
             abort: task.abort_handle(),
         });
@@ -161,6 +167,9 @@ impl Controller {
         }
         self.store = Some(out.store);
         self.journal.confirm(&round.mark, &out.refused_pending);
+        if out.proofs_written {
+            self.journal.confirm_proofs(&round.mark);
+        }
         self.db_error = None;
         self.reachable_again();
         // Their `ip_unblocked` events were written by the round itself.
@@ -182,7 +191,9 @@ impl Controller {
         self.last_sync = Some((Utc::now(), took));
         let found = self.defender.take_failures(out.failures);
         self.act_all(found);
-        self.load_memory(&out.remembered);
+        if let Some(read) = &round.memory {
+            self.load_memory(read, &out.remembered);
+        }
         self.notify.state(self.service_status());
     }
 
@@ -193,12 +204,14 @@ impl Controller {
     }
 
     /// What a round read of the memory of good clients, into the kernel.
-    fn load_memory(&mut self, rows: &[store::Proven]) {
+    fn load_memory(&mut self, read: &crate::round::MemoryRead, rows: &[store::Proven]) {
         let Some(remember) = self.remember() else {
             return;
         };
         let c = clocks();
-        let entries = self.memory.apply(rows, remember, c.wall, c.mono_ns);
+        let entries = self
+            .memory
+            .apply(read, rows, remember, (c.wall, c.mono_ns), Instant::now());
         let mut loaded = 0;
         for (ip, until) in entries {
             match self.maps.remember(ip, until) {

@@ -270,6 +270,11 @@ impl Journal {
                 self.feeds.remove(feed);
             }
         }
+    }
+
+    /// The batch `mark` copied had its proofs of address written (they
+    /// are written apart from the rest, and may fail alone).
+    pub fn confirm_proofs(&mut self, mark: &Mark) {
         self.proven.retain(|_, (seq, _)| *seq >= mark.seq);
     }
 
@@ -634,7 +639,10 @@ mod tests {
         assert_eq!(batch.proven[1].how, "invited");
         // Proven again while the round writes: the newer proof waits.
         j.prove(proof("198.51.100.2", "peer", 20));
+        // A round whose proofs failed alone keeps them.
         j.confirm(&mark, &[]);
+        assert_eq!(j.snapshot().0.proven.len(), 2);
+        j.confirm_proofs(&mark);
         let (batch, _) = j.snapshot();
         assert_eq!(batch.proven, vec![proof("198.51.100.2", "peer", 20)]);
     }

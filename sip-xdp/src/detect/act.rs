@@ -108,7 +108,7 @@ impl Defender {
             admission: Admission::new(
                 settings.shedding.clone(),
                 bucket_seed(),
-                aya::util::nr_cpus().map_or(1, |n| n as u32),
+                aya::util::online_cpus().map_or(1, |c| c.len() as u32),
             ),
             verified: None,
             settings,

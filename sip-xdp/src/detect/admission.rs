@@ -2,8 +2,8 @@
 //! from the settings and from what the counters say once per unit: the
 //! CPUs that run the program share the load mark and the strangers'
 //! share, and the strangers' share shrinks while the SIP server falls
-//! behind (its sockets drop what it cannot read) and grows back while it
-//! keeps up.
+//! behind (its sockets' receive buffers overflow, two units running) and
+//! grows back while it keeps up.
 
 use sip_xdp_common::KernelConfig;
 
@@ -24,10 +24,15 @@ pub struct Admission {
     /// Per CPU: its packet total as last read, and the units since it
     /// last moved.
     cpus: Vec<(u64, u32)>,
+    /// CPUs online: the count until the counters show which run the
+    /// program.
+    online: u32,
     /// The part of the strangers' share in force, in (0, 1].
     share: f64,
-    /// The SIP sockets' drop count as last read.
+    /// The receive-buffer drop count as last read, and whether it rose
+    /// in the unit before.
     drops: Option<u64>,
+    rose: bool,
 }
 
 /// What `observe` changed.
@@ -39,15 +44,17 @@ pub struct Changed {
 }
 
 impl Admission {
-    /// For a machine of `cpus` possible CPUs, every one counted as running
-    /// the program until the counters show it idle.
-    pub fn new(settings: Shedding, seed: u64, cpus: u32) -> Self {
+    /// For a machine of `online` CPUs, every one counted as running the
+    /// program until the counters show which do.
+    pub fn new(settings: Shedding, seed: u64, online: u32) -> Self {
         Self {
             settings,
             seed,
-            cpus: vec![(0, 0); cpus.max(1) as usize],
+            cpus: Vec::new(),
+            online: online.max(1),
             share: 1.0,
             drops: None,
+            rose: false,
         }
     }
 
@@ -55,11 +62,11 @@ impl Admission {
         self.settings = settings;
     }
 
-    /// CPUs that ran the program lately (at least one).
+    /// CPUs that ran the program lately; the CPUs online until one has.
     pub fn cpus(&self) -> u32 {
         let active = self.cpus.iter().filter(|c| c.1 < CPU_MEMORY).count() as u32;
         if active == 0 {
-            (self.cpus.len() as u32).max(1)
+            self.online
         } else {
             active
         }
@@ -88,17 +95,16 @@ impl Admission {
         k.bucket_prefix_v4 = u16::from(s.bucket_v4);
         k.bucket_prefix_v6 = u16::from(s.bucket_v6);
         k.bucket_seed = self.seed;
-        k.remember_ns = u64::try_from(s.remember.as_nanos()).unwrap_or(u64::MAX);
     }
 
     /// Feeds one unit's readings: every CPU's packet total (`per_cpu`,
-    /// cumulative), and the SIP sockets' drop count (cumulative; `None`
+    /// cumulative), and the receive-buffer drop count (cumulative; `None`
     /// when it could not be read).
     pub fn observe(&mut self, per_cpu: &[u64], drops: Option<u64>) -> Changed {
         let before = self.cpus();
         if self.cpus.len() != per_cpu.len() {
-            // The first reading, every CPU counted until it shows idle.
-            self.cpus = per_cpu.iter().map(|&n| (n, 0)).collect();
+            // The first reading: movement shows from the next one on.
+            self.cpus = per_cpu.iter().map(|&n| (n, CPU_MEMORY)).collect();
         } else {
             for (c, &n) in self.cpus.iter_mut().zip(per_cpu) {
                 c.1 = if n != c.0 { 0 } else { c.1.saturating_add(1) };
@@ -111,11 +117,17 @@ impl Admission {
         };
         let last = std::mem::replace(&mut self.drops, drops);
         if let (Some(last), Some(now)) = (last, drops) {
-            let share = if now > last {
+            // Two units running: one burst that filled a buffer once is
+            // not a server falling behind.
+            let rose = now > last;
+            let share = if rose && self.rose {
                 (self.share / 2.0).max(FLOOR)
+            } else if rose {
+                self.share
             } else {
                 (self.share + STEP).min(1.0)
             };
+            self.rose = rose;
             if share != self.share {
                 self.share = share;
                 changed.share = Some(share);
@@ -163,7 +175,6 @@ mod tests {
         assert_eq!((k.shed_per_cpu, k.strangers_per_cpu), (4000, 1000));
         assert_eq!((k.bucket_cap, k.bucket_seed), (2, 7));
         assert_eq!((k.bucket_prefix_v4, k.bucket_prefix_v6), (16, 32));
-        assert_eq!(k.remember_ns, 7 * 86_400 * 1_000_000_000);
         let mut off = KernelConfig::default();
         a.fill(&mut off, false);
         assert_eq!(off.shed_per_cpu, 0, "detection off sheds nothing");
@@ -175,10 +186,15 @@ mod tests {
         let cpus = [0u64; 16];
         assert_eq!(a.observe(&cpus, Some(10)).share, None);
         assert_eq!(a.observe(&cpus, Some(10)).share, None, "full already");
-        assert_eq!(a.observe(&cpus, Some(500)).share, Some(0.5));
-        assert_eq!(a.observe(&cpus, Some(900)).share, Some(0.25));
+        assert_eq!(
+            a.observe(&cpus, Some(500)).share,
+            None,
+            "one unit is a burst"
+        );
+        assert_eq!(a.observe(&cpus, Some(900)).share, Some(0.5));
+        assert_eq!(a.observe(&cpus, Some(950)).share, Some(0.25));
         assert_eq!(config(&a).strangers_per_cpu, 15);
-        let mut drops = 900;
+        let mut drops = 950;
         for _ in 0..10 {
             drops += 100;
             a.observe(&cpus, Some(drops));

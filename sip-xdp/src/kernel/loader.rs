@@ -77,6 +77,7 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
         let mut maps = super::Maps::open(pins)?;
         if let Some(c) = carried {
             maps.set_config(c)?;
+            upgrade::carried(pins);
         }
         let (indexed, left_to_bans) = maps.rebuild_ban_index()?;
         if indexed + left_to_bans > 0 {

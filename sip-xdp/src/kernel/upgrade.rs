@@ -130,53 +130,71 @@ pub fn retire_stale_index(pins: &Pins) -> Result<Option<KernelConfig>> {
 /// is now.
 const CONFIG_BEFORE_ADMISSION: usize = 56;
 
-/// A pinned configuration of the layout before the admission fields,
-/// read and unpinned, so the new program starts from the operator's flags
+/// A pinned configuration of the layout before the admission fields, put
+/// aside (pinned under another name, so a load that fails finds it again)
+/// and read, so the new program starts from the operator's flags
 /// (monitor mode above all) and limits, not from zeros. The controller
-/// writes the admission fields; until then nothing is shed.
+/// writes the admission fields; until then nothing is shed. Another
+/// layout is left for `check_compatible` to refuse.
 fn carry_config(pins: &Pins) -> Result<Option<KernelConfig>> {
     let path = pins.map(MAP_CONFIG);
-    let Ok(data) = MapData::from_pin(&path) else {
-        return Ok(None);
-    };
-    let Ok(info) = data.info() else {
-        return Ok(None);
-    };
-    if info.value_size() as usize == std::mem::size_of::<KernelConfig>() {
-        return Ok(None);
+    let aside = previous_config(pins);
+    if !Path::new(&aside).exists() {
+        let Ok(info) = MapData::from_pin(&path).and_then(|d| d.info()) else {
+            return Ok(None);
+        };
+        if info.value_size() as usize != CONFIG_BEFORE_ADMISSION {
+            return Ok(None);
+        }
+        tracing::info!(
+            map = MAP_CONFIG,
+            "the pinned configuration has the layout before overload admission; it is carried over"
+        );
+        // Pinned a second time, then unpinned by its old name: the bpf
+        // filesystem renames nothing.
+        let aside_err = |e: String| Error::Io {
+            context: format!("putting {} aside", path.display()),
+            source: std::io::Error::other(e),
+        };
+        MapData::from_pin(&path)
+            .map_err(|e| aside_err(e.to_string()))?
+            .pin(&aside)
+            .map_err(|e| aside_err(e.to_string()))?;
+        std::fs::remove_file(&path).map_err(|source| Error::Io {
+            context: format!("unpinning {}", path.display()),
+            source,
+        })?;
     }
-    let carried = if info.value_size() as usize == CONFIG_BEFORE_ADMISSION {
-        Array::<_, [u8; CONFIG_BEFORE_ADMISSION]>::try_from(Map::Array(data))
-            .ok()
-            .and_then(|a| a.get(&0, 0).ok())
-            .map(|old| {
-                let mut c = KernelConfig::default();
-                // SAFETY: KernelConfig is plain old data with no padding,
-                // and the old layout is its prefix.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        &mut c as *mut KernelConfig as *mut u8,
-                        CONFIG_BEFORE_ADMISSION,
-                    )
-                };
-                bytes.copy_from_slice(&old);
-                c.shed_per_cpu = 0;
-                c.strangers_per_cpu = 0;
-                c
-            })
-    } else {
-        None
-    };
-    tracing::info!(
-        map = MAP_CONFIG,
-        carried = carried.is_some(),
-        "the pinned configuration has another layout; a new one is made"
-    );
-    std::fs::remove_file(&path).map_err(|source| Error::Io {
-        context: format!("unpinning {}", path.display()),
-        source,
-    })?;
-    Ok(carried)
+    let old = MapData::from_pin(&aside)
+        .ok()
+        .and_then(|d| Array::<_, [u8; CONFIG_BEFORE_ADMISSION]>::try_from(Map::Array(d)).ok())
+        .and_then(|a| a.get(&0, 0).ok());
+    Ok(old.map(|old| {
+        let mut c = KernelConfig::default();
+        // SAFETY: KernelConfig is plain old data with no padding, and the
+        // old layout is its prefix.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                &mut c as *mut KernelConfig as *mut u8,
+                CONFIG_BEFORE_ADMISSION,
+            )
+        };
+        bytes.copy_from_slice(&old);
+        c.shed_per_cpu = 0;
+        c.strangers_per_cpu = 0;
+        c
+    }))
+}
+
+/// Where `carry_config` puts the old configuration aside.
+fn previous_config(pins: &Pins) -> std::path::PathBuf {
+    // No dot: the bpf filesystem refuses names with one.
+    pins.map("CONFIG_PREVIOUS")
+}
+
+/// The carried configuration is in the new map: the old one goes.
+pub fn carried(pins: &Pins) {
+    let _ = std::fs::remove_file(previous_config(pins));
 }
 
 fn retire_if(

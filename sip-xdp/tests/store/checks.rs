@@ -578,7 +578,7 @@ pub async fn remembered_clients_keep_the_latest_proof_and_age_out(store: &Store)
         .await
         .unwrap();
     let mut seen = store
-        .remembered_since(t0 - Duration::days(7))
+        .remembered_since(t0 - Duration::days(7), 1000)
         .await
         .unwrap();
     seen.sort_by_key(|p| p.ip);
@@ -590,7 +590,7 @@ pub async fn remembered_clients_keep_the_latest_proof_and_age_out(store: &Store)
     );
     assert_eq!(
         store
-            .remembered_since(t0 - Duration::days(30))
+            .remembered_since(t0 - Duration::days(30), 1000)
             .await
             .unwrap()
             .len(),
@@ -605,11 +605,35 @@ pub async fn remembered_clients_keep_the_latest_proof_and_age_out(store: &Store)
         1
     );
     let left = store
-        .remembered_since(t0 - Duration::days(30))
+        .remembered_since(t0 - Duration::days(30), 1000)
         .await
         .unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].ip.to_string(), "203.0.113.60");
+    // A row someone wrote by hand that is no address costs itself, not
+    // the read; the newest come first, to the limit.
+    store
+        .execute_literal(
+            "INSERT INTO remembered_clients (ip_address, how, first_proven_at, last_proven_at) \
+             VALUES ('not-an-address', 'peer', '2026-01-01 00:00:00', '2099-01-01 00:00:00')",
+        )
+        .await
+        .unwrap();
+    store
+        .remember_clients(&[proof("198.51.100.4", "peer", 1)], "n1")
+        .await
+        .unwrap();
+    let read = store
+        .remembered_since(t0 - Duration::days(30), 1000)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2, "{read:?}");
+    let newest = store
+        .remembered_since(t0 - Duration::days(30), 2)
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 1, "the bad row took its place: {newest:?}");
+    assert_eq!(newest[0].ip.to_string(), "198.51.100.4");
 }
 
 #[macro_export]

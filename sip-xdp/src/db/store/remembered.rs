@@ -56,37 +56,49 @@ impl Store {
         Ok(())
     }
 
-    /// Addresses proven at or after `since`, each with its latest proof; a
-    /// row whose address does not parse is skipped (and logged).
-    pub async fn remembered_since(&self, since: NaiveDateTime) -> Result<Vec<Proven>> {
+    /// Addresses proven at or after `since`, newest first, at most
+    /// `limit`, each with its latest proof; a row that does not decode (an
+    /// address that is not one, a time the driver refuses) is skipped and
+    /// logged, never the read.
+    pub async fn remembered_since(&self, since: NaiveDateTime, limit: i64) -> Result<Vec<Proven>> {
         let sql = format!(
-            "SELECT ip_address, how, last_proven_at FROM remembered_clients WHERE {}",
+            "SELECT ip_address, how, last_proven_at FROM remembered_clients WHERE {} \
+             ORDER BY last_proven_at DESC LIMIT ?",
             self.not_before("last_proven_at")
         );
-        let rows = with_pool!(self, p => {
+        let (good, bad) = with_pool!(self, p => {
             let rows = sqlx::query(safe(&sql))
                 .bind(self.theirs(since))
+                .bind(limit)
                 .fetch_all(p)
                 .await?;
-            let mut out = Vec::with_capacity(rows.len());
+            let mut good = Vec::with_capacity(rows.len());
+            let mut bad = 0usize;
             for r in rows {
-                let ip: String = r.try_get("ip_address")?;
-                let how: String = r.try_get("how")?;
-                let at: NaiveDateTime = r.try_get("last_proven_at")?;
-                out.push((ip, how, self.ours(at)));
-            }
-            out
-        });
-        Ok(rows
-            .into_iter()
-            .filter_map(|(ip, how, at)| match ip.parse::<IpAddr>() {
-                Ok(ip) => Some(Proven { ip, how, at }),
-                Err(_) => {
-                    tracing::warn!(ip_address = %ip, "skipping a remembered_clients row: not an address");
-                    None
+                let row = (|| -> std::result::Result<Proven, String> {
+                    let ip: String = r.try_get("ip_address").map_err(|e| e.to_string())?;
+                    let how: String = r.try_get("how").map_err(|e| e.to_string())?;
+                    let at: NaiveDateTime =
+                        r.try_get("last_proven_at").map_err(|e| e.to_string())?;
+                    let ip = ip
+                        .parse::<IpAddr>()
+                        .map_err(|_| format!("not an address: {ip:?}"))?;
+                    Ok(Proven { ip, how, at: self.ours(at) })
+                })();
+                match row {
+                    Ok(p) => good.push(p),
+                    Err(why) => {
+                        bad += 1;
+                        tracing::warn!(reason = %why, "skipping a remembered_clients row");
+                    }
                 }
-            })
-            .collect())
+            }
+            (good, bad)
+        });
+        if bad > 0 {
+            tracing::warn!(rows = bad, "remembered_clients rows skipped");
+        }
+        Ok(good)
     }
 
     /// Deletes the proofs older than `before`, at most `limit` rows; returns
