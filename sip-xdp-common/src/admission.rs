@@ -7,7 +7,9 @@
 //! lasts. The share is divided among buckets of source prefixes, hashed
 //! with a key drawn at each start, so a storm drawn from a few prefixes
 //! spends only its own buckets and a new phone from elsewhere still finds
-//! its bucket open. Nothing here is written per source: a shed packet
+//! its bucket open; and buckets that offered more than their cap in the
+//! window before (a storm's, from its second window on) share only half
+//! of the strangers' share, so the other half stays for quiet prefixes. Nothing here is written per source: a shed packet
 //! costs the table lookups and one bucket word, never an insertion an
 //! attacker could use to evict what makes known clients recognisable.
 
@@ -16,8 +18,10 @@ use crate::addr::{prefix_key, IpKey};
 /// Buckets per CPU: a power of two.
 pub const BUCKETS: u32 = 4096;
 
-/// A bucket's word: the window it counts in (high half) and the
-/// strangers admitted from it in that window (low half).
+/// A bucket's word: the window it counts in (bits 32-63), the strangers
+/// it offered in that window (16-31, saturating), those admitted (8-15),
+/// and whether it offered more than its cap in the window before (bit 0):
+/// a *busy* bucket, which a storm's are from their second window on.
 pub type BucketWord = u64;
 
 /// The window a time falls in: about a second (2^30 ns).
@@ -26,21 +30,44 @@ pub const fn window_of(now_ns: u64) -> u32 {
     (now_ns >> 30) as u32
 }
 
-/// Admits one more stranger into a bucket holding `word` at `now_ns`,
-/// when fewer than `cap` came from it in this window: the new word, or
-/// `None` when the bucket's share is spent.
+/// One more stranger offered by a bucket holding `word` at `now_ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// The word with the offer counted (and the admission, if `admit`).
+    pub counted: BucketWord,
+    pub admitted: BucketWord,
+    /// The bucket's cap for the window is not spent yet.
+    pub open: bool,
+    /// The bucket offered more than its cap in the window before.
+    pub busy: bool,
+}
+
+/// Counts one more stranger offered by the bucket holding `word` at
+/// `now_ns`, with a cap of `cap` per window: what the word becomes if the
+/// stranger is shed (`counted`) or admitted (`admitted`), and whether the
+/// bucket may still admit one.
 #[inline(always)]
-pub const fn take(word: BucketWord, now_ns: u64, cap: u32) -> Option<BucketWord> {
+pub const fn offer(word: BucketWord, now_ns: u64, cap: u32) -> Offer {
     let window = window_of(now_ns);
-    let taken = if (word >> 32) as u32 == window {
-        word as u32
+    let old_window = (word >> 32) as u32;
+    let (offered, taken, busy) = if old_window == window {
+        ((word >> 16) & 0xffff, (word >> 8) & 0xff, word & 1 != 0)
     } else {
-        0
+        let was_busy = old_window.wrapping_add(1) == window && (word >> 16) & 0xffff > cap as u64;
+        (0, 0, was_busy)
     };
-    if taken >= cap {
-        None
+    let offered = if offered < 0xffff {
+        offered + 1
     } else {
-        Some(((window as u64) << 32) | (taken as u64 + 1))
+        offered
+    };
+    let cap = if cap > 0xff { 0xff } else { cap as u64 };
+    let head = ((window as u64) << 32) | (offered << 16) | busy as u64;
+    Offer {
+        counted: head | (taken << 8),
+        admitted: head | ((taken + 1) << 8),
+        open: taken < cap,
+        busy,
     }
 }
 
@@ -80,17 +107,30 @@ mod tests {
     }
 
     #[test]
-    fn a_bucket_takes_its_cap_per_window_then_opens_again() {
+    fn a_bucket_admits_its_cap_per_window_and_a_storms_is_busy_after() {
         let t = 5u64 << 30;
         let mut w = 0;
-        for _ in 0..3 {
-            w = take(w, t + 10, 3).expect("under the cap");
+        for _ in 0..2 {
+            let o = offer(w, t + 10, 2);
+            assert!(o.open && !o.busy);
+            w = o.admitted;
         }
-        assert_eq!(take(w, t + 20, 3), None);
-        // The next window starts from nothing.
-        let w = take(w, t + (1 << 30), 3).unwrap();
-        assert_eq!(w & 0xffff_ffff, 1);
-        assert_eq!(take(0, t, 0), None, "a cap of 0 admits nobody");
+        // Spent: more offers are counted, not admitted.
+        for _ in 0..3 {
+            let o = offer(w, t + 20, 2);
+            assert!(!o.open);
+            w = o.counted;
+        }
+        // The next window: open again, and busy (5 offered, cap 2).
+        let o = offer(w, t + (1 << 30), 2);
+        assert!(o.open && o.busy);
+        // A phone's two packets leave its bucket quiet.
+        let mut p = offer(0, t, 2).admitted;
+        p = offer(p, t + 1, 2).admitted;
+        assert!(!offer(p, t + (1 << 30), 2).busy);
+        // A window skipped forgets it all.
+        assert!(!offer(w, t + (2 << 30), 2).busy);
+        assert!(!offer(0, t, 0).open, "a cap of 0 admits nobody");
     }
 
     #[test]

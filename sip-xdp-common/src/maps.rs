@@ -215,6 +215,8 @@ pub struct ShedWindow {
     pub packets: u64,
     /// Strangers admitted during overload, held to the strangers' share.
     pub admitted: u64,
+    /// Those from busy buckets, held to half of it.
+    pub busy: u64,
 }
 
 /// Final responses the SBC sent to one client address (egress), shared by

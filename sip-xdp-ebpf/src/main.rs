@@ -629,10 +629,10 @@ enum Admit {
 /// Overload admission (`sip_xdp_common::admission`). Under this CPU's load
 /// mark for the current window everyone goes on; past it, a source that
 /// proved its address (`VERIFIED` now, or `REMEMBERED`), or a stranger
-/// while the strangers' share and its bucket's share last. The block-list
-/// is walked here, before a packet counts toward the mark or takes a
-/// share, except for a stranger past the spent share, whose drop needs
-/// no walk. Overload ends by itself with the window (about a second) in
+/// while the strangers' share and its bucket's share last (a busy bucket,
+/// half the share). The block-list is walked here, before a packet counts
+/// toward the mark or takes a share, except for a stranger already
+/// refused, whose drop needs no walk. Overload ends by itself with the window (about a second) in
 /// which the load falls under the mark. None of it writes per source.
 #[inline(always)]
 fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> Admit {
@@ -646,6 +646,7 @@ fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> Admit {
         w.start_ns = now;
         w.packets = 0;
         w.admitted = 0;
+        w.busy = 0;
     }
     if w.packets < u64::from(cfg.shed_per_cpu) {
         let a = checked(src);
@@ -667,12 +668,6 @@ fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> Admit {
         }
         return a;
     }
-    if w.admitted >= u64::from(cfg.strangers_per_cpu) {
-        return Admit::Shed;
-    }
-    if blocked(src) {
-        return Admit::Blocked;
-    }
     let b = admission::bucket_of(
         src,
         u32::from(cfg.bucket_prefix_v4),
@@ -682,15 +677,23 @@ fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> Admit {
     let Some(word) = STRANGERS.get_ptr_mut(b) else {
         return Admit::Shed;
     };
-    match admission::take(unsafe { *word }, now, cfg.bucket_cap) {
-        Some(next) => {
-            unsafe { *word = next };
-            w.admitted += 1;
-            count(Counter::AdmitStranger);
-            Admit::Go
-        }
-        None => Admit::Shed,
+    let word = unsafe { &mut *word };
+    // Every offer counts, admitted or not: that is what makes a storm's
+    // bucket busy in its next window.
+    let o = admission::offer(*word, now, cfg.bucket_cap);
+    let share = u64::from(cfg.strangers_per_cpu);
+    if !o.open || w.admitted >= share || (o.busy && w.busy >= share / 2) {
+        *word = o.counted;
+        return Admit::Shed;
     }
+    if blocked(src) {
+        return Admit::Blocked;
+    }
+    *word = o.admitted;
+    w.admitted += 1;
+    w.busy += u64::from(o.busy);
+    count(Counter::AdmitStranger);
+    Admit::Go
 }
 
 /// `Admit::Blocked` if the block-list holds `src`, else `Admit::Go`.

@@ -2,6 +2,7 @@
 
 use std::{
     net::IpAddr,
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Output, Stdio},
 };
@@ -128,7 +129,7 @@ pub fn uac(ns: &Netns, local: IpAddr, target: IpAddr, calls: u32, rate: u32) -> 
             "-timeout",
             "60s",
             "-timeout_error",
-            &format!("{target}:5060"),
+            &SocketAddr::new(target, 5060).to_string(),
         ])
         .current_dir(std::env::temp_dir())
         .output()
@@ -230,7 +231,7 @@ pub fn register_digest(
             "-timeout",
             "20s",
             "-timeout_error",
-            &format!("{target}:5060"),
+            &SocketAddr::new(target, 5060).to_string(),
         ])
         .current_dir(&dir)
         .output()

@@ -788,6 +788,39 @@ fn overload_admits_proven_and_remembered_sources_and_strangers_by_bucket() {
     assert_eq!(run("2001:db8:7::100"), XDP_PASS);
 }
 
+/// A storm's buckets are busy from its second window on and share only
+/// half of the strangers' share: a new phone from a prefix the storm does
+/// not use finds the other half, however many of the storm's prefixes
+/// there are.
+#[test]
+fn overload_keeps_half_the_share_for_prefixes_the_storm_does_not_use() {
+    sip_xdp_tests::flood::pin_to_cpu(0);
+    let p = TestProg::load("shbusy");
+    configure(&p, overload(8));
+    let run = |src: &str| p.run(&Frame::sip(src, REGISTER).build());
+    let storm = |p: &dyn Fn(&str) -> u32| -> usize {
+        (1..=10)
+            .flat_map(|b| (0..3).map(move |i| format!("100.{b}.0.{i}")))
+            .filter(|src| p(src) == XDP_PASS)
+            .count()
+    };
+    next_window();
+    for i in 0..5 {
+        assert_eq!(run(&format!("2001:db8:7::{i}")), XDP_PASS);
+    }
+    // The first window: every bucket is quiet, the storm takes the share.
+    assert_eq!(storm(&run), 8);
+    assert_eq!(run("198.51.100.9"), XDP_DROP);
+    next_window();
+    for i in 0..5 {
+        assert_eq!(run(&format!("2001:db8:7::{i}")), XDP_PASS);
+    }
+    // The next: its ten buckets are busy, and take half.
+    assert_eq!(storm(&run), 4);
+    assert_eq!(run("198.51.100.9"), XDP_PASS);
+    assert_eq!(run("198.51.100.9"), XDP_PASS);
+}
+
 /// Blocked sources are dropped as blocked in overload too, and never
 /// count toward the load mark or take a stranger's place: an attacker
 /// spoofing from a blocked range cannot spend the share new phones need.

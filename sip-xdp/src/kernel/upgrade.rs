@@ -115,6 +115,13 @@ pub fn retire_stale_index(pins: &Pins) -> Result<Option<KernelConfig>> {
         |i| i.value_size() != sources,
         "the pinned source counts are another build's; they restart at zero",
     )?;
+    let shed = std::mem::size_of::<sip_xdp_common::maps::ShedWindow>() as u32;
+    retire_if(
+        pins,
+        MAP_SHED,
+        |i| i.value_size() != shed,
+        "the pinned overload window is another build's; a new one is made",
+    )?;
     let scratch = std::mem::size_of::<sip_xdp_common::maps::ScanScratch>() as u32;
     retire_if(
         pins,
