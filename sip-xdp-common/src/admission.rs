@@ -7,9 +7,9 @@
 //! lasts. The share is divided among buckets of source prefixes, hashed
 //! with a key drawn at each start, so a storm drawn from a few prefixes
 //! spends only its own buckets and a new phone from elsewhere still finds
-//! its bucket open; and buckets that offered more than their cap in the
-//! window before (a storm's, from its second window on) share only half
-//! of the strangers' share, so the other half stays for quiet prefixes. Nothing here is written per source: a shed packet
+//! its bucket open; and buckets that offered more than their cap lately (a
+//! storm's, from its second window on) share only half of the strangers'
+//! share, so the other half stays for quiet prefixes. Nothing here is written per source: a shed packet
 //! costs the table lookups and one bucket word, never an insertion an
 //! attacker could use to evict what makes known clients recognisable.
 
@@ -20,9 +20,14 @@ pub const BUCKETS: u32 = 4096;
 
 /// A bucket's word: the window it counts in (bits 32-63), the strangers
 /// it offered in that window (16-31, saturating), those admitted (8-15),
-/// and whether it offered more than its cap in the window before (bit 0):
-/// a *busy* bucket, which a storm's are from their second window on.
+/// and its heat (0-7): set when it offered more than its cap in a window,
+/// and cooling by one per window after. A bucket with heat is *busy*: a
+/// storm's are from their second window on, and stay so while the storm
+/// comes back within `HEAT` windows, however it takes turns.
 pub type BucketWord = u64;
+
+/// Windows a bucket stays busy after it last offered more than its cap.
+pub const HEAT: u64 = 8;
 
 /// The window a time falls in: about a second (2^30 ns).
 #[inline(always)]
@@ -33,12 +38,14 @@ pub const fn window_of(now_ns: u64) -> u32 {
 /// One more stranger offered by a bucket holding `word` at `now_ns`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Offer {
-    /// The word with the offer counted (and the admission, if `admit`).
+    /// The word with the offer counted, for a stranger shed...
     pub counted: BucketWord,
+    /// ...and for one admitted.
     pub admitted: BucketWord,
     /// The bucket's cap for the window is not spent yet.
     pub open: bool,
-    /// The bucket offered more than its cap in the window before.
+    /// The bucket offered more than its cap within the last `HEAT`
+    /// windows.
     pub busy: bool,
 }
 
@@ -50,11 +57,18 @@ pub struct Offer {
 pub const fn offer(word: BucketWord, now_ns: u64, cap: u32) -> Offer {
     let window = window_of(now_ns);
     let old_window = (word >> 32) as u32;
-    let (offered, taken, busy) = if old_window == window {
-        ((word >> 16) & 0xffff, (word >> 8) & 0xff, word & 1 != 0)
+    let (offered, taken, heat) = if old_window == window {
+        ((word >> 16) & 0xffff, (word >> 8) & 0xff, word & 0xff)
     } else {
-        let was_busy = old_window.wrapping_add(1) == window && (word >> 16) & 0xffff > cap as u64;
-        (0, 0, was_busy)
+        let gone = window.wrapping_sub(old_window) as u64;
+        let heat = if gone == 1 && (word >> 16) & 0xffff > cap as u64 {
+            HEAT
+        } else if word & 0xff > gone {
+            (word & 0xff) - gone
+        } else {
+            0
+        };
+        (0, 0, heat)
     };
     let offered = if offered < 0xffff {
         offered + 1
@@ -62,12 +76,12 @@ pub const fn offer(word: BucketWord, now_ns: u64, cap: u32) -> Offer {
         offered
     };
     let cap = if cap > 0xff { 0xff } else { cap as u64 };
-    let head = ((window as u64) << 32) | (offered << 16) | busy as u64;
+    let head = ((window as u64) << 32) | (offered << 16) | heat;
     Offer {
         counted: head | (taken << 8),
         admitted: head | ((taken + 1) << 8),
         open: taken < cap,
-        busy,
+        busy: heat > 0,
     }
 }
 
@@ -128,8 +142,12 @@ mod tests {
         let mut p = offer(0, t, 2).admitted;
         p = offer(p, t + 1, 2).admitted;
         assert!(!offer(p, t + (1 << 30), 2).busy);
-        // A window skipped forgets it all.
-        assert!(!offer(w, t + (2 << 30), 2).busy);
+        // A storm taking turns stays busy while it comes back within HEAT
+        // windows: two windows away, it is still busy, and cools after.
+        let hot = offer(w, t + (1 << 30), 2).counted;
+        assert!(offer(hot, t + (3 << 30), 2).busy);
+        assert!(offer(hot, t + ((HEAT) << 30), 2).busy);
+        assert!(!offer(hot, t + ((HEAT + 1) << 30), 2).busy);
         assert!(!offer(0, t, 0).open, "a cap of 0 admits nobody");
     }
 

@@ -49,10 +49,10 @@
 //!   (`detect.ignore`: detections on it are not acted on, the kernel still
 //!   filters it); and the **guard** (loopback and this host's own
 //!   addresses: refused whatever asks).
-//! - In overload, admitted first: **proven** sources (the kernel's
-//!   REMEMBERED map: verified lately, or within the memory of good clients,
-//!   `remembered_clients`); then **strangers**, within their share and
-//!   their prefix bucket's.
+//! - In overload, admitted first: **proven** sources (verified now, or in
+//!   the kernel's REMEMBERED map: the memory of good clients, loaded by the
+//!   controller from `remembered_clients`); then **strangers**, within
+//!   their share and their prefix bucket's.
 //! - **source**: a packet's sender, except `blocked_ips.source` (what made
 //!   the row: a `Reason` name or another tool's) and a feed's URL.
 //!

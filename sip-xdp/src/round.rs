@@ -172,8 +172,9 @@ async fn memory(store: &Store, input: &RoundInput, node: &str) -> (bool, Vec<Pro
     let Some(m) = input.memory else {
         return (written, Vec::new());
     };
+    let tomorrow = crate::db::store::now() + chrono::Duration::days(1);
     if let Err(e) = store
-        .forget_clients_before(m.forget_before, crate::db::retention::BATCH)
+        .forget_clients_before(m.forget_before, tomorrow, crate::db::retention::BATCH)
         .await
     {
         tracing::warn!(error = %e, "ageing out remembered_clients failed");

@@ -46,6 +46,8 @@ pub(super) struct Memory {
     /// Per prefix, the addresses recorded since `counted_at`.
     per_prefix: HashMap<ipnet::IpNet, usize>,
     counted_at: Option<Instant>,
+    /// The cap was logged in this hour.
+    warned: bool,
     /// Where the next read of the database starts, and when the whole
     /// memory was last read; `None`: read it whole.
     cursor: Option<(NaiveDateTime, Instant)>,
@@ -68,6 +70,7 @@ impl Memory {
         {
             self.per_prefix.clear();
             self.counted_at = Some(now);
+            self.warned = false;
         }
         let mut out = Vec::new();
         let mut capped = 0usize;
@@ -84,12 +87,16 @@ impl Memory {
                 }
                 continue;
             }
-            let n = self.per_prefix.entry(prefix_of(ip)).or_default();
-            if *n >= PER_PREFIX {
-                capped += 1;
-                continue;
+            // Only addresses new to this node count: a known phone
+            // proving itself again is never held back by newcomers.
+            if !self.recorded.contains_key(&ip) {
+                let n = self.per_prefix.entry(prefix_of(ip)).or_default();
+                if *n >= PER_PREFIX {
+                    capped += 1;
+                    continue;
+                }
+                *n += 1;
             }
-            *n += 1;
             self.recorded.insert(ip, (until, now));
             out.push(Proven {
                 ip,
@@ -97,11 +104,12 @@ impl Memory {
                 at: wall,
             });
         }
-        if capped > 0 {
+        if capped > 0 && !self.warned {
+            self.warned = true;
             tracing::warn!(
                 addresses = capped,
                 per_prefix = PER_PREFIX,
-                "proofs of address not remembered: their prefix has proved enough addresses this hour"
+                "proofs of address not remembered: their prefix has proved enough new addresses this hour"
             );
         }
         // What is no longer verified is remembered by the database and the

@@ -146,7 +146,20 @@ const CONFIG_BEFORE_ADMISSION: usize = 56;
 fn carry_config(pins: &Pins) -> Result<Option<KernelConfig>> {
     let path = pins.map(MAP_CONFIG);
     let aside = previous_config(pins);
-    if !Path::new(&aside).exists() {
+    let old_layout = || {
+        MapData::from_pin(&path)
+            .and_then(|d| d.info())
+            .is_ok_and(|i| i.value_size() as usize == CONFIG_BEFORE_ADMISSION)
+    };
+    if Path::new(&aside).exists() {
+        // Put aside by a start that stopped before unpinning the old one.
+        if old_layout() {
+            std::fs::remove_file(&path).map_err(|source| Error::Io {
+                context: format!("unpinning {}", path.display()),
+                source,
+            })?;
+        }
+    } else {
         let Ok(info) = MapData::from_pin(&path).and_then(|d| d.info()) else {
             return Ok(None);
         };
@@ -199,9 +212,16 @@ fn previous_config(pins: &Pins) -> std::path::PathBuf {
     pins.map("CONFIG_PREVIOUS")
 }
 
-/// The carried configuration is in the new map: the old one goes.
+/// The carried configuration is in the new map: the old one goes. Left
+/// behind, it would be carried again by the next upgrade.
 pub fn carried(pins: &Pins) {
-    let _ = std::fs::remove_file(previous_config(pins));
+    let aside = previous_config(pins);
+    match std::fs::remove_file(&aside) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::error!(path = %aside.display(), error = %e, "removing the configuration carried over failed; remove it by hand")
+        }
+        _ => {}
+    }
 }
 
 fn retire_if(

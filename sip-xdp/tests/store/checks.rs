@@ -599,7 +599,7 @@ pub async fn remembered_clients_keep_the_latest_proof_and_age_out(store: &Store)
     // Proofs older than the memory go.
     assert_eq!(
         store
-            .forget_clients_before(t0 - Duration::days(7), 1000)
+            .forget_clients_before(t0 - Duration::days(7), t0 + Duration::days(1), 1000)
             .await
             .unwrap(),
         1
@@ -634,6 +634,16 @@ pub async fn remembered_clients_keep_the_latest_proof_and_age_out(store: &Store)
         .unwrap();
     assert_eq!(newest.len(), 1, "the bad row took its place: {newest:?}");
     assert_eq!(newest[0].ip.to_string(), "198.51.100.4");
+    // A row dated in the future is aged out at once.
+    store
+        .forget_clients_before(t0 - Duration::days(30), t0 + Duration::days(1), 1000)
+        .await
+        .unwrap();
+    let newest = store
+        .remembered_since(t0 - Duration::days(30), 2)
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 2, "{newest:?}");
 }
 
 #[macro_export]

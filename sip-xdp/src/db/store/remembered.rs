@@ -101,20 +101,29 @@ impl Store {
         Ok(good)
     }
 
-    /// Deletes the proofs older than `before`, at most `limit` rows; returns
-    /// how many went.
-    pub async fn forget_clients_before(&self, before: NaiveDateTime, limit: i64) -> Result<u64> {
+    /// Deletes the proofs older than `before`, and those dated after
+    /// `after` (a clock or a hand gone wrong: they would hold a place in
+    /// every read), at most `limit` rows; returns how many went.
+    pub async fn forget_clients_before(
+        &self,
+        before: NaiveDateTime,
+        after: NaiveDateTime,
+        limit: i64,
+    ) -> Result<u64> {
         let sql = match self.pool {
             Pool::Mysql(_) => {
-                "DELETE FROM remembered_clients WHERE last_proven_at < ? LIMIT ?".to_string()
+                "DELETE FROM remembered_clients WHERE last_proven_at < ? OR last_proven_at > ? LIMIT ?"
+                    .to_string()
             }
             Pool::Sqlite(_) => "DELETE FROM remembered_clients WHERE rowid IN (SELECT rowid FROM \
-                 remembered_clients WHERE julianday(last_proven_at) < julianday(?) LIMIT ?)"
+                 remembered_clients WHERE julianday(last_proven_at) < julianday(?) \
+                 OR julianday(last_proven_at) > julianday(?) LIMIT ?)"
                 .to_string(),
         };
         let n = with_pool!(self, p => {
             sqlx::query(safe(&sql))
                 .bind(self.theirs(before))
+                .bind(self.theirs(after))
                 .bind(limit)
                 .execute(p)
                 .await?

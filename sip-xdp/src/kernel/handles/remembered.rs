@@ -1,7 +1,7 @@
 //! The memory of good clients in the kernel (`REMEMBERED`): addresses
-//! proven within `detect.shedding.remember`, admitted first in overload.
-//! The trust program adds each verification; the controller what the
-//! database every node shares remembers.
+//! proven within `detect.shedding.remember`, admitted first in overload
+//! after the verified. Only the controller writes it, from the database
+//! every node shares.
 
 use super::*;
 
@@ -21,8 +21,8 @@ impl Maps {
     }
 
     /// Remembers `ip` until the monotonic time `until_ns`, or longer if
-    /// it is remembered longer already (the trust program extends an
-    /// entry as a phone proves itself again).
+    /// it is remembered longer already (a later read of an older row
+    /// never shortens it).
     pub fn remember(&mut self, ip: IpAddr, until_ns: u64) -> Result<()> {
         let Some(m) = &mut self.remembered else {
             return Ok(());
