@@ -63,10 +63,8 @@ pub const fn offer(word: BucketWord, now_ns: u64, cap: u32) -> Offer {
         let gone = window.wrapping_sub(old_window) as u64;
         let heat = if gone == 1 && (word >> 16) & 0xffff > cap as u64 {
             HEAT
-        } else if word & 0xff > gone {
-            (word & 0xff) - gone
         } else {
-            0
+            (word & 0xff).saturating_sub(gone)
         };
         (0, 0, heat)
     };
