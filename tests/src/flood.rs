@@ -74,15 +74,7 @@ pub fn register_frames(target: &Target, sources: &[Ipv6Addr]) -> Vec<Vec<u8>> {
     sources
         .iter()
         .enumerate()
-        .map(|(n, src)| {
-            let payload = register_payload(*src, target.dst, n % 1000);
-            let b = PacketBuilder::ethernet2(target.src_mac, target.dst_mac)
-                .ipv6(src.octets(), target.dst.octets(), 64)
-                .udp(5060, target.dport);
-            let mut f = Vec::with_capacity(b.size(payload.len()));
-            b.write(&mut f, &payload).expect("building a flood frame");
-            f
-        })
+        .map(|(n, src)| v6_frame(target, *src, &register_payload(*src, target.dst, n % 1000)))
         .collect()
 }
 
@@ -119,6 +111,16 @@ pub fn frames(target: &Target, sources: &[Ipv6Addr]) -> Vec<Vec<u8>> {
     frames_as(target, sources, "friendly-scanner")
 }
 
+/// An IPv6/UDP frame from `src` port 5060 to the target carrying `payload`.
+fn v6_frame(target: &Target, src: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(target.src_mac, target.dst_mac)
+        .ipv6(src.octets(), target.dst.octets(), 64)
+        .udp(5060, target.dport);
+    let mut f = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut f, payload).expect("building a flood frame");
+    f
+}
+
 /// One frame per source, carrying `user_agent`.
 pub fn frames_as(target: &Target, sources: &[Ipv6Addr], user_agent: &str) -> Vec<Vec<u8>> {
     sources
@@ -126,12 +128,7 @@ pub fn frames_as(target: &Target, sources: &[Ipv6Addr], user_agent: &str) -> Vec
         .enumerate()
         .map(|(n, src)| {
             let payload = options_payload_as(*src, target.dst, n, user_agent);
-            let b = PacketBuilder::ethernet2(target.src_mac, target.dst_mac)
-                .ipv6(src.octets(), target.dst.octets(), 64)
-                .udp(5060, target.dport);
-            let mut f = Vec::with_capacity(b.size(payload.len()));
-            b.write(&mut f, &payload).expect("building a flood frame");
-            f
+            v6_frame(target, *src, &payload)
         })
         .collect()
 }

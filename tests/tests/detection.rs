@@ -1096,6 +1096,43 @@ fn an_ipv6_rotator_is_banned_as_its_64() {
     assert!(top.contains("2001:db8:2:77::/64"), "{top}");
 }
 
+/// A spoofed storm over link 2: OPTIONS from a new source in 2001:db8::/32
+/// for every packet, bounded by 2,000,000 packets and 4 s, and the flag
+/// that stops it sooner.
+fn spoofed_storm(
+    lab: &Lab,
+) -> (
+    std::thread::JoinHandle<sip_xdp_tests::flood::Sent>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use sip_xdp_tests::{
+        flood::{frames_as, Generator, Target},
+        lab::mac,
+    };
+    let link = &lab.links[1];
+    let IpAddr::V6(dst) = link.server_v6 else {
+        unreachable!()
+    };
+    let target = Target {
+        src_mac: mac(&lab.clients[1], "e0"),
+        dst_mac: mac(&lab.server, &link.server_if),
+        dst,
+        dport: 5060,
+    };
+    let storm = frames_as(
+        &target,
+        &["2001:db8:2::77".parse::<std::net::Ipv6Addr>().unwrap()],
+        "Grandstream GXP2170",
+    );
+    let gen = Generator::new(&lab.clients[1], "e0", 1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let flood = std::thread::spawn(move || {
+        gen.send_unique(&storm, 2_000_000, Duration::from_secs(4), &stop2)
+    });
+    (flood, stop)
+}
+
 /// A random-source storm past the load mark: the kernel sheds strangers
 /// past their bucket's share, a registered phone keeps every REGISTER
 /// answered at once, a new phone from another prefix is answered at its
@@ -1105,14 +1142,8 @@ fn an_ipv6_rotator_is_banned_as_its_64() {
 /// `cargo xtask bench`.
 #[test]
 fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
-    use std::{
-        net::Ipv6Addr,
-        sync::{atomic::AtomicBool, Arc},
-    };
-
     use sip_xdp_tests::{
-        flood::{frames_as, pin_to_cpu, Generator, Target},
-        lab::mac,
+        flood::pin_to_cpu,
         registrar::{register, Registrar},
     };
     let sbc = Sbc::mariadb("shd");
@@ -1120,7 +1151,6 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
     let daemon = controller(cli, lab, "[detect.shedding]\nbudget = 2000\n");
     // The storm comes over link 2; the phones use link 1, so that a full
     // wire is not what drops them.
-    let link = &lab.links[1];
     let phones = &lab.links[0];
     let v6 = SocketAddr::new(phones.server_v6, 5060);
     let v4 = SocketAddr::new(phones.server_v4, 5060);
@@ -1136,30 +1166,9 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
         .trust_of(phones.client_v6)
         .is_some()));
 
-    let IpAddr::V6(dst) = link.server_v6 else {
-        unreachable!()
-    };
-    let target = Target {
-        src_mac: mac(&lab.clients[1], "e0"),
-        dst_mac: mac(&lab.server, &link.server_if),
-        dst,
-        dport: 5060,
-    };
-    // A new source address for every packet, as in a spoofed storm.
-    let storm = Arc::new(frames_as(
-        &target,
-        &["2001:db8:2::77".parse::<Ipv6Addr>().unwrap()],
-        "Grandstream GXP2170",
-    ));
-    let gen = Generator::new(&lab.clients[1], "e0", 1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (storm2, stop2) = (storm.clone(), stop.clone());
     let passed_before = cli.stats()["pass_sip"].as_u64().unwrap_or(0);
     let flood_started = Instant::now();
-    // Bounded by count and time.
-    let flood = std::thread::spawn(move || {
-        gen.send_unique(&storm2, 2_000_000, Duration::from_secs(4), &stop2)
-    });
+    let (flood, stop) = spoofed_storm(lab);
     std::thread::sleep(Duration::from_millis(500));
 
     // The registered phone: every REGISTER answered on its first send.
@@ -1224,14 +1233,8 @@ fn shedding_keeps_registered_phones_served_in_a_random_source_storm() {
 /// spends) the phone is answered at its first send, every time.
 #[test]
 fn a_remembered_phone_is_admitted_in_a_storm_by_a_node_that_never_saw_it() {
-    use std::{
-        net::Ipv6Addr,
-        sync::{atomic::AtomicBool, Arc},
-    };
-
     use sip_xdp_tests::{
-        flood::{frames_as, pin_to_cpu, Generator, Target},
-        lab::mac,
+        flood::pin_to_cpu,
         registrar::{register, Registrar},
     };
     let sbc = Sbc::mariadb("mem");
@@ -1281,28 +1284,8 @@ fn a_remembered_phone_is_admitted_in_a_storm_by_a_node_that_never_saw_it() {
     );
     assert_eq!(maps().trust_of(phones.client_v6), None, "not verified here");
 
-    let link = &lab.links[1];
-    let IpAddr::V6(dst) = link.server_v6 else {
-        unreachable!()
-    };
-    let target = Target {
-        src_mac: mac(&lab.clients[1], "e0"),
-        dst_mac: mac(&lab.server, &link.server_if),
-        dst,
-        dport: 5060,
-    };
     // A new source in 2001:db8::/32 for every packet: the phone's bucket.
-    let storm = Arc::new(frames_as(
-        &target,
-        &["2001:db8:2::77".parse::<Ipv6Addr>().unwrap()],
-        "Grandstream GXP2170",
-    ));
-    let gen = Generator::new(&lab.clients[1], "e0", 1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (storm2, stop2) = (storm.clone(), stop.clone());
-    let flood = std::thread::spawn(move || {
-        gen.send_unique(&storm2, 2_000_000, Duration::from_secs(4), &stop2)
-    });
+    let (flood, stop) = spoofed_storm(lab);
     std::thread::sleep(Duration::from_millis(500));
     for i in 2..=4 {
         let (took, sends) = register(&phone, v6, "1001", i).expect("phone answered");

@@ -20,7 +20,7 @@ use sip_xdp::kernel::{Maps, Pins};
 use sip_xdp_tests::{
     cli::{Cli, Daemon},
     cpu,
-    flood::{frames, frames_as, random_sources, Generator, Sent, Target},
+    flood::{frames, frames_as, random_sources, Generator, Sent, Spoof, Target},
     lab::{mac, Lab},
     registrar::{register, Registrar},
     sipp::{Uas, UAS_OPTIONS},
@@ -251,28 +251,11 @@ fn storm_row(lab: &Lab, gen: &Generator, target: &Target, f: Filter, i: usize) -
         "Grandstream GXP2170",
     );
     let mut row = StormRow::default();
-    let stop = AtomicBool::new(false);
     let uas_cpu0 = cpu::process(uas.pid()).unwrap_or_default();
     let ctl_pid = controller.as_ref().map(|(_, d)| d.child.id());
     let ctl_cpu0 = ctl_pid.and_then(cpu::process);
     let started = Instant::now();
-    let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let (stop, storm, done) = (&stop, &storm, &done);
-        let flood = s.spawn(move || {
-            let sent = gen.send_unique(storm, 100_000_000, Duration::from_secs(STORM_SECS), stop);
-            done.store(true, Ordering::Relaxed);
-            sent
-        });
-        // Stop the storm early on a signal.
-        s.spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                if STOP.load(Ordering::Relaxed) {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
+    let (sent, (reached0, t1)) = during_storm(gen, &storm, Spoof::V6Random, || {
         std::thread::sleep(Duration::from_secs(1));
         let reached0 = udp6_reached(lab);
         let t1 = Instant::now();
@@ -362,17 +345,18 @@ fn storm_row(lab: &Lab, gen: &Generator, target: &Target, f: Filter, i: usize) -
             }
             std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
         }
-        row.sent = flood.join().unwrap();
-        row.reached = udp6_reached(lab) - reached0;
-        let secs_after_1s = t1
-            .elapsed()
-            .as_secs_f64()
-            .min(row.sent.elapsed.as_secs_f64() - 1.0);
-        row.sent_after_1s = (row.sent.pps() * secs_after_1s) as u64;
-        if let Some(pid) = ctl_pid {
-            row.controller_rss_mb = rss_mb(pid);
-        }
+        (reached0, t1)
     });
+    row.sent = sent;
+    row.reached = udp6_reached(lab) - reached0;
+    let secs_after_1s = t1
+        .elapsed()
+        .as_secs_f64()
+        .min(row.sent.elapsed.as_secs_f64() - 1.0);
+    row.sent_after_1s = (row.sent.pps() * secs_after_1s) as u64;
+    if let Some(pid) = ctl_pid {
+        row.controller_rss_mb = rss_mb(pid);
+    }
     row.server_cpu = cpu::process(uas.pid())
         .unwrap_or_default()
         .saturating_sub(uas_cpu0);
@@ -385,6 +369,42 @@ fn storm_row(lab: &Lab, gen: &Generator, target: &Target, f: Filter, i: usize) -
     drop(controller);
     drop(uas);
     row
+}
+
+/// Runs `body` while a storm of `frames` (its sources drawn as `spoof`
+/// says) is sent for STORM_SECS, bounded by count and time and stopped
+/// early on a signal; returns what was sent, and what `body` returned.
+fn during_storm<R: Send>(
+    gen: &Generator,
+    frames: &[Vec<u8>],
+    spoof: Spoof,
+    body: impl FnOnce() -> R + Send,
+) -> (Sent, R) {
+    let (stop, done) = (AtomicBool::new(false), AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let (stop, done) = (&stop, &done);
+        let flood = s.spawn(move || {
+            let sent = gen.send_spoofed(
+                frames,
+                100_000_000,
+                Duration::from_secs(STORM_SECS),
+                stop,
+                spoof,
+            );
+            done.store(true, Ordering::Relaxed);
+            sent
+        });
+        s.spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if STOP.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let r = body();
+        (flood.join().unwrap(), r)
+    })
 }
 
 fn pct(a: u64, b: u64) -> f64 {

@@ -142,33 +142,11 @@ fn row(lab: &Lab, gen: &Generator, target: &Target, storm_kind: Storm, f: Filter
     };
     let spoof = storm_kind.spoof();
     let mut row = Row::default();
-    let stop = AtomicBool::new(false);
     let k_cpu0 = cpu::with_children(kamailio.pid()).unwrap_or_default();
     let ctl_pid = controller.as_ref().map(|(_, d)| d.child.id());
     let ctl_cpu0 = ctl_pid.and_then(cpu::process);
     let started = Instant::now();
-    let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let (stop, storm, done) = (&stop, &storm, &done);
-        let flood = s.spawn(move || {
-            let sent = gen.send_spoofed(
-                storm,
-                100_000_000,
-                Duration::from_secs(STORM_SECS),
-                stop,
-                spoof,
-            );
-            done.store(true, Ordering::Relaxed);
-            sent
-        });
-        s.spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                if STOP.load(Ordering::Relaxed) {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
+    let (sent, (reached0, t1)) = during_storm(gen, &storm, spoof, || {
         std::thread::sleep(Duration::from_secs(1));
         let reached0 = udp_reached(lab);
         let t1 = Instant::now();
@@ -189,17 +167,18 @@ fn row(lab: &Lab, gen: &Generator, target: &Target, storm_kind: Storm, f: Filter
             }
             std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
         }
-        row.sent = flood.join().unwrap();
-        row.reached = udp_reached(lab) - reached0;
-        let secs = t1
-            .elapsed()
-            .as_secs_f64()
-            .min(row.sent.elapsed.as_secs_f64() - 1.0);
-        row.sent_after_1s = (row.sent.pps() * secs) as u64;
-        if let Some(pid) = ctl_pid {
-            row.controller_rss_mb = rss_mb(pid);
-        }
+        (reached0, t1)
     });
+    row.sent = sent;
+    row.reached = udp_reached(lab) - reached0;
+    let secs = t1
+        .elapsed()
+        .as_secs_f64()
+        .min(row.sent.elapsed.as_secs_f64() - 1.0);
+    row.sent_after_1s = (row.sent.pps() * secs) as u64;
+    if let Some(pid) = ctl_pid {
+        row.controller_rss_mb = rss_mb(pid);
+    }
     row.kamailio_cpu = cpu::with_children(kamailio.pid())
         .unwrap_or_default()
         .saturating_sub(k_cpu0);
