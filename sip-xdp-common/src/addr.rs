@@ -29,30 +29,78 @@ pub fn is_v4_mapped(k: &IpKey) -> bool {
 /// A length of 0 or past the family's width means the whole address.
 #[inline(always)]
 pub fn prefix_key(k: &IpKey, v4_len: u32, v6_len: u32) -> IpKey {
-    let len = if is_v4_mapped(k) {
-        if v4_len == 0 || v4_len >= 32 {
-            return *k;
+    Words::of(k).prefix(v4_len, v6_len).key()
+}
+
+/// A key as two numbers, its first and last eight bytes read big-endian:
+/// what the program's per-packet arithmetic works on. A key is an array
+/// of bytes, which the BPF target reads and writes one byte at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Words {
+    pub hi: u64,
+    pub lo: u64,
+}
+
+impl Words {
+    #[inline(always)]
+    pub fn of(k: &IpKey) -> Self {
+        Words {
+            hi: u64::from_be_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]),
+            lo: u64::from_be_bytes([k[8], k[9], k[10], k[11], k[12], k[13], k[14], k[15]]),
         }
-        V4_MAPPED_PREFIX + v4_len
-    } else {
-        if v6_len == 0 || v6_len >= 128 {
-            return *k;
+    }
+
+    /// From the key's halves as loaded from memory (native order).
+    #[inline(always)]
+    pub const fn of_native(hi: u64, lo: u64) -> Self {
+        Words {
+            hi: u64::from_be(hi),
+            lo: u64::from_be(lo),
         }
-        v6_len
-    };
-    let hi = u64::from_be_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]);
-    let lo = u64::from_be_bytes([k[8], k[9], k[10], k[11], k[12], k[13], k[14], k[15]]);
-    let (hi, lo) = if len >= 64 {
-        // len < 128 here: the shift is 0..=63.
-        (hi, lo & !(u64::MAX >> (len - 64)))
-    } else {
-        (hi & !(u64::MAX >> len), 0)
-    };
-    let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
-    [
-        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
-        l[7],
-    ]
+    }
+
+    #[inline(always)]
+    pub fn key(self) -> IpKey {
+        let (h, l) = (self.hi.to_be_bytes(), self.lo.to_be_bytes());
+        [
+            h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5],
+            l[6], l[7],
+        ]
+    }
+
+    /// True when the key holds an IPv4 address (`::ffff:a.b.c.d`).
+    #[inline(always)]
+    pub const fn is_v4_mapped(self) -> bool {
+        self.hi == 0 && self.lo >> 32 == 0xffff
+    }
+
+    /// The prefix the key falls in (`prefix_key`).
+    #[inline(always)]
+    pub const fn prefix(self, v4_len: u32, v6_len: u32) -> Self {
+        let len = if self.is_v4_mapped() {
+            if v4_len == 0 || v4_len >= 32 {
+                return self;
+            }
+            V4_MAPPED_PREFIX + v4_len
+        } else {
+            if v6_len == 0 || v6_len >= 128 {
+                return self;
+            }
+            v6_len
+        };
+        if len >= 64 {
+            // len < 128 here: the shift is 0..=63.
+            Words {
+                hi: self.hi,
+                lo: self.lo & !(u64::MAX >> (len - 64)),
+            }
+        } else {
+            Words {
+                hi: self.hi & !(u64::MAX >> len),
+                lo: 0,
+            }
+        }
+    }
 }
 
 #[cfg(not(target_arch = "bpf"))]

@@ -10,10 +10,11 @@
 //! its bucket open; and buckets that offered more than their cap lately (a
 //! storm's, from its second window on) share only half of the strangers'
 //! share, so the other half stays for quiet prefixes. Nothing here is written per source: a shed packet
-//! costs the table lookups and one bucket word, never an insertion an
-//! attacker could use to evict what makes known clients recognisable.
+//! costs two hint bits (`crate::hints`) and one bucket word, never an
+//! insertion an attacker could use to evict what makes known clients
+//! recognisable.
 
-use crate::addr::{prefix_key, IpKey};
+use crate::addr::{IpKey, Words};
 
 /// Buckets per CPU: a power of two.
 pub const BUCKETS: u32 = 4096;
@@ -88,14 +89,16 @@ pub const fn offer(word: BucketWord, now_ns: u64, cap: u32) -> Offer {
 /// phone's bucket on purpose.
 #[inline(always)]
 pub fn bucket_of(src: &IpKey, v4_len: u32, v6_len: u32, seed: u64) -> u32 {
-    let k = prefix_key(src, v4_len, v6_len);
-    let hi = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]);
-    let lo = u64::from_ne_bytes([k[8], k[9], k[10], k[11], k[12], k[13], k[14], k[15]]);
+    bucket_of_words(Words::of(src), v4_len, v6_len, seed)
+}
+
+/// `bucket_of` for a key as numbers (`Words`).
+#[inline(always)]
+pub const fn bucket_of_words(src: Words, v4_len: u32, v6_len: u32, seed: u64) -> u32 {
+    let k = src.prefix(v4_len, v6_len);
     // Two rounds of a multiply-xorshift mix (the finalizer of
     // SplitMix64): every input bit reaches the top bits kept.
-    let mut h = hi ^ seed;
-    h = mix(h);
-    h = mix(h ^ lo);
+    let h = mix(mix(k.hi ^ seed) ^ k.lo);
     (h >> (64 - BUCKETS.trailing_zeros())) as u32
 }
 

@@ -12,6 +12,7 @@ pub mod classify;
 pub mod config;
 pub mod exchange;
 pub mod frame;
+pub mod hints;
 pub mod maps;
 pub mod memory;
 pub mod reason;

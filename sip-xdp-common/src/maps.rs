@@ -43,6 +43,10 @@ pub const MAP_HOT1: &str = "HOT1";
 pub const MAP_REMEMBERED: &str = "REMEMBERED";
 /// Per CPU, one word per bucket of stranger prefixes (`crate::admission`).
 pub const MAP_STRANGERS: &str = "STRANGERS";
+/// Bitmaps read before the allow-list trie and the proof lookups
+/// (`crate::hints`).
+pub const MAP_ALLOW_HINT: &str = "ALLOW_HINT";
+pub const MAP_PROOF_HINT: &str = "PROOF_HINT";
 /// One u64: the stamp of the object the pinned programs came from.
 pub const MAP_META: &str = "META";
 

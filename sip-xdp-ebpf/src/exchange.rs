@@ -51,6 +51,7 @@ use aya_ebpf::{
 use sip_xdp_common::{
     classify::classify_words,
     exchange::{CSeqMethod, Denial, HeaderScan, Start, EXCHANGE_SCAN, NONCE, TRANSACTION},
+    hints,
     maps::{
         exchange_ttl_ns, Exchange, ExchangeKey, NonceKey, Pending, Reply, Trust, Verified, Watch,
         NONCE_TTL_NS, SCAN_BUF,
@@ -61,7 +62,9 @@ use sip_xdp_common::{
 
 use crate::{
     charge_drop, count,
-    maps::{ASKED, CONFIG, EXCHANGES, EXCHANGE_PROG, NONCES, RULES, SCAN, VERIFIED, WATCH},
+    maps::{
+        ASKED, CONFIG, EXCHANGES, EXCHANGE_PROG, NONCES, PROOF_HINT, RULES, SCAN, VERIFIED, WATCH,
+    },
 };
 
 /// The deny lists' table, one lookup per byte of a value they read.
@@ -337,6 +340,7 @@ pub fn trust(addr: &IpKey, how: Trust, now: u64) {
         _ => return,
     };
     let expires_ns = now.saturating_add(ttl);
+    mark_proven(addr);
     match VERIFIED.get_ptr_mut(addr) {
         Some(v) => {
             let v = unsafe { &mut *v };
@@ -350,6 +354,22 @@ pub fn trust(addr: &IpKey, how: Trust, now: u64) {
                 _pad: 0,
             };
             let _ = VERIFIED.insert(addr, v, 0);
+        }
+    }
+}
+
+/// Sets `addr`'s bit in the proof hint, before its `VERIFIED` entry: a
+/// bit without an entry costs a lookup, an entry without its bit would go
+/// unseen in overload. Not atomic: two CPUs writing one word at once may
+/// lose a bit, which the controller sets again from `VERIFIED` at its next
+/// pass.
+#[inline(always)]
+fn mark_proven(addr: &IpKey) {
+    let slot = hints::proof_slot(addr);
+    if let Some(w) = PROOF_HINT.get_ptr_mut(slot.word) {
+        let w = unsafe { &mut *w };
+        if *w & slot.mask == 0 {
+            *w |= slot.mask;
         }
     }
 }

@@ -32,15 +32,17 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use maps::{
-    ALLOW, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, RATE, REMEMBERED, SAMPLES, SAMPLE_BUDGET,
-    SHED, SIP_PORTS, SOURCES, STATS, STRANGERS, TCP_PORTS, UNIT, VERIFIED,
+    ALLOW, ALLOW_HINT, BANS, BAN_INDEX, BLOCK, CONFIG, HOT0, HOT1, PROOF_HINT, RATE, REMEMBERED,
+    SAMPLES, SAMPLE_BUDGET, SHED, SIP_PORTS, SOURCES, STATS, STRANGERS, TCP_PORTS, UNIT, VERIFIED,
 };
 use parse::{ptr_at, Pkt, Truncated, MAX_OFFSET};
 use sip_xdp_common::{
+    addr::Words,
     admission, banindex,
     classify::{classify_words, SIP_CLASSES},
     config::SAMPLE_MAX_PAYLOAD,
     frame::{self, Refusal, Shape, IPPROTO_TCP, IPPROTO_UDP},
+    hints,
     maps::{RateState, Sample, SampleKind},
     Counter, IpKey, KernelConfig, SipClass, SourceStats, CLASSIFY_LEN,
 };
@@ -67,12 +69,12 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         Err(Refusal::Truncated) => return Ok(pass(Counter::Truncated)),
         Err(Refusal::Invalid) => return Ok(drop(Counter::Invalid, monitor())),
     };
-    let src = opaque_source(&p, &net.src);
+    let (src, words) = opaque_source(&p, &net.src);
     if net.shape == Shape::LaterFragment {
         // No port to look at. Fragments of a banned or blocked source are
         // dropped so its large INVITEs never reassemble; anyone else's pass
         // (the first fragment, which holds the ports, was judged).
-        return Ok(match source_rules(&src) {
+        return Ok(match source_rules(&src, fresh(&p, words)) {
             Source::Banned => drop(Counter::Banned, monitor()),
             Source::Blocked => drop(Counter::Blocked, monitor()),
             Source::Allowed | Source::Unknown => pass(Counter::Fragment),
@@ -87,7 +89,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         let sip_tcp = net.proto == IPPROTO_TCP
             && frame::tcp_dst_port(&p, &net).is_ok_and(|port| in_ports(&TCP_PORTS, port));
         return Ok(enforce_only(
-            &src,
+            (&src, fresh(&p, words)),
             sip_tcp || cfg.ban_all(),
             cfg,
             Counter::NonUdp,
@@ -114,7 +116,12 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
             Err(_) => return Ok(drop(Counter::Invalid, cfg.monitor())),
         };
         if !is_sip_port(udp.dst_port) {
-            return Ok(enforce_only(&src, cfg.ban_all(), cfg, Counter::OtherPort));
+            return Ok(enforce_only(
+                (&src, fresh(&p, words)),
+                cfg.ban_all(),
+                cfg,
+                Counter::OtherPort,
+            ));
         }
         // A payload past the bound (a jumbo frame in generic mode) cannot
         // be laundered whole: unreadable, never passed unjudged.
@@ -128,31 +135,33 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
             udp
         }
     };
-    let allowed = match banned_or_allowed(&src) {
+    let udp = opaque_payload(&p, &udp)?;
+    let invalid = !udp.valid;
+    // Overload is judged first, and writes nothing for the source: a
+    // storm's packet is shed before the ban check and the lists, at the
+    // least cost the program has, and a storm of new sources evicts no
+    // one.
+    let shed = sheds((&src, fresh(&p, words)), cfg);
+    if shed {
+        if !cfg.monitor() {
+            count(Counter::Shed);
+            return Ok(XDP_DROP);
+        }
+        count(Counter::MonitorShed);
+    }
+    let allowed = match banned_or_allowed(&src, fresh(&p, words)) {
         Source::Banned => return Ok(drop(Counter::Banned, cfg.monitor())),
         Source::Allowed => true,
         Source::Blocked | Source::Unknown => false,
     };
-    let udp = opaque_payload(&p, &udp)?;
-    let invalid = !udp.valid;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // Overload is judged before anything is written for the source: a
-    // shed packet inserts nothing, so a storm of new sources evicts no
-    // one.
     if !allowed {
-        match admit(&src, now, cfg) {
-            Admit::Blocked => return Ok(drop(Counter::Blocked, cfg.monitor())),
-            Admit::Shed if !cfg.monitor() => {
-                count(Counter::Shed);
-                return Ok(XDP_DROP);
-            }
-            Admit::Shed => {
-                count(Counter::MonitorShed);
-                if blocked(&src) {
-                    return Ok(drop(Counter::Blocked, true));
-                }
-            }
-            Admit::Go => {}
+        // Blocked sources never count toward the mark or take a share.
+        if blocked(&src) {
+            return Ok(drop(Counter::Blocked, cfg.monitor()));
+        }
+        if !shed && !admit((&src, fresh(&p, words)), now, cfg) {
+            return Ok(drop(Counter::Shed, cfg.monitor()));
         }
     }
     // Counted, limited and sampled by prefix (an IPv6 host owns its /64);
@@ -246,7 +255,7 @@ fn monitor() -> bool {
 /// constant bytes and an IPv6 one read whole, and the verifier would
 /// otherwise walk the rest of the program once for each.
 #[inline(always)]
-fn opaque_source(p: &Pkt<XdpContext>, src: &IpKey) -> IpKey {
+fn opaque_source(p: &Pkt<XdpContext>, src: &IpKey) -> (IpKey, Words) {
     let mut hi = [0u8; 8];
     let mut lo = [0u8; 8];
     hi.copy_from_slice(&src[..8]);
@@ -256,7 +265,22 @@ fn opaque_source(p: &Pkt<XdpContext>, src: &IpKey) -> IpKey {
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&hi);
     out[8..].copy_from_slice(&lo);
-    out
+    (
+        out,
+        Words::of_native(u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)),
+    )
+}
+
+/// The source's words again, through map memory: each use branches on
+/// them (IPv4 or IPv6, which hint bit), and the verifier would carry what
+/// one use learnt into every later one, walking the rest of the program
+/// once per answer. The copies it learns about die with the use.
+#[inline(always)]
+fn fresh(p: &Pkt<XdpContext>, w: Words) -> Words {
+    Words {
+        hi: p.launder(w.hi),
+        lo: p.launder(w.lo),
+    }
 }
 
 /// The payload's bounds and validity, through map memory as the L4
@@ -433,8 +457,8 @@ enum Source {
 /// controller never bans an allow-listed address; the allow-list then beats
 /// every block CIDR.
 #[inline(always)]
-fn source_rules(src: &IpKey) -> Source {
-    match banned_or_allowed(src) {
+fn source_rules(src: &IpKey, words: Words) -> Source {
+    match banned_or_allowed(src, words) {
         Source::Unknown if blocked(src) => Source::Blocked,
         other => other,
     }
@@ -443,7 +467,7 @@ fn source_rules(src: &IpKey) -> Source {
 /// The exact ban and the allow-list (`source_rules` without the
 /// block-list).
 #[inline(always)]
-fn banned_or_allowed(src: &IpKey) -> Source {
+fn banned_or_allowed(src: &IpKey, words: Words) -> Source {
     match indexed_ban(src) {
         Indexed::Banned => return Source::Banned,
         // The index answers for BANS: a legitimate IPv4 source skips the
@@ -465,10 +489,37 @@ fn banned_or_allowed(src: &IpKey) -> Source {
         }
     }
     let key = Key::new(128, *src);
-    if ALLOW.get(&key).is_some() {
+    if may_be_allowed(words) && ALLOW.get(&key).is_some() {
         return Source::Allowed;
     }
     Source::Unknown
+}
+
+/// Whether the allow hint sends `src` to the trie: a clear bit means no
+/// entry covers it (`sip_xdp_common::hints`).
+#[inline(always)]
+fn may_be_allowed(src: Words) -> bool {
+    let (slot, v6) = hints::allow_slot_of(src);
+    match (
+        ALLOW_HINT.get(hints::ALLOW_HINT_FLAGS),
+        ALLOW_HINT.get(slot.word),
+    ) {
+        (Some(flags), Some(word)) => hints::must_look(*flags, *word, slot, v6),
+        _ => true,
+    }
+}
+
+/// Whether the proof hint sends `src` to `VERIFIED` and `REMEMBERED`.
+#[inline(always)]
+fn may_be_proven(src: Words) -> bool {
+    let slot = hints::proof_slot_of(src);
+    match (
+        PROOF_HINT.get(hints::PROOF_HINT_FLAGS),
+        PROOF_HINT.get(slot.word),
+    ) {
+        (Some(flags), Some(word)) => hints::must_look(*flags, *word, slot, false),
+        _ => true,
+    }
 }
 
 /// Whether an active block-list CIDR holds `src` (counted on the rule).
@@ -549,11 +600,16 @@ fn bump(hits: &u64) {
 /// source is still dropped there (`enforce`), so a scanner banned on UDP
 /// cannot carry on over TCP; anyone else passes as `otherwise`.
 #[inline(always)]
-fn enforce_only(src: &IpKey, enforce: bool, cfg: &KernelConfig, otherwise: Counter) -> u32 {
+fn enforce_only(
+    (src, words): (&IpKey, Words),
+    enforce: bool,
+    cfg: &KernelConfig,
+    otherwise: Counter,
+) -> u32 {
     if !enforce {
         return pass(otherwise);
     }
-    match source_rules(src) {
+    match source_rules(src, words) {
         Source::Banned => drop(Counter::Banned, cfg.monitor()),
         Source::Blocked => drop(Counter::Blocked, cfg.monitor()),
         Source::Allowed | Source::Unknown => pass(otherwise),
@@ -614,31 +670,57 @@ fn short_payload(ctx: &XdpContext, off: usize) -> ([u64; 2], usize) {
     (words, n as usize)
 }
 
-/// What overload admission says of a packet from a source off the
-/// allow-list.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Admit {
-    /// Not blocked, and admitted.
-    Go,
-    /// On the block-list: dropped as such, and never counted against the
-    /// load mark or the strangers' share.
-    Blocked,
-    Shed,
+/// Overload admission (`sip_xdp_common::admission`), first pass: whether
+/// the packet is shed, before the ban check and the lists, so that a
+/// storm's packet costs the least the program has. Writes nothing but a
+/// shed stranger's offer in its bucket; what an admitted packet takes is
+/// written by `admit`, once the source is known to be neither banned nor
+/// on a list (a banned flood must not push a CPU past its mark).
+///
+/// Under this CPU's load mark for the current window everyone goes on;
+/// past it, a source that proved its address (`VERIFIED` now, or
+/// `REMEMBERED`), or a stranger while the strangers' share and its
+/// bucket's share last (a busy bucket, half the share). Overload ends by
+/// itself with the window (about a second) in which the load falls under
+/// the mark.
+#[inline(always)]
+fn sheds((src, words): (&IpKey, Words), cfg: &KernelConfig) -> bool {
+    let cfg = &knobs(cfg);
+    let w = match SHED.get_ptr(0) {
+        Some(w) if cfg.shed_per_cpu != 0 => unsafe { &*w },
+        _ => return false,
+    };
+    // A count under the mark is under it in any window, the current one
+    // or a later one (which starts at zero): no clock needed, so a banned
+    // source's drop, which follows, pays none.
+    if w.packets < u64::from(cfg.shed_per_cpu) {
+        return false;
+    }
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if admission::window_of(now) != admission::window_of(w.start_ns) {
+        return false;
+    }
+    // The allow-list is asked after the ban check; a source it may hold
+    // is judged then.
+    if may_be_allowed(words) || proven(src, words, now) {
+        return false;
+    }
+    match offer((src, words), now, cfg) {
+        Some(Offered::Shed) | None => true,
+        Some(Offered::Admit(..)) => false,
+    }
 }
 
-/// Overload admission (`sip_xdp_common::admission`). Under this CPU's load
-/// mark for the current window everyone goes on; past it, a source that
-/// proved its address (`VERIFIED` now, or `REMEMBERED`), or a stranger
-/// while the strangers' share and its bucket's share last (a busy bucket,
-/// half the share). The block-list is walked here, before a packet counts
-/// toward the mark or takes a share, except for a stranger already
-/// refused, whose drop needs no walk. Overload ends by itself with the window (about a second) in
-/// which the load falls under the mark. None of it writes per source.
+/// Overload admission, second pass, for a source neither banned nor on a
+/// list: whether it goes on, writing what it takes (its place under the
+/// mark, or its bucket's and the share's). Judges as `sheds` did, on the
+/// same state.
 #[inline(always)]
-fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> Admit {
+fn admit((src, words): (&IpKey, Words), now: u64, cfg: &KernelConfig) -> bool {
+    let cfg = &knobs(cfg);
     let w = match SHED.get_ptr_mut(0) {
         Some(w) if cfg.shed_per_cpu != 0 => unsafe { &mut *w },
-        _ => return checked(src),
+        _ => return true,
     };
     // The buckets' window: a phone's REGISTER and its answer to the
     // challenge fall in one window of both or in the next of both.
@@ -649,61 +731,94 @@ fn admit(src: &IpKey, now: u64, cfg: &KernelConfig) -> Admit {
         w.busy = 0;
     }
     if w.packets < u64::from(cfg.shed_per_cpu) {
-        let a = checked(src);
-        if a == Admit::Go {
-            w.packets += 1;
-        }
-        return a;
+        w.packets += 1;
+        return true;
     }
-    let proven = VERIFIED
-        .get_ptr(src)
-        .is_some_and(|v| unsafe { (*v).active_at(now) })
-        || REMEMBERED
+    if proven(src, words, now) {
+        count(Counter::AdmitProven);
+        return true;
+    }
+    match offer((src, words), now, cfg) {
+        Some(Offered::Admit(word, o)) => {
+            let word = unsafe { &mut *word };
+            *word = o.admitted;
+            w.admitted += 1;
+            w.busy += u64::from(o.busy);
+            count(Counter::AdmitStranger);
+            true
+        }
+        Some(Offered::Shed) | None => false,
+    }
+}
+
+/// Whether `src` proved its address: verified now, or remembered. The
+/// proof hint spares a stranger both lookups.
+#[inline(always)]
+fn proven(src: &IpKey, words: Words, now: u64) -> bool {
+    may_be_proven(words)
+        && (VERIFIED
             .get_ptr(src)
-            .is_some_and(|until| unsafe { *until } > now);
-    if proven {
-        let a = checked(src);
-        if a == Admit::Go {
-            count(Counter::AdmitProven);
+            .is_some_and(|v| unsafe { (*v).active_at(now) })
+            || REMEMBERED
+                .get_ptr(src)
+                .is_some_and(|until| unsafe { *until } > now))
+}
+
+/// Admission's settings, read afresh by each pass: values kept in
+/// registers from one pass to the other would carry what the first pass
+/// learnt of them through the ban check, which the verifier would then
+/// walk once per thing learnt.
+struct Knobs {
+    shed_per_cpu: u32,
+    strangers_per_cpu: u32,
+    bucket_cap: u32,
+    bucket_prefix_v4: u16,
+    bucket_prefix_v6: u16,
+    bucket_seed: u64,
+}
+
+#[inline(always)]
+fn knobs(cfg: &KernelConfig) -> Knobs {
+    unsafe {
+        Knobs {
+            shed_per_cpu: core::ptr::read_volatile(&cfg.shed_per_cpu),
+            strangers_per_cpu: core::ptr::read_volatile(&cfg.strangers_per_cpu),
+            bucket_cap: core::ptr::read_volatile(&cfg.bucket_cap),
+            bucket_prefix_v4: core::ptr::read_volatile(&cfg.bucket_prefix_v4),
+            bucket_prefix_v6: core::ptr::read_volatile(&cfg.bucket_prefix_v6),
+            bucket_seed: core::ptr::read_volatile(&cfg.bucket_seed),
         }
-        return a;
     }
-    let b = admission::bucket_of(
-        src,
+}
+
+enum Offered {
+    /// The bucket's word and the offer that would admit the stranger.
+    Admit(*mut admission::BucketWord, admission::Offer),
+    /// Counted in its bucket, and shed.
+    Shed,
+}
+
+/// A stranger past the mark offered to its bucket: shed (the offer
+/// counted: every offer counts, admitted or not, which is what makes a
+/// storm's bucket busy in its next window) or let through by the bucket
+/// and the share, written by the caller. `None`: no bucket.
+#[inline(always)]
+fn offer((_, words): (&IpKey, Words), now: u64, cfg: &Knobs) -> Option<Offered> {
+    let w = unsafe { &*SHED.get_ptr(0)? };
+    let b = admission::bucket_of_words(
+        words,
         u32::from(cfg.bucket_prefix_v4),
         u32::from(cfg.bucket_prefix_v6),
         cfg.bucket_seed,
     );
-    let Some(word) = STRANGERS.get_ptr_mut(b) else {
-        return Admit::Shed;
-    };
-    let word = unsafe { &mut *word };
-    // Every offer counts, admitted or not: that is what makes a storm's
-    // bucket busy in its next window.
-    let o = admission::offer(*word, now, cfg.bucket_cap);
+    let word = STRANGERS.get_ptr_mut(b)?;
+    let o = admission::offer(unsafe { *word }, now, cfg.bucket_cap);
     let share = u64::from(cfg.strangers_per_cpu);
     if !o.open || w.admitted >= share || (o.busy && w.busy >= share / 2) {
-        *word = o.counted;
-        return Admit::Shed;
+        unsafe { *word = o.counted };
+        return Some(Offered::Shed);
     }
-    if blocked(src) {
-        return Admit::Blocked;
-    }
-    *word = o.admitted;
-    w.admitted += 1;
-    w.busy += u64::from(o.busy);
-    count(Counter::AdmitStranger);
-    Admit::Go
-}
-
-/// `Admit::Blocked` if the block-list holds `src`, else `Admit::Go`.
-#[inline(always)]
-fn checked(src: &IpKey) -> Admit {
-    if blocked(src) {
-        Admit::Blocked
-    } else {
-        Admit::Go
-    }
+    Some(Offered::Admit(word, o))
 }
 
 /// Counts the packet against its source; returns the source's packet count

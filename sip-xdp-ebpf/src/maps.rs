@@ -11,6 +11,7 @@ use aya_ebpf::{
 use sip_xdp_common::{
     admission::{BucketWord, BUCKETS},
     banindex::{self, Bucket},
+    hints::{ALLOW_HINT_WORDS, PROOF_HINT_WORDS},
     maps::{
         Exchange, ExchangeKey, NonceKey, ScanScratch, ShedWindow, Verified, Watch, MAX_ASKED,
         MAX_EXCHANGES, MAX_NONCES, MAX_WATCH,
@@ -166,3 +167,15 @@ pub static REMEMBERED: LruHashMap<IpKey, u64> = LruHashMap::pinned(MAX_REMEMBERE
 /// this window (`sip_xdp_common::admission`).
 #[map]
 pub static STRANGERS: PerCpuArray<BucketWord> = PerCpuArray::pinned(BUCKETS, 0);
+
+/// A bit per IPv4 /16 and per hashed IPv6 /32 that an allow-list entry
+/// covers (`sip_xdp_common::hints`): a source on a clear bit skips the
+/// trie. Only userspace writes it.
+#[map]
+pub static ALLOW_HINT: Array<u64> = Array::pinned(ALLOW_HINT_WORDS, 0);
+
+/// A bit per hashed proven address (`sip_xdp_common::hints`): a source on
+/// a clear bit skips `VERIFIED` and `REMEMBERED` in overload. Set by the
+/// exchange as it verifies and by the controller as it remembers.
+#[map]
+pub static PROOF_HINT: Array<u64> = Array::pinned(PROOF_HINT_WORDS, 0);

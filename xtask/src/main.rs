@@ -64,7 +64,14 @@ enum Cmd {
 }
 
 /// The cargo-fuzz targets in fuzz/Cargo.toml.
-const FUZZ_TARGETS: &[&str] = &["classify", "sip_sample", "config", "target_parse", "frame"];
+const FUZZ_TARGETS: &[&str] = &[
+    "classify",
+    "sip_sample",
+    "config",
+    "target_parse",
+    "frame",
+    "hints",
+];
 
 fn main() -> Result<()> {
     let args = Args::parse();

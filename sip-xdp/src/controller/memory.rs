@@ -37,8 +37,14 @@ const KEEP_AT_LEAST: Duration = Duration::from_secs(30 * 86_400);
 /// others' phones out of it.
 const PER_PREFIX: usize = 64;
 
+/// The proof hint is rebuilt this often, clearing the bits of addresses
+/// no longer verified or remembered: between rebuilds it only fills.
+pub(super) const REBUILD_PROOF_HINT: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, Default)]
 pub(super) struct Memory {
+    /// When the proof hint was last rebuilt.
+    pub(super) hinted_at: Option<Instant>,
     /// Per address: the end of its trust as last read, and when its proof
     /// was last recorded.
     recorded: HashMap<IpAddr, (u64, Instant)>,

@@ -243,7 +243,7 @@ impl Controller {
                 _ = watchdog.tick() => self.notify.ping(),
                 _ = tick.tick() => self.cycle(&round_tx),
                 _ = detect_tick.tick() => self.detect_pass().await,
-                _ = heal_tick.tick() => self.heal_ban_index(),
+                _ = heal_tick.tick() => self.heal(),
                 Some(s) = rx.recv() => self.sample(s),
                 Some(r) = round_rx.recv() => self.finish_round(r),
                 Some(r) = next_report(&mut feed_rx) => self.on_feed_report(r, &round_tx),

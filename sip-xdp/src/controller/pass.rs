@@ -18,6 +18,34 @@ impl Controller {
         }
     }
 
+    /// The kernel's copies the program trusts, checked against what they
+    /// copy: the ban index against BANS, the allow hint against the trie,
+    /// and, hourly, the proof hint rebuilt from the verified and the
+    /// remembered (clearing what lapsed).
+    pub(super) fn heal(&mut self) {
+        self.heal_ban_index();
+        match self.maps.build_allow_hint() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                words = n,
+                "the allow hint was out of step with the allow-list and was written again (an entry written by a binary of another build)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "checking the allow hint failed"),
+        }
+        let now = Instant::now();
+        if self
+            .memory
+            .hinted_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= memory::REBUILD_PROOF_HINT)
+        {
+            self.memory.hinted_at = Some(now);
+            match self.maps.build_proof_hint() {
+                Ok(words) => tracing::debug!(words, "proof hint rebuilt"),
+                Err(e) => tracing::warn!(error = %e, "rebuilding the proof hint failed"),
+            }
+        }
+    }
+
     /// One sampling unit: per-source counters for floods, the SBC's replies
     /// for brute force and enumeration, then metrics.
     pub async fn detect_pass(&mut self) {

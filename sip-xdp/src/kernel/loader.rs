@@ -87,6 +87,11 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
                 "kept bans indexed for the new program"
             );
         }
+        // Hints of a fresh map are not built, and the program then does
+        // every lookup: built here, before it runs anywhere, so it skips
+        // them from its first packet.
+        maps.build_allow_hint()?;
+        maps.build_proof_hint()?;
         if pinned {
             replace_pinned(pins, &mut ebpf)?;
         } else {

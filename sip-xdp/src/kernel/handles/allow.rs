@@ -45,12 +45,19 @@ impl Maps {
         Ok(lifted)
     }
 
+    /// Removes an allow-list entry, then clears the hint bits no other
+    /// entry needs.
     pub fn disallow(&mut self, net: &IpNet) -> Result<bool> {
-        match self.allow.remove(&Self::trie_key(net)) {
-            Ok(()) => Ok(true),
-            Err(e) if is_missing(&e) => Ok(false),
-            Err(e) => Err(Error::map("removing the allow entry")(e)),
+        let _held = self.hold_index()?;
+        let removed = match self.allow.remove(&Self::trie_key(net)) {
+            Ok(()) => true,
+            Err(e) if is_missing(&e) => false,
+            Err(e) => return Err(Error::map("removing the allow entry")(e)),
+        };
+        if removed {
+            self.build_allow_hint()?;
         }
+        Ok(removed)
     }
 
     pub fn list_allowed(&self) -> Vec<IpNet> {
@@ -67,12 +74,13 @@ impl Maps {
     /// Adds an allow-list entry without touching bans (`allow` lifts them;
     /// the sync lifts them itself, recording each).
     pub fn put_allow(&mut self, net: &IpNet) -> Result<()> {
-        self.allow
-            .insert(&Self::trie_key(net), 1, 0)
-            .map_err(write_error(
-                MAP_ALLOW,
-                self.max.allow,
-                "writing the allow entry",
-            ))
+        let _held = self.hold_index()?;
+        let key = Self::trie_key(net);
+        self.hint_allow(&key)?;
+        self.allow.insert(&key, 1, 0).map_err(write_error(
+            MAP_ALLOW,
+            self.max.allow,
+            "writing the allow entry",
+        ))
     }
 }

@@ -43,6 +43,9 @@ pub struct Maps {
     /// Absent when the pinned program predates the memory of clients.
     remembered: Option<HashMap<MapData, IpKey, u64>>,
     allow: LpmTrie<MapData, IpKey, u32>,
+    /// Absent when the pinned program predates hints (`hints`).
+    allow_hint: Option<Array<MapData, u64>>,
+    proof_hint: Option<Array<MapData, u64>>,
     block: LpmTrie<MapData, IpKey, BlockValue>,
     sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
     ports: Array<MapData, u64>,
@@ -56,6 +59,19 @@ pub struct Maps {
 
 fn open(pins: &Pins, name: &str) -> Result<MapData> {
     MapData::from_pin(pins.map(name)).map_err(Error::map(format!("opening pinned map {name}")))
+}
+
+/// An array the pinned program may predate: `None` when it is not
+/// pinned, an error when it is but cannot be opened (the program reads
+/// it, so writing around it would leave the program a stale copy).
+fn open_array(pins: &Pins, name: &str) -> Result<Option<Array<MapData, u64>>> {
+    if !pins.map(name).exists() {
+        return Ok(None);
+    }
+    let d = open(pins, name)?;
+    Array::try_from(Map::Array(d))
+        .map(Some)
+        .map_err(Error::map(format!("opening pinned map {name}")))
 }
 
 /// The errno behind a map operation's failure, if it came from the kernel.
@@ -104,6 +120,7 @@ fn is_missing(e: &MapError) -> bool {
 
 mod allow;
 mod bans;
+mod hints;
 mod remembered;
 mod settings;
 mod sources;
@@ -136,6 +153,8 @@ impl Maps {
                 .ok()
                 .and_then(|d| HashMap::try_from(Map::LruHashMap(d)).ok()),
             allow: LpmTrie::try_from(Map::LpmTrie(allow_d)).map_err(e(MAP_ALLOW))?,
+            allow_hint: open_array(pins, MAP_ALLOW_HINT)?,
+            proof_hint: open_array(pins, MAP_PROOF_HINT)?,
             block: LpmTrie::try_from(Map::LpmTrie(block_d)).map_err(e(MAP_BLOCK))?,
             sources: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(sources_d))
                 .map_err(e(MAP_SOURCES))?,
