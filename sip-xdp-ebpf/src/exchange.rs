@@ -361,8 +361,8 @@ pub fn trust(addr: &IpKey, how: Trust, now: u64) {
 /// Sets `addr`'s bit in the proof hint, before its `VERIFIED` entry: a
 /// bit without an entry costs a lookup, an entry without its bit would go
 /// unseen in overload. Not atomic: two CPUs writing one word at once may
-/// lose a bit, which the controller sets again from `VERIFIED` at its next
-/// pass.
+/// lose a bit, which the controller's check sets again from `VERIFIED`
+/// within 30 s.
 #[inline(always)]
 fn mark_proven(addr: &IpKey) {
     let slot = hints::proof_slot(addr);

@@ -74,7 +74,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         // No port to look at. Fragments of a banned or blocked source are
         // dropped so its large INVITEs never reassemble; anyone else's pass
         // (the first fragment, which holds the ports, was judged).
-        return Ok(match source_rules(&src, fresh(&p, words)) {
+        return Ok(match source_rules(&src) {
             Source::Banned => drop(Counter::Banned, monitor()),
             Source::Blocked => drop(Counter::Blocked, monitor()),
             Source::Allowed | Source::Unknown => pass(Counter::Fragment),
@@ -89,7 +89,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         let sip_tcp = net.proto == IPPROTO_TCP
             && frame::tcp_dst_port(&p, &net).is_ok_and(|port| in_ports(&TCP_PORTS, port));
         return Ok(enforce_only(
-            (&src, fresh(&p, words)),
+            &src,
             sip_tcp || cfg.ban_all(),
             cfg,
             Counter::NonUdp,
@@ -116,12 +116,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
             Err(_) => return Ok(drop(Counter::Invalid, cfg.monitor())),
         };
         if !is_sip_port(udp.dst_port) {
-            return Ok(enforce_only(
-                (&src, fresh(&p, words)),
-                cfg.ban_all(),
-                cfg,
-                Counter::OtherPort,
-            ));
+            return Ok(enforce_only(&src, cfg.ban_all(), cfg, Counter::OtherPort));
         }
         // A payload past the bound (a jumbo frame in generic mode) cannot
         // be laundered whole: unreadable, never passed unjudged.
@@ -149,7 +144,7 @@ fn filter(ctx: &XdpContext) -> Result<u32, Truncated> {
         }
         count(Counter::MonitorShed);
     }
-    let allowed = match banned_or_allowed(&src, fresh(&p, words)) {
+    let allowed = match banned_or_allowed(&src) {
         Source::Banned => return Ok(drop(Counter::Banned, cfg.monitor())),
         Source::Allowed => true,
         Source::Blocked | Source::Unknown => false,
@@ -457,8 +452,8 @@ enum Source {
 /// controller never bans an allow-listed address; the allow-list then beats
 /// every block CIDR.
 #[inline(always)]
-fn source_rules(src: &IpKey, words: Words) -> Source {
-    match banned_or_allowed(src, words) {
+fn source_rules(src: &IpKey) -> Source {
+    match banned_or_allowed(src) {
         Source::Unknown if blocked(src) => Source::Blocked,
         other => other,
     }
@@ -467,7 +462,7 @@ fn source_rules(src: &IpKey, words: Words) -> Source {
 /// The exact ban and the allow-list (`source_rules` without the
 /// block-list).
 #[inline(always)]
-fn banned_or_allowed(src: &IpKey, words: Words) -> Source {
+fn banned_or_allowed(src: &IpKey) -> Source {
     match indexed_ban(src) {
         Indexed::Banned => return Source::Banned,
         // The index answers for BANS: a legitimate IPv4 source skips the
@@ -489,14 +484,18 @@ fn banned_or_allowed(src: &IpKey, words: Words) -> Source {
         }
     }
     let key = Key::new(128, *src);
-    if may_be_allowed(words) && ALLOW.get(&key).is_some() {
+    if ALLOW.get(&key).is_some() {
         return Source::Allowed;
     }
     Source::Unknown
 }
 
 /// Whether the allow hint sends `src` to the trie: a clear bit means no
-/// entry covers it (`sip_xdp_common::hints`).
+/// entry covers it (`sip_xdp_common::hints`). Read only by overload's
+/// first pass: everywhere else the trie answers, so a bit missing (an
+/// entry written by a binary of another build, until the controller's
+/// check) can at worst shed an allowed source in overload, never judge
+/// it as a stranger otherwise.
 #[inline(always)]
 fn may_be_allowed(src: Words) -> bool {
     let (slot, v6) = hints::allow_slot_of(src);
@@ -600,16 +599,11 @@ fn bump(hits: &u64) {
 /// source is still dropped there (`enforce`), so a scanner banned on UDP
 /// cannot carry on over TCP; anyone else passes as `otherwise`.
 #[inline(always)]
-fn enforce_only(
-    (src, words): (&IpKey, Words),
-    enforce: bool,
-    cfg: &KernelConfig,
-    otherwise: Counter,
-) -> u32 {
+fn enforce_only(src: &IpKey, enforce: bool, cfg: &KernelConfig, otherwise: Counter) -> u32 {
     if !enforce {
         return pass(otherwise);
     }
-    match source_rules(src, words) {
+    match source_rules(src) {
         Source::Banned => drop(Counter::Banned, cfg.monitor()),
         Source::Blocked => drop(Counter::Blocked, cfg.monitor()),
         Source::Allowed | Source::Unknown => pass(otherwise),

@@ -864,6 +864,102 @@ fn overload_spends_nothing_on_blocked_sources() {
     );
 }
 
+/// One word of a pinned hint, and writing one behind the writers' back.
+fn hint_word(p: &TestProg, map: &str, i: u32) -> u64 {
+    let data = aya::maps::MapData::from_pin(p.pins.map(map)).expect("pinned hint");
+    let hint: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("an array");
+    hint.get(&i, 0).expect("a word")
+}
+
+fn set_hint_word(p: &TestProg, map: &str, i: u32, v: u64) {
+    let data = aya::maps::MapData::from_pin(p.pins.map(map)).expect("pinned hint");
+    let mut hint: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("an array");
+    hint.set(i, v, 0).expect("writing a word");
+}
+
+/// In overload the allow hint says whom the allow-list may hold: an
+/// entry sets its bits before it goes in, and the program trusts a built
+/// hint (a bit cleared behind the writers' back sheds the trunk, until
+/// the controller's check writes it again), asks the trie for everyone
+/// while it is not built, and outside overload always asks the trie. A
+/// removal's stale bits go at the next check.
+#[test]
+fn in_overload_the_allow_hint_says_whom_the_allow_list_may_hold() {
+    use sip_xdp_common::hints::{allow_slot, ALLOW_HINT_FLAGS, BUILT, PROOF_HINT_FLAGS};
+    use sip_xdp_common::maps::{MAP_ALLOW_HINT, MAP_PROOF_HINT};
+    sip_xdp_tests::flood::pin_to_cpu(0);
+    let p = TestProg::load("allowhint");
+    assert_eq!(
+        hint_word(&p, MAP_ALLOW_HINT, ALLOW_HINT_FLAGS) & BUILT,
+        BUILT
+    );
+    assert_eq!(
+        hint_word(&p, MAP_PROOF_HINT, PROOF_HINT_FLAGS) & BUILT,
+        BUILT
+    );
+    let trunk_ip = "203.0.113.20";
+    let (slot, _) = allow_slot(&sip_xdp_common::addr::key_of(trunk_ip.parse().unwrap()));
+    assert_eq!(hint_word(&p, MAP_ALLOW_HINT, slot.word) & slot.mask, 0);
+    p.maps().allow("203.0.113.16/28".parse().unwrap()).unwrap();
+    assert_ne!(hint_word(&p, MAP_ALLOW_HINT, slot.word) & slot.mask, 0);
+    configure(&p, overload(0));
+    let trunk = Frame::sip(trunk_ip, REGISTER).build();
+    let verdict = |frame: &[u8]| {
+        let (_, moved) = run(&p, frame);
+        moved
+            .into_iter()
+            .map(|(c, _)| c)
+            .find(|c| matches!(c, Allowed | Shed | Sip))
+    };
+    next_window();
+    // Past the mark: five strangers count toward it, the sixth is shed.
+    for i in 0..5 {
+        p.run(&Frame::sip(&format!("198.51.100.{i}"), REGISTER).build());
+    }
+    assert_eq!(
+        verdict(&Frame::sip("198.51.100.9", REGISTER).build()),
+        Some(Shed)
+    );
+    assert_eq!(verdict(&trunk), Some(Allowed));
+    let word = hint_word(&p, MAP_ALLOW_HINT, slot.word);
+    set_hint_word(&p, MAP_ALLOW_HINT, slot.word, word & !slot.mask);
+    assert_eq!(verdict(&trunk), Some(Shed));
+    set_hint_word(&p, MAP_ALLOW_HINT, ALLOW_HINT_FLAGS, 0);
+    assert_eq!(verdict(&trunk), Some(Allowed));
+    let check = p.maps().check_allow_hint().unwrap();
+    assert_eq!(check.missing, 2, "{check:?}");
+    assert_eq!(verdict(&trunk), Some(Allowed));
+    // A removal's bits stay until the check clears them.
+    assert!(p
+        .maps()
+        .disallow(&"203.0.113.16/28".parse().unwrap())
+        .unwrap());
+    assert_ne!(hint_word(&p, MAP_ALLOW_HINT, slot.word) & slot.mask, 0);
+    assert_eq!(verdict(&trunk), Some(Shed));
+    let check = p.maps().check_allow_hint().unwrap();
+    assert_eq!((check.missing, check.written), (0, 1), "{check:?}");
+    assert_eq!(hint_word(&p, MAP_ALLOW_HINT, slot.word) & slot.mask, 0);
+    // An IPv6 entry wider than the hint's /32 sends every IPv6 source to
+    // the trie.
+    p.maps().allow("2001:db8::/16".parse().unwrap()).unwrap();
+    assert_eq!(
+        verdict(&Frame::sip("2001:db8:7::1", REGISTER).build()),
+        Some(Allowed)
+    );
+    assert_eq!(
+        verdict(&Frame::sip("2a00:db8::1", REGISTER).build()),
+        Some(Shed)
+    );
+    // Outside overload the trie answers, whatever the hint says.
+    configure(&p, Config::default());
+    p.maps().allow("203.0.113.16/28".parse().unwrap()).unwrap();
+    let word = hint_word(&p, MAP_ALLOW_HINT, slot.word);
+    set_hint_word(&p, MAP_ALLOW_HINT, slot.word, word & !slot.mask);
+    assert_eq!(verdict(&trunk), Some(Allowed));
+}
+
 #[test]
 fn overload_holds_strangers_to_their_share_however_often_they_come_back() {
     sip_xdp_tests::flood::pin_to_cpu(0);

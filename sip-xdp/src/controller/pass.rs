@@ -19,30 +19,38 @@ impl Controller {
     }
 
     /// The kernel's copies the program trusts, checked against what they
-    /// copy: the ban index against BANS, the allow hint against the trie,
-    /// and, hourly, the proof hint rebuilt from the verified and the
-    /// remembered (clearing what lapsed).
+    /// copy: the ban index against BANS; the allow hint against the trie
+    /// (stale bits cleared); the proof hint against the verified (bits a
+    /// race lost set again), and, hourly, rebuilt from the verified and
+    /// the remembered (clearing what lapsed).
     pub(super) fn heal(&mut self) {
         self.heal_ban_index();
-        match self.maps.build_allow_hint() {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                words = n,
-                "the allow hint was out of step with the allow-list and was written again (an entry written by a binary of another build)"
+        match self.maps.check_allow_hint() {
+            Ok(c) if c.missing > 0 => tracing::warn!(
+                words = c.missing,
+                "allow-list entries lacked their bits in the allow hint and were given them (an entry written by a binary of another build)"
             ),
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "checking the allow hint failed"),
         }
         let now = Instant::now();
-        if self
+        let rebuild = self
             .memory
             .hinted_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= memory::REBUILD_PROOF_HINT)
-        {
-            self.memory.hinted_at = Some(now);
-            match self.maps.build_proof_hint() {
-                Ok(words) => tracing::debug!(words, "proof hint rebuilt"),
-                Err(e) => tracing::warn!(error = %e, "rebuilding the proof hint failed"),
+            .is_none_or(|at| now.saturating_duration_since(at) >= memory::REBUILD_PROOF_HINT);
+        let done = if rebuild {
+            self.maps.build_proof_hint()
+        } else {
+            self.maps.check_proof_hint()
+        };
+        match done {
+            Ok(words) => {
+                if rebuild {
+                    self.memory.hinted_at = Some(now);
+                }
+                tracing::debug!(words, rebuild, "proof hint checked");
             }
+            Err(e) => tracing::warn!(error = %e, "checking the proof hint failed"),
         }
     }
 

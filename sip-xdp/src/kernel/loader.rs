@@ -90,7 +90,7 @@ pub fn load_or_open(pins: &Pins, caps: Capacities) -> Result<(Xdp, bool)> {
         // Hints of a fresh map are not built, and the program then does
         // every lookup: built here, before it runs anywhere, so it skips
         // them from its first packet.
-        maps.build_allow_hint()?;
+        maps.check_allow_hint()?;
         maps.build_proof_hint()?;
         if pinned {
             replace_pinned(pins, &mut ebpf)?;

@@ -45,19 +45,15 @@ impl Maps {
         Ok(lifted)
     }
 
-    /// Removes an allow-list entry, then clears the hint bits no other
-    /// entry needs.
+    /// Removes an allow-list entry. Its hint bits stay until the
+    /// controller's check clears them: a stale bit costs a lookup, and a
+    /// rebuild per removal would cost a walk of the trie each.
     pub fn disallow(&mut self, net: &IpNet) -> Result<bool> {
-        let _held = self.hold_index()?;
-        let removed = match self.allow.remove(&Self::trie_key(net)) {
-            Ok(()) => true,
-            Err(e) if is_missing(&e) => false,
-            Err(e) => return Err(Error::map("removing the allow entry")(e)),
-        };
-        if removed {
-            self.build_allow_hint()?;
+        match self.allow.remove(&Self::trie_key(net)) {
+            Ok(()) => Ok(true),
+            Err(e) if is_missing(&e) => Ok(false),
+            Err(e) => Err(Error::map("removing the allow entry")(e)),
         }
-        Ok(removed)
     }
 
     pub fn list_allowed(&self) -> Vec<IpNet> {

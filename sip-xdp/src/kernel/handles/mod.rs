@@ -126,6 +126,7 @@ mod settings;
 mod sources;
 
 pub use bans::BlockEntry;
+pub use hints::HintCheck;
 pub use sources::{Replies, SourceRow, Totals, VerifiedEntry};
 
 impl Maps {
