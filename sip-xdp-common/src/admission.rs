@@ -102,8 +102,10 @@ pub const fn bucket_of_words(src: Words, v4_len: u32, v6_len: u32, seed: u64) ->
     (h >> (64 - BUCKETS.trailing_zeros())) as u32
 }
 
+/// The finalizer of SplitMix64: every input bit reaches the top bits
+/// kept. Also hashes the proof hint's addresses (`crate::hints`).
 #[inline(always)]
-const fn mix(mut z: u64) -> u64 {
+pub(crate) const fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

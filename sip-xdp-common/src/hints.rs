@@ -18,7 +18,10 @@
 //! `BUILT` flag is clear (a map just created, by a first load or an
 //! upgrade) and does every lookup, as it would without hints.
 
-use crate::addr::{IpKey, Words};
+use crate::{
+    addr::{IpKey, Words},
+    admission::mix,
+};
 
 /// Bits of the allow hint for IPv4: one per /16.
 pub const ALLOW_V4_BITS: u32 = 1 << 16;
@@ -102,15 +105,6 @@ pub fn proof_slot(src: &IpKey) -> Slot {
 pub const fn proof_slot_of(src: Words) -> Slot {
     let h = mix(src.hi ^ mix(src.lo));
     Slot::of_bit((h >> (64 - PROOF_BITS.trailing_zeros())) as u32)
-}
-
-/// The finalizer of SplitMix64: every input bit reaches the top bits kept.
-#[inline(always)]
-const fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// What a hint says of a source, given its flag word and the word its
