@@ -202,7 +202,11 @@ pub fn register_digest(
     user: &str,
     password: &str,
 ) -> UacResult {
-    let dir = std::env::temp_dir().join(format!("sipp-reg-{}-{}", std::process::id(), ns.name));
+    // A directory per run: runs in one namespace may overlap.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("sipp-reg-{}-{}-{run}", std::process::id(), ns.name));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("register.xml");
     std::fs::write(&f, REGISTER_DIGEST).unwrap();

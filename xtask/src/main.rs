@@ -350,6 +350,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ip6tables", "iptables"),
     ("nft", "nftables"),
     ("ipset", "ipset"),
+    ("xdp-filter", "xdp-tools"),
     // The integrations are tested against the real components: CrowdSec's
     // Local API, Kamailio as a registrar doing digest authentication, and
     // its `permissions` schema (a path: no command).

@@ -44,6 +44,9 @@ const BUDGET: u32 = 4000;
 enum Filter {
     None,
     NftLimit,
+    /// xdp-filter (xdp-tools) loaded with no rules: what the XDP hook and
+    /// a packet parser cost the generator before any policy.
+    XdpTools,
     SipXdp,
 }
 
@@ -52,6 +55,7 @@ impl Filter {
         match self {
             Filter::None => "no filter",
             Filter::NftLimit => "nftables, `udp dport 5060 limit rate over 4000/second drop`",
+            Filter::XdpTools => "xdp-filter, no rules",
             Filter::SipXdp => "sip-xdp run, defaults (shedding budget 4000/s)",
         }
     }
@@ -157,6 +161,48 @@ fn udp6_reached(lab: &Lab) -> u64 {
     get("Udp6InDatagrams") + get("Udp6RcvbufErrors")
 }
 
+/// Puts filter `f` in place on the server: the controller for sip-xdp.
+fn arm(lab: &Lab, f: Filter) -> Option<(Cli, Daemon)> {
+    match f {
+        Filter::SipXdp => return Some(start_controller(lab, "")),
+        Filter::NftLimit => install_nft(lab),
+        Filter::XdpTools => {
+            for link in &lab.links {
+                let out = lab
+                    .server
+                    .command("xdp-filter")
+                    .args(["load", "--mode", "native", &link.server_if])
+                    .output()
+                    .expect("xdp-filter (installed by `cargo xtask test`)");
+                assert!(
+                    out.status.success(),
+                    "xdp-filter load: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Filter::None => {}
+    }
+    None
+}
+
+/// Removes what `arm` put in place (the controller detaches when dropped).
+fn disarm(lab: &Lab, f: Filter) {
+    match f {
+        Filter::NftLimit => remove_nft(lab),
+        Filter::XdpTools => {
+            for link in &lab.links {
+                let _ = lab
+                    .server
+                    .command("xdp-filter")
+                    .args(["unload", &link.server_if])
+                    .output();
+            }
+        }
+        Filter::None | Filter::SipXdp => {}
+    }
+}
+
 fn install_nft(lab: &Lab) {
     let script = format!(
         "table inet sxspoof {{\n chain pre {{ type filter hook prerouting priority raw; \
@@ -232,14 +278,7 @@ fn storm_row(lab: &Lab, gen: &Generator, target: &Target, f: Filter, i: usize) -
     if i == 0 {
         lab.clients[0].ip(&["addr", "add", "198.51.100.50/24", "dev", "e0"]);
     }
-    let controller = match f {
-        Filter::SipXdp => Some(start_controller(lab, "")),
-        Filter::NftLimit => {
-            install_nft(lab);
-            None
-        }
-        Filter::None => None,
-    };
+    let controller = arm(lab, f);
     let phone = lab.clients[0].enter(|| UdpSocket::bind("[2001:db8:1::2]:5070").unwrap());
     // Registered before the storm (for sip-xdp: verified by the 200).
     let _ = register(&phone, v6, "1001", 1);
@@ -363,9 +402,7 @@ fn storm_row(lab: &Lab, gen: &Generator, target: &Target, f: Filter, i: usize) -
     if let (Some(pid), Some(c0)) = (ctl_pid, ctl_cpu0) {
         row.controller_cpu = cpu::process(pid).map(|c| c.saturating_sub(c0));
     }
-    if f == Filter::NftLimit {
-        remove_nft(lab);
-    }
+    disarm(lab, f);
     drop(controller);
     drop(uas);
     row

@@ -33,6 +33,19 @@ impl Storm {
         }
     }
 
+    /// The address of row `i`'s phone from inside the storm's own
+    /// sources: a bucket the storm keeps busy (in the pool, an address the
+    /// attacker also forges).
+    fn inside(self, i: usize) -> IpAddr {
+        match self {
+            Storm::V6 => format!("2001:db8:1::{:x}", 0x40 + i),
+            Storm::V4 => format!("100.77.0.{}", 10 + i),
+            Storm::V4Pool => format!("100.64.77.{}", 10 + i),
+        }
+        .parse()
+        .unwrap()
+    }
+
     fn spoof(self) -> Spoof {
         match self {
             Storm::V6 => Spoof::V6Random,
@@ -84,6 +97,13 @@ struct Row {
     phone: (usize, usize, usize),
     /// The new phone: time to its 200, if it registered.
     newcomer: Option<Duration>,
+    /// The phone last proven two hours ago, to another node: time to its
+    /// 200, if it registered.
+    returning: Option<Duration>,
+    /// The new phone from inside the storm's sources: from its first
+    /// REGISTER to its 200 (SIPp retrying until the storm ends), and
+    /// whether that came while the storm lasted.
+    inside: Option<(Duration, bool)>,
     controller_cpu: Option<Duration>,
     controller_rss_mb: Option<(f64, f64)>,
 }
@@ -114,14 +134,14 @@ fn row(lab: &Lab, gen: &Generator, target: &Target, storm_kind: Storm, f: Filter
     );
     let newcomer_ip: IpAddr = format!("198.51.100.{}", 30 + i).parse().unwrap();
     lab.clients[0].ip(&["addr", "add", &format!("{newcomer_ip}/24"), "dev", "e0"]);
-    let controller = match f {
-        Filter::SipXdp => Some(start_controller(lab, "")),
-        Filter::NftLimit => {
-            install_nft(lab);
-            None
-        }
-        Filter::None => None,
-    };
+    let returning_ip: IpAddr = format!("198.51.100.{}", 60 + i).parse().unwrap();
+    lab.clients[0].ip(&["addr", "add", &format!("{returning_ip}/24"), "dev", "e0"]);
+    let inside_ip = storm_kind.inside(i);
+    add_inside(lab, inside_ip);
+    let controller = arm(lab, f);
+    if let Some((cli, _)) = &controller {
+        remember_elsewhere(cli, returning_ip);
+    }
     // Registered before the storm (for sip-xdp: proven by its 200).
     let phone_ip = phones.client_v6;
     let _ = sipp_register(lab, phone_ip, phones.server_v6, "1001");
@@ -146,27 +166,54 @@ fn row(lab: &Lab, gen: &Generator, target: &Target, storm_kind: Storm, f: Filter
     let ctl_pid = controller.as_ref().map(|(_, d)| d.child.id());
     let ctl_cpu0 = ctl_pid.and_then(cpu::process);
     let started = Instant::now();
+    let storm_end = Duration::from_secs(STORM_SECS);
     let (sent, (reached0, t1)) = during_storm(gen, &storm, spoof, || {
         std::thread::sleep(Duration::from_secs(1));
         let reached0 = udp_reached(lab);
         let t1 = Instant::now();
-        while started.elapsed() < Duration::from_secs(STORM_SECS - 2)
-            && !STOP.load(Ordering::Relaxed)
-        {
-            let tick = Instant::now();
-            if let Some(took) = sipp_register(lab, phone_ip, phones.server_v6, "1001") {
-                row.phone.1 += 1;
-                row.phone.0 += usize::from(took <= FIRST_SEND);
+        // The phone inside the storm tries from 3 s in until it registers or
+        // the storm is over, beside the others (SIPp's own retransmissions
+        // within each try).
+        let server = if inside_ip.is_ipv6() {
+            phones.server_v6
+        } else {
+            phones.server_v4
+        };
+        std::thread::scope(|s| {
+            let inside = s.spawn(|| {
+                std::thread::sleep(Duration::from_secs(2));
+                let first = Instant::now();
+                while started.elapsed() < storm_end && !STOP.load(Ordering::Relaxed) {
+                    if sipp_register(lab, inside_ip, server, "3003").is_some() {
+                        return Some((first.elapsed(), started.elapsed() < storm_end));
+                    }
+                }
+                None
+            });
+            while started.elapsed() < Duration::from_secs(STORM_SECS - 2)
+                && !STOP.load(Ordering::Relaxed)
+            {
+                let tick = Instant::now();
+                if let Some(took) = sipp_register(lab, phone_ip, phones.server_v6, "1001") {
+                    row.phone.1 += 1;
+                    row.phone.0 += usize::from(took <= FIRST_SEND);
+                }
+                row.phone.2 += 1;
+                if started.elapsed() >= Duration::from_secs(5) && row.newcomer.is_none() {
+                    row.newcomer = Some(
+                        sipp_register(lab, newcomer_ip, phones.server_v4, "2002")
+                            .unwrap_or(Duration::MAX),
+                    );
+                } else if started.elapsed() >= Duration::from_secs(7) && row.returning.is_none() {
+                    row.returning = Some(
+                        sipp_register(lab, returning_ip, phones.server_v4, "2003")
+                            .unwrap_or(Duration::MAX),
+                    );
+                }
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
             }
-            row.phone.2 += 1;
-            if started.elapsed() >= Duration::from_secs(5) && row.newcomer.is_none() {
-                row.newcomer = Some(
-                    sipp_register(lab, newcomer_ip, phones.server_v4, "2002")
-                        .unwrap_or(Duration::MAX),
-                );
-            }
-            std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
-        }
+            row.inside = inside.join().unwrap();
+        });
         (reached0, t1)
     });
     row.sent = sent;
@@ -185,12 +232,79 @@ fn row(lab: &Lab, gen: &Generator, target: &Target, storm_kind: Storm, f: Filter
     if let (Some(pid), Some(c0)) = (ctl_pid, ctl_cpu0) {
         row.controller_cpu = cpu::process(pid).map(|c| c.saturating_sub(c0));
     }
-    if f == Filter::NftLimit {
-        remove_nft(lab);
-    }
+    disarm(lab, f);
     drop(controller);
     drop(kamailio);
+    remove_inside(lab, inside_ip);
     row
+}
+
+/// Gives the phone inside the storm its address: on the phones' link, and
+/// for IPv4 (outside that link's subnet) a host route back in the server.
+fn add_inside(lab: &Lab, ip: IpAddr) {
+    let phones = &lab.links[0];
+    if ip.is_ipv6() {
+        lab.clients[0].ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{ip}/64"),
+            "dev",
+            "e0",
+            "nodad",
+        ]);
+    } else {
+        lab.clients[0].ip(&["addr", "add", &format!("{ip}/32"), "dev", "e0"]);
+        lab.server.ip(&[
+            "route",
+            "add",
+            &format!("{ip}/32"),
+            "dev",
+            &phones.server_if,
+        ]);
+    }
+}
+
+fn remove_inside(lab: &Lab, ip: IpAddr) {
+    if ip.is_ipv4() {
+        lab.server.ip(&["route", "del", &format!("{ip}/32")]);
+    }
+}
+
+/// Writes `ip` to `remembered_clients` as another node's proof from two
+/// hours ago (past the 90 minutes of its trust, within the memory's 7
+/// days), and waits for the controller to load it into the kernel.
+fn remember_elsewhere(cli: &Cli, ip: IpAddr) {
+    use sip_xdp::db::store::{now, Proven};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = sip_xdp::db::connect(&cli.db_url)
+            .await
+            .expect("the bench database");
+        let proof = Proven {
+            ip,
+            how: "registered".into(),
+            at: now() - chrono::Duration::hours(2),
+        };
+        store
+            .remember_clients(&[proof], "another-node")
+            .await
+            .expect("writing remembered_clients");
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let loaded = Maps::open(&Pins::new(&cli.pins))
+            .and_then(|m| m.remembered())
+            .is_ok_and(|r| r.iter().any(|(a, _)| *a == ip));
+        if loaded {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the controller never loaded {ip} from remembered_clients");
 }
 
 /// Every storm against every filter, and the report; false when
@@ -199,7 +313,12 @@ pub fn storms(lab: &Lab, gen: &Generator, target: &Target) -> bool {
     let mut rows = Vec::new();
     let mut i = 0;
     for storm in [Storm::V4, Storm::V4Pool, Storm::V6] {
-        for f in [Filter::None, Filter::NftLimit, Filter::SipXdp] {
+        for f in [
+            Filter::None,
+            Filter::NftLimit,
+            Filter::XdpTools,
+            Filter::SipXdp,
+        ] {
             eprintln!("registrar storm: {}, {}", storm.label(), f.label());
             rows.push((storm, f, row(lab, gen, target, storm, f, i)));
             i += 1;
@@ -219,27 +338,36 @@ fn report(rows: &[(Storm, Filter, Row)]) {
          without credentials ({THREADS} sending threads, {STORM_SECS} s) from a source drawn as the row says. \
          The registered phone (2001:db8:1::2; in the IPv6 storm its prefix bucket is the storm's) registers with \
          SIPp and digest authentication once a second; a new phone (198.51.100.x, a prefix no storm uses) \
-         registers 5 s in. *Answered at 1st send*: the 200 came within {} ms. *Kamailio CPU*: its main process \
+         registers 5 s in; a returning phone (198.51.100.x, proven two hours before to another node and \
+         written to `remembered_clients`, never seen by this one) registers 7 s in; a new phone from inside \
+         the storm's sources (100.77.0.x, 100.64.77.x in the pool, 2001:db8:1::x) tries from 3 s in until it \
+         registers or the storm ends (SIPp: retransmissions at 0.5, 1, 2, 4 s…, each try given up after \
+         20 s). *Answered at 1st send*: the 200 came within {} ms. *Kamailio CPU*: its main process \
          and workers. *Reached*: datagrams the server's UDP layer took from 1 s after the start, both \
          families.\n",
         FIRST_SEND.as_millis()
     );
     println!(
-        "| storm | filter | storm pps | reached (from 1 s) | Kamailio CPU | × unprotected | registered phone: answered at 1st send / answered / tried | new phone registered after |"
+        "| storm | filter | storm pps | reached (from 1 s) | Kamailio CPU | × unprotected | registered phone: answered at 1st send / answered / tried | new phone registered after | returning phone registered after | new phone inside the storm registered after |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (storm, f, r) in rows {
-        let newcomer = match r.newcomer {
+        let once = |d: Option<Duration>| match d {
             Some(d) if d != Duration::MAX => format!("{} ms", d.as_millis()),
             Some(_) => "never".into(),
             None => "not tried".into(),
+        };
+        let inside = match r.inside {
+            Some((d, true)) => format!("{} ms", d.as_millis()),
+            Some((d, false)) => format!("{} ms, after the storm", d.as_millis()),
+            None => "not while the storm lasted".into(),
         };
         let none = rows
             .iter()
             .find(|(s, f, _)| s == storm && *f == Filter::None)
             .map_or(Duration::ZERO, |(_, _, r)| r.kamailio_cpu);
         println!(
-            "| {} | {} | {:.0} | {} of {} ({:.2}%) | {} ms | {:.1}% | {} / {} / {} | {} |",
+            "| {} | {} | {:.0} | {} of {} ({:.2}%) | {} ms | {:.1}% | {} / {} / {} | {} | {} | {} |",
             storm.label(),
             f.label(),
             r.sent.pps(),
@@ -251,7 +379,9 @@ fn report(rows: &[(Storm, Filter, Row)]) {
             r.phone.0,
             r.phone.1,
             r.phone.2,
-            newcomer
+            once(r.newcomer),
+            once(r.returning),
+            inside
         );
     }
     let met = |ok: bool| if ok { "met" } else { "**not met**" };
@@ -292,9 +422,19 @@ fn report(rows: &[(Storm, Filter, Row)]) {
             nc.map_or("never".into(), |d| format!("{} ms", d.as_millis())),
             met(nc.is_some_and(|d| d <= FIRST_SEND))
         );
-        let rate_ratio = xdp.sent.pps() / nft.sent.pps().max(1.0);
+        let back = xdp.returning.filter(|d| *d != Duration::MAX);
         println!(
-            "| generator ≥ 80% of its rate against nftables' limit | {} | {:.0}% ({:.0} of {:.0} pps) | {} |",
+            "| phone proven 2 h ago elsewhere answered at its first send | {} | {} | {} |",
+            storm.label(),
+            back.map_or("never".into(), |d| format!("{} ms", d.as_millis())),
+            met(back.is_some_and(|d| d <= FIRST_SEND))
+        );
+        let rate_ratio = xdp.sent.pps() / nft.sent.pps().max(1.0);
+        let hook = get(Filter::XdpTools).map_or(String::new(), |h| {
+            format!("; xdp-filter with no rules: {:.0} pps", h.sent.pps())
+        });
+        println!(
+            "| generator ≥ 80% of its rate against nftables' limit | {} | {:.0}% ({:.0} of {:.0} pps{hook}) | {} |",
             storm.label(),
             100.0 * rate_ratio,
             xdp.sent.pps(),
