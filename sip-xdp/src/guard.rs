@@ -42,6 +42,30 @@ impl Guard {
         Self { own }
     }
 
+    /// The widest prefix inside `net` around `seen` that holds none of
+    /// this host's addresses, down to `seen` alone: a neighbour in the
+    /// host's own prefix (a hosting provider's shared /64) is banned
+    /// without the host. `None` when `net` needs no narrowing, when `seen`
+    /// lies outside it, or when nothing narrower would do (`seen` is the
+    /// host's own address, or a protected range refuses `net`).
+    pub fn narrowed(&self, net: &IpNet, seen: IpAddr) -> Option<IpNet> {
+        if !net.contains(&seen) || self.refusal(&IpNet::from(seen)).is_some() {
+            return None;
+        }
+        if PROTECTED
+            .iter()
+            .any(|p| overlaps(net, &p.parse().expect("valid constant")))
+        {
+            return None;
+        }
+        if !self.own.iter().any(|a| net.contains(a)) {
+            return None;
+        }
+        (net.prefix_len() + 1..=net.max_prefix_len())
+            .filter_map(|len| IpNet::new(seen, len).ok().map(|n| n.trunc()))
+            .find(|n| !self.own.iter().any(|a| n.contains(a)))
+    }
+
     /// Why `net` must not be blocked, if it must not.
     pub fn refusal(&self, net: &IpNet) -> Option<String> {
         for p in PROTECTED {
@@ -85,5 +109,49 @@ mod tests {
         assert!(g.refusal(&net("198.51.100.2")).is_none());
         assert!(g.refusal(&net("203.0.113.0/24")).is_none());
         assert!(g.refusal(&net("2001:db8::/32")).is_none());
+    }
+
+    #[test]
+    fn a_neighbour_in_the_hosts_own_prefix_is_narrowed_to_a_prefix_without_the_host() {
+        let g = Guard::with_addresses(vec![
+            "2001:db8:5::1".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+        ]);
+        let seen = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            g.narrowed(&net("2001:db8:5::/64"), seen("2001:db8:5::2")),
+            Some(net("2001:db8:5::2/127"))
+        );
+        assert_eq!(
+            g.narrowed(&net("2001:db8:5::/64"), seen("2001:db8:5:0:8000::9")),
+            Some(net("2001:db8:5:0:8000::/65"))
+        );
+        assert_eq!(
+            g.narrowed(&net("198.51.100.0/24"), seen("198.51.100.0")),
+            Some(net("198.51.100.0/32"))
+        );
+        // The host itself, a prefix without the host, a source outside.
+        assert_eq!(
+            g.narrowed(&net("2001:db8:5::/64"), seen("2001:db8:5::1")),
+            None
+        );
+        assert_eq!(
+            g.narrowed(&net("2001:db8:6::/64"), seen("2001:db8:6::2")),
+            None
+        );
+        assert_eq!(
+            g.narrowed(&net("2001:db8:5::/64"), seen("2001:db8:7::2")),
+            None
+        );
+        // Loopback is never narrowed into.
+        let lo = Guard::with_addresses(vec!["127.0.0.1".parse().unwrap()]);
+        assert_eq!(lo.narrowed(&net("127.0.0.0/8"), seen("127.0.0.2")), None);
+        for n in [
+            "2001:db8:5::2/127",
+            "2001:db8:5:0:8000::/65",
+            "198.51.100.0/32",
+        ] {
+            assert!(g.refusal(&net(n)).is_none(), "{n}");
+        }
     }
 }

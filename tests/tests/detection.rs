@@ -289,6 +289,73 @@ fn flood_is_banned_within_two_units_and_the_kernel_limit_holds_without_the_contr
     assert!(after - before >= (2000 - through) as u64);
 }
 
+/// A scanner in the SBC's own /64 (a hosting provider's shared prefix):
+/// the /64 may not be banned, since it holds the SBC's address, so the
+/// ban narrows to the part of it that holds the scanner and not the SBC.
+#[test]
+fn a_scanner_next_door_is_banned_without_the_hosts_own_prefix() {
+    let sbc = Sbc::mariadb("nd");
+    let (lab, cli) = (&sbc.lab, &sbc.cli);
+    let daemon = controller(cli, lab, "");
+    let attack = &lab.links[1];
+    let hits = listener(&lab.server, attack.server_v6);
+    let target = SocketAddr::new(attack.server_v6, 5060);
+    send_each(
+        &lab.clients[1],
+        target,
+        30,
+        Duration::from_millis(20),
+        |i| {
+            request(
+                "OPTIONS",
+                &format!("{}", 100 + i),
+                target.ip(),
+                "friendly-scanner",
+                i,
+            )
+        },
+    );
+    assert_eq!(drain(&hits, Duration::from_millis(300)), 0);
+    let blocks = || Maps::open(&Pins::new(&cli.pins)).unwrap().blocks_raw();
+    assert!(
+        eventually(Duration::from_secs(5), || blocks()
+            .iter()
+            .any(|(n, _)| n.contains(&attack.client_v6))),
+        "the scanner next door was never banned; kernel blocks: {:?}",
+        blocks()
+    );
+    let held: Vec<_> = blocks()
+        .into_iter()
+        .filter(|(n, _)| n.contains(&attack.client_v6))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(held, ["2001:db8:2::2/127".parse::<ipnet::IpNet>().unwrap()]);
+    assert!(!held[0].contains(&attack.server_v6));
+    daemon.wait_log(
+        "banned src_ip=2001:db8:2::2/127 reason=scanner_user_agent",
+        Duration::from_secs(2),
+    );
+    // Another neighbour in the same /64, outside the ban, still reaches
+    // the SBC.
+    lab.clients[1].ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:2::9/64",
+        "dev",
+        "e0",
+        "nodad",
+    ]);
+    let phone = lab.clients[1].enter(|| UdpSocket::bind("[2001:db8:2::9]:5070").unwrap());
+    phone
+        .send_to(
+            &request("OPTIONS", "100", target.ip(), "Yealink SIP-T46S", 1),
+            target,
+        )
+        .unwrap();
+    assert_eq!(drain(&hits, Duration::from_millis(300)), 1);
+}
+
 #[test]
 fn scanner_user_agent_is_banned_at_its_first_packets() {
     let sbc = Sbc::mariadb("sc");

@@ -227,8 +227,9 @@ impl Change {
             .await?
         {
             // A queued unblock lifts what was blocked when the operator
-            // gave it, not a ban made since (by another node meanwhile).
-            let made_since = replay && (row.blocked_at - self.at).num_milliseconds() > 2000;
+            // gave it, not a ban made since (by another node meanwhile):
+            // every time here is on this host's clock.
+            let made_since = replay && row.blocked_at > self.at;
             if parse_net(&row.ip_address).is_ok_and(|n| n == *net)
                 && !made_since
                 && store.mark_lifted(row.id, self.at).await?
@@ -583,6 +584,69 @@ mod tests {
         let lifted = store.blocks_of("198.51.100.7").await.unwrap();
         assert_eq!(lifted.len(), 1);
         assert_eq!(lifted[0].unblocked_at, Some(ob_time(&store).await));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A queued unblock replayed after an outage lifts the rows blocked
+    /// at or before the operator's command, at its time, and leaves a ban
+    /// another node made a second later.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_replayed_unblock_lifts_only_what_was_blocked_when_it_was_given() {
+        let (dir, _ob) = scratch("replay");
+        let store = crate::db::connect(&format!("sqlite://{}/o.db", dir.display()))
+            .await
+            .unwrap();
+        let now = super::super::store::now();
+        let secs = chrono::Duration::seconds;
+        let before = store
+            .insert_block(
+                "198.51.100.7",
+                "r",
+                "manual",
+                now - secs(10),
+                None,
+                Some("n1"),
+            )
+            .await
+            .unwrap();
+        let exact = store
+            .insert_block(
+                "198.51.100.7",
+                "r",
+                "flood",
+                now - secs(5),
+                None,
+                Some("n2"),
+            )
+            .await
+            .unwrap();
+        let after = store
+            .insert_block(
+                "198.51.100.7",
+                "r",
+                "flood",
+                now - secs(4),
+                None,
+                Some("n2"),
+            )
+            .await
+            .unwrap();
+        let mut unblock = change(Op::Unblock, "198.51.100.7");
+        unblock.at = now - secs(5);
+        let applied = unblock.apply(&store, true).await.unwrap();
+        assert_eq!(applied.rows, 2);
+        let rows = store.blocks_of("198.51.100.7").await.unwrap();
+        let lifted_at = |id| rows.iter().find(|r| r.id == id).unwrap().unblocked_at;
+        assert!(lifted_at(before).is_some());
+        assert!(lifted_at(exact).is_some());
+        assert_eq!(
+            lifted_at(after),
+            None,
+            "a ban made after the unblock was lifted"
+        );
+        for r in rows.iter().filter(|r| r.unblocked_at.is_some()) {
+            assert!(r.unblocked_at.unwrap() >= r.blocked_at, "{r:?}");
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 

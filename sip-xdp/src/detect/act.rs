@@ -184,6 +184,7 @@ impl Defender {
             let rl = &self.settings.rate_limit;
             out.push(Detection {
                 ip: src,
+                seen: Some(s.src),
                 reason: Reason::RateLimit,
                 base_ban: rl.ban,
                 count: u64::from(rl.packets) + 1,
@@ -201,6 +202,7 @@ impl Defender {
         }
         if let Some(info) = info {
             if let Some(mut d) = self.scanner.on_sample(now, src, info) {
+                d.seen = Some(s.src);
                 if src != s.src {
                     d.details["seen_from"] = json!(s.src.to_string());
                 }
@@ -250,6 +252,7 @@ impl Defender {
                 };
                 let f = Failure {
                     ip: self.prefix_of(ip),
+                    seen: ip,
                     at: row.attempt_time,
                     table,
                     username: row.username.filter(|u| !u.is_empty()),
@@ -278,7 +281,13 @@ impl Defender {
             tracing::debug!(src_ip = %ip, reason = d.reason.name(), "already banned by a detector");
             return false;
         }
-        let net = self.ban_net(ip);
+        let mut net = self.ban_net(ip);
+        // A neighbour in the host's own prefix: the prefix may not be
+        // banned, the part of it that holds the neighbour and not the host
+        // may.
+        if let Some(narrow) = d.seen.and_then(|seen| env.guard.narrowed(&net, seen)) {
+            net = narrow;
+        }
         // Every detection rests on packets a forger can send in the name of
         // any address; a source that proved its address by a round trip is
         // never banned for them, nor is a prefix that holds one. The
@@ -596,6 +605,7 @@ mod tests {
     fn detection(ip: &str) -> Detection {
         Detection {
             ip: ip.parse().unwrap(),
+            seen: None,
             reason: Reason::Flood,
             base_ban: Duration::from_secs(600),
             count: 900,
@@ -712,6 +722,32 @@ mod tests {
         assert!(actions[1].contains("allow-list"), "{actions:?}");
         assert!(actions[2].contains("ignore list"), "{actions:?}");
         assert_eq!(events[0].details["verified"], "registered");
+    }
+
+    #[test]
+    fn a_neighbour_in_the_hosts_own_prefix_is_banned_without_the_host() {
+        let (mut b, mut d) = (Bench::new(), Defender::new(Settings::default()));
+        b.guard = Guard::with_addresses(vec!["2001:db8:5::1".parse().unwrap()]);
+        // A scanner's sample names its address: the part of the host's /64
+        // that holds it and not the host is banned.
+        let mut scan = detection("2001:db8:5::");
+        scan.reason = Reason::ScannerUserAgent;
+        scan.seen = Some("2001:db8:5::2".parse().unwrap());
+        assert!(b.act(&mut d, scan));
+        assert_eq!(
+            b.kernel.rules.keys().collect::<Vec<_>>(),
+            [&net("2001:db8:5::2/127")]
+        );
+        assert_eq!(b.journal.snapshot().0.bans[0].net, net("2001:db8:5::2/127"));
+        // A count by prefix names no address: the prefix is spared, and
+        // the host is never banned.
+        let (mut b2, mut d2) = (Bench::new(), Defender::new(Settings::default()));
+        b2.guard = b.guard.clone();
+        assert!(!b2.act(&mut d2, detection("2001:db8:5::")));
+        let mut own = detection("2001:db8:5::");
+        own.seen = Some("2001:db8:5::1".parse().unwrap());
+        assert!(!b2.act(&mut d2, own));
+        assert!(b2.kernel.rules.is_empty());
     }
 
     #[test]

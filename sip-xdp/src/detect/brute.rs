@@ -18,7 +18,10 @@ use super::{settings, Detection, Reason};
 /// One failed attempt, from either table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
+    /// The source's prefix, which failures are counted by.
     pub ip: IpAddr,
+    /// The address the row names.
+    pub seen: IpAddr,
     pub at: NaiveDateTime,
     pub table: &'static str,
     pub username: Option<String>,
@@ -84,6 +87,7 @@ impl BruteForce {
         tables.dedup();
         Some(Detection {
             ip: last.ip,
+            seen: Some(last.seen),
             reason: Reason::BruteForce,
             base_ban: self.cfg.bantime,
             count: in_window,
@@ -133,6 +137,7 @@ mod tests {
     fn fail(ip: &str, at: i64, user: &str) -> Failure {
         Failure {
             ip: ip.parse().unwrap(),
+            seen: ip.parse().unwrap(),
             at: t(at),
             table: "failed_registrations",
             username: Some(user.into()),

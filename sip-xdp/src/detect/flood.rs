@@ -260,6 +260,7 @@ impl Flood {
             .collect();
         Some(Detection {
             ip: ip_of(&key),
+            seen: None,
             reason: kind,
             base_ban: self.cfg.ban,
             count,

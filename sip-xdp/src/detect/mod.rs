@@ -32,7 +32,12 @@ pub use settings::Settings;
 /// A detector's verdict on one source.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detection {
+    /// What the detector counted by: the source's prefix.
     pub ip: IpAddr,
+    /// The address a sample or a failure row showed, where the detector
+    /// saw one (a ban that may not cover the host's own prefix narrows
+    /// around it).
+    pub seen: Option<IpAddr>,
     pub reason: Reason,
     /// Ban length before repeat-offender escalation.
     pub base_ban: Duration,

@@ -113,6 +113,7 @@ impl Scanner {
         self.probes.remove(&src);
         Some(Detection {
             ip: src,
+            seen: None,
             reason: Reason::ScannerUserAgent,
             base_ban: self.cfg.ban,
             count: 1,
@@ -172,6 +173,7 @@ impl Scanner {
         };
         Some(Detection {
             ip: src,
+            seen: None,
             reason: kind,
             base_ban: self.cfg.ban,
             count: p.users.len() as u64,

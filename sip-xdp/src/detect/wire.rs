@@ -122,6 +122,7 @@ impl Wire {
             if failures >= self.brute.maxretry {
                 return Some(Detection {
                     ip: ip_of(&key),
+                    seen: None,
                     reason: Reason::WireBruteForce,
                     base_ban: self.brute.bantime,
                     count: failures,
@@ -143,6 +144,7 @@ impl Wire {
             if not_found >= self.scanner.not_found {
                 return Some(Detection {
                     ip: ip_of(&key),
+                    seen: None,
                     reason: Reason::WireEnumeration,
                     base_ban: self.scanner.ban,
                     count: not_found,
