@@ -35,6 +35,14 @@ pub enum Error {
     #[error("the {map} map is full ({max} entries); remove entries or raise its size")]
     Full { map: &'static str, max: u32 },
 
+    #[error("the {map} map is full ({max} entries): {written} of {of} new entries written; remove entries or raise its size")]
+    FullAfter {
+        map: &'static str,
+        max: u32,
+        written: usize,
+        of: usize,
+    },
+
     #[error("invalid address {input:?}: {why} (expected e.g. 203.0.113.7, 198.51.100.0/24 or 2001:db8::/32)")]
     BadAddress { input: String, why: String },
 

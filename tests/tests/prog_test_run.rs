@@ -590,6 +590,44 @@ fn full_maps_give_a_clear_error() {
     );
 }
 
+/// A batch of new bans that fills BANS part-way: the bans written are
+/// enforced at once (indexed, not left for the controller's check), the
+/// prefixes after them still go in, and the error says the map is full and
+/// how many were written.
+#[test]
+fn a_batch_that_fills_bans_enforces_what_it_wrote_and_the_rest_of_the_plan() {
+    let caps = sip_xdp::kernel::loader::Capacities {
+        bans: 20,
+        ..Default::default()
+    };
+    let p = TestProg::load_with("partial", caps);
+    for i in 0..4 {
+        ban(&p, &format!("203.0.113.{}", 200 + i), None);
+    }
+    let mut entries: Vec<(ipnet::IpNet, u64, BanReason)> = (1..=20u8)
+        .map(|i| (net(&format!("198.51.100.{i}")), 0, BanReason::Feed))
+        .collect();
+    entries.push((net("203.0.113.0/25"), 0, BanReason::Feed));
+    let e = p.maps().put_new(&entries).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("BANS map is full (20 entries): 16 of 20"),
+        "{e}"
+    );
+    for i in 1..=16 {
+        assert_eq!(
+            run(&p, &Frame::sip(&format!("198.51.100.{i}"), OPTIONS).build()),
+            (XDP_DROP, vec![(Banned, 1)]),
+            "198.51.100.{i}, written by the batch"
+        );
+    }
+    assert_eq!(
+        run(&p, &Frame::sip("203.0.113.77", OPTIONS).build()).0,
+        XDP_DROP,
+        "the prefix after the failed batch"
+    );
+}
+
 /// A feed's worth of new bans written in batches: every one enforced, hit
 /// counts from zero, prefixes beside them in the trie.
 #[test]

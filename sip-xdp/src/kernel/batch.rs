@@ -191,11 +191,30 @@ pub fn delete<K: Pod>(map: &MapData, keys: &[K]) -> io::Result<usize> {
     Ok(deleted)
 }
 
+/// A batch write that stopped part-way: the first `written` entries are
+/// in the map, the rest are not. `error` is the kernel's own, so its
+/// `raw_os_error()` still tells a full map (E2BIG) from anything else.
+#[derive(Debug)]
+pub struct Partial {
+    pub written: usize,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "BPF_MAP_UPDATE_BATCH stopped after {} entries: {}",
+            self.written, self.error
+        )
+    }
+}
+
 /// Writes many entries with `BPF_MAP_UPDATE_BATCH`, a few thousand per
 /// system call instead of one call each. Hash maps only (the kernel has no
 /// batch operations for LPM tries). Returns how many were written; on an
-/// error, the entries before it are written.
-pub fn update<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Result<usize> {
+/// error, how many were written before it.
+pub fn update<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> Result<usize, Partial> {
     assert_eq!(keys.len(), values.len());
     let fd = map.fd().as_fd().as_raw_fd();
     let mut done = 0;
@@ -217,14 +236,15 @@ pub fn update<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Re
                 size_of::<bpf_attr>() as libc::c_long,
             )
         };
+        let error = (r < 0).then(io::Error::last_os_error);
+        // SAFETY: the kernel wrote the count back, on success and on error.
         let wrote = unsafe { attr.batch.count } as usize;
         done += wrote.min(n);
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("BPF_MAP_UPDATE_BATCH after {done} entries: {e}"),
-            ));
+        if let Some(error) = error {
+            return Err(Partial {
+                written: done,
+                error,
+            });
         }
     }
     Ok(done)

@@ -193,10 +193,23 @@ impl Maps {
     /// Writes new exact bans (addresses the map does not hold: their hit
     /// counts start at zero) in batches; prefixes go one by one, as the
     /// kernel has no batch writes for tries. What a sync or a feed with
-    /// thousands of new entries needs.
+    /// thousands of new entries needs. A write that fails part-way still
+    /// indexes exactly the bans it wrote (the program skips a ban whose
+    /// index bucket is unmarked) and still writes every prefix; the first
+    /// error is returned, with how many were written when BANS was full.
     pub fn put_new(&mut self, entries: &[(IpNet, u64, BanReason)]) -> Result<()> {
         let (hosts, nets): (Vec<&(IpNet, u64, BanReason)>, Vec<_>) =
             entries.iter().partition(|(n, _, _)| is_host(n));
+        let mut first = self.put_new_hosts(&hosts).err();
+        for &(n, expires_ns, reason) in nets {
+            if let Err(e) = self.put(&n, expires_ns, reason) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn put_new_hosts(&mut self, hosts: &[&(IpNet, u64, BanReason)]) -> Result<()> {
         if !hosts.is_empty() {
             let _held = self.hold_index()?;
             let keys: Vec<IpKey> = hosts.iter().map(|(n, _, _)| key_of(n.addr())).collect();
@@ -210,25 +223,31 @@ impl Maps {
                 })
                 .collect();
             let data = self.bans_data()?;
-            if let Err(e) = batch::update(&data, &keys, &values) {
-                if e.raw_os_error() == Some(libc::E2BIG) || e.raw_os_error() == Some(libc::ENOSPC) {
-                    return Err(Error::Full {
+            let (written, failed) = match batch::update(&data, &keys, &values) {
+                Ok(n) => (n, None),
+                Err(p) => (p.written, Some(p)),
+            };
+            let written = &hosts[..written.min(hosts.len())];
+            let indexed: Vec<(IpAddr, u64)> =
+                written.iter().map(|(n, e, _)| (n.addr(), *e)).collect();
+            let fresh: Vec<IpNet> = written.iter().map(|(n, _, _)| *n).collect();
+            self.index(&indexed, &fresh)?;
+            if let Some(p) = failed {
+                let full = matches!(p.error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC));
+                return Err(if full {
+                    Error::FullAfter {
                         map: MAP_BANS,
                         max: self.max.bans,
-                    });
-                }
-                return Err(Error::Io {
-                    context: "writing bans".into(),
-                    source: e,
+                        written: p.written,
+                        of: hosts.len(),
+                    }
+                } else {
+                    Error::Io {
+                        context: format!("writing bans: {} of {} written", p.written, hosts.len()),
+                        source: p.error,
+                    }
                 });
             }
-            let indexed: Vec<(IpAddr, u64)> =
-                hosts.iter().map(|(n, e, _)| (n.addr(), *e)).collect();
-            let fresh: Vec<IpNet> = hosts.iter().map(|(n, _, _)| *n).collect();
-            self.index(&indexed, &fresh)?;
-        }
-        for &(n, expires_ns, reason) in nets {
-            self.put(&n, expires_ns, reason)?;
         }
         Ok(())
     }
