@@ -146,6 +146,7 @@ pub fn scan_scratch(
     if n == 0 || n > EXCHANGE_SCAN as u32 {
         return None;
     }
+    let n = crate::parse::helper_len(n, EXCHANGE_SCAN as u32);
     if load(off, s.bytes.as_mut_ptr() as *mut c_void, n) != 0 {
         return None;
     }
@@ -412,7 +413,8 @@ fn ingress_packet(ctx: &XdpContext, now: u64) -> Option<bool> {
     let m = n.min(CLASSIFY_LEN) as u32;
     if m > 0 && m <= CLASSIFY_LEN as u32 {
         let buf = head.as_mut_ptr() as *mut c_void;
-        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf, m) } != 0 {
+        let len = crate::parse::helper_len(m, CLASSIFY_LEN as u32);
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf, len) } != 0 {
             return None;
         }
     }

@@ -657,7 +657,8 @@ fn short_payload(ctx: &XdpContext, off: usize) -> ([u64; 2], usize) {
     let n = left.min(CLASSIFY_LEN) as u32;
     if n > 0 && n <= CLASSIFY_LEN as u32 {
         let buf = words.as_mut_ptr() as *mut core::ffi::c_void;
-        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf, n) } != 0 {
+        let len = parse::helper_len(n, CLASSIFY_LEN as u32);
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf, len) } != 0 {
             return ([0, 0], 0);
         }
     }
@@ -837,8 +838,15 @@ fn account(
             s.packets += 1;
             s.bytes += bytes;
             s.last_seen_ns = now;
-            if let Some(n) = s.class.get_mut(c) {
-                *n = n.wrapping_add(1);
+            // A constant index per class, never the class as an offset:
+            // LLVM knows the class is below SIP_CLASSES and emits no check,
+            // and older verifiers (6.1) lose the bound once the class is
+            // spilled. Volatile, or LLVM merges the arms into that offset.
+            for k in 0..SIP_CLASSES {
+                if c == k {
+                    let n = &mut s.class[k];
+                    unsafe { core::ptr::write_volatile(n, n.wrapping_add(1)) };
+                }
             }
             s.dropped = s.dropped.wrapping_add(u32::from(dropped));
             if s.unit != unit {

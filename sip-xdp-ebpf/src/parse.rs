@@ -129,3 +129,21 @@ impl<F: Frame> Packet for Pkt<'_, F> {
         self.offset(v).unwrap_or(usize::MAX)
     }
 }
+
+/// `n` (checked to be at least 1 and at most `max`) as a load helper's
+/// length the verifier can bound: read back through memory, so that LLVM
+/// cannot fold the clamp into the check already made, and brought into
+/// `1..=max`, which is `n` itself. Verifiers before 6.8 learn no lower
+/// bound from `n != 0` and refuse a length that may be zero, and lose the
+/// bounds of a value LLVM checked in one register and passes in another.
+/// A power of two is masked, without a branch: a clamp's two paths would
+/// each walk the rest of the program.
+#[inline(always)]
+pub fn helper_len(n: u32, max: u32) -> u32 {
+    let n = unsafe { core::ptr::read_volatile(&n) }.wrapping_sub(1);
+    if max.is_power_of_two() {
+        (n & (max - 1)) + 1
+    } else {
+        n.min(max - 1) + 1
+    }
+}
