@@ -92,7 +92,7 @@ impl Error {
     pub fn map(context: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> Error {
         let context = context.into();
         move |source| {
-            if is_permission(&source.to_string()) {
+            if is_permission(&source) {
                 return Error::Permission { what: context };
             }
             Error::Map { context, source }
@@ -113,6 +113,46 @@ impl Error {
     }
 }
 
-fn is_permission(msg: &str) -> bool {
-    msg.contains("Operation not permitted") || msg.contains("Permission denied")
+/// Whether `e`, or anything under it, is a refusal for want of
+/// privilege: aya puts the system call's own error a level or two down.
+fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(e);
+    while let Some(e) = at {
+        let denied = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES)));
+        let msg = e.to_string();
+        if denied || msg.contains("Operation not permitted") || msg.contains("Permission denied") {
+            return true;
+        }
+        at = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// aya's map errors keep the system call's error under their own
+    /// text: an EACCES from `BPF_OBJ_GET` (a pinned map a user may not
+    /// open) is still a want of privilege.
+    #[test]
+    fn a_refused_map_open_is_a_want_of_privilege() {
+        for errno in [libc::EACCES, libc::EPERM] {
+            let source = aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "BPF_OBJ_GET",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            });
+            let e = Error::map("opening pinned map BANS")(source);
+            assert!(e.to_string().contains("needs root"), "{e}");
+        }
+        let source = aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "BPF_OBJ_GET",
+            io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert!(!Error::map("opening pinned map BANS")(source)
+            .to_string()
+            .contains("needs root"));
+    }
 }

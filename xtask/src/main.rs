@@ -11,6 +11,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 mod deb;
+mod guest;
 use clap::{Parser, Subcommand};
 
 /// bpf-linker release known to build against the pinned nightly's LLVM.
@@ -34,7 +35,16 @@ enum Cmd {
     Build,
     /// Set up, build, and run every test: host unit tests, then the
     /// privileged kernel and namespace tests (needs root).
-    Test,
+    Test {
+        /// Instead: run the kernel suites inside a guest booting Debian's
+        /// own kernel of this line (6.1 or 6.12).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// With --kernel: only the smoke set CI runs (every program
+        /// through the verifier, attach, replace, bans end to end).
+        #[arg(long, requires = "kernel")]
+        smoke: bool,
+    },
     /// Set up, build, and run the benchmarks (needs root).
     Bench {
         /// Also run the side-by-side comparison (sip-xdp, ip6tables, ipset,
@@ -83,7 +93,16 @@ fn main() -> Result<()> {
             build_tools(&root)?;
             build()
         }
-        Cmd::Test => {
+        Cmd::Test {
+            kernel: Some(version),
+            smoke,
+        } => {
+            require_root("the kernel tests")?;
+            setup(&root)?;
+            build()?;
+            guest::test(&root, &version, smoke)
+        }
+        Cmd::Test { kernel: None, .. } => {
             require_root("the kernel tests")?;
             setup(&root)?;
             mariadb()?;
@@ -372,7 +391,13 @@ const PACKAGES: &[(&str, &str)] = &[
 const CROWDSEC_CAPI: &str = "/etc/crowdsec/online_api_credentials.yaml";
 
 fn packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    install(PACKAGES)
+}
+
+/// Installs the Debian packages of `wanted` ((command or path, package))
+/// whose command or path is missing.
+fn install(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .filter(|(cmd, _)| {
             if cmd.starts_with('/') {
