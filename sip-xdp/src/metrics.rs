@@ -340,53 +340,78 @@ impl Metrics {
     }
 }
 
+/// Connections served at once. Past it the server accepts nothing, so
+/// more clients wait in the listen backlog instead of holding the
+/// controller's file descriptors, which banning needs.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// What one connection may take, reading its request and writing the
+/// answer together.
+const CONNECTION_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `GET /metrics` (and `/`) until the task is dropped. One request
-/// per connection; anything else gets a 404. Bounded reads, so a stuck or
-/// hostile client costs one small task.
+/// per connection; anything else gets a 404. At most `MAX_CONNECTIONS` at
+/// once, each bounded in size and time, so stuck or hostile clients cost
+/// a few small tasks and never the descriptors the controller bans with;
+/// a failing accept (descriptors exhausted elsewhere) backs off instead of
+/// spinning.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = std::time::Duration::from_millis(50);
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut conn = match listener.accept().await {
+            Ok((conn, _)) => {
+                backoff = std::time::Duration::from_millis(50);
+                conn
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "metrics endpoint: accepting a connection failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                continue;
+            }
         };
         let registry = registry.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                while n < buf.len() {
-                    let m = conn.read(&mut buf[n..]).await?;
-                    if m == 0 {
-                        break;
-                    }
-                    n += m;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let resp = if head.starts_with("GET ") && (path == "/metrics" || path == "/") {
-                let mut body = String::new();
-                if encode(&mut body, &registry).is_err() {
-                    return;
-                }
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
-            };
-            let _ = conn.write_all(resp.as_bytes()).await;
-            let _ = conn.shutdown().await;
+            let _slot = slot;
+            let _ = tokio::time::timeout(CONNECTION_TIME, answer(&mut conn, &registry)).await;
         });
     }
+}
+
+/// Reads one request from `conn` (its head, at most 4 KiB) and answers it.
+async fn answer(conn: &mut tokio::net::TcpStream, registry: &Registry) {
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    while n < buf.len() {
+        match conn.read(&mut buf[n..]).await {
+            Ok(0) => break,
+            Ok(m) => n += m,
+            Err(_) => return,
+        }
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let path = head.split_whitespace().nth(1).unwrap_or("");
+    let resp = if head.starts_with("GET ") && (path == "/metrics" || path == "/") {
+        let mut body = String::new();
+        if encode(&mut body, registry).is_err() {
+            return;
+        }
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+    };
+    let _ = conn.write_all(resp.as_bytes()).await;
+    let _ = conn.shutdown().await;
 }
 
 /// Binds `addr` and starts serving; the error names the address.
@@ -406,6 +431,44 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Idle connections by the hundred hold at most `MAX_CONNECTIONS` of
+    /// the controller's descriptors; a scrape behind them is answered once
+    /// they time out.
+    #[tokio::test]
+    async fn idle_connections_cannot_take_the_controllers_descriptors() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let (_m, r) = Metrics::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(r)));
+        let before = fds();
+        let mut idle = Vec::new();
+        for _ in 0..100 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let held = fds() - before - idle.len();
+        assert!(
+            held <= MAX_CONNECTIONS + 4,
+            "the server holds {held} descriptors for 100 idle clients"
+        );
+        let started = std::time::Instant::now();
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut resp = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            c.read_to_string(&mut resp),
+        )
+        .await
+        .expect("the scrape was never answered")
+        .unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        server.abort();
+    }
 
     #[tokio::test]
     async fn scrape_shows_kernel_counters_as_deltas_and_detections() {
