@@ -13,6 +13,9 @@ const PROTECTED: [&str; 5] = [
     "::/128",
 ];
 
+/// Link-local ranges: a ban is never narrowed into them.
+const LINK_LOCAL: [&str; 2] = ["fe80::/10", "169.254.0.0/16"];
+
 #[derive(Clone, Debug)]
 pub struct Guard {
     own: Vec<IpAddr>,
@@ -42,28 +45,27 @@ impl Guard {
         Self { own }
     }
 
-    /// The widest prefix inside `net` around `seen` that holds none of
-    /// this host's addresses, down to `seen` alone: a neighbour in the
-    /// host's own prefix (a hosting provider's shared /64) is banned
-    /// without the host. `None` when `net` needs no narrowing, when `seen`
-    /// lies outside it, or when nothing narrower would do (`seen` is the
-    /// host's own address, or a protected range refuses `net`).
+    /// `seen` alone, where `net` (what a detector would ban) holds one of
+    /// this host's addresses: a neighbour in the host's own prefix (a
+    /// hosting provider's shared /64) is banned without the host. Only the
+    /// address itself: a wider part of the host's prefix would let one
+    /// forged packet ban the host's neighbours (its upstream, its media
+    /// servers) by the half. `None` when `net` needs no narrowing, when
+    /// `seen` lies outside it, is the host's own, is link-local (the
+    /// router's, on most links), or a protected range refuses `net`.
     pub fn narrowed(&self, net: &IpNet, seen: IpAddr) -> Option<IpNet> {
-        if !net.contains(&seen) || self.refusal(&IpNet::from(seen)).is_some() {
+        let host = IpNet::from(seen);
+        if !net.contains(&seen) || self.refusal(&host).is_some() {
             return None;
         }
         if PROTECTED
             .iter()
+            .chain(&LINK_LOCAL)
             .any(|p| overlaps(net, &p.parse().expect("valid constant")))
         {
             return None;
         }
-        if !self.own.iter().any(|a| net.contains(a)) {
-            return None;
-        }
-        (net.prefix_len() + 1..=net.max_prefix_len())
-            .filter_map(|len| IpNet::new(seen, len).ok().map(|n| n.trunc()))
-            .find(|n| !self.own.iter().any(|a| n.contains(a)))
+        self.own.iter().any(|a| net.contains(a)).then_some(host)
     }
 
     /// Why `net` must not be blocked, if it must not.
@@ -120,16 +122,21 @@ mod tests {
         let seen = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
             g.narrowed(&net("2001:db8:5::/64"), seen("2001:db8:5::2")),
-            Some(net("2001:db8:5::2/127"))
+            Some(net("2001:db8:5::2/128"))
         );
+        // Never a wider part of the host's prefix, which one forged packet
+        // could aim at the host's neighbours.
         assert_eq!(
             g.narrowed(&net("2001:db8:5::/64"), seen("2001:db8:5:0:8000::9")),
-            Some(net("2001:db8:5:0:8000::/65"))
+            Some(net("2001:db8:5:0:8000::9/128"))
         );
         assert_eq!(
             g.narrowed(&net("198.51.100.0/24"), seen("198.51.100.0")),
             Some(net("198.51.100.0/32"))
         );
+        // Link-local: the router's, on most links.
+        let ll = Guard::with_addresses(vec!["fe80::5".parse().unwrap()]);
+        assert_eq!(ll.narrowed(&net("fe80::/64"), seen("fe80::1")), None);
         // The host itself, a prefix without the host, a source outside.
         assert_eq!(
             g.narrowed(&net("2001:db8:5::/64"), seen("2001:db8:5::1")),
@@ -147,8 +154,8 @@ mod tests {
         let lo = Guard::with_addresses(vec!["127.0.0.1".parse().unwrap()]);
         assert_eq!(lo.narrowed(&net("127.0.0.0/8"), seen("127.0.0.2")), None);
         for n in [
-            "2001:db8:5::2/127",
-            "2001:db8:5:0:8000::/65",
+            "2001:db8:5::2/128",
+            "2001:db8:5:0:8000::9/128",
             "198.51.100.0/32",
         ] {
             assert!(g.refusal(&net(n)).is_none(), "{n}");

@@ -227,8 +227,10 @@ impl Change {
             .await?
         {
             // A queued unblock lifts what was blocked when the operator
-            // gave it, not a ban made since (by another node meanwhile):
-            // every time here is on this host's clock.
+            // gave it, not a ban made since (by another node meanwhile).
+            // Rows are read on this host's clock (the database's skew
+            // measured and taken off); a node whose own clock is off
+            // stamps its rows off by as much.
             let made_since = replay && row.blocked_at > self.at;
             if parse_net(&row.ip_address).is_ok_and(|n| n == *net)
                 && !made_since

@@ -274,19 +274,21 @@ impl Defender {
 
     /// Bans `d.ip` unless it must never be banned, and records why.
     /// Returns whether it banned.
-    pub fn act(&mut self, d: Detection, env: &mut Env<'_>) -> bool {
+    pub fn act(&mut self, mut d: Detection, env: &mut Env<'_>) -> bool {
         let now = Instant::now();
+        let mut net = self.ban_net(d.ip);
+        // A neighbour in the host's own prefix: the prefix may not be
+        // banned, the neighbour's address alone may. What is banned is
+        // what the bookkeeping below is keyed by, so two neighbours are two
+        // bans.
+        if let Some(narrow) = d.seen.and_then(|seen| env.guard.narrowed(&net, seen)) {
+            net = narrow;
+            d.ip = narrow.addr();
+        }
         let ip = d.ip;
         if self.banned_until.get(&ip).is_some_and(|t| *t > now) {
             tracing::debug!(src_ip = %ip, reason = d.reason.name(), "already banned by a detector");
             return false;
-        }
-        let mut net = self.ban_net(ip);
-        // A neighbour in the host's own prefix: the prefix may not be
-        // banned, the part of it that holds the neighbour and not the host
-        // may.
-        if let Some(narrow) = d.seen.and_then(|seen| env.guard.narrowed(&net, seen)) {
-            net = narrow;
         }
         // Every detection rests on packets a forger can send in the name of
         // any address; a source that proved its address by a round trip is
@@ -736,9 +738,15 @@ mod tests {
         assert!(b.act(&mut d, scan));
         assert_eq!(
             b.kernel.rules.keys().collect::<Vec<_>>(),
-            [&net("2001:db8:5::2/127")]
+            [&net("2001:db8:5::2")]
         );
-        assert_eq!(b.journal.snapshot().0.bans[0].net, net("2001:db8:5::2/127"));
+        assert_eq!(b.journal.snapshot().0.bans[0].net, net("2001:db8:5::2"));
+        // A second neighbour is a second ban, not "already banned".
+        let mut other = detection("2001:db8:5::");
+        other.reason = Reason::ScannerUserAgent;
+        other.seen = Some("2001:db8:5::7".parse().unwrap());
+        assert!(b.act(&mut d, other));
+        assert!(b.kernel.rules.contains_key(&net("2001:db8:5::7")));
         // A count by prefix names no address: the prefix is spared, and
         // the host is never banned.
         let (mut b2, mut d2) = (Bench::new(), Defender::new(Settings::default()));

@@ -87,7 +87,10 @@ impl BruteForce {
         tables.dedup();
         Some(Detection {
             ip: last.ip,
-            seen: Some(last.seen),
+            // The address to narrow a ban to in the host's own prefix: only
+            // when every failure came from it, or the one who sent the last
+            // (forged) failure would take the ban for the rest.
+            seen: q.iter().all(|x| x.seen == last.seen).then_some(last.seen),
             reason: Reason::BruteForce,
             base_ban: self.cfg.bantime,
             count: in_window,
@@ -167,6 +170,26 @@ mod tests {
         assert_eq!(d.details["usernames"], json!(["1001", "1002"]));
         assert_eq!(d.details["user_agent"], "PolycomVVX");
         assert_eq!(b.tracked(), 0);
+    }
+
+    /// Failures are counted by prefix: the address a ban may narrow to is
+    /// named only when every failure came from it, never the sender of
+    /// the last one.
+    #[test]
+    fn the_address_named_is_the_only_one_that_failed() {
+        let mut b = bf(3, 300);
+        let at = |prefix: &str, seen: &str, s: i64| Failure {
+            seen: seen.parse().unwrap(),
+            ..fail(prefix, s, "1001")
+        };
+        assert!(b.observe(at("2001:db8:5::", "2001:db8:5::2", 0)).is_none());
+        assert!(b.observe(at("2001:db8:5::", "2001:db8:5::2", 1)).is_none());
+        let d = b.observe(at("2001:db8:5::", "2001:db8:5::2", 2)).unwrap();
+        assert_eq!(d.seen, Some("2001:db8:5::2".parse().unwrap()));
+        assert!(b.observe(at("2001:db8:5::", "2001:db8:5::2", 3)).is_none());
+        assert!(b.observe(at("2001:db8:5::", "2001:db8:5::2", 4)).is_none());
+        let d = b.observe(at("2001:db8:5::", "2001:db8:5::9", 5)).unwrap();
+        assert_eq!(d.seen, None, "the last sender took the others' failures");
     }
 
     #[test]

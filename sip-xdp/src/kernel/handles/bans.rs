@@ -225,7 +225,18 @@ impl Maps {
             let data = self.bans_data()?;
             let (written, failed) = match batch::update(&data, &keys, &values) {
                 Ok(n) => (n, None),
-                Err(p) => (p.written, Some(p)),
+                // The kernel writes the count back only once it tried
+                // entries: an error before that leaves the count asked
+                // for. Only the entries BANS now holds are indexed (the
+                // index is consulted before the allow-list: an entry for
+                // a ban that is not there would drop an allowed source).
+                Err(p) => {
+                    let held = keys[..p.written.min(keys.len())]
+                        .iter()
+                        .take_while(|k| self.bans.get(k, 0).is_ok())
+                        .count();
+                    (held, Some(p))
+                }
             };
             let written = &hosts[..written.min(hosts.len())];
             let indexed: Vec<(IpAddr, u64)> =
@@ -238,12 +249,16 @@ impl Maps {
                     Error::FullAfter {
                         map: MAP_BANS,
                         max: self.max.bans,
-                        written: p.written,
+                        written: written.len(),
                         of: hosts.len(),
                     }
                 } else {
                     Error::Io {
-                        context: format!("writing bans: {} of {} written", p.written, hosts.len()),
+                        context: format!(
+                            "writing bans: {} of {} written",
+                            written.len(),
+                            hosts.len()
+                        ),
                         source: p.error,
                     }
                 });
