@@ -114,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn a_neighbour_in_the_hosts_own_prefix_is_narrowed_to_a_prefix_without_the_host() {
+    fn a_neighbour_in_the_hosts_own_prefix_is_narrowed_to_its_address_alone() {
         let g = Guard::with_addresses(vec![
             "2001:db8:5::1".parse().unwrap(),
             "198.51.100.1".parse().unwrap(),

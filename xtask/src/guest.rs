@@ -89,8 +89,15 @@ fn kernel(root: &Path, version: &str) -> Result<(PathBuf, PathBuf)> {
     Ok((image, tree.join("lib/modules")))
 }
 
-/// virtme-ng's `vng`, installed from PyPI if missing.
-fn vng() -> Result<PathBuf> {
+/// virtme-ng's `vng`, installed from PyPI if missing: into the `python3`
+/// in use, or, where that refuses (Debian's own, PEP 668), into a virtual
+/// environment under target/kernels/.
+fn vng(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("target/kernels/venv");
+    let in_venv = venv.join("bin/vng");
+    if in_venv.exists() {
+        return Ok(in_venv);
+    }
     let scripts = || {
         output(Command::new("python3").args([
             "-c",
@@ -101,10 +108,20 @@ fn vng() -> Result<PathBuf> {
     if let Some(p) = scripts().filter(|p| p.exists()) {
         return Ok(p);
     }
-    run(Command::new("python3").args(["-m", "pip", "install", "-q", VIRTME_NG]))?;
-    scripts()
-        .filter(|p| p.exists())
-        .context("pip installed virtme-ng, but no vng script")
+    if run(Command::new("python3").args(["-m", "pip", "install", "-q", VIRTME_NG])).is_ok() {
+        if let Some(p) = scripts().filter(|p| p.exists()) {
+            return Ok(p);
+        }
+    }
+    install(&[("/usr/lib/python3/dist-packages/pip", "python3-pip")])?;
+    install(&[("/usr/share/doc/python3-venv", "python3-venv")])?;
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", VIRTME_NG]))?;
+    anyhow::ensure!(
+        in_venv.exists(),
+        "pip installed virtme-ng, but no vng script"
+    );
+    Ok(in_venv)
 }
 
 /// Whether this host's KVM boots an ordinary kernel.
@@ -145,7 +162,7 @@ pub fn test(root: &Path, version: &str, smoke: bool) -> Result<()> {
         ("depmod", "kmod"),
         ("busybox", "busybox-static"),
     ])?;
-    let vng = vng()?;
+    let vng = vng(root)?;
     let (image, modules) = kernel(root, version)?;
     let suites = if smoke { SMOKE } else { SUITES };
     let mut targets: Vec<&str> = suites.iter().map(|(t, _)| *t).collect();

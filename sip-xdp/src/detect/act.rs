@@ -730,8 +730,8 @@ mod tests {
     fn a_neighbour_in_the_hosts_own_prefix_is_banned_without_the_host() {
         let (mut b, mut d) = (Bench::new(), Defender::new(Settings::default()));
         b.guard = Guard::with_addresses(vec!["2001:db8:5::1".parse().unwrap()]);
-        // A scanner's sample names its address: the part of the host's /64
-        // that holds it and not the host is banned.
+        // A scanner's sample names its address: that address alone is
+        // banned, not the host's /64.
         let mut scan = detection("2001:db8:5::");
         scan.reason = Reason::ScannerUserAgent;
         scan.seen = Some("2001:db8:5::2".parse().unwrap());

@@ -342,7 +342,10 @@ fn report(rows: &[(Storm, Filter, Row)]) {
          written to `remembered_clients`, never seen by this one) registers 7 s in; a new phone from inside \
          the storm's sources (100.77.0.x, 100.64.77.x in the pool, 2001:db8:1::x) tries from 3 s in until it \
          registers or the storm ends (SIPp: retransmissions at 0.5, 1, 2, 4 s…, each try given up after \
-         20 s). *Answered at 1st send*: the 200 came within {} ms. *Kamailio CPU*: its main process \
+         20 s). The registered, new and returning phones take turns on one loop: where the registered phone's \
+         registration runs to its timeout (the nftables rows), the others may be *not tried*. *xdp-filter, no \
+         rules*: xdp-tools' filter on the same interfaces with no rules, which passes every packet up the stack \
+         (on veth that costs the generator more than a drop). *Answered at 1st send*: the 200 came within {} ms. *Kamailio CPU*: its main process \
          and workers. *Reached*: datagrams the server's UDP layer took from 1 s after the start, both \
          families.\n",
         FIRST_SEND.as_millis()
