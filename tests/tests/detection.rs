@@ -264,7 +264,13 @@ fn flood_is_banned_within_two_units_and_the_kernel_limit_holds_without_the_contr
     assert!(daemon.stop().success());
     cli.ok(&["unblock", "203.0.113.2"]);
     assert_eq!(banned(cli, attack.client_v4), None);
-    let before = cli.stats()["drop_rate_limited"].as_u64().unwrap_or(0);
+    // Dropped by the kernel: by the rate limit, or shed first where the
+    // burst pushes a CPU past its load mark (a fast sender does).
+    let kernel_drops = || {
+        let s = cli.stats();
+        s["drop_rate_limited"].as_u64().unwrap_or(0) + s["drop_shed"].as_u64().unwrap_or(0)
+    };
+    let before = kernel_drops();
     let start = Instant::now();
     send_each(
         &lab.clients[1],
@@ -285,8 +291,13 @@ fn flood_is_banned_within_two_units_and_the_kernel_limit_holds_without_the_contr
         through >= 100,
         "the limit lets the first 100 of a window through"
     );
-    let after = cli.stats()["drop_rate_limited"].as_u64().unwrap_or(0);
-    assert!(after - before >= (2000 - through) as u64);
+    let after = kernel_drops();
+    assert!(
+        after - before >= (2000 - through) as u64,
+        "{} of {} undelivered were dropped by the kernel",
+        after - before,
+        2000 - through
+    );
 }
 
 /// A scanner in the SBC's own /64 (a hosting provider's shared prefix):
