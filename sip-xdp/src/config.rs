@@ -98,6 +98,36 @@ struct Raw {
     trusted: Option<Trusted>,
     geo: Option<crate::feed::GeoSettings>,
     retention: Option<crate::db::retention::Settings>,
+    rails: Option<Rails>,
+}
+
+/// `[rails]`: the widest entry a list sip-xdp reads may hold.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Rails {
+    min_prefix_v4: Option<u8>,
+    min_prefix_v6: Option<u8>,
+}
+
+impl Rails {
+    fn checked(&self) -> Result<crate::guard::Widest, (&'static str, String)> {
+        let d = crate::guard::Widest::default();
+        let v4 = self.min_prefix_v4.unwrap_or(d.v4);
+        let v6 = self.min_prefix_v6.unwrap_or(d.v6);
+        if v4 > 32 {
+            return Err((
+                "rails.min_prefix_v4",
+                format!("{v4} is not a prefix length of 0 to 32"),
+            ));
+        }
+        if v6 > 128 {
+            return Err((
+                "rails.min_prefix_v6",
+                format!("{v6} is not a prefix length of 0 to 128"),
+            ));
+        }
+        Ok(crate::guard::Widest { v4, v6 })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +164,8 @@ pub struct Config {
     pub geo_db: Option<PathBuf>,
     /// How long events and lifted blocks are kept.
     pub retention: crate::db::retention::Settings,
+    /// The widest feed, country, allow-list and trusted-peer entry taken.
+    pub widest: crate::guard::Widest,
     /// Where it was read from, for SIGHUP.
     pub path: Option<PathBuf>,
 }
@@ -242,7 +274,9 @@ impl Config {
         let geo_db = raw.geo.as_ref().map(|g| g.database.clone());
         let feeds = feeds(raw.feeds.take().unwrap_or_default(), raw.geo.take())?;
         let trusted = raw.trusted.take().map(Trusted::checked).transpose()?;
+        let widest = raw.rails.take().unwrap_or_default().checked()?;
         Ok(Self {
+            widest,
             retention: raw.retention.take().unwrap_or_default(),
             capacities: capacities(&raw)?,
             metrics,

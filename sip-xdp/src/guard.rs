@@ -16,9 +16,40 @@ const PROTECTED: [&str; 5] = [
 /// Link-local ranges: a ban is never narrowed into them.
 const LINK_LOCAL: [&str; 2] = ["fe80::/10", "169.254.0.0/16"];
 
+/// The widest prefix a list sip-xdp reads but does not write (a threat
+/// feed, a country policy's `block`, the allow-list, the trusted peers'
+/// `address` table) may hold: a `0.0.0.0/1` typed into a feed, or an
+/// allow-list row with mask 0, would otherwise block or allow half the
+/// Internet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Widest {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Default for Widest {
+    /// A /8 is the widest IPv4 block any one holder has; a /16 is wider
+    /// than any IPv6 allocation to one network.
+    fn default() -> Self {
+        Self { v4: 8, v6: 16 }
+    }
+}
+
+impl Widest {
+    /// Why `net` is too wide, if it is.
+    pub fn refusal(&self, net: &IpNet) -> Option<String> {
+        let (min, field) = match net {
+            IpNet::V4(_) => (self.v4, "min_prefix_v4"),
+            IpNet::V6(_) => (self.v6, "min_prefix_v6"),
+        };
+        (net.prefix_len() < min).then(|| format!("{net} is wider than /{min} (rails.{field})"))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Guard {
     own: Vec<IpAddr>,
+    widest: Widest,
 }
 
 impl Guard {
@@ -38,11 +69,29 @@ impl Guard {
                     .collect()
             })
             .unwrap_or_default();
-        Self { own }
+        Self {
+            own,
+            widest: Widest::default(),
+        }
     }
 
     pub fn with_addresses(own: Vec<IpAddr>) -> Self {
-        Self { own }
+        Self {
+            own,
+            widest: Widest::default(),
+        }
+    }
+
+    /// The same rails with `widest` as the widest list entry taken.
+    pub fn with_widest(mut self, widest: Widest) -> Self {
+        self.widest = widest;
+        self
+    }
+
+    /// Why a list entry sip-xdp does not write itself (a feed's, the
+    /// allow-list's) is refused as too wide, if it is.
+    pub fn too_wide(&self, net: &IpNet) -> Option<String> {
+        self.widest.refusal(net)
     }
 
     /// `seen` alone, where `net` (what a detector would ban) holds one of
@@ -111,6 +160,34 @@ mod tests {
         assert!(g.refusal(&net("198.51.100.2")).is_none());
         assert!(g.refusal(&net("203.0.113.0/24")).is_none());
         assert!(g.refusal(&net("2001:db8::/32")).is_none());
+    }
+
+    #[test]
+    fn list_entries_wider_than_the_rails_are_refused() {
+        let g = Guard::with_addresses(vec![]);
+        for wide in [
+            "128.0.0.0/1",
+            "0.0.0.0/0",
+            "10.0.0.0/7",
+            "2000::/3",
+            "2001::/15",
+        ] {
+            let why = g.too_wide(&net(wide)).unwrap_or_default();
+            assert!(why.contains("wider than /"), "{wide}: {why:?}");
+        }
+        for ok in ["10.0.0.0/8", "203.0.113.7", "2001:db8::/16", "2001:db8::1"] {
+            assert_eq!(g.too_wide(&net(ok)), None, "{ok}");
+        }
+        let strict = g.with_widest(Widest { v4: 16, v6: 32 });
+        assert!(strict
+            .too_wide(&net("10.0.0.0/12"))
+            .unwrap()
+            .contains("rails.min_prefix_v4"));
+        assert!(strict
+            .too_wide(&net("2001:db8::/31"))
+            .unwrap()
+            .contains("rails.min_prefix_v6"));
+        assert_eq!(strict.too_wide(&net("10.1.0.0/16")), None);
     }
 
     #[test]

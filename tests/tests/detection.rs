@@ -365,6 +365,61 @@ fn a_scanner_next_door_is_banned_without_the_hosts_own_prefix() {
     assert_eq!(drain(&hits, Duration::from_millis(300)), 1);
 }
 
+/// A controller that can open no descriptor more (a flood of connections
+/// to its metrics port, a low `LimitNOFILE`) still bans from the handles
+/// it holds: a flood, judged by the sampling pass, and a scanner, from
+/// its samples, are banned in the kernel.
+#[test]
+fn with_no_descriptor_left_the_controller_still_bans() {
+    let sbc = Sbc::mariadb("nf");
+    let (lab, cli) = (&sbc.lab, &sbc.cli);
+    let daemon = controller(
+        cli,
+        lab,
+        "[detect.rate_limit]\npackets = 100\nwindow = \"1s\"\nban = \"0s\"\n",
+    );
+    // A few rounds first, so that what the controller keeps is open.
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = daemon.child.id().to_string();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=0:"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let flooder = &lab.links[1];
+    let target = SocketAddr::new(flooder.server_v4, 5060);
+    send_each(
+        &lab.clients[1],
+        target,
+        600,
+        Duration::from_millis(5),
+        |i| request("OPTIONS", "100", target.ip(), "Linphone/5.2", i),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || banned(cli, flooder.client_v4)
+            == Some("flood")),
+        "the flood was never banned; kernel bans: {:?}\n{}",
+        kernel_bans(cli),
+        daemon.log_text()
+    );
+    let scanner = &lab.links[0];
+    let target = SocketAddr::new(scanner.server_v4, 5060);
+    send_each(
+        &lab.clients[0],
+        target,
+        10,
+        Duration::from_millis(20),
+        |i| request("OPTIONS", "100", target.ip(), "friendly-scanner", i),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || banned(cli, scanner.client_v4)
+            == Some("scanner")),
+        "the scanner was never banned; kernel bans: {:?}\n{}",
+        kernel_bans(cli),
+        daemon.log_text()
+    );
+}
+
 #[test]
 fn scanner_user_agent_is_banned_at_its_first_packets() {
     let sbc = Sbc::mariadb("sc");

@@ -716,10 +716,10 @@ fn hot_sources_are_filed_and_a_pass_reads_only_them() {
     let quiet = Frame::sip("203.0.113.30", OPTIONS).build();
     let busy = Frame::sip("2001:db8:3::31", REGISTER).build();
     let mut sampler = Sampler::full_only_every(Duration::from_secs(3600));
-    let pass = |s: &mut Sampler| {
+    let mut pass = |s: &mut Sampler| {
         let mut read = Vec::new();
         let r = s
-            .pass(&maps, |k, t, filed| {
+            .pass(&mut maps, |k, t, filed| {
                 read.push((k, t.packets, t.recent, filed))
             })
             .unwrap();
@@ -796,7 +796,7 @@ fn a_sweep_reads_every_source_in_parts_and_each_once_per_pass() {
     for f in &quiet {
         p.run(f);
     }
-    let maps = p.maps();
+    let mut maps = p.maps();
     let mut sampler = Sampler::full_only_every(Duration::from_secs(3600)).sweeping_at_most(2);
     let mut seen = BTreeSet::new();
     let mut passes = 0;
@@ -806,7 +806,7 @@ fn a_sweep_reads_every_source_in_parts_and_each_once_per_pass() {
         }
         let mut this_pass = BTreeMap::new();
         let r = sampler
-            .pass(&maps, |k, _, filed| {
+            .pass(&mut maps, |k, _, filed| {
                 assert!(
                     this_pass.insert(k, filed).is_none(),
                     "{k:?} read twice in one pass"
@@ -836,7 +836,7 @@ fn a_sweep_reads_every_source_in_parts_and_each_once_per_pass() {
         p.run(&busy);
     }
     let mut n = 0;
-    let r = sampler.pass(&maps, |_, _, filed| {
+    let r = sampler.pass(&mut maps, |_, _, filed| {
         assert!(filed);
         n += 1;
     });
@@ -856,7 +856,7 @@ fn a_sweep_reads_every_source_in_parts_and_each_once_per_pass() {
     loop {
         let mut n = 0;
         let r = sampler
-            .pass(&maps, |k, _, filed| {
+            .pass(&mut maps, |k, _, filed| {
                 if k == unfiled_key {
                     assert!(!filed);
                     found = true;

@@ -129,3 +129,116 @@ fn opensips_address_table_peers_are_trusted() {
         "ip",
     );
 }
+
+/// Entries wider than the rails: an `address` row and an allow-list row
+/// with mask 0 would allow every source and lift every ban; a feed line of
+/// 32.0.0.0/3 would block an eighth of the Internet. Each is refused and
+/// reported (log, `status`, an event) once, and the rest of its list is
+/// applied; a feed entry over a trusted peer is named.
+#[test]
+fn entries_wider_than_the_rails_are_refused_and_the_rest_applied() {
+    let lab = Lab::two_clients("rw");
+    let db = TestDb::mariadb();
+    let name = db.mariadb_name().unwrap().to_string();
+    load_sql(&name, "standard-create.sql");
+    load_sql(&name, "permissions-create.sql");
+    let (c0, c1) = (
+        lab.links[0].client_v4.to_string(),
+        lab.links[1].client_v4.to_string(),
+    );
+    admin(&format!(
+        "INSERT INTO `{name}`.address (grp, ip_addr, mask) VALUES (1, '{c0}', 32), (1, '0.0.0.0', 0)"
+    ));
+    let cli = Cli::with_db(&lab.server, db.url());
+    let list = cli.dir.join("wide.txt");
+    std::fs::write(&list, format!("{c0}\n32.0.0.0/3\n3000::/4\n")).unwrap();
+    cli.add_config(&format!(
+        "detect = {{ enabled = false }}\n[trusted]\naddress_table = \"kamailio\"\n\
+         [feeds.wide]\nfile = \"{}\"\nrefresh = \"1s\"\n",
+        list.display()
+    ));
+    let refused = cli.fails(&["allow", "0.0.0.0/0"]);
+    assert!(refused.contains("0.0.0.0/0 is wider than /8"), "{refused}");
+    cli.ok(&["attach", "--iface", "s1", "--mode", "native"]);
+    cli.ok(&["block", &c1, "--for", "1h"]);
+    let mut daemon = cli.start_controller(&["s1", "s2"], "sbc-rw", "500ms");
+    daemon.wait_log("database connected", Duration::from_secs(20));
+    // Another tool (a web panel) writes an allow-everything row.
+    admin(&format!(
+        "INSERT INTO `{name}`.whitelisted_ips (ip_address, comment) VALUES ('0.0.0.0/0', 'typo')"
+    ));
+    let events = |kind: &str| -> Vec<serde_json::Value> {
+        cli.json(&["events", "--type", kind, "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_str(e["details"].as_str().unwrap()).unwrap())
+            .collect()
+    };
+    let lists = |kind: &str| -> Vec<String> {
+        let mut l: Vec<String> = events(kind)
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d["list"].as_str().unwrap_or(""),
+                    d["entry"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        l.sort();
+        l
+    };
+    let want = [
+        "address ",
+        "feed:wide 3000::/4",
+        "feed:wide 32.0.0.0/3",
+        "whitelisted_ips ",
+    ];
+    assert!(
+        eventually(Duration::from_secs(15), || lists("entry_refused") == want),
+        "{:?}\n{}",
+        lists("entry_refused"),
+        daemon.log_text()
+    );
+    // The rest of each list is applied: the peer is trusted, the feed's
+    // other entry written, and the ban on client 1 still holds.
+    assert!(allowed_in_kernel(&cli).contains(&format!("{c0}/32")));
+    assert!(!allowed_in_kernel(&cli).iter().any(|a| a.ends_with("/0")));
+    let feed_rows: Vec<String> = cli
+        .json(&["list", "blocked", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == "feed:wide")
+        .map(|r| r["ip_address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(feed_rows, std::slice::from_ref(&c0));
+    let listener = SipListener::start(&lab.server, 5060);
+    let delivered = |i: usize| {
+        send_sip(
+            &lab.clients[i],
+            SocketAddr::new(lab.links[i].server_v4, 5060),
+            OPTIONS,
+            10,
+        );
+        let got = listener.drain(Duration::from_millis(300), Duration::from_secs(5));
+        got.get(&lab.links[i].client_v4).copied().unwrap_or(0)
+    };
+    assert_eq!(delivered(1), 0, "a refused allow row lifted a ban");
+    // The feed lists the trusted peer: named, and the peer still passes.
+    assert!(eventually(Duration::from_secs(10), || events(
+        "entry_covers_trusted"
+    )
+    .iter()
+    .any(|d| d["covers"] == format!("{c0}/32"))));
+    assert_eq!(delivered(0), 10, "the trusted peer was dropped");
+    let st = cli.ok(&["status"]);
+    assert!(st.contains("32.0.0.0/3 is wider than /8"), "{st}");
+    assert!(st.contains("covers the trusted peer"), "{st}");
+    // Reported once, not at every refresh and sync.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lists("entry_refused"), want);
+    assert_eq!(events("entry_covers_trusted").len(), 1);
+    assert!(daemon.stop().success());
+}

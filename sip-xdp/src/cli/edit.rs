@@ -219,6 +219,12 @@ pub async fn allow(
     net: IpNet,
     comment: &str,
 ) -> anyhow::Result<(Vec<String>, Outcome)> {
+    if let Some(why) = cfg.widest.refusal(&net) {
+        anyhow::bail!(
+            "refusing to allow {net}: {why}: every source in it would pass and its bans be lifted \
+             (`[rails]` in the configuration sets the widest entry)"
+        );
+    }
     let op = Op::Allow {
         comment: comment.to_string(),
     };

@@ -212,12 +212,31 @@ fn print_controller(c: &Value, ctx: &Ctx) {
             .as_str()
             .and_then(seconds_since)
             .map_or("never".to_string(), |s| format!("{s:.0}s ago"));
+        let wide = match f["too_wide"].as_u64() {
+            Some(n) if n > 0 => format!(" ({n} refused as too wide)"),
+            _ => String::new(),
+        };
         match f["last_error"].as_str() {
-            None => println!("feed {name}: {} entries, refreshed {last}", f["entries"]),
+            None => println!(
+                "feed {name}: {} entries{wide}, refreshed {last}",
+                f["entries"]
+            ),
             Some(e) => println!(
                 "feed {name}: FAILING ({e}); keeping its last good list of {} entries from {last}",
                 f["entries"]
             ),
         }
+    }
+    // What the lists hold that needs the operator (the latest first).
+    let notices = c["list_notices"].as_array().cloned().unwrap_or_default();
+    for n in notices.iter().rev() {
+        println!(
+            "list {}: {}: {} ({}, {})",
+            n["list"].as_str().unwrap_or(""),
+            n["entry"].as_str().unwrap_or(""),
+            n["what"].as_str().unwrap_or(""),
+            n["event"].as_str().unwrap_or(""),
+            n["at"].as_str().unwrap_or("")
+        );
     }
 }

@@ -2,7 +2,12 @@
 //! each one's state, and turns a refresh into the rows the journal holds
 //! until a database round writes them (`db::feeds`).
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::PathBuf,
+};
+
+use ipnet::IpNet;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
@@ -18,7 +23,18 @@ pub struct Desk {
     feeds: BTreeMap<String, Feed>,
     pub states: BTreeMap<String, State>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Entries refused as too wide and already reported, by feed: a list
+    /// refreshed every ten seconds reports each once.
+    reported: BTreeMap<String, HashSet<IpNet>>,
 }
+
+/// A feed's entries refused as too wide and not reported before: its rows'
+/// `source`, and each entry with why.
+pub type Refused = (String, Vec<(String, String)>);
+
+/// At most this many refused entries of one refresh are reported one by
+/// one; the count says the rest.
+const REPORT_EACH: usize = 10;
 
 impl Desk {
     /// (Re)starts the tasks of `feeds`; their reports come on the receiver.
@@ -49,13 +65,39 @@ impl Desk {
         self.feeds.contains_key(name)
     }
 
-    /// Takes a refresh in: the rows to write when it brought a list.
-    pub fn on_report(&mut self, r: Report) -> Option<FeedRows> {
-        let feed = self.feeds.get(&r.feed)?;
+    /// Takes a refresh in: the rows to write when it brought a list, and
+    /// the entries it refused as too wide that were not reported before.
+    pub fn on_report(&mut self, r: Report) -> (Option<FeedRows>, Option<Refused>) {
+        let Some(feed) = self.feeds.get(&r.feed) else {
+            return (None, None);
+        };
         let state = self.states.entry(r.feed.clone()).or_default();
         match r.outcome {
-            Outcome::List { nets, refused, bad } => {
-                tracing::info!(feed = %r.feed, entries = nets.len(), refused, bad, "feed refreshed");
+            Outcome::List {
+                nets,
+                refused,
+                too_wide,
+                bad,
+            } => {
+                tracing::info!(feed = %r.feed, entries = nets.len(), refused, too_wide = too_wide.len(), bad, "feed refreshed");
+                state.too_wide = too_wide.len();
+                let seen = self.reported.entry(r.feed.clone()).or_default();
+                seen.retain(|n| too_wide.iter().any(|(w, _)| w == n));
+                let new: Vec<_> = too_wide
+                    .into_iter()
+                    .filter(|(n, _)| seen.insert(*n))
+                    .collect();
+                if new.len() > REPORT_EACH {
+                    tracing::warn!(feed = %r.feed, refused = new.len(), reported = REPORT_EACH, "feed entries refused as too wide: the first are reported one by one");
+                }
+                let refused = (!new.is_empty()).then(|| {
+                    let each = new
+                        .into_iter()
+                        .take(REPORT_EACH)
+                        .map(|(n, why)| (n.to_string(), why))
+                        .collect();
+                    (feed.source(), each)
+                });
                 state.entries = nets.len();
                 state.last_ok = Some(Utc::now());
                 state.last_error = None;
@@ -65,25 +107,26 @@ impl Desk {
                         .and_then(|d| chrono::Duration::from_std(d).ok())
                         .map(|d| at + d)
                 };
-                Some(FeedRows {
+                let rows = FeedRows {
                     feed: r.feed,
                     source: feed.source(),
                     nets: nets.into_iter().map(|(n, left)| (n, ends(left))).collect(),
                     complete: feed.is_complete(),
                     at,
-                })
+                };
+                (Some(rows), refused)
             }
             Outcome::Unchanged => {
                 tracing::info!(feed = %r.feed, unchanged = true, "feed refreshed");
                 state.last_ok = Some(Utc::now());
                 state.last_error = None;
-                None
+                (None, None)
             }
             Outcome::Failed(e) => {
                 state.failures += 1;
                 tracing::warn!(feed = %r.feed, error = %e, "feed refresh failed: its last good list stays");
                 state.last_error = Some(e);
-                None
+                (None, None)
             }
         }
     }

@@ -26,6 +26,7 @@ use tokio::{
 
 mod feeds;
 mod memory;
+mod notices;
 mod notify;
 mod pass;
 mod rounds;
@@ -89,6 +90,8 @@ pub struct Controller {
     notify: Notifier,
     alerts: Option<std::sync::Arc<alerts::AlertStats>>,
     feeds: feeds::Desk,
+    /// What the lists hold that the operator must hear of.
+    notices: notices::Notices,
     /// The last good trusted peers, and why the last read failed.
     trusted: Vec<crate::db::store::AllowRow>,
     trusted_error: Option<String>,
@@ -156,6 +159,7 @@ impl Controller {
         let defender = Defender::new(cfg.detect.clone());
         apply_settings(&mut maps, &cfg, &defender)?;
         let journal = Journal::new(cfg.event_buffer, Some(cfg.node.clone()));
+        let widest = cfg.widest;
         Ok(Self {
             _lock: lock,
             prune_at: Instant::now(),
@@ -173,7 +177,7 @@ impl Controller {
             journal,
             last_sync: None,
             lists_read: None,
-            guard: Guard::for_this_host(),
+            guard: Guard::for_this_host().with_widest(widest),
             defender,
             metrics: None,
             sample_stats: Arc::new(SampleStats::default()),
@@ -187,6 +191,7 @@ impl Controller {
             feeds: feeds::Desk::default(),
             trusted: Vec::new(),
             trusted_error: None,
+            notices: notices::Notices::default(),
             feeds_changed: false,
         })
     }
@@ -330,7 +335,10 @@ impl Controller {
         }
         self.lists_read = None;
         let alerts_changed = new.alerts != self.cfg.alerts;
-        self.feeds_changed = new.feeds != self.cfg.feeds || new.geo_db != self.cfg.geo_db;
+        self.feeds_changed = new.feeds != self.cfg.feeds
+            || new.geo_db != self.cfg.geo_db
+            || new.widest != self.cfg.widest;
+        self.guard = self.guard.clone().with_widest(new.widest);
         if new.db != self.cfg.db {
             self.store = None;
             self.db_retry_at = Instant::now();

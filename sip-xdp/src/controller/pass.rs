@@ -67,7 +67,7 @@ impl Controller {
                 at: now,
                 kernel_ns: clock::coarse_ns(),
             });
-            let r = self.sampler.pass(&self.maps, |k, t, filed| {
+            let r = self.sampler.pass(&mut self.maps, |k, t, filed| {
                 if let Some(d) = flood.observe(k, t, filed) {
                     found.push(d);
                 }

@@ -181,6 +181,12 @@ impl Controller {
         let kernel = applying.elapsed();
         let took = out.took + kernel;
         synced.log(out.took, kernel);
+        for s in synced.skipped.iter().filter(|s| s.refused) {
+            self.notices.skipped(&mut self.journal, s);
+        }
+        for c in &synced.covers {
+            self.notices.covered(&mut self.journal, c);
+        }
         let feed_rows = round.feed_rows;
         if synced.installed + synced.removed >= crate::heap::BIG_JOB
             || feed_rows >= crate::heap::BIG_JOB
@@ -264,9 +270,8 @@ impl Controller {
         let peers_before = self.trusted.clone();
         let peers = self.trusted_peers(trusted);
         match lists {
-            Some((mut blocks, mut allows)) => {
+            Some((mut blocks, allows)) => {
                 self.lists_read = Some((fingerprint, Instant::now()));
-                allows.extend(peers);
                 blocks.extend(self.journal.pending_rules());
                 let defender = &mut self.defender;
                 let synced = self.applier.apply(
@@ -275,6 +280,7 @@ impl Controller {
                     Rows {
                         blocks,
                         allows: &allows,
+                        trusted: &peers,
                         undecoded,
                     },
                     clocks(),
@@ -349,10 +355,12 @@ impl Controller {
         r: crate::feed::Report,
         round_tx: &mpsc::Sender<RoundResult>,
     ) {
-        let news = self
-            .feeds
-            .on_report(r)
-            .is_some_and(|rows| self.journal.feed(rows));
+        let (rows, refused) = self.feeds.on_report(r);
+        if let Some((list, refused)) = refused {
+            self.notices
+                .feed_refused(&mut self.journal, &list, &refused);
+        }
+        let news = rows.is_some_and(|rows| self.journal.feed(rows));
         if news {
             self.enforce_feeds_now();
             if self.round.is_none() && Instant::now() >= self.db_retry_at {

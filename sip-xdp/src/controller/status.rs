@@ -123,6 +123,7 @@ impl Controller {
             "samples_parsed": self.sample_stats.parsed.load(Ordering::Relaxed),
             "samples_malformed": self.sample_stats.malformed.load(Ordering::Relaxed),
             "feeds": self.feeds.states,
+            "list_notices": self.notices.latest().collect::<Vec<_>>(),
             "written_at": Utc::now().to_rfc3339(),
             "maps": fill,
         });

@@ -262,6 +262,9 @@ pub enum Outcome {
     List {
         nets: Vec<(IpNet, Option<Duration>)>,
         refused: usize,
+        /// Entries wider than the rails allow, with why; the rest of the
+        /// list is taken.
+        too_wide: Vec<(IpNet, String)>,
         bad: usize,
     },
     /// Not modified since the last good answer.
@@ -449,7 +452,9 @@ async fn fetch(
 }
 
 /// The entries a refresh may write: not too many, none the safety rails
-/// refuse.
+/// refuse, none wider than they allow. A country policy of `allow_only`
+/// is wide by design (all the world but some countries): the operator
+/// wrote it, and its entries are not held to the width.
 fn checked(feed: &Feed, nets: Entries, bad: usize, guard: &Guard) -> Outcome {
     if nets.len() > feed.max_entries {
         return Outcome::Failed(format!(
@@ -458,13 +463,31 @@ fn checked(feed: &Feed, nets: Entries, bad: usize, guard: &Guard) -> Outcome {
             feed.max_entries
         ));
     }
+    let wide_by_design = matches!(
+        feed.origin,
+        Origin::Geo {
+            allow_only: true,
+            ..
+        }
+    );
     let before = nets.len();
+    let mut too_wide = Vec::new();
     let nets: Entries = nets
         .into_iter()
         .filter(|(n, _)| guard.refusal(n).is_none())
+        .filter(
+            |(n, _)| match guard.too_wide(n).filter(|_| !wide_by_design) {
+                Some(why) => {
+                    too_wide.push((*n, why));
+                    false
+                }
+                None => true,
+            },
+        )
         .collect();
     Outcome::List {
-        refused: before - nets.len(),
+        refused: before - nets.len() - too_wide.len(),
+        too_wide,
         nets,
         bad,
     }
@@ -491,6 +514,8 @@ pub fn http_error(e: reqwest::Error) -> String {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct State {
     pub entries: usize,
+    /// Entries of the last list refused as wider than the rails allow.
+    pub too_wide: usize,
     pub last_ok: Option<chrono::DateTime<chrono::Utc>>,
     pub last_error: Option<String>,
     pub failures: u64,
@@ -502,6 +527,54 @@ mod tests {
 
     fn s(toml_text: &str) -> FeedsSettings {
         toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn a_too_wide_entry_is_refused_and_the_rest_of_the_list_taken() {
+        let feed = from_settings(&s("[drop]\nfile = \"/f\"\n"))
+            .unwrap()
+            .remove(0);
+        let guard = Guard::with_addresses(vec!["198.51.100.1".parse().unwrap()]);
+        let nets = [
+            "32.0.0.0/3",
+            "203.0.113.0/24",
+            "2000::/3",
+            "198.51.100.0/24",
+            "2001:db8::1",
+        ]
+        .iter()
+        .map(|n| (crate::parse::parse_net(n).unwrap(), None))
+        .collect();
+        let Outcome::List {
+            nets,
+            refused,
+            too_wide,
+            bad,
+        } = checked(&feed, nets, 0, &guard)
+        else {
+            panic!("not a list");
+        };
+        let kept: Vec<String> = nets.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(kept, ["203.0.113.0/24", "2001:db8::1/128"]);
+        assert_eq!((refused, bad), (1, 0), "198.51.100.0/24 holds this host");
+        let wide: Vec<String> = too_wide.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(wide, ["32.0.0.0/3", "2000::/3"]);
+        assert!(too_wide[0].1.contains("wider than /8"), "{too_wide:?}");
+        // A country policy of `allow_only` is wide by design.
+        let geo = GeoSettings {
+            database: "/x.mmdb".into(),
+            block: vec![],
+            allow_only: vec!["US".into()],
+            refresh: None,
+            max_entries: 0,
+        }
+        .feed()
+        .unwrap();
+        let world = vec![(crate::parse::parse_net("32.0.0.0/3").unwrap(), None)];
+        let Outcome::List { nets, too_wide, .. } = checked(&geo, world, 0, &guard) else {
+            panic!("not a list");
+        };
+        assert_eq!((nets.len(), too_wide.len()), (1, 0));
     }
 
     #[test]

@@ -47,16 +47,17 @@ pub struct BanIndex {
     map: Array<MapData, Bucket>,
     /// The same map for batch reads (aya has no batch calls).
     data: MapData,
-    lock_dir: File,
+    /// Shared, not duplicated, by each holder: taking the lock opens no
+    /// descriptor, so a process out of them still bans.
+    lock_dir: Arc<File>,
     depth: Arc<AtomicU32>,
 }
 
 /// Holds the writers' lock until the last holder in this process drops it
-/// (a duplicate of the locked descriptor: same open file, so the same
-/// lock). Re-entrant: `Maps` holds it across a ban's two maps while the
+/// (the locked descriptor itself, so the same lock). Re-entrant: `Maps` holds it across a ban's two maps while the
 /// index's own calls take it again.
 pub struct Held {
-    file: File,
+    file: Arc<File>,
     depth: Arc<AtomicU32>,
 }
 
@@ -105,7 +106,7 @@ impl BanIndex {
         Ok(Some(Self {
             map,
             data: batch,
-            lock_dir,
+            lock_dir: Arc::new(lock_dir),
             depth: Arc::new(AtomicU32::new(0)),
         }))
     }
@@ -116,7 +117,7 @@ impl BanIndex {
             context: "locking the ban index".into(),
             source,
         };
-        let file = self.lock_dir.try_clone().map_err(io)?;
+        let file = self.lock_dir.clone();
         if self.depth.load(Ordering::Acquire) == 0
             && unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0
         {

@@ -26,11 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, Map, MapData};
-use sip_xdp_common::{
-    maps::{MAP_HOT0, MAP_HOT1, MAP_UNIT},
-    Counter, IpKey,
-};
+use sip_xdp_common::{Counter, IpKey};
 
 use super::{batch, Maps, Totals};
 use crate::{Error, Result};
@@ -150,19 +146,14 @@ impl Sampler {
 
     /// Closes the kernel's current unit and hands `f` each source to judge
     /// with its totals and whether the kernel filed it.
-    pub fn pass(&mut self, maps: &Maps, mut f: impl FnMut(IpKey, Totals, bool)) -> Result<Read> {
-        let unit_data = MapData::from_pin(maps.pins().map(MAP_UNIT))
-            .map_err(Error::map("opening pinned map UNIT"))?;
-        let mut unit: Array<MapData, u32> = Array::try_from(Map::Array(unit_data))
-            .map_err(Error::map("opening pinned map UNIT"))?;
-        let closed = unit.get(&0, 0).map_err(Error::map("reading the unit"))?;
-        unit.set(0, closed.wrapping_add(1), 0)
-            .map_err(Error::map("advancing the unit"))?;
-        let name = if closed & 1 == 0 { MAP_HOT0 } else { MAP_HOT1 };
-        let hot_data =
-            MapData::from_pin(maps.pins().map(name)).map_err(Error::map("opening a hot map"))?;
-        let filed = batch::take_keys::<IpKey, u32>(&hot_data)
-            .map_err(Error::io("reading the hot sources"))?;
+    pub fn pass(
+        &mut self,
+        maps: &mut Maps,
+        mut f: impl FnMut(IpKey, Totals, bool),
+    ) -> Result<Read> {
+        let (closed, hot) = maps.close_unit()?;
+        let filed =
+            batch::take_keys::<IpKey, u32>(hot).map_err(Error::io("reading the hot sources"))?;
         let overflows = maps.counter(Counter::HotFull)?;
         let overflowed = self.overflows.is_some_and(|o| o != overflows);
         if overflowed {

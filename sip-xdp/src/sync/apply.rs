@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use ipnet::IpNet;
 
-use super::plan::{Current, Plan, Planner};
+use super::plan::{AllowLists, Cover, Current, Plan, Planner, Skip};
 use crate::{
     db::{
         rows::RuleOrBad,
@@ -31,13 +31,20 @@ pub struct Synced {
     pub rows: usize,
     pub installed: usize,
     pub removed: usize,
+    /// Rows skipped (each the first time), for the caller to report.
+    pub skipped: Vec<Skip>,
+    /// Block entries newly seen to cover a verified source or a trusted
+    /// peer.
+    pub covers: Vec<Cover>,
 }
 
 /// What a round read: the block rows (with the bans and feed entries not
-/// yet written), the allow-list, and the rows that did not decode.
+/// yet written), the allow-list, the trusted peers, and the rows that did
+/// not decode.
 pub struct Rows<'a> {
     pub blocks: Vec<RuleOrBad>,
     pub allows: &'a [AllowRow],
+    pub trusted: &'a [AllowRow],
     pub undecoded: Vec<Undecoded>,
 }
 
@@ -69,11 +76,16 @@ impl Applier {
         let Rows {
             blocks,
             allows,
+            trusted,
             undecoded,
         } = rows;
-        let (desired, mut skips) =
-            self.planner
-                .desired(&blocks, allows, guard, clocks.wall, clocks.mono_ns);
+        let (desired, mut skips) = self.planner.desired(
+            &blocks,
+            AllowLists { allows, trusted },
+            guard,
+            clocks.wall,
+            clocks.mono_ns,
+        );
         // The rows are not needed past here: with 100k of them, holding
         // them beside the kernel's lists and the plan is the controller's
         // peak memory.
@@ -82,8 +94,26 @@ impl Applier {
         // Rows are decoded one at a time: a row that does not decode is
         // reported once and skipped, and the database stays "reachable".
         skips.extend(self.planner.first_reports(undecoded));
-        for s in skips {
+        for s in &skips {
             tracing::warn!(table = s.table, id = s.id, reason = ?s.why, "skipping database row");
+        }
+        let peers: Vec<IpNet> = trusted
+            .iter()
+            .filter_map(|r| r.net().ok())
+            .filter(|n| desired.allows.contains(n))
+            .collect();
+        let covers = self.planner.covers(&desired, &kernel.trusted_now(), &peers);
+        for c in &covers {
+            match c.verified {
+                Some(how) => tracing::warn!(
+                    entry = %c.entry, id = c.id, src_ip = %c.covers, verified = how.as_str(),
+                    "a block entry covers a verified source: it is blocked (`sip-xdp allow` it to keep it)"
+                ),
+                None => tracing::warn!(
+                    entry = %c.entry, id = c.id, peer = %c.covers,
+                    "a block entry covers a trusted peer: the allow-list keeps the peer passing"
+                ),
+            }
         }
         listed(&desired.blocks.keys().copied().collect::<Vec<_>>());
         let current = Current {
@@ -96,6 +126,8 @@ impl Applier {
             rows,
             installed,
             removed,
+            skipped: skips,
+            covers,
         }
     }
 
@@ -120,9 +152,13 @@ impl Applier {
                 created_at: clocks.wall,
             })
             .collect();
+        let lists = AllowLists {
+            allows: &allows,
+            trusted: &[],
+        };
         let (desired, _) = self
             .planner
-            .desired(&rows, &allows, guard, clocks.wall, clocks.mono_ns);
+            .desired(&rows, lists, guard, clocks.wall, clocks.mono_ns);
         // With a 100k-entry list the rows, the desired set and the kernel's
         // view at once were the controller's peak: the rows go first, and
         // of the kernel only the keys are read.
@@ -284,6 +320,7 @@ mod tests {
         let rows = Rows {
             blocks,
             allows,
+            trusted: &[],
             undecoded: Vec::new(),
         };
         a.apply(k, &guard(), rows, clocks(), |_| {})
@@ -344,6 +381,7 @@ mod tests {
                     row(4, "203.0.113.10", None),
                 ],
                 allows: &[allow("203.0.113.8/31")],
+                trusted: &[],
                 undecoded: Vec::new(),
             },
             clocks(),

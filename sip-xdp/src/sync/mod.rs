@@ -9,4 +9,4 @@ pub mod apply;
 pub mod plan;
 
 pub use apply::{Applier, Clocks, Rows, Synced};
-pub use plan::{Current, Desired, Plan, Planner, Want};
+pub use plan::{AllowLists, Cover, Current, Desired, Plan, Planner, Skip, Want};

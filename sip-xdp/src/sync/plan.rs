@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::NaiveDateTime;
 use ipnet::IpNet;
-use sip_xdp_common::maps::BanReason;
+use sip_xdp_common::maps::{BanReason, Trust};
 
 use crate::{
     db::{
@@ -37,6 +37,8 @@ pub struct Want {
 pub struct Desired {
     pub allows: BTreeSet<IpNet>,
     pub blocks: BTreeMap<IpNet, Want>,
+    /// Host entries the allow-list passes, with their rows' ids.
+    pub passed: BTreeMap<IpNet, i64>,
 }
 
 /// What the kernel holds: block nets with (expiry, reason), allow nets. The
@@ -65,12 +67,36 @@ impl Plan {
     }
 }
 
+/// The rows that allow: the operator's allow-list, and the trusted peers
+/// read from the SIP server's `address` table.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowLists<'a> {
+    pub allows: &'a [AllowRow],
+    pub trusted: &'a [AllowRow],
+}
+
+/// A block entry that covers a source this host knows to be good: one
+/// verified by a real exchange (the entry blocks it), or a trusted peer
+/// (the allow-list keeps it passing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cover {
+    pub entry: IpNet,
+    /// The `blocked_ips` row it comes from.
+    pub id: i64,
+    pub covers: IpNet,
+    /// `None` for a trusted peer.
+    pub verified: Option<Trust>,
+}
+
 /// A row that is skipped, with why. Reported once per row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skip {
     pub table: &'static str,
     pub id: i64,
     pub why: String,
+    /// Refused (too wide, covering this host, not decodable), rather than
+    /// passed over because the allow-list holds its address.
+    pub refused: bool,
 }
 
 /// Expiries closer than this are the same (wall/monotonic conversion jitter).
@@ -81,6 +107,7 @@ pub struct Planner {
     grace_blocks: HashSet<IpNet>,
     grace_allows: HashSet<IpNet>,
     reported: HashSet<(&'static str, i64)>,
+    covers_reported: HashSet<(IpNet, IpNet)>,
 }
 
 impl Planner {
@@ -89,19 +116,35 @@ impl Planner {
     pub fn desired(
         &mut self,
         blocks: &[RuleOrBad],
-        allows: &[AllowRow],
+        lists: AllowLists<'_>,
         guard: &Guard,
         wall_now: NaiveDateTime,
         mono_now_ns: u64,
     ) -> (Desired, Vec<Skip>) {
         let mut d = Desired::default();
         let mut skips = Vec::new();
-        for row in allows {
-            match row.net() {
-                Ok(net) => {
-                    d.allows.insert(net);
+        for (table, rows) in [
+            ("whitelisted_ips", lists.allows),
+            ("address", lists.trusted),
+        ] {
+            for row in rows {
+                match row.net() {
+                    Ok(net) => match guard.too_wide(&net) {
+                        Some(why) => skips.push(Skip {
+                            table,
+                            id: row.id,
+                            why: format!("refused: {why}"),
+                            refused: true,
+                        }),
+                        None => {
+                            d.allows.insert(net);
+                        }
+                    },
+                    Err(bad) => skips.push(Skip {
+                        table,
+                        ..skip_of(bad)
+                    }),
                 }
-                Err(bad) => skips.push(skip_of(bad)),
             }
         }
         for row in blocks {
@@ -116,15 +159,18 @@ impl Planner {
                 table: "blocked_ips",
                 id: rule.id,
                 why,
+                refused: true,
             };
             if let Some(why) = guard.refusal(&rule.net) {
                 skips.push(skip(format!("refused: {why}")));
                 continue;
             }
             if is_host(&rule.net) && d.allows.iter().any(|a| a.contains(&rule.net.addr())) {
-                skips.push(skip(
-                    "not enforced: the address is on the allow-list".into(),
-                ));
+                skips.push(Skip {
+                    refused: false,
+                    ..skip("not enforced: the address is on the allow-list".into())
+                });
+                d.passed.insert(rule.net, rule.id);
                 continue;
             }
             let expires_ns = match rule.expires_at {
@@ -155,6 +201,83 @@ impl Planner {
         (d, skips)
     }
 
+    /// The block entries of `d` that cover a verified source or a trusted
+    /// peer, each pair only the first time it is seen. A verified source
+    /// the allow-list holds is passed by it, and is not named.
+    pub fn covers(
+        &mut self,
+        d: &Desired,
+        verified: &[(std::net::IpAddr, Trust)],
+        trusted: &[IpNet],
+    ) -> Vec<Cover> {
+        let lens = |v4: bool| -> BTreeSet<u8> {
+            d.blocks
+                .keys()
+                .filter(|n| n.addr().is_ipv4() == v4)
+                .map(IpNet::prefix_len)
+                .collect()
+        };
+        let (lens_v4, lens_v6) = (lens(true), lens(false));
+        // The entries holding `at`, from the widest.
+        let holding = |at: std::net::IpAddr, up_to: u8| -> Vec<(IpNet, i64)> {
+            let lens = if at.is_ipv4() { &lens_v4 } else { &lens_v6 };
+            lens.iter()
+                .take_while(|l| **l <= up_to)
+                .filter_map(|l| IpNet::new(at, *l).ok().map(|n| n.trunc()))
+                .filter_map(|n| {
+                    let id = d.blocks.get(&n).map(|w| w.id);
+                    id.or_else(|| d.passed.get(&n).copied()).map(|id| (n, id))
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (ip, how) in verified {
+            let host = IpNet::from(*ip);
+            if d.allows.iter().any(|a| a.contains(ip)) {
+                continue;
+            }
+            for (entry, id) in holding(*ip, host.prefix_len()) {
+                out.push(Cover {
+                    entry,
+                    id,
+                    covers: host,
+                    verified: Some(*how),
+                });
+            }
+        }
+        for peer in trusted {
+            let mut hits = holding(peer.network(), peer.prefix_len());
+            // Narrower entries inside the peer's range.
+            let (lo, hi) = (
+                IpNet::new(peer.network(), 0).unwrap_or(*peer),
+                IpNet::new(peer.broadcast(), peer.max_prefix_len()).unwrap_or(*peer),
+            );
+            let inside = |n: &IpNet| peer.contains(n) && n != peer;
+            hits.extend(
+                d.blocks
+                    .range(lo..=hi)
+                    .filter(|(n, _)| inside(n))
+                    .map(|(n, w)| (*n, w.id)),
+            );
+            hits.extend(
+                d.passed
+                    .range(lo..=hi)
+                    .filter(|(n, _)| inside(n))
+                    .map(|(n, id)| (*n, *id)),
+            );
+            for (entry, id) in hits {
+                out.push(Cover {
+                    entry,
+                    id,
+                    covers: *peer,
+                    verified: None,
+                });
+            }
+        }
+        out.retain(|c| self.covers_reported.insert((c.entry, c.covers)));
+        out
+    }
+
     /// Removals held back for their cycle of grace: the next sync must
     /// see the lists again to carry them out.
     pub fn waiting(&self) -> bool {
@@ -169,6 +292,7 @@ impl Planner {
                 table: b.table,
                 id: b.id,
                 why: b.why,
+                refused: true,
             })
             .collect()
     }
@@ -237,6 +361,7 @@ fn skip_of(bad: BadRow) -> Skip {
         table: bad.table,
         id: bad.id,
         why: bad.why,
+        refused: true,
     }
 }
 
@@ -279,6 +404,12 @@ mod tests {
     fn net(s: &str) -> IpNet {
         parse_net(s).unwrap()
     }
+    fn lists(allows: &[AllowRow]) -> AllowLists<'_> {
+        AllowLists {
+            allows,
+            trusted: &[],
+        }
+    }
     fn guard() -> Guard {
         Guard::with_addresses(vec!["198.51.100.1".parse().unwrap()])
     }
@@ -292,7 +423,7 @@ mod tests {
         ];
         let (d, skips) = r.desired(
             &rules(&rows),
-            &[],
+            AllowLists::default(),
             &Guard::with_addresses(vec![]),
             t0(),
             MONO,
@@ -316,7 +447,7 @@ mod tests {
             block(5, "203.0.113.9", None),
         ];
         let allows = [allow(9, "203.0.113.16/28"), allow(10, "bogus")];
-        let (d, skips) = r.desired(&rules(&rows), &allows, &guard(), t0(), MONO);
+        let (d, skips) = r.desired(&rules(&rows), lists(&allows), &guard(), t0(), MONO);
         let ids: Vec<_> = skips.iter().map(|s| (s.table, s.id)).collect();
         assert_eq!(
             ids,
@@ -338,8 +469,72 @@ mod tests {
             d.blocks.keys().copied().collect::<Vec<_>>(),
             vec![net("203.0.113.9")]
         );
-        let (_, again) = r.desired(&rules(&rows), &allows, &guard(), t0(), MONO);
+        let (_, again) = r.desired(&rules(&rows), lists(&allows), &guard(), t0(), MONO);
         assert!(again.is_empty(), "each bad row is reported once");
+    }
+
+    #[test]
+    fn allow_and_trusted_rows_wider_than_the_rails_are_refused_and_the_rest_taken() {
+        let mut r = Planner::default();
+        let allows = [allow(1, "0.0.0.0/0"), allow(2, "198.51.100.0/24")];
+        let trusted = [allow(7, "2000::/3"), allow(8, "2001:db8:9::/48")];
+        let (d, skips) = r.desired(
+            &[],
+            AllowLists {
+                allows: &allows,
+                trusted: &trusted,
+            },
+            &guard(),
+            t0(),
+            MONO,
+        );
+        let ids: Vec<_> = skips.iter().map(|s| (s.table, s.id)).collect();
+        assert_eq!(ids, vec![("whitelisted_ips", 1), ("address", 7)]);
+        assert!(skips[0].why.contains("wider than /8"), "{:?}", skips[0]);
+        assert!(skips[1].why.contains("wider than /16"), "{:?}", skips[1]);
+        assert_eq!(
+            d.allows.iter().copied().collect::<Vec<_>>(),
+            vec![net("198.51.100.0/24"), net("2001:db8:9::/48")]
+        );
+    }
+
+    #[test]
+    fn entries_covering_a_verified_source_or_a_trusted_peer_are_named_once() {
+        let mut r = Planner::default();
+        let rows = [
+            block(1, "203.0.113.0/24", None),
+            block(2, "100.64.0.0/10", None),
+            block(3, "2001:db8:7::/48", None),
+            block(4, "198.18.0.5", None),
+            block(5, "100.64.1.9", None),
+        ];
+        let allows = [allow(9, "100.64.1.0/24")];
+        let (d, _) = r.desired(&rules(&rows), lists(&allows), &guard(), t0(), MONO);
+        let verified = [
+            ("203.0.113.9".parse().unwrap(), Trust::Registered),
+            ("100.64.1.7".parse().unwrap(), Trust::Registered),
+            ("198.51.100.77".parse().unwrap(), Trust::Peer),
+        ];
+        let trusted = [
+            net("2001:db8::/32"),
+            net("198.18.0.0/24"),
+            net("100.64.1.9"),
+        ];
+        let c = r.covers(&d, &verified, &trusted);
+        let seen: Vec<_> = c.iter().map(|c| (c.id, c.covers, c.verified)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, net("203.0.113.9"), Some(Trust::Registered)),
+                (3, net("2001:db8::/32"), None),
+                (4, net("198.18.0.0/24"), None),
+                (2, net("100.64.1.9"), None),
+                // Passed by the allow-list, and still named.
+                (5, net("100.64.1.9"), None),
+            ],
+            "the allow-listed 100.64.1.7 is passed by its allow entry"
+        );
+        assert!(r.covers(&d, &verified, &trusted).is_empty());
     }
 
     #[test]
@@ -351,7 +546,7 @@ mod tests {
             block(3, "203.0.113.8", Some(5)),
             block(4, "203.0.113.8", None),
         ];
-        let (d, _) = r.desired(&rules(&rows), &[], &guard(), t0(), MONO);
+        let (d, _) = r.desired(&rules(&rows), AllowLists::default(), &guard(), t0(), MONO);
         assert_eq!(d.blocks[&net("203.0.113.7")].id, 2);
         assert_eq!(d.blocks[&net("203.0.113.8")].id, 4);
     }

@@ -51,7 +51,11 @@ fn key(i: u32) -> IpKey {
 /// One controller pass as `detect_pass` runs it: the sampler closes the
 /// unit and hands the detector what it read. Returns (ms, sources read,
 /// full, detections).
-fn one_pass(sampler: &mut Sampler, maps: &Maps, flood: &mut Flood) -> (f64, usize, bool, usize) {
+fn one_pass(
+    sampler: &mut Sampler,
+    maps: &mut Maps,
+    flood: &mut Flood,
+) -> (f64, usize, bool, usize) {
     let t = Instant::now();
     flood.begin(Now {
         at: Instant::now(),
@@ -126,7 +130,7 @@ fn sampling_pass() {
         // The sweep from the first pass on, to its end: every source once.
         let (mut passes, mut slowest, mut swept) = (0, 0.0f64, 0);
         loop {
-            let (ms, read, full, found) = one_pass(&mut sampler, &maps, &mut flood);
+            let (ms, read, full, found) = one_pass(&mut sampler, &mut maps, &mut flood);
             assert_eq!(found, 0);
             passes += 1;
             slowest = slowest.max(ms);
@@ -147,7 +151,7 @@ fn sampling_pass() {
             let mut best = f64::MAX;
             for _ in 0..3 {
                 p.file_hot(hot.min(n));
-                let (ms, read, full, found) = one_pass(&mut sampler, &maps, &mut flood);
+                let (ms, read, full, found) = one_pass(&mut sampler, &mut maps, &mut flood);
                 assert_eq!((read, full, found), (hot.min(n) as usize, false, 0));
                 best = best.min(ms);
             }
@@ -157,20 +161,20 @@ fn sampling_pass() {
         // The slowest pass there is: a full hot map on a sweep's first part.
         let (mut sampler, mut flood) = fresh();
         p.file_hot(MAX_HOT.min(n));
-        let (both, read, ..) = one_pass(&mut sampler, &maps, &mut flood);
+        let (both, read, ..) = one_pass(&mut sampler, &mut maps, &mut flood);
         assert!(read >= (MAX_HOT.min(n) as usize), "{read}");
         worst = worst.max(both);
         // An overflow, as the program meets it: a source over the mark and
         // no room left. The pass after it, in the middle of no sweep.
         let (mut sampler, mut flood) = fresh();
         while sampler.sweeping() || sampler.tracked().is_none() {
-            one_pass(&mut sampler, &maps, &mut flood);
+            one_pass(&mut sampler, &mut maps, &mut flood);
         }
         let overflows = p.stat(Counter::HotFull);
         p.file_hot(MAX_HOT);
         p.run(&over_mark);
         assert_eq!(p.stat(Counter::HotFull), overflows + 1);
-        let (after, read, full, _) = one_pass(&mut sampler, &maps, &mut flood);
+        let (after, read, full, _) = one_pass(&mut sampler, &mut maps, &mut flood);
         // A table smaller than a part is swept in one pass; a larger one
         // in parts, the overflow's pass included.
         if (n as usize) < sampler.part_beside(MAX_HOT as usize) {

@@ -101,10 +101,10 @@ impl Maps {
     /// them all every cycle, and 100k bans entry by entry are 200k calls.
     pub fn bans_raw(&self) -> Vec<(IpAddr, BanValue)> {
         let mut out = Vec::new();
-        let read = open(&self.pins, MAP_BANS).and_then(|data| {
-            batch::for_each::<IpKey, BanValue>(&data, |k, v| out.push((ip_of(k), *v)))
-                .map_err(Error::io("reading bans"))
-        });
+        let read = batch::for_each::<IpKey, BanValue>(data_of(&self.bans), |k, v| {
+            out.push((ip_of(k), *v))
+        })
+        .map_err(Error::io("reading bans"));
         if let Err(e) = read {
             // Same outcome as the iterator it replaces: what could be read.
             tracing::warn!(error = %e, "reading bans in batches failed; entry by entry instead");
@@ -123,12 +123,10 @@ impl Maps {
     /// a third of the memory of `bans_raw` with 100k bans.
     pub fn held_nets(&self) -> std::collections::HashSet<IpNet> {
         let mut held = std::collections::HashSet::new();
-        let read = open(&self.pins, MAP_BANS).and_then(|data| {
-            batch::for_each::<IpKey, BanValue>(&data, |k, _| {
-                held.insert(IpNet::from(ip_of(k)));
-            })
-            .map_err(Error::io("reading bans"))
-        });
+        let read = batch::for_each::<IpKey, BanValue>(data_of(&self.bans), |k, _| {
+            held.insert(IpNet::from(ip_of(k)));
+        })
+        .map_err(Error::io("reading bans"));
         if read.is_err() {
             held = self
                 .bans_raw()
@@ -222,8 +220,7 @@ impl Maps {
                     _pad: 0,
                 })
                 .collect();
-            let data = self.bans_data()?;
-            let (written, failed) = match batch::update(&data, &keys, &values) {
+            let (written, failed) = match batch::update(self.bans_data(), &keys, &values) {
                 Ok(n) => (n, None),
                 // The kernel writes the count back only once it tried
                 // entries: an error before that leaves the count asked
@@ -277,7 +274,7 @@ impl Maps {
             let _held = self.hold_index()?;
             self.unindex(&hosts.iter().map(|n| n.addr()).collect::<Vec<_>>())?;
             let keys: Vec<IpKey> = hosts.iter().map(|n| key_of(n.addr())).collect();
-            removed += batch::delete(&self.bans_data()?, &keys).map_err(|e| Error::Io {
+            removed += batch::delete(self.bans_data(), &keys).map_err(|e| Error::Io {
                 context: "removing bans".into(),
                 source: e,
             })?;
@@ -343,12 +340,12 @@ impl Maps {
                     .filter(|n| v4_of(n.addr()).is_some())
                     .map(|n| key_of(n.addr()))
                     .collect();
-                if let Err(undo) = self.bans_data().and_then(|d| {
-                    batch::delete(&d, &keys).map_err(|source| Error::Io {
+                if let Err(undo) =
+                    batch::delete(self.bans_data(), &keys).map_err(|source| Error::Io {
                         context: "taking unindexed bans back out".into(),
                         source,
                     })
-                }) {
+                {
                     tracing::error!(error = %undo, "bans in BANS but not in the ban index: the controller's next check (at most 30 s) indexes them");
                 }
                 Err(e)
@@ -406,7 +403,7 @@ impl Maps {
     }
 
     /// The BANS map's own handle, for batch calls.
-    fn bans_data(&self) -> Result<MapData> {
-        MapData::from_pin(self.pins.map(MAP_BANS)).map_err(Error::map("opening the ban map"))
+    fn bans_data(&self) -> &MapData {
+        data_of(&self.bans)
     }
 }

@@ -140,9 +140,8 @@ impl Maps {
     /// The verified addresses, read whole, or an error.
     fn verified_keys(&self) -> Result<Vec<IpKey>> {
         let mut out = Vec::new();
-        if self.verified.is_some() {
-            let data = open(&self.pins, MAP_VERIFIED)?;
-            batch::for_each::<IpKey, Verified>(&data, |k, _| out.push(*k))
+        if let Some(m) = &self.verified {
+            batch::for_each::<IpKey, Verified>(data_of(m), |k, _| out.push(*k))
                 .map_err(Error::io("reading verified sources"))?;
         }
         Ok(out)

@@ -53,8 +53,29 @@ pub struct Maps {
     tcp_ports: Option<Array<MapData, u64>>,
     config: Array<MapData, KernelConfig>,
     stats: PerCpuArray<MapData, u64>,
+    /// The SBC's replies per client, read in batches.
+    replies: Option<MapData>,
+    /// The kernel's sampling unit and its two hot maps (`hot`).
+    unit: Option<Array<MapData, u32>>,
+    hot: Option<[MapData; 2]>,
+    /// The deny lists' table (`rules`).
+    rules: Option<Array<MapData, sip_xdp_common::rules::RuleRow>>,
     max: Sizes,
-    pins: Pins,
+}
+
+/// The handle a typed map holds, for batch calls: every map is opened once,
+/// with `Maps`, and kept, so that a controller out of file descriptors (a
+/// flood of connections, a low `LimitNOFILE`) still reads and bans.
+fn data_of<K: aya::Pod, V>(m: &impl aya::maps::IterableMap<K, V>) -> &MapData {
+    m.map()
+}
+
+/// A map the pinned program may predate: `None` when it is not pinned.
+fn open_if_pinned(pins: &Pins, name: &str) -> Result<Option<MapData>> {
+    if !pins.map(name).exists() {
+        return Ok(None);
+    }
+    open(pins, name).map(Some)
 }
 
 fn open(pins: &Pins, name: &str) -> Result<MapData> {
@@ -167,13 +188,53 @@ impl Maps {
             config: Array::try_from(Map::Array(open(pins, MAP_CONFIG)?)).map_err(e(MAP_CONFIG))?,
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(pins, MAP_STATS)?))
                 .map_err(e(MAP_STATS))?,
+            replies: open_if_pinned(pins, MAP_REPLIES)?,
+            unit: open_if_pinned(pins, MAP_UNIT)?
+                .map(|d| Array::try_from(Map::Array(d)))
+                .transpose()
+                .map_err(e(MAP_UNIT))?,
+            hot: match (
+                open_if_pinned(pins, MAP_HOT0)?,
+                open_if_pinned(pins, MAP_HOT1)?,
+            ) {
+                (Some(a), Some(b)) => Some([a, b]),
+                _ => None,
+            },
+            rules: open_if_pinned(pins, MAP_RULES)?
+                .map(|d| Array::try_from(Map::Array(d)))
+                .transpose()
+                .map_err(e(MAP_RULES))?,
             max,
-            pins: pins.clone(),
         })
     }
 
-    pub(super) fn pins(&self) -> &Pins {
-        &self.pins
+    /// A map this build's program has and a pinned older one may lack.
+    fn missing(name: &str) -> Error {
+        Error::Io {
+            context: format!("opening pinned map {name}"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not pinned: the pinned program predates it",
+            ),
+        }
+    }
+
+    /// Closes the kernel's current sampling unit: the unit closed and the
+    /// hot map its sources were filed in.
+    pub(in crate::kernel) fn close_unit(&mut self) -> Result<(u32, &MapData)> {
+        let unit = self.unit.as_mut().ok_or_else(|| Self::missing(MAP_UNIT))?;
+        let closed = unit.get(&0, 0).map_err(Error::map("reading the unit"))?;
+        unit.set(0, closed.wrapping_add(1), 0)
+            .map_err(Error::map("advancing the unit"))?;
+        let hot = self.hot.as_ref().ok_or_else(|| Self::missing(MAP_HOT0))?;
+        Ok((closed, &hot[(closed & 1) as usize]))
+    }
+
+    /// The deny lists' table, to write.
+    pub(in crate::kernel) fn rules_table(
+        &mut self,
+    ) -> Result<&mut Array<MapData, sip_xdp_common::rules::RuleRow>> {
+        self.rules.as_mut().ok_or_else(|| Self::missing(MAP_RULES))
     }
 
     fn trie_key(net: &IpNet) -> Key<IpKey> {

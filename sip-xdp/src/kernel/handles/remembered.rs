@@ -9,13 +9,12 @@ impl Maps {
     /// Every remembered address, with the monotonic time its memory lapses.
     /// Empty when the pinned program predates the memory.
     pub fn remembered(&self) -> Result<Vec<(IpAddr, u64)>> {
-        if self.remembered.is_none() {
+        let Some(m) = &self.remembered else {
             return Ok(Vec::new());
-        }
+        };
         // One batch read: the memory holds up to a quarter of a million.
         let mut out = Vec::new();
-        let data = open(&self.pins, MAP_REMEMBERED)?;
-        batch::for_each::<IpKey, u64>(&data, |k, until| out.push((ip_of(k), *until)))
+        batch::for_each::<IpKey, u64>(data_of(m), |k, until| out.push((ip_of(k), *until)))
             .map_err(Error::io("reading remembered clients"))?;
         Ok(out)
     }

@@ -81,8 +81,7 @@ impl Maps {
     /// Like `source_totals`, handing each source to `f` as it is read, with
     /// no table in between. Returns how many were read.
     pub fn for_each_source(&self, unit: u32, mut f: impl FnMut(IpKey, Totals)) -> Result<usize> {
-        let data = open(&self.pins, MAP_SOURCES)?;
-        batch::for_each_per_cpu::<IpKey, SourceStats>(&data, |k, per_cpu| {
+        batch::for_each_per_cpu::<IpKey, SourceStats>(data_of(&self.sources), |k, per_cpu| {
             f(*k, Totals::of(per_cpu, unit));
         })
         .map_err(Error::io("reading per-source counters"))
@@ -97,8 +96,8 @@ impl Maps {
         at_most: usize,
         mut f: impl FnMut(IpKey, Totals),
     ) -> Result<(usize, Option<batch::Cursor>)> {
-        let data = open(&self.pins, MAP_SOURCES)?;
-        batch::per_cpu_part::<IpKey, SourceStats>(&data, from, at_most, |k, per_cpu| {
+        let data = data_of(&self.sources);
+        batch::per_cpu_part::<IpKey, SourceStats>(data, from, at_most, |k, per_cpu| {
             f(*k, Totals::of(per_cpu, unit));
         })
         .map_err(Error::io("reading per-source counters"))
@@ -115,9 +114,12 @@ impl Maps {
 
     /// Final responses the SBC sent, per client.
     pub fn reply_totals(&self) -> Result<Vec<(IpKey, Replies)>> {
-        let data = open(&self.pins, MAP_REPLIES)?;
+        let data = self
+            .replies
+            .as_ref()
+            .ok_or_else(|| Self::missing(MAP_REPLIES))?;
         let mut out = Vec::new();
-        batch::for_each::<IpKey, ReplyStats>(&data, |k, s| {
+        batch::for_each::<IpKey, ReplyStats>(data, |k, s| {
             out.push((*k, s.codes.map(u64::from)));
         })
         .map_err(Error::io("reading reply counters"))?;
@@ -145,14 +147,15 @@ impl Maps {
     pub fn verified_until(&self) -> Vec<(IpAddr, Trust, u64)> {
         let now = clock::monotonic_ns();
         let mut out = Vec::new();
-        let read = open(&self.pins, MAP_VERIFIED).and_then(|data| {
-            batch::for_each::<IpKey, Verified>(&data, |k, v| {
-                if let Some(t) = Trust::from_u32(v.how).filter(|_| v.active_at(now)) {
-                    out.push((ip_of(k), t, v.expires_ns));
-                }
-            })
-            .map_err(Error::io("reading verified sources"))
-        });
+        let Some(m) = &self.verified else {
+            return out;
+        };
+        let read = batch::for_each::<IpKey, Verified>(data_of(m), |k, v| {
+            if let Some(t) = Trust::from_u32(v.how).filter(|_| v.active_at(now)) {
+                out.push((ip_of(k), t, v.expires_ns));
+            }
+        })
+        .map_err(Error::io("reading verified sources"));
         if let Err(e) = read {
             tracing::warn!(error = %e, "reading verified sources failed");
         }
