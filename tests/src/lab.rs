@@ -393,3 +393,24 @@ pub fn mac(ns: &Netns, dev: &str) -> [u8; 6] {
     }
     m
 }
+
+/// The id of the XDP program attached to `iface` in `ns`.
+pub fn xdp_prog_id(ns: &Netns, iface: &str) -> Option<u32> {
+    let out = ns.ip(&["-d", "link", "show", "dev", iface]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let rest = &text[text.find("prog/xdp id ")? + "prog/xdp id ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// OPTIONS from `ns` to `to` in bursts of ten for `d` (at most 20,000):
+/// how many were sent.
+pub fn send_sip_for(ns: &Netns, to: std::net::SocketAddr, d: std::time::Duration) -> usize {
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < d && n < 20_000 {
+        send_sip(ns, to, crate::frames::OPTIONS, 10);
+        n += 10;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    n
+}

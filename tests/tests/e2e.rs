@@ -7,7 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 use sip_xdp_tests::{
     cli::{bin, Cli},
     frames::OPTIONS,
-    lab::{send_sip, Lab, SipListener},
+    lab::{send_sip, send_sip_for, xdp_prog_id, Lab, SipListener},
 };
 
 /// Sends `n` OPTIONS from each (client, destination) and returns how many
@@ -277,13 +277,6 @@ fn a_ban_covers_sip_over_tcp_and_with_scope_all_everything() {
     assert!(status.contains("ban scope: all"), "{status}");
 }
 
-/// The id of the XDP program attached to `iface` in `ns`.
-fn xdp_prog_id(ns: &sip_xdp_tests::lab::Netns, iface: &str) -> Option<u32> {
-    let out = ns.ip(&["-d", "link", "show", "dev", iface]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let rest = &text[text.find("prog/xdp id ")? + "prog/xdp id ".len()..];
-    rest.split_whitespace().next()?.parse().ok()
-}
 
 /// A new version finds programs pinned by another build: it loads its own
 /// on the same maps and swaps them into the pinned links. The interface is
@@ -394,16 +387,6 @@ fn a_new_version_replaces_the_pinned_program_without_a_gap() {
 }
 
 /// Sends OPTIONS from `ns` to `to` for `d` (bounded), returning how many.
-fn send_sip_for(ns: &sip_xdp_tests::lab::Netns, to: SocketAddr, d: Duration) -> usize {
-    let start = std::time::Instant::now();
-    let mut n = 0;
-    while start.elapsed() < d && n < 20_000 {
-        send_sip(ns, to, OPTIONS, 10);
-        n += 10;
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    n
-}
 
 /// A configuration pinned by a build from before overload admission (56
 /// bytes) is carried into the new layout: monitor mode and the limits the

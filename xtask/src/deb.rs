@@ -26,10 +26,21 @@ Description: kernel-level (XDP) SIP flood filter for VoIP operators
  `systemctl enable --now sip-xdp`.
 ";
 
+/// An upgrade takes over: a running controller is restarted on the new
+/// build (never started if it was not running), and the new build swaps
+/// its programs into the pinned links, so the interfaces are never without
+/// a filter. prerm leaves the controller running during an upgrade.
 const POSTINST: &str = "#!/bin/sh
 set -e
 if [ \"$1\" = configure ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true
+    if [ -n \"$2\" ]; then
+        if command -v deb-systemd-invoke >/dev/null; then
+            deb-systemd-invoke try-restart sip-xdp.service || true
+        else
+            systemctl try-restart sip-xdp.service || true
+        fi
+    fi
 fi
 ";
 
