@@ -36,8 +36,18 @@ impl Default for Widest {
 }
 
 impl Widest {
-    /// Why `net` is too wide, if it is.
+    /// Why `net` is too wide, if it is. The kernel keys IPv4 as
+    /// IPv4-mapped IPv6 (`::ffff:0:0/96`): an IPv6 entry shorter than /96
+    /// that holds that range (`::/16`, an `address` row of
+    /// `::ffff:198.51.100.7` with mask 32) is all of IPv4, and is judged so.
     pub fn refusal(&self, net: &IpNet) -> Option<String> {
+        let mapped: IpNet = "::ffff:0:0/96".parse().expect("valid constant");
+        if matches!(net, IpNet::V6(_)) && net.prefix_len() < 96 && net.contains(&mapped) {
+            return Some(format!(
+                "{net} holds every IPv4 address ({mapped}), wider than /{} (rails.min_prefix_v4)",
+                self.v4
+            ));
+        }
         let (min, field) = match net {
             IpNet::V4(_) => (self.v4, "min_prefix_v4"),
             IpNet::V6(_) => (self.v6, "min_prefix_v6"),

@@ -277,7 +277,6 @@ fn a_ban_covers_sip_over_tcp_and_with_scope_all_everything() {
     assert!(status.contains("ban scope: all"), "{status}");
 }
 
-
 /// A new version finds programs pinned by another build: it loads its own
 /// on the same maps and swaps them into the pinned links. The interface is
 /// never without its filter: a banned client sending all along gets nothing
@@ -385,8 +384,6 @@ fn a_new_version_replaces_the_pinned_program_without_a_gap() {
         "the kept ban was not indexed by the new build"
     );
 }
-
-/// Sends OPTIONS from `ns` to `to` for `d` (bounded), returning how many.
 
 /// A configuration pinned by a build from before overload admission (56
 /// bytes) is carried into the new layout: monitor mode and the limits the

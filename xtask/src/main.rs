@@ -56,6 +56,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the controller for N minutes through scanners, floods,
+    /// spoofed storms, feed refreshes, database restarts and operator
+    /// commands, and report its memory, descriptors and CPU, the bans
+    /// enforced and the events lost (needs root; not part of CI).
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
     /// rustfmt check and clippy (host crates, then the eBPF crate for BPF).
     Lint,
     /// Install the build tools, build, and package:
@@ -108,6 +116,25 @@ fn main() -> Result<()> {
             mariadb()?;
             build()?;
             test(&root)
+        }
+        Cmd::Soak { minutes } => {
+            require_root("the soak run")?;
+            setup(&root)?;
+            mariadb()?;
+            build()?;
+            run(cargo()
+                .env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "sip-xdp-tests",
+                    "--bin",
+                    "sip-xdp-soak",
+                    "--",
+                    "--minutes",
+                    &minutes.to_string(),
+                ]))
         }
         Cmd::Bench { compare, args } => {
             require_root("the benchmarks")?;

@@ -81,8 +81,11 @@ impl Desk {
             } => {
                 tracing::info!(feed = %r.feed, entries = nets.len(), refused, too_wide = too_wide.len(), bad, "feed refreshed");
                 state.too_wide = too_wide.len();
+                // Forgets what the list no longer holds (an entry listed
+                // again is reported again), in one pass.
+                let now: HashSet<IpNet> = too_wide.iter().map(|(n, _)| *n).collect();
                 let seen = self.reported.entry(r.feed.clone()).or_default();
-                seen.retain(|n| too_wide.iter().any(|(w, _)| w == n));
+                seen.retain(|n| now.contains(n));
                 let new: Vec<_> = too_wide
                     .into_iter()
                     .filter(|(n, _)| seen.insert(*n))

@@ -92,6 +92,8 @@ pub struct Controller {
     feeds: feeds::Desk,
     /// What the lists hold that the operator must hear of.
     notices: notices::Notices,
+    /// The pinned program's stamp the maps were opened with.
+    stamp: u64,
     /// The last good trusted peers, and why the last read failed.
     trusted: Vec<crate::db::store::AllowRow>,
     trusted_error: Option<String>,
@@ -160,6 +162,7 @@ impl Controller {
         apply_settings(&mut maps, &cfg, &defender)?;
         let journal = Journal::new(cfg.event_buffer, Some(cfg.node.clone()));
         let widest = cfg.widest;
+        let stamp = crate::kernel::upgrade::pinned_stamp(&pins).unwrap_or_default();
         Ok(Self {
             _lock: lock,
             prune_at: Instant::now(),
@@ -192,6 +195,7 @@ impl Controller {
             trusted: Vec::new(),
             trusted_error: None,
             notices: notices::Notices::default(),
+            stamp,
             feeds_changed: false,
         })
     }

@@ -17,6 +17,9 @@ use crate::{
 /// How many notices `status` shows.
 const KEPT: usize = 20;
 
+/// At most this many covering entries of one sync become events.
+pub const EACH_SYNC: usize = 20;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Notice {
     pub at: String,

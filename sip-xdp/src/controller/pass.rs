@@ -18,12 +18,38 @@ impl Controller {
         }
     }
 
+    /// `sip-xdp attach` of another build, run beside this controller,
+    /// replaces the program and the maps whose layout it changed: the
+    /// handles kept since the start would read retired maps. When the
+    /// pinned stamp moves, the maps are opened again.
+    fn follow_replaced_maps(&mut self) {
+        let Some(stamp) = crate::kernel::upgrade::pinned_stamp(&self.pins) else {
+            return;
+        };
+        if stamp == self.stamp {
+            return;
+        }
+        match Maps::open(&self.pins) {
+            Ok(m) => {
+                self.maps = m;
+                self.stamp = stamp;
+                tracing::error!(
+                    "another build replaced the pinned program: maps opened again; restart the controller on that build"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "another build replaced the pinned program, and its maps could not be opened")
+            }
+        }
+    }
+
     /// The kernel's copies the program trusts, checked against what they
     /// copy: the ban index against BANS; the allow hint against the trie
     /// (stale bits cleared); the proof hint against the verified (bits a
     /// race lost set again), and, hourly, rebuilt from the verified and
     /// the remembered (clearing what lapsed).
     pub(super) fn heal(&mut self) {
+        self.follow_replaced_maps();
         self.heal_ban_index();
         match self.maps.check_allow_hint() {
             Ok(c) if c.missing > 0 => tracing::warn!(

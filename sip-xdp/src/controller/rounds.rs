@@ -184,8 +184,21 @@ impl Controller {
         for s in synced.skipped.iter().filter(|s| s.refused) {
             self.notices.skipped(&mut self.journal, s);
         }
-        for c in &synced.covers {
+        // One sync names at most a screenful as events; the log has the
+        // count of the rest.
+        for c in synced
+            .covers
+            .iter()
+            .take(crate::controller::notices::EACH_SYNC)
+        {
             self.notices.covered(&mut self.journal, c);
+        }
+        if synced.covers.len() > crate::controller::notices::EACH_SYNC {
+            tracing::warn!(
+                covering = synced.covers.len(),
+                recorded = crate::controller::notices::EACH_SYNC,
+                "block entries cover verified sources or trusted peers: the first are recorded as events"
+            );
         }
         let feed_rows = round.feed_rows;
         if synced.installed + synced.removed >= crate::heap::BIG_JOB

@@ -103,7 +103,7 @@ impl Applier {
             .filter(|n| desired.allows.contains(n))
             .collect();
         let covers = self.planner.covers(&desired, &kernel.trusted_now(), &peers);
-        for c in &covers {
+        for c in covers.iter().take(LOG_EACH) {
             match c.verified {
                 Some(how) => tracing::warn!(
                     entry = %c.entry, id = c.id, src_ip = %c.covers, verified = how.as_str(),

@@ -99,6 +99,9 @@ pub struct Skip {
     pub refused: bool,
 }
 
+/// The pairs `covers` remembers having named.
+const MAX_COVERS_KEPT: usize = 100_000;
+
 /// Expiries closer than this are the same (wall/monotonic conversion jitter).
 const EXPIRY_SLACK_NS: u64 = 1_000_000_000;
 
@@ -213,9 +216,16 @@ impl Planner {
         let lens = |v4: bool| -> BTreeSet<u8> {
             d.blocks
                 .keys()
+                .chain(d.passed.keys())
                 .filter(|n| n.addr().is_ipv4() == v4)
                 .map(IpNet::prefix_len)
                 .collect()
+        };
+        let allow_lens: BTreeSet<u8> = d.allows.iter().map(IpNet::prefix_len).collect();
+        let allowed = |ip: &std::net::IpAddr| {
+            allow_lens
+                .iter()
+                .any(|l| IpNet::new(*ip, *l).is_ok_and(|n| d.allows.contains(&n.trunc())))
         };
         let (lens_v4, lens_v6) = (lens(true), lens(false));
         // The entries holding `at`, from the widest.
@@ -233,7 +243,7 @@ impl Planner {
         let mut out = Vec::new();
         for (ip, how) in verified {
             let host = IpNet::from(*ip);
-            if d.allows.iter().any(|a| a.contains(ip)) {
+            if allowed(ip) {
                 continue;
             }
             for (entry, id) in holding(*ip, host.prefix_len()) {
@@ -273,6 +283,12 @@ impl Planner {
                     verified: None,
                 });
             }
+        }
+        // A list that rotates its entries over a peer's range must not
+        // grow this without end: past the bound it starts again, and what
+        // is still covered is named once more.
+        if self.covers_reported.len() > MAX_COVERS_KEPT {
+            self.covers_reported.clear();
         }
         out.retain(|c| self.covers_reported.insert((c.entry, c.covers)));
         out
