@@ -104,6 +104,18 @@ impl Guard {
         self.widest.refusal(net)
     }
 
+    /// `net` as prefixes of the widest length taken (itself when it is no
+    /// wider).
+    pub fn split(&self, net: &IpNet) -> Vec<IpNet> {
+        let min = match net {
+            IpNet::V4(_) => self.widest.v4,
+            IpNet::V6(_) => self.widest.v6,
+        };
+        net.subnets(min.max(net.prefix_len()))
+            .map(|s| s.collect())
+            .unwrap_or_else(|_| vec![*net])
+    }
+
     /// `seen` alone, where `net` (what a detector would ban) holds one of
     /// this host's addresses: a neighbour in the host's own prefix (a
     /// hosting provider's shared /64) is banned without the host. Only the
@@ -181,6 +193,10 @@ mod tests {
             "10.0.0.0/7",
             "2000::/3",
             "2001::/15",
+            // They hold `::ffff:0:0/96`: all of IPv4.
+            "::/16",
+            "::/32",
+            "::ffff:0:0/95",
         ] {
             let why = g.too_wide(&net(wide)).unwrap_or_default();
             assert!(why.contains("wider than /"), "{wide}: {why:?}");

@@ -170,13 +170,18 @@ fn main() -> Result<()> {
             let detect = capture(&mut bench("sip-xdp-bench-detect"))?;
             let spoof = capture(&mut bench("sip-xdp-bench-spoof"))?;
             let feeds = capture(&mut bench("sip-xdp-bench-feeds"))?;
-            let report = benchmarks_md(
+            let mut report = benchmarks_md(
                 started.trim(),
                 &cmp,
                 &per_packet,
                 &detect,
                 &format!("{spoof}\n{feeds}"),
             );
+            // The soak's section comes from `cargo xtask soak` and is kept.
+            let before = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
+            if let Some(at) = before.find("\n## Soak\n") {
+                report.push_str(&before[at..]);
+            }
             std::fs::write(root.join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
             eprintln!("wrote {}", root.join("BENCHMARKS.md").display());
             Ok(())

@@ -452,9 +452,10 @@ async fn fetch(
 }
 
 /// The entries a refresh may write: not too many, none the safety rails
-/// refuse, none wider than they allow. A country policy of `allow_only`
-/// is wide by design (all the world but some countries): the operator
-/// wrote it, and its entries are not held to the width.
+/// refuse, none wider than they allow. The country policy's entries come
+/// from the database the operator chose, which holds networks as wide as a
+/// /7, and `allow_only` blocks the whole world but some countries: they
+/// are split into prefixes of the widest length taken, not refused.
 fn checked(feed: &Feed, nets: Entries, bad: usize, guard: &Guard) -> Outcome {
     if nets.len() > feed.max_entries {
         return Outcome::Failed(format!(
@@ -463,30 +464,24 @@ fn checked(feed: &Feed, nets: Entries, bad: usize, guard: &Guard) -> Outcome {
             feed.max_entries
         ));
     }
-    let wide_by_design = matches!(
-        feed.origin,
-        Origin::Geo {
-            allow_only: true,
-            ..
-        }
-    );
-    let before = nets.len();
+    let geo = matches!(feed.origin, Origin::Geo { .. });
     let mut too_wide = Vec::new();
-    let nets: Entries = nets
-        .into_iter()
-        .filter(|(n, _)| guard.refusal(n).is_none())
-        .filter(
-            |(n, _)| match guard.too_wide(n).filter(|_| !wide_by_design) {
-                Some(why) => {
-                    too_wide.push((*n, why));
-                    false
-                }
-                None => true,
-            },
-        )
-        .collect();
+    let mut refused = 0;
+    let mut out: Entries = Vec::with_capacity(nets.len());
+    for (n, left) in nets {
+        if guard.refusal(&n).is_some() {
+            refused += 1;
+            continue;
+        }
+        match guard.too_wide(&n) {
+            None => out.push((n, left)),
+            Some(_) if geo => out.extend(guard.split(&n).into_iter().map(|p| (p, left))),
+            Some(why) => too_wide.push((n, why)),
+        }
+    }
+    let nets = out;
     Outcome::List {
-        refused: before - nets.len() - too_wide.len(),
+        refused,
         too_wide,
         nets,
         bad,
@@ -560,7 +555,7 @@ mod tests {
         let wide: Vec<String> = too_wide.iter().map(|(n, _)| n.to_string()).collect();
         assert_eq!(wide, ["32.0.0.0/3", "2000::/3"]);
         assert!(too_wide[0].1.contains("wider than /8"), "{too_wide:?}");
-        // A country policy of `allow_only` is wide by design.
+        // The country policy's wide entries are split, not refused.
         let geo = GeoSettings {
             database: "/x.mmdb".into(),
             block: vec![],
@@ -574,7 +569,9 @@ mod tests {
         let Outcome::List { nets, too_wide, .. } = checked(&geo, world, 0, &guard) else {
             panic!("not a list");
         };
-        assert_eq!((nets.len(), too_wide.len()), (1, 0));
+        assert_eq!((nets.len(), too_wide.len()), (32, 0), "split into /8s");
+        assert!(nets.iter().all(|(n, _)| n.prefix_len() == 8));
+        assert_eq!(nets[0].0.to_string(), "32.0.0.0/8");
     }
 
     #[test]
