@@ -122,19 +122,7 @@ fn main() -> Result<()> {
             setup(&root)?;
             mariadb()?;
             build()?;
-            run(cargo()
-                .env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "sip-xdp-tests",
-                    "--bin",
-                    "sip-xdp-soak",
-                    "--",
-                    "--minutes",
-                    &minutes.to_string(),
-                ]))
+            run(tests_bin(&root, "sip-xdp-soak").args(["--minutes", &minutes.to_string()]))
         }
         Cmd::Bench { compare, args } => {
             require_root("the benchmarks")?;
@@ -143,18 +131,8 @@ fn main() -> Result<()> {
             build()?;
             let geo = geo_db(&root)?;
             let bench = |bin: &str| {
-                let mut c = cargo();
-                c.env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
-                    .env("SIP_XDP_GEO_DB", &geo)
-                    .args([
-                        "run",
-                        "--release",
-                        "-p",
-                        "sip-xdp-tests",
-                        "--bin",
-                        bin,
-                        "--",
-                    ]);
+                let mut c = tests_bin(&root, bin);
+                c.env("SIP_XDP_GEO_DB", &geo);
                 c
             };
             if !compare {
@@ -494,6 +472,23 @@ fn mariadb() -> Result<()> {
         "CREATE USER IF NOT EXISTS 'sipxdp'@'localhost' IDENTIFIED BY 'sipxdp-test'; \
          GRANT ALL PRIVILEGES ON `sipxdp\\_%`.* TO 'sipxdp'@'localhost'; FLUSH PRIVILEGES;",
     ]))
+}
+
+/// A binary of the `sip-xdp-tests` crate (the benchmarks, the soak), run
+/// in release against the release `sip-xdp`; its own arguments follow.
+fn tests_bin(root: &Path, bin: &str) -> Command {
+    let mut c = cargo();
+    c.env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "sip-xdp-tests",
+            "--bin",
+            bin,
+            "--",
+        ]);
+    c
 }
 
 fn build() -> Result<()> {

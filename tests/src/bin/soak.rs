@@ -125,6 +125,37 @@ fn count_rows(db: &str, sql: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `from` is banned in the kernel within 5 s, and then gets
+/// nothing more through to `sock`. The requests after the ban carry an
+/// ordinary User-Agent: the kernel drops a scanner's own by its match
+/// alone, and the ban is what is checked.
+fn banned_and_silent(
+    cli: &Cli,
+    ns: &Netns,
+    from: IpAddr,
+    to: SocketAddr,
+    sock: &UdpSocket,
+) -> Result<(), &'static str> {
+    let ip = from.to_string();
+    if !eventually(Duration::from_secs(5), || kernel_holds(cli, &ip)) {
+        return Err("not banned");
+    }
+    let _ = arrived_from(sock, from);
+    send_from(
+        ns,
+        from,
+        to,
+        5,
+        Duration::from_millis(10),
+        "Yealink SIP-T46S",
+    );
+    if arrived_from(sock, from) == 0 {
+        Ok(())
+    } else {
+        Err("banned, and got through")
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     rounds: usize,
@@ -201,74 +232,43 @@ fn main() {
     while Instant::now() < end {
         t.rounds += 1;
         let round = t.rounds;
-        // A scanner from an address of its own this round.
+        // A scanner from an address of its own this round, then a flood
+        // from the other client over the kernel's limit.
         let scanner: IpAddr = format!("198.51.100.{}", 10 + round % 200).parse().unwrap();
         let alias = format!("{scanner}/24");
         lab.clients[0].ip(&["addr", "add", &alias, "dev", "e0"]);
-        send_from(
-            &lab.clients[0],
-            scanner,
-            scan_to,
-            10,
-            Duration::from_millis(20),
-            "friendly-scanner",
-        );
-        let s = scanner.to_string();
-        t.bans_checked += 1;
-        if eventually(Duration::from_secs(5), || kernel_holds(cli, &s)) {
-            let _ = arrived_from(&server, scanner);
-            // An ordinary User-Agent: the kernel drops the scanner's own
-            // by its match alone, and the ban is what is checked here.
-            send_from(
+        let flooder = flood_link.client_v4;
+        let attacks = [
+            (
                 &lab.clients[0],
                 scanner,
                 scan_to,
-                5,
-                Duration::from_millis(10),
-                "Yealink SIP-T46S",
-            );
-            if arrived_from(&server, scanner) == 0 {
-                t.bans_enforced += 1;
-            } else {
-                t.failures
-                    .push(format!("round {round}: the banned scanner {s} got through"));
-            }
-        } else {
-            t.failures
-                .push(format!("round {round}: the scanner {s} was not banned"));
-        }
-        // A flood from the other client, over the kernel's limit.
-        let flooder = flood_link.client_v4;
-        send_from(
-            &lab.clients[1],
-            flooder,
-            flood_to,
-            400,
-            Duration::from_millis(2),
-            "Linphone/5.2",
-        );
-        let f = flooder.to_string();
-        t.bans_checked += 1;
-        if eventually(Duration::from_secs(5), || kernel_holds(cli, &f)) {
-            let _ = arrived_from(&flood_server, flooder);
-            send_from(
+                &server,
+                10,
+                20,
+                "friendly-scanner",
+            ),
+            (
                 &lab.clients[1],
                 flooder,
                 flood_to,
-                5,
-                Duration::from_millis(10),
+                &flood_server,
+                400,
+                2,
                 "Linphone/5.2",
-            );
-            if arrived_from(&flood_server, flooder) == 0 {
-                t.bans_enforced += 1;
-            } else {
-                t.failures
-                    .push(format!("round {round}: the banned flooder {f} got through"));
+            ),
+        ];
+        for (ns, from, to, sock, n, gap_ms, ua) in attacks {
+            send_from(ns, from, to, n, Duration::from_millis(gap_ms), ua);
+            t.bans_checked += 1;
+            match banned_and_silent(cli, ns, from, to, sock) {
+                Ok(()) => t.bans_enforced += 1,
+                Err(why) => t
+                    .failures
+                    .push(format!("round {round}: {ua} from {from}: {why}")),
             }
-        } else {
-            t.failures
-                .push(format!("round {round}: the flood from {f} was not banned"));
         }
+        let (s, f) = (scanner.to_string(), flooder.to_string());
         // A spoofed storm, bounded.
         let stop = AtomicBool::new(false);
         t.storm_packets += gen
