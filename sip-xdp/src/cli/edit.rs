@@ -88,7 +88,7 @@ async fn record(
     change: &Change,
 ) -> anyhow::Result<(Result<Applied, String>, Option<String>)> {
     change.check().map_err(refused)?;
-    let ob = Outbox::new(&cfg.outbox);
+    let ob = Outbox::new(&cfg.outbox).with_widest(cfg.widest);
     let r = match open_store(cfg).await {
         Ok(store) => write_after_queued(&store, &ob, change).await?,
         Err(e) => Err(format!("{e:#}")),

@@ -108,7 +108,7 @@ impl Controller {
             wall: store::now(),
             batch,
             failures: self.defender.failure_request(),
-            outbox: crate::db::outbox::Outbox::new(&self.cfg.outbox),
+            outbox: crate::db::outbox::Outbox::new(&self.cfg.outbox).with_widest(self.cfg.widest),
             trusted: self.cfg.trusted.clone(),
             // Read in full now and then whatever the fingerprint says.
             known: self

@@ -28,7 +28,10 @@ use super::{
     schema::fits,
     store::{Event, Store, StoreError},
 };
-use crate::parse::{is_host, parse_net, spelling};
+use crate::{
+    guard::Widest,
+    parse::{is_host, parse_net, spelling},
+};
 
 pub const DEFAULT_OUTBOX: &str = "/var/lib/sip-xdp/outbox.jsonl";
 
@@ -85,6 +88,16 @@ impl Change {
 
     fn net(&self) -> Result<IpNet, StoreError> {
         parse_net(&self.target).map_err(|e| StoreError::Data(e.to_string()))
+    }
+
+    /// Why an allow entry is wider than the rails, if it is: an entry
+    /// queued by an older build, or under other rails, is held to the
+    /// reader's.
+    pub fn too_wide(&self, widest: &Widest) -> Option<String> {
+        match self.op {
+            Op::Allow { .. } => self.net().ok().and_then(|n| widest.refusal(&n)),
+            _ => None,
+        }
     }
 
     /// Refuses text the tables cannot hold, before anything is written
@@ -302,6 +315,8 @@ impl Change {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     path: PathBuf,
+    /// The widest allow entry a drain writes.
+    widest: Widest,
 }
 
 /// What a drain did.
@@ -325,8 +340,18 @@ enum Line {
 }
 
 impl Outbox {
+    /// An outbox whose drain holds allow entries to the default rails.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            widest: Widest::default(),
+        }
+    }
+
+    /// Holds allow entries to the configured rails instead.
+    pub fn with_widest(mut self, widest: Widest) -> Self {
+        self.widest = widest;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -386,8 +411,9 @@ impl Outbox {
 
     /// Writes the queued changes one at a time with `apply`, oldest first,
     /// all under the lock (a change queued meanwhile waits for the next
-    /// round). A change the database refuses for good goes to the `.failed`
-    /// file and the next one is tried; any other failure stops the drain,
+    /// round). A change the database refuses for good, or an allow entry
+    /// wider than the rails (its replay would lift every ban it covers),
+    /// goes to the `.failed` file and the next one is tried; any other failure stops the drain,
     /// and that change and every later one stay queued, in order. Lines
     /// that are not changes go to the `.unreadable` file. Nothing queued:
     /// no lock, no file.
@@ -426,7 +452,11 @@ impl Outbox {
                 keep.push(c);
                 continue;
             }
-            match apply(c.clone()).await {
+            let result = match c.too_wide(&self.widest) {
+                Some(why) => Err(StoreError::Data(format!("refusing to allow {why}"))),
+                None => apply(c.clone()).await,
+            };
+            match result {
                 Ok(()) => out.written += 1,
                 Err(e) if e.is_data_error() => {
                     let record = json!({"change": &c, "error": e.to_string()}).to_string();
@@ -649,6 +679,59 @@ mod tests {
         for r in rows.iter().filter(|r| r.unblocked_at.is_some()) {
             assert!(r.unblocked_at.unwrap() >= r.blocked_at, "{r:?}");
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An allow entry queued wider than the rails (by an older build, or
+    /// under wider rails) is set aside, not replayed: its replay would
+    /// lift every ban it covers. The change after it is written.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_queued_allow_wider_than_the_rails_lifts_nothing() {
+        let (dir, ob) = scratch("wide-allow");
+        let store = crate::db::connect(&format!("sqlite://{}/o.db", dir.display()))
+            .await
+            .unwrap();
+        block("198.51.100.7", "flood")
+            .apply(&store, false)
+            .await
+            .unwrap();
+        for wide in ["0.0.0.0/0", "::/16"] {
+            ob.push(&change(
+                Op::Allow {
+                    comment: "typed in an outage".into(),
+                },
+                wide,
+            ))
+            .unwrap();
+        }
+        ob.push(&block("198.51.100.8", "manual")).unwrap();
+        let d = ob
+            .drain(|c| {
+                let store = store.clone();
+                async move { c.apply_queued(&store).await }
+            })
+            .await
+            .unwrap();
+        assert_eq!(d.written, 1, "{d:?}");
+        let refused: Vec<_> = d.failed.iter().map(|(c, _)| c.target.as_str()).collect();
+        assert_eq!(refused, ["0.0.0.0/0", "::/16"]);
+        assert!(d.failed[0].1.contains("wider than /8"), "{:?}", d.failed);
+        assert!(
+            d.failed[1].1.contains("every IPv4 address"),
+            "{:?}",
+            d.failed
+        );
+        assert!(store.allows().await.unwrap().is_empty());
+        let active: Vec<_> = store
+            .active_blocks(super::super::store::now())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.ip_address)
+            .collect();
+        assert_eq!(active, ["198.51.100.7", "198.51.100.8"]);
+        let aside = std::fs::read_to_string(ob.failed_path()).unwrap();
+        assert_eq!(aside.lines().count(), 2, "{aside}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
