@@ -34,6 +34,10 @@ use sip_xdp_tests::{
 #[derive(Clone, Copy, Debug)]
 struct Probe {
     rss_kib: u64,
+    /// The heap and other anonymous pages: a leak shows here. The rest of
+    /// the resident memory is the binary's own pages, which grow as code
+    /// paths run for the first time and are bounded by its size.
+    anon_kib: u64,
     fds: usize,
     /// utime + stime, in clock ticks.
     cpu_ticks: u64,
@@ -42,11 +46,13 @@ struct Probe {
 
 fn probe(pid: u32) -> Probe {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command's closing parenthesis: utime is the 12th,
@@ -55,11 +61,16 @@ fn probe(pid: u32) -> Probe {
     let f: Vec<&str> = after.split_whitespace().collect();
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     Probe {
-        rss_kib,
+        rss_kib: kib("VmRSS:"),
+        anon_kib: kib("RssAnon:"),
         fds,
         cpu_ticks: tick(11) + tick(12),
         at: Instant::now(),
     }
+}
+
+fn mb(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 fn ticks_per_second() -> f64 {
@@ -176,6 +187,16 @@ fn main() {
         .position(|a| a == "--minutes")
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(30);
+    // The lab, its database and the controller are gone by the time the
+    // verdict exits: `exit` runs no destructor.
+    if !soak(minutes) {
+        eprintln!("soak: a target was not met");
+        std::process::exit(1);
+    }
+}
+
+/// Runs the soak and prints its report; whether every target was met.
+fn soak(minutes: u64) -> bool {
     let sbc = Sbc::mariadb("sk");
     let (lab, db, cli) = (&sbc.lab, &sbc.db, &sbc.cli);
     let db_name = db.mariadb_name().expect("a MariaDB database").to_string();
@@ -226,6 +247,8 @@ fn main() {
     let started = Instant::now();
     let end = started + Duration::from_secs(minutes * 60);
     let mut first: Option<Probe> = None;
+    // One reading a minute: a plateau and a leak look alike in two.
+    let mut minutes_seen: Vec<Probe> = Vec::new();
     let mut t = Tally::default();
     let scan_to = SocketAddr::new(scan_link.server_v4, 5060);
     let flood_to = SocketAddr::new(flood_link.server_v4, 5060);
@@ -310,8 +333,19 @@ fn main() {
                     .push(format!("round {round}: MariaDB did not restart"));
             }
         }
-        if first.is_none() && started.elapsed() >= Duration::from_secs(60) {
-            first = Some(probe(pid));
+        if started.elapsed() >= Duration::from_secs(60 * (minutes_seen.len() as u64 + 1)) {
+            let p = probe(pid);
+            first.get_or_insert(p);
+            minutes_seen.push(p);
+            eprintln!(
+                "soak: minute {}: round {round}, resident {:.1} MB (anonymous {:.1} MB), {} descriptors, {} of {} bans enforced",
+                minutes_seen.len(),
+                mb(p.rss_kib),
+                mb(p.anon_kib),
+                p.fds,
+                t.bans_enforced,
+                t.bans_checked
+            );
         }
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -353,9 +387,14 @@ fn main() {
     println!("|---|---|---|---|");
     println!(
         "| resident memory | {:.1} MB | {:.1} MB | end within 10%: {} |",
-        first.rss_kib as f64 / 1024.0,
-        last.rss_kib as f64 / 1024.0,
+        mb(first.rss_kib),
+        mb(last.rss_kib),
         if rss_ok { "met" } else { "not met" }
+    );
+    println!(
+        "| of which anonymous (the heap) | {:.1} MB | {:.1} MB | |",
+        mb(first.anon_kib),
+        mb(last.anon_kib),
     );
     println!(
         "| open descriptors | {} | {} | end within 10%: {} |",
@@ -387,12 +426,16 @@ fn main() {
         "- load: {} storm packets, {} feed entries written, {} commands, {} MariaDB restarts",
         t.storm_packets, t.feed_entries, t.commands, t.db_restarts
     );
+    // Every fifth minute's reading, to tell a plateau from a climb.
+    let every: Vec<String> = minutes_seen
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (i + 1) % 5 == 0 || *i == 0)
+        .map(|(i, p)| format!("{}: {:.1}/{:.1}", i + 1, mb(p.rss_kib), mb(p.anon_kib)))
+        .collect();
+    println!("- resident/anonymous MB by minute: {}", every.join(", "));
     for f in t.failures.iter().take(20) {
         println!("- failure: {f}");
     }
-    let met = rss_ok && fds_ok && lost == 0 && t.bans_checked == t.bans_enforced;
-    if !met || !t.failures.is_empty() {
-        eprintln!("soak: a target was not met");
-        std::process::exit(1);
-    }
+    rss_ok && fds_ok && lost == 0 && t.bans_checked == t.bans_enforced && t.failures.is_empty()
 }
