@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{cargo, install, output, run};
+use crate::{cargo, install, install_bare, output, run};
 
 /// virtme-ng release known to boot Debian's kernels over the host's root.
 const VIRTME_NG: &str = "virtme-ng==1.42";
@@ -157,7 +157,7 @@ fn executables(targets: &[&str]) -> Result<Vec<(String, PathBuf)>> {
 }
 
 pub fn test(root: &Path, version: &str, smoke: bool) -> Result<()> {
-    install(&[
+    install_bare(&[
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("depmod", "kmod"),
         ("busybox", "busybox-static"),

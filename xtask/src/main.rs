@@ -407,6 +407,17 @@ fn packages() -> Result<()> {
 /// Installs the Debian packages of `wanted` ((command or path, package))
 /// whose command or path is missing.
 fn install(wanted: &[(&str, &str)]) -> Result<()> {
+    install_with(wanted, true)
+}
+
+/// As `install`, without the packages' recommendations (QEMU's pull in a
+/// desktop's worth of video drivers that a guest on a serial line never
+/// uses).
+fn install_bare(wanted: &[(&str, &str)]) -> Result<()> {
+    install_with(wanted, false)
+}
+
+fn install_with(wanted: &[(&str, &str)], recommends: bool) -> Result<()> {
     let missing: Vec<&str> = wanted
         .iter()
         .filter(|(cmd, _)| {
@@ -441,6 +452,7 @@ fn install(wanted: &[(&str, &str)]) -> Result<()> {
     run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-qq"])
+        .args((!recommends).then_some("--no-install-recommends"))
         .args(&missing))
 }
 
@@ -508,12 +520,49 @@ fn test(root: &Path) -> Result<()> {
     // The package test installs it.
     let deb = deb::build(root)?;
     let geo = geo_db(root)?;
-    // Kernel state is shared: one test at a time.
-    run(cargo()
-        .env("SIP_XDP_DEB", deb)
-        .env("SIP_XDP_GEO_DB", geo)
-        .env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
-        .args(["test", "-p", "sip-xdp-tests", "--", "--test-threads=1"]))
+    let suites = |threads: usize| {
+        let mut c = cargo();
+        c.env("SIP_XDP_DEB", &deb)
+            .env("SIP_XDP_GEO_DB", &geo)
+            .env("SIP_XDP_BIN", root.join("target/release/sip-xdp"))
+            .args(["test", "-p", "sip-xdp-tests"]);
+        (c, format!("--test-threads={threads}"))
+    };
+    // The program tests each load their own program into a pin directory
+    // of their own and touch no interface: one at a time per core (the
+    // kernel's verifier is most of their time).
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (mut c, threads) = suites(cores);
+    run(c.args(["--test", PARALLEL_SUITE, "--", &threads]))?;
+    // The rest share interfaces, namespaces and the host's services: one
+    // test at a time.
+    let (mut c, threads) = suites(1);
+    c.arg("--lib");
+    for t in test_targets(root)? {
+        if t != PARALLEL_SUITE {
+            c.args(["--test", &t]);
+        }
+    }
+    run(c.args(["--", &threads]))
+}
+
+/// The privileged suite whose tests may run side by side.
+const PARALLEL_SUITE: &str = "prog_test_run";
+
+/// The privileged suites: tests/tests/*.rs, by name.
+fn test_targets(root: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("tests/tests"))?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".rs")?.to_string())
+        })
+        .collect();
+    names.sort();
+    anyhow::ensure!(
+        names.iter().any(|n| n == PARALLEL_SUITE),
+        "no tests/tests/{PARALLEL_SUITE}.rs"
+    );
+    Ok(names)
 }
 
 /// A real GeoLite2-format country database for the country-policy tests:
