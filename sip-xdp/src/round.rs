@@ -196,19 +196,11 @@ async fn write_queued(store: &Store, outbox: &Outbox, node: &str) -> Result<(), 
     if drained.written > 0 {
         tracing::info!(changes = drained.written, path = %outbox.path().display(), "wrote the changes queued while the database was unreachable");
     }
-    for (c, why) in &drained.failed {
-        tracing::error!(target_ip = %c.target, node = ?c.node, error = %why, moved_to = %outbox.failed_path().display(), "the database refused a queued change; it was moved aside and is not applied");
-        let event = Event {
-            event_type: "change_refused".into(),
-            source_ip: Some(c.target.clone()),
-            severity: "error".into(),
-            details: serde_json::json!({"change": c, "error": why, "moved_to": outbox.failed_path()}),
-            event_time: crate::db::store::now(),
-            node: Some(node.to_string()),
-        };
+    let refused = drained.refusals(outbox, node);
+    if !refused.is_empty() {
         tolerated(
-            store.insert_events(&[event]).await,
-            "the refused change's event",
+            store.insert_events(&refused).await,
+            "the refused changes' events",
         )?;
     }
     Ok(())

@@ -117,8 +117,11 @@ async fn write_after_queued(
         Ok(d) => d,
         Err(e) => return Ok(Err(format!("{e} (writing the changes queued before it)"))),
     };
-    for (c, why) in &drained.failed {
-        tracing::error!(target_ip = %c.target, error = %why, moved_to = %ob.failed_path().display(), "the database refused a queued change; it was moved aside and is not applied");
+    let refusals = drained.refusals(ob, &change.node);
+    if !refusals.is_empty() {
+        if let Err(e) = store.insert_events(&refusals).await {
+            tracing::warn!(error = %e, "could not record the refused queued changes");
+        }
     }
     match change.apply(store, false).await {
         Err(e) if e.is_data_error() => Err(refused(e)),

@@ -13,7 +13,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, Read as _, Write},
-    os::unix::fs::FileExt as _,
+    os::unix::fs::{FileExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -88,6 +88,16 @@ impl Change {
 
     fn net(&self) -> Result<IpNet, StoreError> {
         parse_net(&self.target).map_err(|e| StoreError::Data(e.to_string()))
+    }
+
+    /// The change with its target spelled as the CLI spells it: a line
+    /// written by hand (`010.0.0.0/00`, `::ffff:0.0.0.0/96`, padding) is
+    /// written to the tables as the net it was checked as.
+    fn canonical(mut self) -> Self {
+        if let Ok(net) = self.net() {
+            self.target = spelling(&net);
+        }
+        self
     }
 
     /// Why an allow entry is wider than the rails, if it is: an entry
@@ -324,13 +334,36 @@ pub struct Outbox {
 pub struct Drained {
     /// Changes written to the database.
     pub written: usize,
-    /// Changes the database refused for good, each with why; moved to the
-    /// `.failed` file.
+    /// Changes refused for good (by the database, or an allow entry wider
+    /// than the rails), each with why; moved to the `.failed` file.
     pub failed: Vec<(Change, String)>,
     /// Lines that were not a change, moved to the `.unreadable` file.
     pub unreadable: usize,
     /// Changes left for the next round (the database went away meanwhile).
     pub left: usize,
+}
+
+impl Drained {
+    /// Logs each refused change, and returns its `change_refused` event
+    /// for the caller to write: whichever drains the outbox (the
+    /// controller's round, or the CLI before its own change) leaves the
+    /// same record.
+    pub fn refusals(&self, outbox: &Outbox, node: &str) -> Vec<Event> {
+        self.failed
+            .iter()
+            .map(|(c, why)| {
+                tracing::error!(target_ip = %c.target, node = ?c.node, error = %why, moved_to = %outbox.failed_path().display(), "a queued change was refused; it was moved aside and is not applied");
+                Event {
+                    event_type: "change_refused".into(),
+                    source_ip: Some(c.target.clone()),
+                    severity: "error".into(),
+                    details: json!({"change": c, "error": why, "moved_to": outbox.failed_path()}),
+                    event_time: super::store::now(),
+                    node: Some(node.to_string()),
+                }
+            })
+            .collect()
+    }
 }
 
 /// One line of the file: a change, or the bytes that were not one.
@@ -376,6 +409,7 @@ impl Outbox {
             .create(true)
             .append(true)
             .read(true)
+            .mode(0o600)
             .open(&self.path)?;
         Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))
     }
@@ -453,7 +487,9 @@ impl Outbox {
                 continue;
             }
             let result = match c.too_wide(&self.widest) {
-                Some(why) => Err(StoreError::Data(format!("refusing to allow {why}"))),
+                Some(why) => Err(StoreError::Data(format!(
+                    "an allow-list entry too wide to replay: {why}"
+                ))),
                 None => apply(c.clone()).await,
             };
             match result {
@@ -494,6 +530,7 @@ impl Outbox {
             .create(true)
             .append(true)
             .read(true)
+            .mode(0o600)
             .open(path)?;
         let mut rec = Vec::with_capacity(bytes.len() + 2);
         if !ends_a_line(&mut f)? {
@@ -538,7 +575,7 @@ fn read_lines(f: &File) -> io::Result<Vec<Line>> {
             .map_err(|e| e.to_string())
             .and_then(|t| serde_json::from_str::<Change>(t).map_err(|e| e.to_string()))
         {
-            Ok(c) => out.push(Line::Change(c)),
+            Ok(c) => out.push(Line::Change(c.canonical())),
             Err(why) => out.push(Line::Unreadable(raw.to_vec(), why)),
         }
     }
@@ -688,6 +725,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_queued_allow_wider_than_the_rails_lifts_nothing() {
         let (dir, ob) = scratch("wide-allow");
+        // Rails narrower than the defaults: a /12 is too wide.
+        let ob = ob.with_widest(Widest { v4: 16, v6: 16 });
         let store = crate::db::connect(&format!("sqlite://{}/o.db", dir.display()))
             .await
             .unwrap();
@@ -695,14 +734,24 @@ mod tests {
             .apply(&store, false)
             .await
             .unwrap();
-        for wide in ["0.0.0.0/0", "::/16"] {
-            ob.push(&change(
+        // Spelled as the CLI spells them, and as a hand-written line might.
+        let wide = [
+            "0.0.0.0/0",
+            "::/16",
+            " 010.0.0.0/00 ",
+            "::ffff:0.0.0.0/96",
+            "0:0:0:0:0:ffff::/90",
+            "198.48.0.0/12",
+        ];
+        for target in wide {
+            let mut c = change(
                 Op::Allow {
                     comment: "typed in an outage".into(),
                 },
-                wide,
-            ))
-            .unwrap();
+                "203.0.113.0/24",
+            );
+            c.target = target.into();
+            ob.push(&c).unwrap();
         }
         ob.push(&block("198.51.100.8", "manual")).unwrap();
         let d = ob
@@ -714,8 +763,18 @@ mod tests {
             .unwrap();
         assert_eq!(d.written, 1, "{d:?}");
         let refused: Vec<_> = d.failed.iter().map(|(c, _)| c.target.as_str()).collect();
-        assert_eq!(refused, ["0.0.0.0/0", "::/16"]);
-        assert!(d.failed[0].1.contains("wider than /8"), "{:?}", d.failed);
+        assert_eq!(
+            refused,
+            [
+                "0.0.0.0/0",
+                "::/16",
+                "0.0.0.0/0",
+                "0.0.0.0/0",
+                "::ffc0:0:0/90",
+                "198.48.0.0/12"
+            ]
+        );
+        assert!(d.failed[0].1.contains("wider than /16"), "{:?}", d.failed);
         assert!(
             d.failed[1].1.contains("every IPv4 address"),
             "{:?}",
@@ -731,7 +790,10 @@ mod tests {
             .collect();
         assert_eq!(active, ["198.51.100.7", "198.51.100.8"]);
         let aside = std::fs::read_to_string(ob.failed_path()).unwrap();
-        assert_eq!(aside.lines().count(), 2, "{aside}");
+        assert_eq!(aside.lines().count(), wide.len(), "{aside}");
+        let events = d.refusals(&ob, "n1");
+        assert_eq!(events.len(), wide.len());
+        assert!(events.iter().all(|e| e.event_type == "change_refused"));
         let _ = std::fs::remove_dir_all(dir);
     }
 
