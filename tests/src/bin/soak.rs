@@ -246,7 +246,6 @@ fn soak(minutes: u64) -> bool {
 
     let started = Instant::now();
     let end = started + Duration::from_secs(minutes * 60);
-    let mut first: Option<Probe> = None;
     // One reading a minute: a plateau and a leak look alike in two.
     let mut minutes_seen: Vec<Probe> = Vec::new();
     let mut t = Tally::default();
@@ -335,7 +334,6 @@ fn soak(minutes: u64) -> bool {
         }
         if started.elapsed() >= Duration::from_secs(60 * (minutes_seen.len() as u64 + 1)) {
             let p = probe(pid);
-            first.get_or_insert(p);
             minutes_seen.push(p);
             eprintln!(
                 "soak: minute {}: round {round}, resident {:.1} MB (anonymous {:.1} MB), {} descriptors, {} of {} bans enforced",
@@ -352,7 +350,7 @@ fn soak(minutes: u64) -> bool {
     // What the database still waits for is written once it is back.
     std::thread::sleep(Duration::from_secs(10));
     let last = probe(pid);
-    let first = first.unwrap_or(last);
+    let first = minutes_seen.first().copied().unwrap_or(last);
     let status: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(cli.dir.join("status.json")).unwrap_or_default(),
     )
