@@ -17,6 +17,7 @@ pub mod prog;
 pub mod registrar;
 pub mod sbc;
 pub mod sipp;
+pub mod systemd;
 
 /// Fails loudly instead of skipping: these tests are run on purpose.
 pub fn require_root() {

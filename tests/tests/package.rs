@@ -1,18 +1,16 @@
 //! The Debian package `cargo xtask deb` builds (`cargo xtask test` passes its
 //! path in SIP_XDP_DEB): installed with dpkg, the installed binary runs and
 //! finds its configuration, the unit verifies in place, and it is removed
-//! (conffile kept) then purged (nothing left); an upgrade over a running
-//! controller lets nothing of a banned source through. Needs root.
+//! (conffile kept) then purged (nothing left); an upgrade over the running
+//! service, under a real systemd in a container, restarts it and lets
+//! nothing of a banned source through. Needs root.
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use sip_xdp_tests::{
     cli::{eventually, Cli},
-    lab::{command_in, send_sip_for, xdp_prog_id, Lab, SipListener},
+    lab::{send_sip_for, xdp_prog_id, Lab, SipListener},
+    systemd::Systemd,
 };
 
 const FILES: &[&str] = &[
@@ -122,65 +120,48 @@ fn the_package_installs_runs_and_goes_away_cleanly() {
     assert!(!status.status.success(), "still known to dpkg after purge");
 }
 
-/// The installed binary, in the lab's server namespace, on `cli`'s pins,
-/// database and configuration.
-fn installed(cli: &Cli) -> Command {
-    let mut c = command_in(&cli.netns, "/usr/sbin/sip-xdp");
-    c.env("SIP_XDP_PIN_DIR", &cli.pins)
-        .env("SIP_XDP_DB", &cli.db_url)
-        .env("SIP_XDP_CONFIG", cli.dir.join("sip-xdp.toml"));
-    c
-}
-
-/// `sip-xdp run` as the unit starts it, logging to `log`.
-fn start(cli: &Cli, log: &Path) -> std::process::Child {
-    installed(cli)
-        .args(["run", "--iface", "s1", "--iface", "s2", "--node", "pkg"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_log(log: &Path, needle: &str) {
-    assert!(
-        eventually(Duration::from_secs(20), || std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains(needle)),
-        "{needle:?} not in {}:\n{}",
-        log.display(),
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
-/// An upgrade takes over with no moment unfiltered. The package goes in
-/// again over a running controller, as `dpkg -i` of a new version does
-/// (prerm upgrade, unpack over the running binary, postinst configure), and
-/// the controller is restarted as postinst's `try-restart` does under
-/// systemd (these machines run none). The new build's program replaces the
-/// one an older build pinned, and a banned client sending all along gets
-/// nothing through.
+/// An upgrade takes over with no moment unfiltered, under the service
+/// manager an SBC runs. In a systemd container on the lab's server
+/// namespace, the package is installed, the service enabled and started as
+/// the README says, and the package installed again over it as `dpkg -i` of
+/// a new version does: its postinst restarts the running service
+/// (`try-restart`), the new build's program replaces the one an older build
+/// pinned, and a banned client sending all along gets nothing through.
 #[test]
 fn an_upgrade_under_a_banned_sources_traffic_lets_nothing_through() {
     use aya::maps::{Array, Map, MapData};
     sip_xdp_tests::require_root();
     let deb = std::env::var("SIP_XDP_DEB")
         .expect("SIP_XDP_DEB: run the tests with `cargo xtask test`, which builds the package");
-    let _installed = Installed;
-    dpkg(&["-i", &deb]);
     let lab = Lab::two_clients("pk");
+    // Its pins, which the containerized controller uses and the test reads,
+    // are detached and removed with it.
     let cli = Cli::new(&lab.server);
-    let banned = lab.links[0].client_v4.to_string();
-    let block = installed(&cli).args(["block", &banned]).output().unwrap();
-    assert!(
-        block.status.success(),
-        "{}",
-        String::from_utf8_lossy(&block.stderr)
+    let pins = cli.pins.to_str().unwrap();
+    let sd = Systemd::boot(&lab.server, &[Path::new(&deb).parent().unwrap()]);
+    sd.ok(&["dpkg", "-i", &deb]);
+    let config = "/etc/sip-xdp/sip-xdp.toml";
+    let shipped = std::fs::read_to_string(sd.root.join(&config[1..])).unwrap();
+    sd.write(
+        config,
+        &format!("interfaces = [\"s1\", \"s2\"]\nnode = \"pkg\"\n{shipped}"),
     );
-    let (log1, log2) = (cli.dir.join("before.log"), cli.dir.join("after.log"));
-    let mut old = start(&cli, &log1);
-    wait_log(&log1, "controller running");
+    sd.write(
+        "/etc/systemd/system/sip-xdp.service.d/lab.conf",
+        &format!("[Service]\nEnvironment=SIP_XDP_PIN_DIR={pins}\nEnvironment=RUST_LOG=info\n"),
+    );
+    sd.ok(&["systemctl", "daemon-reload"]);
+    let banned = lab.links[0].client_v4.to_string();
+    sd.ok(&[
+        "env",
+        &format!("SIP_XDP_PIN_DIR={pins}"),
+        "sip-xdp",
+        "block",
+        &banned,
+    ]);
+    sd.ok(&["systemctl", "enable", "--now", "sip-xdp"]);
+    let old = sd.main_pid("sip-xdp");
+    assert_ne!(old, 0, "not running:\n{}", sd.journal("sip-xdp"));
     let before = xdp_prog_id(&lab.server, "s1").expect("attached");
     // As if an older build had pinned what runs.
     let meta = cli.pins.join("maps/META");
@@ -192,25 +173,22 @@ fn an_upgrade_under_a_banned_sources_traffic_lets_nothing_through() {
     std::thread::scope(|s| {
         let sender = s.spawn(|| send_sip_for(&lab.clients[0], to, Duration::from_secs(6)));
         std::thread::sleep(Duration::from_millis(300));
-        dpkg(&["-i", &deb]);
+        sd.ok(&["dpkg", "-i", &deb]);
+        let new = sd.main_pid("sip-xdp");
         assert!(
-            old.try_wait().unwrap().is_none(),
-            "the upgrade stopped the running controller"
+            new != 0 && new != old,
+            "the upgrade did not restart the running service (main PID {old}, then {new}):\n{}",
+            sd.journal("sip-xdp")
         );
-        // try-restart: stop, then start the installed (new) binary.
-        Command::new("kill")
-            .args(["-TERM", &old.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(old.wait().unwrap().success());
-        let mut new = start(&cli, &log2);
-        wait_log(&log2, "controller running");
+        assert!(
+            eventually(Duration::from_secs(20), || sd
+                .journal("sip-xdp")
+                .contains("replaced the pinned programs")),
+            "the new build did not take over:\n{}",
+            sd.journal("sip-xdp")
+        );
         let sent = sender.join().unwrap();
         assert!(sent > 100, "only {sent} sent");
-        let _ = Command::new("kill")
-            .args(["-TERM", &new.id().to_string()])
-            .status();
-        let _ = new.wait();
     });
     let got = listener.drain(Duration::from_millis(300), Duration::from_secs(5));
     assert_eq!(
@@ -220,6 +198,4 @@ fn an_upgrade_under_a_banned_sources_traffic_lets_nothing_through() {
     );
     let after = xdp_prog_id(&lab.server, "s1").expect("still attached");
     assert_ne!(before, after, "the new build did not replace the program");
-    let log = std::fs::read_to_string(&log2).unwrap();
-    assert!(log.contains("replaced the pinned programs"), "{log}");
 }

@@ -387,6 +387,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("kamailio", "kamailio"),
     // The scanners operators meet, against that Kamailio.
     ("svmap", "sipvicious"),
+    // The package is upgraded under a real systemd, in a container.
+    ("systemd-nspawn", "systemd-container"),
     // Builds the mutated frames of the parser's end-to-end invariant.
     ("scapy", "python3-scapy"),
     (
