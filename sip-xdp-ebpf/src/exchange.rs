@@ -184,12 +184,16 @@ unsafe extern "C" fn scan_step(_: u32, _: *mut c_void) -> i64 {
     let Some(s) = SCAN.get_ptr_mut(0) else {
         return STOP;
     };
-    let s = unsafe { &mut *s };
     for _ in 0..STRIDE {
-        // Read back from map memory each step, so the verifier knows only
-        // its bound: the ways the steps before it took then look alike,
-        // and it walks one step's code once, not once per way.
-        let at = unsafe { core::ptr::read_volatile(&s.at) };
+        // Every step reads the scan's state back from map memory: the
+        // compiler would otherwise carry the state a step wrote (a
+        // constant on each of its paths) into the next step in registers,
+        // and the verifier, seeing a different constant on every way the
+        // steps before took, would walk each step once per way (close to
+        // the million-instruction limit, seconds of every load) instead of
+        // once with the state unknown.
+        let s = unsafe { &mut *core::hint::black_box(s) };
+        let at = s.at;
         // Past the copy the buffer holds an earlier packet's bytes.
         if at >= s.len {
             return STOP;
@@ -206,7 +210,7 @@ unsafe extern "C" fn scan_step(_: u32, _: *mut c_void) -> i64 {
         if taken == 0 && s.scan.step(s.bytes[i], &KernelRules) {
             return STOP;
         }
-        unsafe { core::ptr::write_volatile(&mut s.at, next.max(at + 1)) };
+        s.at = next.max(at + 1);
     }
     0
 }
