@@ -3,8 +3,9 @@
 //! maintainer scripts, `deb-systemd-invoke` and the unit run under the
 //! service manager an SBC runs, while the host's /etc, /usr and dpkg
 //! database stay untouched (every write lands in a tmpfs that goes with
-//! the container). The host's bpffs is shared, so the test reads the pins
-//! the containerized controller makes.
+//! the container). The container's /sys/fs/bpf is a private directory of
+//! the host's bpffs, so the package's default pin directory is the test's
+//! own, and the test reads the pins the containerized controller makes.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,9 +14,27 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
 use crate::lab::{sh, Netns};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Units the host may have enabled that have no business in the test:
+/// timers (a persistent apt timer would take the dpkg lock) and network
+/// managers (they would configure the lab's interfaces).
+const MASKED: &[&str] = &[
+    "timers.target",
+    "systemd-networkd.service",
+    "systemd-networkd.socket",
+    "systemd-networkd-wait-online.service",
+    "NetworkManager.service",
+    "NetworkManager-wait-online.service",
+    "networking.service",
+];
 
 /// Booted to `basic.target`: the host's own enabled services (a database,
 /// a SIP server) stay down; what the test installs is started by hand.
@@ -23,6 +42,12 @@ pub struct Systemd {
     top: PathBuf,
     /// The container's `/`, as the host sees it.
     pub root: PathBuf,
+    /// The host directory that is the container's /sys/fs/bpf.
+    pub bpffs: PathBuf,
+    /// Cgroups made for the container, one per hierarchy nspawn uses.
+    cgroups: Vec<PathBuf>,
+    layers_mounted: bool,
+    root_mounted: bool,
     nspawn: Option<Child>,
     init: i32,
 }
@@ -34,11 +59,22 @@ impl Systemd {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("sip-xdp-sd-{}-{n}", std::process::id());
         let top = std::env::temp_dir().join(&name);
-        let root = top.join("root");
-        let layers = top.join("layers");
+        // From here on a failure undoes what is done (Drop).
+        let mut sd = Self {
+            root: top.join("root"),
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/sip-xdp-test-{name}")),
+            top,
+            cgroups: Vec::new(),
+            layers_mounted: false,
+            root_mounted: false,
+            nspawn: None,
+            init: 0,
+        };
+        let layers = sd.top.join("layers");
         std::fs::create_dir_all(&layers).unwrap();
-        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&sd.root).unwrap();
         sh("mount", &["-t", "tmpfs", "tmpfs", layers.to_str().unwrap()]);
+        sd.layers_mounted = true;
         let (upper, work) = (layers.join("upper"), layers.join("work"));
         std::fs::create_dir_all(&upper).unwrap();
         std::fs::create_dir_all(&work).unwrap();
@@ -55,44 +91,70 @@ impl Systemd {
                 "overlay",
                 "-o",
                 &opts,
-                root.to_str().unwrap(),
+                sd.root.to_str().unwrap(),
             ],
         );
-        // From here on a failure unmounts what is mounted.
-        let mut sd = Self {
-            top,
-            root,
-            nspawn: None,
-            init: 0,
-        };
+        sd.root_mounted = true;
         // A build container's policy-rc.d (`exit 101`) makes
         // deb-systemd-invoke refuse every action; an SBC has none.
         let _ = std::fs::remove_file(sd.root.join("usr/sbin/policy-rc.d"));
         // The host's id would make the container's journal the host's.
         let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
-        std::fs::write(
-            sd.root.join("etc/machine-id"),
-            format!("{}\n", id.trim().replace('-', "")),
-        )
-        .unwrap();
+        sd.write(
+            "/etc/machine-id",
+            &format!("{}\n", id.trim().replace('-', "")),
+        );
+        for unit in MASKED {
+            let link = sd.root.join("etc/systemd/system").join(unit);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink("/dev/null", link).unwrap();
+        }
+        std::fs::create_dir_all(&sd.bpffs).unwrap();
+        // nspawn without a service manager on the host puts the container's
+        // cgroups under the caller's: a cgroup of its own keeps two
+        // containers apart and lets the test remove what they leave.
+        let hierarchies: &[&str] = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            &["/sys/fs/cgroup"]
+        } else {
+            &["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"]
+        };
+        for h in hierarchies {
+            if Path::new(h).join("cgroup.procs").exists() {
+                let cg = Path::new(h).join(&name);
+                std::fs::create_dir_all(&cg).unwrap();
+                sd.cgroups.push(cg);
+            }
+        }
+        let cgroups: Vec<String> = sd.cgroups.iter().map(|c| c.display().to_string()).collect();
         let console = std::fs::File::create(sd.top.join("console.log")).unwrap();
-        let mut nspawn = Command::new("systemd-nspawn");
+        let mut nspawn = Command::new("setpriv");
         nspawn
+            // A test killed outright takes its container with it.
+            .args(["--pdeathsig", "TERM", "--", "sh", "-c"])
+            .arg(
+                "for c in $CGROUPS; do echo $$ > \"$c/cgroup.procs\" || exit 1; done; \
+                 exec systemd-nspawn \"$@\"",
+            )
+            .arg("sh")
+            .env("CGROUPS", cgroups.join(" "))
             .arg("--directory")
             .arg(&sd.root)
             .args(["--machine", &name])
             // No service manager on the host to register with or to give
             // the container a scope of its own.
             .args(["--keep-unit", "--register=no", "--link-journal=no"])
+            // Stopping nspawn kills everything in the container at once.
+            .arg("--kill-signal=SIGKILL")
             .arg(format!(
                 "--network-namespace-path={}",
                 netns.path().display()
             ))
             // What the unit grants the controller, which nspawn's default
-            // set lacks.
+            // set lacks; no device nodes of the host's disks.
             .args(["--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN"])
+            .args(["--drop-capability=CAP_MKNOD"])
             .args(["--system-call-filter=bpf perf_event_open"])
-            .arg("--bind=/sys/fs/bpf");
+            .arg(format!("--bind={}:/sys/fs/bpf", sd.bpffs.display()));
         for b in binds {
             nspawn.arg(format!("--bind-ro={}", b.display()));
         }
@@ -103,14 +165,16 @@ impl Systemd {
                 .stdout(console.try_clone().unwrap())
                 .stderr(console)
                 .spawn()
-                .expect("systemd-nspawn (Debian's systemd-container)"),
+                .expect("setpriv and systemd-nspawn (Debian's systemd-container)"),
         );
-        sd.init = find_init(sd.nspawn.as_mut().unwrap(), &sd.top.join("console.log"));
+        sd.init = sd.find_init();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let state = sd.run(&["systemctl", "is-system-running", "--wait"]);
+            let state = sd.run(&["timeout", "10", "systemctl", "is-system-running", "--wait"]);
             let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
-            if state == "running" {
+            // Degraded: a unit of the host's failed in a container, which
+            // the test does not need.
+            if state == "running" || state == "degraded" {
                 break;
             }
             assert!(
@@ -124,14 +188,60 @@ impl Systemd {
         sd
     }
 
+    /// The container's init: nspawn's child that is PID 1 in its own PID
+    /// namespace.
+    fn find_init(&mut self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                if self.is_init(pid) {
+                    return pid;
+                }
+            }
+            self.assert_running("before booting");
+            assert!(
+                Instant::now() < deadline,
+                "systemd-nspawn started no init in 30 s:\n{}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `pid` is this container's init (see `child_init`).
+    fn is_init(&self, pid: i32) -> bool {
+        self.nspawn
+            .as_ref()
+            .is_some_and(|n| child_init(pid, n.id()))
+    }
+
+    fn assert_running(&mut self, when: &str) {
+        let exited = self.nspawn.as_mut().unwrap().try_wait().ok().flatten();
+        if let Some(status) = exited {
+            panic!(
+                "systemd-nspawn exited ({status}) {when}:\n{}",
+                self.console()
+            );
+        }
+    }
+
     /// What nspawn and the container's console printed.
     pub fn console(&self) -> String {
         std::fs::read_to_string(self.top.join("console.log")).unwrap_or_default()
     }
 
     /// `args` run inside the container (every namespace of its init), with
-    /// a clean environment, as an operator's root shell there.
+    /// a clean environment. They keep the test's privileges, as root's
+    /// shell on the SBC would have them.
     pub fn run(&self, args: &[&str]) -> Output {
+        assert!(
+            self.is_init(self.init),
+            "the container is gone:\n{}",
+            self.console()
+        );
         Command::new("nsenter")
             .args(["--target", &self.init.to_string(), "--all", "--"])
             .args(args)
@@ -157,19 +267,44 @@ impl Systemd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `path` (absolute, inside the container) as the host sees it.
+    pub fn path(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
     /// Writes `text` to `path` (absolute, inside the container).
     pub fn write(&self, path: &str, text: &str) {
-        let path = self.root.join(path.trim_start_matches('/'));
+        let path = self.path(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
 
+    /// A property of a unit, as `systemctl show` gives it.
+    pub fn property(&self, unit: &str, name: &str) -> String {
+        self.ok(&[
+            "systemctl",
+            "show",
+            &format!("--property={name}"),
+            "--value",
+            unit,
+        ])
+        .trim()
+        .to_string()
+    }
+
     /// A unit's main process as systemd knows it (0: none).
     pub fn main_pid(&self, unit: &str) -> u32 {
-        self.ok(&["systemctl", "show", "--property=MainPID", "--value", unit])
-            .trim()
-            .parse()
-            .unwrap()
+        self.property(unit, "MainPID").parse().unwrap()
+    }
+
+    /// What the journal holds from the container's process `pid`.
+    pub fn journal_of(&self, pid: u32) -> String {
+        self.ok(&[
+            "journalctl",
+            &format!("_PID={pid}"),
+            "--output=cat",
+            "--no-pager",
+        ])
     }
 
     /// A unit's messages in the container's journal.
@@ -178,60 +313,73 @@ impl Systemd {
     }
 }
 
-/// The container's init: nspawn's child that is PID 1 in its own PID
-/// namespace.
-fn find_init(nspawn: &mut Child, console: &Path) -> i32 {
-    let parent = nspawn.id().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-            let field = |key: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            };
-            let ns_pid = field("NSpid:").unwrap_or_default();
-            if field("PPid:").as_deref() == Some(&parent) && ns_pid.ends_with(" 1") {
-                return ns_pid.split(' ').next().unwrap().parse().unwrap();
+impl Drop for Systemd {
+    fn drop(&mut self) {
+        if let Some(mut nspawn) = self.nspawn.take() {
+            // Killing a PID namespace's init kills everything in it; only
+            // if it is still the container's (its PID is not reused).
+            if child_init(self.init, nspawn.id()) {
+                let _ = kill(Pid::from_raw(self.init), Signal::SIGKILL);
+            }
+            let _ = kill(Pid::from_raw(nspawn.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while nspawn.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = nspawn.kill();
+                    let _ = nspawn.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
-        if let Ok(Some(status)) = nspawn.try_wait() {
-            panic!(
-                "systemd-nspawn exited ({status}) before booting:\n{}",
-                std::fs::read_to_string(console).unwrap_or_default()
-            );
+        if self.root_mounted {
+            self.root_mounted = !umount(&self.root);
         }
-        assert!(
-            Instant::now() < deadline,
-            "systemd-nspawn started no init in 30 s:\n{}",
-            std::fs::read_to_string(console).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        if self.layers_mounted && !self.root_mounted {
+            self.layers_mounted = !umount(&self.top.join("layers"));
+        }
+        // Never walk into an overlay of the host's root still mounted.
+        if !self.root_mounted && !self.layers_mounted {
+            let _ = std::fs::remove_dir_all(&self.top);
+        }
+        // Unpinned, the links go with the last reference to them.
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        for cg in &self.cgroups {
+            remove_cgroup(cg);
+        }
     }
 }
 
-impl Drop for Systemd {
-    fn drop(&mut self) {
-        // Killing a PID namespace's init kills everything in it.
-        if self.init > 0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.init),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        if let Some(mut nspawn) = self.nspawn.take() {
-            let _ = nspawn.wait();
-        }
-        let mut mounted = false;
-        for dir in [&self.root, &self.top.join("layers")] {
-            let done = Command::new("umount").arg(dir).output();
-            mounted |= !done.is_ok_and(|o| o.status.success());
-        }
-        // Never walk into an overlay of the host's root still mounted.
-        if !mounted {
-            let _ = std::fs::remove_dir_all(&self.top);
+/// `pid` is the init of the container `nspawn` runs: its child (which the
+/// test has not reaped, so its PID is not reused), PID 1 inside. A PID
+/// that outlived the container names some other process.
+fn child_init(pid: i32, nspawn: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    field("PPid:") == Some(nspawn.to_string())
+        && field("NSpid:").is_some_and(|ns| ns.ends_with(" 1"))
+}
+
+fn umount(dir: &Path) -> bool {
+    Command::new("umount")
+        .arg(dir)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Removes an empty cgroup tree, leaves first.
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
         }
     }
+    let _ = std::fs::remove_dir(dir);
 }
