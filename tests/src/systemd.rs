@@ -316,11 +316,8 @@ impl Systemd {
 impl Drop for Systemd {
     fn drop(&mut self) {
         if let Some(mut nspawn) = self.nspawn.take() {
-            // Killing a PID namespace's init kills everything in it; only
-            // if it is still the container's (its PID is not reused).
-            if child_init(self.init, nspawn.id()) {
-                let _ = kill(Pid::from_raw(self.init), Signal::SIGKILL);
-            }
+            // nspawn answers with its kill signal (SIGKILL) to the
+            // container's init, which takes everything in the container.
             let _ = kill(Pid::from_raw(nspawn.id() as i32), Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while nspawn.try_wait().ok().flatten().is_none() {
